@@ -1,0 +1,514 @@
+//! Command-line interface. Exit codes: 0 success, 1 a file was quarantined
+//! (`ingest`), 2 an error (bad configuration, unknown file, I/O).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use dropgate::config::Config;
+use dropgate::domain::nhs_number::NhsNumber;
+use dropgate::land::{self, Arrival, Landed, Origin};
+use dropgate::ledger::{FileFilter, FileRow, FileState, Ledger, PersonView, SystemClock};
+use dropgate::pipeline::Processor;
+use dropgate::spool::Spool;
+use dropgate::{daemon, keys};
+
+#[derive(Parser)]
+#[command(
+    name = "dropgate",
+    version,
+    about = "Receive, check and record batch files from health and social care systems.",
+    after_help = "Example:\n  dropgate run\n  dropgate --config /etc/dropgate/dropgate.toml check-config"
+)]
+struct Cli {
+    /// Configuration file.
+    #[arg(
+        long,
+        global = true,
+        env = "DROPGATE_CONFIG",
+        default_value = "config/dropgate.toml"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: watch every source and process what arrives, until Ctrl-C or SIGTERM.
+    #[command(
+        after_help = "Example:\n  dropgate run\n\nCreates missing keys and spool folders on first start."
+    )]
+    Run,
+    /// Check the configuration; print every problem as PATH:LINE:COL: message.
+    #[command(
+        after_help = "Example:\n  dropgate check-config && systemctl reload dropgate\n\nExit status 0 when valid, 2 when not."
+    )]
+    CheckConfig,
+    /// Take files through the whole pipeline once, without the daemon. The given files are left in place.
+    #[command(
+        after_help = "Example:\n  dropgate ingest --source demo-carehome-drop news2_20261122.csv.age\n\nExit status 0 when every file is loaded or duplicate, 1 when any was quarantined."
+    )]
+    Ingest {
+        /// Source the files are treated as coming from (decides partner and feed).
+        #[arg(long)]
+        source: String,
+        /// Files to ingest.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// List files in the ledger.
+    #[command(
+        after_help = "Example:\n  dropgate files --state quarantined\n  dropgate files --feed news2 --json | jq .sha256"
+    )]
+    Files {
+        /// Only files in this state: received, loaded, quarantined or duplicate.
+        #[arg(long)]
+        state: Option<FileState>,
+        /// Only files of this feed.
+        #[arg(long)]
+        feed: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one file: its history and every validation problem.
+    #[command(after_help = "Example:\n  dropgate show 42")]
+    Show {
+        /// File id, as listed by `dropgate files`.
+        id: i64,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Process a quarantined file again, after fixing the configuration.
+    #[command(after_help = "Example:\n  dropgate check-config && dropgate replay 42")]
+    Replay {
+        /// File id of a quarantined file.
+        id: i64,
+    },
+    /// Create the keys the configuration names, where missing; print the age recipient.
+    #[command(
+        after_help = "Example:\n  dropgate keygen\n  dropgate keygen --force   # replace every key"
+    )]
+    Keygen {
+        /// Replace existing keys (files encrypted to the old recipient can no longer be read).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Look up service users.
+    #[command(subcommand)]
+    Patients(Patients),
+}
+
+#[derive(Subcommand)]
+enum Patients {
+    /// Find a person and all their linked detail ids, with record counts.
+    #[command(
+        after_help = "Example:\n  dropgate patients find --nhs-number '943 476 5919'\n  dropgate patients find --local-id demo-carehome:R0001 --json"
+    )]
+    Find(FindArgs),
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct FindArgs {
+    /// NHS number (spaces and hyphens allowed).
+    #[arg(long)]
+    nhs_number: Option<String>,
+    /// SOURCE:ID, the sender's own identifier.
+    #[arg(long)]
+    local_id: Option<String>,
+    /// One JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Run) {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DROPGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match execute(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load_config(path: &Path) -> anyhow::Result<Result<Config, ExitCode>> {
+    match Config::load(path) {
+        Ok(c) => Ok(Ok(c)),
+        Err(errors) => {
+            eprintln!("{errors}");
+            Ok(Err(ExitCode::from(2)))
+        }
+    }
+}
+
+macro_rules! config_or_exit {
+    ($path:expr) => {
+        match load_config($path)? {
+            Ok(c) => c,
+            Err(code) => return Ok(code),
+        }
+    };
+}
+
+fn open_ledger(config: &Config) -> anyhow::Result<Ledger> {
+    Ledger::open(&config.daemon.ledger, Arc::new(SystemClock))
+        .with_context(|| format!("opening the ledger {}", config.daemon.ledger.display()))
+}
+
+fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::CheckConfig => {
+            let config = config_or_exit!(&cli.config);
+            println!(
+                "{}: ok ({} partners, {} sources, {} feeds)",
+                cli.config.display(),
+                config.partners.len(),
+                config.sources.len(),
+                config.feeds.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run => {
+            let config = Arc::new(config_or_exit!(&cli.config));
+            print_banner(&config)?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            runtime.block_on(daemon::run(config, shutdown_signal()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keygen { force } => {
+            let config = config_or_exit!(&cli.config);
+            for key in keys::ensure(&config, force)? {
+                let verb = if key.created { "created" } else { "exists " };
+                println!("{verb} {:<13} {}", key.what, key.path.display());
+            }
+            let identity = keys::load_identity(&config.keys.age_identity)?;
+            println!("age recipient: {}", identity.to_public());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ingest { source, files } => {
+            let config = Arc::new(config_or_exit!(&cli.config));
+            ingest(config, &source, &files)
+        }
+        Command::Files { state, feed, json } => {
+            let config = config_or_exit!(&cli.config);
+            let ledger = open_ledger(&config)?;
+            let rows = ledger.files(&FileFilter { state, feed })?;
+            if json {
+                for row in &rows {
+                    println!("{}", serde_json::to_string(row)?);
+                }
+            } else {
+                print_files(&rows);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Show { id, json } => {
+            let config = config_or_exit!(&cli.config);
+            let ledger = open_ledger(&config)?;
+            show(&ledger, id, json)
+        }
+        Command::Replay { id } => {
+            let config = Arc::new(config_or_exit!(&cli.config));
+            let (identity, mut ledger) = daemon::prepare(&config)?;
+            ledger.replay(id)?;
+            let processor = Processor::new(config.clone(), identity);
+            let file = ledger.file(id)?;
+            let done = processor.process_batch(&mut ledger, vec![file], &AtomicBool::new(false))?;
+            let file = ledger.file(id)?;
+            if done.is_empty() {
+                println!("{id}: queued; the running daemon took it ({})", file.state);
+            } else {
+                print_outcome(&file);
+            }
+            Ok(exit_for(&[file]))
+        }
+        Command::Patients(Patients::Find(args)) => {
+            let config = config_or_exit!(&cli.config);
+            let ledger = open_ledger(&config)?;
+            let person = match (&args.nhs_number, &args.local_id) {
+                (Some(n), _) => {
+                    let n =
+                        NhsNumber::parse(n).map_err(|e| anyhow::anyhow!("--nhs-number: {e}"))?;
+                    ledger.person_by_nhs_number(&n.digits())?
+                }
+                (None, Some(local)) => {
+                    let Some((source, id)) = local.split_once(':') else {
+                        bail!("--local-id takes SOURCE:ID, for example demo-carehome:R0001");
+                    };
+                    ledger.person_by_local_id(source, id)?
+                }
+                (None, None) => unreachable!("clap requires one of the two"),
+            };
+            let Some(person) = person else {
+                eprintln!("no such person");
+                return Ok(ExitCode::from(1));
+            };
+            if args.json {
+                println!("{}", serde_json::to_string(&person)?);
+            } else {
+                print_person(&person);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn ingest(config: Arc<Config>, source_name: &str, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let Some(source) = config.sources.get(source_name) else {
+        let known: Vec<&str> = config.sources.keys().map(String::as_str).collect();
+        bail!(
+            "unknown source `{source_name}` (configured: {})",
+            known.join(", ")
+        );
+    };
+    let (identity, mut ledger) = daemon::prepare(&config)?;
+    let spool = Spool::new(&config.daemon.spool);
+    let mut arrivals = Vec::new();
+    for path in paths {
+        let meta = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
+        if !meta.is_file() {
+            bail!("{} is not a regular file", path.display());
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        arrivals.push(Arrival {
+            path: path.clone(),
+            name,
+        });
+    }
+    let origin = Origin {
+        source: &source.name,
+        partner: &source.partner,
+        remove_sender: false,
+    };
+    let landed = land::land(&config, &spool, &mut ledger, &origin, &arrivals);
+    let mut ids = Vec::new();
+    for (arrival, result) in arrivals.iter().zip(landed) {
+        match result {
+            Ok(Landed::New(id)) | Ok(Landed::AlreadyReceived(id)) => ids.push(id),
+            Err(e) => bail!("{}: {e}", arrival.path.display()),
+        }
+    }
+    let files = ids
+        .iter()
+        .map(|id| ledger.file(*id))
+        .collect::<Result<Vec<_>, _>>()?;
+    let processor = Processor::new(config.clone(), identity);
+    processor.process_batch(&mut ledger, files, &AtomicBool::new(false))?;
+    let mut finished = Vec::new();
+    for id in ids {
+        let file = ledger.file(id)?;
+        print_outcome(&file);
+        finished.push(file);
+    }
+    Ok(exit_for(&finished))
+}
+
+fn exit_for(files: &[FileRow]) -> ExitCode {
+    if files
+        .iter()
+        .all(|f| matches!(f.state, FileState::Loaded | FileState::Duplicate))
+    {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn print_outcome(file: &FileRow) {
+    match file.state {
+        FileState::Loaded => println!(
+            "{}\t{}\tloaded\t{} rows, {} records{}",
+            file.id,
+            file.name,
+            file.rows_loaded.unwrap_or(0),
+            file.records,
+            if file.problems > 0 {
+                format!(
+                    ", {} problems in skipped rows (dropgate show {})",
+                    file.problems, file.id
+                )
+            } else {
+                String::new()
+            }
+        ),
+        FileState::Duplicate => println!(
+            "{}\t{}\tduplicate\tsame content as file {}",
+            file.id,
+            file.name,
+            file.duplicate_of.unwrap_or(0)
+        ),
+        FileState::Quarantined => println!(
+            "{}\t{}\tquarantined\t{}: {} problem(s); see dropgate show {}",
+            file.id,
+            file.name,
+            file.reason.as_deref().unwrap_or("unknown"),
+            file.problems,
+            file.id
+        ),
+        FileState::Received => println!("{}\t{}\treceived", file.id, file.name),
+    }
+}
+
+fn print_files(rows: &[FileRow]) {
+    println!(
+        "{:>6}  {:<11}  {:<12}  {:<20}  {:>9}  {:>10}  {:<24}  NAME",
+        "ID", "STATE", "FEED", "SOURCE", "RECORDS", "SIZE", "RECEIVED"
+    );
+    for f in rows {
+        println!(
+            "{:>6}  {:<11}  {:<12}  {:<20}  {:>9}  {:>10}  {:<24}  {}{}",
+            f.id,
+            f.state,
+            f.feed.as_deref().unwrap_or("-"),
+            f.source,
+            f.records,
+            f.size,
+            f.received_at,
+            f.name,
+            f.reason
+                .as_deref()
+                .map(|r| format!("  ({r})"))
+                .unwrap_or_default()
+        );
+    }
+}
+
+fn show(ledger: &Ledger, id: i64, json: bool) -> anyhow::Result<ExitCode> {
+    let file = ledger.file(id)?;
+    let events = ledger.events(id)?;
+    let problems = ledger.problems(id)?;
+    if json {
+        let value = serde_json::json!({ "file": file, "events": events, "problems": problems });
+        println!("{}", serde_json::to_string(&value)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("file {}  {}", file.id, file.name);
+    println!(
+        "  state     {}{}",
+        file.state,
+        file.reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
+    );
+    println!("  source    {} (partner {})", file.source, file.partner);
+    println!("  feed      {}", file.feed.as_deref().unwrap_or("-"));
+    println!("  sha256    {}", file.sha256);
+    println!("  size      {} bytes", file.size);
+    if let Some(rows) = file.rows_read {
+        println!(
+            "  rows      {} read, {} loaded; {} records",
+            rows,
+            file.rows_loaded.unwrap_or(0),
+            file.records
+        );
+    }
+    if let Some(of) = file.duplicate_of {
+        println!("  duplicate of file {of}");
+    }
+    println!("events:");
+    for e in &events {
+        println!(
+            "  {}  {:<20} {}",
+            e.at,
+            e.event,
+            e.detail.as_ref().map(|d| d.to_string()).unwrap_or_default()
+        );
+    }
+    if !problems.is_empty() {
+        println!(
+            "problems ({} found, {} listed):",
+            file.problems,
+            problems.len()
+        );
+        for p in &problems {
+            let place = match (&p.column, p.field) {
+                (Some(c), Some(f)) => format!("line {}, column `{c}` (field {f})", p.line),
+                (Some(c), None) => format!("line {}, column `{c}`", p.line),
+                (None, Some(f)) => format!("line {}, field {f}", p.line),
+                (None, None) if p.line == 0 => "file".to_string(),
+                (None, None) => format!("line {}", p.line),
+            };
+            println!("  {place}: {} [{}]", p.message, p.code);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_person(person: &PersonView) {
+    match &person.nhs_number {
+        Some(n) => println!("person {}  NHS number {}", person.person_id, n),
+        None => println!("person {}  (no NHS number)", person.person_id),
+    }
+    for d in &person.details {
+        println!(
+            "  detail {:>6}  {}:{}  observations {}  care records {}  transactions {}  red bags {}  alerts {}",
+            d.detail_id,
+            d.source,
+            d.local_id,
+            d.observations,
+            d.care_record_entries,
+            d.care_transactions,
+            d.red_bags,
+            d.alerts
+        );
+    }
+}
+
+fn print_banner(config: &Config) -> anyhow::Result<()> {
+    for key in keys::ensure(config, false)? {
+        if key.created {
+            println!("created {} {}", key.what, key.path.display());
+        }
+    }
+    let identity = keys::load_identity(&config.keys.age_identity)?;
+    println!("dropgate {}", env!("CARGO_PKG_VERSION"));
+    println!("  config         {}", config.file.display());
+    println!("  ledger         {}", config.daemon.ledger.display());
+    println!("  age recipient  {}", identity.to_public());
+    for source in config.sources.values() {
+        let dropgate::config::SourceKind::Local(local) = &source.kind;
+        println!(
+            "  drop folder    {}  (source {}, partner {})",
+            local.path.display(),
+            source.name,
+            source.partner
+        );
+    }
+    println!(
+        "Encrypt with:   age -r {} -o news2_x.csv.age news2_x.csv",
+        identity.to_public()
+    );
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

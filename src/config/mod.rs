@@ -1,0 +1,1059 @@
+//! Configuration: the TOML file is read in two phases, as written (`raw`) and
+//! then checked and resolved into the types below, so that nothing on the run
+//! path ever re-checks a setting.
+//!
+//! Every problem is reported as `PATH:LINE:COL: message`, all of them at once:
+//! each partner, source and feed is deserialised on its own so a mistake in one
+//! does not hide mistakes in the others.
+
+mod raw;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::de::DeserializeOwned;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+use crate::map::{Mapping, ObservationMapping, ServiceUserMapping, Vital};
+use crate::validate::{ColumnKind, ColumnSpec, DateTimeFormat, Encoding, ExtraColumns, Schema};
+
+/// Names a sender may use while a file is still being written; never taken.
+pub const TEMPORARY_SUFFIXES: [&str; 3] = [".part", ".tmp", ".filepart"];
+
+/// The checked configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it was read from.
+    pub file: PathBuf,
+    pub daemon: Daemon,
+    pub keys: Keys,
+    pub partners: BTreeMap<String, Partner>,
+    pub sources: BTreeMap<String, Source>,
+    pub feeds: BTreeMap<String, Feed>,
+}
+
+#[derive(Debug)]
+pub struct Daemon {
+    pub spool: PathBuf,
+    pub ledger: PathBuf,
+    pub time_zone: chrono_tz::Tz,
+    pub retention_days: u32,
+    pub max_errors_per_file: usize,
+}
+
+#[derive(Debug)]
+pub struct Keys {
+    pub age_identity: PathBuf,
+    pub signing_key: PathBuf,
+    pub ssh_host_key: PathBuf,
+}
+
+#[derive(Debug)]
+pub struct Partner {
+    pub name: String,
+    pub ods_code: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Source {
+    pub name: String,
+    pub partner: String,
+    pub kind: SourceKind,
+}
+
+#[derive(Debug)]
+pub enum SourceKind {
+    Local(LocalSource),
+}
+
+#[derive(Debug, Clone)]
+pub struct LocalSource {
+    pub path: PathBuf,
+    pub recursive: bool,
+    pub min_age: Duration,
+    pub check_interval: Duration,
+    pub rescan_interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encryption {
+    /// Every file must be age-encrypted; plaintext is quarantined.
+    Age,
+    /// Files are plaintext.
+    None,
+    /// age when the content starts with an age header, plaintext otherwise.
+    Optional,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    RejectFile,
+    SkipInvalidRows,
+}
+
+#[derive(Debug)]
+pub struct Feed {
+    pub name: String,
+    pub partner: String,
+    pub patterns: GlobSet,
+    pub encryption: Encryption,
+    pub on_error: OnError,
+    pub schema: Schema,
+    pub mapping: Mapping,
+}
+
+impl Config {
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+            errors: vec![ConfigError {
+                file: path.to_path_buf(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read the configuration: {e}"),
+            }],
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Checks `text` as if read from `path` (relative paths resolve against its folder).
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+        let mut checker = Checker {
+            file: path.to_path_buf(),
+            text,
+            errors: Vec::new(),
+        };
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
+        let config = checker.check(path, &base);
+        if checker.errors.is_empty() {
+            Ok(config.expect("a config is built whenever no error was found"))
+        } else {
+            checker.errors.sort_by_key(|e| (e.line, e.column));
+            Err(ConfigErrors {
+                errors: checker.errors,
+            })
+        }
+    }
+
+    /// The feed a file from `partner` named `name` belongs to.
+    pub fn feed_for(&self, partner: &str, name: &str) -> FeedMatch<'_> {
+        let mut found = self
+            .feeds
+            .values()
+            .filter(|f| f.partner == partner && f.patterns.is_match(name));
+        match (found.next(), found.next()) {
+            (None, _) => FeedMatch::None,
+            (Some(feed), None) => FeedMatch::One(feed),
+            (Some(a), Some(b)) => FeedMatch::Ambiguous(a.name.clone(), b.name.clone()),
+        }
+    }
+}
+
+pub enum FeedMatch<'a> {
+    None,
+    One(&'a Feed),
+    Ambiguous(String, String),
+}
+
+/// One configuration problem with its position in the file.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )
+    }
+}
+
+/// Every problem found in one configuration file.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigErrors {
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+struct Checker<'t> {
+    file: PathBuf,
+    text: &'t str,
+    errors: Vec<ConfigError>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let (line, column) = line_column(self.text, span.start);
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            line,
+            column,
+            message: message.into(),
+        });
+    }
+
+    fn at<T>(&mut self, value: &Spanned<T>, message: impl Into<String>) {
+        self.error(value.span(), message);
+    }
+
+    fn deserialize<T: DeserializeOwned>(&mut self, value: Spanned<DeValue<'_>>) -> Option<T> {
+        let span = value.span();
+        let mut value = value;
+        value.get_mut().make_owned();
+        match T::deserialize(ValueDeserializer::from(value)) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let at = e.span().unwrap_or(span);
+                self.error(at, e.message().to_string());
+                None
+            }
+        }
+    }
+
+    /// Deserialises each entry of a `[section.NAME]` table separately.
+    fn entries<T: DeserializeOwned>(
+        &mut self,
+        section: &str,
+        value: Option<Spanned<DeValue<'_>>>,
+    ) -> Vec<(Spanned<String>, T)> {
+        let Some(value) = value else {
+            return Vec::new();
+        };
+        let span = value.span();
+        let DeValue::Table(table) = value.into_inner() else {
+            self.error(
+                span,
+                format!("`{section}` must be a table of named entries"),
+            );
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (key, entry) in table {
+            let name = Spanned::new(key.span(), key.get_ref().to_string());
+            if !valid_name(name.get_ref()) {
+                self.at(
+                    &name,
+                    format!(
+                        "{section} name `{}` may use only letters, digits, `-` and `_`",
+                        name.get_ref()
+                    ),
+                );
+            }
+            if let Some(parsed) = self.deserialize::<T>(entry) {
+                out.push((name, parsed));
+            }
+        }
+        out
+    }
+
+    fn check(&mut self, path: &Path, base: &Path) -> Option<Config> {
+        let (root, syntax) = DeTable::parse_recoverable(self.text);
+        for e in &syntax {
+            self.error(e.span().unwrap_or(0..0), e.message().to_string());
+        }
+        if !syntax.is_empty() {
+            return None;
+        }
+        let mut sections: BTreeMap<String, Spanned<DeValue<'_>>> = BTreeMap::new();
+        for (key, value) in root.into_inner() {
+            let name = key.get_ref().to_string();
+            match name.as_str() {
+                "daemon" | "keys" | "partners" | "sources" | "feeds" => {
+                    sections.insert(name, value);
+                }
+                "destinations" | "schedules" | "grants" => self.error(
+                    key.span(),
+                    format!("`{name}` is not supported by this version of dropgate"),
+                ),
+                _ => self.error(
+                    key.span(),
+                    format!(
+                        "unknown section `{name}`, expected one of `daemon`, `keys`, `partners`, `sources`, `feeds`"
+                    ),
+                ),
+            }
+        }
+
+        let daemon: raw::Daemon = match sections.remove("daemon") {
+            Some(v) => self.deserialize(v).unwrap_or_default(),
+            None => raw::Daemon::default(),
+        };
+        let keys: raw::Keys = match sections.remove("keys") {
+            Some(v) => self.deserialize(v).unwrap_or_default(),
+            None => raw::Keys::default(),
+        };
+        let partners: Vec<(Spanned<String>, raw::Partner)> =
+            self.entries("partner", sections.remove("partners"));
+        let sources: Vec<(Spanned<String>, raw::Source)> =
+            self.entries("source", sections.remove("sources"));
+        let feeds: Vec<(Spanned<String>, raw::Feed)> =
+            self.entries("feed", sections.remove("feeds"));
+
+        let daemon = self.daemon(daemon, base);
+        let keys = Keys {
+            age_identity: resolve(base, keys.age_identity.as_deref(), "keys/age-identity.txt"),
+            signing_key: resolve(base, keys.signing_key.as_deref(), "keys/signing_ed25519"),
+            ssh_host_key: resolve(base, keys.ssh_host_key.as_deref(), "keys/ssh_host_ed25519"),
+        };
+        let partners: BTreeMap<String, Partner> = partners
+            .into_iter()
+            .map(|(name, p)| {
+                let partner = Partner {
+                    name: p.name.unwrap_or_else(|| name.get_ref().clone()),
+                    ods_code: p.ods_code.map(Spanned::into_inner),
+                };
+                (name.into_inner(), partner)
+            })
+            .collect();
+        let sources: BTreeMap<String, Source> = sources
+            .into_iter()
+            .filter_map(|(name, s)| {
+                let source = self.source(name.get_ref(), s, &partners, base)?;
+                Some((name.into_inner(), source))
+            })
+            .collect();
+        self.check_overlapping_sources(&sources);
+        let mut checked_feeds = BTreeMap::new();
+        let mut seen_patterns: HashSet<(String, String)> = HashSet::new();
+        for (name, f) in feeds {
+            if let Some(feed) = self.feed(name.get_ref(), f, &partners, &mut seen_patterns) {
+                checked_feeds.insert(name.into_inner(), feed);
+            }
+        }
+        let daemon = daemon?;
+        Some(Config {
+            file: path.to_path_buf(),
+            daemon,
+            keys,
+            partners,
+            sources,
+            feeds: checked_feeds,
+        })
+    }
+
+    fn daemon(&mut self, raw: raw::Daemon, base: &Path) -> Option<Daemon> {
+        let spool = resolve(base, raw.spool.as_deref(), "../spool");
+        let ledger = match raw.ledger.as_deref() {
+            Some(p) => base.join(p),
+            None => spool.join("ledger.db"),
+        };
+        let time_zone = match raw.time_zone {
+            None => chrono_tz::Europe::London,
+            Some(tz) => match tz.get_ref().parse::<chrono_tz::Tz>() {
+                Ok(tz) => tz,
+                Err(_) => {
+                    self.at(&tz, format!("unknown time zone `{}`", tz.get_ref()));
+                    return None;
+                }
+            },
+        };
+        let retention_days = match raw.retention_days {
+            None => 90,
+            Some(d) if (1..=36500).contains(d.get_ref()) => *d.get_ref() as u32,
+            Some(d) => {
+                self.at(&d, "retention_days must be between 1 and 36500");
+                return None;
+            }
+        };
+        let max_errors_per_file = match raw.max_errors_per_file {
+            None => 10_000,
+            Some(n) if (1..=10_000_000).contains(n.get_ref()) => *n.get_ref() as usize,
+            Some(n) => {
+                self.at(&n, "max_errors_per_file must be between 1 and 10000000");
+                return None;
+            }
+        };
+        Some(Daemon {
+            spool,
+            ledger,
+            time_zone,
+            retention_days,
+            max_errors_per_file,
+        })
+    }
+
+    fn duration(&mut self, value: Option<Spanned<String>>, default: Duration) -> Duration {
+        let Some(value) = value else {
+            return default;
+        };
+        match humantime::parse_duration(value.get_ref()) {
+            Ok(d) => d,
+            Err(e) => {
+                self.at(
+                    &value,
+                    format!(
+                        "`{}` is not a duration like `500ms` or `2s`: {e}",
+                        value.get_ref()
+                    ),
+                );
+                default
+            }
+        }
+    }
+
+    fn partner_ref(
+        &mut self,
+        partner: &Spanned<String>,
+        partners: &BTreeMap<String, Partner>,
+    ) -> bool {
+        if partners.contains_key(partner.get_ref()) {
+            return true;
+        }
+        let known: Vec<&str> = partners.keys().map(String::as_str).collect();
+        self.at(
+            partner,
+            format!(
+                "unknown partner `{}` (defined partners: {})",
+                partner.get_ref(),
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        );
+        false
+    }
+
+    fn source(
+        &mut self,
+        name: &str,
+        raw: raw::Source,
+        partners: &BTreeMap<String, Partner>,
+        base: &Path,
+    ) -> Option<Source> {
+        let partner_ok = self.partner_ref(&raw.partner, partners);
+        match raw.kind.get_ref().as_str() {
+            "local" => {}
+            "sftp" | "ftp" => {
+                self.at(
+                    &raw.kind,
+                    format!(
+                        "source kind `{}` is not supported by this version of dropgate; use `local`",
+                        raw.kind.get_ref()
+                    ),
+                );
+                return None;
+            }
+            other => {
+                self.at(
+                    &raw.kind,
+                    format!("unknown source kind `{other}`, expected `local`"),
+                );
+                return None;
+            }
+        }
+        let Some(path) = raw.path else {
+            self.at(
+                &raw.kind,
+                format!("source `{name}`: a `local` source needs `path`"),
+            );
+            return None;
+        };
+        let min_age = self.duration(raw.min_age, Duration::from_secs(1));
+        let check_interval = self.duration(raw.check_interval, Duration::from_millis(250));
+        let rescan_interval = self.duration(raw.rescan_interval, Duration::from_secs(30));
+        if check_interval.is_zero() || rescan_interval.is_zero() {
+            self.at(
+                &path,
+                format!("source `{name}`: intervals must be above zero"),
+            );
+        }
+        if !partner_ok {
+            return None;
+        }
+        Some(Source {
+            name: name.to_string(),
+            partner: raw.partner.into_inner(),
+            kind: SourceKind::Local(LocalSource {
+                path: base.join(path.get_ref()),
+                recursive: raw.recursive.unwrap_or(false),
+                min_age,
+                check_interval,
+                rescan_interval,
+            }),
+        })
+    }
+
+    fn check_overlapping_sources(&mut self, sources: &BTreeMap<String, Source>) {
+        let mut seen: Vec<(&str, &Path)> = Vec::new();
+        for source in sources.values() {
+            let SourceKind::Local(local) = &source.kind;
+            for (other, path) in &seen {
+                if local.path.starts_with(path) || path.starts_with(&local.path) {
+                    self.errors.push(ConfigError {
+                        file: self.file.clone(),
+                        line: 0,
+                        column: 0,
+                        message: format!(
+                            "sources `{other}` and `{}` watch overlapping folders; a file would be taken twice",
+                            source.name
+                        ),
+                    });
+                }
+            }
+            seen.push((&source.name, &local.path));
+        }
+    }
+
+    fn feed(
+        &mut self,
+        name: &str,
+        raw: raw::Feed,
+        partners: &BTreeMap<String, Partner>,
+        seen_patterns: &mut HashSet<(String, String)>,
+    ) -> Option<Feed> {
+        let errors_before = self.errors.len();
+        self.partner_ref(&raw.partner, partners);
+
+        let mut globs = GlobSetBuilder::new();
+        if raw.patterns.get_ref().is_empty() {
+            self.at(
+                &raw.patterns,
+                format!("feed `{name}`: `match` needs at least one glob"),
+            );
+        }
+        for pattern in raw.patterns.get_ref() {
+            let text = pattern.get_ref();
+            if let Some(why) = never_matches(text) {
+                self.at(pattern, format!("glob `{text}` can never match: {why}"));
+                continue;
+            }
+            if !seen_patterns.insert((raw.partner.get_ref().clone(), text.clone())) {
+                self.at(
+                    pattern,
+                    format!(
+                        "glob `{text}` is already used by another feed of partner `{}`",
+                        raw.partner.get_ref()
+                    ),
+                );
+            }
+            match Glob::new(text) {
+                Ok(g) => {
+                    globs.add(g);
+                }
+                Err(e) => self.at(pattern, format!("invalid glob `{text}`: {}", e.kind())),
+            }
+        }
+        let patterns = globs.build().ok();
+
+        let encryption = match raw.encryption.as_ref().map(|s| s.get_ref().as_str()) {
+            None | Some("age") => Encryption::Age,
+            Some("none") => Encryption::None,
+            Some("optional") => Encryption::Optional,
+            Some(other) => {
+                let span = raw.encryption.as_ref().map(|s| s.span()).unwrap_or(0..0);
+                self.error(
+                    span,
+                    format!("unknown encryption `{other}`, expected `age`, `none` or `optional`"),
+                );
+                Encryption::Age
+            }
+        };
+        if let Some(format) = &raw.format
+            && format.get_ref() != "csv"
+        {
+            self.at(
+                format,
+                format!("unknown format `{}`, expected `csv`", format.get_ref()),
+            );
+        }
+        let on_error = match raw.on_error.as_ref().map(|s| s.get_ref().as_str()) {
+            None | Some("reject_file") => OnError::RejectFile,
+            Some("skip_invalid_rows") => OnError::SkipInvalidRows,
+            Some(other) => {
+                let span = raw.on_error.as_ref().map(|s| s.span()).unwrap_or(0..0);
+                self.error(
+                    span,
+                    format!(
+                        "unknown on_error `{other}`, expected `reject_file` or `skip_invalid_rows`"
+                    ),
+                );
+                OnError::RejectFile
+            }
+        };
+        let schema = self.schema(raw.csv.unwrap_or_default(), raw.columns);
+        let mapping = self.mapping(raw.map.unwrap_or_default(), &schema);
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        Some(Feed {
+            name: name.to_string(),
+            partner: raw.partner.into_inner(),
+            patterns: patterns?,
+            encryption,
+            on_error,
+            schema,
+            mapping,
+        })
+    }
+
+    fn single_byte(&mut self, value: Option<Spanned<String>>, default: u8, what: &str) -> u8 {
+        let Some(value) = value else {
+            return default;
+        };
+        match value.get_ref().as_str() {
+            "\\t" | "\t" | "tab" => b'\t',
+            s if s.len() == 1 && s.is_ascii() => s.as_bytes()[0],
+            s => {
+                self.at(
+                    &value,
+                    format!("{what} must be one ASCII character, not `{s}`"),
+                );
+                default
+            }
+        }
+    }
+
+    fn schema(&mut self, csv: raw::Csv, columns: Spanned<Vec<Spanned<raw::Column>>>) -> Schema {
+        let delimiter = self.single_byte(csv.delimiter, b',', "delimiter");
+        let quote = self.single_byte(csv.quote, b'"', "quote");
+        if let Some(header) = &csv.header
+            && !header.get_ref()
+        {
+            self.at(
+                header,
+                "files without a header record are not supported yet: set `header = true`",
+            );
+        }
+        let encoding = match csv.encoding.as_ref().map(|s| s.get_ref().as_str()) {
+            None | Some("utf-8") | Some("utf8") => Encoding::Utf8,
+            Some("windows-1252") | Some("cp1252") => Encoding::Windows1252,
+            Some("auto") => Encoding::Auto,
+            Some(other) => {
+                let span = csv.encoding.as_ref().map(|s| s.span()).unwrap_or(0..0);
+                self.error(
+                    span,
+                    format!(
+                        "unknown encoding `{other}`, expected `utf-8`, `windows-1252` or `auto`"
+                    ),
+                );
+                Encoding::Utf8
+            }
+        };
+        let extra_columns = match csv.extra_columns.as_ref().map(|s| s.get_ref().as_str()) {
+            None | Some("error") => ExtraColumns::Error,
+            Some("ignore") => ExtraColumns::Ignore,
+            Some(other) => {
+                let span = csv.extra_columns.as_ref().map(|s| s.span()).unwrap_or(0..0);
+                self.error(
+                    span,
+                    format!("unknown extra_columns `{other}`, expected `error` or `ignore`"),
+                );
+                ExtraColumns::Error
+            }
+        };
+        if columns.get_ref().is_empty() {
+            self.at(&columns, "a feed needs at least one column");
+        }
+        let mut names = HashSet::new();
+        let mut specs = Vec::new();
+        for column in columns.into_inner() {
+            let column = column.into_inner();
+            if !names.insert(column.name.get_ref().clone()) {
+                self.at(
+                    &column.name,
+                    format!("column `{}` is declared twice", column.name.get_ref()),
+                );
+            }
+            if let Some(spec) = self.column(column) {
+                specs.push(spec);
+            }
+        }
+        Schema {
+            delimiter,
+            quote,
+            encoding,
+            extra_columns,
+            columns: specs,
+        }
+    }
+
+    fn column(&mut self, c: raw::Column) -> Option<ColumnSpec> {
+        let name = c.name.get_ref().clone();
+        let kind_name = c.kind.get_ref().as_str();
+        let mut allowed: &[&str] = &[];
+        let kind = match kind_name {
+            "string" => {
+                allowed = &["max_length", "pattern"];
+                let max_length = match &c.max_length {
+                    Some(n) if *n.get_ref() >= 1 => Some(*n.get_ref() as usize),
+                    Some(n) => {
+                        self.at(n, "max_length must be at least 1");
+                        None
+                    }
+                    None => None,
+                };
+                let pattern = match &c.pattern {
+                    Some(p) => match regex::Regex::new(&format!("^(?:{})$", p.get_ref())) {
+                        Ok(r) => Some(r),
+                        Err(e) => {
+                            self.at(p, format!("invalid pattern: {e}"));
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                ColumnKind::String {
+                    max_length,
+                    pattern,
+                }
+            }
+            "integer" | "decimal" => {
+                allowed = &["min", "max"];
+                let min = c.min.as_ref().map(|v| *v.get_ref());
+                let max = c.max.as_ref().map(|v| *v.get_ref());
+                if let (Some(lo), Some(hi), Some(at)) = (min, max, c.max.as_ref())
+                    && lo > hi
+                {
+                    self.at(at, format!("column `{name}`: max {hi} is below min {lo}"));
+                }
+                if kind_name == "integer" {
+                    ColumnKind::Integer { min, max }
+                } else {
+                    ColumnKind::Decimal { min, max }
+                }
+            }
+            "date" => {
+                allowed = &["format"];
+                let format = c
+                    .format
+                    .as_ref()
+                    .map(|f| f.get_ref().clone())
+                    .unwrap_or_else(|| "%Y-%m-%d".into());
+                if let Some(f) = &c.format {
+                    self.check_chrono_format(f);
+                }
+                ColumnKind::Date { format }
+            }
+            "datetime" => {
+                allowed = &["format"];
+                let format = match &c.format {
+                    None => DateTimeFormat::Iso8601,
+                    Some(f) if f.get_ref() == "iso8601" || f.get_ref() == "rfc3339" => {
+                        DateTimeFormat::Iso8601
+                    }
+                    Some(f) => {
+                        self.check_chrono_format(f);
+                        DateTimeFormat::Chrono(f.get_ref().clone())
+                    }
+                };
+                ColumnKind::DateTime { format }
+            }
+            "code" => {
+                allowed = &["values", "ignore_case"];
+                let values = match &c.values {
+                    Some(v) if !v.get_ref().is_empty() => v.get_ref().clone(),
+                    Some(v) => {
+                        self.at(v, format!("column `{name}`: `values` is empty"));
+                        Vec::new()
+                    }
+                    None => {
+                        self.at(
+                            &c.kind,
+                            format!("column `{name}`: a `code` column needs `values`"),
+                        );
+                        Vec::new()
+                    }
+                };
+                ColumnKind::Code {
+                    values,
+                    ignore_case: c.ignore_case.unwrap_or(false),
+                }
+            }
+            "boolean" => {
+                allowed = &["true_values", "false_values"];
+                let words = |v: &Option<Spanned<Vec<String>>>, d: [&str; 3]| {
+                    v.as_ref()
+                        .map(|v| v.get_ref().clone())
+                        .unwrap_or_else(|| d.iter().map(|s| s.to_string()).collect())
+                };
+                let true_values = words(&c.true_values, ["true", "Y", "1"]);
+                let false_values = words(&c.false_values, ["false", "N", "0"]);
+                if let Some(both) = true_values.iter().find(|t| false_values.contains(t)) {
+                    let at = c
+                        .true_values
+                        .as_ref()
+                        .map(|v| v.span())
+                        .unwrap_or(c.kind.span());
+                    self.error(
+                        at,
+                        format!("column `{name}`: `{both}` is both true and false"),
+                    );
+                }
+                ColumnKind::Boolean {
+                    true_values,
+                    false_values,
+                }
+            }
+            "nhs_number" => ColumnKind::NhsNumber,
+            other => {
+                self.at(
+                    &c.kind,
+                    format!(
+                        "column `{name}`: unknown type `{other}`, expected string, integer, decimal, date, datetime, code, boolean or nhs_number"
+                    ),
+                );
+                return None;
+            }
+        };
+        let given: [(&str, Option<Range<usize>>); 8] = [
+            ("max_length", c.max_length.as_ref().map(|v| v.span())),
+            ("pattern", c.pattern.as_ref().map(|v| v.span())),
+            ("min", c.min.as_ref().map(|v| v.span())),
+            ("max", c.max.as_ref().map(|v| v.span())),
+            ("format", c.format.as_ref().map(|v| v.span())),
+            ("values", c.values.as_ref().map(|v| v.span())),
+            ("true_values", c.true_values.as_ref().map(|v| v.span())),
+            ("false_values", c.false_values.as_ref().map(|v| v.span())),
+        ];
+        for (option, span) in given {
+            if let Some(span) = span
+                && !allowed.contains(&option)
+            {
+                self.error(
+                    span,
+                    format!("column `{name}`: `{option}` does not apply to type `{kind_name}`"),
+                );
+            }
+        }
+        Some(ColumnSpec {
+            name,
+            required: c.required.unwrap_or(false),
+            identifier: c.identifier.unwrap_or(false) || matches!(kind, ColumnKind::NhsNumber),
+            kind,
+        })
+    }
+
+    fn check_chrono_format(&mut self, format: &Spanned<String>) {
+        use chrono::format::{Item, StrftimeItems};
+        if StrftimeItems::new(format.get_ref()).any(|i| matches!(i, Item::Error)) {
+            self.at(
+                format,
+                format!("invalid date format `{}`", format.get_ref()),
+            );
+        }
+    }
+
+    fn mapping(&mut self, map: raw::Map, schema: &Schema) -> Mapping {
+        let mut used: BTreeMap<String, String> = BTreeMap::new();
+        let service_user = map.service_user.map(|m| {
+            let mut field =
+                |checker: &mut Self, field: &str, col: Option<Spanned<String>>, expect: Expect| {
+                    col.and_then(|c| {
+                        checker.mapped_column(schema, &mut used, "service_user", field, &c, expect)
+                    })
+                };
+            let local_id = field(self, "local_id", Some(m.local_id), Expect::Text);
+            ServiceUserMapping {
+                local_id: local_id.unwrap_or(0),
+                nhs_number: field(self, "nhs_number", m.nhs_number, Expect::NhsNumber),
+                family_name: field(self, "family_name", m.family_name, Expect::Text),
+                given_name: field(self, "given_name", m.given_name, Expect::Text),
+                date_of_birth: field(self, "date_of_birth", m.date_of_birth, Expect::Date),
+                gender: field(self, "gender", m.gender, Expect::Text),
+                postcode: field(self, "postcode", m.postcode, Expect::Text),
+            }
+        });
+        let observations = map.observations.map(|m| {
+            let observed_at = self.mapped_column(
+                schema,
+                &mut used,
+                "observations",
+                "observed_at",
+                &m.observed_at,
+                Expect::DateTime,
+            );
+            let vitals = [
+                (Vital::RespirationRate, m.respiration_rate, Expect::Number),
+                (Vital::Spo2, m.spo2, Expect::Number),
+                (Vital::OnOxygen, m.on_oxygen, Expect::Boolean),
+                (Vital::SystolicBp, m.systolic_bp, Expect::Number),
+                (Vital::DiastolicBp, m.diastolic_bp, Expect::Number),
+                (Vital::Pulse, m.pulse, Expect::Number),
+                (Vital::Consciousness, m.consciousness, Expect::Text),
+                (Vital::Temperature, m.temperature, Expect::Number),
+            ];
+            let mut columns = Vec::new();
+            for (vital, column, expect) in vitals {
+                if let Some(column) = column
+                    && let Some(index) = self.mapped_column(
+                        schema,
+                        &mut used,
+                        "observations",
+                        vital.field(),
+                        &column,
+                        expect,
+                    )
+                {
+                    columns.push((vital, index));
+                }
+            }
+            ObservationMapping {
+                observed_at: observed_at.unwrap_or(0),
+                vitals: columns,
+                news2: m.news2.unwrap_or(true),
+            }
+        });
+        if observations.is_some() && service_user.is_none() {
+            self.errors.push(ConfigError {
+                file: self.file.clone(),
+                line: 0,
+                column: 0,
+                message: "observations need `map.service_user` to say whose they are".into(),
+            });
+        }
+        Mapping {
+            service_user,
+            observations,
+        }
+    }
+
+    fn mapped_column(
+        &mut self,
+        schema: &Schema,
+        used: &mut BTreeMap<String, String>,
+        record: &str,
+        field: &str,
+        column: &Spanned<String>,
+        expect: Expect,
+    ) -> Option<usize> {
+        let name = column.get_ref();
+        let Some(index) = schema.columns.iter().position(|c| &c.name == name) else {
+            self.at(
+                column,
+                format!("{record}.{field} maps column `{name}`, which the feed does not declare"),
+            );
+            return None;
+        };
+        let target = format!("{record}.{field}");
+        if let Some(first) = used.insert(name.clone(), target.clone()) {
+            self.at(
+                column,
+                format!("column `{name}` is mapped twice: to {first} and to {target}"),
+            );
+        }
+        let kind = &schema.columns[index].kind;
+        let fits = match expect {
+            Expect::Text => true,
+            Expect::NhsNumber => matches!(kind, ColumnKind::NhsNumber),
+            Expect::Date => matches!(kind, ColumnKind::Date { .. }),
+            Expect::DateTime => matches!(kind, ColumnKind::DateTime { .. }),
+            Expect::Number => matches!(
+                kind,
+                ColumnKind::Integer { .. } | ColumnKind::Decimal { .. }
+            ),
+            Expect::Boolean => matches!(kind, ColumnKind::Boolean { .. }),
+        };
+        if !fits {
+            self.at(
+                column,
+                format!(
+                    "{target} needs a {} column, but `{name}` is declared as {}",
+                    expect.describe(),
+                    kind.describe()
+                ),
+            );
+        }
+        Some(index)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Expect {
+    Text,
+    NhsNumber,
+    Date,
+    DateTime,
+    Number,
+    Boolean,
+}
+
+impl Expect {
+    fn describe(self) -> &'static str {
+        match self {
+            Expect::Text => "text",
+            Expect::NhsNumber => "nhs_number",
+            Expect::Date => "date",
+            Expect::DateTime => "datetime",
+            Expect::Number => "integer or decimal",
+            Expect::Boolean => "boolean",
+        }
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn resolve(base: &Path, value: Option<&str>, default: &str) -> PathBuf {
+    base.join(value.unwrap_or(default))
+}
+
+/// Why a file-name glob could never select a file a source would take.
+fn never_matches(glob: &str) -> Option<&'static str> {
+    if glob.is_empty() {
+        return Some("it is empty");
+    }
+    if glob.contains('/') || glob.contains('\\') {
+        return Some("feeds match file names, which never contain a path separator");
+    }
+    if glob.starts_with('.') {
+        return Some("names starting with `.` are temporary uploads and are never taken");
+    }
+    if TEMPORARY_SUFFIXES.iter().any(|s| glob.ends_with(s)) {
+        return Some(
+            "names ending `.part`, `.tmp` or `.filepart` are temporary uploads and are never taken",
+        );
+    }
+    None
+}
+
+/// 1-based line and character column of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let column = text[line_start..offset].chars().count() + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests;

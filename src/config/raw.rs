@@ -1,0 +1,181 @@
+//! The configuration file as written by an admin, before any cross-checks.
+//!
+//! Every struct denies unknown fields so a misspelt key is an error, not a
+//! silently ignored setting. Values that later checks point back at are kept
+//! `Spanned` so their errors carry the file position.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// `[daemon]`: where dropgate keeps its state.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Daemon {
+    /// Root of the spool (incoming, archive, quarantine, tmp). Default `../spool`.
+    pub spool: Option<String>,
+    /// SQLite ledger file. Default `<spool>/ledger.db`.
+    pub ledger: Option<String>,
+    /// IANA time zone for schedules and displayed times. Default `Europe/London`.
+    pub time_zone: Option<Spanned<String>>,
+    /// Days archived payloads are kept before purge. Default 90.
+    pub retention_days: Option<Spanned<i64>>,
+    /// Validation errors kept per file (the total is always counted). Default 10000.
+    pub max_errors_per_file: Option<Spanned<i64>>,
+}
+
+/// `[keys]`: key files, created by `dropgate keygen` when absent.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Keys {
+    /// age X25519 identity used to decrypt incoming files. Default `keys/age-identity.txt`.
+    pub age_identity: Option<String>,
+    /// OpenSSH ed25519 key that signs exports (SSHSIG). Default `keys/signing_ed25519`.
+    pub signing_key: Option<String>,
+    /// OpenSSH host key of the embedded SFTP server. Default `keys/ssh_host_ed25519`.
+    pub ssh_host_key: Option<String>,
+}
+
+/// `[partners.NAME]`: an organisation that drops or receives files.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Partner {
+    /// Human-readable name shown in status and reports.
+    pub name: Option<String>,
+    /// ODS organisation code, when the partner has one.
+    pub ods_code: Option<Spanned<String>>,
+}
+
+/// `[sources.NAME]`: where files come from.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    /// Transport: `local` (a watched folder).
+    pub kind: Spanned<String>,
+    /// Partner whose files arrive here.
+    pub partner: Spanned<String>,
+    /// Folder to watch (`local`).
+    pub path: Option<Spanned<String>>,
+    /// Also take files from sub-folders. Default false.
+    pub recursive: Option<bool>,
+    /// A file must be this old on dropgate's clock, with an unchanged size, before it is taken. Default `1s`.
+    pub min_age: Option<Spanned<String>>,
+    /// How often pending files are re-checked for completeness. Default `250ms`.
+    pub check_interval: Option<Spanned<String>>,
+    /// How often the whole folder is rescanned, in case change events were lost. Default `30s`.
+    pub rescan_interval: Option<Spanned<String>>,
+}
+
+/// `[feeds.NAME]`: one kind of file from one partner, and what to do with it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Feed {
+    /// Partner that sends this feed.
+    pub partner: Spanned<String>,
+    /// File-name globs (`*`, `?`, `[..]`) that select this feed's files.
+    #[serde(rename = "match")]
+    pub patterns: Spanned<Vec<Spanned<String>>>,
+    /// `age` (must be encrypted), `none` (plaintext), or `optional` (decided by the file's content). Default `age`.
+    pub encryption: Option<Spanned<String>>,
+    /// File format: `csv`.
+    pub format: Option<Spanned<String>>,
+    /// `reject_file` (any error quarantines the whole file) or `skip_invalid_rows`. Default `reject_file`.
+    pub on_error: Option<Spanned<String>>,
+    /// CSV dialect.
+    pub csv: Option<Csv>,
+    /// Declared columns, in any order; the header must name each of them.
+    pub columns: Spanned<Vec<Spanned<Column>>>,
+    /// Which columns become which record fields.
+    pub map: Option<Map>,
+}
+
+/// `[feeds.NAME.csv]`
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Csv {
+    /// One-byte field delimiter; `\t` for tab. Default `,`.
+    pub delimiter: Option<Spanned<String>>,
+    /// Quote character. Default `"`.
+    pub quote: Option<Spanned<String>>,
+    /// The first record names the columns. Only `true` is supported. Default true.
+    pub header: Option<Spanned<bool>>,
+    /// `utf-8` (BOM optional), `windows-1252`, or `auto`. Default `utf-8`.
+    pub encoding: Option<Spanned<String>>,
+    /// Columns in the file that the schema does not declare: `error` or `ignore`. Default `error`.
+    pub extra_columns: Option<Spanned<String>>,
+}
+
+/// `[[feeds.NAME.columns]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Column {
+    /// Header name, exactly as in the file (spaces and punctuation allowed).
+    pub name: Spanned<String>,
+    /// `string`, `integer`, `decimal`, `date`, `datetime`, `code`, `boolean` or `nhs_number`.
+    #[serde(rename = "type")]
+    pub kind: Spanned<String>,
+    /// An empty value is an error. Default false.
+    pub required: Option<bool>,
+    /// The value identifies a person: it is never copied into errors or reports.
+    /// Always true for `nhs_number`.
+    pub identifier: Option<bool>,
+    /// `string`: maximum length in characters.
+    pub max_length: Option<Spanned<i64>>,
+    /// `string`: regular expression the whole value must match.
+    pub pattern: Option<Spanned<String>>,
+    /// `integer`/`decimal`: smallest allowed value.
+    pub min: Option<Spanned<f64>>,
+    /// `integer`/`decimal`: largest allowed value.
+    pub max: Option<Spanned<f64>>,
+    /// `date`/`datetime`: chrono format, or `iso8601` for datetimes with an offset or `Z`.
+    pub format: Option<Spanned<String>>,
+    /// `code`: allowed codes, compared case-sensitively unless `ignore_case`.
+    pub values: Option<Spanned<Vec<String>>>,
+    /// `code`: compare codes ignoring ASCII case. Default false.
+    pub ignore_case: Option<bool>,
+    /// `boolean`: words read as true. Default `["true", "Y", "1"]`.
+    pub true_values: Option<Spanned<Vec<String>>>,
+    /// `boolean`: words read as false. Default `["false", "N", "0"]`.
+    pub false_values: Option<Spanned<Vec<String>>>,
+}
+
+/// `[feeds.NAME.map]`: record fields filled from columns.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Map {
+    /// Each row identifies a service user.
+    pub service_user: Option<ServiceUserMap>,
+    /// Each row carries a set of vital-sign observations.
+    pub observations: Option<ObservationMap>,
+}
+
+/// `[feeds.NAME.map.service_user]`: column names for each field.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceUserMap {
+    /// The sender's own identifier for the person (required).
+    pub local_id: Spanned<String>,
+    pub nhs_number: Option<Spanned<String>>,
+    pub family_name: Option<Spanned<String>>,
+    pub given_name: Option<Spanned<String>>,
+    pub date_of_birth: Option<Spanned<String>>,
+    pub gender: Option<Spanned<String>>,
+    pub postcode: Option<Spanned<String>>,
+}
+
+/// `[feeds.NAME.map.observations]`: column names for each vital sign.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObservationMap {
+    /// When the set was taken (a `datetime` column; required).
+    pub observed_at: Spanned<String>,
+    pub respiration_rate: Option<Spanned<String>>,
+    pub spo2: Option<Spanned<String>>,
+    pub on_oxygen: Option<Spanned<String>>,
+    pub systolic_bp: Option<Spanned<String>>,
+    pub diastolic_bp: Option<Spanned<String>>,
+    pub pulse: Option<Spanned<String>>,
+    pub consciousness: Option<Spanned<String>>,
+    pub temperature: Option<Spanned<String>>,
+    /// Derive a NEWS2 total when the full set is present. Default true.
+    pub news2: Option<bool>,
+}

@@ -1,0 +1,190 @@
+//! `dropgate run`: sources, landing and processing wired together until shutdown.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::{Config, SourceKind};
+use crate::keys::{self, KeyError};
+use crate::land::{self, Arrival, LandError, Landed, Origin};
+use crate::ledger::{Clock, FileState, Ledger, LedgerError, SystemClock};
+use crate::pipeline::{ProcessError, Processor};
+use crate::receive;
+use crate::spool::{Area, Spool};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("spool {path}: {source}")]
+    Spool {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+}
+
+/// Lands files for every source, one batch at a time, and wakes the processor.
+pub struct Lander {
+    config: Arc<Config>,
+    spool: Spool,
+    ledger: Mutex<Ledger>,
+    wake: Mutex<Sender<()>>,
+}
+
+impl Lander {
+    /// Blocking: copies, fsyncs and records a batch from one source.
+    pub fn land(
+        &self,
+        source: &str,
+        partner: &str,
+        arrivals: &[Arrival],
+    ) -> Vec<Result<Landed, LandError>> {
+        let origin = Origin {
+            source,
+            partner,
+            remove_sender: true,
+        };
+        let results = {
+            let mut ledger = self.ledger.lock().expect("ledger lock");
+            land::land(&self.config, &self.spool, &mut ledger, &origin, arrivals)
+        };
+        if results.iter().any(|r| matches!(r, Ok(Landed::New(_)))) {
+            let _ = self.wake.lock().expect("wake lock").send(());
+        }
+        results
+    }
+}
+
+/// Opens everything `run` needs: keys, spool folders, ledger; finishes what a
+/// previous run left half done.
+pub fn prepare(config: &Config) -> Result<(age::x25519::Identity, Ledger), DaemonError> {
+    keys::ensure(config, false)?;
+    let identity = keys::load_identity(&config.keys.age_identity)?;
+    let spool = Spool::new(&config.daemon.spool);
+    spool.ensure().map_err(|source| DaemonError::Spool {
+        path: spool.root().display().to_string(),
+        source,
+    })?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let ledger = Ledger::open(&config.daemon.ledger, clock)?;
+    Ok((identity, ledger))
+}
+
+/// Puts payloads where their ledger state says (a crash may have come between
+/// the commit and the move) and removes copies the ledger never recorded.
+pub fn recover(processor: &Processor, ledger: &Ledger, spool: &Spool) -> Result<(), DaemonError> {
+    for area in [Area::Incoming, Area::Tmp] {
+        let dir = spool.dir(area);
+        let entries = std::fs::read_dir(&dir).map_err(|source| DaemonError::Spool {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            match ledger.file_by_spool_name(&name)? {
+                Some(file) if file.state == FileState::Received && area == Area::Tmp => {
+                    spool
+                        .settle(&name, FileState::Received)
+                        .map_err(ProcessError::from)?;
+                }
+                Some(file) if file.state != FileState::Received => {
+                    processor.settle(ledger, &file, file.state)?;
+                }
+                Some(_) => {}
+                None if area == Area::Tmp => {
+                    // Never recorded: the sender still has its copy.
+                    let _ = std::fs::remove_file(entry.path());
+                }
+                None => {
+                    tracing::warn!(payload = %name, "payload in incoming/ that the ledger does not know; left in place")
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs until `shutdown` completes; the file in hand is finished first.
+pub async fn run(
+    config: Arc<Config>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let (identity, ledger) = prepare(&config)?;
+    let spool = Spool::new(&config.daemon.spool);
+    let processor = Processor::new(config.clone(), identity);
+    recover(&processor, &ledger, &spool)?;
+    let land_ledger = Ledger::open(&config.daemon.ledger, Arc::new(SystemClock))?;
+
+    let (wake_tx, wake_rx) = channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let processing = {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("processor".into())
+            .spawn(move || process_until_stopped(processor, ledger, wake_rx, &stop))
+            .expect("spawn the processor thread")
+    };
+    let lander = Arc::new(Lander {
+        config: config.clone(),
+        spool,
+        ledger: Mutex::new(land_ledger),
+        wake: Mutex::new(wake_tx.clone()),
+    });
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut sources = JoinSet::new();
+    for source in config.sources.values() {
+        match &source.kind {
+            SourceKind::Local(settings) => {
+                tracing::info!(source = %source.name, partner = %source.partner, folder = %settings.path.display(), "watching");
+                sources.spawn(receive::local::watch(
+                    source.name.clone(),
+                    source.partner.clone(),
+                    settings.clone(),
+                    lander.clone(),
+                    shutdown_rx.clone(),
+                ));
+            }
+        }
+    }
+
+    shutdown.await;
+    tracing::info!("shutting down: finishing the files in hand");
+    let _ = shutdown_tx.send(true);
+    while sources.join_next().await.is_some() {}
+    stop.store(true, Ordering::SeqCst);
+    let _ = wake_tx.send(());
+    tokio::task::spawn_blocking(move || processing.join())
+        .await
+        .expect("join the processor")
+        .expect("the processor thread does not panic");
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn process_until_stopped(
+    processor: Processor,
+    mut ledger: Ledger,
+    wake: Receiver<()>,
+    stop: &AtomicBool,
+) {
+    while !stop.load(Ordering::SeqCst) {
+        if let Err(e) = processor.drain(&mut ledger, stop) {
+            tracing::error!(error = %e, "processing failed; retrying in 5s");
+            std::thread::sleep(Duration::from_secs(5));
+            continue;
+        }
+        // Also wakes once a second for files queued by other processes (`replay`).
+        let _ = wake.recv_timeout(Duration::from_secs(1));
+        while wake.try_recv().is_ok() {}
+    }
+}

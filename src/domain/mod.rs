@@ -1,0 +1,4 @@
+//! Facts of the care domain that the pipeline relies on.
+
+pub mod news2;
+pub mod nhs_number;

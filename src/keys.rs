@@ -1,0 +1,144 @@
+//! Keys: the age identity that decrypts incoming files, the key that signs
+//! exports and the embedded SFTP server's host key. Created when missing,
+//! private files mode 0600, never overwritten unless forced.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use age::secrecy::ExposeSecret;
+use russh::keys::ssh_key::{Algorithm, LineEnding, PrivateKey};
+
+use crate::config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: no AGE-SECRET-KEY-1 line found")]
+    NoIdentity { path: PathBuf },
+    #[error("{path}: invalid age identity: {message}")]
+    BadIdentity { path: PathBuf, message: String },
+    #[error("{path}: cannot create an SSH key: {message}")]
+    Ssh { path: PathBuf, message: String },
+    #[error("{path} is readable by other users (mode {mode:o}); run `chmod 600 {path}`")]
+    Permissions { path: PathBuf, mode: u32 },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> KeyError + '_ {
+    move |source| KeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What `ensure` did with one key.
+#[derive(Debug)]
+pub struct KeyStatus {
+    pub what: &'static str,
+    pub path: PathBuf,
+    pub created: bool,
+}
+
+/// Creates every key the configuration names that does not exist yet
+/// (or all of them, with `force`).
+pub fn ensure(config: &Config, force: bool) -> Result<Vec<KeyStatus>, KeyError> {
+    let keys = &config.keys;
+    let mut done = Vec::new();
+    let wanted: [(&'static str, &Path, fn(&Path) -> Result<(), KeyError>); 3] = [
+        ("age identity", &keys.age_identity, write_age_identity),
+        ("signing key", &keys.signing_key, write_ssh_key),
+        ("SSH host key", &keys.ssh_host_key, write_ssh_key),
+    ];
+    for (what, path, create) in wanted {
+        let exists = path.exists();
+        if force || !exists {
+            create(path)?;
+        }
+        done.push(KeyStatus {
+            what,
+            path: path.to_path_buf(),
+            created: force || !exists,
+        });
+    }
+    Ok(done)
+}
+
+fn private_file(path: &Path) -> Result<fs::File, KeyError> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(io_error(dir))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_error(dir))?;
+    }
+    // Written beside and renamed, so a half-written key never replaces a good one.
+    let _ = fs::remove_file(path.with_extension("new"));
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path.with_extension("new"))
+        .map_err(io_error(path))
+}
+
+fn commit(path: &Path, mut file: fs::File, bytes: &[u8]) -> Result<(), KeyError> {
+    file.write_all(bytes).map_err(io_error(path))?;
+    file.sync_all().map_err(io_error(path))?;
+    fs::rename(path.with_extension("new"), path).map_err(io_error(path))
+}
+
+fn write_age_identity(path: &Path) -> Result<(), KeyError> {
+    let identity = age::x25519::Identity::generate();
+    let text = format!(
+        "# created: {}\n# public key: {}\n{}\n",
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        identity.to_public(),
+        identity.to_string().expose_secret()
+    );
+    let file = private_file(path)?;
+    commit(path, file, text.as_bytes())
+}
+
+fn write_ssh_key(path: &Path) -> Result<(), KeyError> {
+    let ssh = |message: String| KeyError::Ssh {
+        path: path.to_path_buf(),
+        message,
+    };
+    let key =
+        PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).map_err(|e| ssh(e.to_string()))?;
+    let private = key
+        .to_openssh(LineEnding::LF)
+        .map_err(|e| ssh(e.to_string()))?;
+    let public = key
+        .public_key()
+        .to_openssh()
+        .map_err(|e| ssh(e.to_string()))?;
+    let file = private_file(path)?;
+    commit(path, file, private.as_bytes())?;
+    let pub_path = PathBuf::from(format!("{}.pub", path.display()));
+    fs::write(&pub_path, format!("{public} dropgate\n")).map_err(io_error(&pub_path))
+}
+
+/// Reads an age identity file as written by `age-keygen` or `dropgate keygen`.
+pub fn load_identity(path: &Path) -> Result<age::x25519::Identity, KeyError> {
+    let meta = fs::metadata(path).map_err(io_error(path))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(KeyError::Permissions {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    let text = fs::read_to_string(path).map_err(io_error(path))?;
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("AGE-SECRET-KEY-1"))
+        .ok_or_else(|| KeyError::NoIdentity {
+            path: path.to_path_buf(),
+        })?;
+    age::x25519::Identity::from_str(line).map_err(|message| KeyError::BadIdentity {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    })
+}

@@ -1,0 +1,269 @@
+//! Land: a complete file from a source becomes dropgate's own durable copy,
+//! recorded as `received`, before the sender's copy is removed.
+//!
+//! Order, each step durable before the next:
+//! 1. copy into `spool/tmp/<name dropgate chose>`, hashing as it goes; fsync
+//! 2. one ledger transaction records every file of the batch as `received`
+//! 3. rename into `spool/incoming/`; fsync the folder
+//! 4. remove the sender's copy (unless it changed meanwhile); record that
+//!
+//! A crash before 2 leaves the sender's copy in place (taken again later, the
+//! orphan copy is cleaned up); a crash after 2 is recognised on the next scan
+//! by source, name, size and SHA-256, and only step 4 is repeated.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, FeedMatch};
+use crate::ledger::{Ledger, LedgerError, NewFile};
+use crate::spool::{Area, Spool, sync_dir};
+
+/// A complete file offered by a source.
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    /// Where the sender left it.
+    pub path: PathBuf,
+    /// Its name as the sender gave it (relative to the source folder), for the ledger only.
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Landed {
+    /// Newly recorded as received.
+    New(i64),
+    /// Recorded earlier; only the sender's copy was left to remove.
+    AlreadyReceived(i64),
+}
+
+impl Landed {
+    pub fn id(self) -> i64 {
+        match self {
+            Landed::New(id) | Landed::AlreadyReceived(id) => id,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LandError {
+    #[error("copying into the spool failed: {0}")]
+    Io(#[from] io::Error),
+    #[error("the file changed while it was being copied; it will be taken again")]
+    Changed,
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+/// Where a batch of arrivals came from.
+pub struct Origin<'a> {
+    pub source: &'a str,
+    pub partner: &'a str,
+    /// Remove the sender's copy once it is received (false for `dropgate ingest`).
+    pub remove_sender: bool,
+}
+
+struct Copied {
+    index: usize,
+    spool_name: String,
+    sha256: String,
+    size: u64,
+    stamp: Stamp,
+}
+
+/// Size and modification time, to notice a file being rewritten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp(u64, Option<SystemTime>);
+
+fn stamp(path: &Path) -> io::Result<Stamp> {
+    let m = fs::metadata(path)?;
+    Ok(Stamp(m.len(), m.modified().ok()))
+}
+
+/// Lands a batch of arrivals; one result per arrival, in order.
+pub fn land(
+    config: &Config,
+    spool: &Spool,
+    ledger: &mut Ledger,
+    origin: &Origin<'_>,
+    arrivals: &[Arrival],
+) -> Vec<Result<Landed, LandError>> {
+    let mut results: Vec<Option<Result<Landed, LandError>>> =
+        arrivals.iter().map(|_| None).collect();
+    let now = chrono::Utc::now();
+    let mut copied = Vec::new();
+    for (index, arrival) in arrivals.iter().enumerate() {
+        let spool_name = spool.new_name(now);
+        let tmp = spool.path(Area::Tmp, &spool_name);
+        match copy_and_hash(&arrival.path, &tmp) {
+            Ok((sha256, size, stamp)) => copied.push(Copied {
+                index,
+                spool_name,
+                sha256,
+                size,
+                stamp,
+            }),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                results[index] = Some(Err(e));
+            }
+        }
+    }
+    if let Err(e) = record(
+        config,
+        spool,
+        ledger,
+        origin,
+        arrivals,
+        &copied,
+        &mut results,
+    ) {
+        for c in &copied {
+            let _ = fs::remove_file(spool.path(Area::Tmp, &c.spool_name));
+            results[c.index] = Some(Err(LandError::Io(io::Error::other(e.to_string()))));
+        }
+    }
+    if origin.remove_sender {
+        remove_senders(ledger, arrivals, &copied, &mut results);
+    }
+    results
+        .into_iter()
+        .map(|r| r.expect("every arrival has a result"))
+        .collect()
+}
+
+/// Steps 2 and 3: the ledger rows, then the payloads into `incoming/`.
+fn record(
+    config: &Config,
+    spool: &Spool,
+    ledger: &mut Ledger,
+    origin: &Origin<'_>,
+    arrivals: &[Arrival],
+    copied: &[Copied],
+    results: &mut [Option<Result<Landed, LandError>>],
+) -> Result<(), LandError> {
+    if copied.is_empty() {
+        return Ok(());
+    }
+    sync_dir(&spool.dir(Area::Tmp))?;
+    let mut new = Vec::new();
+    let mut new_files = Vec::new();
+    for c in copied {
+        let name = &arrivals[c.index].name;
+        if origin.remove_sender
+            && let Some(id) =
+                ledger.received_but_not_removed(origin.source, name, c.size, &c.sha256)?
+        {
+            fs::remove_file(spool.path(Area::Tmp, &c.spool_name))?;
+            results[c.index] = Some(Ok(Landed::AlreadyReceived(id)));
+            continue;
+        }
+        let file_name = name.rsplit('/').next().unwrap_or(name);
+        let feed = match config.feed_for(origin.partner, file_name) {
+            FeedMatch::One(feed) => Some(feed.name.clone()),
+            FeedMatch::None | FeedMatch::Ambiguous(..) => None,
+        };
+        new_files.push(NewFile {
+            source: origin.source.to_string(),
+            partner: origin.partner.to_string(),
+            feed,
+            name: name.clone(),
+            spool_name: c.spool_name.clone(),
+            sha256: c.sha256.clone(),
+            size: c.size,
+        });
+        new.push(c);
+    }
+    let ids = ledger.record_received(&new_files)?;
+    for (c, id) in new.iter().zip(ids) {
+        fs::rename(
+            spool.path(Area::Tmp, &c.spool_name),
+            spool.path(Area::Incoming, &c.spool_name),
+        )?;
+        results[c.index] = Some(Ok(Landed::New(id)));
+    }
+    sync_dir(&spool.dir(Area::Incoming))?;
+    sync_dir(&spool.dir(Area::Tmp))?;
+    Ok(())
+}
+
+/// Step 4: the sender's copies go, unless they were rewritten meanwhile.
+fn remove_senders(
+    ledger: &mut Ledger,
+    arrivals: &[Arrival],
+    copied: &[Copied],
+    results: &mut [Option<Result<Landed, LandError>>],
+) {
+    let mut removed = Vec::new();
+    let mut folders = Vec::new();
+    for c in copied {
+        let Some(Ok(landed)) = &results[c.index] else {
+            continue;
+        };
+        let path = &arrivals[c.index].path;
+        match stamp(path) {
+            Ok(now) if now == c.stamp => {}
+            // A new version under the same name: leave it to be taken as a new file.
+            _ => continue,
+        }
+        match fs::remove_file(path) {
+            Ok(()) => {
+                removed.push(landed.id());
+                if let Some(dir) = path.parent()
+                    && !folders.contains(&dir)
+                {
+                    folders.push(dir);
+                }
+            }
+            Err(e) => tracing::warn!(
+                file_id = landed.id(),
+                error = %e,
+                "could not remove the sender's copy; it will be recognised as received on the next scan"
+            ),
+        }
+    }
+    for dir in folders {
+        if let Err(e) = sync_dir(dir) {
+            tracing::warn!(error = %e, "could not sync the source folder");
+        }
+    }
+    if let Err(e) = ledger.record_sender_removed(&removed) {
+        tracing::warn!(error = %e, "could not record removal of sender copies");
+    }
+}
+
+/// Copies `from` to `to`, returning the copy's SHA-256, size and the source's stamp.
+fn copy_and_hash(from: &Path, to: &Path) -> Result<(String, u64, Stamp), LandError> {
+    let before = stamp(from)?;
+    let mut input = File::open(from)?;
+    let mut output = File::create(to)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = input.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        output.write_all(&buf[..n])?;
+        size += n as u64;
+    }
+    output.sync_all()?;
+    if stamp(from)? != before || size != before.0 {
+        return Err(LandError::Changed);
+    }
+    Ok((hex(&hasher.finalize()), size, before))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
+}

@@ -1,0 +1,615 @@
+//! The ledger: one SQLite database that is the source of truth for every file
+//! dropgate has taken and every record it has loaded.
+//!
+//! Stages reach the database only through this module, so a second backend
+//! (several nodes claiming work from PostgreSQL) can be added behind the same
+//! methods. Schema changes are SQL files applied in order and tracked with
+//! `PRAGMA user_version`; connection settings are applied on every open.
+
+mod records;
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde::Serialize;
+
+pub use records::{DetailView, PersonView, RecordWriter};
+
+/// Schema migrations, in order; the database's `user_version` is how many have run.
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_ledger", include_str!("migrations/0001_ledger.sql")),
+    ("0002_records", include_str!("migrations/0002_records.sql")),
+];
+
+/// Where time comes from, so tests can fix it.
+pub trait Clock: Send + Sync + fmt::Debug {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("ledger database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot open the ledger at {path}: {source}")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("ledger migration {name} failed: {source}")]
+    Migration {
+        name: &'static str,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "the ledger has schema version {found}, newer than this dropgate knows ({known}); use a newer dropgate"
+    )]
+    NewerSchema { found: i64, known: usize },
+    #[error("no file with id {0}")]
+    NotFound(i64),
+    #[error("file {id} is {state}, not {expected}")]
+    WrongState {
+        id: i64,
+        state: FileState,
+        expected: FileState,
+    },
+}
+
+pub type Result<T, E = LedgerError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileState {
+    Received,
+    Loaded,
+    Quarantined,
+    Duplicate,
+}
+
+impl FileState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileState::Received => "received",
+            FileState::Loaded => "loaded",
+            FileState::Quarantined => "quarantined",
+            FileState::Duplicate => "duplicate",
+        }
+    }
+}
+
+impl fmt::Display for FileState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl FromStr for FileState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "received" => Ok(FileState::Received),
+            "loaded" => Ok(FileState::Loaded),
+            "quarantined" => Ok(FileState::Quarantined),
+            "duplicate" => Ok(FileState::Duplicate),
+            _ => Err(format!(
+                "unknown state `{s}`: expected received, loaded, quarantined or duplicate"
+            )),
+        }
+    }
+}
+
+/// A file that has just been made durable in the spool.
+#[derive(Debug, Clone)]
+pub struct NewFile {
+    pub source: String,
+    pub partner: String,
+    pub feed: Option<String>,
+    pub name: String,
+    pub spool_name: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// A file as the ledger knows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileRow {
+    pub id: i64,
+    pub feed: Option<String>,
+    pub source: String,
+    pub partner: String,
+    pub name: String,
+    pub sha256: String,
+    pub size: u64,
+    pub state: FileState,
+    pub records: u64,
+    pub received_at: String,
+    pub reason: Option<String>,
+    pub rows_read: Option<u64>,
+    pub rows_loaded: Option<u64>,
+    pub problems: u64,
+    pub attempts: u32,
+    pub duplicate_of: Option<i64>,
+    pub updated_at: String,
+    pub sender_removed_at: Option<String>,
+    #[serde(skip)]
+    pub spool_name: String,
+}
+
+const FILE_COLUMNS: &str = "id, feed, source, partner, name, sha256, size, state, records, received_at, \
+     reason, rows_read, rows_loaded, problems, attempts, duplicate_of, updated_at, \
+     sender_removed_at, spool_name";
+
+fn file_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
+    let state: String = row.get(7)?;
+    Ok(FileRow {
+        id: row.get(0)?,
+        feed: row.get(1)?,
+        source: row.get(2)?,
+        partner: row.get(3)?,
+        name: row.get(4)?,
+        sha256: row.get(5)?,
+        size: row.get(6)?,
+        state: state.parse().map_err(|e: String| {
+            rusqlite::Error::FromSqlConversionFailure(7, rusqlite::types::Type::Text, e.into())
+        })?,
+        records: row.get(8)?,
+        received_at: row.get(9)?,
+        reason: row.get(10)?,
+        rows_read: row.get(11)?,
+        rows_loaded: row.get(12)?,
+        problems: row.get(13)?,
+        attempts: row.get(14)?,
+        duplicate_of: row.get(15)?,
+        updated_at: row.get(16)?,
+        sender_removed_at: row.get(17)?,
+        spool_name: row.get(18)?,
+    })
+}
+
+/// One appended event of a file's history.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub at: String,
+    pub event: String,
+    pub detail: Option<serde_json::Value>,
+}
+
+/// A validation problem as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredProblem {
+    pub line: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<u64>,
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct FileFilter {
+    pub state: Option<FileState>,
+    pub feed: Option<String>,
+}
+
+/// How a processing attempt ended, to be written with its records.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub state: FileState,
+    pub feed: Option<String>,
+    pub reason: Option<String>,
+    pub rows_read: Option<u64>,
+    pub rows_loaded: Option<u64>,
+    pub records: u64,
+    pub duplicate_of: Option<i64>,
+    /// Total problems found (may exceed `problems.len()`).
+    pub problem_count: u64,
+    pub problems: Vec<crate::validate::Problem>,
+    /// Event detail (no patient identifiers).
+    pub detail: serde_json::Value,
+}
+
+pub struct Ledger {
+    conn: Connection,
+    clock: Arc<dyn Clock>,
+}
+
+fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+impl Ledger {
+    /// Opens (creating and migrating when needed) the ledger at `path`.
+    pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Ledger> {
+        let conn = Connection::open(path).map_err(|source| LedgerError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::with_connection(conn, clock)
+    }
+
+    /// An in-memory ledger, for tests and benchmarks.
+    pub fn open_in_memory(clock: Arc<dyn Clock>) -> Result<Ledger> {
+        Self::with_connection(Connection::open_in_memory()?, clock)
+    }
+
+    fn with_connection(mut conn: Connection, clock: Arc<dyn Clock>) -> Result<Ledger> {
+        // Long busy wait: a large file's load holds the write lock for its
+        // whole transaction, and a landing must wait for it, not fail.
+        conn.busy_timeout(Duration::from_secs(600))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA cache_size = -32768;
+             PRAGMA temp_store = MEMORY;",
+        )?;
+        migrate(&mut conn)?;
+        Ok(Ledger { conn, clock })
+    }
+
+    pub fn now(&self) -> String {
+        timestamp(self.clock.now())
+    }
+
+    /// Records files that are now durable in the spool, in one transaction.
+    pub fn record_received(&mut self, files: &[NewFile]) -> Result<Vec<i64>> {
+        let now = self.now();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut ids = Vec::with_capacity(files.len());
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO files (source, partner, feed, name, spool_name, sha256, size, state,
+                                    received_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'received', ?8, ?8)",
+            )?;
+            let mut event = tx.prepare_cached(
+                "INSERT INTO file_events (file_id, at, event, detail) VALUES (?1, ?2, 'received', ?3)",
+            )?;
+            for f in files {
+                insert.execute(params![
+                    f.source,
+                    f.partner,
+                    f.feed,
+                    f.name,
+                    f.spool_name,
+                    f.sha256,
+                    f.size,
+                    now
+                ])?;
+                let id = tx.last_insert_rowid();
+                let detail = serde_json::json!({
+                    "source": f.source,
+                    "feed": f.feed,
+                    "size": f.size,
+                    "sha256": f.sha256,
+                });
+                event.execute(params![id, now, detail.to_string()])?;
+                ids.push(id);
+            }
+        }
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    /// Notes that the sender's copies of these files were removed.
+    pub fn record_sender_removed(&mut self, ids: &[i64]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let now = self.now();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut update = tx.prepare_cached(
+                "UPDATE files SET sender_removed_at = ?2 WHERE id = ?1 AND sender_removed_at IS NULL",
+            )?;
+            let mut event = tx.prepare_cached(
+                "INSERT INTO file_events (file_id, at, event) VALUES (?1, ?2, 'sender_copy_removed')",
+            )?;
+            for id in ids {
+                if update.execute(params![id, now])? > 0 {
+                    event.execute(params![id, now])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A file already received from this sender path whose sender copy was
+    /// never removed (the daemon stopped in between): it must not be taken again.
+    pub fn received_but_not_removed(
+        &self,
+        source: &str,
+        name: &str,
+        size: u64,
+        sha256: &str,
+    ) -> Result<Option<i64>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id FROM files
+                 WHERE source = ?1 AND name = ?2 AND size = ?3 AND sha256 = ?4
+                   AND sender_removed_at IS NULL
+                 ORDER BY id DESC LIMIT 1",
+                params![source, name, size, sha256],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Files waiting to be processed, oldest first.
+    pub fn pending(&self, limit: usize) -> Result<Vec<FileRow>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {FILE_COLUMNS} FROM files WHERE state = 'received' ORDER BY id LIMIT ?1"
+        ))?;
+        let rows = stmt.query_map([limit as i64], file_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn file(&self, id: i64) -> Result<FileRow> {
+        self.conn
+            .query_row(
+                &format!("SELECT {FILE_COLUMNS} FROM files WHERE id = ?1"),
+                [id],
+                file_row,
+            )
+            .optional()?
+            .ok_or(LedgerError::NotFound(id))
+    }
+
+    pub fn file_by_spool_name(&self, spool_name: &str) -> Result<Option<FileRow>> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {FILE_COLUMNS} FROM files WHERE spool_name = ?1"),
+                [spool_name],
+                file_row,
+            )
+            .optional()?)
+    }
+
+    pub fn files(&self, filter: &FileFilter) -> Result<Vec<FileRow>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {FILE_COLUMNS} FROM files
+             WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR feed = ?2)
+             ORDER BY id"
+        ))?;
+        let rows = stmt.query_map(
+            params![filter.state.map(FileState::as_str), filter.feed],
+            file_row,
+        )?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn events(&self, id: i64) -> Result<Vec<Event>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT at, event, detail FROM file_events WHERE file_id = ?1 ORDER BY id")?;
+        let rows = stmt.query_map([id], |r| {
+            let detail: Option<String> = r.get(2)?;
+            Ok(Event {
+                at: r.get(0)?,
+                event: r.get(1)?,
+                detail: detail.and_then(|d| serde_json::from_str(&d).ok()),
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Problems found by the file's latest processing attempt.
+    pub fn problems(&self, id: i64) -> Result<Vec<StoredProblem>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT line, column_name, field, code, message FROM file_problems
+             WHERE file_id = ?1 AND attempt = (SELECT attempts FROM files WHERE id = ?1)
+             ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([id], |r| {
+            Ok(StoredProblem {
+                line: r.get(0)?,
+                column: r.get(1)?,
+                field: r.get(2)?,
+                code: r.get(3)?,
+                message: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Puts a quarantined file back in the queue.
+    pub fn replay(&mut self, id: i64) -> Result<()> {
+        let now = self.now();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let state: Option<String> = tx
+            .query_row("SELECT state FROM files WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?;
+        let state: FileState = state
+            .ok_or(LedgerError::NotFound(id))?
+            .parse()
+            .map_err(|_| LedgerError::NotFound(id))?;
+        if state != FileState::Quarantined {
+            return Err(LedgerError::WrongState {
+                id,
+                state,
+                expected: FileState::Quarantined,
+            });
+        }
+        tx.execute(
+            "UPDATE files SET state = 'received', reason = NULL, updated_at = ?2 WHERE id = ?1",
+            params![id, now],
+        )?;
+        tx.execute(
+            "INSERT INTO file_events (file_id, at, event) VALUES (?1, ?2, 'replayed')",
+            params![id, now],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Starts a write transaction in which files are processed.
+    pub fn begin(&mut self) -> Result<Batch<'_>> {
+        let now = self.now();
+        Ok(Batch {
+            tx: self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?,
+            now,
+        })
+    }
+
+    pub fn person_by_nhs_number(&self, nhs_number: &str) -> Result<Option<PersonView>> {
+        records::person_by_nhs_number(&self.conn, nhs_number)
+    }
+
+    pub fn person_by_local_id(&self, source: &str, local_id: &str) -> Result<Option<PersonView>> {
+        records::person_by_local_id(&self.conn, source, local_id)
+    }
+
+    /// The raw connection, for benchmarks that compare against bare SQLite.
+    pub fn connection(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}
+
+/// A write transaction over several files; each file's records go into a
+/// savepoint so one file's failure undoes only its own work.
+pub struct Batch<'l> {
+    tx: rusqlite::Transaction<'l>,
+    now: String,
+}
+
+impl Batch<'_> {
+    /// The file's state as of this transaction (another process may have taken it).
+    pub fn state(&self, id: i64) -> Result<FileState> {
+        let state: String = self
+            .tx
+            .query_row("SELECT state FROM files WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?
+            .ok_or(LedgerError::NotFound(id))?;
+        state.parse().map_err(|_| LedgerError::NotFound(id))
+    }
+
+    /// An earlier file of the same feed with the same content that was loaded.
+    pub fn loaded_copy(&self, feed: &str, sha256: &str, id: i64) -> Result<Option<i64>> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT id FROM files WHERE feed = ?1 AND sha256 = ?2 AND state = 'loaded' AND id <> ?3
+                 ORDER BY id LIMIT 1",
+                params![feed, sha256, id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// A savepoint for one file's records; dropped without `commit` it rolls back.
+    pub fn savepoint(&mut self) -> Result<rusqlite::Savepoint<'_>> {
+        Ok(self.tx.savepoint()?)
+    }
+
+    /// Writes the end of a processing attempt: state, counts, problems, event.
+    pub fn finish(&mut self, id: i64, outcome: &Outcome) -> Result<()> {
+        let tx = &self.tx;
+        tx.execute(
+            "UPDATE files SET state = ?2, feed = COALESCE(?3, feed), reason = ?4, rows_read = ?5,
+                              rows_loaded = ?6, records = ?7, duplicate_of = ?8, problems = ?9,
+                              attempts = attempts + 1, updated_at = ?10
+             WHERE id = ?1",
+            params![
+                id,
+                outcome.state.as_str(),
+                outcome.feed,
+                outcome.reason,
+                outcome.rows_read,
+                outcome.rows_loaded,
+                outcome.records,
+                outcome.duplicate_of,
+                outcome.problem_count,
+                self.now,
+            ],
+        )?;
+        let attempt: i64 = tx.query_row("SELECT attempts FROM files WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })?;
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO file_problems (file_id, attempt, seq, line, column_name, field, code, message)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
+        for (seq, p) in outcome.problems.iter().enumerate() {
+            insert.execute(params![
+                id,
+                attempt,
+                seq as i64,
+                p.line,
+                p.column,
+                p.field.map(|f| f as i64),
+                p.code,
+                p.message
+            ])?;
+        }
+        tx.execute(
+            "INSERT INTO file_events (file_id, at, event, detail) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                id,
+                self.now,
+                outcome.state.as_str(),
+                outcome.detail.to_string()
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn commit(self) -> Result<()> {
+        Ok(self.tx.commit()?)
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > MIGRATIONS.len() as i64 {
+        return Err(LedgerError::NewerSchema {
+            found: version,
+            known: MIGRATIONS.len(),
+        });
+    }
+    for (index, (name, sql)) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let fail = |source| LedgerError::Migration { name, source };
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Exclusive)
+            .map_err(fail)?;
+        // Another process may have migrated while we waited for the lock.
+        let now: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(fail)?;
+        if now > index as i64 {
+            continue;
+        }
+        tx.execute_batch(sql).map_err(fail)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)
+            .map_err(fail)?;
+        tx.commit().map_err(fail)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,18 @@
+//! dropgate: batch file exchange for health and social care.
+//!
+//! A file travels `receive → land → decrypt → validate → map → load`; the
+//! order is written once, in [`pipeline`]. The [`ledger`] records every step.
+
+pub mod config;
+pub mod daemon;
+pub mod decrypt;
+pub mod domain;
+pub mod keys;
+pub mod land;
+pub mod ledger;
+pub mod load;
+pub mod map;
+pub mod pipeline;
+pub mod receive;
+pub mod spool;
+pub mod validate;

@@ -1,0 +1,29 @@
+//! Load: records reach the ledger inside the file's savepoint, so they and the
+//! file's new state commit together or not at all.
+
+use std::sync::mpsc::Receiver;
+
+use crate::ledger::{RecordWriter, Result};
+use crate::map::Records;
+
+/// What a load wrote.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Loaded {
+    pub rows: u64,
+    pub records: u64,
+}
+
+/// Writes every batch that arrives until the sender hangs up.
+pub fn load(batches: Receiver<Vec<Records>>, writer: &mut RecordWriter<'_>) -> Result<Loaded> {
+    let mut rows = 0;
+    for batch in batches {
+        for records in &batch {
+            writer.write(records)?;
+        }
+        rows += batch.len() as u64;
+    }
+    Ok(Loaded {
+        rows,
+        records: writer.records,
+    })
+}

@@ -1,0 +1,466 @@
+//! The one place that says in which order a file goes through the stages:
+//!
+//! ```text
+//! receive ─► land ─► decrypt ─► validate ─► map ─► load
+//! ```
+//!
+//! Sources (`receive`) hand complete files to [`crate::land`], which makes them
+//! durable and `received`. [`Processor`] then takes received files from the
+//! ledger: a reader thread decrypts, validates and maps while the calling
+//! thread loads, so the two overlap; both are bounded, so memory does not grow
+//! with file size.
+
+use std::fs::File;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::sync_channel;
+
+use serde_json::json;
+
+use crate::config::{Config, Feed, FeedMatch, OnError};
+use crate::decrypt::{self, DecryptError};
+use crate::ledger::{Batch, FileRow, FileState, Ledger, LedgerError, Outcome, RecordWriter};
+use crate::load;
+use crate::map::{self, Records};
+use crate::spool::{self, Spool};
+use crate::validate::{CsvRows, Encoding, Problem, ReadError};
+
+/// Rows sent from the reader to the loader at a time.
+const ROWS_PER_BATCH: usize = 1024;
+/// Batches in flight between reader and loader.
+const BATCHES_IN_FLIGHT: usize = 4;
+/// Small files are processed together in one transaction, up to this many bytes.
+const BATCH_BYTES: u64 = 8 << 20;
+const BATCH_FILES: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("spool: {0}")]
+    Spool(#[from] std::io::Error),
+}
+
+/// How one file ended.
+#[derive(Debug, Clone)]
+pub struct Processed {
+    pub id: i64,
+    pub name: String,
+    pub state: FileState,
+    pub reason: Option<String>,
+    pub records: u64,
+}
+
+/// Takes received files through decrypt, validate, map and load.
+pub struct Processor {
+    config: Arc<Config>,
+    identity: age::x25519::Identity,
+    spool: Spool,
+}
+
+impl Processor {
+    pub fn new(config: Arc<Config>, identity: age::x25519::Identity) -> Processor {
+        let spool = Spool::new(&config.daemon.spool);
+        Processor {
+            config,
+            identity,
+            spool,
+        }
+    }
+
+    /// Processes received files until none is left or `stop` is set; the
+    /// batch in hand is always finished.
+    pub fn drain(
+        &self,
+        ledger: &mut Ledger,
+        stop: &AtomicBool,
+    ) -> Result<Vec<Processed>, ProcessError> {
+        let mut done = Vec::new();
+        while !stop.load(Ordering::SeqCst) {
+            let pending = ledger.pending(BATCH_FILES)?;
+            if pending.is_empty() {
+                break;
+            }
+            done.extend(self.process_batch(ledger, pending, stop)?);
+        }
+        Ok(done)
+    }
+
+    /// Processes the given files (those still `received`) in as few transactions as their sizes allow.
+    pub fn process_batch(
+        &self,
+        ledger: &mut Ledger,
+        files: Vec<FileRow>,
+        stop: &AtomicBool,
+    ) -> Result<Vec<Processed>, ProcessError> {
+        let mut done = Vec::new();
+        let mut rest = files.into_iter().peekable();
+        while rest.peek().is_some() && !stop.load(Ordering::SeqCst) {
+            let mut group = Vec::new();
+            let mut bytes = 0;
+            while let Some(file) = rest.peek() {
+                if !group.is_empty() && bytes + file.size > BATCH_BYTES {
+                    break;
+                }
+                bytes += file.size;
+                group.extend(rest.next());
+            }
+            let mut batch = ledger.begin()?;
+            let mut settled = Vec::new();
+            for file in group {
+                if batch.state(file.id)? != FileState::Received {
+                    continue;
+                }
+                let outcome = self.process_file(&mut batch, &file)?;
+                batch.finish(file.id, &outcome)?;
+                settled.push((file, outcome));
+            }
+            batch.commit()?;
+            for (file, outcome) in settled {
+                self.settle(ledger, &file, outcome.state)?;
+                tracing::info!(
+                    file_id = file.id,
+                    feed = outcome.feed.as_deref().unwrap_or("-"),
+                    state = %outcome.state,
+                    reason = outcome.reason.as_deref().unwrap_or(""),
+                    records = outcome.records,
+                    "processed"
+                );
+                done.push(Processed {
+                    id: file.id,
+                    name: file.name,
+                    state: outcome.state,
+                    reason: outcome.reason,
+                    records: outcome.records,
+                });
+            }
+        }
+        Ok(done)
+    }
+
+    /// Moves a payload to the folder its state calls for, writing the
+    /// quarantine report first. Safe to repeat.
+    pub fn settle(
+        &self,
+        ledger: &Ledger,
+        file: &FileRow,
+        state: FileState,
+    ) -> Result<(), ProcessError> {
+        if state == FileState::Quarantined {
+            let report = quarantine_report(ledger, file.id)?;
+            let bytes = serde_json::to_vec_pretty(&report).expect("a report serialises");
+            spool::write_durably(&self.spool.report_path(&file.spool_name), &bytes)?;
+        }
+        self.spool.settle(&file.spool_name, state)?;
+        Ok(())
+    }
+
+    fn feed<'c>(&'c self, file: &FileRow) -> Result<&'c Feed, Outcome> {
+        if let Some(feed) = file.feed.as_ref().and_then(|f| self.config.feeds.get(f)) {
+            return Ok(feed);
+        }
+        match self.config.feed_for(&file.partner, &file.name) {
+            FeedMatch::One(feed) => Ok(feed),
+            FeedMatch::None => Err(rejected(
+                None,
+                "no_feed",
+                file_problem(
+                    "no_feed",
+                    format!(
+                        "no feed of partner `{}` matches the file name; add one or fix its `match` globs, then replay",
+                        file.partner
+                    ),
+                ),
+            )),
+            FeedMatch::Ambiguous(a, b) => Err(rejected(
+                None,
+                "ambiguous_feed",
+                file_problem(
+                    "ambiguous_feed",
+                    format!("feeds `{a}` and `{b}` both match the file name"),
+                ),
+            )),
+        }
+    }
+
+    fn process_file(&self, batch: &mut Batch<'_>, file: &FileRow) -> Result<Outcome, ProcessError> {
+        let feed = match self.feed(file) {
+            Ok(feed) => feed,
+            Err(outcome) => return Ok(outcome),
+        };
+        if let Some(first) = batch.loaded_copy(&feed.name, &file.sha256, file.id)? {
+            return Ok(Outcome {
+                state: FileState::Duplicate,
+                feed: Some(feed.name.clone()),
+                reason: None,
+                rows_read: None,
+                rows_loaded: None,
+                records: 0,
+                duplicate_of: Some(first),
+                problem_count: 0,
+                problems: Vec::new(),
+                detail: json!({ "duplicate_of": first }),
+            });
+        }
+        let Some((_, payload)) = self.spool.find(&file.spool_name) else {
+            return Ok(rejected(
+                Some(feed),
+                "payload_missing",
+                file_problem(
+                    "payload_missing",
+                    "the spool copy of this file is missing".into(),
+                ),
+            ));
+        };
+        let mut encoding = feed.schema.encoding;
+        loop {
+            let savepoint = batch.savepoint()?;
+            let attempt = {
+                let mut writer = RecordWriter::new(&savepoint, file.id, &file.partner)?;
+                self.run_stages(feed, &payload, encoding, &mut writer)?
+            };
+            if attempt.encoding_changed && encoding == Encoding::Auto {
+                // Dropping the savepoint undoes what was loaded in UTF-8.
+                encoding = Encoding::Windows1252;
+                continue;
+            }
+            let outcome = self.judge(feed, attempt);
+            if outcome.state == FileState::Loaded {
+                savepoint.commit().map_err(LedgerError::from)?;
+            }
+            return Ok(outcome);
+        }
+    }
+
+    /// decrypt → validate → map on a reader thread, load on this one.
+    fn run_stages(
+        &self,
+        feed: &Feed,
+        payload: &std::path::Path,
+        encoding: Encoding,
+        writer: &mut RecordWriter<'_>,
+    ) -> Result<Attempt, ProcessError> {
+        let max_problems = self.config.daemon.max_errors_per_file;
+        let (tx, rx) = sync_channel::<Vec<Records>>(BATCHES_IN_FLIGHT);
+        std::thread::scope(|scope| {
+            let reader = scope.spawn(move || {
+                let mut attempt = Attempt::default();
+                let file = match File::open(payload) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        attempt.failure = Some(Failure::Decrypt(DecryptError::Io(e)));
+                        return attempt;
+                    }
+                };
+                let plain = match decrypt::open(file, feed.encryption, &self.identity) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        attempt.failure = Some(Failure::Decrypt(e));
+                        return attempt;
+                    }
+                };
+                attempt.encrypted = plain.encrypted;
+                let mut rows = match CsvRows::open(&feed.schema, plain.reader, encoding) {
+                    Ok(Ok(rows)) => rows,
+                    Ok(Err(header_problems)) => {
+                        for p in header_problems {
+                            attempt.note(p, max_problems);
+                        }
+                        return attempt;
+                    }
+                    Err(e) => {
+                        attempt.read_error(e);
+                        return attempt;
+                    }
+                };
+                let mut pending = Vec::with_capacity(ROWS_PER_BATCH);
+                loop {
+                    match rows.next_outcome() {
+                        Ok(Some(validate_outcome)) => match validate_outcome {
+                            crate::validate::Outcome::Valid(row) => {
+                                // Under reject_file one bad row dooms the file: keep
+                                // validating to report every problem, stop mapping.
+                                if feed.on_error == OnError::RejectFile && attempt.problem_count > 0
+                                {
+                                    continue;
+                                }
+                                pending.push(map::map_row(&feed.mapping, &row));
+                                if pending.len() == ROWS_PER_BATCH {
+                                    let full = std::mem::replace(
+                                        &mut pending,
+                                        Vec::with_capacity(ROWS_PER_BATCH),
+                                    );
+                                    if tx.send(full).is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                            crate::validate::Outcome::Invalid(problems) => {
+                                attempt.rows_invalid += 1;
+                                for p in problems {
+                                    attempt.note(p, max_problems);
+                                }
+                            }
+                        },
+                        Ok(None) => break,
+                        Err(e) => {
+                            attempt.read_error(e);
+                            break;
+                        }
+                    }
+                }
+                if !pending.is_empty() {
+                    let _ = tx.send(pending);
+                }
+                attempt.rows_read = rows.records;
+                attempt
+            });
+            let loaded = load::load(rx, writer);
+            let mut attempt = reader.join().expect("the reader thread does not panic");
+            let loaded = loaded?;
+            attempt.rows_loaded = loaded.rows;
+            attempt.records = loaded.records;
+            Ok(attempt)
+        })
+    }
+
+    /// Decides a file's state from what its stages found.
+    fn judge(&self, feed: &Feed, attempt: Attempt) -> Outcome {
+        let feed_name = Some(feed.name.clone());
+        if let Some(failure) = attempt.failure {
+            let (code, message) = match failure {
+                Failure::Decrypt(e) => (e.code(), e.to_string()),
+                Failure::Read(e) if attempt.encrypted => (
+                    "ciphertext_damaged",
+                    format!("the age ciphertext is truncated or has been altered: {e}"),
+                ),
+                Failure::Read(e) => ("read_failed", e.to_string()),
+            };
+            let reason = if code == "read_failed" {
+                "read_failed"
+            } else {
+                "decrypt_failed"
+            };
+            return rejected(Some(feed), reason, file_problem(code, message));
+        }
+        let reject = attempt.problem_count > 0
+            && (feed.on_error == OnError::RejectFile || attempt.rows_loaded == 0);
+        let detail = json!({
+            "rows_read": attempt.rows_read,
+            "rows_loaded": if reject { 0 } else { attempt.rows_loaded },
+            "rows_invalid": attempt.rows_invalid,
+            "records": if reject { 0 } else { attempt.records },
+            "problems": attempt.problem_count,
+            "encoding_fallback": attempt.encoding_changed,
+        });
+        if reject {
+            return Outcome {
+                state: FileState::Quarantined,
+                feed: feed_name,
+                reason: Some("validation_failed".into()),
+                rows_read: Some(attempt.rows_read),
+                rows_loaded: Some(0),
+                records: 0,
+                duplicate_of: None,
+                problem_count: attempt.problem_count,
+                problems: attempt.problems,
+                detail,
+            };
+        }
+        Outcome {
+            state: FileState::Loaded,
+            feed: feed_name,
+            reason: None,
+            rows_read: Some(attempt.rows_read),
+            rows_loaded: Some(attempt.rows_loaded),
+            records: attempt.records,
+            duplicate_of: None,
+            problem_count: attempt.problem_count,
+            problems: attempt.problems,
+            detail,
+        }
+    }
+}
+
+/// What one pass over a file found.
+#[derive(Default)]
+struct Attempt {
+    encrypted: bool,
+    failure: Option<Failure>,
+    encoding_changed: bool,
+    rows_read: u64,
+    rows_invalid: u64,
+    rows_loaded: u64,
+    records: u64,
+    problem_count: u64,
+    problems: Vec<Problem>,
+}
+
+enum Failure {
+    Decrypt(DecryptError),
+    Read(std::io::Error),
+}
+
+impl Attempt {
+    fn note(&mut self, problem: Problem, max: usize) {
+        self.problem_count += 1;
+        if self.problems.len() < max {
+            self.problems.push(problem);
+        }
+    }
+
+    fn read_error(&mut self, e: ReadError) {
+        match e {
+            ReadError::Io(io) => self.failure = Some(Failure::Read(io)),
+            ReadError::EncodingChanged => self.encoding_changed = true,
+        }
+    }
+}
+
+fn file_problem(code: &'static str, message: String) -> Problem {
+    Problem {
+        line: 0,
+        column: None,
+        field: None,
+        code,
+        message,
+    }
+}
+
+fn rejected(feed: Option<&Feed>, reason: &str, problem: Problem) -> Outcome {
+    Outcome {
+        state: FileState::Quarantined,
+        feed: feed.map(|f| f.name.clone()),
+        reason: Some(reason.to_string()),
+        rows_read: None,
+        rows_loaded: None,
+        records: 0,
+        duplicate_of: None,
+        problem_count: 1,
+        detail: json!({ "reason": reason, "problem": problem.code }),
+        problems: vec![problem],
+    }
+}
+
+/// The machine-readable report written beside a quarantined file.
+pub fn quarantine_report(ledger: &Ledger, id: i64) -> Result<serde_json::Value, LedgerError> {
+    let file = ledger.file(id)?;
+    let problems = ledger.problems(id)?;
+    Ok(json!({
+        "file_id": file.id,
+        "name": file.name,
+        "source": file.source,
+        "partner": file.partner,
+        "feed": file.feed,
+        "sha256": file.sha256,
+        "size": file.size,
+        "received_at": file.received_at,
+        "quarantined_at": file.updated_at,
+        "reason": file.reason,
+        "rows_read": file.rows_read,
+        "problem_count": file.problems,
+        "problems_listed": problems.len(),
+        "problems": problems,
+        "replay": format!("dropgate replay {}", file.id),
+    }))
+}

@@ -1,0 +1,217 @@
+//! A watched local folder.
+//!
+//! Change events (inotify) make a file a candidate quickly; a periodic rescan
+//! finds any whose events were lost. A candidate is taken once its size and
+//! modification time were the same at two checks and it has stayed that way
+//! for `min_age` on dropgate's own clock, so the sender's clock and slow
+//! writers do not matter.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::is_temporary_name;
+use crate::config::LocalSource;
+use crate::daemon::Lander;
+use crate::land::{Arrival, LandError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp(u64, Option<SystemTime>);
+
+#[derive(Debug)]
+struct Candidate {
+    stamp: Stamp,
+    /// When this stamp was first seen.
+    since: Instant,
+    /// Checks that found the same stamp.
+    unchanged: u32,
+}
+
+/// Watches one folder until `shutdown` turns true, landing complete files.
+pub async fn watch(
+    name: String,
+    partner: String,
+    settings: LocalSource,
+    lander: Arc<Lander>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    if let Err(e) = std::fs::create_dir_all(&settings.path) {
+        tracing::error!(source = %name, path = %settings.path.display(), error = %e, "cannot create the drop folder");
+        return;
+    }
+    let (events_tx, mut events) = mpsc::unbounded_channel::<PathBuf>();
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            for path in event.paths {
+                let _ = events_tx.send(path);
+            }
+        }
+    })
+    .and_then(|mut w| {
+        let mode = if settings.recursive {
+            RecursiveMode::Recursive
+        } else {
+            RecursiveMode::NonRecursive
+        };
+        w.watch(&settings.path, mode).map(|()| w)
+    });
+    let _watcher = match watcher {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(source = %name, error = %e, "change events unavailable; relying on rescans");
+            None
+        }
+    };
+
+    let mut candidates: HashMap<PathBuf, Candidate> = HashMap::new();
+    let mut check = tokio::time::interval(settings.check_interval);
+    check.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut rescan = tokio::time::interval(settings.rescan_interval);
+    rescan.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            Some(path) = events.recv() => {
+                if eligible(&settings, &path) {
+                    candidates.entry(path).or_insert_with(|| Candidate {
+                        stamp: Stamp(u64::MAX, None),
+                        since: Instant::now(),
+                        unchanged: 0,
+                    });
+                }
+            }
+            _ = rescan.tick() => {
+                for path in scan(&settings.path, settings.recursive) {
+                    if eligible(&settings, &path) {
+                        candidates.entry(path).or_insert_with(|| Candidate {
+                            stamp: Stamp(u64::MAX, None),
+                            since: Instant::now(),
+                            unchanged: 0,
+                        });
+                    }
+                }
+            }
+            _ = check.tick(), if !candidates.is_empty() => {
+                let ready = complete_files(&mut candidates, &settings);
+                if ready.is_empty() {
+                    continue;
+                }
+                let arrivals: Vec<Arrival> = ready
+                    .iter()
+                    .map(|path| Arrival {
+                        path: path.clone(),
+                        name: relative_name(&settings.path, path),
+                    })
+                    .collect();
+                let lander = lander.clone();
+                let (source, owner) = (name.clone(), partner.clone());
+                let results = tokio::task::spawn_blocking(move || lander.land(&source, &owner, &arrivals))
+                    .await
+                    .expect("landing does not panic");
+                for (path, result) in ready.into_iter().zip(results) {
+                    match result {
+                        Ok(landed) => {
+                            tracing::debug!(source = %name, file_id = landed.id(), "landed");
+                            candidates.remove(&path);
+                        }
+                        Err(LandError::Changed) => {
+                            if let Some(c) = candidates.get_mut(&path) {
+                                c.unchanged = 0;
+                                c.since = Instant::now();
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(source = %name, error = %e, "landing failed; will retry");
+                            if let Some(c) = candidates.get_mut(&path) {
+                                c.since = Instant::now();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Updates each candidate and returns those now complete.
+fn complete_files(
+    candidates: &mut HashMap<PathBuf, Candidate>,
+    settings: &LocalSource,
+) -> Vec<PathBuf> {
+    let now = Instant::now();
+    let mut ready = Vec::new();
+    candidates.retain(|path, c| {
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return false;
+        };
+        if !meta.is_file() {
+            return false;
+        }
+        let stamp = Stamp(meta.len(), meta.modified().ok());
+        if stamp != c.stamp {
+            c.stamp = stamp;
+            c.since = now;
+            c.unchanged = 0;
+        } else {
+            c.unchanged += 1;
+        }
+        if c.unchanged >= 1 && now.duration_since(c.since) >= settings.min_age {
+            ready.push(path.clone());
+        }
+        true
+    });
+    ready.sort();
+    ready
+}
+
+fn eligible(settings: &LocalSource, path: &Path) -> bool {
+    let Ok(relative) = path.strip_prefix(&settings.path) else {
+        return false;
+    };
+    let parts: Vec<_> = relative.components().collect();
+    if parts.is_empty() || (!settings.recursive && parts.len() > 1) {
+        return false;
+    }
+    let hidden = parts
+        .iter()
+        .any(|p| p.as_os_str().to_str().is_none_or(is_temporary_name));
+    !hidden
+        && std::fs::symlink_metadata(path)
+            .map(|m| m.is_file())
+            .unwrap_or(false)
+}
+
+fn scan(root: &Path, recursive: bool) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut folders = vec![root.to_path_buf()];
+    while let Some(dir) = folders.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_file() {
+                found.push(entry.path());
+            } else if kind.is_dir() && recursive {
+                folders.push(entry.path());
+            }
+        }
+    }
+    found
+}
+
+fn relative_name(root: &Path, path: &Path) -> String {
+    let relative = path.strip_prefix(root).unwrap_or(path);
+    relative
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}

@@ -1,0 +1,145 @@
+//! The spool: dropgate's own copies of every file, in folders by state.
+//!
+//! A payload is named by dropgate (never by the sender) and moves between
+//! folders only after the ledger has recorded the state that puts it there;
+//! [`Spool::find`] looks in every folder, so a move interrupted by a crash
+//! is finished by [`Spool::settle`] on the next start.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+
+use crate::ledger::FileState;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Area {
+    /// Copies being written, not yet in the ledger.
+    Tmp,
+    /// Received, waiting to be processed.
+    Incoming,
+    /// Loaded or duplicate originals, kept until retention.
+    Archive,
+    /// Rejected originals with their reports.
+    Quarantine,
+}
+
+impl Area {
+    const ALL: [Area; 4] = [Area::Incoming, Area::Tmp, Area::Quarantine, Area::Archive];
+
+    fn folder(self) -> &'static str {
+        match self {
+            Area::Tmp => "tmp",
+            Area::Incoming => "incoming",
+            Area::Archive => "archive",
+            Area::Quarantine => "quarantine",
+        }
+    }
+
+    pub fn for_state(state: FileState) -> Area {
+        match state {
+            FileState::Received => Area::Incoming,
+            FileState::Loaded | FileState::Duplicate => Area::Archive,
+            FileState::Quarantined => Area::Quarantine,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Spool {
+    root: PathBuf,
+}
+
+static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+impl Spool {
+    pub fn new(root: &Path) -> Spool {
+        Spool {
+            root: root.to_path_buf(),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Creates the folders when missing.
+    pub fn ensure(&self) -> io::Result<()> {
+        for area in Area::ALL {
+            fs::create_dir_all(self.dir(area))?;
+        }
+        Ok(())
+    }
+
+    pub fn dir(&self, area: Area) -> PathBuf {
+        self.root.join(area.folder())
+    }
+
+    pub fn path(&self, area: Area, spool_name: &str) -> PathBuf {
+        self.dir(area).join(spool_name)
+    }
+
+    /// A fresh payload name: time of landing, process and sequence, unique on this host.
+    pub fn new_name(&self, now: DateTime<Utc>) -> String {
+        let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+        format!(
+            "{}-{:x}-{:x}",
+            now.format("%Y%m%dT%H%M%S%.6fZ"),
+            std::process::id(),
+            seq
+        )
+    }
+
+    /// Where a payload is now.
+    pub fn find(&self, spool_name: &str) -> Option<(Area, PathBuf)> {
+        Area::ALL.into_iter().find_map(|area| {
+            let path = self.path(area, spool_name);
+            path.exists().then_some((area, path))
+        })
+    }
+
+    /// Moves a payload to the folder for `state`, durably. Returns its path.
+    pub fn settle(&self, spool_name: &str, state: FileState) -> io::Result<PathBuf> {
+        let target = Area::for_state(state);
+        let to = self.path(target, spool_name);
+        match self.find(spool_name) {
+            Some((area, _)) if area == target => Ok(to),
+            Some((area, from)) => {
+                fs::rename(&from, &to)?;
+                sync_dir(&self.dir(target))?;
+                sync_dir(&self.dir(area))?;
+                Ok(to)
+            }
+            None => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("payload {spool_name} is in no spool folder"),
+            )),
+        }
+    }
+
+    pub fn report_path(&self, spool_name: &str) -> PathBuf {
+        self.dir(Area::Quarantine)
+            .join(format!("{spool_name}.report.json"))
+    }
+}
+
+/// Makes a folder's entries (new names, renames, removals) durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+/// Writes a small file durably: temporary name, fsync, rename, fsync folder.
+pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("writing");
+    {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    sync_dir(dir)
+}

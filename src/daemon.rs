@@ -74,6 +74,13 @@ pub fn prepare(config: &Config) -> Result<(age::x25519::Identity, Ledger), Daemo
         path: spool.root().display().to_string(),
         source,
     })?;
+    for source in config.sources.values() {
+        let SourceKind::Local(local) = &source.kind;
+        std::fs::create_dir_all(&local.path).map_err(|e| DaemonError::Spool {
+            path: local.path.display().to_string(),
+            source: e,
+        })?;
+    }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let ledger = Ledger::open(&config.daemon.ledger, clock)?;
     Ok((identity, ledger))

@@ -128,15 +128,11 @@ impl Config {
             text,
             errors: Vec::new(),
         };
-        let base = path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
-        let base = if base.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            base
+        let base = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
         };
+        let base = std::path::absolute(&base).unwrap_or(base);
         let config = checker.check(path, &base);
         if checker.errors.is_empty() {
             Ok(config.expect("a config is built whenever no error was found"))
@@ -229,16 +225,31 @@ impl Checker<'_> {
         self.error(value.span(), message);
     }
 
+    /// Deserialises a value, reporting every unknown key and badly typed value
+    /// rather than only the first: the offending key is dropped and the
+    /// value tried again until it deserialises or a required key is missing.
     fn deserialize<T: DeserializeOwned>(&mut self, value: Spanned<DeValue<'_>>) -> Option<T> {
-        let span = value.span();
+        let whole = value.span();
         let mut value = value;
         value.get_mut().make_owned();
-        match T::deserialize(ValueDeserializer::from(value)) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                let at = e.span().unwrap_or(span);
-                self.error(at, e.message().to_string());
-                None
+        let mut dropped: Vec<String> = Vec::new();
+        loop {
+            let error = match T::deserialize(ValueDeserializer::from(value.clone())) {
+                Ok(v) => return Some(v),
+                Err(e) => e,
+            };
+            let message = error.message().to_string();
+            // A key dropped for being badly typed then shows up as missing: said once is enough.
+            if message.starts_with("missing field")
+                && dropped.iter().any(|k| message.contains(&format!("`{k}`")))
+            {
+                return None;
+            }
+            let span = error.span().unwrap_or(whole.clone());
+            self.error(span.clone(), message);
+            match drop_key_at(&mut value, span.start) {
+                Some(key) => dropped.push(key),
+                None => return None,
             }
         }
     }
@@ -367,7 +378,7 @@ impl Checker<'_> {
     fn daemon(&mut self, raw: raw::Daemon, base: &Path) -> Option<Daemon> {
         let spool = resolve(base, raw.spool.as_deref(), "../spool");
         let ledger = match raw.ledger.as_deref() {
-            Some(p) => base.join(p),
+            Some(p) => join(base, p),
             None => spool.join("ledger.db"),
         };
         let time_zone = match raw.time_zone {
@@ -499,7 +510,7 @@ impl Checker<'_> {
             name: name.to_string(),
             partner: raw.partner.into_inner(),
             kind: SourceKind::Local(LocalSource {
-                path: base.join(path.get_ref()),
+                path: join(base, path.get_ref()),
                 recursive: raw.recursive.unwrap_or(false),
                 min_age,
                 check_interval,
@@ -1023,7 +1034,56 @@ fn valid_name(name: &str) -> bool {
 }
 
 fn resolve(base: &Path, value: Option<&str>, default: &str) -> PathBuf {
-    base.join(value.unwrap_or(default))
+    join(base, value.unwrap_or(default))
+}
+
+/// `base/relative` with `.` and `..` resolved lexically, so paths print cleanly.
+fn join(base: &Path, relative: &str) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for part in base.join(relative).components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Removes the innermost table key whose key or value covers `offset`.
+///
+/// Implicit tables (`[a.b.c]` headers) have no span of their own, so every
+/// nested table is searched, not only those whose span covers the offset.
+fn drop_key_at(value: &mut Spanned<DeValue<'_>>, offset: usize) -> Option<String> {
+    let covers = |span: Range<usize>| span.start <= offset && offset < span.end.max(span.start + 1);
+    match value.get_mut() {
+        DeValue::Table(table) => {
+            let mut found = None;
+            for (key, item) in table.iter_mut() {
+                if covers(key.span()) {
+                    found = Some(key.get_ref().to_string());
+                    break;
+                }
+                if let Some(inner) = drop_key_at(item, offset) {
+                    return Some(inner);
+                }
+                if covers(item.span()) {
+                    found = Some(key.get_ref().to_string());
+                    break;
+                }
+            }
+            let found = found?;
+            table.remove(found.as_str());
+            Some(found)
+        }
+        DeValue::Array(items) => items.iter_mut().find_map(|item| drop_key_at(item, offset)),
+        _ => None,
+    }
 }
 
 /// Why a file-name glob could never select a file a source would take.

@@ -1,1 +1,268 @@
+use super::*;
 
+fn column(name: &str, kind: ColumnKind) -> ColumnSpec {
+    ColumnSpec {
+        name: name.into(),
+        required: false,
+        identifier: false,
+        kind,
+    }
+}
+
+fn schema(columns: Vec<ColumnSpec>) -> Schema {
+    Schema {
+        delimiter: b',',
+        quote: b'"',
+        encoding: Encoding::Utf8,
+        extra_columns: ExtraColumns::Error,
+        columns,
+    }
+}
+
+/// Every outcome of a file: rows that passed, and all problems.
+fn run(schema: &Schema, input: &[u8]) -> (Vec<Row>, Vec<Problem>) {
+    run_with(schema, input, schema.encoding).expect("no read error")
+}
+
+fn run_with(
+    schema: &Schema,
+    input: &[u8],
+    encoding: Encoding,
+) -> Result<(Vec<Row>, Vec<Problem>), ReadError> {
+    let mut rows = match CsvRows::open(schema, input, encoding)? {
+        Ok(rows) => rows,
+        Err(problems) => return Ok((Vec::new(), problems)),
+    };
+    let mut valid = Vec::new();
+    let mut problems = Vec::new();
+    while let Some(outcome) = rows.next_outcome()? {
+        match outcome {
+            Outcome::Valid(row) => valid.push(row),
+            Outcome::Invalid(p) => problems.extend(p),
+        }
+    }
+    Ok((valid, problems))
+}
+
+fn one(kind: ColumnKind, value: &str) -> Result<Value, (&'static str, String)> {
+    check_value(&column("c", kind), value)
+}
+
+#[test]
+fn strings_check_length_in_characters_and_pattern() {
+    let kind = || ColumnKind::String {
+        max_length: Some(3),
+        pattern: Some(regex::Regex::new("^(?:[A-Zé]+)$").unwrap()),
+    };
+    assert_eq!(one(kind(), "ABé"), Ok(Value::Text("ABé".into())));
+    assert_eq!(one(kind(), "ABCD").unwrap_err().0, "too_long");
+    let (code, message) = one(kind(), "ab").unwrap_err();
+    assert_eq!(code, "pattern");
+    assert!(message.contains("`ab`"), "{message}");
+}
+
+#[test]
+fn integers_and_decimals_check_range() {
+    let int = || ColumnKind::Integer {
+        min: Some(0.0),
+        max: Some(80.0),
+    };
+    assert_eq!(one(int(), " 18 "), Ok(Value::Integer(18)));
+    assert_eq!(one(int(), "81").unwrap_err().0, "out_of_range");
+    assert_eq!(one(int(), "-1").unwrap_err().0, "out_of_range");
+    assert_eq!(one(int(), "18.5").unwrap_err().0, "not_integer");
+    let dec = || ColumnKind::Decimal {
+        min: Some(25.0),
+        max: Some(45.0),
+    };
+    assert_eq!(one(dec(), "36.6"), Ok(Value::Decimal(36.6)));
+    assert_eq!(one(dec(), "45.1").unwrap_err().0, "out_of_range");
+    for bad in ["NaN", "inf", "3e1", "36,6", "abc"] {
+        assert_eq!(one(dec(), bad).unwrap_err().0, "not_decimal", "{bad}");
+    }
+}
+
+#[test]
+fn dates_and_datetimes_follow_their_format() {
+    let date = |f: &str| ColumnKind::Date { format: f.into() };
+    assert!(one(date("%Y-%m-%d"), "2026-02-28").is_ok());
+    assert_eq!(one(date("%Y-%m-%d"), "2026-02-30").unwrap_err().0, "not_date");
+    assert!(one(date("%d/%m/%Y"), "28/02/2026").is_ok());
+    assert!(one(date("%Y%m%d"), "20260228").is_ok());
+    let iso = || ColumnKind::DateTime {
+        format: DateTimeFormat::Iso8601,
+    };
+    assert!(one(iso(), "2026-11-22T08:00:00Z").is_ok());
+    assert!(one(iso(), "2026-11-22T08:00:00+01:00").is_ok());
+    assert_eq!(
+        one(iso(), "2026-11-22T08:00:00").unwrap_err().0,
+        "not_datetime",
+        "an offset is required"
+    );
+    let compact = ColumnKind::DateTime {
+        format: DateTimeFormat::Chrono("%Y%m%d%H%M%S".into()),
+    };
+    assert!(one(compact, "20261122080000").is_ok());
+}
+
+#[test]
+fn code_lists_are_case_sensitive_unless_told_otherwise() {
+    let code = |ignore_case| ColumnKind::Code {
+        values: vec!["A".into(), "V".into()],
+        ignore_case,
+    };
+    assert!(one(code(false), "A").is_ok());
+    assert_eq!(one(code(false), "a").unwrap_err().0, "not_in_code_list");
+    assert_eq!(one(code(true), "a"), Ok(Value::Text("A".into())));
+}
+
+#[test]
+fn booleans_use_configured_words() {
+    let kind = || ColumnKind::Boolean {
+        true_values: vec!["Y".into()],
+        false_values: vec!["N".into()],
+    };
+    assert_eq!(one(kind(), "Y"), Ok(Value::Bool(true)));
+    assert_eq!(one(kind(), "N"), Ok(Value::Bool(false)));
+    assert_eq!(one(kind(), "yes").unwrap_err().0, "not_boolean");
+}
+
+#[test]
+fn nhs_numbers_are_checked_and_never_echoed() {
+    assert!(matches!(
+        one(ColumnKind::NhsNumber, "943 476 5919"),
+        Ok(Value::Nhs(_))
+    ));
+    let (code, message) = one(ColumnKind::NhsNumber, "9434765918").unwrap_err();
+    assert_eq!(code, "nhs_number_check_digit");
+    assert!(!message.contains("943"), "{message}");
+    assert_eq!(
+        one(ColumnKind::NhsNumber, "94347659").unwrap_err().0,
+        "nhs_number_format"
+    );
+}
+
+#[test]
+fn identifier_values_never_appear_in_messages() {
+    let mut c = column(
+        "family_name",
+        ColumnKind::String {
+            max_length: None,
+            pattern: Some(regex::Regex::new("^(?:[A-Z]+)$").unwrap()),
+        },
+    );
+    c.identifier = true;
+    let (_, message) = check_value(&c, "smith").unwrap_err();
+    assert!(!message.contains("smith"), "{message}");
+}
+
+#[test]
+fn required_and_optional_empties() {
+    let mut c = column("x", ColumnKind::Integer { min: None, max: None });
+    assert_eq!(check_value(&c, "  "), Ok(Value::Empty));
+    c.required = true;
+    assert_eq!(check_value(&c, "").unwrap_err().0, "required");
+}
+
+#[test]
+fn every_problem_in_a_file_is_collected_with_line_and_field() {
+    let mut id = column("id", ColumnKind::String { max_length: None, pattern: None });
+    id.required = true;
+    let s = schema(vec![
+        id,
+        column("n", ColumnKind::Integer { min: Some(0.0), max: Some(10.0) }),
+    ]);
+    let input = b"id,n\nA,1\n,11\nC,x\nD,2,extra\n\"E\nF\",3\n";
+    let (rows, problems) = run(&s, input);
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1].line, 6, "a quoted field spanning lines starts on line 6");
+    let summary: Vec<(u64, Option<usize>, &str)> = problems
+        .iter()
+        .map(|p| (p.line, p.field, p.code))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (3, Some(1), "required"),
+            (3, Some(2), "out_of_range"),
+            (4, Some(2), "not_integer"),
+            (5, None, "field_count"),
+        ]
+    );
+    assert_eq!(problems[1].column.as_deref(), Some("n"));
+}
+
+#[test]
+fn header_problems_are_all_reported() {
+    let s = schema(vec![
+        column("a", ColumnKind::Integer { min: None, max: None }),
+        column("b", ColumnKind::Integer { min: None, max: None }),
+    ]);
+    let (_, problems) = run(&s, b"a,a,c\n1,2,3\n");
+    let codes: Vec<&str> = problems.iter().map(|p| p.code).collect();
+    assert_eq!(codes, ["duplicate_column", "unexpected_column", "missing_column"]);
+    let (_, problems) = run(&s, b"");
+    assert_eq!(problems[0].code, "empty_file");
+}
+
+#[test]
+fn extra_columns_can_be_ignored_and_order_is_free() {
+    let mut s = schema(vec![
+        column("a", ColumnKind::Integer { min: None, max: None }),
+        column("b", ColumnKind::Integer { min: None, max: None }),
+    ]);
+    s.extra_columns = ExtraColumns::Ignore;
+    let (rows, problems) = run(&s, b"b,note,a\n2,hello,1\n");
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(rows[0].values, vec![Value::Integer(1), Value::Integer(2)]);
+}
+
+#[test]
+fn bom_crlf_other_delimiters_and_spaced_names() {
+    let mut s = schema(vec![
+        column("UNIQUE REFERENCE", ColumnKind::String { max_length: None, pattern: None }),
+        column("Request: Route of Access", ColumnKind::String { max_length: None, pattern: None }),
+    ]);
+    s.delimiter = b'~';
+    let input = b"\xEF\xBB\xBFUNIQUE REFERENCE~Request: Route of Access\r\nX1~GP\r\n\r\n";
+    let (rows, problems) = run(&s, input);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].values[1], Value::Text("GP".into()));
+}
+
+#[test]
+fn windows_1252_text_is_decoded() {
+    let mut s = schema(vec![column("name", ColumnKind::String { max_length: Some(5), pattern: None })]);
+    s.encoding = Encoding::Windows1252;
+    // 0xE9 is é and 0x80 the euro sign in Windows-1252.
+    let (rows, problems) = run(&s, b"name\nRen\xE9e\n\x80\n");
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(rows[0].values[0], Value::Text("Renée".into()));
+    assert_eq!(rows[1].values[0], Value::Text("€".into()));
+}
+
+#[test]
+fn utf8_feeds_reject_invalid_bytes() {
+    let s = schema(vec![column("name", ColumnKind::String { max_length: None, pattern: None })]);
+    let (_, problems) = run(&s, b"name\nRen\xE9e\n");
+    assert_eq!(problems[0].code, "encoding");
+    assert_eq!(problems[0].line, 2);
+}
+
+#[test]
+fn auto_reads_utf8_when_valid_and_windows_1252_otherwise() {
+    let s = schema(vec![column("name", ColumnKind::String { max_length: None, pattern: None })]);
+    let (rows, _) = run_with(&s, "name\nRenée\n".as_bytes(), Encoding::Auto).unwrap();
+    assert_eq!(rows[0].values[0], Value::Text("Renée".into()));
+    let (rows, _) = run_with(&s, b"name\nAnn\nRen\xE9e\n", Encoding::Auto).unwrap();
+    assert_eq!(rows[1].values[0], Value::Text("Renée".into()));
+    // UTF-8 text first, then a byte that is not: the file must be reread.
+    let mixed = b"name\nRen\xC3\xA9e\nRen\xE9e\n";
+    assert!(matches!(
+        run_with(&s, mixed, Encoding::Auto),
+        Err(ReadError::EncodingChanged)
+    ));
+    let (rows, _) = run_with(&s, mixed, Encoding::Windows1252).unwrap();
+    assert_eq!(rows[0].values[0], Value::Text("RenÃ©e".into()));
+}

@@ -111,21 +111,24 @@ enum Patients {
     #[command(
         after_help = "Example:\n  dropgate patients find --nhs-number '943 476 5919'\n  dropgate patients find --local-id demo-carehome:R0001 --json"
     )]
-    Find(FindArgs),
+    Find {
+        #[command(flatten)]
+        who: Who,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
 #[group(required = true, multiple = false)]
-struct FindArgs {
+struct Who {
     /// NHS number (spaces and hyphens allowed).
     #[arg(long)]
     nhs_number: Option<String>,
     /// SOURCE:ID, the sender's own identifier.
     #[arg(long)]
     local_id: Option<String>,
-    /// One JSON object.
-    #[arg(long)]
-    json: bool,
 }
 
 pub fn main() -> ExitCode {
@@ -192,7 +195,11 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = Arc::new(config_or_exit!(&cli.config));
             print_banner(&config)?;
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
-            runtime.block_on(daemon::run(config, shutdown_signal()))?;
+            runtime.block_on(async {
+                let shutdown = shutdown_signal()?;
+                daemon::run(config, shutdown).await?;
+                anyhow::Ok(())
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Keygen { force } => {
@@ -242,10 +249,10 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(exit_for(&[file]))
         }
-        Command::Patients(Patients::Find(args)) => {
+        Command::Patients(Patients::Find { who, json }) => {
             let config = config_or_exit!(&cli.config);
             let ledger = open_ledger(&config)?;
-            let person = match (&args.nhs_number, &args.local_id) {
+            let person = match (&who.nhs_number, &who.local_id) {
                 (Some(n), _) => {
                     let n =
                         NhsNumber::parse(n).map_err(|e| anyhow::anyhow!("--nhs-number: {e}"))?;
@@ -263,7 +270,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprintln!("no such person");
                 return Ok(ExitCode::from(1));
             };
-            if args.json {
+            if json {
                 println!("{}", serde_json::to_string(&person)?);
             } else {
                 print_person(&person);
@@ -505,11 +512,16 @@ fn print_banner(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM. Handlers are installed at once, so a signal
+/// that arrives while the daemon is starting is not lost.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("install the SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    })
 }

@@ -164,6 +164,7 @@ pub async fn run(
         }
     }
 
+    tracing::info!(sources = config.sources.len(), "ready");
     shutdown.await;
     tracing::info!("shutting down: finishing the files in hand");
     let _ = shutdown_tx.send(true);

@@ -1,1 +1,8 @@
+//! Integration tests: the real `dropgate` binary in a temporary deployment,
+//! with input encrypted by the real `age` command-line tool.
 
+mod harness;
+
+mod cli;
+mod daemon;
+mod ingest;

@@ -127,6 +127,7 @@ impl Config {
             file: path.to_path_buf(),
             text,
             errors: Vec::new(),
+            broken_columns: HashSet::new(),
         };
         let base = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -208,6 +209,9 @@ struct Checker<'t> {
     file: PathBuf,
     text: &'t str,
     errors: Vec<ConfigError>,
+    /// Columns of the feed being checked that were declared but are unusable
+    /// (already reported): mapping them is not reported again.
+    broken_columns: HashSet<String>,
 }
 
 impl Checker<'_> {
@@ -548,6 +552,7 @@ impl Checker<'_> {
         seen_patterns: &mut HashSet<(String, String)>,
     ) -> Option<Feed> {
         let errors_before = self.errors.len();
+        self.broken_columns.clear();
         self.partner_ref(&raw.partner, partners);
 
         let mut globs = GlobSetBuilder::new();
@@ -700,8 +705,12 @@ impl Checker<'_> {
                     format!("column `{}` is declared twice", column.name.get_ref()),
                 );
             }
-            if let Some(spec) = self.column(column) {
-                specs.push(spec);
+            let name = column.name.get_ref().clone();
+            match self.column(column) {
+                Some(spec) => specs.push(spec),
+                None => {
+                    self.broken_columns.insert(name);
+                }
             }
         }
         Schema {
@@ -964,6 +973,9 @@ impl Checker<'_> {
     ) -> Option<usize> {
         let name = column.get_ref();
         let Some(index) = schema.columns.iter().position(|c| &c.name == name) else {
+            if self.broken_columns.contains(name) {
+                return None;
+            }
             self.at(
                 column,
                 format!("{record}.{field} maps column `{name}`, which the feed does not declare"),

@@ -1,0 +1,129 @@
+//! Command-line behaviour that scripts rely on.
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::harness::*;
+
+#[test]
+fn check_config_accepts_the_shipped_config() {
+    let d = Deployment::with_config(SHIPPED_CONFIG);
+    let out = d.dg(&["check-config"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn check_config_lists_every_error_as_path_line_column() {
+    let d = Deployment::new();
+    let broken = SHIPPED_CONFIG
+        .replace("partner = \"demo-carehome\"\nmatch", "partner = \"demo-care-home\"\nmatch")
+        .replace("type = \"nhs_number\"", "type = \"nhs\"")
+        .replace("min_age = \"500ms\"", "min_age = \"500 moments\"");
+    d.write_config(&broken);
+    let out = d.dg(&["check-config"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    let path = d.config_path().display().to_string();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    for line in &lines {
+        let rest = line.strip_prefix(&format!("{path}:")).unwrap_or_else(|| panic!("{line}"));
+        let mut parts = rest.splitn(3, ':');
+        let line_no: usize = parts.next().unwrap().parse().unwrap();
+        let col: usize = parts.next().unwrap().parse().unwrap();
+        assert!(line_no > 0 && col > 0, "{line}");
+    }
+    assert!(stderr.contains("unknown partner `demo-care-home`"), "{stderr}");
+    assert!(stderr.contains("unknown type `nhs`"), "{stderr}");
+    assert!(stderr.contains("`500 moments` is not a duration"), "{stderr}");
+}
+
+#[test]
+fn the_config_path_comes_from_the_environment_too() {
+    let d = Deployment::new();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dropgate"))
+        .arg("check-config")
+        .env("DROPGATE_CONFIG", d.config_path())
+        .current_dir(d.dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn every_command_has_help_with_an_example() {
+    let d = Deployment::new();
+    for command in [
+        vec!["run"],
+        vec!["check-config"],
+        vec!["ingest"],
+        vec!["files"],
+        vec!["show"],
+        vec!["replay"],
+        vec!["keygen"],
+        vec!["patients", "find"],
+    ] {
+        let mut args = command.clone();
+        args.push("--help");
+        let out = d.dg(&args);
+        assert!(out.status.success(), "{command:?}");
+        assert!(text(&out.stdout).contains("Example"), "{command:?} help lacks an example");
+    }
+}
+
+#[test]
+fn keygen_creates_private_keys_once_and_only_replaces_them_when_forced() {
+    let d = Deployment::new();
+    let identity = d.path("config/keys/age-identity.txt");
+    for key in ["age-identity.txt", "signing_ed25519", "ssh_host_ed25519"] {
+        let mode = std::fs::metadata(d.path(&format!("config/keys/{key}")))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{key}");
+    }
+    let before = std::fs::read(&identity).unwrap();
+    let out = d.dg(&["keygen"]);
+    assert!(text(&out.stdout).contains(&d.recipient));
+    assert_eq!(std::fs::read(&identity).unwrap(), before);
+    let out = d.dg(&["keygen", "--force"]);
+    assert!(out.status.success());
+    assert_ne!(std::fs::read(&identity).unwrap(), before);
+    // The signing key is a standard OpenSSH key.
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-l", "-f"])
+        .arg(d.path("config/keys/signing_ed25519"))
+        .output()
+        .expect("ssh-keygen must be installed (scripts/test installs it)");
+    assert!(text(&out.stdout).contains("ED25519"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_readable_identity_is_refused() {
+    let d = Deployment::new();
+    let identity = d.path("config/keys/age-identity.txt");
+    std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let plain = d.write_input("news2_p.csv", news2_csv(1, 1, 0).as_bytes());
+    let out = d.ingest(&[&plain]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("chmod 600"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn files_filters_by_state_and_feed() {
+    let d = Deployment::new();
+    let good = d.write_input("news2_g.csv", news2_csv(2, 2, 0).as_bytes());
+    let bad = d.write_input("other.txt", b"x");
+    d.ingest(&[&good, &bad]);
+    let out = d.dg(&["files", "--state", "quarantined", "--json"]);
+    let rows: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["name"], "other.txt");
+    let out = d.dg(&["files", "--feed", "news2"]);
+    let table = text(&out.stdout);
+    assert!(table.contains("news2_g.csv") && !table.contains("other.txt"), "{table}");
+    let out = d.dg(&["files", "--state", "lost"]);
+    assert_eq!(out.status.code(), Some(2));
+}

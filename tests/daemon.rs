@@ -1,0 +1,212 @@
+//! `dropgate run` watching the demo drop folder.
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+fn states(d: &Deployment) -> Vec<(String, String)> {
+    d.files()
+        .iter()
+        .map(|f| {
+            (
+                f["name"].as_str().unwrap().to_string(),
+                f["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_dropped_file_is_loaded_and_the_senders_copy_removed() {
+    let d = Deployment::new();
+    let daemon = d.start();
+    let plain = d.write_input("news2_drop.csv", news2_csv(20, 4, 0).as_bytes());
+    let encrypted = d.encrypt(&plain, false);
+    let started = Instant::now();
+    d.drop_file("news2_drop.csv.age", &fs::read(&encrypted).unwrap());
+    wait_for("the file to load", Duration::from_secs(20), || {
+        d.count("SELECT count(*) FROM files WHERE state = 'loaded'") == 1
+    });
+    let took = started.elapsed();
+    wait_for("the sender's copy to go", Duration::from_secs(5), || {
+        !d.drop_folder().join("news2_drop.csv.age").exists()
+    });
+    let log = daemon.terminate();
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    let file = &d.files()[0];
+    assert_eq!(file["records"], 4 + 20 * 8);
+    assert!(file["sender_removed_at"].is_string());
+    let events: Vec<String> = d.show(1)["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(events, ["received", "sender_copy_removed", "loaded"]);
+    assert!(!log.contains(&nhs_number(1)), "no NHS number in the log");
+    assert!(!log.contains("Family1"), "no names in the log");
+}
+
+#[test]
+fn temporary_names_are_ignored_until_renamed() {
+    let d = Deployment::new();
+    let _daemon = d.start();
+    let body = news2_csv(3, 3, 0);
+    for name in [".news2_hidden.csv", "news2_up.csv.part", "news2_up.csv.tmp", "news2_up.csv.filepart"] {
+        fs::write(d.drop_folder().join(name), &body).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(d.files().is_empty(), "{:?}", states(&d));
+    fs::rename(
+        d.drop_folder().join("news2_up.csv.part"),
+        d.drop_folder().join("news2_up.csv"),
+    )
+    .unwrap();
+    wait_for("the renamed file", Duration::from_secs(10), || {
+        d.count("SELECT count(*) FROM files WHERE state = 'loaded'") == 1
+    });
+    assert!(d.drop_folder().join(".news2_hidden.csv").exists());
+}
+
+#[test]
+fn a_file_written_slowly_is_taken_only_when_complete() {
+    let d = Deployment::with_config(&fast(SHIPPED_CONFIG).replace("min_age = \"300ms\"", "min_age = \"1s\""));
+    let _daemon = d.start();
+    let body = news2_csv(40, 5, 0);
+    let path = d.drop_folder().join("news2_slow.csv");
+    fs::write(&path, "").unwrap();
+    // Each piece arrives well within min_age of the last, as a slow upload would.
+    for chunk in body.as_bytes().chunks(body.len() / 8 + 1) {
+        append(&path, chunk);
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(d.files().is_empty(), "taken while still growing");
+    }
+    wait_for("the completed file", Duration::from_secs(15), || {
+        d.count("SELECT count(*) FROM files WHERE state <> 'received'") == 1
+    });
+    let file = &d.files()[0];
+    assert_eq!(file["state"], "loaded", "{file}");
+    assert_eq!(file["rows_loaded"], 40);
+}
+
+#[test]
+fn files_dropped_while_stopped_are_taken_at_start() {
+    let d = Deployment::new();
+    drop(d.start().terminate());
+    d.drop_file("news2_early.csv", news2_csv(2, 2, 0).as_bytes());
+    let _daemon = d.start();
+    wait_for("the early file", Duration::from_secs(10), || {
+        d.count("SELECT count(*) FROM files WHERE state = 'loaded'") == 1
+    });
+}
+
+#[test]
+fn sigterm_finishes_the_work_in_hand_and_exits_cleanly() {
+    let d = Deployment::new();
+    let daemon = d.start();
+    for i in 0..20 {
+        d.drop_file(&format!("news2_t{i}.csv"), news2_csv(200, 10, i * 1000).as_bytes());
+    }
+    wait_for("landing to start", Duration::from_secs(10), || {
+        d.count("SELECT count(*) FROM files") > 0
+    });
+    daemon.terminate();
+    // Whatever was received is either processed or still queued; none is half-done.
+    let received = d.count("SELECT count(*) FROM files WHERE state = 'received'");
+    let loaded = d.count("SELECT count(*) FROM files WHERE state = 'loaded'");
+    let partial = d.count(
+        "SELECT count(*) FROM files f WHERE state = 'loaded' AND
+           (SELECT count(*) FROM observations o WHERE o.file_id = f.id) <> 200 * 8",
+    );
+    assert_eq!(partial, 0);
+    let _daemon = d.start();
+    wait_for("every file", Duration::from_secs(30), || {
+        d.count("SELECT count(*) FROM files WHERE state = 'loaded'") == 20
+    });
+    assert!(loaded + received <= 20);
+}
+
+/// Kills the daemon with SIGKILL at varying moments while files arrive, and
+/// restarts it: every file must end loaded exactly once, none lost.
+#[test]
+fn kill_9_at_any_moment_loses_and_duplicates_nothing() {
+    let d = Deployment::new();
+    let files = 24u32;
+    let rows = 500u32;
+    let mut daemon = Some(d.start());
+    let mut seed: u64 = 0x5eed_1234;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for i in 0..files {
+        d.drop_file(&format!("news2_k{i:02}.csv"), news2_csv(rows, 25, i * 10_000).as_bytes());
+        if i % 4 == 3 {
+            std::thread::sleep(Duration::from_millis(next() % 400));
+            daemon.take().unwrap().kill9();
+            daemon = Some(d.start());
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while d.count("SELECT count(*) FROM files WHERE state = 'loaded'") != i64::from(files) {
+        assert!(
+            Instant::now() < deadline,
+            "not every file loaded: {:?}\ndrop folder: {:?}\nlog:\n{}",
+            states(&d),
+            fs::read_dir(d.drop_folder()).unwrap().flatten().map(|e| e.file_name()).collect::<Vec<_>>(),
+            daemon.as_ref().unwrap().log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    daemon.take().unwrap().terminate();
+    assert_eq!(d.count("SELECT count(*) FROM files"), i64::from(files), "{:?}", states(&d));
+    assert_eq!(
+        d.count("SELECT count(*) FROM observations"),
+        i64::from(files * rows * 8),
+        "every row loaded exactly once"
+    );
+    assert_eq!(
+        d.count("SELECT count(DISTINCT file_id) FROM observations"),
+        i64::from(files)
+    );
+    assert_eq!(fs::read_dir(d.drop_folder()).unwrap().count(), 0, "every sender copy removed");
+    assert_eq!(fs::read_dir(d.path("spool/incoming")).unwrap().count(), 0);
+    assert_eq!(fs::read_dir(d.path("spool/tmp")).unwrap().count(), 0);
+    assert_eq!(fs::read_dir(d.path("spool/archive")).unwrap().count(), files as usize);
+}
+
+/// SIGKILL while a large file is being copied, decrypted or loaded: the
+/// restart must finish it, with every row exactly once.
+#[test]
+fn kill_9_during_a_large_file_loses_and_duplicates_nothing() {
+    let d = Deployment::new();
+    let rows = 60_000u32;
+    let mut daemon = d.start();
+    let delays_ms = [150u64, 600, 1200];
+    for (i, delay) in delays_ms.iter().enumerate() {
+        let plain = d.write_input(
+            &format!("news2_big{i}.csv"),
+            news2_csv(rows, 300, i as u32 * 100_000).as_bytes(),
+        );
+        let encrypted = d.encrypt(&plain, false);
+        d.drop_file(&format!("news2_big{i}.csv.age"), &fs::read(&encrypted).unwrap());
+        std::thread::sleep(Duration::from_millis(*delay));
+        daemon.kill9();
+        daemon = d.start();
+        let expected = i as i64 + 1;
+        wait_for("the large file after restart", Duration::from_secs(120), || {
+            d.count("SELECT count(*) FROM files WHERE state = 'loaded'") == expected
+        });
+        assert_eq!(d.count("SELECT count(*) FROM files"), expected, "{:?}", states(&d));
+        assert_eq!(
+            d.count("SELECT count(*) FROM observations"),
+            expected * i64::from(rows) * 8
+        );
+    }
+    daemon.terminate();
+    assert_eq!(fs::read_dir(d.drop_folder()).unwrap().count(), 0);
+    assert_eq!(fs::read_dir(d.path("spool/archive")).unwrap().count(), 3);
+}

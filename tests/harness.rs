@@ -1,0 +1,321 @@
+//! A temporary dropgate deployment and helpers to drive the real binary.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const SHIPPED_CONFIG: &str = include_str!("../config/dropgate.toml");
+pub const HEADER: &str = "resident_id,nhs_number,family_name,given_name,date_of_birth,gender,observed_at,respiration_rate,spo2,on_oxygen,systolic_bp,pulse,consciousness,temperature";
+
+/// A deployment in a temporary folder: `config/dropgate.toml`, keys, spool.
+pub struct Deployment {
+    pub dir: tempfile::TempDir,
+    pub recipient: String,
+}
+
+impl Deployment {
+    /// The shipped configuration, with faster completeness checks.
+    pub fn new() -> Deployment {
+        Self::with_config(&fast(SHIPPED_CONFIG))
+    }
+
+    pub fn with_config(config: &str) -> Deployment {
+        let dir = tempfile::tempdir().expect("temp dir");
+        fs::create_dir_all(dir.path().join("config")).unwrap();
+        let deployment = Deployment {
+            dir,
+            recipient: String::new(),
+        };
+        deployment.write_config(config);
+        let out = deployment.dg(&["keygen"]);
+        assert!(out.status.success(), "keygen failed: {}", text(&out.stderr));
+        let recipient = text(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("age recipient: "))
+            .expect("keygen prints the recipient")
+            .trim()
+            .to_string();
+        Deployment {
+            recipient,
+            ..deployment
+        }
+    }
+
+    pub fn write_config(&self, config: &str) {
+        fs::write(self.config_path(), config).unwrap();
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path("config/dropgate.toml")
+    }
+
+    pub fn drop_folder(&self) -> PathBuf {
+        self.path("spool/drop/demo-carehome")
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dropgate"));
+        cmd.arg("--config")
+            .arg(self.config_path())
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_remove("DROPGATE_CONFIG")
+            .env_remove("DROPGATE_LOG");
+        cmd
+    }
+
+    pub fn dg(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run dropgate")
+    }
+
+    /// A plaintext file in the deployment's scratch folder.
+    pub fn write_input(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let dir = self.path("input");
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    /// Encrypts with the `age` command-line tool to this deployment's recipient.
+    pub fn encrypt(&self, plain: &Path, armor: bool) -> PathBuf {
+        let out = PathBuf::from(format!("{}.age", plain.display()));
+        age_cli(&self.recipient, plain, &out, armor);
+        out
+    }
+
+    pub fn ingest(&self, files: &[&Path]) -> Output {
+        let mut args = vec!["ingest", "--source", "demo-carehome-drop"];
+        let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+        args.extend(names.iter().map(String::as_str));
+        self.dg(&args)
+    }
+
+    pub fn files(&self) -> Vec<Value> {
+        let out = self.dg(&["files", "--json"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+            .collect()
+    }
+
+    pub fn show(&self, id: i64) -> Value {
+        let out = self.dg(&["show", &id.to_string(), "--json"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Read-only view of the ledger, for checks the CLI does not print.
+    pub fn ledger(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open_with_flags(
+            self.path("spool/ledger.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap()
+    }
+
+    pub fn count(&self, sql: &str) -> i64 {
+        self.ledger().query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    /// Starts `dropgate run` and waits until it says it is ready.
+    pub fn start(&self) -> Daemon {
+        let mut child = self
+            .command(&["run"])
+            .env("DROPGATE_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the daemon");
+        let log = Arc::new(Mutex::new(String::new()));
+        // Drained continuously: a full pipe would stall the daemon.
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let mut log = log.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            });
+        }
+        let daemon = Daemon {
+            child: Some(child),
+            log,
+        };
+        wait_for("the daemon to be ready", Duration::from_secs(20), || {
+            daemon.log().contains(" ready ")
+        });
+        daemon
+    }
+
+    /// Places a file in the drop folder whole, as an atomic rename.
+    pub fn drop_file(&self, name: &str, bytes: &[u8]) {
+        let staging = self.path("staging");
+        fs::create_dir_all(&staging).unwrap();
+        let tmp = staging.join(name);
+        fs::write(&tmp, bytes).unwrap();
+        fs::rename(&tmp, self.drop_folder().join(name)).unwrap();
+    }
+}
+
+/// Shipped configuration with shorter waits, so tests run quickly.
+pub fn fast(config: &str) -> String {
+    config
+        .replace("min_age = \"500ms\"", "min_age = \"300ms\"")
+        .replace("check_interval = \"200ms\"", "check_interval = \"50ms\"")
+        .replace("rescan_interval = \"30s\"", "rescan_interval = \"1s\"")
+}
+
+pub fn age_cli(recipient: &str, plain: &Path, out: &Path, armor: bool) {
+    let mut cmd = Command::new("age");
+    if armor {
+        cmd.arg("--armor");
+    }
+    let status = cmd
+        .args(["-r", recipient, "-o"])
+        .arg(out)
+        .arg(plain)
+        .status()
+        .expect("the `age` command-line tool must be installed (scripts/test installs it)");
+    assert!(status.success());
+}
+
+pub struct Daemon {
+    child: Option<Child>,
+    log: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    /// Everything the daemon printed so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// SIGKILL: no chance to finish anything.
+    pub fn kill9(mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM, then wait for a clean exit; returns what it logged.
+    pub fn terminate(mut self) -> String {
+        let mut child = self.child.take().unwrap();
+        signal(child.id(), "TERM");
+        let status = wait_exit(&mut child, Duration::from_secs(60));
+        // Let the reader threads take the last lines.
+        std::thread::sleep(Duration::from_millis(100));
+        let log = self.log();
+        assert!(status.success(), "daemon exited with {status}: {log}");
+        log
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(start.elapsed() < limit, "the daemon did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A valid NHS number in the test range, derived from `n`.
+pub fn nhs_number(n: u32) -> String {
+    let mut k = n;
+    loop {
+        let nine = format!("999{:06}", k % 1_000_000);
+        let sum: u32 = nine
+            .bytes()
+            .zip((2..=10).rev())
+            .map(|(b, w)| u32::from(b - b'0') * w)
+            .sum();
+        match 11 - sum % 11 {
+            10 => k += 1,
+            11 => return format!("{nine}0"),
+            c => return format!("{nine}{c}"),
+        }
+    }
+}
+
+/// A NEWS2 row for resident `r`, set `i`: always valid, full set.
+pub fn news2_row(r: u32, i: u32) -> String {
+    format!(
+        "R{r:04},{},Family{r},Given{r},1940-01-{:02},{},{},{},{},{},{},{},{},{:.1}",
+        nhs_number(r),
+        1 + r % 28,
+        ["0", "1", "2", "9"][(r % 4) as usize],
+        // One minute per set, so every set (and so every file) is distinct.
+        (chrono::DateTime::UNIX_EPOCH + chrono::Duration::minutes(29_000_000 + i64::from(i)))
+            .format("%Y-%m-%dT%H:%M:%SZ"),
+        12 + i % 10,
+        94 + i % 6,
+        if i % 3 == 0 { "Y" } else { "N" },
+        100 + i % 50,
+        60 + i % 40,
+        ["A", "A", "A", "V"][(i % 4) as usize],
+        36.0 + f64::from(i % 20) / 10.0
+    )
+}
+
+/// A NEWS2 file of `rows` rows over `residents` residents.
+pub fn news2_csv(rows: u32, residents: u32, seed: u32) -> String {
+    let mut s = String::from(HEADER);
+    s.push('\n');
+    for i in 0..rows {
+        s.push_str(&news2_row(1 + (i + seed) % residents, i + seed));
+        s.push('\n');
+    }
+    s
+}
+
+pub fn append(path: &Path, bytes: &[u8]) {
+    let mut f = fs::OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(bytes).unwrap();
+}

@@ -1,0 +1,351 @@
+//! `dropgate ingest`: the whole pipeline once, on files made by the real `age` CLI.
+
+use std::fs;
+
+use crate::harness::*;
+
+/// Loads a file and returns its ledger JSON.
+fn ingest_one(d: &Deployment, path: &std::path::Path) -> (std::process::Output, serde_json::Value) {
+    let out = d.ingest(&[path]);
+    let files = d.files();
+    (out, files.last().cloned().expect("a file row"))
+}
+
+#[test]
+fn age_cli_encrypted_file_is_loaded_with_its_records() {
+    let d = Deployment::new();
+    let plain = d.write_input("news2_a.csv", news2_csv(30, 5, 0).as_bytes());
+    let encrypted = d.encrypt(&plain, false);
+    let (out, file) = ingest_one(&d, &encrypted);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("loaded"), "{}", text(&out.stdout));
+    assert_eq!(file["state"], "loaded");
+    assert_eq!(file["feed"], "news2");
+    assert_eq!(file["name"], "news2_a.csv.age");
+    // 5 residents + 30 sets × (7 vitals + NEWS2).
+    assert_eq!(file["records"], 5 + 30 * 8);
+    assert_eq!(d.count("SELECT count(*) FROM observations WHERE code = 'news2_score'"), 30);
+    for key in ["id", "feed", "source", "name", "sha256", "size", "state", "records", "received_at", "reason"] {
+        assert!(file.get(key).is_some(), "files --json lacks {key}: {file}");
+    }
+    let sha = file["sha256"].as_str().unwrap();
+    let expected = sha256_of(&encrypted);
+    assert_eq!(sha, expected);
+    // The given file stays where it was: ingest never removes its inputs.
+    assert!(encrypted.exists());
+}
+
+fn sha256_of(path: &std::path::Path) -> String {
+    let out = std::process::Command::new("sha256sum").arg(path).output().unwrap();
+    text(&out.stdout).split_whitespace().next().unwrap().to_string()
+}
+
+#[test]
+fn armoured_age_files_are_accepted() {
+    let d = Deployment::new();
+    let plain = d.write_input("news2_armor.csv", news2_csv(3, 3, 1).as_bytes());
+    let encrypted = d.encrypt(&plain, true);
+    assert!(fs::read_to_string(&encrypted).unwrap().starts_with("-----BEGIN AGE ENCRYPTED FILE-----"));
+    let (out, file) = ingest_one(&d, &encrypted);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert_eq!(file["state"], "loaded");
+}
+
+#[test]
+fn files_encrypted_with_the_age_crate_are_accepted() {
+    let d = Deployment::new();
+    let recipient: age::x25519::Recipient = d.recipient.parse().unwrap();
+    let encryptor =
+        age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient)).unwrap();
+    let mut ciphertext = Vec::new();
+    let mut writer = encryptor.wrap_output(&mut ciphertext).unwrap();
+    std::io::Write::write_all(&mut writer, news2_csv(4, 2, 2).as_bytes()).unwrap();
+    writer.finish().unwrap();
+    let path = d.write_input("news2_crate.csv.age", &ciphertext);
+    let (out, file) = ingest_one(&d, &path);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert_eq!(file["state"], "loaded");
+    assert_eq!(file["records"], 2 + 4 * 8);
+}
+
+#[test]
+fn the_same_content_again_is_a_duplicate_and_applies_nothing() {
+    let d = Deployment::new();
+    let plain = d.write_input("news2_dup.csv", news2_csv(10, 2, 3).as_bytes());
+    let encrypted = d.encrypt(&plain, false);
+    assert!(d.ingest(&[&encrypted]).status.success());
+    let observations = d.count("SELECT count(*) FROM observations");
+    let out = d.ingest(&[&encrypted]);
+    assert!(out.status.success(), "a duplicate is not an error");
+    let files = d.files();
+    assert_eq!(files[1]["state"], "duplicate");
+    assert_eq!(files[1]["records"], 0);
+    assert_eq!(d.count("SELECT count(*) FROM observations"), observations);
+    let shown = d.show(files[1]["id"].as_i64().unwrap());
+    assert_eq!(shown["file"]["duplicate_of"], files[0]["id"]);
+}
+
+#[test]
+fn a_file_for_another_recipient_is_quarantined_with_its_report() {
+    let d = Deployment::new();
+    let other = Deployment::new();
+    let plain = d.write_input("news2_key.csv", news2_csv(2, 1, 0).as_bytes());
+    let encrypted = other.encrypt(&plain, false);
+    let (out, file) = ingest_one(&d, &encrypted);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("decrypt_failed"), "{}", text(&out.stdout));
+    assert_eq!(file["state"], "quarantined");
+    assert_eq!(file["reason"], "decrypt_failed");
+    let shown = d.show(file["id"].as_i64().unwrap());
+    assert_eq!(shown["problems"][0]["code"], "wrong_key");
+    let report = quarantine_report(&d);
+    assert_eq!(report["reason"], "decrypt_failed");
+    assert_eq!(report["problems"][0]["code"], "wrong_key");
+    assert_eq!(report["file_id"], file["id"]);
+}
+
+/// The single report in quarantine/, and checks its original sits beside it.
+fn quarantine_report(d: &Deployment) -> serde_json::Value {
+    let dir = d.path("spool/quarantine");
+    let reports: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".report.json"))
+        .collect();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let original = reports[0].to_string_lossy().trim_end_matches(".report.json").to_string();
+    assert!(std::path::Path::new(&original).exists(), "original kept beside its report");
+    serde_json::from_slice(&fs::read(&reports[0]).unwrap()).unwrap()
+}
+
+#[test]
+fn truncated_ciphertext_is_quarantined_and_nothing_is_loaded() {
+    let d = Deployment::new();
+    // Large enough to span several 64 KiB age chunks.
+    let plain = d.write_input("news2_trunc.csv", news2_csv(3000, 50, 0).as_bytes());
+    let encrypted = d.encrypt(&plain, false);
+    let bytes = fs::read(&encrypted).unwrap();
+    let cut = d.write_input("news2_trunc.csv.age", &bytes[..bytes.len() * 2 / 3]);
+    let (out, file) = ingest_one(&d, &cut);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(file["reason"], "decrypt_failed");
+    let shown = d.show(file["id"].as_i64().unwrap());
+    assert_eq!(shown["problems"][0]["code"], "ciphertext_damaged");
+    assert_eq!(d.count("SELECT count(*) FROM observations"), 0, "rows read before the damage are rolled back");
+    assert_eq!(d.count("SELECT count(*) FROM service_users"), 0);
+}
+
+#[test]
+fn tampered_ciphertext_is_quarantined() {
+    let d = Deployment::new();
+    let plain = d.write_input("news2_tamper.csv", news2_csv(20, 5, 0).as_bytes());
+    let encrypted = d.encrypt(&plain, false);
+    let mut bytes = fs::read(&encrypted).unwrap();
+    let last = bytes.len() - 20;
+    bytes[last] ^= 0x01;
+    let tampered = d.write_input("news2_tamper2.csv.age", &bytes);
+    let (out, file) = ingest_one(&d, &tampered);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(file["reason"], "decrypt_failed");
+    assert_eq!(d.count("SELECT count(*) FROM observations"), 0);
+}
+
+#[test]
+fn plaintext_is_refused_when_the_feed_requires_age() {
+    let d = Deployment::with_config(&fast(SHIPPED_CONFIG).replace(
+        "encryption = \"optional\"",
+        "encryption = \"age\"",
+    ));
+    let plain = d.write_input("news2_plain.csv", news2_csv(2, 1, 0).as_bytes());
+    let (out, file) = ingest_one(&d, &plain);
+    assert_eq!(out.status.code(), Some(1));
+    let shown = d.show(file["id"].as_i64().unwrap());
+    assert_eq!(shown["problems"][0]["code"], "not_encrypted");
+}
+
+#[test]
+fn every_validation_problem_is_listed_without_identifier_values() {
+    let d = Deployment::new();
+    let good = news2_row(1, 0);
+    let fields: Vec<&str> = good.split(',').collect();
+    let with = |index: usize, value: &str| {
+        let mut f = fields.clone();
+        f[index] = value;
+        f.join(",")
+    };
+    let rows = [
+        with(0, ""),                        // resident_id required
+        with(1, "9434765918"),              // NHS number check digit
+        with(4, "03/02/1940"),              // date format
+        with(5, "3"),                       // gender code list
+        with(6, "2026-11-22 08:00"),        // datetime without offset
+        with(7, "abc"),                     // integer
+        with(8, "101"),                     // range
+        with(9, "yes"),                     // boolean words
+        with(12, "a"),                      // code list is case-sensitive
+        with(13, "45.5"),                   // decimal range
+        with(2, &"X".repeat(101)),          // max length
+        format!("{good},extra"),            // field count
+    ];
+    let body = format!("{HEADER}\n{good}\n{}\n", rows.join("\n"));
+    let path = d.write_input("news2_bad.csv", body.as_bytes());
+    let (out, file) = ingest_one(&d, &path);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(file["reason"], "validation_failed");
+    let shown = d.show(file["id"].as_i64().unwrap());
+    let problems = shown["problems"].as_array().unwrap();
+    let got: Vec<(i64, String, String)> = problems
+        .iter()
+        .map(|p| {
+            (
+                p["line"].as_i64().unwrap(),
+                p["column"].as_str().unwrap_or("").to_string(),
+                p["code"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expected = [
+        (3, "resident_id", "required"),
+        (4, "nhs_number", "nhs_number_check_digit"),
+        (5, "date_of_birth", "not_date"),
+        (6, "gender", "not_in_code_list"),
+        (7, "observed_at", "not_datetime"),
+        (8, "respiration_rate", "not_integer"),
+        (9, "spo2", "out_of_range"),
+        (10, "on_oxygen", "not_boolean"),
+        (11, "consciousness", "not_in_code_list"),
+        (12, "temperature", "out_of_range"),
+        (13, "family_name", "too_long"),
+        (14, "", "field_count"),
+    ];
+    let expected: Vec<(i64, String, String)> = expected
+        .iter()
+        .map(|(l, c, k)| (*l, c.to_string(), k.to_string()))
+        .collect();
+    assert_eq!(got, expected);
+    assert_eq!(problems[1]["field"], 2, "value position within the record");
+    // Identifiers never appear; ordinary values do, to help the sender fix them.
+    let report = serde_json::to_string(&shown).unwrap();
+    assert!(!report.contains("9434765918"));
+    assert!(!report.contains("03/02/1940"));
+    assert!(!report.contains("XXXXXXXX"));
+    assert!(report.contains("`abc`"));
+    assert_eq!(d.count("SELECT count(*) FROM observations"), 0, "reject_file loads nothing");
+}
+
+#[test]
+fn skip_invalid_rows_loads_the_rest_and_reports_the_problems() {
+    let d = Deployment::with_config(&fast(SHIPPED_CONFIG).replace(
+        "on_error = \"reject_file\"",
+        "on_error = \"skip_invalid_rows\"",
+    ));
+    let mut body = news2_csv(5, 5, 0);
+    body.push_str(&news2_row(9, 9).replace(",A,", ",Z,"));
+    body.push('\n');
+    let path = d.write_input("news2_skip.csv", body.as_bytes());
+    let (out, file) = ingest_one(&d, &path);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert_eq!(file["state"], "loaded");
+    assert_eq!(file["rows_read"], 6);
+    assert_eq!(file["rows_loaded"], 5);
+    assert_eq!(file["problems"], 1);
+    assert_eq!(d.count("SELECT count(*) FROM service_users"), 5);
+}
+
+#[test]
+fn windows_1252_input_is_decoded() {
+    let d = Deployment::new();
+    let mut body = format!("{HEADER}\n").into_bytes();
+    body.extend_from_slice(
+        b"R0001,,Ren\xE9e,Zo\xEB,1940-01-01,2,2026-11-22T08:00:00Z,18,96,N,120,72,A,36.8\r\n",
+    );
+    let path = d.write_input("news2_1252.csv", &body);
+    let encrypted = d.encrypt(&path, false);
+    let (out, file) = ingest_one(&d, &encrypted);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert_eq!(file["state"], "loaded");
+    let (family, given): (String, String) = d
+        .ledger()
+        .query_row("SELECT family_name, given_name FROM service_users", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((family.as_str(), given.as_str()), ("Renée", "Zoë"));
+}
+
+#[test]
+fn utf8_with_bom_and_crlf_is_read() {
+    let d = Deployment::new();
+    let body = format!("\u{feff}{}", news2_csv(3, 3, 0).replace('\n', "\r\n"));
+    let path = d.write_input("news2_bom.csv", body.as_bytes());
+    let (out, file) = ingest_one(&d, &path);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert_eq!(file["rows_loaded"], 3);
+}
+
+#[test]
+fn a_file_no_feed_matches_is_quarantined_then_replayed_after_a_config_fix() {
+    let d = Deployment::new();
+    let path = d.write_input("obs_2026.csv", news2_csv(3, 3, 0).as_bytes());
+    let (out, file) = ingest_one(&d, &path);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(file["reason"], "no_feed");
+    let id = file["id"].as_i64().unwrap().to_string();
+    d.write_config(&fast(SHIPPED_CONFIG).replace(
+        "match = [\"news2_*.csv.age\", \"news2_*.csv\"]",
+        "match = [\"news2_*.csv.age\", \"news2_*.csv\", \"obs_*.csv\"]",
+    ));
+    let out = d.dg(&["replay", &id]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let file = &d.files()[0];
+    assert_eq!(file["state"], "loaded");
+    let shown = d.show(file["id"].as_i64().unwrap());
+    let events: Vec<&str> = shown["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["received", "quarantined", "replayed", "loaded"]);
+    assert!(fs::read_dir(d.path("spool/quarantine")).unwrap().flatten().all(|e| e.path().to_string_lossy().ends_with(".report.json")));
+    assert_eq!(fs::read_dir(d.path("spool/archive")).unwrap().count(), 1, "the original moved to the archive");
+    // A loaded file cannot be replayed.
+    assert_eq!(d.dg(&["replay", &id]).status.code(), Some(2));
+}
+
+#[test]
+fn patients_are_linked_across_sources_by_nhs_number() {
+    let config = format!(
+        "{}\n[partners.gp]\n\n[sources.gp-drop]\nkind = \"local\"\npartner = \"gp\"\npath = \"../spool/drop/gp\"\n\n[feeds.gp-news2]{}",
+        fast(SHIPPED_CONFIG),
+        SHIPPED_CONFIG
+            .split("[feeds.news2]")
+            .nth(1)
+            .unwrap()
+            .replace("feeds.news2", "feeds.gp-news2")
+            .replace("partner = \"demo-carehome\"", "partner = \"gp\"")
+    );
+    let d = Deployment::with_config(&config);
+    let home = d.write_input("news2_home.csv", news2_csv(4, 1, 0).as_bytes());
+    assert!(d.ingest(&[&home]).status.success());
+    let gp_body = news2_csv(2, 1, 0).replace("R0001,", "GP-77,");
+    let gp = d.write_input("news2_gp.csv", gp_body.as_bytes());
+    let out = d.dg(&["ingest", "--source", "gp-drop", gp.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    let number = nhs_number(1);
+    let spaced = format!("{} {} {}", &number[..3], &number[3..6], &number[6..]);
+    let out = d.dg(&["patients", "find", "--nhs-number", &spaced, "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let person: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let details = person["details"].as_array().unwrap();
+    assert_eq!(details.len(), 2);
+    assert_eq!(details[0]["source"], "demo-carehome");
+    assert_eq!(details[0]["observations"], 4 * 8);
+    assert_eq!(details[1]["local_id"], "GP-77");
+    let out = d.dg(&["patients", "find", "--local-id", "gp:GP-77", "--json"]);
+    let via_gp: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(via_gp["person_id"], person["person_id"]);
+    let out = d.dg(&["patients", "find", "--nhs-number", "9434765918"]);
+    assert_eq!(out.status.code(), Some(2), "an invalid NHS number is refused");
+}

@@ -34,6 +34,8 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> KeyError + '_ {
     }
 }
 
+type CreateKey = fn(&Path) -> Result<(), KeyError>;
+
 /// What `ensure` did with one key.
 #[derive(Debug)]
 pub struct KeyStatus {
@@ -47,7 +49,7 @@ pub struct KeyStatus {
 pub fn ensure(config: &Config, force: bool) -> Result<Vec<KeyStatus>, KeyError> {
     let keys = &config.keys;
     let mut done = Vec::new();
-    let wanted: [(&'static str, &Path, fn(&Path) -> Result<(), KeyError>); 3] = [
+    let wanted: [(&'static str, &Path, CreateKey); 3] = [
         ("age identity", &keys.age_identity, write_age_identity),
         ("signing key", &keys.signing_key, write_ssh_key),
         ("SSH host key", &keys.ssh_host_key, write_ssh_key),

@@ -155,13 +155,13 @@ impl Processor {
         Ok(())
     }
 
-    fn feed<'c>(&'c self, file: &FileRow) -> Result<&'c Feed, Outcome> {
+    fn feed<'c>(&'c self, file: &FileRow) -> Result<&'c Feed, Box<Outcome>> {
         if let Some(feed) = file.feed.as_ref().and_then(|f| self.config.feeds.get(f)) {
             return Ok(feed);
         }
         match self.config.feed_for(&file.partner, &file.name) {
             FeedMatch::One(feed) => Ok(feed),
-            FeedMatch::None => Err(rejected(
+            FeedMatch::None => Err(Box::new(rejected(
                 None,
                 "no_feed",
                 file_problem(
@@ -171,22 +171,22 @@ impl Processor {
                         file.partner
                     ),
                 ),
-            )),
-            FeedMatch::Ambiguous(a, b) => Err(rejected(
+            ))),
+            FeedMatch::Ambiguous(a, b) => Err(Box::new(rejected(
                 None,
                 "ambiguous_feed",
                 file_problem(
                     "ambiguous_feed",
                     format!("feeds `{a}` and `{b}` both match the file name"),
                 ),
-            )),
+            ))),
         }
     }
 
     fn process_file(&self, batch: &mut Batch<'_>, file: &FileRow) -> Result<Outcome, ProcessError> {
         let feed = match self.feed(file) {
             Ok(feed) => feed,
-            Err(outcome) => return Ok(outcome),
+            Err(outcome) => return Ok(*outcome),
         };
         if let Some(first) = batch.loaded_copy(&feed.name, &file.sha256, file.id)? {
             return Ok(Outcome {

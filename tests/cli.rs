@@ -15,7 +15,10 @@ fn check_config_accepts_the_shipped_config() {
 fn check_config_lists_every_error_as_path_line_column() {
     let d = Deployment::new();
     let broken = SHIPPED_CONFIG
-        .replace("partner = \"demo-carehome\"\nmatch", "partner = \"demo-care-home\"\nmatch")
+        .replace(
+            "partner = \"demo-carehome\"\nmatch",
+            "partner = \"demo-care-home\"\nmatch",
+        )
         .replace("type = \"nhs_number\"", "type = \"nhs\"")
         .replace("min_age = \"500ms\"", "min_age = \"500 moments\"");
     d.write_config(&broken);
@@ -26,15 +29,23 @@ fn check_config_lists_every_error_as_path_line_column() {
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 3, "{stderr}");
     for line in &lines {
-        let rest = line.strip_prefix(&format!("{path}:")).unwrap_or_else(|| panic!("{line}"));
+        let rest = line
+            .strip_prefix(&format!("{path}:"))
+            .unwrap_or_else(|| panic!("{line}"));
         let mut parts = rest.splitn(3, ':');
         let line_no: usize = parts.next().unwrap().parse().unwrap();
         let col: usize = parts.next().unwrap().parse().unwrap();
         assert!(line_no > 0 && col > 0, "{line}");
     }
-    assert!(stderr.contains("unknown partner `demo-care-home`"), "{stderr}");
+    assert!(
+        stderr.contains("unknown partner `demo-care-home`"),
+        "{stderr}"
+    );
     assert!(stderr.contains("unknown type `nhs`"), "{stderr}");
-    assert!(stderr.contains("`500 moments` is not a duration"), "{stderr}");
+    assert!(
+        stderr.contains("`500 moments` is not a duration"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -66,7 +77,10 @@ fn every_command_has_help_with_an_example() {
         args.push("--help");
         let out = d.dg(&args);
         assert!(out.status.success(), "{command:?}");
-        assert!(text(&out.stdout).contains("Example"), "{command:?} help lacks an example");
+        assert!(
+            text(&out.stdout).contains("Example"),
+            "{command:?} help lacks an example"
+        );
     }
 }
 
@@ -94,7 +108,11 @@ fn keygen_creates_private_keys_once_and_only_replaces_them_when_forced() {
         .arg(d.path("config/keys/signing_ed25519"))
         .output()
         .expect("ssh-keygen must be installed (scripts/test installs it)");
-    assert!(text(&out.stdout).contains("ED25519"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("ED25519"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -105,7 +123,11 @@ fn a_readable_identity_is_refused() {
     let plain = d.write_input("news2_p.csv", news2_csv(1, 1, 0).as_bytes());
     let out = d.ingest(&[&plain]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("chmod 600"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("chmod 600"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -123,7 +145,10 @@ fn files_filters_by_state_and_feed() {
     assert_eq!(rows[0]["name"], "other.txt");
     let out = d.dg(&["files", "--feed", "news2"]);
     let table = text(&out.stdout);
-    assert!(table.contains("news2_g.csv") && !table.contains("other.txt"), "{table}");
+    assert!(
+        table.contains("news2_g.csv") && !table.contains("other.txt"),
+        "{table}"
+    );
     let out = d.dg(&["files", "--state", "lost"]);
     assert_eq!(out.status.code(), Some(2));
 }

@@ -53,7 +53,12 @@ fn temporary_names_are_ignored_until_renamed() {
     let d = Deployment::new();
     let _daemon = d.start();
     let body = news2_csv(3, 3, 0);
-    for name in [".news2_hidden.csv", "news2_up.csv.part", "news2_up.csv.tmp", "news2_up.csv.filepart"] {
+    for name in [
+        ".news2_hidden.csv",
+        "news2_up.csv.part",
+        "news2_up.csv.tmp",
+        "news2_up.csv.filepart",
+    ] {
         fs::write(d.drop_folder().join(name), &body).unwrap();
     }
     std::thread::sleep(Duration::from_millis(1500));
@@ -71,7 +76,9 @@ fn temporary_names_are_ignored_until_renamed() {
 
 #[test]
 fn a_file_written_slowly_is_taken_only_when_complete() {
-    let d = Deployment::with_config(&fast(SHIPPED_CONFIG).replace("min_age = \"300ms\"", "min_age = \"1s\""));
+    let d = Deployment::with_config(
+        &fast(SHIPPED_CONFIG).replace("min_age = \"300ms\"", "min_age = \"1s\""),
+    );
     let _daemon = d.start();
     let body = news2_csv(40, 5, 0);
     let path = d.drop_folder().join("news2_slow.csv");
@@ -106,7 +113,10 @@ fn sigterm_finishes_the_work_in_hand_and_exits_cleanly() {
     let d = Deployment::new();
     let daemon = d.start();
     for i in 0..20 {
-        d.drop_file(&format!("news2_t{i}.csv"), news2_csv(200, 10, i * 1000).as_bytes());
+        d.drop_file(
+            &format!("news2_t{i}.csv"),
+            news2_csv(200, 10, i * 1000).as_bytes(),
+        );
     }
     wait_for("landing to start", Duration::from_secs(10), || {
         d.count("SELECT count(*) FROM files") > 0
@@ -143,7 +153,10 @@ fn kill_9_at_any_moment_loses_and_duplicates_nothing() {
         seed
     };
     for i in 0..files {
-        d.drop_file(&format!("news2_k{i:02}.csv"), news2_csv(rows, 25, i * 10_000).as_bytes());
+        d.drop_file(
+            &format!("news2_k{i:02}.csv"),
+            news2_csv(rows, 25, i * 10_000).as_bytes(),
+        );
         if i % 4 == 3 {
             std::thread::sleep(Duration::from_millis(next() % 400));
             daemon.take().unwrap().kill9();
@@ -156,13 +169,22 @@ fn kill_9_at_any_moment_loses_and_duplicates_nothing() {
             Instant::now() < deadline,
             "not every file loaded: {:?}\ndrop folder: {:?}\nlog:\n{}",
             states(&d),
-            fs::read_dir(d.drop_folder()).unwrap().flatten().map(|e| e.file_name()).collect::<Vec<_>>(),
+            fs::read_dir(d.drop_folder())
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name())
+                .collect::<Vec<_>>(),
             daemon.as_ref().unwrap().log()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
     daemon.take().unwrap().terminate();
-    assert_eq!(d.count("SELECT count(*) FROM files"), i64::from(files), "{:?}", states(&d));
+    assert_eq!(
+        d.count("SELECT count(*) FROM files"),
+        i64::from(files),
+        "{:?}",
+        states(&d)
+    );
     assert_eq!(
         d.count("SELECT count(*) FROM observations"),
         i64::from(files * rows * 8),
@@ -172,10 +194,17 @@ fn kill_9_at_any_moment_loses_and_duplicates_nothing() {
         d.count("SELECT count(DISTINCT file_id) FROM observations"),
         i64::from(files)
     );
-    assert_eq!(fs::read_dir(d.drop_folder()).unwrap().count(), 0, "every sender copy removed");
+    assert_eq!(
+        fs::read_dir(d.drop_folder()).unwrap().count(),
+        0,
+        "every sender copy removed"
+    );
     assert_eq!(fs::read_dir(d.path("spool/incoming")).unwrap().count(), 0);
     assert_eq!(fs::read_dir(d.path("spool/tmp")).unwrap().count(), 0);
-    assert_eq!(fs::read_dir(d.path("spool/archive")).unwrap().count(), files as usize);
+    assert_eq!(
+        fs::read_dir(d.path("spool/archive")).unwrap().count(),
+        files as usize
+    );
 }
 
 /// SIGKILL while a large file is being copied, decrypted or loaded: the
@@ -186,27 +215,45 @@ fn kill_9_during_a_large_file_loses_and_duplicates_nothing() {
     let rows = 60_000u32;
     let mut daemon = d.start();
     let delays_ms = [150u64, 600, 1200];
+    let mut interrupted = 0;
     for (i, delay) in delays_ms.iter().enumerate() {
         let plain = d.write_input(
             &format!("news2_big{i}.csv"),
             news2_csv(rows, 300, i as u32 * 100_000).as_bytes(),
         );
         let encrypted = d.encrypt(&plain, false);
-        d.drop_file(&format!("news2_big{i}.csv.age"), &fs::read(&encrypted).unwrap());
+        d.drop_file(
+            &format!("news2_big{i}.csv.age"),
+            &fs::read(&encrypted).unwrap(),
+        );
         std::thread::sleep(Duration::from_millis(*delay));
-        daemon.kill9();
-        daemon = d.start();
         let expected = i as i64 + 1;
-        wait_for("the large file after restart", Duration::from_secs(120), || {
-            d.count("SELECT count(*) FROM files WHERE state = 'loaded'") == expected
-        });
-        assert_eq!(d.count("SELECT count(*) FROM files"), expected, "{:?}", states(&d));
+        daemon.kill9();
+        if d.count("SELECT count(*) FROM files WHERE state = 'loaded'") < expected {
+            interrupted += 1;
+        }
+        daemon = d.start();
+        wait_for(
+            "the large file after restart",
+            Duration::from_secs(120),
+            || d.count("SELECT count(*) FROM files WHERE state = 'loaded'") == expected,
+        );
+        assert_eq!(
+            d.count("SELECT count(*) FROM files"),
+            expected,
+            "{:?}",
+            states(&d)
+        );
         assert_eq!(
             d.count("SELECT count(*) FROM observations"),
             expected * i64::from(rows) * 8
         );
     }
     daemon.terminate();
+    assert!(
+        interrupted >= 2,
+        "only {interrupted} kills came before the load finished"
+    );
     assert_eq!(fs::read_dir(d.drop_folder()).unwrap().count(), 0);
     assert_eq!(fs::read_dir(d.path("spool/archive")).unwrap().count(), 3);
 }

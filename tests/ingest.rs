@@ -17,15 +17,38 @@ fn age_cli_encrypted_file_is_loaded_with_its_records() {
     let plain = d.write_input("news2_a.csv", news2_csv(30, 5, 0).as_bytes());
     let encrypted = d.encrypt(&plain, false);
     let (out, file) = ingest_one(&d, &encrypted);
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
-    assert!(text(&out.stdout).contains("loaded"), "{}", text(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("loaded"),
+        "{}",
+        text(&out.stdout)
+    );
     assert_eq!(file["state"], "loaded");
     assert_eq!(file["feed"], "news2");
     assert_eq!(file["name"], "news2_a.csv.age");
     // 5 residents + 30 sets × (7 vitals + NEWS2).
     assert_eq!(file["records"], 5 + 30 * 8);
-    assert_eq!(d.count("SELECT count(*) FROM observations WHERE code = 'news2_score'"), 30);
-    for key in ["id", "feed", "source", "name", "sha256", "size", "state", "records", "received_at", "reason"] {
+    assert_eq!(
+        d.count("SELECT count(*) FROM observations WHERE code = 'news2_score'"),
+        30
+    );
+    for key in [
+        "id",
+        "feed",
+        "source",
+        "name",
+        "sha256",
+        "size",
+        "state",
+        "records",
+        "received_at",
+        "reason",
+    ] {
         assert!(file.get(key).is_some(), "files --json lacks {key}: {file}");
     }
     let sha = file["sha256"].as_str().unwrap();
@@ -36,8 +59,15 @@ fn age_cli_encrypted_file_is_loaded_with_its_records() {
 }
 
 fn sha256_of(path: &std::path::Path) -> String {
-    let out = std::process::Command::new("sha256sum").arg(path).output().unwrap();
-    text(&out.stdout).split_whitespace().next().unwrap().to_string()
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .unwrap();
+    text(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 #[test]
@@ -45,7 +75,11 @@ fn armoured_age_files_are_accepted() {
     let d = Deployment::new();
     let plain = d.write_input("news2_armor.csv", news2_csv(3, 3, 1).as_bytes());
     let encrypted = d.encrypt(&plain, true);
-    assert!(fs::read_to_string(&encrypted).unwrap().starts_with("-----BEGIN AGE ENCRYPTED FILE-----"));
+    assert!(
+        fs::read_to_string(&encrypted)
+            .unwrap()
+            .starts_with("-----BEGIN AGE ENCRYPTED FILE-----")
+    );
     let (out, file) = ingest_one(&d, &encrypted);
     assert!(out.status.success(), "{}", text(&out.stdout));
     assert_eq!(file["state"], "loaded");
@@ -56,7 +90,8 @@ fn files_encrypted_with_the_age_crate_are_accepted() {
     let d = Deployment::new();
     let recipient: age::x25519::Recipient = d.recipient.parse().unwrap();
     let encryptor =
-        age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient)).unwrap();
+        age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+            .unwrap();
     let mut ciphertext = Vec::new();
     let mut writer = encryptor.wrap_output(&mut ciphertext).unwrap();
     std::io::Write::write_all(&mut writer, news2_csv(4, 2, 2).as_bytes()).unwrap();
@@ -93,7 +128,11 @@ fn a_file_for_another_recipient_is_quarantined_with_its_report() {
     let encrypted = other.encrypt(&plain, false);
     let (out, file) = ingest_one(&d, &encrypted);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stdout).contains("decrypt_failed"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("decrypt_failed"),
+        "{}",
+        text(&out.stdout)
+    );
     assert_eq!(file["state"], "quarantined");
     assert_eq!(file["reason"], "decrypt_failed");
     let shown = d.show(file["id"].as_i64().unwrap());
@@ -114,8 +153,14 @@ fn quarantine_report(d: &Deployment) -> serde_json::Value {
         .filter(|p| p.to_string_lossy().ends_with(".report.json"))
         .collect();
     assert_eq!(reports.len(), 1, "{reports:?}");
-    let original = reports[0].to_string_lossy().trim_end_matches(".report.json").to_string();
-    assert!(std::path::Path::new(&original).exists(), "original kept beside its report");
+    let original = reports[0]
+        .to_string_lossy()
+        .trim_end_matches(".report.json")
+        .to_string();
+    assert!(
+        std::path::Path::new(&original).exists(),
+        "original kept beside its report"
+    );
     serde_json::from_slice(&fs::read(&reports[0]).unwrap()).unwrap()
 }
 
@@ -132,7 +177,11 @@ fn truncated_ciphertext_is_quarantined_and_nothing_is_loaded() {
     assert_eq!(file["reason"], "decrypt_failed");
     let shown = d.show(file["id"].as_i64().unwrap());
     assert_eq!(shown["problems"][0]["code"], "ciphertext_damaged");
-    assert_eq!(d.count("SELECT count(*) FROM observations"), 0, "rows read before the damage are rolled back");
+    assert_eq!(
+        d.count("SELECT count(*) FROM observations"),
+        0,
+        "rows read before the damage are rolled back"
+    );
     assert_eq!(d.count("SELECT count(*) FROM service_users"), 0);
 }
 
@@ -153,10 +202,9 @@ fn tampered_ciphertext_is_quarantined() {
 
 #[test]
 fn plaintext_is_refused_when_the_feed_requires_age() {
-    let d = Deployment::with_config(&fast(SHIPPED_CONFIG).replace(
-        "encryption = \"optional\"",
-        "encryption = \"age\"",
-    ));
+    let d = Deployment::with_config(
+        &fast(SHIPPED_CONFIG).replace("encryption = \"optional\"", "encryption = \"age\""),
+    );
     let plain = d.write_input("news2_plain.csv", news2_csv(2, 1, 0).as_bytes());
     let (out, file) = ingest_one(&d, &plain);
     assert_eq!(out.status.code(), Some(1));
@@ -175,18 +223,18 @@ fn every_validation_problem_is_listed_without_identifier_values() {
         f.join(",")
     };
     let rows = [
-        with(0, ""),                        // resident_id required
-        with(1, "9434765918"),              // NHS number check digit
-        with(4, "03/02/1940"),              // date format
-        with(5, "3"),                       // gender code list
-        with(6, "2026-11-22 08:00"),        // datetime without offset
-        with(7, "abc"),                     // integer
-        with(8, "101"),                     // range
-        with(9, "yes"),                     // boolean words
-        with(12, "a"),                      // code list is case-sensitive
-        with(13, "45.5"),                   // decimal range
-        with(2, &"X".repeat(101)),          // max length
-        format!("{good},extra"),            // field count
+        with(0, ""),                 // resident_id required
+        with(1, "9434765918"),       // NHS number check digit
+        with(4, "03/02/1940"),       // date format
+        with(5, "3"),                // gender code list
+        with(6, "2026-11-22 08:00"), // datetime without offset
+        with(7, "abc"),              // integer
+        with(8, "101"),              // range
+        with(9, "yes"),              // boolean words
+        with(12, "a"),               // code list is case-sensitive
+        with(13, "45.5"),            // decimal range
+        with(2, &"X".repeat(101)),   // max length
+        format!("{good},extra"),     // field count
     ];
     let body = format!("{HEADER}\n{good}\n{}\n", rows.join("\n"));
     let path = d.write_input("news2_bad.csv", body.as_bytes());
@@ -231,7 +279,11 @@ fn every_validation_problem_is_listed_without_identifier_values() {
     assert!(!report.contains("03/02/1940"));
     assert!(!report.contains("XXXXXXXX"));
     assert!(report.contains("`abc`"));
-    assert_eq!(d.count("SELECT count(*) FROM observations"), 0, "reject_file loads nothing");
+    assert_eq!(
+        d.count("SELECT count(*) FROM observations"),
+        0,
+        "reject_file loads nothing"
+    );
 }
 
 #[test]
@@ -267,9 +319,11 @@ fn windows_1252_input_is_decoded() {
     assert_eq!(file["state"], "loaded");
     let (family, given): (String, String) = d
         .ledger()
-        .query_row("SELECT family_name, given_name FROM service_users", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_row(
+            "SELECT family_name, given_name FROM service_users",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .unwrap();
     assert_eq!((family.as_str(), given.as_str()), ("Renée", "Zoë"));
 }
@@ -297,7 +351,12 @@ fn a_file_no_feed_matches_is_quarantined_then_replayed_after_a_config_fix() {
         "match = [\"news2_*.csv.age\", \"news2_*.csv\", \"obs_*.csv\"]",
     ));
     let out = d.dg(&["replay", &id]);
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     let file = &d.files()[0];
     assert_eq!(file["state"], "loaded");
     let shown = d.show(file["id"].as_i64().unwrap());
@@ -308,8 +367,17 @@ fn a_file_no_feed_matches_is_quarantined_then_replayed_after_a_config_fix() {
         .map(|e| e["event"].as_str().unwrap())
         .collect();
     assert_eq!(events, ["received", "quarantined", "replayed", "loaded"]);
-    assert!(fs::read_dir(d.path("spool/quarantine")).unwrap().flatten().all(|e| e.path().to_string_lossy().ends_with(".report.json")));
-    assert_eq!(fs::read_dir(d.path("spool/archive")).unwrap().count(), 1, "the original moved to the archive");
+    assert!(
+        fs::read_dir(d.path("spool/quarantine"))
+            .unwrap()
+            .flatten()
+            .all(|e| e.path().to_string_lossy().ends_with(".report.json"))
+    );
+    assert_eq!(
+        fs::read_dir(d.path("spool/archive")).unwrap().count(),
+        1,
+        "the original moved to the archive"
+    );
     // A loaded file cannot be replayed.
     assert_eq!(d.dg(&["replay", &id]).status.code(), Some(2));
 }
@@ -347,5 +415,9 @@ fn patients_are_linked_across_sources_by_nhs_number() {
     let via_gp: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(via_gp["person_id"], person["person_id"]);
     let out = d.dg(&["patients", "find", "--nhs-number", "9434765918"]);
-    assert_eq!(out.status.code(), Some(2), "an invalid NHS number is refused");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an invalid NHS number is refused"
+    );
 }

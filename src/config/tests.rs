@@ -96,17 +96,47 @@ local_id = "ident"
     let got = errors(text);
     let file = "/etc/dropgate/dropgate.toml";
     let expect = [
-        format!("{file}:{}: unknown time zone `Europe/Lundon`", at(text, "\"Europe/Lundon")),
+        format!(
+            "{file}:{}: unknown time zone `Europe/Lundon`",
+            at(text, "\"Europe/Lundon")
+        ),
         format!("{file}:{}: unknown field `colour`", at(text, "colour")),
-        format!("{file}:{}: unknown partner `nobody` (defined partners: care)", at(text, "\"nobody")),
-        format!("{file}:{}: glob `sub/b_*.csv` can never match", at(text, "\"sub/b_")),
-        format!("{file}:{}: glob `*.part` can never match", at(text, "\"*.part")),
-        format!("{file}:{}: column `id`: unknown type `text`", at(text, "\"text")),
-        format!("{file}:{}: column `n`: max 5 is below min 10", at(text, "5\n")),
-        format!("{file}:{}: unknown field `middle_name`", at(text, "middle_name")),
-        format!("{file}:{}: column `id` is declared twice", at(text, "\"id\"\ntype = \"string\"\nmax_length")),
-        format!("{file}:{}: max_length must be at least 1", at(text, "0\n[feeds.b.map")),
-        format!("{file}:{}: service_user.local_id maps column `ident`, which the feed does not declare", at(text, "\"ident")),
+        format!(
+            "{file}:{}: unknown partner `nobody` (defined partners: care)",
+            at(text, "\"nobody")
+        ),
+        format!(
+            "{file}:{}: glob `sub/b_*.csv` can never match",
+            at(text, "\"sub/b_")
+        ),
+        format!(
+            "{file}:{}: glob `*.part` can never match",
+            at(text, "\"*.part")
+        ),
+        format!(
+            "{file}:{}: column `id`: unknown type `text`",
+            at(text, "\"text")
+        ),
+        format!(
+            "{file}:{}: column `n`: max 5 is below min 10",
+            at(text, "5\n")
+        ),
+        format!(
+            "{file}:{}: unknown field `middle_name`",
+            at(text, "middle_name")
+        ),
+        format!(
+            "{file}:{}: column `id` is declared twice",
+            at(text, "\"id\"\ntype = \"string\"\nmax_length")
+        ),
+        format!(
+            "{file}:{}: max_length must be at least 1",
+            at(text, "0\n[feeds.b.map")
+        ),
+        format!(
+            "{file}:{}: service_user.local_id maps column `ident`, which the feed does not declare",
+            at(text, "\"ident")
+        ),
     ];
     for e in &expect {
         assert!(
@@ -122,7 +152,10 @@ local_id = "ident"
 
 #[test]
 fn a_column_mapped_twice_is_an_error() {
-    let text = SHIPPED.replace("given_name = \"given_name\"", "given_name = \"family_name\"");
+    let text = SHIPPED.replace(
+        "given_name = \"given_name\"",
+        "given_name = \"family_name\"",
+    );
     let got = errors(&text);
     assert!(
         got.iter().any(|e| e.contains(
@@ -161,7 +194,10 @@ fn options_that_do_not_apply_to_a_type_are_errors() {
 fn syntax_errors_carry_positions() {
     let got = errors("[daemon]\nspool = \n");
     assert_eq!(got.len(), 1, "{got:?}");
-    assert!(got[0].starts_with("/etc/dropgate/dropgate.toml:2:"), "{got:?}");
+    assert!(
+        got[0].starts_with("/etc/dropgate/dropgate.toml:2:"),
+        "{got:?}"
+    );
 }
 
 #[test]
@@ -209,7 +245,16 @@ fn feed_lookup_reports_ambiguity() {
         "match = [\"news2_*.csv.age\", \"news2_*.csv\", \"*.csv\"]",
     );
     let config = Config::parse(Path::new("/x/dropgate.toml"), &text).unwrap();
-    assert!(matches!(config.feed_for("demo-carehome", "news2_1.csv"), FeedMatch::One(_)));
-    assert!(matches!(config.feed_for("demo-carehome", "x.txt"), FeedMatch::None));
-    assert!(matches!(config.feed_for("other", "news2_1.csv"), FeedMatch::None));
+    assert!(matches!(
+        config.feed_for("demo-carehome", "news2_1.csv"),
+        FeedMatch::One(_)
+    ));
+    assert!(matches!(
+        config.feed_for("demo-carehome", "x.txt"),
+        FeedMatch::None
+    ));
+    assert!(matches!(
+        config.feed_for("other", "news2_1.csv"),
+        FeedMatch::None
+    ));
 }

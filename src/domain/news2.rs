@@ -162,7 +162,8 @@ mod tests {
 
     #[test]
     fn band_edges_follow_the_chart() {
-        let cases: [(fn(f64) -> u8, &[(f64, u8)]); 5] = [
+        type Band = fn(f64) -> u8;
+        let cases: [(Band, &[(f64, u8)]); 5] = [
             (
                 respiration,
                 &[

@@ -65,7 +65,10 @@ fn file_events_are_append_only() {
     let mut l = ledger();
     let id = received(&mut l, "a.csv");
     let conn = l.connection();
-    assert!(conn.execute("UPDATE file_events SET event = 'x'", []).is_err());
+    assert!(
+        conn.execute("UPDATE file_events SET event = 'x'", [])
+            .is_err()
+    );
     assert!(conn.execute("DELETE FROM file_events", []).is_err());
     assert_eq!(l.events(id).unwrap()[0].event, "received");
 }
@@ -76,7 +79,10 @@ fn replay_only_takes_quarantined_files() {
     let id = received(&mut l, "a.csv");
     assert!(matches!(
         l.replay(id),
-        Err(LedgerError::WrongState { state: FileState::Received, .. })
+        Err(LedgerError::WrongState {
+            state: FileState::Received,
+            ..
+        })
     ));
     let mut batch = l.begin().unwrap();
     batch
@@ -143,7 +149,11 @@ fn write(l: &mut Ledger, source: &str, records: &[Records]) {
 #[test]
 fn details_sharing_an_nhs_number_are_linked_and_ids_stay_stable() {
     let mut l = ledger();
-    write(&mut l, "home", &[user("R1", Some("9434765919")), user("R2", None)]);
+    write(
+        &mut l,
+        "home",
+        &[user("R1", Some("9434765919")), user("R2", None)],
+    );
     write(&mut l, "gp", &[user("P77", Some("9434765919"))]);
     let person = l.person_by_nhs_number("9434765919").unwrap().unwrap();
     let ids: Vec<(i64, &str)> = person

@@ -86,7 +86,10 @@ fn integers_and_decimals_check_range() {
 fn dates_and_datetimes_follow_their_format() {
     let date = |f: &str| ColumnKind::Date { format: f.into() };
     assert!(one(date("%Y-%m-%d"), "2026-02-28").is_ok());
-    assert_eq!(one(date("%Y-%m-%d"), "2026-02-30").unwrap_err().0, "not_date");
+    assert_eq!(
+        one(date("%Y-%m-%d"), "2026-02-30").unwrap_err().0,
+        "not_date"
+    );
     assert!(one(date("%d/%m/%Y"), "28/02/2026").is_ok());
     assert!(one(date("%Y%m%d"), "20260228").is_ok());
     let iso = || ColumnKind::DateTime {
@@ -158,7 +161,13 @@ fn identifier_values_never_appear_in_messages() {
 
 #[test]
 fn required_and_optional_empties() {
-    let mut c = column("x", ColumnKind::Integer { min: None, max: None });
+    let mut c = column(
+        "x",
+        ColumnKind::Integer {
+            min: None,
+            max: None,
+        },
+    );
     assert_eq!(check_value(&c, "  "), Ok(Value::Empty));
     c.required = true;
     assert_eq!(check_value(&c, "").unwrap_err().0, "required");
@@ -166,20 +175,33 @@ fn required_and_optional_empties() {
 
 #[test]
 fn every_problem_in_a_file_is_collected_with_line_and_field() {
-    let mut id = column("id", ColumnKind::String { max_length: None, pattern: None });
+    let mut id = column(
+        "id",
+        ColumnKind::String {
+            max_length: None,
+            pattern: None,
+        },
+    );
     id.required = true;
     let s = schema(vec![
         id,
-        column("n", ColumnKind::Integer { min: Some(0.0), max: Some(10.0) }),
+        column(
+            "n",
+            ColumnKind::Integer {
+                min: Some(0.0),
+                max: Some(10.0),
+            },
+        ),
     ]);
     let input = b"id,n\nA,1\n,11\nC,x\nD,2,extra\n\"E\nF\",3\n";
     let (rows, problems) = run(&s, input);
     assert_eq!(rows.len(), 2);
-    assert_eq!(rows[1].line, 6, "a quoted field spanning lines starts on line 6");
-    let summary: Vec<(u64, Option<usize>, &str)> = problems
-        .iter()
-        .map(|p| (p.line, p.field, p.code))
-        .collect();
+    assert_eq!(
+        rows[1].line, 6,
+        "a quoted field spanning lines starts on line 6"
+    );
+    let summary: Vec<(u64, Option<usize>, &str)> =
+        problems.iter().map(|p| (p.line, p.field, p.code)).collect();
     assert_eq!(
         summary,
         vec![
@@ -195,12 +217,27 @@ fn every_problem_in_a_file_is_collected_with_line_and_field() {
 #[test]
 fn header_problems_are_all_reported() {
     let s = schema(vec![
-        column("a", ColumnKind::Integer { min: None, max: None }),
-        column("b", ColumnKind::Integer { min: None, max: None }),
+        column(
+            "a",
+            ColumnKind::Integer {
+                min: None,
+                max: None,
+            },
+        ),
+        column(
+            "b",
+            ColumnKind::Integer {
+                min: None,
+                max: None,
+            },
+        ),
     ]);
     let (_, problems) = run(&s, b"a,a,c\n1,2,3\n");
     let codes: Vec<&str> = problems.iter().map(|p| p.code).collect();
-    assert_eq!(codes, ["duplicate_column", "unexpected_column", "missing_column"]);
+    assert_eq!(
+        codes,
+        ["duplicate_column", "unexpected_column", "missing_column"]
+    );
     let (_, problems) = run(&s, b"");
     assert_eq!(problems[0].code, "empty_file");
 }
@@ -208,8 +245,20 @@ fn header_problems_are_all_reported() {
 #[test]
 fn extra_columns_can_be_ignored_and_order_is_free() {
     let mut s = schema(vec![
-        column("a", ColumnKind::Integer { min: None, max: None }),
-        column("b", ColumnKind::Integer { min: None, max: None }),
+        column(
+            "a",
+            ColumnKind::Integer {
+                min: None,
+                max: None,
+            },
+        ),
+        column(
+            "b",
+            ColumnKind::Integer {
+                min: None,
+                max: None,
+            },
+        ),
     ]);
     s.extra_columns = ExtraColumns::Ignore;
     let (rows, problems) = run(&s, b"b,note,a\n2,hello,1\n");
@@ -220,8 +269,20 @@ fn extra_columns_can_be_ignored_and_order_is_free() {
 #[test]
 fn bom_crlf_other_delimiters_and_spaced_names() {
     let mut s = schema(vec![
-        column("UNIQUE REFERENCE", ColumnKind::String { max_length: None, pattern: None }),
-        column("Request: Route of Access", ColumnKind::String { max_length: None, pattern: None }),
+        column(
+            "UNIQUE REFERENCE",
+            ColumnKind::String {
+                max_length: None,
+                pattern: None,
+            },
+        ),
+        column(
+            "Request: Route of Access",
+            ColumnKind::String {
+                max_length: None,
+                pattern: None,
+            },
+        ),
     ]);
     s.delimiter = b'~';
     let input = b"\xEF\xBB\xBFUNIQUE REFERENCE~Request: Route of Access\r\nX1~GP\r\n\r\n";
@@ -233,7 +294,13 @@ fn bom_crlf_other_delimiters_and_spaced_names() {
 
 #[test]
 fn windows_1252_text_is_decoded() {
-    let mut s = schema(vec![column("name", ColumnKind::String { max_length: Some(5), pattern: None })]);
+    let mut s = schema(vec![column(
+        "name",
+        ColumnKind::String {
+            max_length: Some(5),
+            pattern: None,
+        },
+    )]);
     s.encoding = Encoding::Windows1252;
     // 0xE9 is é and 0x80 the euro sign in Windows-1252.
     let (rows, problems) = run(&s, b"name\nRen\xE9e\n\x80\n");
@@ -244,7 +311,13 @@ fn windows_1252_text_is_decoded() {
 
 #[test]
 fn utf8_feeds_reject_invalid_bytes() {
-    let s = schema(vec![column("name", ColumnKind::String { max_length: None, pattern: None })]);
+    let s = schema(vec![column(
+        "name",
+        ColumnKind::String {
+            max_length: None,
+            pattern: None,
+        },
+    )]);
     let (_, problems) = run(&s, b"name\nRen\xE9e\n");
     assert_eq!(problems[0].code, "encoding");
     assert_eq!(problems[0].line, 2);
@@ -252,7 +325,13 @@ fn utf8_feeds_reject_invalid_bytes() {
 
 #[test]
 fn auto_reads_utf8_when_valid_and_windows_1252_otherwise() {
-    let s = schema(vec![column("name", ColumnKind::String { max_length: None, pattern: None })]);
+    let s = schema(vec![column(
+        "name",
+        ColumnKind::String {
+            max_length: None,
+            pattern: None,
+        },
+    )]);
     let (rows, _) = run_with(&s, "name\nRenée\n".as_bytes(), Encoding::Auto).unwrap();
     assert_eq!(rows[0].values[0], Value::Text("Renée".into()));
     let (rows, _) = run_with(&s, b"name\nAnn\nRen\xE9e\n", Encoding::Auto).unwrap();

@@ -160,8 +160,7 @@ fn record(
             results[c.index] = Some(Ok(Landed::AlreadyReceived(id)));
             continue;
         }
-        let file_name = name.rsplit('/').next().unwrap_or(name);
-        let feed = match config.feed_for(origin.partner, file_name) {
+        let feed = match config.feed_for(origin.partner, name) {
             FeedMatch::One(feed) => Some(feed.name.clone()),
             FeedMatch::None | FeedMatch::Ambiguous(..) => None,
         };
@@ -177,15 +176,22 @@ fn record(
         new.push(c);
     }
     let ids = ledger.record_received(&new_files)?;
+    // Recorded: from here on the copy must never be deleted. A failed move
+    // leaves it in tmp/, where processing and recovery still find it.
     for (c, id) in new.iter().zip(ids) {
-        fs::rename(
+        if let Err(e) = fs::rename(
             spool.path(Area::Tmp, &c.spool_name),
             spool.path(Area::Incoming, &c.spool_name),
-        )?;
+        ) {
+            tracing::warn!(file_id = id, error = %e, "payload left in spool/tmp; it will be moved at the next start");
+        }
         results[c.index] = Some(Ok(Landed::New(id)));
     }
-    sync_dir(&spool.dir(Area::Incoming))?;
-    sync_dir(&spool.dir(Area::Tmp))?;
+    for area in [Area::Incoming, Area::Tmp] {
+        if let Err(e) = sync_dir(&spool.dir(area)) {
+            tracing::warn!(error = %e, "could not sync a spool folder");
+        }
+    }
     Ok(())
 }
 

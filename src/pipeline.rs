@@ -316,7 +316,12 @@ impl Processor {
                 attempt
             });
             let loaded = load::load(rx, writer);
-            let mut attempt = reader.join().expect("the reader thread does not panic");
+            // A panic on one file's content must not stop the daemon or
+            // repeat forever: the file is quarantined instead.
+            let mut attempt = reader.join().unwrap_or_else(|panic| Attempt {
+                failure: Some(Failure::Internal(panic_message(&panic))),
+                ..Attempt::default()
+            });
             let loaded = loaded?;
             attempt.rows_loaded = loaded.rows;
             attempt.records = loaded.records;
@@ -335,11 +340,14 @@ impl Processor {
                     format!("the age ciphertext is truncated or has been altered: {e}"),
                 ),
                 Failure::Read(e) => ("read_failed", e.to_string()),
+                Failure::Internal(message) => (
+                    "internal_error",
+                    format!("dropgate failed on this file ({message}); please report it"),
+                ),
             };
-            let reason = if code == "read_failed" {
-                "read_failed"
-            } else {
-                "decrypt_failed"
+            let reason = match code {
+                "read_failed" | "internal_error" => code,
+                _ => "decrypt_failed",
             };
             return rejected(Some(feed), reason, file_problem(code, message));
         }
@@ -399,6 +407,15 @@ struct Attempt {
 enum Failure {
     Decrypt(DecryptError),
     Read(std::io::Error),
+    Internal(String),
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".into())
 }
 
 impl Attempt {

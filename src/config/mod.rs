@@ -145,8 +145,10 @@ impl Config {
         }
     }
 
-    /// The feed a file from `partner` named `name` belongs to.
+    /// The feed a file from `partner` belongs to; `name` may include the
+    /// sub-folder it arrived in, and only its last part is matched.
     pub fn feed_for(&self, partner: &str, name: &str) -> FeedMatch<'_> {
+        let name = name.rsplit('/').next().unwrap_or(name);
         let mut found = self
             .feeds
             .values()

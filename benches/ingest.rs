@@ -1,7 +1,1378 @@
-fn main() {
+//! End-to-end throughput of dropgate, with baselines measured on the same data.
+//!
+//! ```text
+//! cargo bench --bench ingest [-- --rows 1000000 --small-files 1000 --keep]
+//! ```
+//!
+//! `--keep` leaves the deployments under `target/bench-scratch/` for
+//! inspection or profiling by hand.
+//!
+//! 1. `dropgate ingest` of one large age-encrypted NEWS2 file (wall time, peak RSS);
+//! 2. the same work done by the parts alone: `age -d`, a bare `csv` parse, and a
+//!    bare SQLite insert into the real schema;
+//! 3. many small files dropped into a running `dropgate run`.
+//!
+//! Deployments are throw-away folders built from the shipped configuration, so
+//! the numbers describe what users get. Progress goes to stderr, the report to
+//! stdout. Missed targets are reported, not fatal; a file that does not load is.
+
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result, bail, ensure};
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+use tempfile::TempDir;
+
+use dropgate::domain::news2::{self, Consciousness, ObservationSet};
+use dropgate::ledger::{Ledger, SystemClock};
+use dropgate::map::{NEWS2_CODE, NEWS2_UNIT, Vital};
+
+const HEADER: &str = "resident_id,nhs_number,family_name,given_name,date_of_birth,gender,observed_at,respiration_rate,spo2,on_oxygen,systolic_bp,pulse,consciousness,temperature";
+const SOURCE: &str = "demo-carehome-drop";
+const PARTNER: &str = "demo-carehome";
+const RESIDENTS: u16 = 10_000;
+const FIRST_OBSERVATION: &str = "2026-11-22T08:00:00Z";
+const ACVPU: [&str; 5] = ["A", "C", "V", "P", "U"];
+const SMALL_FILE_BYTES: usize = 4096;
+
+const TARGET_RECORDS_PER_S: f64 = 300_000.0;
+const TARGET_SHARE_OF_BARE: f64 = 0.5;
+const TARGET_PEAK_RSS_MIB: f64 = 100.0;
+const TARGET_SMALL_FILES_PER_S: f64 = 500.0;
+
+const POLL: Duration = Duration::from_millis(20);
+const LOAD_TIMEOUT: Duration = Duration::from_secs(120);
+const DAEMON_START_TIMEOUT: Duration = Duration::from_secs(30);
+const DAEMON_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("benchmark failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let options = Options::parse(std::env::args().skip(1))?;
+    let binary = dropgate_binary()?;
+    let shipped_config = shipped_config()?;
+    let scratch = Scratch::new(options.keep)?;
+
+    println!("dropgate ingest benchmark");
+    println!("=========================");
+    println!("binary     {}", binary.display());
     println!(
-        "{:?} {:?}",
-        option_env!("CARGO_BIN_EXE_dropgate"),
-        std::env::args().collect::<Vec<_>>()
+        "scratch    {} (MB = 10^6 bytes, MiB = 2^20 bytes)",
+        scratch.root.display()
     );
+    println!(
+        "machine    {} CPUs available",
+        thread::available_parallelism().map_or(1, |n| n.get())
+    );
+
+    let deployment = Deployment::new(&scratch, "ingest", &shipped_config)?;
+    let recipient = deployment.keygen(&binary)?;
+    let data_dir = deployment.folder("data")?;
+    let plain = data_dir.join("news2_bench.csv");
+    let cipher = data_dir.join("news2_bench.csv.age");
+    progress(format!("generating {} rows", grouped(options.rows)));
+    let data = generate_large_file(&plain, options.rows)?;
+    progress("encrypting with the age CLI");
+    age_encrypt(&recipient, &plain, &cipher)?;
+    // Written back now, so the kernel does not flush these pages in the
+    // middle of a measurement.
+    File::open(&plain)?.sync_all()?;
+    File::open(&cipher)?.sync_all()?;
+    let plain_bytes = fs::metadata(&plain)?.len();
+    let cipher_bytes = fs::metadata(&cipher)?.len();
+    println!(
+        "input      {} NEWS2 rows, {} distinct residents; plaintext {}, ciphertext {}",
+        grouped(options.rows),
+        grouped(data.distinct_residents),
+        megabytes(plain_bytes),
+        megabytes(cipher_bytes)
+    );
+
+    progress("dropgate ingest");
+    let ingest = measure_ingest(&binary, &deployment, &cipher, &data)?;
+    report_ingest(&ingest, cipher_bytes);
+
+    progress("baseline: age -d");
+    let age_wall = age_decrypt(&deployment.path("config/keys/age-identity.txt"), &cipher)?;
+    progress("baseline: csv parse");
+    let (csv_rows, csv_wall) = csv_parse(&plain)?;
+    ensure!(
+        csv_rows == options.rows,
+        "the csv crate read {csv_rows} rows, expected {}",
+        options.rows
+    );
+    progress("baseline: bare SQLite insert");
+    let bare = bare_insert(&deployment.folder("bare")?.join("ledger.db"), &data)?;
+    ensure!(
+        bare.records == ingest.records,
+        "the bare insert wrote {} records, dropgate {}",
+        bare.records,
+        ingest.records
+    );
+    let baselines = Baselines {
+        age_wall,
+        csv_wall,
+        bare,
+    };
+    report_baselines(&baselines, &ingest, plain_bytes, cipher_bytes);
+    drop(deployment);
+
+    let small_config = shipped_config
+        .replacen("min_age = \"500ms\"", "min_age = \"100ms\"", 1)
+        .replacen("check_interval = \"200ms\"", "check_interval = \"50ms\"", 1);
+    ensure!(
+        small_config.contains("min_age = \"100ms\"")
+            && small_config.contains("check_interval = \"50ms\""),
+        "the shipped config no longer has `min_age = \"500ms\"` and `check_interval = \"200ms\"` to shorten"
+    );
+    let small = measure_small_files(
+        &binary,
+        &scratch,
+        &small_config,
+        &data.residents,
+        options.small_files,
+    )?;
+    report_small_files(&small);
+
+    report_summary(&ingest, &baselines, &small, cipher_bytes);
+    Ok(())
+}
+
+struct Options {
+    rows: u64,
+    small_files: usize,
+    keep: bool,
+}
+
+impl Options {
+    fn parse(mut args: impl Iterator<Item = String>) -> Result<Options> {
+        let mut options = Options {
+            rows: 1_000_000,
+            small_files: 1_000,
+            keep: false,
+        };
+        while let Some(arg) = args.next() {
+            let mut value = |name: &str| {
+                args.next()
+                    .with_context(|| format!("{name} needs a value"))?
+                    .parse::<u64>()
+                    .with_context(|| format!("{name} takes a whole number"))
+            };
+            match arg.as_str() {
+                "--rows" => options.rows = value("--rows")?,
+                "--small-files" => options.small_files = usize::try_from(value("--small-files")?)?,
+                "--keep" => options.keep = true,
+                // Cargo appends `--bench` when it runs a benchmark.
+                "--bench" => {}
+                "-h" | "--help" => {
+                    println!(
+                        "usage: cargo bench --bench ingest [-- --rows N (default 1000000) --small-files N (default 1000) --keep]"
+                    );
+                    std::process::exit(0);
+                }
+                other => bail!("unknown argument `{other}` (try --help)"),
+            }
+        }
+        ensure!(options.rows > 0, "--rows must be at least 1");
+        ensure!(options.small_files > 0, "--small-files must be at least 1");
+        Ok(options)
+    }
+}
+
+fn progress(message: impl std::fmt::Display) {
+    eprintln!("· {message}");
+}
+
+// ---------------------------------------------------------------------------
+// Test data
+
+/// xorshift64*: deterministic across runs and platforms, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// Uniform in `lo..=hi`.
+    fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi - lo + 1)
+    }
+
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize]
+    }
+}
+
+struct Resident {
+    id: String,
+    nhs_number: String,
+    family_name: &'static str,
+    given_name: &'static str,
+    date_of_birth: String,
+    gender: &'static str,
+}
+
+const FAMILY_NAMES: &[&str] = &[
+    "Smith", "Jones", "Taylor", "Brown", "Williams", "Wilson", "Johnson", "Davies", "Patel",
+    "Robinson", "Wright", "Thompson", "Evans", "Walker", "White", "Roberts", "Green", "Hall",
+    "O'Brien", "Khan", "Lewis", "Clarke", "Jackson", "Wood",
+];
+const GIVEN_NAMES: &[&str] = &[
+    "Margaret", "Joan", "Dorothy", "Patricia", "Jean", "Barbara", "Sheila", "Eileen", "John",
+    "David", "Peter", "Michael", "Brian", "Kenneth", "Ronald", "Derek", "Irene", "Doris", "Arthur",
+    "Gwen", "Harold", "Iris", "Sunita", "Aled",
+];
+
+/// The NHS number in the test range 999 with this six-digit middle, unless
+/// its Modulus 11 check digit would be 10 (no such number exists).
+fn test_nhs_number(middle: u32) -> Option<String> {
+    let body = format!("999{middle:06}");
+    let sum: u32 = body
+        .bytes()
+        .zip((2..=10).rev())
+        .map(|(d, weight)| u32::from(d - b'0') * weight)
+        .sum();
+    let check = match 11 - sum % 11 {
+        11 => 0,
+        10 => return None,
+        c => c,
+    };
+    Some(format!("{body}{check}"))
+}
+
+fn residents(rng: &mut Rng) -> Vec<Resident> {
+    // A stride coprime with 10^6 visits every middle once in a scattered
+    // order, so numbers are distinct without a set.
+    let middles = (0u32..1_000_000).map(|i| (i as u64 * 7919 % 1_000_000) as u32);
+    middles
+        .filter_map(test_nhs_number)
+        .take(usize::from(RESIDENTS))
+        .enumerate()
+        .map(|(i, nhs_number)| Resident {
+            id: format!("R{i:06}"),
+            nhs_number,
+            family_name: rng.pick(FAMILY_NAMES),
+            given_name: rng.pick(GIVEN_NAMES),
+            date_of_birth: format!(
+                "{}-{:02}-{:02}",
+                rng.between(1925, 1965),
+                rng.between(1, 12),
+                rng.between(1, 28)
+            ),
+            gender: rng.pick(&["1", "1", "2", "2", "2", "0", "9"]),
+        })
+        .collect()
+}
+
+/// One NEWS2 observation set, compact so a million fit in memory for the
+/// bare-insert baseline.
+#[derive(Clone, Copy)]
+struct Reading {
+    resident: u16,
+    at: i64,
+    respiration_rate: u8,
+    spo2: u8,
+    on_oxygen: bool,
+    systolic_bp: u8,
+    pulse: u8,
+    consciousness: u8,
+    temperature_tenths: u16,
+}
+
+/// An observation as dropgate stores it: code, numeric or text value, unit.
+type Observation = (
+    &'static str,
+    Option<f64>,
+    Option<&'static str>,
+    Option<&'static str>,
+);
+
+impl Reading {
+    fn temperature(&self) -> f64 {
+        f64::from(self.temperature_tenths) / 10.0
+    }
+
+    fn news2_total(&self) -> f64 {
+        let set = ObservationSet {
+            respiration_rate: f64::from(self.respiration_rate),
+            spo2: f64::from(self.spo2),
+            on_oxygen: self.on_oxygen,
+            systolic_bp: f64::from(self.systolic_bp),
+            pulse: f64::from(self.pulse),
+            consciousness: Consciousness::from_code(ACVPU[usize::from(self.consciousness)])
+                .expect("ACVPU codes are known"),
+            temperature: self.temperature(),
+        };
+        f64::from(news2::score(&set).total)
+    }
+
+    /// The eight observations dropgate derives from this row, in its order.
+    fn observations(&self, news2_total: f64) -> [Observation; 8] {
+        let number = |vital: Vital, n: f64| (vital.code(), Some(n), None, vital.unit());
+        [
+            number(Vital::RespirationRate, f64::from(self.respiration_rate)),
+            number(Vital::Spo2, f64::from(self.spo2)),
+            number(Vital::OnOxygen, f64::from(u8::from(self.on_oxygen))),
+            number(Vital::SystolicBp, f64::from(self.systolic_bp)),
+            number(Vital::Pulse, f64::from(self.pulse)),
+            (
+                Vital::Consciousness.code(),
+                None,
+                Some(ACVPU[usize::from(self.consciousness)]),
+                Vital::Consciousness.unit(),
+            ),
+            number(Vital::Temperature, self.temperature()),
+            (NEWS2_CODE, Some(news2_total), None, Some(NEWS2_UNIT)),
+        ]
+    }
+
+    fn write_csv(&self, out: &mut impl Write, residents: &[Resident]) -> io::Result<()> {
+        let r = &residents[usize::from(self.resident)];
+        writeln!(
+            out,
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{}.{}",
+            r.id,
+            r.nhs_number,
+            r.family_name,
+            r.given_name,
+            r.date_of_birth,
+            r.gender,
+            timestamp(self.at),
+            self.respiration_rate,
+            self.spo2,
+            if self.on_oxygen { "Y" } else { "N" },
+            self.systolic_bp,
+            self.pulse,
+            ACVPU[usize::from(self.consciousness)],
+            self.temperature_tenths / 10,
+            self.temperature_tenths % 10
+        )
+    }
+}
+
+/// Written exactly as dropgate writes `observed_at`.
+fn timestamp(unix_seconds: i64) -> String {
+    DateTime::<Utc>::from_timestamp(unix_seconds, 0)
+        .expect("generated times are in range")
+        .to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// Readings in time order, every value inside the `news2` feed's ranges.
+struct Generator {
+    rng: Rng,
+    clock: i64,
+}
+
+impl Generator {
+    fn new(seed: u64) -> Generator {
+        Generator {
+            rng: Rng(seed),
+            clock: DateTime::parse_from_rfc3339(FIRST_OBSERVATION)
+                .expect("a valid start time")
+                .timestamp(),
+        }
+    }
+
+    fn reading(&mut self) -> Reading {
+        let rng = &mut self.rng;
+        self.clock += rng.between(1, 5) as i64;
+        Reading {
+            resident: rng.below(u64::from(RESIDENTS)) as u16,
+            at: self.clock,
+            respiration_rate: rng.between(8, 30) as u8,
+            spo2: rng.between(85, 100) as u8,
+            on_oxygen: rng.below(10) == 0,
+            systolic_bp: rng.between(80, 200) as u8,
+            pulse: rng.between(40, 140) as u8,
+            consciousness: if rng.below(20) == 0 {
+                rng.between(1, 4) as u8
+            } else {
+                0
+            },
+            temperature_tenths: rng.between(340, 400) as u16,
+        }
+    }
+}
+
+struct DataSet {
+    residents: Vec<Resident>,
+    readings: Vec<Reading>,
+    distinct_residents: u64,
+}
+
+impl DataSet {
+    /// dropgate writes a service user on a resident's first row in a file,
+    /// and eight observations for every row.
+    fn expected_records(&self) -> u64 {
+        self.distinct_residents + 8 * self.readings.len() as u64
+    }
+}
+
+fn generate_large_file(path: &Path, rows: u64) -> Result<DataSet> {
+    let residents = residents(&mut Rng(0x5eed_0001));
+    let mut generator = Generator::new(0x5eed_0002);
+    let mut seen = vec![false; residents.len()];
+    let mut readings = Vec::with_capacity(usize::try_from(rows)?);
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
+    writeln!(out, "{HEADER}")?;
+    for _ in 0..rows {
+        let reading = generator.reading();
+        reading.write_csv(&mut out, &residents)?;
+        seen[usize::from(reading.resident)] = true;
+        readings.push(reading);
+    }
+    out.flush()?;
+    Ok(DataSet {
+        residents,
+        readings,
+        distinct_residents: seen.iter().filter(|s| **s).count() as u64,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Deployments and child processes
+
+fn shipped_config() -> Result<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/dropgate.toml");
+    fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// Where deployments go: on the project's own file system rather than /tmp,
+/// which is often a tmpfs where fsync costs nothing and dropgate would look
+/// faster than it is on a real disk.
+struct Scratch {
+    root: PathBuf,
+    /// Leave deployments behind, to inspect the ledgers or profile by hand.
+    keep: bool,
+}
+
+impl Scratch {
+    fn new(keep: bool) -> Result<Scratch> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-scratch");
+        fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+        Ok(Scratch { root, keep })
+    }
+}
+
+/// The release binary. Cargo builds it for benchmarks and names it; the
+/// fallback covers running the benchmark executable by hand.
+fn dropgate_binary() -> Result<PathBuf> {
+    if let Some(path) = option_env!("CARGO_BIN_EXE_dropgate").map(PathBuf::from)
+        && path.exists()
+    {
+        return Ok(path);
+    }
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let path = manifest.join("target/release/dropgate");
+    if !path.exists() {
+        progress("building target/release/dropgate");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--release", "--bin", "dropgate"])
+            .current_dir(manifest)
+            .status()
+            .context("running cargo build")?;
+        ensure!(status.success(), "cargo build --release failed");
+    }
+    Ok(path)
+}
+
+/// A throw-away dropgate installation: `config/dropgate.toml`, with keys and
+/// spool beside it as the shipped relative paths say.
+struct Deployment {
+    dir: TempDir,
+}
+
+impl Deployment {
+    fn new(scratch: &Scratch, label: &str, config: &str) -> Result<Deployment> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{label}-"))
+            .disable_cleanup(scratch.keep)
+            .tempdir_in(&scratch.root)?;
+        if scratch.keep {
+            progress(format!("keeping {}", dir.path().display()));
+        }
+        fs::create_dir_all(dir.path().join("config"))?;
+        fs::write(dir.path().join("config/dropgate.toml"), config)?;
+        Ok(Deployment { dir })
+    }
+
+    fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    /// A folder of the deployment, created when missing.
+    fn folder(&self, relative: &str) -> Result<PathBuf> {
+        let path = self.path(relative);
+        fs::create_dir_all(&path)?;
+        Ok(path)
+    }
+
+    fn command(&self, binary: &Path) -> Command {
+        let mut command = Command::new(binary);
+        command
+            .arg("--config")
+            .arg(self.path("config/dropgate.toml"))
+            .current_dir(self.dir.path())
+            .env_remove("DROPGATE_CONFIG")
+            .env("DROPGATE_LOG", "warn");
+        command
+    }
+
+    /// Creates the keys and returns the age recipient.
+    fn keygen(&self, binary: &Path) -> Result<String> {
+        let out = self.command(binary).arg("keygen").output()?;
+        ensure!(
+            out.status.success(),
+            "dropgate keygen failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("age recipient: "))
+            .map(|r| r.trim().to_string())
+            .context("dropgate keygen printed no `age recipient:` line")
+    }
+
+    fn ledger(&self) -> Result<Connection> {
+        let conn = Connection::open_with_flags(
+            self.path("spool/ledger.db"),
+            OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        Ok(conn)
+    }
+}
+
+fn age_encrypt(recipient: &str, plain: &Path, cipher: &Path) -> Result<()> {
+    let out = Command::new("age")
+        .args(["-r", recipient, "-o"])
+        .arg(cipher)
+        .arg(plain)
+        .output()
+        .context("running the `age` CLI (is it installed?)")?;
+    ensure!(
+        out.status.success(),
+        "age -r failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// Reads a child's pipe to the end on its own thread, so a full pipe never
+/// stalls the child while we wait for it.
+fn collect(mut stream: impl Read + Send + 'static) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text);
+        text
+    })
+}
+
+/// The peak resident set size so far, from the kernel's high-water mark.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()
+}
+
+struct Measured {
+    status: ExitStatus,
+    started: SystemTime,
+    wall: Duration,
+    peak_rss_kib: u64,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs a command to completion, timing it and sampling its peak RSS.
+///
+/// VmHWM is a high-water mark, so sampling only misses growth in the last
+/// interval before exit (the kernel drops it once the process is a zombie).
+fn run_measured(mut command: Command) -> Result<Measured> {
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let started = SystemTime::now();
+    let clock = Instant::now();
+    let mut child = command.spawn().context("starting dropgate")?;
+    let stdout = collect(child.stdout.take().expect("stdout is piped"));
+    let stderr = collect(child.stderr.take().expect("stderr is piped"));
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        let pid = child.id();
+        thread::spawn(move || {
+            let mut peak = 0;
+            while !done.load(Ordering::Relaxed) {
+                peak = peak_rss_kib(pid).map_or(peak, |kib| kib.max(peak));
+                thread::sleep(POLL);
+            }
+            peak
+        })
+    };
+    // Waiting here, not in the sampling loop, keeps the wall time exact.
+    let status = child.wait()?;
+    let wall = clock.elapsed();
+    done.store(true, Ordering::Relaxed);
+    Ok(Measured {
+        status,
+        started,
+        wall,
+        peak_rss_kib: sampler.join().expect("the sampler does not panic"),
+        stdout: stdout.join().expect("the reader does not panic"),
+        stderr: stderr.join().expect("the reader does not panic"),
+    })
+}
+
+// ---------------------------------------------------------------------------
+// 1. dropgate ingest
+
+struct Ingest {
+    rows: u64,
+    records: u64,
+    wall: Duration,
+    peak_rss_mib: f64,
+    /// Process start to the file being recorded as received: start-up, then
+    /// the spool copy with SHA-256 and fsync.
+    landing: Duration,
+    /// From then to exit: decrypt, validate, map, load, commit, archive.
+    processing: Duration,
+}
+
+fn measure_ingest(
+    binary: &Path,
+    deployment: &Deployment,
+    cipher: &Path,
+    data: &DataSet,
+) -> Result<Ingest> {
+    let mut command = deployment.command(binary);
+    command.args(["ingest", "--source", SOURCE]).arg(cipher);
+    let run = run_measured(command)?;
+    ensure!(
+        run.status.success(),
+        "dropgate ingest exited with {}:\n{}{}",
+        run.status,
+        run.stdout,
+        run.stderr
+    );
+    let (rows, records) = parse_loaded(&run.stdout)
+        .with_context(|| format!("dropgate ingest did not report `loaded`:\n{}", run.stdout))?;
+    ensure!(
+        rows == data.readings.len() as u64 && records == data.expected_records(),
+        "dropgate loaded {rows} rows and {records} records; expected {} and {}",
+        data.readings.len(),
+        data.expected_records()
+    );
+    let received_at: String = deployment.ledger()?.query_row(
+        "SELECT received_at FROM files ORDER BY id DESC LIMIT 1",
+        [],
+        |r| r.get(0),
+    )?;
+    let started = DateTime::<Utc>::from(run.started);
+    let landing = (parse_time(&received_at)? - started)
+        .to_std()
+        .unwrap_or_default();
+    Ok(Ingest {
+        rows,
+        records,
+        wall: run.wall,
+        peak_rss_mib: run.peak_rss_kib as f64 / 1024.0,
+        landing,
+        processing: run.wall.saturating_sub(landing),
+    })
+}
+
+/// Rows and records from `ID\tNAME\tloaded\tN rows, M records[, ...]`.
+fn parse_loaded(stdout: &str) -> Option<(u64, u64)> {
+    let fields: Vec<&str> = stdout
+        .lines()
+        .map(|l| l.split('\t').collect::<Vec<_>>())
+        .find(|f| f.get(2) == Some(&"loaded"))?;
+    let (rows, rest) = fields.get(3)?.split_once(", ")?;
+    let rows = rows.strip_suffix(" rows")?.parse().ok()?;
+    let records = rest.split(' ').next()?.parse().ok()?;
+    Some((rows, records))
+}
+
+fn parse_time(text: &str) -> Result<DateTime<Utc>> {
+    Ok(DateTime::parse_from_rfc3339(text)
+        .with_context(|| format!("ledger time `{text}`"))?
+        .with_timezone(&Utc))
+}
+
+fn report_ingest(ingest: &Ingest, cipher_bytes: u64) {
+    let s = ingest.wall.as_secs_f64();
+    println!();
+    println!("1. dropgate ingest (one .csv.age file, fresh ledger, release build)");
+    println!(
+        "   loaded          {} rows, {} records, exit 0",
+        grouped(ingest.rows),
+        grouped(ingest.records)
+    );
+    println!("   wall time       {s:.3} s");
+    println!(
+        "   throughput      {} rows/s, {} records/s, {:.1} MB/s of ciphertext",
+        grouped_rate(ingest.rows as f64 / s),
+        grouped_rate(ingest.records as f64 / s),
+        cipher_bytes as f64 / 1e6 / s
+    );
+    println!(
+        "   peak RSS        {:.1} MiB (VmHWM sampled every {} ms)",
+        ingest.peak_rss_mib,
+        POLL.as_millis()
+    );
+    println!(
+        "   phases          {:.3} s start-up and landing (copy, SHA-256, fsync) + {:.3} s decrypt/validate/map/load/commit",
+        ingest.landing.as_secs_f64(),
+        ingest.processing.as_secs_f64()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 2. Baselines
+
+struct Bare {
+    records: u64,
+    wall: Duration,
+}
+
+struct Baselines {
+    age_wall: Duration,
+    csv_wall: Duration,
+    bare: Bare,
+}
+
+fn age_decrypt(identity: &Path, cipher: &Path) -> Result<Duration> {
+    let clock = Instant::now();
+    let out = Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(identity)
+        .arg(cipher)
+        .stdout(Stdio::null())
+        .output()?;
+    let wall = clock.elapsed();
+    ensure!(
+        out.status.success(),
+        "age -d failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(wall)
+}
+
+fn csv_parse(plain: &Path) -> Result<(u64, Duration)> {
+    let clock = Instant::now();
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_path(plain)?;
+    let mut record = csv::ByteRecord::new();
+    let mut rows = 0;
+    while reader.read_byte_record(&mut record)? {
+        rows += 1;
+    }
+    Ok((rows, clock.elapsed()))
+}
+
+/// The records dropgate would write, inserted with nothing else in the way:
+/// the real schema, indexes and pragmas (via `Ledger::open`), prepared
+/// statements, one transaction. Timestamps and NEWS2 totals are computed
+/// before the clock starts, so only binding, stepping and the commit count.
+fn bare_insert(path: &Path, data: &DataSet) -> Result<Bare> {
+    let mut ledger = Ledger::open(path, Arc::new(SystemClock))?;
+    let stamps: Vec<String> = data.readings.iter().map(|r| timestamp(r.at)).collect();
+    let totals: Vec<f64> = data.readings.iter().map(Reading::news2_total).collect();
+    let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+
+    let clock = Instant::now();
+    let tx = ledger
+        .connection()
+        .transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute(
+        "INSERT INTO files (source, partner, feed, name, spool_name, sha256, size, state,
+                            received_at, updated_at)
+         VALUES (?1, ?2, 'news2', 'news2_bench.csv.age', 'bare', ?3, 0, 'received', ?4, ?4)",
+        params![SOURCE, PARTNER, "0".repeat(64), now],
+    )?;
+    let file_id = tx.last_insert_rowid();
+    let mut records = 0u64;
+    {
+        let mut person = tx.prepare("INSERT INTO persons (nhs_number) VALUES (?1)")?;
+        let mut service_user = tx.prepare(
+            "INSERT INTO service_users (source, local_id, person_id, nhs_number, family_name,
+                    given_name, date_of_birth, gender, postcode, file_id, line)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, ?9, ?10)",
+        )?;
+        let mut observation = tx.prepare(
+            "INSERT INTO observations (detail_id, observed_at, code, value_num, value_text, unit, file_id, line)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
+        let mut detail_ids: Vec<Option<i64>> = vec![None; data.residents.len()];
+        for (index, reading) in data.readings.iter().enumerate() {
+            let line = index as i64 + 2;
+            let slot = &mut detail_ids[usize::from(reading.resident)];
+            let detail_id = match *slot {
+                Some(id) => id,
+                None => {
+                    let r = &data.residents[usize::from(reading.resident)];
+                    person.execute([&r.nhs_number])?;
+                    let person_id = tx.last_insert_rowid();
+                    service_user.execute(params![
+                        PARTNER,
+                        r.id,
+                        person_id,
+                        r.nhs_number,
+                        r.family_name,
+                        r.given_name,
+                        r.date_of_birth,
+                        r.gender,
+                        file_id,
+                        line
+                    ])?;
+                    records += 1;
+                    *slot.insert(tx.last_insert_rowid())
+                }
+            };
+            for (code, number, text, unit) in reading.observations(totals[index]) {
+                observation.execute(params![
+                    detail_id,
+                    stamps[index],
+                    code,
+                    number,
+                    text,
+                    unit,
+                    file_id,
+                    line
+                ])?;
+                records += 1;
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(Bare {
+        records,
+        wall: clock.elapsed(),
+    })
+}
+
+fn report_baselines(b: &Baselines, ingest: &Ingest, plain_bytes: u64, cipher_bytes: u64) {
+    let ingest_s = ingest.wall.as_secs_f64();
+    let age_s = b.age_wall.as_secs_f64();
+    let csv_s = b.csv_wall.as_secs_f64();
+    let bare_s = b.bare.wall.as_secs_f64();
+    let bare_rate = b.bare.records as f64 / bare_s;
+    println!();
+    println!("2. Baselines on the same data (dropgate's rate as a share of each)");
+    println!(
+        "   age -d → /dev/null       {age_s:>8.3} s  {:>10.1} MB/s ciphertext        dropgate {:>5.1} %",
+        cipher_bytes as f64 / 1e6 / age_s,
+        100.0 * age_s / ingest_s
+    );
+    println!(
+        "   csv crate parse          {csv_s:>8.3} s  {:>10} rows/s, {:.1} MB/s   dropgate {:>5.1} %",
+        grouped_rate(ingest.rows as f64 / csv_s),
+        plain_bytes as f64 / 1e6 / csv_s,
+        100.0 * csv_s / ingest_s
+    );
+    println!(
+        "   bare SQLite insert       {bare_s:>8.3} s  {:>10} records/s              dropgate {:>5.1} %",
+        grouped_rate(bare_rate),
+        100.0 * share_of_bare(ingest, &b.bare)
+    );
+    println!(
+        "     (in-process; real schema, indexes and pragmas; prepared statements; one transaction incl. COMMIT;"
+    );
+    println!("      timestamps and NEWS2 totals precomputed outside the timing)");
+}
+
+/// dropgate's records/s over the bare insert's.
+fn share_of_bare(ingest: &Ingest, bare: &Bare) -> f64 {
+    let dropgate = ingest.records as f64 / ingest.wall.as_secs_f64();
+    dropgate / (bare.records as f64 / bare.wall.as_secs_f64())
+}
+
+// ---------------------------------------------------------------------------
+// 3. Small files through the daemon
+
+struct SmallFiles {
+    files: usize,
+    bytes: u64,
+    /// From the last rename into the drop folder until all were seen loaded.
+    after_last_rename: Duration,
+    after_first_rename: Duration,
+    /// From the last rename until the last file was recorded as received:
+    /// detection (`min_age`, two checks) and landing.
+    landed: Duration,
+    ledger: LedgerSummary,
+    stop: Duration,
+    warnings: Vec<String>,
+}
+
+impl SmallFiles {
+    fn files_per_s(&self) -> f64 {
+        self.files as f64 / self.after_last_rename.as_secs_f64()
+    }
+}
+
+/// `dropgate run` as a child; killed if the benchmark bails out early.
+struct Daemon {
+    child: Child,
+    lines: mpsc::Receiver<(bool, String)>,
+    log: Vec<String>,
+}
+
+impl Daemon {
+    /// Starts the daemon and waits until it is watching; returns the recipient
+    /// its banner names.
+    fn start(binary: &Path, deployment: &Deployment) -> Result<(Daemon, String)> {
+        let mut child = deployment
+            .command(binary)
+            .arg("run")
+            .env("DROPGATE_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting dropgate run")?;
+        let (tx, lines) = mpsc::channel();
+        let streams: [(bool, Box<dyn Read + Send>); 2] = [
+            (true, Box::new(child.stdout.take().expect("piped"))),
+            (false, Box::new(child.stderr.take().expect("piped"))),
+        ];
+        for (is_stdout, stream) in streams {
+            let tx = tx.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if tx.send((is_stdout, line)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        // Only the reader threads may hold senders, so the channel closing
+        // means the daemon has gone.
+        drop(tx);
+        let mut daemon = Daemon {
+            child,
+            lines,
+            log: Vec::new(),
+        };
+        let deadline = Instant::now() + DAEMON_START_TIMEOUT;
+        let mut recipient = None;
+        let mut ready = false;
+        while recipient.is_none() || !ready {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok((is_stdout, line)) = daemon.lines.recv_timeout(left) else {
+                bail!(
+                    "dropgate run was not ready within {DAEMON_START_TIMEOUT:?}:\n{}",
+                    daemon.log.join("\n")
+                );
+            };
+            if is_stdout && let Some(r) = line.trim().strip_prefix("age recipient") {
+                recipient = Some(r.trim().to_string());
+            }
+            ready |= !is_stdout && line.contains(" ready ");
+            daemon.log.push(line);
+        }
+        let recipient = recipient.expect("the loop ends once it is known");
+        Ok((daemon, recipient))
+    }
+
+    fn take_log(&mut self) {
+        self.log.extend(self.lines.try_iter().map(|(_, line)| line));
+    }
+
+    fn exited(&mut self) -> Result<Option<ExitStatus>> {
+        Ok(self.child.try_wait()?)
+    }
+
+    /// SIGTERM, then wait for the files in hand to be finished.
+    fn stop(&mut self) -> Result<Duration> {
+        let clock = Instant::now();
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()?;
+        ensure!(status.success(), "kill -TERM failed");
+        loop {
+            if let Some(status) = self.exited()? {
+                let waited = clock.elapsed();
+                // The reader threads see end-of-file once the daemon is gone.
+                thread::sleep(Duration::from_millis(50));
+                self.take_log();
+                ensure!(
+                    status.success(),
+                    "dropgate run exited with {status}:\n{}",
+                    self.log.join("\n")
+                );
+                return Ok(waited);
+            }
+            ensure!(
+                clock.elapsed() < DAEMON_STOP_TIMEOUT,
+                "dropgate run did not stop within {DAEMON_STOP_TIMEOUT:?} of SIGTERM"
+            );
+            thread::sleep(POLL);
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+struct Staged {
+    paths: Vec<PathBuf>,
+    rows: u64,
+    bytes: u64,
+}
+
+/// Writes `count` distinct ~4 KiB NEWS2 files, encrypted to `recipient`.
+///
+/// Encrypted in-process with the `age` crate: a thousand runs of the CLI
+/// would take longer than the measurement, and the format is the same.
+fn stage_small_files(
+    dir: &Path,
+    count: usize,
+    residents: &[Resident],
+    recipient: &str,
+) -> Result<Staged> {
+    let recipient: age::x25519::Recipient = recipient
+        .parse()
+        .map_err(|e| anyhow::anyhow!("age recipient `{recipient}`: {e}"))?;
+    let mut generator = Generator::new(0x5eed_0003);
+    let mut staged = Staged {
+        paths: Vec::with_capacity(count),
+        rows: 0,
+        bytes: 0,
+    };
+    let mut row = Vec::new();
+    for n in 0..count {
+        let mut plain = format!("{HEADER}\n").into_bytes();
+        loop {
+            row.clear();
+            generator.reading().write_csv(&mut row, residents)?;
+            if plain.len() + row.len() > SMALL_FILE_BYTES {
+                break;
+            }
+            plain.extend_from_slice(&row);
+            staged.rows += 1;
+        }
+        let cipher = age::encrypt(&recipient, &plain)?;
+        let path = dir.join(format!("news2_small_{n:05}.csv.age"));
+        fs::write(&path, &cipher)?;
+        staged.bytes += cipher.len() as u64;
+        staged.paths.push(path);
+    }
+    Ok(staged)
+}
+
+#[derive(Default)]
+struct States {
+    loaded: u64,
+    received: u64,
+    other: u64,
+}
+
+fn states(ledger: &Connection) -> Result<States> {
+    let mut counts = States::default();
+    let mut stmt = ledger.prepare_cached("SELECT state, count(*) FROM files GROUP BY state")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))?;
+    for row in rows {
+        let (state, n) = row?;
+        match state.as_str() {
+            "loaded" => counts.loaded = n,
+            "received" => counts.received = n,
+            _ => counts.other += n,
+        }
+    }
+    Ok(counts)
+}
+
+fn measure_small_files(
+    binary: &Path,
+    scratch: &Scratch,
+    config: &str,
+    residents: &[Resident],
+    count: usize,
+) -> Result<SmallFiles> {
+    let deployment = Deployment::new(scratch, "daemon", config)?;
+    progress("starting dropgate run");
+    let (mut daemon, recipient) = Daemon::start(binary, &deployment)?;
+    let drop_folder = deployment.path("spool/drop/demo-carehome");
+    ensure!(
+        drop_folder.is_dir(),
+        "the daemon did not create {}",
+        drop_folder.display()
+    );
+    progress(format!("staging {count} small files"));
+    let staged = stage_small_files(&deployment.folder("staging")?, count, residents, &recipient)?;
+    let ledger = deployment.ledger()?;
+
+    progress("dropping small files into the running daemon");
+    let first_rename = Instant::now();
+    for path in &staged.paths {
+        let name = path.file_name().expect("staged files have names");
+        fs::rename(path, drop_folder.join(name))?;
+    }
+    let last_rename = Instant::now();
+    let renamed_at = DateTime::<Utc>::from(SystemTime::now());
+    loop {
+        let counts = states(&ledger)?;
+        if counts.loaded == count as u64 {
+            break;
+        }
+        daemon.take_log();
+        if counts.other > 0 {
+            bail!(
+                "{} small file(s) were not loaded (quarantined or duplicate); see `dropgate show`:\n{}",
+                counts.other,
+                daemon.log.join("\n")
+            );
+        }
+        if let Some(status) = daemon.exited()? {
+            bail!(
+                "dropgate run exited early with {status}:\n{}",
+                daemon.log.join("\n")
+            );
+        }
+        if last_rename.elapsed() > LOAD_TIMEOUT {
+            bail!(
+                "only {} of {count} small files loaded ({} received) within {LOAD_TIMEOUT:?}:\n{}",
+                counts.loaded,
+                counts.received,
+                daemon.log.join("\n")
+            );
+        }
+        thread::sleep(POLL);
+    }
+    let all_loaded = Instant::now();
+
+    let summary = LedgerSummary::read(&ledger)?;
+    ensure!(
+        summary.rows == staged.rows,
+        "the ledger holds {} loaded rows, {} were dropped",
+        summary.rows,
+        staged.rows
+    );
+    drop(ledger);
+    progress("stopping dropgate run");
+    let stop = daemon.stop()?;
+    let warnings = daemon
+        .log
+        .iter()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .cloned()
+        .collect();
+    Ok(SmallFiles {
+        files: count,
+        bytes: staged.bytes,
+        after_last_rename: all_loaded - last_rename,
+        after_first_rename: all_loaded - first_rename,
+        landed: (summary.last_received - renamed_at)
+            .to_std()
+            .unwrap_or_default(),
+        ledger: summary,
+        stop,
+        warnings,
+    })
+}
+
+/// What the ledger says about the loaded files.
+struct LedgerSummary {
+    first_received: DateTime<Utc>,
+    last_received: DateTime<Utc>,
+    last_updated: DateTime<Utc>,
+    /// Distinct `received_at` stamps: one per landing transaction.
+    landing_batches: u64,
+    /// Distinct `updated_at` stamps: one per processing transaction.
+    processing_batches: u64,
+    rows: u64,
+    records: u64,
+}
+
+impl LedgerSummary {
+    fn read(ledger: &Connection) -> Result<LedgerSummary> {
+        let (first_received, last_received, last_updated): (String, String, String) = ledger
+            .query_row(
+                "SELECT min(received_at), max(received_at), max(updated_at)
+                 FROM files WHERE state = 'loaded'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+        let (landing_batches, processing_batches, rows, records) = ledger.query_row(
+            "SELECT count(DISTINCT received_at), count(DISTINCT updated_at),
+                    sum(rows_loaded), sum(records)
+             FROM files WHERE state = 'loaded'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )?;
+        Ok(LedgerSummary {
+            first_received: parse_time(&first_received)?,
+            last_received: parse_time(&last_received)?,
+            last_updated: parse_time(&last_updated)?,
+            landing_batches,
+            processing_batches,
+            rows,
+            records,
+        })
+    }
+
+    /// First `received_at` to last `updated_at`. `updated_at` is stamped when
+    /// a processing transaction begins, so the last one's work is not in it.
+    fn span(&self) -> Duration {
+        (self.last_updated - self.first_received)
+            .to_std()
+            .unwrap_or_default()
+    }
+}
+
+fn report_small_files(s: &SmallFiles) {
+    let rate = |d: Duration| s.files as f64 / d.as_secs_f64();
+    println!();
+    println!(
+        "3. Small files through `dropgate run` (min_age 100ms, check_interval 50ms, polled every {} ms)",
+        POLL.as_millis()
+    );
+    println!(
+        "   dropped         {} .csv.age files, {} in all ({:.0} bytes each); {} rows, {} records",
+        grouped(s.files as u64),
+        megabytes(s.bytes),
+        s.bytes as f64 / s.files as f64,
+        grouped(s.ledger.rows),
+        grouped(s.ledger.records)
+    );
+    println!(
+        "   all loaded      {:.3} s after the last rename   → {:.0} files/s",
+        s.after_last_rename.as_secs_f64(),
+        s.files_per_s()
+    );
+    println!(
+        "                   {:.3} s after the first rename  → {:.0} files/s",
+        s.after_first_rename.as_secs_f64(),
+        rate(s.after_first_rename)
+    );
+    println!(
+        "   phases          {:.3} s to detect and land the last file + {:.3} s more to load the rest",
+        s.landed.as_secs_f64(),
+        s.after_last_rename.saturating_sub(s.landed).as_secs_f64()
+    );
+    println!(
+        "   ledger span     {:.3} s first received_at → last updated_at → {:.0} files/s",
+        s.ledger.span().as_secs_f64(),
+        rate(s.ledger.span())
+    );
+    println!(
+        "                   (updated_at is stamped when a processing transaction begins, so this span omits the last one's work)"
+    );
+    println!(
+        "   transactions    {} landing, {} processing (distinct received_at / updated_at)",
+        s.ledger.landing_batches, s.ledger.processing_batches
+    );
+    println!(
+        "   stop            SIGTERM → exit 0 in {:.3} s",
+        s.stop.as_secs_f64()
+    );
+    for warning in s.warnings.iter().take(5) {
+        println!("   daemon said     {warning}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Summary
+
+fn report_summary(ingest: &Ingest, baselines: &Baselines, small: &SmallFiles, cipher_bytes: u64) {
+    let records_per_s = ingest.records as f64 / ingest.wall.as_secs_f64();
+    let share = share_of_bare(ingest, &baselines.bare);
+    let rows = [
+        (
+            format!("ingest ≥ {} records/s", grouped_rate(TARGET_RECORDS_PER_S)),
+            format!("{} records/s", grouped_rate(records_per_s)),
+            records_per_s >= TARGET_RECORDS_PER_S,
+        ),
+        (
+            format!(
+                "ingest ≥ {:.0} % of bare SQLite insert",
+                100.0 * TARGET_SHARE_OF_BARE
+            ),
+            format!("{:.1} %", 100.0 * share),
+            share >= TARGET_SHARE_OF_BARE,
+        ),
+        (
+            format!("peak RSS < {TARGET_PEAK_RSS_MIB:.0} MiB (target input: 1 GiB)"),
+            format!(
+                "{:.1} MiB (input {})",
+                ingest.peak_rss_mib,
+                megabytes(cipher_bytes)
+            ),
+            ingest.peak_rss_mib < TARGET_PEAK_RSS_MIB,
+        ),
+        (
+            format!("small files ≥ {TARGET_SMALL_FILES_PER_S:.0} files/s"),
+            format!("{:.0} files/s", small.files_per_s()),
+            small.files_per_s() >= TARGET_SMALL_FILES_PER_S,
+        ),
+    ];
+    println!();
+    println!("Summary");
+    println!("   {:<44} {:<30} RESULT", "TARGET", "MEASURED");
+    for (target, measured, met) in rows {
+        let result = if met { "MET" } else { "NOT MET" };
+        println!("   {target:<44} {measured:<30} {result}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Formatting
+
+/// 1234567 → "1,234,567".
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn grouped_rate(rate: f64) -> String {
+    grouped(rate.round() as u64)
+}
+
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
 }

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::news2::{self, Consciousness, ObservationSet};
+use crate::domain::news2::{self, Consciousness};
 use crate::domain::nhs_number::NhsNumber;
 use crate::validate::{Row, Value};
 
@@ -86,8 +86,54 @@ impl Vital {
     }
 }
 
-pub const NEWS2_CODE: &str = "news2_score";
-pub const NEWS2_UNIT: &str = "{score}";
+/// What an observation measures; ids match the ledger's `observation_codes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    Vital(Vital),
+    News2Score,
+}
+
+impl Code {
+    pub const ALL: [Code; 9] = [
+        Code::Vital(Vital::RespirationRate),
+        Code::Vital(Vital::Spo2),
+        Code::Vital(Vital::OnOxygen),
+        Code::Vital(Vital::SystolicBp),
+        Code::Vital(Vital::DiastolicBp),
+        Code::Vital(Vital::Pulse),
+        Code::Vital(Vital::Consciousness),
+        Code::Vital(Vital::Temperature),
+        Code::News2Score,
+    ];
+
+    pub fn id(self) -> i64 {
+        match self {
+            Code::Vital(Vital::RespirationRate) => 1,
+            Code::Vital(Vital::Spo2) => 2,
+            Code::Vital(Vital::OnOxygen) => 3,
+            Code::Vital(Vital::SystolicBp) => 4,
+            Code::Vital(Vital::DiastolicBp) => 5,
+            Code::Vital(Vital::Pulse) => 6,
+            Code::Vital(Vital::Consciousness) => 7,
+            Code::Vital(Vital::Temperature) => 8,
+            Code::News2Score => 9,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Code::Vital(v) => v.code(),
+            Code::News2Score => "news2_score",
+        }
+    }
+
+    pub fn unit(self) -> Option<&'static str> {
+        match self {
+            Code::Vital(v) => v.unit(),
+            Code::News2Score => Some("{score}"),
+        }
+    }
+}
 
 /// A person as one source system describes them.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,10 +150,8 @@ pub struct ServiceUser {
 /// One measured or derived value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observation {
-    pub observed_at: DateTime<Utc>,
-    pub code: &'static str,
+    pub code: Code,
     pub value: ObservedValue,
-    pub unit: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -121,43 +165,45 @@ pub enum ObservedValue {
 pub struct Records {
     pub line: u64,
     pub service_user: Option<ServiceUser>,
+    /// Observations taken together at one time.
+    pub observations: Option<ObservationSet>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ObservationSet {
+    pub observed_at: DateTime<Utc>,
     pub observations: Vec<Observation>,
 }
 
-impl Records {
-    pub fn count(&self) -> u64 {
-        u64::from(self.service_user.is_some()) + self.observations.len() as u64
-    }
-}
-
-fn text(row: &Row, column: Option<usize>) -> Option<String> {
-    match column.map(|c| &row.values[c]) {
-        Some(Value::Text(s)) => Some(s.clone()),
+/// Moves a text value out of the row (a column is mapped at most once).
+fn take_text(row: &mut Row, column: Option<usize>) -> Option<String> {
+    match column.map(|c| std::mem::replace(&mut row.values[c], Value::Empty)) {
+        Some(Value::Text(s)) => Some(s),
         _ => None,
     }
 }
 
 /// Turns one checked row into records.
-pub fn map_row(mapping: &Mapping, row: &Row) -> Records {
+pub fn map_row(mapping: &Mapping, mut row: Row) -> Records {
+    let observations = mapping
+        .observations
+        .as_ref()
+        .and_then(|m| observations(m, &row));
     let service_user = mapping.service_user.as_ref().map(|m| ServiceUser {
-        local_id: text(row, Some(m.local_id)).unwrap_or_default(),
         nhs_number: match m.nhs_number.map(|c| &row.values[c]) {
             Some(Value::Nhs(n)) => Some(*n),
             _ => None,
         },
-        family_name: text(row, m.family_name),
-        given_name: text(row, m.given_name),
         date_of_birth: match m.date_of_birth.map(|c| &row.values[c]) {
             Some(Value::Date(d)) => Some(*d),
             _ => None,
         },
-        gender: text(row, m.gender),
-        postcode: text(row, m.postcode),
+        local_id: take_text(&mut row, Some(m.local_id)).unwrap_or_default(),
+        family_name: take_text(&mut row, m.family_name),
+        given_name: take_text(&mut row, m.given_name),
+        gender: take_text(&mut row, m.gender),
+        postcode: take_text(&mut row, m.postcode),
     });
-    let observations = match &mapping.observations {
-        Some(m) => observations(m, row),
-        None => Vec::new(),
-    };
     Records {
         line: row.line,
         service_user,
@@ -165,13 +211,12 @@ pub fn map_row(mapping: &Mapping, row: &Row) -> Records {
     }
 }
 
-fn observations(mapping: &ObservationMapping, row: &Row) -> Vec<Observation> {
+fn observations(mapping: &ObservationMapping, row: &Row) -> Option<ObservationSet> {
+    // An observation set without its time is not a record; the schema
+    // should declare the column required.
     let Value::DateTime(at) = &row.values[mapping.observed_at] else {
-        // An observation set without its time is not a record; the schema
-        // should declare the column required.
-        return Vec::new();
+        return None;
     };
-    let observed_at = at.with_timezone(&Utc);
     let mut out = Vec::with_capacity(mapping.vitals.len() + 1);
     for &(vital, column) in &mapping.vitals {
         let value = match &row.values[column] {
@@ -184,26 +229,25 @@ fn observations(mapping: &ObservationMapping, row: &Row) -> Vec<Observation> {
             },
         };
         out.push(Observation {
-            observed_at,
-            code: vital.code(),
+            code: Code::Vital(vital),
             value,
-            unit: vital.unit(),
         });
     }
     if mapping.news2
         && let Some(set) = news2_set(mapping, row)
     {
         out.push(Observation {
-            observed_at,
-            code: NEWS2_CODE,
+            code: Code::News2Score,
             value: ObservedValue::Number(f64::from(news2::score(&set).total)),
-            unit: Some(NEWS2_UNIT),
         });
     }
-    out
+    (!out.is_empty()).then(|| ObservationSet {
+        observed_at: at.with_timezone(&Utc),
+        observations: out,
+    })
 }
 
-fn news2_set(mapping: &ObservationMapping, row: &Row) -> Option<ObservationSet> {
+fn news2_set(mapping: &ObservationMapping, row: &Row) -> Option<news2::ObservationSet> {
     let value = |vital: Vital| {
         mapping
             .vitals
@@ -212,7 +256,7 @@ fn news2_set(mapping: &ObservationMapping, row: &Row) -> Option<ObservationSet> 
             .map(|(_, c)| &row.values[*c])
     };
     let number = |vital: Vital| value(vital).and_then(Value::as_number);
-    Some(ObservationSet {
+    Some(news2::ObservationSet {
         respiration_rate: number(Vital::RespirationRate)?,
         spo2: number(Vital::Spo2)?,
         on_oxygen: match value(Vital::OnOxygen)? {

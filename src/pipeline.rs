@@ -19,7 +19,9 @@ use serde_json::json;
 
 use crate::config::{Config, Feed, FeedMatch, OnError};
 use crate::decrypt::{self, DecryptError};
-use crate::ledger::{Batch, FileRow, FileState, Ledger, LedgerError, Outcome, RecordWriter};
+use crate::ledger::{
+    Batch, FileRow, FileState, KnownUsers, Ledger, LedgerError, Outcome, RecordWriter,
+};
 use crate::load;
 use crate::map::{self, Records};
 use crate::spool::{self, Spool};
@@ -106,12 +108,13 @@ impl Processor {
                 group.extend(rest.next());
             }
             let mut batch = ledger.begin()?;
+            let mut known = KnownUsers::default();
             let mut settled = Vec::new();
             for file in group {
                 if batch.state(file.id)? != FileState::Received {
                     continue;
                 }
-                let outcome = self.process_file(&mut batch, &file)?;
+                let outcome = self.process_file(&mut batch, &mut known, &file)?;
                 batch.finish(file.id, &outcome)?;
                 settled.push((file, outcome));
             }
@@ -183,7 +186,12 @@ impl Processor {
         }
     }
 
-    fn process_file(&self, batch: &mut Batch<'_>, file: &FileRow) -> Result<Outcome, ProcessError> {
+    fn process_file(
+        &self,
+        batch: &mut Batch<'_>,
+        known: &mut KnownUsers,
+        file: &FileRow,
+    ) -> Result<Outcome, ProcessError> {
         let feed = match self.feed(file) {
             Ok(feed) => feed,
             Err(outcome) => return Ok(*outcome),
@@ -216,19 +224,27 @@ impl Processor {
         loop {
             let savepoint = batch.savepoint()?;
             let attempt = {
-                let mut writer = RecordWriter::new(&savepoint, file.id, &file.partner)?;
+                let mut writer = RecordWriter::new(&savepoint, file.id, &file.partner, known)?;
                 self.run_stages(feed, &payload, encoding, &mut writer)?
             };
-            if attempt.encoding_changed && encoding == Encoding::Auto {
-                // Dropping the savepoint undoes what was loaded in UTF-8.
-                encoding = Encoding::Windows1252;
-                continue;
+            let outcome = (!attempt.encoding_changed).then(|| self.judge(feed, attempt));
+            match outcome {
+                Some(outcome) if outcome.state == FileState::Loaded => {
+                    savepoint.commit().map_err(LedgerError::from)?;
+                    return Ok(outcome);
+                }
+                rolled_back => {
+                    // Dropping the savepoint undoes this file's rows, so what
+                    // `known` remembers of them is no longer true.
+                    drop(savepoint);
+                    known.clear();
+                    match rolled_back {
+                        Some(outcome) => return Ok(outcome),
+                        // Text read as UTF-8 must be read again as Windows-1252.
+                        None => encoding = Encoding::Windows1252,
+                    }
+                }
             }
-            let outcome = self.judge(feed, attempt);
-            if outcome.state == FileState::Loaded {
-                savepoint.commit().map_err(LedgerError::from)?;
-            }
-            return Ok(outcome);
         }
     }
 
@@ -238,7 +254,7 @@ impl Processor {
         feed: &Feed,
         payload: &std::path::Path,
         encoding: Encoding,
-        writer: &mut RecordWriter<'_>,
+        writer: &mut RecordWriter<'_, '_>,
     ) -> Result<Attempt, ProcessError> {
         let max_problems = self.config.daemon.max_errors_per_file;
         let (tx, rx) = sync_channel::<Vec<Records>>(BATCHES_IN_FLIGHT);
@@ -284,7 +300,7 @@ impl Processor {
                                 {
                                     continue;
                                 }
-                                pending.push(map::map_row(&feed.mapping, &row));
+                                pending.push(map::map_row(&feed.mapping, row));
                                 if pending.len() == ROWS_PER_BATCH {
                                     let full = std::mem::replace(
                                         &mut pending,

@@ -127,7 +127,7 @@ fn sigterm_finishes_the_work_in_hand_and_exits_cleanly() {
     let loaded = d.count("SELECT count(*) FROM files WHERE state = 'loaded'");
     let partial = d.count(
         "SELECT count(*) FROM files f WHERE state = 'loaded' AND
-           (SELECT count(*) FROM observations o WHERE o.file_id = f.id) <> 200 * 8",
+           (SELECT count(*) FROM observation_records o WHERE o.file_id = f.id) <> 200 * 8",
     );
     assert_eq!(partial, 0);
     let _daemon = d.start();
@@ -191,7 +191,7 @@ fn kill_9_at_any_moment_loses_and_duplicates_nothing() {
         "every row loaded exactly once"
     );
     assert_eq!(
-        d.count("SELECT count(DISTINCT file_id) FROM observations"),
+        d.count("SELECT count(DISTINCT file_id) FROM observation_records"),
         i64::from(files)
     );
     assert_eq!(

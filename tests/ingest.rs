@@ -34,7 +34,7 @@ fn age_cli_encrypted_file_is_loaded_with_its_records() {
     // 5 residents + 30 sets × (7 vitals + NEWS2).
     assert_eq!(file["records"], 5 + 30 * 8);
     assert_eq!(
-        d.count("SELECT count(*) FROM observations WHERE code = 'news2_score'"),
+        d.count("SELECT count(*) FROM observation_records WHERE code = 'news2_score'"),
         30
     );
     for key in [
@@ -420,4 +420,26 @@ fn patients_are_linked_across_sources_by_nhs_number() {
         Some(2),
         "an invalid NHS number is refused"
     );
+}
+
+#[test]
+fn a_rejected_file_does_not_leak_into_the_next_file_of_its_batch() {
+    let d = Deployment::new();
+    // The first file adds residents, then fails; the second names the same
+    // residents and must not lean on rows that were rolled back.
+    let mut failing = news2_csv(6, 3, 0);
+    let row = news2_row(1, 99);
+    let (start, _temperature) = row.rsplit_once(',').unwrap();
+    failing.push_str(&format!("{start},99.9"));
+    failing.push('\n');
+    let bad = d.write_input("news2_bad_first.csv", failing.as_bytes());
+    let good = d.write_input("news2_good_second.csv", news2_csv(6, 3, 500).as_bytes());
+    let out = d.ingest(&[&bad, &good]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let files = d.files();
+    assert_eq!(files[0]["state"], "quarantined");
+    assert_eq!(files[1]["state"], "loaded", "{}", files[1]);
+    assert_eq!(files[1]["records"], 3 + 6 * 8);
+    assert_eq!(d.count("SELECT count(*) FROM service_users"), 3);
+    assert_eq!(d.count("SELECT count(*) FROM pragma_foreign_key_check"), 0);
 }

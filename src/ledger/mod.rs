@@ -18,7 +18,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 
-pub use records::{DetailView, PersonView, RecordWriter};
+pub use records::{DetailView, KnownUsers, PersonView, RecordWriter};
 
 /// Schema migrations, in order; the database's `user_version` is how many have run.
 const MIGRATIONS: &[(&str, &str)] = &[
@@ -467,12 +467,11 @@ impl Ledger {
 
     /// Starts a write transaction in which files are processed.
     pub fn begin(&mut self) -> Result<Batch<'_>> {
-        let now = self.now();
         Ok(Batch {
             tx: self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?,
-            now,
+            clock: self.clock.clone(),
         })
     }
 
@@ -494,7 +493,7 @@ impl Ledger {
 /// savepoint so one file's failure undoes only its own work.
 pub struct Batch<'l> {
     tx: rusqlite::Transaction<'l>,
-    now: String,
+    clock: Arc<dyn Clock>,
 }
 
 impl Batch<'_> {
@@ -528,6 +527,7 @@ impl Batch<'_> {
 
     /// Writes the end of a processing attempt: state, counts, problems, event.
     pub fn finish(&mut self, id: i64, outcome: &Outcome) -> Result<()> {
+        let now = timestamp(self.clock.now());
         let tx = &self.tx;
         tx.execute(
             "UPDATE files SET state = ?2, feed = COALESCE(?3, feed), reason = ?4, rows_read = ?5,
@@ -544,7 +544,7 @@ impl Batch<'_> {
                 outcome.records,
                 outcome.duplicate_of,
                 outcome.problem_count,
-                self.now,
+                now,
             ],
         )?;
         let attempt: i64 = tx.query_row("SELECT attempts FROM files WHERE id = ?1", [id], |r| {
@@ -568,12 +568,7 @@ impl Batch<'_> {
         }
         tx.execute(
             "INSERT INTO file_events (file_id, at, event, detail) VALUES (?1, ?2, ?3, ?4)",
-            params![
-                id,
-                self.now,
-                outcome.state.as_str(),
-                outcome.detail.to_string()
-            ],
+            params![id, now, outcome.state.as_str(), outcome.detail.to_string()],
         )?;
         Ok(())
     }

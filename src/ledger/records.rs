@@ -4,36 +4,56 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
 use chrono::SecondsFormat;
-use rusqlite::{Connection, OptionalExtension, Statement, params};
+use rusqlite::{Connection, OptionalExtension, Statement, ToSql, params};
 use serde::Serialize;
 
 use super::Result;
-use crate::map::{ObservedValue, Records, ServiceUser};
+use crate::map::{ObservationSet, ObservedValue, Records, ServiceUser};
 
-/// Inserts one file's records through prepared statements, remembering the
-/// service users it has already written so each row costs one lookup at most.
-pub struct RecordWriter<'c> {
+/// Service users already written in the current transaction, so that each
+/// costs one statement per transaction rather than one per row. Must be
+/// cleared whenever a savepoint rolls back (its rows are gone).
+#[derive(Default)]
+pub struct KnownUsers(HashMap<(String, String), (i64, u64)>);
+
+impl KnownUsers {
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// Largest observation set written with one statement.
+const MAX_SET: usize = 16;
+
+/// Inserts one file's records through prepared statements.
+pub struct RecordWriter<'c, 'k> {
     conn: &'c Connection,
     file_id: i64,
     source: String,
-    observation: Statement<'c>,
-    /// local id -> (detail id, fingerprint of the demographics last written)
-    known: HashMap<String, (i64, u64)>,
+    known: &'k mut KnownUsers,
+    set: Statement<'c>,
+    /// `observations[n]` inserts n + 1 rows at once.
+    observations: Vec<Option<Statement<'c>>>,
     last_time: Option<(chrono::DateTime<chrono::Utc>, String)>,
     pub records: u64,
 }
 
-impl<'c> RecordWriter<'c> {
-    pub fn new(conn: &'c Connection, file_id: i64, source: &str) -> Result<Self> {
+impl<'c, 'k> RecordWriter<'c, 'k> {
+    pub fn new(
+        conn: &'c Connection,
+        file_id: i64,
+        source: &str,
+        known: &'k mut KnownUsers,
+    ) -> Result<Self> {
         Ok(RecordWriter {
             conn,
             file_id,
             source: source.to_string(),
-            observation: conn.prepare(
-                "INSERT INTO observations (detail_id, observed_at, code, value_num, value_text, unit, file_id, line)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            known,
+            set: conn.prepare(
+                "INSERT INTO observation_sets (detail_id, observed_at, file_id, line) VALUES (?1, ?2, ?3, ?4)",
             )?,
-            known: HashMap::new(),
+            observations: (0..MAX_SET).map(|_| None).collect(),
             last_time: None,
             records: 0,
         })
@@ -44,44 +64,73 @@ impl<'c> RecordWriter<'c> {
             return Ok(());
         };
         let fingerprint = fingerprint(user);
-        let detail_id = match self.known.get(&user.local_id) {
+        let key = (self.source.clone(), user.local_id.clone());
+        let detail_id = match self.known.0.get(&key) {
             Some(&(detail_id, seen)) if seen == fingerprint => detail_id,
             _ => {
-                let detail_id =
+                let (detail_id, written) =
                     upsert_service_user(self.conn, &self.source, user, self.file_id, records.line)?;
-                self.known
-                    .insert(user.local_id.clone(), (detail_id, fingerprint));
-                self.records += 1;
+                self.known.0.insert(key, (detail_id, fingerprint));
+                self.records += u64::from(written);
                 detail_id
             }
         };
-        for o in &records.observations {
-            let at = match &self.last_time {
-                Some((t, text)) if *t == o.observed_at => text.clone(),
-                _ => {
-                    let text = o.observed_at.to_rfc3339_opts(SecondsFormat::Secs, true);
-                    self.last_time = Some((o.observed_at, text.clone()));
-                    text
-                }
-            };
-            let (num, text) = match &o.value {
-                ObservedValue::Number(n) => (Some(*n), None),
-                ObservedValue::Text(t) => (None, Some(t.as_str())),
-            };
-            self.observation.execute(params![
-                detail_id,
-                at,
-                o.code,
-                num,
-                text,
-                o.unit,
-                self.file_id,
-                records.line
-            ])?;
-            self.records += 1;
+        if let Some(set) = &records.observations {
+            self.write_set(detail_id, set, records.line)?;
         }
         Ok(())
     }
+
+    fn write_set(&mut self, detail_id: i64, set: &ObservationSet, line: u64) -> Result<()> {
+        let at = match &self.last_time {
+            Some((t, text)) if *t == set.observed_at => text.clone(),
+            _ => {
+                let text = set.observed_at.to_rfc3339_opts(SecondsFormat::Secs, true);
+                self.last_time = Some((set.observed_at, text.clone()));
+                text
+            }
+        };
+        self.set
+            .execute(params![detail_id, at, self.file_id, line])?;
+        let set_id = self.conn.last_insert_rowid();
+        for chunk in set.observations.chunks(MAX_SET) {
+            let statement = match &mut self.observations[chunk.len() - 1] {
+                Some(s) => s,
+                slot => slot.insert(self.conn.prepare(&insert_observations(chunk.len()))?),
+            };
+            let mut values: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 4);
+            let codes: Vec<i64> = chunk.iter().map(|o| o.code.id()).collect();
+            for (o, code) in chunk.iter().zip(&codes) {
+                values.push(&set_id);
+                values.push(code);
+                match &o.value {
+                    ObservedValue::Number(n) => {
+                        values.push(n);
+                        values.push(&rusqlite::types::Null);
+                    }
+                    ObservedValue::Text(t) => {
+                        values.push(&rusqlite::types::Null);
+                        values.push(t);
+                    }
+                }
+            }
+            statement.execute(values.as_slice())?;
+            self.records += chunk.len() as u64;
+        }
+        Ok(())
+    }
+}
+
+fn insert_observations(rows: usize) -> String {
+    let mut sql =
+        String::from("INSERT INTO observations (set_id, code_id, value_num, value_text) VALUES ");
+    for i in 0..rows {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str("(?, ?, ?, ?)");
+    }
+    sql
 }
 
 fn fingerprint(user: &ServiceUser) -> u64 {
@@ -95,23 +144,62 @@ fn fingerprint(user: &ServiceUser) -> u64 {
     h.finish()
 }
 
-/// Inserts or updates a service user and links it to the person its NHS number names.
+/// A service user as stored, to tell whether an upsert changes anything.
+#[derive(PartialEq)]
+struct Stored {
+    detail_id: i64,
+    person_id: i64,
+    nhs_number: Option<String>,
+    family_name: Option<String>,
+    given_name: Option<String>,
+    date_of_birth: Option<String>,
+    gender: Option<String>,
+    postcode: Option<String>,
+}
+
+/// Inserts or updates a service user and links it to the person its NHS
+/// number names. Returns the detail id and whether a row was written.
 fn upsert_service_user(
     conn: &Connection,
     source: &str,
     user: &ServiceUser,
     file_id: i64,
     line: u64,
-) -> Result<i64> {
-    let existing: Option<(i64, i64)> = conn
+) -> Result<(i64, bool)> {
+    let existing: Option<Stored> = conn
         .prepare_cached(
-            "SELECT detail_id, person_id FROM service_users WHERE source = ?1 AND local_id = ?2",
+            "SELECT detail_id, person_id, nhs_number, family_name, given_name, date_of_birth,
+                    gender, postcode
+             FROM service_users WHERE source = ?1 AND local_id = ?2",
         )?
         .query_row(params![source, user.local_id], |r| {
-            Ok((r.get(0)?, r.get(1)?))
+            Ok(Stored {
+                detail_id: r.get(0)?,
+                person_id: r.get(1)?,
+                nhs_number: r.get(2)?,
+                family_name: r.get(3)?,
+                given_name: r.get(4)?,
+                date_of_birth: r.get(5)?,
+                gender: r.get(6)?,
+                postcode: r.get(7)?,
+            })
         })
         .optional()?;
     let nhs = user.nhs_number.map(|n| n.digits());
+    let dob = user.date_of_birth.map(|d| d.format("%Y-%m-%d").to_string());
+    if let Some(stored) = &existing {
+        let same_details = stored.nhs_number == nhs
+            && stored.family_name == user.family_name
+            && stored.given_name == user.given_name
+            && stored.date_of_birth == dob
+            && stored.gender == user.gender
+            && stored.postcode == user.postcode;
+        // Same NHS number means the same person link: nothing to write.
+        if same_details {
+            return Ok((stored.detail_id, false));
+        }
+    }
+    let existing = existing.map(|s| (s.detail_id, s.person_id));
     let person_id = match (&nhs, existing) {
         (Some(nhs), _) => {
             let found: Option<i64> = conn
@@ -134,7 +222,6 @@ fn upsert_service_user(
         (None, Some((_, person))) => person,
         (None, None) => new_person(conn, None)?,
     };
-    let dob = user.date_of_birth.map(|d| d.format("%Y-%m-%d").to_string());
     match existing {
         Some((detail_id, _)) => {
             conn.prepare_cached(
@@ -155,7 +242,7 @@ fn upsert_service_user(
                 file_id,
                 line
             ])?;
-            Ok(detail_id)
+            Ok((detail_id, true))
         }
         None => {
             conn.prepare_cached(
@@ -176,7 +263,7 @@ fn upsert_service_user(
                 file_id,
                 line
             ])?;
-            Ok(conn.last_insert_rowid())
+            Ok((conn.last_insert_rowid(), true))
         }
     }
 }
@@ -247,7 +334,8 @@ fn person_view(conn: &Connection, person_id: i64) -> Result<PersonView> {
     )?;
     let mut stmt = conn.prepare(
         "SELECT s.detail_id, s.source, s.local_id,
-                (SELECT count(*) FROM observations WHERE detail_id = s.detail_id),
+                (SELECT count(*) FROM observation_sets os JOIN observations o ON o.set_id = os.id
+                 WHERE os.detail_id = s.detail_id),
                 (SELECT count(*) FROM care_record_entries WHERE detail_id = s.detail_id),
                 (SELECT count(*) FROM care_transactions WHERE detail_id = s.detail_id),
                 (SELECT count(*) FROM red_bags WHERE detail_id = s.detail_id),

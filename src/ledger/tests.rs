@@ -122,7 +122,7 @@ fn user(local_id: &str, nhs: Option<&str>) -> Records {
             gender: None,
             postcode: None,
         }),
-        observations: Vec::new(),
+        observations: None,
     }
 }
 
@@ -136,7 +136,8 @@ fn write(l: &mut Ledger, source: &str, records: &[Records]) {
     {
         let sp = batch.savepoint().unwrap();
         {
-            let mut w = RecordWriter::new(&sp, id, source).unwrap();
+            let mut known = KnownUsers::default();
+            let mut w = RecordWriter::new(&sp, id, source, &mut known).unwrap();
             for r in records {
                 w.write(r).unwrap();
             }
@@ -184,4 +185,26 @@ fn a_detail_without_a_number_gains_one_in_place() {
     let after = l.person_by_nhs_number("9434765919").unwrap().unwrap();
     assert_eq!(before.person_id, after.person_id);
     assert_eq!(after.nhs_number.as_deref(), Some("9434765919"));
+}
+
+#[test]
+fn observation_code_ids_match_the_ledger() {
+    let mut l = ledger();
+    for code in crate::map::Code::ALL {
+        let (name, unit): (String, Option<String>) = l
+            .connection()
+            .query_row(
+                "SELECT code, unit FROM observation_codes WHERE id = ?1",
+                [code.id()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(name, code.name());
+        assert_eq!(unit.as_deref(), code.unit());
+    }
+    let rows: i64 = l
+        .connection()
+        .query_row("SELECT count(*) FROM observation_codes", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, crate::map::Code::ALL.len() as i64);
 }

@@ -63,20 +63,53 @@ CREATE TABLE care_transactions (
 );
 CREATE INDEX care_transactions_by_detail ON care_transactions(detail_id);
 
--- The largest table by far: rows append in id order and the only secondary
--- index is by service user, which person look-ups and exports need.
-CREATE TABLE observations (
+-- Everything dropgate records as an observation, with its unit and codings.
+-- The ids are fixed: the loader writes them (see map::Code).
+CREATE TABLE observation_codes (
+    id      INTEGER PRIMARY KEY,
+    code    TEXT NOT NULL UNIQUE,
+    unit    TEXT,
+    loinc   TEXT,
+    snomed  TEXT
+);
+INSERT INTO observation_codes (id, code, unit, loinc, snomed) VALUES
+    (1, 'respiratory_rate',    '/min',    '9279-1', '86290005'),
+    (2, 'oxygen_saturation',   '%',       '2708-6', '103228002'),
+    (3, 'supplemental_oxygen', NULL,      NULL,     NULL),
+    (4, 'systolic_bp',         'mm[Hg]',  '8480-6', '72313002'),
+    (5, 'diastolic_bp',        'mm[Hg]',  '8462-4', '1091811000000102'),
+    (6, 'heart_rate',          '/min',    '8867-4', '364075005'),
+    (7, 'consciousness',       NULL,      NULL,     NULL),
+    (8, 'body_temperature',    'Cel',     '8310-5', '276885007'),
+    (9, 'news2_score',         '{score}', NULL,     '1104051000000101');
+
+-- Observations taken together (one row of a NEWS2 feed): who, when, where from.
+CREATE TABLE observation_sets (
     id          INTEGER PRIMARY KEY,
     detail_id   INTEGER NOT NULL REFERENCES service_users(detail_id),
     observed_at TEXT NOT NULL,
-    code        TEXT NOT NULL,
-    value_num   REAL,
-    value_text  TEXT,
-    unit        TEXT,
     file_id     INTEGER NOT NULL REFERENCES files(id),
     line        INTEGER NOT NULL
 );
-CREATE INDEX observations_by_detail ON observations(detail_id);
+CREATE INDEX observation_sets_by_detail ON observation_sets(detail_id);
+
+-- The largest table by far, kept narrow and clustered by set: new rows always
+-- append at its end, and it needs no secondary index.
+CREATE TABLE observations (
+    set_id      INTEGER NOT NULL REFERENCES observation_sets(id),
+    code_id     INTEGER NOT NULL REFERENCES observation_codes(id),
+    value_num   REAL,
+    value_text  TEXT,
+    PRIMARY KEY (set_id, code_id)
+) WITHOUT ROWID;
+
+-- One row per observation with everything spelt out.
+CREATE VIEW observation_records AS
+SELECT s.detail_id, s.observed_at, c.code, o.value_num, o.value_text, c.unit,
+       s.file_id, s.line, o.set_id
+FROM observations o
+JOIN observation_sets s ON s.id = o.set_id
+JOIN observation_codes c ON c.id = o.code_id;
 
 CREATE TABLE red_bags (
     id                  INTEGER PRIMARY KEY,

@@ -33,7 +33,7 @@ use tempfile::TempDir;
 
 use dropgate::domain::news2::{self, Consciousness, ObservationSet};
 use dropgate::ledger::{Ledger, SystemClock};
-use dropgate::map::{NEWS2_CODE, NEWS2_UNIT, Vital};
+use dropgate::map::{Code, Vital};
 
 const HEADER: &str = "resident_id,nhs_number,family_name,given_name,date_of_birth,gender,observed_at,respiration_rate,spo2,on_oxygen,systolic_bp,pulse,consciousness,temperature";
 const SOURCE: &str = "demo-carehome-drop";
@@ -303,13 +303,8 @@ struct Reading {
     temperature_tenths: u16,
 }
 
-/// An observation as dropgate stores it: code, numeric or text value, unit.
-type Observation = (
-    &'static str,
-    Option<f64>,
-    Option<&'static str>,
-    Option<&'static str>,
-);
+/// An observation as dropgate stores it: code id, numeric or text value.
+type Observation = (i64, Option<f64>, Option<&'static str>);
 
 impl Reading {
     fn temperature(&self) -> f64 {
@@ -332,7 +327,7 @@ impl Reading {
 
     /// The eight observations dropgate derives from this row, in its order.
     fn observations(&self, news2_total: f64) -> [Observation; 8] {
-        let number = |vital: Vital, n: f64| (vital.code(), Some(n), None, vital.unit());
+        let number = |vital: Vital, n: f64| (Code::Vital(vital).id(), Some(n), None);
         [
             number(Vital::RespirationRate, f64::from(self.respiration_rate)),
             number(Vital::Spo2, f64::from(self.spo2)),
@@ -340,13 +335,12 @@ impl Reading {
             number(Vital::SystolicBp, f64::from(self.systolic_bp)),
             number(Vital::Pulse, f64::from(self.pulse)),
             (
-                Vital::Consciousness.code(),
+                Code::Vital(Vital::Consciousness).id(),
                 None,
                 Some(ACVPU[usize::from(self.consciousness)]),
-                Vital::Consciousness.unit(),
             ),
             number(Vital::Temperature, self.temperature()),
-            (NEWS2_CODE, Some(news2_total), None, Some(NEWS2_UNIT)),
+            (Code::News2Score.id(), Some(news2_total), None),
         ]
     }
 
@@ -831,9 +825,14 @@ fn bare_insert(path: &Path, data: &DataSet) -> Result<Bare> {
                     given_name, date_of_birth, gender, postcode, file_id, line)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, ?9, ?10)",
         )?;
-        let mut observation = tx.prepare(
-            "INSERT INTO observations (detail_id, observed_at, code, value_num, value_text, unit, file_id, line)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        let mut set = tx.prepare(
+            "INSERT INTO observation_sets (detail_id, observed_at, file_id, line) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        // One statement for a row's eight observations, as dropgate writes them.
+        let mut observations = tx.prepare(
+            "INSERT INTO observations (set_id, code_id, value_num, value_text) VALUES
+             (?, ?, ?, ?), (?, ?, ?, ?), (?, ?, ?, ?), (?, ?, ?, ?),
+             (?, ?, ?, ?), (?, ?, ?, ?), (?, ?, ?, ?), (?, ?, ?, ?)",
         )?;
         let mut detail_ids: Vec<Option<i64>> = vec![None; data.residents.len()];
         for (index, reading) in data.readings.iter().enumerate() {
@@ -861,19 +860,15 @@ fn bare_insert(path: &Path, data: &DataSet) -> Result<Bare> {
                     *slot.insert(tx.last_insert_rowid())
                 }
             };
-            for (code, number, text, unit) in reading.observations(totals[index]) {
-                observation.execute(params![
-                    detail_id,
-                    stamps[index],
-                    code,
-                    number,
-                    text,
-                    unit,
-                    file_id,
-                    line
-                ])?;
-                records += 1;
+            set.execute(params![detail_id, stamps[index], file_id, line])?;
+            let set_id = tx.last_insert_rowid();
+            let rows = reading.observations(totals[index]);
+            let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(32);
+            for (code, number, text) in &rows {
+                values.extend([&set_id as &dyn rusqlite::ToSql, code, number, text]);
             }
+            observations.execute(values.as_slice())?;
+            records += rows.len() as u64;
         }
     }
     tx.commit()?;

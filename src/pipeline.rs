@@ -13,7 +13,8 @@
 use std::fs::File;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::sync_channel;
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -33,6 +34,7 @@ const ROWS_PER_BATCH: usize = 1024;
 const BATCHES_IN_FLIGHT: usize = 4;
 /// Small files are processed together in one transaction, up to this many bytes.
 const BATCH_BYTES: u64 = 8 << 20;
+const BATCH_TIME: Duration = Duration::from_millis(50);
 const BATCH_FILES: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
@@ -98,19 +100,18 @@ impl Processor {
         let mut done = Vec::new();
         let mut rest = files.into_iter().peekable();
         while rest.peek().is_some() && !stop.load(Ordering::SeqCst) {
-            let mut group = Vec::new();
-            let mut bytes = 0;
-            while let Some(file) = rest.peek() {
-                if !group.is_empty() && bytes + file.size > BATCH_BYTES {
-                    break;
-                }
-                bytes += file.size;
-                group.extend(rest.next());
-            }
             let mut batch = ledger.begin()?;
+            let started = Instant::now();
             let mut known = KnownUsers::default();
             let mut settled = Vec::new();
-            for file in group {
+            let mut bytes = 0;
+            // A transaction ends after a size or a time, whichever comes
+            // first, so landings (which need the write lock too) wait little.
+            while let Some(file) = rest.next_if(|f| {
+                settled.is_empty()
+                    || (bytes + f.size <= BATCH_BYTES && started.elapsed() < BATCH_TIME)
+            }) {
+                bytes += file.size;
                 if batch.state(file.id)? != FileState::Received {
                     continue;
                 }
@@ -119,8 +120,11 @@ impl Processor {
                 settled.push((file, outcome));
             }
             batch.commit()?;
+            for (file, outcome) in &settled {
+                self.settle(ledger, file, outcome.state)?;
+            }
+            self.spool.sync()?;
             for (file, outcome) in settled {
-                self.settle(ledger, &file, outcome.state)?;
                 tracing::info!(
                     file_id = file.id,
                     feed = outcome.feed.as_deref().unwrap_or("-"),
@@ -222,127 +226,158 @@ impl Processor {
         };
         let mut encoding = feed.schema.encoding;
         loop {
-            let savepoint = batch.savepoint()?;
-            let attempt = {
-                let mut writer = RecordWriter::new(&savepoint, file.id, &file.partner, known)?;
-                self.run_stages(feed, &payload, encoding, &mut writer)?
-            };
-            let outcome = (!attempt.encoding_changed).then(|| self.judge(feed, attempt));
-            match outcome {
-                Some(outcome) if outcome.state == FileState::Loaded => {
-                    savepoint.commit().map_err(LedgerError::from)?;
-                    return Ok(outcome);
-                }
-                rolled_back => {
-                    // Dropping the savepoint undoes this file's rows, so what
-                    // `known` remembers of them is no longer true.
-                    drop(savepoint);
-                    known.clear();
-                    match rolled_back {
-                        Some(outcome) => return Ok(outcome),
-                        // Text read as UTF-8 must be read again as Windows-1252.
-                        None => encoding = Encoding::Windows1252,
-                    }
-                }
+            match self.run_stages(batch, known, file, feed, &payload, encoding)? {
+                Some(outcome) => return Ok(outcome),
+                // Text read as UTF-8 must be read again as Windows-1252.
+                None => encoding = Encoding::Windows1252,
             }
         }
     }
 
     /// decrypt → validate → map on a reader thread, load on this one.
+    ///
+    /// A file whose rows all arrive in the first batch is judged before any
+    /// row is written, and then written or not: no savepoint is needed. A
+    /// larger file streams into a savepoint, rolled back if the file fails.
+    /// `None` means the file must be read again as Windows-1252.
     fn run_stages(
+        &self,
+        batch: &mut Batch<'_>,
+        known: &mut KnownUsers,
+        file: &FileRow,
+        feed: &Feed,
+        payload: &std::path::Path,
+        encoding: Encoding,
+    ) -> Result<Option<Outcome>, ProcessError> {
+        let (tx, rx) = sync_channel::<Vec<Records>>(BATCHES_IN_FLIGHT);
+        std::thread::scope(|scope| {
+            let reader = scope.spawn(move || self.read(feed, payload, encoding, tx));
+            let join = |reader: std::thread::ScopedJoinHandle<'_, Attempt>| {
+                // A panic on one file's content must not stop the daemon or
+                // repeat forever: the file is quarantined instead.
+                reader.join().unwrap_or_else(|panic| Attempt {
+                    failure: Some(Failure::Internal(panic_message(&panic))),
+                    ..Attempt::default()
+                })
+            };
+            let first = rx.recv().unwrap_or_default();
+            // Waits for the reader's next batch or its end, whichever comes.
+            let Ok(second) = rx.recv() else {
+                let mut attempt = join(reader);
+                if attempt.encoding_changed {
+                    return Ok(None);
+                }
+                attempt.rows_loaded = first.len() as u64;
+                if accepts(feed, &attempt) {
+                    let mut writer =
+                        RecordWriter::new(batch.connection(), file.id, &file.partner, known)?;
+                    for records in &first {
+                        writer.write(records)?;
+                    }
+                    attempt.records = writer.records;
+                }
+                return Ok(Some(self.judge(feed, attempt)));
+            };
+            let savepoint = batch.savepoint()?;
+            let loaded = {
+                let mut writer = RecordWriter::new(&savepoint, file.id, &file.partner, known)?;
+                let mut write = |rows: &[Records]| rows.iter().try_for_each(|r| writer.write(r));
+                write(&first)
+                    .and_then(|()| write(&second))
+                    .and_then(|()| load::load(rx, &mut writer))
+                    .map(|rest| (first.len() + second.len()) as u64 + rest.rows)
+                    .map(|rows| (rows, writer.records))
+            };
+            let mut attempt = join(reader);
+            let (rows, records) = loaded?;
+            attempt.rows_loaded = rows;
+            attempt.records = records;
+            if !attempt.encoding_changed && accepts(feed, &attempt) {
+                savepoint.commit().map_err(LedgerError::from)?;
+                return Ok(Some(self.judge(feed, attempt)));
+            }
+            // Dropping the savepoint undoes this file's rows, so what
+            // `known` remembers of them is no longer true.
+            drop(savepoint);
+            known.clear();
+            Ok((!attempt.encoding_changed).then(|| self.judge(feed, attempt)))
+        })
+    }
+
+    /// The reader thread: decrypt, validate and map, sending rows in batches.
+    fn read(
         &self,
         feed: &Feed,
         payload: &std::path::Path,
         encoding: Encoding,
-        writer: &mut RecordWriter<'_, '_>,
-    ) -> Result<Attempt, ProcessError> {
+        tx: SyncSender<Vec<Records>>,
+    ) -> Attempt {
         let max_problems = self.config.daemon.max_errors_per_file;
-        let (tx, rx) = sync_channel::<Vec<Records>>(BATCHES_IN_FLIGHT);
-        std::thread::scope(|scope| {
-            let reader = scope.spawn(move || {
-                let mut attempt = Attempt::default();
-                let file = match File::open(payload) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        attempt.failure = Some(Failure::Decrypt(DecryptError::Io(e)));
-                        return attempt;
+        let mut attempt = Attempt::default();
+        let file = match File::open(payload) {
+            Ok(f) => f,
+            Err(e) => {
+                attempt.failure = Some(Failure::Decrypt(DecryptError::Io(e)));
+                return attempt;
+            }
+        };
+        let plain = match decrypt::open(file, feed.encryption, &self.identity) {
+            Ok(p) => p,
+            Err(e) => {
+                attempt.failure = Some(Failure::Decrypt(e));
+                return attempt;
+            }
+        };
+        attempt.encrypted = plain.encrypted;
+        let mut rows = match CsvRows::open(&feed.schema, plain.reader, encoding) {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(header_problems)) => {
+                for p in header_problems {
+                    attempt.note(p, max_problems);
+                }
+                return attempt;
+            }
+            Err(e) => {
+                attempt.read_error(e);
+                return attempt;
+            }
+        };
+        let mut pending = Vec::with_capacity(ROWS_PER_BATCH);
+        loop {
+            match rows.next_outcome() {
+                Ok(Some(crate::validate::Outcome::Valid(row))) => {
+                    // Under reject_file one bad row dooms the file: keep
+                    // validating to report every problem, stop mapping.
+                    if feed.on_error == OnError::RejectFile && attempt.problem_count > 0 {
+                        continue;
                     }
-                };
-                let plain = match decrypt::open(file, feed.encryption, &self.identity) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        attempt.failure = Some(Failure::Decrypt(e));
-                        return attempt;
-                    }
-                };
-                attempt.encrypted = plain.encrypted;
-                let mut rows = match CsvRows::open(&feed.schema, plain.reader, encoding) {
-                    Ok(Ok(rows)) => rows,
-                    Ok(Err(header_problems)) => {
-                        for p in header_problems {
-                            attempt.note(p, max_problems);
-                        }
-                        return attempt;
-                    }
-                    Err(e) => {
-                        attempt.read_error(e);
-                        return attempt;
-                    }
-                };
-                let mut pending = Vec::with_capacity(ROWS_PER_BATCH);
-                loop {
-                    match rows.next_outcome() {
-                        Ok(Some(validate_outcome)) => match validate_outcome {
-                            crate::validate::Outcome::Valid(row) => {
-                                // Under reject_file one bad row dooms the file: keep
-                                // validating to report every problem, stop mapping.
-                                if feed.on_error == OnError::RejectFile && attempt.problem_count > 0
-                                {
-                                    continue;
-                                }
-                                pending.push(map::map_row(&feed.mapping, row));
-                                if pending.len() == ROWS_PER_BATCH {
-                                    let full = std::mem::replace(
-                                        &mut pending,
-                                        Vec::with_capacity(ROWS_PER_BATCH),
-                                    );
-                                    if tx.send(full).is_err() {
-                                        break;
-                                    }
-                                }
-                            }
-                            crate::validate::Outcome::Invalid(problems) => {
-                                attempt.rows_invalid += 1;
-                                for p in problems {
-                                    attempt.note(p, max_problems);
-                                }
-                            }
-                        },
-                        Ok(None) => break,
-                        Err(e) => {
-                            attempt.read_error(e);
+                    pending.push(map::map_row(&feed.mapping, row));
+                    if pending.len() == ROWS_PER_BATCH {
+                        let full =
+                            std::mem::replace(&mut pending, Vec::with_capacity(ROWS_PER_BATCH));
+                        if tx.send(full).is_err() {
                             break;
                         }
                     }
                 }
-                if !pending.is_empty() {
-                    let _ = tx.send(pending);
+                Ok(Some(crate::validate::Outcome::Invalid(problems))) => {
+                    attempt.rows_invalid += 1;
+                    for p in problems {
+                        attempt.note(p, max_problems);
+                    }
                 }
-                attempt.rows_read = rows.records;
-                attempt
-            });
-            let loaded = load::load(rx, writer);
-            // A panic on one file's content must not stop the daemon or
-            // repeat forever: the file is quarantined instead.
-            let mut attempt = reader.join().unwrap_or_else(|panic| Attempt {
-                failure: Some(Failure::Internal(panic_message(&panic))),
-                ..Attempt::default()
-            });
-            let loaded = loaded?;
-            attempt.rows_loaded = loaded.rows;
-            attempt.records = loaded.records;
-            Ok(attempt)
-        })
+                Ok(None) => break,
+                Err(e) => {
+                    attempt.read_error(e);
+                    break;
+                }
+            }
+        }
+        if !pending.is_empty() {
+            let _ = tx.send(pending);
+        }
+        attempt.rows_read = rows.records;
+        attempt
     }
 
     /// Decides a file's state from what its stages found.
@@ -367,8 +402,7 @@ impl Processor {
             };
             return rejected(Some(feed), reason, file_problem(code, message));
         }
-        let reject = attempt.problem_count > 0
-            && (feed.on_error == OnError::RejectFile || attempt.rows_loaded == 0);
+        let reject = !accepts(feed, &attempt);
         let detail = json!({
             "rows_read": attempt.rows_read,
             "rows_loaded": if reject { 0 } else { attempt.rows_loaded },
@@ -404,6 +438,13 @@ impl Processor {
             detail,
         }
     }
+}
+
+/// Whether a file whose reading went as `attempt` says is loaded.
+fn accepts(feed: &Feed, attempt: &Attempt) -> bool {
+    attempt.failure.is_none()
+        && (attempt.problem_count == 0
+            || (feed.on_error == OnError::SkipInvalidRows && attempt.rows_loaded > 0))
 }
 
 /// What one pass over a file found.

@@ -100,16 +100,16 @@ impl Spool {
         })
     }
 
-    /// Moves a payload to the folder for `state`, durably. Returns its path.
+    /// Moves a payload to the folder for `state`. Returns its path. The move
+    /// is made durable by [`Spool::sync`], once for many moves; a move lost
+    /// to a crash is only repeated, since the ledger already holds the state.
     pub fn settle(&self, spool_name: &str, state: FileState) -> io::Result<PathBuf> {
         let target = Area::for_state(state);
         let to = self.path(target, spool_name);
         match self.find(spool_name) {
             Some((area, _)) if area == target => Ok(to),
-            Some((area, from)) => {
+            Some((_, from)) => {
                 fs::rename(&from, &to)?;
-                sync_dir(&self.dir(target))?;
-                sync_dir(&self.dir(area))?;
                 Ok(to)
             }
             None => Err(io::Error::new(
@@ -117,6 +117,14 @@ impl Spool {
                 format!("payload {spool_name} is in no spool folder"),
             )),
         }
+    }
+
+    /// Makes every move and new name in the spool folders durable.
+    pub fn sync(&self) -> io::Result<()> {
+        for area in Area::ALL {
+            sync_dir(&self.dir(area))?;
+        }
+        Ok(())
     }
 
     pub fn report_path(&self, spool_name: &str) -> PathBuf {

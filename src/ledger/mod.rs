@@ -26,6 +26,9 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0002_records", include_str!("migrations/0002_records.sql")),
 ];
 
+/// How long (in ms) a connection waits for another's write transaction.
+const BUSY_WAIT_MS: i32 = 600_000;
+
 /// Where time comes from, so tests can fix it.
 pub trait Clock: Send + Sync + fmt::Debug {
     fn now(&self) -> DateTime<Utc>;
@@ -247,9 +250,15 @@ impl Ledger {
     }
 
     fn with_connection(mut conn: Connection, clock: Arc<dyn Clock>) -> Result<Ledger> {
-        // Long busy wait: a large file's load holds the write lock for its
-        // whole transaction, and a landing must wait for it, not fail.
-        conn.busy_timeout(Duration::from_secs(600))?;
+        // A large file's load holds the write lock for its whole
+        // transaction; a landing must wait for it, not fail. Polled every
+        // millisecond rather than with SQLite's growing sleeps, so a waiting
+        // landing takes the lock in the short gap between two batches.
+        conn.busy_handler(Some(|attempt| {
+            std::thread::sleep(Duration::from_millis(1));
+            attempt < BUSY_WAIT_MS
+        }))?;
+        conn.set_prepared_statement_cache_capacity(64);
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
@@ -344,14 +353,13 @@ impl Ledger {
     ) -> Result<Option<i64>> {
         Ok(self
             .conn
-            .query_row(
+            .prepare_cached(
                 "SELECT id FROM files
                  WHERE source = ?1 AND name = ?2 AND size = ?3 AND sha256 = ?4
                    AND sender_removed_at IS NULL
                  ORDER BY id DESC LIMIT 1",
-                params![source, name, size, sha256],
-                |r| r.get(0),
-            )
+            )?
+            .query_row(params![source, name, size, sha256], |r| r.get(0))
             .optional()?)
     }
 
@@ -501,7 +509,8 @@ impl Batch<'_> {
     pub fn state(&self, id: i64) -> Result<FileState> {
         let state: String = self
             .tx
-            .query_row("SELECT state FROM files WHERE id = ?1", [id], |r| r.get(0))
+            .prepare_cached("SELECT state FROM files WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
             .optional()?
             .ok_or(LedgerError::NotFound(id))?;
         state.parse().map_err(|_| LedgerError::NotFound(id))
@@ -511,13 +520,17 @@ impl Batch<'_> {
     pub fn loaded_copy(&self, feed: &str, sha256: &str, id: i64) -> Result<Option<i64>> {
         Ok(self
             .tx
-            .query_row(
+            .prepare_cached(
                 "SELECT id FROM files WHERE feed = ?1 AND sha256 = ?2 AND state = 'loaded' AND id <> ?3
                  ORDER BY id LIMIT 1",
-                params![feed, sha256, id],
-                |r| r.get(0),
-            )
+            )?
+            .query_row(params![feed, sha256, id], |r| r.get(0))
             .optional()?)
+    }
+
+    /// The transaction's connection, for writing records outside a savepoint.
+    pub fn connection(&self) -> &Connection {
+        &self.tx
     }
 
     /// A savepoint for one file's records; dropped without `commit` it rolls back.
@@ -529,27 +542,27 @@ impl Batch<'_> {
     pub fn finish(&mut self, id: i64, outcome: &Outcome) -> Result<()> {
         let now = timestamp(self.clock.now());
         let tx = &self.tx;
-        tx.execute(
+        tx.prepare_cached(
             "UPDATE files SET state = ?2, feed = COALESCE(?3, feed), reason = ?4, rows_read = ?5,
                               rows_loaded = ?6, records = ?7, duplicate_of = ?8, problems = ?9,
                               attempts = attempts + 1, updated_at = ?10
              WHERE id = ?1",
-            params![
-                id,
-                outcome.state.as_str(),
-                outcome.feed,
-                outcome.reason,
-                outcome.rows_read,
-                outcome.rows_loaded,
-                outcome.records,
-                outcome.duplicate_of,
-                outcome.problem_count,
-                now,
-            ],
-        )?;
-        let attempt: i64 = tx.query_row("SELECT attempts FROM files WHERE id = ?1", [id], |r| {
-            r.get(0)
-        })?;
+        )?
+        .execute(params![
+            id,
+            outcome.state.as_str(),
+            outcome.feed,
+            outcome.reason,
+            outcome.rows_read,
+            outcome.rows_loaded,
+            outcome.records,
+            outcome.duplicate_of,
+            outcome.problem_count,
+            now,
+        ])?;
+        let attempt: i64 = tx
+            .prepare_cached("SELECT attempts FROM files WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))?;
         let mut insert = tx.prepare_cached(
             "INSERT INTO file_problems (file_id, attempt, seq, line, column_name, field, code, message)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -566,10 +579,15 @@ impl Batch<'_> {
                 p.message
             ])?;
         }
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO file_events (file_id, at, event, detail) VALUES (?1, ?2, ?3, ?4)",
-            params![id, now, outcome.state.as_str(), outcome.detail.to_string()],
-        )?;
+        )?
+        .execute(params![
+            id,
+            now,
+            outcome.state.as_str(),
+            outcome.detail.to_string()
+        ])?;
         Ok(())
     }
 

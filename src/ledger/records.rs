@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
 use chrono::SecondsFormat;
-use rusqlite::{Connection, OptionalExtension, Statement, ToSql, params};
+use rusqlite::{CachedStatement, Connection, OptionalExtension, ToSql, params};
 use serde::Serialize;
 
 use super::Result;
@@ -31,9 +31,9 @@ pub struct RecordWriter<'c, 'k> {
     file_id: i64,
     source: String,
     known: &'k mut KnownUsers,
-    set: Statement<'c>,
+    set: CachedStatement<'c>,
     /// `observations[n]` inserts n + 1 rows at once.
-    observations: Vec<Option<Statement<'c>>>,
+    observations: Vec<Option<CachedStatement<'c>>>,
     last_time: Option<(chrono::DateTime<chrono::Utc>, String)>,
     pub records: u64,
 }
@@ -50,7 +50,7 @@ impl<'c, 'k> RecordWriter<'c, 'k> {
             file_id,
             source: source.to_string(),
             known,
-            set: conn.prepare(
+            set: conn.prepare_cached(
                 "INSERT INTO observation_sets (detail_id, observed_at, file_id, line) VALUES (?1, ?2, ?3, ?4)",
             )?,
             observations: (0..MAX_SET).map(|_| None).collect(),
@@ -96,7 +96,10 @@ impl<'c, 'k> RecordWriter<'c, 'k> {
         for chunk in set.observations.chunks(MAX_SET) {
             let statement = match &mut self.observations[chunk.len() - 1] {
                 Some(s) => s,
-                slot => slot.insert(self.conn.prepare(&insert_observations(chunk.len()))?),
+                slot => slot.insert(
+                    self.conn
+                        .prepare_cached(&insert_observations(chunk.len()))?,
+                ),
             };
             let mut values: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 4);
             let codes: Vec<i64> = chunk.iter().map(|o| o.code.id()).collect();

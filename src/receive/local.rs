@@ -20,6 +20,9 @@ use crate::config::LocalSource;
 use crate::daemon::Lander;
 use crate::land::{Arrival, LandError};
 
+/// Files landed in one batch (one ledger transaction).
+const LAND_AT_ONCE: usize = 64;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp(u64, Option<SystemTime>);
 
@@ -98,37 +101,38 @@ pub async fn watch(
             }
             _ = check.tick(), if !candidates.is_empty() => {
                 let ready = complete_files(&mut candidates, &settings);
-                if ready.is_empty() {
-                    continue;
-                }
-                let arrivals: Vec<Arrival> = ready
-                    .iter()
-                    .map(|path| Arrival {
-                        path: path.clone(),
-                        name: relative_name(&settings.path, path),
-                    })
-                    .collect();
-                let lander = lander.clone();
-                let (source, owner) = (name.clone(), partner.clone());
-                let results = tokio::task::spawn_blocking(move || lander.land(&source, &owner, &arrivals))
-                    .await
-                    .expect("landing does not panic");
-                for (path, result) in ready.into_iter().zip(results) {
-                    match result {
-                        Ok(landed) => {
-                            tracing::debug!(source = %name, file_id = landed.id(), "landed");
-                            candidates.remove(&path);
-                        }
-                        Err(LandError::Changed) => {
-                            if let Some(c) = candidates.get_mut(&path) {
-                                c.unchanged = 0;
-                                c.since = Instant::now();
+                // Landed a few at a time, so processing starts on the first
+                // while the rest are still being copied.
+                for chunk in ready.chunks(LAND_AT_ONCE) {
+                    let arrivals: Vec<Arrival> = chunk
+                        .iter()
+                        .map(|path| Arrival {
+                            path: path.clone(),
+                            name: relative_name(&settings.path, path),
+                        })
+                        .collect();
+                    let lander = lander.clone();
+                    let (source, owner) = (name.clone(), partner.clone());
+                    let results = tokio::task::spawn_blocking(move || lander.land(&source, &owner, &arrivals))
+                        .await
+                        .expect("landing does not panic");
+                    for (path, result) in chunk.iter().zip(results) {
+                        match result {
+                            Ok(landed) => {
+                                tracing::debug!(source = %name, file_id = landed.id(), "landed");
+                                candidates.remove(path);
                             }
-                        }
-                        Err(e) => {
-                            tracing::warn!(source = %name, error = %e, "landing failed; will retry");
-                            if let Some(c) = candidates.get_mut(&path) {
-                                c.since = Instant::now();
+                            Err(LandError::Changed) => {
+                                if let Some(c) = candidates.get_mut(path) {
+                                    c.unchanged = 0;
+                                    c.since = Instant::now();
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(source = %name, error = %e, "landing failed; will retry");
+                                if let Some(c) = candidates.get_mut(path) {
+                                    c.since = Instant::now();
+                                }
                             }
                         }
                     }

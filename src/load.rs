@@ -14,7 +14,7 @@ pub struct Loaded {
 }
 
 /// Writes every batch that arrives until the sender hangs up.
-pub fn load(batches: Receiver<Vec<Records>>, writer: &mut RecordWriter<'_, '_>) -> Result<Loaded> {
+pub fn load(batches: Receiver<Vec<Records>>, writer: &mut RecordWriter<'_>) -> Result<Loaded> {
     let mut rows = 0;
     for batch in batches {
         for records in &batch {

@@ -20,9 +20,7 @@ use serde_json::json;
 
 use crate::config::{Config, Feed, FeedMatch, OnError};
 use crate::decrypt::{self, DecryptError};
-use crate::ledger::{
-    Batch, FileRow, FileState, KnownUsers, Ledger, LedgerError, Outcome, RecordWriter,
-};
+use crate::ledger::{Batch, FileRow, FileState, Ledger, LedgerError, Outcome, RecordWriter};
 use crate::load;
 use crate::map::{self, Records};
 use crate::spool::{self, Spool};
@@ -102,7 +100,6 @@ impl Processor {
         while rest.peek().is_some() && !stop.load(Ordering::SeqCst) {
             let mut batch = ledger.begin()?;
             let started = Instant::now();
-            let mut known = KnownUsers::default();
             let mut settled = Vec::new();
             let mut bytes = 0;
             // A transaction ends after a size or a time, whichever comes
@@ -115,7 +112,7 @@ impl Processor {
                 if batch.state(file.id)? != FileState::Received {
                     continue;
                 }
-                let outcome = self.process_file(&mut batch, &mut known, &file)?;
+                let outcome = self.process_file(&mut batch, &file)?;
                 batch.finish(file.id, &outcome)?;
                 settled.push((file, outcome));
             }
@@ -190,12 +187,7 @@ impl Processor {
         }
     }
 
-    fn process_file(
-        &self,
-        batch: &mut Batch<'_>,
-        known: &mut KnownUsers,
-        file: &FileRow,
-    ) -> Result<Outcome, ProcessError> {
+    fn process_file(&self, batch: &mut Batch<'_>, file: &FileRow) -> Result<Outcome, ProcessError> {
         let feed = match self.feed(file) {
             Ok(feed) => feed,
             Err(outcome) => return Ok(*outcome),
@@ -226,7 +218,7 @@ impl Processor {
         };
         let mut encoding = feed.schema.encoding;
         loop {
-            match self.run_stages(batch, known, file, feed, &payload, encoding)? {
+            match self.run_stages(batch, file, feed, &payload, encoding)? {
                 Some(outcome) => return Ok(outcome),
                 // Text read as UTF-8 must be read again as Windows-1252.
                 None => encoding = Encoding::Windows1252,
@@ -243,7 +235,6 @@ impl Processor {
     fn run_stages(
         &self,
         batch: &mut Batch<'_>,
-        known: &mut KnownUsers,
         file: &FileRow,
         feed: &Feed,
         payload: &std::path::Path,
@@ -269,8 +260,7 @@ impl Processor {
                 }
                 attempt.rows_loaded = first.len() as u64;
                 if accepts(feed, &attempt) {
-                    let mut writer =
-                        RecordWriter::new(batch.connection(), file.id, &file.partner, known)?;
+                    let mut writer = RecordWriter::new(batch.connection(), file.id, &file.partner)?;
                     for records in &first {
                         writer.write(records)?;
                     }
@@ -280,7 +270,7 @@ impl Processor {
             };
             let savepoint = batch.savepoint()?;
             let loaded = {
-                let mut writer = RecordWriter::new(&savepoint, file.id, &file.partner, known)?;
+                let mut writer = RecordWriter::new(&savepoint, file.id, &file.partner)?;
                 let mut write = |rows: &[Records]| rows.iter().try_for_each(|r| writer.write(r));
                 write(&first)
                     .and_then(|()| write(&second))
@@ -296,10 +286,8 @@ impl Processor {
                 savepoint.commit().map_err(LedgerError::from)?;
                 return Ok(Some(self.judge(feed, attempt)));
             }
-            // Dropping the savepoint undoes this file's rows, so what
-            // `known` remembers of them is no longer true.
+            // Dropping the savepoint undoes this file's rows.
             drop(savepoint);
-            known.clear();
             Ok((!attempt.encoding_changed).then(|| self.judge(feed, attempt)))
         })
     }

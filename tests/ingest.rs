@@ -423,11 +423,11 @@ fn patients_are_linked_across_sources_by_nhs_number() {
 }
 
 #[test]
-fn a_rejected_file_does_not_leak_into_the_next_file_of_its_batch() {
+fn a_rejected_file_leaves_nothing_behind_for_the_next_file() {
     let d = Deployment::new();
     // The first file adds residents, then fails after more rows than one
     // batch holds (so they were written, then rolled back); the second names
-    // the same residents and must not lean on rows that are gone.
+    // the same residents and must write them afresh.
     let mut failing = news2_csv(3000, 3, 0);
     let row = news2_row(1, 99);
     let (start, _temperature) = row.rsplit_once(',').unwrap();

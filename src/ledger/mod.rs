@@ -18,7 +18,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 
-pub use records::{DetailView, KnownUsers, PersonView, RecordWriter};
+pub use records::{DetailView, PersonView, RecordWriter};
 
 /// Schema migrations, in order; the database's `user_version` is how many have run.
 const MIGRATIONS: &[(&str, &str)] = &[

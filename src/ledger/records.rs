@@ -10,27 +10,18 @@ use serde::Serialize;
 use super::Result;
 use crate::map::{ObservationSet, ObservedValue, Records, ServiceUser};
 
-/// Service users already written in the current transaction, so that each
-/// costs one statement per transaction rather than one per row. Must be
-/// cleared whenever a savepoint rolls back (its rows are gone).
-#[derive(Default)]
-pub struct KnownUsers(HashMap<(String, String), (i64, u64)>);
-
-impl KnownUsers {
-    pub fn clear(&mut self) {
-        self.0.clear();
-    }
-}
-
 /// Largest observation set written with one statement.
 const MAX_SET: usize = 16;
 
-/// Inserts one file's records through prepared statements.
-pub struct RecordWriter<'c, 'k> {
+/// Inserts one file's records through prepared statements, remembering the
+/// service users it has written so each costs one look-up per file, not per
+/// row. (Per file, not longer: a file's rows may be rolled back.)
+pub struct RecordWriter<'c> {
     conn: &'c Connection,
     file_id: i64,
     source: String,
-    known: &'k mut KnownUsers,
+    /// local id -> (detail id, fingerprint of the demographics last written)
+    known: HashMap<String, (i64, u64)>,
     set: CachedStatement<'c>,
     /// `observations[n]` inserts n + 1 rows at once.
     observations: Vec<Option<CachedStatement<'c>>>,
@@ -38,18 +29,13 @@ pub struct RecordWriter<'c, 'k> {
     pub records: u64,
 }
 
-impl<'c, 'k> RecordWriter<'c, 'k> {
-    pub fn new(
-        conn: &'c Connection,
-        file_id: i64,
-        source: &str,
-        known: &'k mut KnownUsers,
-    ) -> Result<Self> {
+impl<'c> RecordWriter<'c> {
+    pub fn new(conn: &'c Connection, file_id: i64, source: &str) -> Result<Self> {
         Ok(RecordWriter {
             conn,
             file_id,
             source: source.to_string(),
-            known,
+            known: HashMap::new(),
             set: conn.prepare_cached(
                 "INSERT INTO observation_sets (detail_id, observed_at, file_id, line) VALUES (?1, ?2, ?3, ?4)",
             )?,
@@ -64,13 +50,13 @@ impl<'c, 'k> RecordWriter<'c, 'k> {
             return Ok(());
         };
         let fingerprint = fingerprint(user);
-        let key = (self.source.clone(), user.local_id.clone());
-        let detail_id = match self.known.0.get(&key) {
+        let detail_id = match self.known.get(&user.local_id) {
             Some(&(detail_id, seen)) if seen == fingerprint => detail_id,
             _ => {
                 let (detail_id, written) =
                     upsert_service_user(self.conn, &self.source, user, self.file_id, records.line)?;
-                self.known.0.insert(key, (detail_id, fingerprint));
+                self.known
+                    .insert(user.local_id.clone(), (detail_id, fingerprint));
                 self.records += u64::from(written);
                 detail_id
             }

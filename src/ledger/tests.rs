@@ -136,8 +136,7 @@ fn write(l: &mut Ledger, source: &str, records: &[Records]) {
     {
         let sp = batch.savepoint().unwrap();
         {
-            let mut known = KnownUsers::default();
-            let mut w = RecordWriter::new(&sp, id, source, &mut known).unwrap();
+            let mut w = RecordWriter::new(&sp, id, source).unwrap();
             for r in records {
                 w.write(r).unwrap();
             }

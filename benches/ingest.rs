@@ -1211,8 +1211,6 @@ struct LedgerSummary {
     last_updated: DateTime<Utc>,
     /// Distinct `received_at` stamps: one per landing transaction.
     landing_batches: u64,
-    /// Distinct `updated_at` stamps: one per processing transaction.
-    processing_batches: u64,
     rows: u64,
     records: u64,
 }
@@ -1226,26 +1224,24 @@ impl LedgerSummary {
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )?;
-        let (landing_batches, processing_batches, rows, records) = ledger.query_row(
-            "SELECT count(DISTINCT received_at), count(DISTINCT updated_at),
-                    sum(rows_loaded), sum(records)
+        let (landing_batches, rows, records) = ledger.query_row(
+            "SELECT count(DISTINCT received_at), sum(rows_loaded), sum(records)
              FROM files WHERE state = 'loaded'",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
         Ok(LedgerSummary {
             first_received: parse_time(&first_received)?,
             last_received: parse_time(&last_received)?,
             last_updated: parse_time(&last_updated)?,
             landing_batches,
-            processing_batches,
             rows,
             records,
         })
     }
 
-    /// First `received_at` to last `updated_at`. `updated_at` is stamped when
-    /// a processing transaction begins, so the last one's work is not in it.
+    /// First `received_at` to last `updated_at` (stamped as each file's
+    /// processing finishes, before its transaction commits).
     fn span(&self) -> Duration {
         (self.last_updated - self.first_received)
             .to_std()
@@ -1289,11 +1285,8 @@ fn report_small_files(s: &SmallFiles) {
         rate(s.ledger.span())
     );
     println!(
-        "                   (updated_at is stamped when a processing transaction begins, so this span omits the last one's work)"
-    );
-    println!(
-        "   transactions    {} landing, {} processing (distinct received_at / updated_at)",
-        s.ledger.landing_batches, s.ledger.processing_batches
+        "   transactions    {} landing (distinct received_at)",
+        s.ledger.landing_batches
     );
     println!(
         "   stop            SIGTERM → exit 0 in {:.3} s",

@@ -1,8 +1,6 @@
 //! Load: records reach the ledger inside the file's savepoint, so they and the
 //! file's new state commit together or not at all.
 
-use std::sync::mpsc::Receiver;
-
 use crate::ledger::{RecordWriter, Result};
 use crate::map::Records;
 
@@ -13,8 +11,11 @@ pub struct Loaded {
     pub records: u64,
 }
 
-/// Writes every batch that arrives until the sender hangs up.
-pub fn load(batches: Receiver<Vec<Records>>, writer: &mut RecordWriter<'_>) -> Result<Loaded> {
+/// Writes every batch until there are no more (the reader has finished).
+pub fn load(
+    batches: impl IntoIterator<Item = Vec<Records>>,
+    writer: &mut RecordWriter<'_>,
+) -> Result<Loaded> {
     let mut rows = 0;
     for batch in batches {
         for records in &batch {

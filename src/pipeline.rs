@@ -13,7 +13,7 @@
 use std::fs::File;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -26,6 +26,8 @@ use crate::map::{self, Records};
 use crate::spool::{self, Spool};
 use crate::validate::{CsvRows, Encoding, Problem, ReadError};
 
+/// Files up to this size are read whole before loading, on one thread.
+const READ_WHOLE_BYTES: u64 = 256 << 10;
 /// Rows sent from the reader to the loader at a time.
 const ROWS_PER_BATCH: usize = 1024;
 /// Batches in flight between reader and loader.
@@ -226,11 +228,9 @@ impl Processor {
         }
     }
 
-    /// decrypt → validate → map on a reader thread, load on this one.
-    ///
-    /// A file whose rows all arrive in the first batch is judged before any
-    /// row is written, and then written or not: no savepoint is needed. A
-    /// larger file streams into a savepoint, rolled back if the file fails.
+    /// decrypt → validate → map, then load. A small file is read whole on
+    /// this thread; a larger one is read on a second thread while this one
+    /// loads, with a bounded queue between them.
     /// `None` means the file must be read again as Windows-1252.
     fn run_stages(
         &self,
@@ -240,65 +240,85 @@ impl Processor {
         payload: &std::path::Path,
         encoding: Encoding,
     ) -> Result<Option<Outcome>, ProcessError> {
+        if file.size <= READ_WHOLE_BYTES {
+            let mut batches = Vec::new();
+            let attempt = catch_panic(|| {
+                self.read(feed, payload, encoding, |rows| {
+                    batches.push(rows);
+                    true
+                })
+            });
+            return self.load(batch, file, feed, batches.into_iter(), || attempt);
+        }
         let (tx, rx) = sync_channel::<Vec<Records>>(BATCHES_IN_FLIGHT);
         std::thread::scope(|scope| {
-            let reader = scope.spawn(move || self.read(feed, payload, encoding, tx));
-            let join = |reader: std::thread::ScopedJoinHandle<'_, Attempt>| {
-                // A panic on one file's content must not stop the daemon or
-                // repeat forever: the file is quarantined instead.
-                reader.join().unwrap_or_else(|panic| Attempt {
-                    failure: Some(Failure::Internal(panic_message(&panic))),
-                    ..Attempt::default()
-                })
-            };
-            let first = rx.recv().unwrap_or_default();
-            // Waits for the reader's next batch or its end, whichever comes.
-            let Ok(second) = rx.recv() else {
-                let mut attempt = join(reader);
-                if attempt.encoding_changed {
-                    return Ok(None);
-                }
-                attempt.rows_loaded = first.len() as u64;
-                if accepts(feed, &attempt) {
-                    let mut writer = RecordWriter::new(batch.connection(), file.id, &file.partner)?;
-                    for records in &first {
-                        writer.write(records)?;
-                    }
-                    attempt.records = writer.records;
-                }
-                return Ok(Some(self.judge(feed, attempt)));
-            };
-            let savepoint = batch.savepoint()?;
-            let loaded = {
-                let mut writer = RecordWriter::new(&savepoint, file.id, &file.partner)?;
-                let mut write = |rows: &[Records]| rows.iter().try_for_each(|r| writer.write(r));
-                write(&first)
-                    .and_then(|()| write(&second))
-                    .and_then(|()| load::load(rx, &mut writer))
-                    .map(|rest| (first.len() + second.len()) as u64 + rest.rows)
-                    .map(|rows| (rows, writer.records))
-            };
-            let mut attempt = join(reader);
-            let (rows, records) = loaded?;
-            attempt.rows_loaded = rows;
-            attempt.records = records;
-            if !attempt.encoding_changed && accepts(feed, &attempt) {
-                savepoint.commit().map_err(LedgerError::from)?;
-                return Ok(Some(self.judge(feed, attempt)));
-            }
-            // Dropping the savepoint undoes this file's rows.
-            drop(savepoint);
-            Ok((!attempt.encoding_changed).then(|| self.judge(feed, attempt)))
+            let reader = scope
+                .spawn(move || self.read(feed, payload, encoding, |rows| tx.send(rows).is_ok()));
+            self.load(batch, file, feed, rx.into_iter(), || {
+                reader
+                    .join()
+                    .unwrap_or_else(|panic| internal_failure(&panic))
+            })
         })
     }
 
-    /// The reader thread: decrypt, validate and map, sending rows in batches.
+    /// Writes what the reader sends, and judges the file once the reader is done.
+    ///
+    /// A file whose rows all come in one batch is judged before any row is
+    /// written, and then written or not: no savepoint is needed. A larger
+    /// file streams into a savepoint, rolled back if the file fails.
+    fn load(
+        &self,
+        batch: &mut Batch<'_>,
+        file: &FileRow,
+        feed: &Feed,
+        mut batches: impl Iterator<Item = Vec<Records>>,
+        reader_done: impl FnOnce() -> Attempt,
+    ) -> Result<Option<Outcome>, ProcessError> {
+        let first = batches.next().unwrap_or_default();
+        // Waits for the reader's next batch or its end, whichever comes.
+        let Some(second) = batches.next() else {
+            let mut attempt = reader_done();
+            if attempt.encoding_changed {
+                return Ok(None);
+            }
+            attempt.rows_loaded = first.len() as u64;
+            if accepts(feed, &attempt) {
+                let mut writer = RecordWriter::new(batch.connection(), file.id, &file.partner)?;
+                for records in &first {
+                    writer.write(records)?;
+                }
+                attempt.records = writer.records;
+            }
+            return Ok(Some(self.judge(feed, attempt)));
+        };
+        let savepoint = batch.savepoint()?;
+        let loaded = {
+            let mut writer = RecordWriter::new(&savepoint, file.id, &file.partner)?;
+            let rest = [first, second].into_iter().chain(batches);
+            load::load(rest, &mut writer)
+        };
+        let mut attempt = reader_done();
+        let loaded = loaded?;
+        attempt.rows_loaded = loaded.rows;
+        attempt.records = loaded.records;
+        if !attempt.encoding_changed && accepts(feed, &attempt) {
+            savepoint.commit().map_err(LedgerError::from)?;
+            return Ok(Some(self.judge(feed, attempt)));
+        }
+        // Dropping the savepoint undoes this file's rows.
+        drop(savepoint);
+        Ok((!attempt.encoding_changed).then(|| self.judge(feed, attempt)))
+    }
+
+    /// decrypt, validate and map, handing rows on in batches to `send`,
+    /// which returns false when the loader has stopped listening.
     fn read(
         &self,
         feed: &Feed,
         payload: &std::path::Path,
         encoding: Encoding,
-        tx: SyncSender<Vec<Records>>,
+        mut send: impl FnMut(Vec<Records>) -> bool,
     ) -> Attempt {
         let max_problems = self.config.daemon.max_errors_per_file;
         let mut attempt = Attempt::default();
@@ -343,7 +363,7 @@ impl Processor {
                     if pending.len() == ROWS_PER_BATCH {
                         let full =
                             std::mem::replace(&mut pending, Vec::with_capacity(ROWS_PER_BATCH));
-                        if tx.send(full).is_err() {
+                        if !send(full) {
                             break;
                         }
                     }
@@ -362,7 +382,7 @@ impl Processor {
             }
         }
         if !pending.is_empty() {
-            let _ = tx.send(pending);
+            send(pending);
         }
         attempt.rows_read = rows.records;
         attempt
@@ -455,12 +475,23 @@ enum Failure {
     Internal(String),
 }
 
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
+/// A panic on one file's content must not stop the daemon or repeat forever:
+/// the file is quarantined instead.
+fn internal_failure(panic: &Box<dyn std::any::Any + Send>) -> Attempt {
+    let message = panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "panic".into())
+        .unwrap_or_else(|| "panic".into());
+    Attempt {
+        failure: Some(Failure::Internal(message)),
+        ..Attempt::default()
+    }
+}
+
+fn catch_panic(read: impl FnOnce() -> Attempt) -> Attempt {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read))
+        .unwrap_or_else(|panic| internal_failure(&panic))
 }
 
 impl Attempt {

@@ -101,7 +101,10 @@ enum Command {
         force: bool,
     },
     /// Look up service users.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  dropgate patients find --nhs-number '943 476 5919'"
+    )]
     Patients(Patients),
 }
 

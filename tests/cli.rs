@@ -71,6 +71,7 @@ fn every_command_has_help_with_an_example() {
         vec!["show"],
         vec!["replay"],
         vec!["keygen"],
+        vec!["patients"],
         vec!["patients", "find"],
     ] {
         let mut args = command.clone();

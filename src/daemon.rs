@@ -30,6 +30,8 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     Process(#[from] ProcessError),
+    #[error(transparent)]
+    Sftp(#[from] receive::sftp_server::ServerError),
 }
 
 /// Lands files for every source, one batch at a time, and wakes the processor.
@@ -149,6 +151,15 @@ pub async fn run(
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut sources = JoinSet::new();
+    if let Some(server) = receive::sftp_server::bind(&config, lander.clone()).await? {
+        tracing::info!(address = %server.local_addr().map_err(receive::sftp_server::ServerError::from)?, "SFTP server listening");
+        let shutdown = shutdown_rx.clone();
+        sources.spawn(async move {
+            if let Err(e) = server.serve(shutdown).await {
+                tracing::error!(error = %e, "SFTP server stopped");
+            }
+        });
+    }
     for source in config.sources.values() {
         match &source.kind {
             SourceKind::Local(settings) => {

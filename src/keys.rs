@@ -54,7 +54,12 @@ pub fn ensure(config: &Config, force: bool) -> Result<Vec<KeyStatus>, KeyError> 
         ("signing key", &keys.signing_key, write_ssh_key),
         ("SSH host key", &keys.ssh_host_key, write_ssh_key),
     ];
-    for (what, path, create) in wanted {
+    let demo_keys = config
+        .partners
+        .values()
+        .filter_map(|p| p.sftp.as_ref()?.demo_key.as_deref())
+        .map(|path| ("partner demo key", path, write_ssh_key as CreateKey));
+    for (what, path, create) in wanted.into_iter().chain(demo_keys) {
         let exists = path.exists();
         if force || !exists {
             create(path)?;

@@ -172,9 +172,11 @@ impl Deployment {
     }
 }
 
-/// Shipped configuration with shorter waits, so tests run quickly.
+/// Shipped configuration with shorter waits, so tests run quickly, and the
+/// SFTP server on a port chosen at run time.
 pub fn fast(config: &str) -> String {
     config
+        .replace("listen = \"127.0.0.1:2222\"", "listen = \"127.0.0.1:0\"")
         .replace("min_age = \"500ms\"", "min_age = \"300ms\"")
         .replace("check_interval = \"200ms\"", "check_interval = \"50ms\"")
         .replace("rescan_interval = \"30s\"", "rescan_interval = \"1s\"")
@@ -203,6 +205,17 @@ impl Daemon {
     /// Everything the daemon printed so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// The port the embedded SFTP server listens on, from its log line.
+    pub fn sftp_port(&self) -> u16 {
+        let log = self.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("SFTP server listening"))
+            .expect("the SFTP server is listening");
+        let address = line.rsplit("address=").next().unwrap().trim();
+        address.rsplit(':').next().unwrap().parse().unwrap()
     }
 
     /// SIGKILL: no chance to finish anything.

@@ -6,3 +6,4 @@ mod harness;
 mod cli;
 mod daemon;
 mod ingest;
+mod sftp;

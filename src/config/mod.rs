@@ -35,6 +35,8 @@ pub struct Config {
     pub partners: BTreeMap<String, Partner>,
     pub sources: BTreeMap<String, Source>,
     pub feeds: BTreeMap<String, Feed>,
+    /// Present when any partner has an SFTP account.
+    pub sftp_server: Option<SftpServer>,
 }
 
 #[derive(Debug)]
@@ -57,6 +59,34 @@ pub struct Keys {
 pub struct Partner {
     pub name: String,
     pub ods_code: Option<String>,
+    pub sftp: Option<PartnerSftp>,
+}
+
+/// A partner's account on the embedded SFTP server.
+#[derive(Debug, Clone)]
+pub struct PartnerSftp {
+    /// Key files (read when the server starts, so a demo key created on
+    /// first run counts) and inline key lines.
+    pub authorized_keys: Vec<AuthorizedKeys>,
+    pub demo_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub enum AuthorizedKeys {
+    File(PathBuf),
+    Line(String),
+}
+
+/// The embedded SFTP server.
+#[derive(Debug, Clone)]
+pub struct SftpServer {
+    pub listen: std::net::SocketAddr,
+    pub max_file_size: u64,
+    pub max_sessions_per_partner: usize,
+    pub idle_timeout: Duration,
+    pub ban_after_failures: u32,
+    pub ban_window: Duration,
+    pub ban_time: Duration,
 }
 
 #[derive(Debug)]
@@ -308,7 +338,7 @@ impl Checker<'_> {
         for (key, value) in root.into_inner() {
             let name = key.get_ref().to_string();
             match name.as_str() {
-                "daemon" | "keys" | "partners" | "sources" | "feeds" => {
+                "daemon" | "keys" | "partners" | "sources" | "feeds" | "sftp_server" => {
                     sections.insert(name, value);
                 }
                 "destinations" | "schedules" | "grants" => self.error(
@@ -318,7 +348,7 @@ impl Checker<'_> {
                 _ => self.error(
                     key.span(),
                     format!(
-                        "unknown section `{name}`, expected one of `daemon`, `keys`, `partners`, `sources`, `feeds`"
+                        "unknown section `{name}`, expected one of `daemon`, `keys`, `partners`, `sources`, `feeds`, `sftp_server`"
                     ),
                 ),
             }
@@ -331,6 +361,10 @@ impl Checker<'_> {
         let keys: raw::Keys = match sections.remove("keys") {
             Some(v) => self.deserialize(v).unwrap_or_default(),
             None => raw::Keys::default(),
+        };
+        let sftp_server: raw::SftpServer = match sections.remove("sftp_server") {
+            Some(v) => self.deserialize(v).unwrap_or_default(),
+            None => raw::SftpServer::default(),
         };
         let partners: Vec<(Spanned<String>, raw::Partner)> =
             self.entries("partner", sections.remove("partners"));
@@ -351,10 +385,15 @@ impl Checker<'_> {
                 let partner = Partner {
                     name: p.name.unwrap_or_else(|| name.get_ref().clone()),
                     ods_code: p.ods_code.map(Spanned::into_inner),
+                    sftp: p.sftp.map(|s| self.partner_sftp(name.get_ref(), s, base)),
                 };
                 (name.into_inner(), partner)
             })
             .collect();
+        let sftp_server = partners
+            .values()
+            .any(|p| p.sftp.is_some())
+            .then(|| self.sftp_server(sftp_server));
         let sources: BTreeMap<String, Source> = sources
             .into_iter()
             .filter_map(|(name, s)| {
@@ -378,7 +417,107 @@ impl Checker<'_> {
             partners,
             sources,
             feeds: checked_feeds,
+            sftp_server,
         })
+    }
+
+    fn partner_sftp(&mut self, partner: &str, raw: raw::PartnerSftp, base: &Path) -> PartnerSftp {
+        let demo_key = raw.demo_key.as_deref().map(|p| join(base, p));
+        let demo_public = demo_key
+            .as_ref()
+            .map(|p| PathBuf::from(format!("{}.pub", p.display())));
+        if raw.authorized_keys.get_ref().is_empty() {
+            self.at(
+                &raw.authorized_keys,
+                format!("partner `{partner}`: `authorized_keys` needs at least one key"),
+            );
+        }
+        let mut keys = Vec::new();
+        for entry in raw.authorized_keys.get_ref() {
+            let text = entry.get_ref().trim();
+            let looks_like_key =
+                text.starts_with("ssh-") || text.starts_with("ecdsa-") || text.starts_with("sk-");
+            if looks_like_key {
+                if let Err(e) = russh::keys::ssh_key::PublicKey::from_openssh(text) {
+                    self.at(entry, format!("not an OpenSSH public key: {e}"));
+                }
+                keys.push(AuthorizedKeys::Line(text.to_string()));
+                continue;
+            }
+            let path = join(base, text);
+            match std::fs::read_to_string(&path) {
+                Ok(content) => {
+                    for (n, line) in content.lines().enumerate() {
+                        if let Err(e) = crate::receive::sftp_server::parse_authorized_line(line) {
+                            self.at(entry, format!("{}:{}: {e}", path.display(), n + 1));
+                        }
+                    }
+                }
+                // The demo key's public half is created on first run.
+                Err(_) if demo_public.as_ref() == Some(&path) => {}
+                Err(e) => self.at(entry, format!("cannot read {}: {e}", path.display())),
+            }
+            keys.push(AuthorizedKeys::File(path));
+        }
+        PartnerSftp {
+            authorized_keys: keys,
+            demo_key,
+        }
+    }
+
+    fn sftp_server(&mut self, raw: raw::SftpServer) -> SftpServer {
+        let listen = match raw.listen {
+            None => std::net::SocketAddr::from(([127, 0, 0, 1], 2222)),
+            Some(l) => match l.get_ref().parse() {
+                Ok(a) => a,
+                Err(_) => {
+                    self.at(
+                        &l,
+                        format!("`{}` is not an address like `127.0.0.1:2222`", l.get_ref()),
+                    );
+                    std::net::SocketAddr::from(([127, 0, 0, 1], 2222))
+                }
+            },
+        };
+        let max_file_size = match raw.max_file_size {
+            None => 10 << 30,
+            Some(v) => match parse_bytes(v.get_ref()) {
+                Some(n) if n > 0 => n,
+                _ => {
+                    self.at(
+                        &v,
+                        format!("`{}` is not a size like `10GiB` or `500MiB`", v.get_ref()),
+                    );
+                    10 << 30
+                }
+            },
+        };
+        let count = |checker: &mut Self, v: Option<Spanned<i64>>, default: i64, what: &str| match v
+        {
+            None => default,
+            Some(n) if (1..=1_000_000).contains(n.get_ref()) => *n.get_ref(),
+            Some(n) => {
+                checker.at(&n, format!("{what} must be between 1 and 1000000"));
+                default
+            }
+        };
+        let max_sessions_per_partner = count(
+            self,
+            raw.max_sessions_per_partner,
+            8,
+            "max_sessions_per_partner",
+        ) as usize;
+        let ban_after_failures =
+            count(self, raw.ban_after_failures, 5, "ban_after_failures") as u32;
+        SftpServer {
+            listen,
+            max_file_size,
+            max_sessions_per_partner,
+            idle_timeout: self.duration(raw.idle_timeout, Duration::from_secs(600)),
+            ban_after_failures,
+            ban_window: self.duration(raw.ban_window, Duration::from_secs(600)),
+            ban_time: self.duration(raw.ban_time, Duration::from_secs(3600)),
+        }
     }
 
     fn daemon(&mut self, raw: raw::Daemon, base: &Path) -> Option<Daemon> {
@@ -1067,6 +1206,28 @@ fn join(base: &Path, relative: &str) -> PathBuf {
         }
     }
     out
+}
+
+/// `10GiB`, `500MiB`, `64KiB`, `1000` (bytes); also `GB`/`MB`/`KB` as powers of 1000.
+fn parse_bytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    number.checked_mul(factor)
 }
 
 /// Removes the innermost table key whose key or value covers `offset`.

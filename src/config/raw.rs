@@ -43,6 +43,40 @@ pub struct Partner {
     pub name: Option<String>,
     /// ODS organisation code, when the partner has one.
     pub ods_code: Option<Spanned<String>>,
+    /// An account on the embedded SFTP server; the user name is the partner name.
+    pub sftp: Option<PartnerSftp>,
+}
+
+/// `[partners.NAME.sftp]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerSftp {
+    /// Public keys allowed to log in: paths to files in OpenSSH
+    /// `authorized_keys` format, or key lines (`ssh-ed25519 AAAA...`).
+    pub authorized_keys: Spanned<Vec<Spanned<String>>>,
+    /// A demonstration key pair that `dropgate keygen` creates when missing
+    /// (private key here, public key beside it with `.pub`).
+    pub demo_key: Option<String>,
+}
+
+/// `[sftp_server]`: the embedded SFTP server partners drop files into.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SftpServer {
+    /// Address and port to listen on. Default `127.0.0.1:2222`.
+    pub listen: Option<Spanned<String>>,
+    /// Largest file a partner may upload, in bytes (`10GiB`, `500MiB` or a number). Default `10GiB`.
+    pub max_file_size: Option<Spanned<String>>,
+    /// Sessions one partner may hold at once. Default 8.
+    pub max_sessions_per_partner: Option<Spanned<i64>>,
+    /// A session with no traffic for this long is closed. Default `10m`.
+    pub idle_timeout: Option<Spanned<String>>,
+    /// Failed logins from one address, within `ban_window`, that ban it. Default 5.
+    pub ban_after_failures: Option<Spanned<i64>>,
+    /// Window in which failed logins are counted. Default `10m`.
+    pub ban_window: Option<Spanned<String>>,
+    /// How long a ban lasts. Default `1h`.
+    pub ban_time: Option<Spanned<String>>,
 }
 
 /// `[sources.NAME]`: where files come from.

@@ -1,0 +1,745 @@
+//! The embedded SFTP server: partners log in with their keys and drop files
+//! into their `inbox/`.
+//!
+//! Each partner sees a virtual root holding `inbox/`; nothing else of the
+//! machine is reachable. `..`, NUL and over-long names are refused, and no
+//! symbolic link can be made or followed. Uploads are written to
+//! `spool/uploads/<partner>/`; an upload is complete when the client closes
+//! its handle under a final name, or renames a temporary name (`.part`,
+//! `.filepart`, `.tmp`, leading dot) to a final one. Only then is it landed,
+//! and the client's CLOSE or RENAME is answered only once the file is durable
+//! and `received`, so a success reply means dropgate has the file.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use russh::keys::ssh_key::{self, PrivateKey, PublicKey};
+use russh::server::{Auth, Msg, Server as _, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelId, MethodKind, MethodSet};
+use russh_sftp::protocol::{
+    Attrs, Data, File as SftpFile, FileAttributes, Handle, Name, OpenFlags, Status, StatusCode,
+    Version,
+};
+use russh_sftp::server::StatusReply;
+use tokio::sync::watch;
+
+use super::is_temporary_name;
+use crate::config::{AuthorizedKeys, Config, SftpServer};
+use crate::daemon::Lander;
+use crate::land::{Arrival, Landed};
+
+/// The source name uploads are recorded under in the ledger.
+pub const SOURCE: &str = "sftp-server";
+const INBOX: &str = "inbox";
+/// Longest file name accepted (as most file systems).
+const MAX_NAME_BYTES: usize = 255;
+const MAX_PATH_BYTES: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("SFTP host key {path}: {message}")]
+    HostKey { path: PathBuf, message: String },
+    #[error("partner `{partner}`: authorized keys {path}: {message}")]
+    Keys {
+        partner: String,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("SFTP server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads one `authorized_keys` line; `None` for blank lines and comments.
+pub fn parse_authorized_line(line: &str) -> Result<Option<PublicKey>, String> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return Ok(None);
+    }
+    ssh_key::authorized_keys::Entry::from_str(line)
+        .map(|entry| Some(entry.public_key().clone()))
+        .map_err(|e| format!("not an authorized_keys line: {e}"))
+}
+
+/// Which keys may log in as which partner.
+#[derive(Debug, Default)]
+struct Accounts {
+    keys: HashMap<String, Vec<PublicKey>>,
+}
+
+impl Accounts {
+    fn load(config: &Config) -> Result<Accounts, ServerError> {
+        let mut accounts = Accounts::default();
+        for (partner, p) in &config.partners {
+            let Some(sftp) = &p.sftp else { continue };
+            let keys = accounts.keys.entry(partner.clone()).or_default();
+            for source in &sftp.authorized_keys {
+                let (path, text) = match source {
+                    AuthorizedKeys::Line(line) => (PathBuf::from("(inline)"), line.clone()),
+                    AuthorizedKeys::File(path) => (path.clone(), fs::read_to_string(path)?),
+                };
+                for line in text.lines() {
+                    match parse_authorized_line(line) {
+                        Ok(Some(key)) => keys.push(key),
+                        Ok(None) => {}
+                        Err(message) => {
+                            return Err(ServerError::Keys {
+                                partner: partner.clone(),
+                                path,
+                                message,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        Ok(accounts)
+    }
+
+    fn allows(&self, user: &str, key: &PublicKey) -> bool {
+        self.keys
+            .get(user)
+            .is_some_and(|keys| keys.iter().any(|k| k.key_data() == key.key_data()))
+    }
+}
+
+/// What every connection shares.
+struct Shared {
+    accounts: Accounts,
+    lander: Arc<Lander>,
+    staging: PathBuf,
+    limits: SftpServer,
+}
+
+/// The server, bound to its address but not yet serving.
+pub struct Bound {
+    listener: tokio::net::TcpListener,
+    ssh_config: Arc<russh::server::Config>,
+    shared: Arc<Shared>,
+}
+
+/// Loads the host key and accounts and binds the listening socket, so that
+/// a bad key or a port in use stops `dropgate run` at once. `None` when no
+/// partner has an SFTP account.
+pub async fn bind(config: &Config, lander: Arc<Lander>) -> Result<Option<Bound>, ServerError> {
+    let Some(limits) = config.sftp_server.clone() else {
+        return Ok(None);
+    };
+    let host_key = PrivateKey::read_openssh_file(&config.keys.ssh_host_key).map_err(|e| {
+        ServerError::HostKey {
+            path: config.keys.ssh_host_key.clone(),
+            message: e.to_string(),
+        }
+    })?;
+    let shared = Arc::new(Shared {
+        accounts: Accounts::load(config)?,
+        lander,
+        staging: config.daemon.spool.join("uploads"),
+        limits: limits.clone(),
+    });
+    fs::create_dir_all(&shared.staging)?;
+    let ssh_config = Arc::new(russh::server::Config {
+        methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+        keys: vec![host_key],
+        inactivity_timeout: Some(limits.idle_timeout),
+        auth_rejection_time: Duration::from_millis(500),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        // Flow-control settings that roughly double upload speed over the defaults.
+        window_size: 16 << 20,
+        channel_buffer_size: 1000,
+        nodelay: true,
+        ..Default::default()
+    });
+    let listener = tokio::net::TcpListener::bind(limits.listen)
+        .await
+        .map_err(|source| ServerError::Listen {
+            addr: limits.listen,
+            source,
+        })?;
+    Ok(Some(Bound {
+        listener,
+        ssh_config,
+        shared,
+    }))
+}
+
+impl Bound {
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` turns true, then disconnects every session.
+    pub async fn serve(self, mut shutdown: watch::Receiver<bool>) -> Result<(), ServerError> {
+        let mut server = Listener {
+            shared: self.shared,
+        };
+        let running = server.run_on_socket(self.ssh_config, &self.listener);
+        let handle = running.handle();
+        tokio::select! {
+            result = running => result?,
+            _ = shutdown.changed() => handle.shutdown("dropgate is stopping".into()),
+        }
+        Ok(())
+    }
+}
+
+struct Listener {
+    shared: Arc<Shared>,
+}
+
+impl russh::server::Server for Listener {
+    type Handler = Connection;
+
+    fn new_client(&mut self, peer: Option<SocketAddr>) -> Connection {
+        Connection {
+            shared: self.shared.clone(),
+            peer,
+            partner: None,
+            channels: HashMap::new(),
+        }
+    }
+}
+
+/// One SSH connection.
+struct Connection {
+    shared: Arc<Shared>,
+    peer: Option<SocketAddr>,
+    partner: Option<String>,
+    channels: HashMap<ChannelId, Channel<Msg>>,
+}
+
+impl Connection {
+    fn peer(&self) -> String {
+        self.peer.map(|p| p.ip().to_string()).unwrap_or_default()
+    }
+}
+
+impl russh::server::Handler for Connection {
+    type Error = russh::Error;
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if self.shared.accounts.allows(user, key.public_key) {
+            tracing::info!(partner = user, remote = %self.peer(), "SFTP login");
+            self.partner = Some(user.to_string());
+            return Ok(Auth::Accept);
+        }
+        // Unknown users and wrong keys get the same answer.
+        tracing::warn!(remote = %self.peer(), "SFTP login refused");
+        Ok(Auth::reject())
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: russh::server::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let id = channel.id();
+        reply.accept().await;
+        self.channels.insert(id, channel);
+        Ok(())
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel_id: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let (Some(partner), "sftp") = (self.partner.clone(), name) else {
+            session.channel_failure(channel_id)?;
+            return Ok(());
+        };
+        let Some(channel) = self.channels.remove(&channel_id) else {
+            session.channel_failure(channel_id)?;
+            return Ok(());
+        };
+        session.channel_success(channel_id)?;
+        let inbox = Inbox::new(self.shared.clone(), partner, self.peer())?;
+        russh_sftp::server::run(channel.into_stream(), inbox).await;
+        Ok(())
+    }
+}
+
+/// Where a client path points inside a partner's virtual root.
+#[derive(Debug, PartialEq, Eq)]
+enum Place {
+    Root,
+    Inbox,
+    InboxFile(String),
+}
+
+/// Resolves a client path against the virtual root; anything that could
+/// leave it is refused.
+fn resolve(path: &str) -> Result<Place, StatusReply> {
+    let refuse = |why: &str| StatusCode::PermissionDenied.with_message(why);
+    if path.contains('\0') {
+        return Err(refuse("NUL in path"));
+    }
+    if path.len() > MAX_PATH_BYTES {
+        return Err(refuse("path too long"));
+    }
+    let mut parts = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return Err(refuse("`..` is not allowed")),
+            p if p.len() > MAX_NAME_BYTES => return Err(refuse("name too long")),
+            p => parts.push(p),
+        }
+    }
+    match parts.as_slice() {
+        [] => Ok(Place::Root),
+        [INBOX] => Ok(Place::Inbox),
+        [INBOX, name] => Ok(Place::InboxFile((*name).to_string())),
+        _ => Err(StatusCode::NoSuchFile.with_message("no such file")),
+    }
+}
+
+enum Open {
+    Upload { name: String, file: File },
+    Listing(Option<Vec<SftpFile>>),
+}
+
+/// The SFTP session of one logged-in partner.
+struct Inbox {
+    shared: Arc<Shared>,
+    partner: String,
+    peer: String,
+    dir: PathBuf,
+    handles: HashMap<String, Open>,
+    next_handle: u64,
+}
+
+impl Inbox {
+    fn new(shared: Arc<Shared>, partner: String, peer: String) -> Result<Inbox, std::io::Error> {
+        let dir = shared.staging.join(&partner);
+        fs::create_dir_all(&dir)?;
+        Ok(Inbox {
+            shared,
+            partner,
+            peer,
+            dir,
+            handles: HashMap::new(),
+            next_handle: 0,
+        })
+    }
+
+    fn handle(&mut self, open: Open) -> String {
+        self.next_handle += 1;
+        let handle = self.next_handle.to_string();
+        self.handles.insert(handle.clone(), open);
+        handle
+    }
+
+    fn staged(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn is_open_for_upload(&self, name: &str) -> bool {
+        self.handles
+            .values()
+            .any(|h| matches!(h, Open::Upload { name: n, .. } if n == name))
+    }
+
+    /// Lands a finished upload; answers only once it is durable and recorded.
+    async fn complete(&self, name: &str) -> Result<(), StatusReply> {
+        let lander = self.shared.lander.clone();
+        let partner = self.partner.clone();
+        let arrival = Arrival {
+            path: self.staged(name),
+            name: name.to_string(),
+        };
+        let result = tokio::task::spawn_blocking(move || {
+            lander
+                .land(SOURCE, &partner, std::slice::from_ref(&arrival))
+                .pop()
+                .expect("one result per arrival")
+        })
+        .await
+        .map_err(|_| StatusCode::Failure.with_message("landing failed"))?;
+        match result {
+            Ok(Landed::New(id) | Landed::AlreadyReceived(id)) => {
+                tracing::info!(partner = %self.partner, remote = %self.peer, file_id = id, "SFTP upload received");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(partner = %self.partner, error = %e, "SFTP upload could not be landed");
+                Err(StatusCode::Failure.with_message(format!("not received: {e}")))
+            }
+        }
+    }
+}
+
+fn directory_attrs() -> FileAttributes {
+    FileAttributes {
+        permissions: Some(0o040_700),
+        ..FileAttributes::empty()
+    }
+}
+
+fn file_attrs(meta: &fs::Metadata) -> FileAttributes {
+    FileAttributes {
+        size: Some(meta.len()),
+        permissions: Some(0o100_600),
+        mtime: meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_secs() as u32),
+        ..FileAttributes::empty()
+    }
+}
+
+fn ok(id: u32) -> Status {
+    Status {
+        id,
+        status_code: StatusCode::Ok,
+        error_message: "Ok".into(),
+        language_tag: "en-US".into(),
+    }
+}
+
+fn io_failure(e: std::io::Error) -> StatusReply {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => StatusCode::NoSuchFile.with_message("no such file"),
+        _ => StatusCode::Failure.with_message(e.to_string()),
+    }
+}
+
+impl russh_sftp::server::Handler for Inbox {
+    type Error = StatusReply;
+
+    fn unimplemented(&self) -> Self::Error {
+        StatusCode::OpUnsupported.with_message("not supported by dropgate")
+    }
+
+    async fn init(
+        &mut self,
+        _version: u32,
+        _extensions: HashMap<String, String>,
+    ) -> Result<Version, Self::Error> {
+        Ok(Version::new())
+    }
+
+    async fn realpath(&mut self, id: u32, path: String) -> Result<Name, Self::Error> {
+        let canonical = match resolve(&path)? {
+            Place::Root => "/".to_string(),
+            Place::Inbox => format!("/{INBOX}"),
+            Place::InboxFile(name) => format!("/{INBOX}/{name}"),
+        };
+        Ok(Name {
+            id,
+            files: vec![SftpFile::dummy(canonical)],
+        })
+    }
+
+    async fn opendir(&mut self, id: u32, path: String) -> Result<Handle, Self::Error> {
+        let entries = match resolve(&path)? {
+            Place::Root => vec![SftpFile::new(INBOX, directory_attrs())],
+            Place::Inbox => {
+                // The partner's own uploads not yet taken by dropgate.
+                let mut entries = Vec::new();
+                for entry in fs::read_dir(&self.dir).map_err(io_failure)?.flatten() {
+                    if let (Ok(meta), Some(name)) = (entry.metadata(), entry.file_name().to_str()) {
+                        entries.push(SftpFile::new(name, file_attrs(&meta)));
+                    }
+                }
+                entries
+            }
+            Place::InboxFile(_) => return Err(StatusCode::Failure.with_message("not a directory")),
+        };
+        let handle = self.handle(Open::Listing(Some(entries)));
+        Ok(Handle { id, handle })
+    }
+
+    async fn readdir(&mut self, id: u32, handle: String) -> Result<Name, Self::Error> {
+        match self.handles.get_mut(&handle) {
+            Some(Open::Listing(entries)) => match entries.take() {
+                Some(files) => Ok(Name { id, files }),
+                None => Err(StatusCode::Eof.into()),
+            },
+            _ => Err(StatusCode::Failure.with_message("not a directory handle")),
+        }
+    }
+
+    async fn stat(&mut self, id: u32, path: String) -> Result<Attrs, Self::Error> {
+        let attrs = match resolve(&path)? {
+            Place::Root | Place::Inbox => directory_attrs(),
+            Place::InboxFile(name) => {
+                file_attrs(&fs::symlink_metadata(self.staged(&name)).map_err(io_failure)?)
+            }
+        };
+        Ok(Attrs { id, attrs })
+    }
+
+    async fn lstat(&mut self, id: u32, path: String) -> Result<Attrs, Self::Error> {
+        self.stat(id, path).await
+    }
+
+    async fn fstat(&mut self, id: u32, handle: String) -> Result<Attrs, Self::Error> {
+        match self.handles.get(&handle) {
+            Some(Open::Upload { file, .. }) => Ok(Attrs {
+                id,
+                attrs: file_attrs(&file.metadata().map_err(io_failure)?),
+            }),
+            Some(Open::Listing(_)) => Ok(Attrs {
+                id,
+                attrs: directory_attrs(),
+            }),
+            None => Err(StatusCode::Failure.with_message("no such handle")),
+        }
+    }
+
+    async fn open(
+        &mut self,
+        id: u32,
+        filename: String,
+        pflags: OpenFlags,
+        _attrs: FileAttributes,
+    ) -> Result<Handle, Self::Error> {
+        let Place::InboxFile(name) = resolve(&filename)? else {
+            return Err(
+                StatusCode::PermissionDenied.with_message("files can only be written into inbox/")
+            );
+        };
+        if pflags.contains(OpenFlags::READ) || !pflags.contains(OpenFlags::WRITE) {
+            return Err(StatusCode::PermissionDenied.with_message("inbox/ is write-only"));
+        }
+        let path = self.staged(&name);
+        if let Ok(meta) = fs::symlink_metadata(&path)
+            && !meta.is_file()
+        {
+            return Err(StatusCode::PermissionDenied.with_message("not a regular file"));
+        }
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create(pflags.contains(OpenFlags::CREATE))
+            .create_new(pflags.contains(OpenFlags::CREATE) && pflags.contains(OpenFlags::EXCLUDE))
+            .truncate(pflags.contains(OpenFlags::TRUNCATE))
+            .open(&path)
+            .map_err(io_failure)?;
+        let handle = self.handle(Open::Upload { name, file });
+        Ok(Handle { id, handle })
+    }
+
+    async fn write(
+        &mut self,
+        id: u32,
+        handle: String,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> Result<Status, Self::Error> {
+        let max = self.shared.limits.max_file_size;
+        let Some(Open::Upload { file, .. }) = self.handles.get(&handle) else {
+            return Err(StatusCode::Failure.with_message("not an upload handle"));
+        };
+        if offset.saturating_add(data.len() as u64) > max {
+            return Err(
+                StatusCode::Failure.with_message(format!("files may not exceed {max} bytes"))
+            );
+        }
+        file.write_all_at(&data, offset).map_err(io_failure)?;
+        Ok(ok(id))
+    }
+
+    async fn close(&mut self, id: u32, handle: String) -> Result<Status, Self::Error> {
+        match self.handles.remove(&handle) {
+            Some(Open::Upload { name, file }) => {
+                file.sync_all().map_err(io_failure)?;
+                drop(file);
+                if !is_temporary_name(&name) && !self.is_open_for_upload(&name) {
+                    self.complete(&name).await?;
+                }
+                Ok(ok(id))
+            }
+            Some(Open::Listing(_)) => Ok(ok(id)),
+            None => Err(StatusCode::Failure.with_message("no such handle")),
+        }
+    }
+
+    async fn rename(
+        &mut self,
+        id: u32,
+        oldpath: String,
+        newpath: String,
+    ) -> Result<Status, Self::Error> {
+        let (Place::InboxFile(from), Place::InboxFile(to)) =
+            (resolve(&oldpath)?, resolve(&newpath)?)
+        else {
+            return Err(
+                StatusCode::PermissionDenied.with_message("only files in inbox/ can be renamed")
+            );
+        };
+        let (from_path, to_path) = (self.staged(&from), self.staged(&to));
+        if to_path.exists() {
+            return Err(StatusCode::Failure.with_message("a file of that name is already waiting"));
+        }
+        fs::rename(&from_path, &to_path).map_err(io_failure)?;
+        for open in self.handles.values_mut() {
+            if let Open::Upload { name, .. } = open
+                && *name == from
+            {
+                *name = to.clone();
+            }
+        }
+        if !is_temporary_name(&to) && !self.is_open_for_upload(&to) {
+            self.complete(&to).await?;
+        }
+        Ok(ok(id))
+    }
+
+    async fn remove(&mut self, id: u32, filename: String) -> Result<Status, Self::Error> {
+        let Place::InboxFile(name) = resolve(&filename)? else {
+            return Err(StatusCode::PermissionDenied
+                .with_message("only your own unfinished uploads can be removed"));
+        };
+        fs::remove_file(self.staged(&name)).map_err(io_failure)?;
+        Ok(ok(id))
+    }
+
+    async fn setstat(
+        &mut self,
+        id: u32,
+        path: String,
+        _attrs: FileAttributes,
+    ) -> Result<Status, Self::Error> {
+        // Times and modes of uploads are dropgate's own: accepted and ignored,
+        // so clients that preserve them (`put -p`) still work.
+        match resolve(&path)? {
+            Place::InboxFile(name) if self.staged(&name).exists() => Ok(ok(id)),
+            Place::InboxFile(_) => Err(StatusCode::NoSuchFile.with_message("no such file")),
+            _ => Err(StatusCode::PermissionDenied.with_message("not allowed")),
+        }
+    }
+
+    async fn fsetstat(
+        &mut self,
+        id: u32,
+        handle: String,
+        _attrs: FileAttributes,
+    ) -> Result<Status, Self::Error> {
+        match self.handles.get(&handle) {
+            Some(_) => Ok(ok(id)),
+            None => Err(StatusCode::Failure.with_message("no such handle")),
+        }
+    }
+
+    async fn mkdir(
+        &mut self,
+        _id: u32,
+        _path: String,
+        _attrs: FileAttributes,
+    ) -> Result<Status, Self::Error> {
+        Err(StatusCode::PermissionDenied.with_message("folders cannot be made here"))
+    }
+
+    async fn rmdir(&mut self, _id: u32, _path: String) -> Result<Status, Self::Error> {
+        Err(StatusCode::PermissionDenied.with_message("folders cannot be removed"))
+    }
+
+    async fn symlink(
+        &mut self,
+        _id: u32,
+        _linkpath: String,
+        _targetpath: String,
+    ) -> Result<Status, Self::Error> {
+        Err(StatusCode::PermissionDenied.with_message("links are not allowed"))
+    }
+
+    async fn readlink(&mut self, _id: u32, _path: String) -> Result<Name, Self::Error> {
+        Err(StatusCode::PermissionDenied.with_message("links are not allowed"))
+    }
+
+    async fn read(
+        &mut self,
+        _id: u32,
+        _handle: String,
+        _offset: u64,
+        _len: u32,
+    ) -> Result<Data, Self::Error> {
+        Err(StatusCode::PermissionDenied.with_message("inbox/ is write-only"))
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        // Left in the staging folder for the client to resume or remove;
+        // nothing of it enters the pipeline.
+        for open in self.handles.values() {
+            if let Open::Upload { .. } = open {
+                tracing::warn!(partner = %self.partner, remote = %self.peer, "SFTP upload incomplete: connection closed during upload");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_stay_inside_the_virtual_root() {
+        assert_eq!(resolve("/").unwrap(), Place::Root);
+        assert_eq!(resolve(".").unwrap(), Place::Root);
+        assert_eq!(resolve("inbox").unwrap(), Place::Inbox);
+        assert_eq!(resolve("/inbox/./").unwrap(), Place::Inbox);
+        assert_eq!(
+            resolve("//inbox//a.csv").unwrap(),
+            Place::InboxFile("a.csv".into())
+        );
+        for bad in [
+            "/inbox/../etc/passwd",
+            "..",
+            "/inbox/a\0b",
+            &"x".repeat(5000),
+        ] {
+            assert_eq!(
+                resolve(bad).unwrap_err().status_code,
+                StatusCode::PermissionDenied,
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            resolve(&format!("/inbox/{}", "n".repeat(300)))
+                .unwrap_err()
+                .status_code,
+            StatusCode::PermissionDenied
+        );
+        for elsewhere in ["/etc/passwd", "/inbox/sub/a.csv", "/outbox"] {
+            assert_eq!(
+                resolve(elsewhere).unwrap_err().status_code,
+                StatusCode::NoSuchFile,
+                "{elsewhere}"
+            );
+        }
+    }
+
+    #[test]
+    fn authorized_keys_lines_with_options_and_comments() {
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl care@example";
+        assert!(parse_authorized_line(key).unwrap().is_some());
+        assert!(
+            parse_authorized_line(&format!("from=\"127.0.0.1\" {key}"))
+                .unwrap()
+                .is_some()
+        );
+        assert!(parse_authorized_line("# comment").unwrap().is_none());
+        assert!(parse_authorized_line("").unwrap().is_none());
+        assert!(parse_authorized_line("ssh-ed25519 notbase64").is_err());
+    }
+}

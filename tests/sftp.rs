@@ -1,0 +1,191 @@
+//! The embedded SFTP server, driven by the OpenSSH `sftp` client.
+
+use std::fs;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use crate::harness::*;
+
+/// Runs `sftp` in batch mode as the demo partner with the given key.
+fn sftp(d: &Deployment, port: u16, key: &str, commands: &str) -> Output {
+    let batch = d.write_input("sftp-batch.txt", commands.as_bytes());
+    Command::new("sftp")
+        .arg("-b")
+        .arg(&batch)
+        .args(["-i", key, "-P", &port.to_string()])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+        ])
+        .arg("demo-carehome@127.0.0.1")
+        .output()
+        .expect("the OpenSSH `sftp` client must be installed (scripts/test installs it)")
+}
+
+fn demo_key(d: &Deployment) -> String {
+    d.path("config/keys/demo-carehome").display().to_string()
+}
+
+#[test]
+fn an_upload_is_received_before_the_client_is_told_it_succeeded() {
+    let d = Deployment::new();
+    let daemon = d.start();
+    let plain = d.write_input("news2_up.csv", news2_csv(12, 3, 0).as_bytes());
+    let encrypted = d.encrypt(&plain, false);
+    let out = sftp(
+        &d,
+        daemon.sftp_port(),
+        &demo_key(&d),
+        &format!("put {} inbox/news2_up.csv.age\n", encrypted.display()),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The put returned, so the file is already in the ledger.
+    let files = d.files();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(files[0]["source"], "sftp-server");
+    assert_eq!(files[0]["partner"], "demo-carehome");
+    assert_eq!(files[0]["name"], "news2_up.csv.age");
+    wait_for("the upload to load", Duration::from_secs(10), || {
+        d.count("SELECT count(*) FROM files WHERE state = 'loaded'") == 1
+    });
+    assert_eq!(d.files()[0]["records"], 3 + 12 * 8);
+    let staging = d.path("spool/uploads/demo-carehome");
+    assert_eq!(
+        fs::read_dir(staging).unwrap().count(),
+        0,
+        "the upload left the staging area"
+    );
+}
+
+#[test]
+fn a_temporary_name_is_taken_only_once_renamed() {
+    let d = Deployment::new();
+    let daemon = d.start();
+    let port = daemon.sftp_port();
+    let plain = d.write_input("news2_tmp.csv", news2_csv(5, 5, 0).as_bytes());
+    let out = sftp(
+        &d,
+        port,
+        &demo_key(&d),
+        &format!(
+            "put {} inbox/news2_tmp.csv.part\nls inbox\n",
+            plain.display()
+        ),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("news2_tmp.csv.part"),
+        "listed as waiting"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(d.files().is_empty(), "a .part upload is not taken");
+    let out = sftp(
+        &d,
+        port,
+        &demo_key(&d),
+        "rename inbox/news2_tmp.csv.part inbox/news2_tmp.csv\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(d.files().len(), 1);
+    assert_eq!(d.files()[0]["name"], "news2_tmp.csv");
+}
+
+#[test]
+fn an_interrupted_upload_can_be_resumed() {
+    let d = Deployment::new();
+    let daemon = d.start();
+    let port = daemon.sftp_port();
+    let body = news2_csv(200, 10, 0);
+    let half = d.write_input("news2_res.csv.part", &body.as_bytes()[..body.len() / 2]);
+    let whole = d.write_input("news2_res_whole.csv", body.as_bytes());
+    let out = sftp(
+        &d,
+        port,
+        &demo_key(&d),
+        &format!("put {} inbox/news2_res.csv.part\n", half.display()),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = sftp(
+        &d,
+        port,
+        &demo_key(&d),
+        &format!(
+            "reput {} inbox/news2_res.csv.part\nrename inbox/news2_res.csv.part inbox/news2_res.csv\n",
+            whole.display()
+        ),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_for("the resumed upload", Duration::from_secs(10), || {
+        d.count("SELECT count(*) FROM files WHERE state = 'loaded'") == 1
+    });
+    assert_eq!(d.files()[0]["rows_loaded"], 200);
+    assert_eq!(d.files()[0]["size"], body.len());
+}
+
+#[test]
+fn paths_outside_the_inbox_are_refused() {
+    let d = Deployment::new();
+    let daemon = d.start();
+    let port = daemon.sftp_port();
+    let plain = d.write_input("news2_esc.csv", news2_csv(1, 1, 0).as_bytes());
+    let p = plain.display();
+    // Each command in its own session: `sftp -b` stops at the first failure.
+    for (command, expect) in [
+        (format!("put {p} ../news2_esc.csv"), "Permission denied"),
+        (
+            format!("put {p} inbox/../../news2_esc.csv"),
+            "Permission denied",
+        ),
+        (format!("put {p} /etc/news2_esc.csv"), "No such file"),
+        (format!("put {p} /news2_esc.csv"), "No such file"),
+        ("cd ..".to_string(), "`..` is not allowed"),
+        ("mkdir inbox/sub".to_string(), "Permission denied"),
+        (
+            "symlink /etc/passwd inbox/passwd".to_string(),
+            "Permission denied",
+        ),
+        (
+            format!("put {p} inbox/{}", "n".repeat(300)),
+            "Permission denied",
+        ),
+        ("get inbox/anything /dev/null".to_string(), "not found"),
+    ] {
+        let out = sftp(&d, port, &demo_key(&d), &format!("{command}\n"));
+        assert!(!out.status.success(), "`{command}` must fail");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(expect), "`{command}`: {stderr}");
+    }
+    assert!(d.files().is_empty());
+}
+
+#[test]
+fn a_wrong_key_cannot_log_in() {
+    let d = Deployment::new();
+    let daemon = d.start();
+    let stranger = d.path("stranger_ed25519");
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&stranger)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = sftp(
+        &d,
+        daemon.sftp_port(),
+        &stranger.display().to_string(),
+        "ls\n",
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("Permission denied"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!daemon.log().contains("SFTP login partner"));
+}

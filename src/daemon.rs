@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use crate::config::{Config, SourceKind};
 use crate::keys::{self, KeyError};
 use crate::land::{self, Arrival, LandError, Landed, Origin};
-use crate::ledger::{Clock, FileState, Ledger, LedgerError, SystemClock};
+use crate::ledger::{AuditEvent, Clock, FileState, Ledger, LedgerError, SystemClock};
 use crate::pipeline::{ProcessError, Processor};
 use crate::receive;
 use crate::spool::{Area, Spool};
@@ -43,6 +43,32 @@ pub struct Lander {
 }
 
 impl Lander {
+    /// Blocking: appends an audit event. A failure is logged, not returned:
+    /// the action it describes has already happened.
+    pub fn audit(&self, event: &AuditEvent<'_>) {
+        let mut ledger = self.ledger.lock().expect("ledger lock");
+        if let Err(e) = ledger.audit(event) {
+            tracing::error!(error = %e, action = event.action, "could not write an audit event");
+        }
+    }
+
+    /// Blocking: records a ban on an address.
+    pub fn ban(&self, address: &str, until: chrono::DateTime<chrono::Utc>, failures: u32) {
+        let mut ledger = self.ledger.lock().expect("ledger lock");
+        if let Err(e) = ledger.ban(address, until, failures) {
+            tracing::error!(error = %e, "could not record a ban");
+        }
+    }
+
+    /// Blocking: the addresses banned now.
+    pub fn bans(&self) -> Vec<(String, chrono::DateTime<chrono::Utc>)> {
+        let ledger = self.ledger.lock().expect("ledger lock");
+        ledger.bans().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "could not read bans");
+            Vec::new()
+        })
+    }
+
     /// Blocking: copies, fsyncs and records a batch from one source.
     pub fn land(
         &self,

@@ -189,3 +189,85 @@ fn a_wrong_key_cannot_log_in() {
     );
     assert!(!daemon.log().contains("SFTP login partner"));
 }
+
+fn audit_actions(d: &Deployment) -> Vec<(String, Option<String>, Option<i64>)> {
+    let conn = d.ledger();
+    let mut stmt = conn
+        .prepare("SELECT action, remote, file_id FROM audit_events ORDER BY id")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[test]
+fn logins_uploads_and_refusals_are_audited() {
+    let d = Deployment::new();
+    let daemon = d.start();
+    let port = daemon.sftp_port();
+    let plain = d.write_input("news2_aud.csv", news2_csv(2, 2, 0).as_bytes());
+    let out = sftp(
+        &d,
+        port,
+        &demo_key(&d),
+        &format!("put {} inbox/news2_aud.csv\n", plain.display()),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = sftp(&d, port, &demo_key(&d), "mkdir inbox/x\n");
+    assert!(!out.status.success());
+    // Written off the session's task: give it a moment.
+    wait_for("the refusal to be audited", Duration::from_secs(5), || {
+        audit_actions(&d).iter().any(|(a, _, _)| a == "refused")
+    });
+    let actions = audit_actions(&d);
+    let names: Vec<&str> = actions.iter().map(|(a, _, _)| a.as_str()).collect();
+    assert_eq!(
+        names,
+        ["login", "upload", "login", "refused"],
+        "{actions:?}"
+    );
+    assert!(
+        actions
+            .iter()
+            .all(|(_, remote, _)| remote.as_deref() == Some("127.0.0.1"))
+    );
+    assert_eq!(actions[1].2, Some(d.files()[0]["id"].as_i64().unwrap()));
+}
+
+#[test]
+fn repeated_failed_logins_ban_the_address_even_across_restarts() {
+    let d = Deployment::with_config(&fast(SHIPPED_CONFIG).replace(
+        "idle_timeout = \"10m\"",
+        "idle_timeout = \"10m\"\nban_after_failures = 2\nban_time = \"1h\"",
+    ));
+    let daemon = d.start();
+    let port = daemon.sftp_port();
+    let stranger = d.path("stranger_ed25519");
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&stranger)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for _ in 0..2 {
+        let out = sftp(&d, port, &stranger.display().to_string(), "ls\n");
+        assert!(!out.status.success());
+    }
+    // Now even the partner's own key is refused from this address.
+    let out = sftp(&d, port, &demo_key(&d), "ls\n");
+    assert!(!out.status.success(), "a banned address cannot log in");
+    daemon.terminate();
+    let daemon = d.start();
+    let out = sftp(&d, daemon.sftp_port(), &demo_key(&d), "ls\n");
+    assert!(!out.status.success(), "the ban outlives a restart");
+    let actions: Vec<String> = audit_actions(&d).into_iter().map(|(a, _, _)| a).collect();
+    assert!(
+        actions.contains(&"address_banned".to_string()),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&"login_refused_banned".to_string()),
+        "{actions:?}"
+    );
+}

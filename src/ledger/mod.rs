@@ -24,6 +24,7 @@ pub use records::{DetailView, PersonView, RecordWriter};
 const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_ledger", include_str!("migrations/0001_ledger.sql")),
     ("0002_records", include_str!("migrations/0002_records.sql")),
+    ("0003_audit", include_str!("migrations/0003_audit.sql")),
 ];
 
 /// How long (in ms) a connection waits for another's write transaction.
@@ -200,6 +201,82 @@ pub struct StoredProblem {
     pub field: Option<u64>,
     pub code: String,
     pub message: String,
+}
+
+/// Something a partner or an address did, for the audit trail. Never holds
+/// patient identifiers.
+#[derive(Debug, Clone, Default)]
+pub struct AuditEvent<'a> {
+    pub partner: Option<&'a str>,
+    pub remote: Option<&'a str>,
+    pub action: &'a str,
+    pub file_id: Option<i64>,
+    pub detail: Option<serde_json::Value>,
+}
+
+/// An audit event as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at: String,
+    pub partner: Option<String>,
+    pub remote: Option<String>,
+    pub action: String,
+    pub file_id: Option<i64>,
+    pub detail: Option<String>,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl AuditRow {
+    /// Whether this row's hash matches its content and the given previous hash.
+    pub fn verifies_after(&self, prev_hash: &str) -> bool {
+        self.prev_hash == prev_hash
+            && self.hash
+                == audit_hash(
+                    prev_hash,
+                    &self.at,
+                    self.partner.as_deref(),
+                    self.remote.as_deref(),
+                    &self.action,
+                    self.file_id,
+                    self.detail.as_deref(),
+                )
+    }
+}
+
+/// SHA-256 over the previous hash and every field, each length-prefixed so
+/// no two different rows hash the same text.
+fn audit_hash(
+    prev: &str,
+    at: &str,
+    partner: Option<&str>,
+    remote: Option<&str>,
+    action: &str,
+    file_id: Option<i64>,
+    detail: Option<&str>,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let file_id = file_id.map(|i| i.to_string());
+    for field in [
+        Some(prev),
+        Some(at),
+        partner,
+        remote,
+        Some(action),
+        file_id.as_deref(),
+        detail,
+    ] {
+        match field {
+            Some(text) => {
+                h.update((text.len() as u64).to_be_bytes());
+                h.update(text.as_bytes());
+            }
+            None => h.update(u64::MAX.to_be_bytes()),
+        }
+    }
+    crate::land::hex(&h.finalize())
 }
 
 #[derive(Debug, Default, Clone)]
@@ -471,6 +548,99 @@ impl Ledger {
         )?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Appends an audit event, chained to the one before it.
+    pub fn audit(&mut self, event: &AuditEvent<'_>) -> Result<()> {
+        let at = self.now();
+        let detail = event.detail.as_ref().map(|d| d.to_string());
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let prev: String = tx
+            .prepare_cached("SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1")?
+            .query_row([], |r| r.get(0))
+            .optional()?
+            .unwrap_or_else(|| "0".repeat(64));
+        let hash = audit_hash(
+            &prev,
+            &at,
+            event.partner,
+            event.remote,
+            event.action,
+            event.file_id,
+            detail.as_deref(),
+        );
+        tx.prepare_cached(
+            "INSERT INTO audit_events (at, partner, remote, action, file_id, detail, prev_hash, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![
+            at,
+            event.partner,
+            event.remote,
+            event.action,
+            event.file_id,
+            detail,
+            prev,
+            hash
+        ])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Audit events, oldest first, and whether the hash chain is intact up to each.
+    pub fn audit_events(&self) -> Result<Vec<AuditRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, at, partner, remote, action, file_id, detail, prev_hash, hash
+             FROM audit_events ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(AuditRow {
+                id: r.get(0)?,
+                at: r.get(1)?,
+                partner: r.get(2)?,
+                remote: r.get(3)?,
+                action: r.get(4)?,
+                file_id: r.get(5)?,
+                detail: r.get(6)?,
+                prev_hash: r.get(7)?,
+                hash: r.get(8)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Records a ban on an address until the given time.
+    pub fn ban(&mut self, address: &str, until: DateTime<Utc>, failures: u32) -> Result<()> {
+        let now = self.now();
+        self.conn
+            .prepare_cached(
+                "INSERT INTO address_bans (address, banned_at, until, failures) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (address) DO UPDATE SET banned_at = ?2, until = ?3, failures = ?4",
+            )?
+            .execute(params![address, now, timestamp(until), failures])?;
+        Ok(())
+    }
+
+    /// Addresses banned now, with the end of each ban.
+    pub fn bans(&self) -> Result<Vec<(String, DateTime<Utc>)>> {
+        let now = self.now();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT address, until FROM address_bans WHERE until > ?1")?;
+        let rows = stmt.query_map([now], |r| {
+            let until: String = r.get(1)?;
+            Ok((r.get::<_, String>(0)?, until))
+        })?;
+        let mut bans = Vec::new();
+        for row in rows {
+            let (address, until) = row?;
+            if let Ok(until) = DateTime::parse_from_rfc3339(&until) {
+                bans.push((address, until.with_timezone(&Utc)));
+            }
+        }
+        Ok(bans)
     }
 
     /// Starts a write transaction in which files are processed.

@@ -207,3 +207,49 @@ fn observation_code_ids_match_the_ledger() {
         .unwrap();
     assert_eq!(rows, crate::map::Code::ALL.len() as i64);
 }
+
+#[test]
+fn the_audit_trail_is_a_hash_chain_that_shows_tampering() {
+    let mut l = ledger();
+    for (action, remote) in [
+        ("login", "10.0.0.1"),
+        ("upload", "10.0.0.1"),
+        ("refused", "10.0.0.2"),
+    ] {
+        l.audit(&AuditEvent {
+            partner: Some("care"),
+            remote: Some(remote),
+            action,
+            ..AuditEvent::default()
+        })
+        .unwrap();
+    }
+    let verify = |rows: &[AuditRow]| {
+        let mut prev = "0".repeat(64);
+        rows.iter()
+            .map(|r| {
+                let ok = r.verifies_after(&prev);
+                prev = r.hash.clone();
+                ok
+            })
+            .collect::<Vec<bool>>()
+    };
+    assert_eq!(verify(&l.audit_events().unwrap()), [true, true, true]);
+    // Rows cannot be changed through SQL...
+    assert!(
+        l.connection()
+            .execute(
+                "UPDATE audit_events SET remote = '10.9.9.9' WHERE id = 2",
+                []
+            )
+            .is_err()
+    );
+    // ...and a change made around the triggers shows in the chain.
+    l.connection()
+        .execute_batch(
+            "DROP TRIGGER audit_events_no_update;
+             UPDATE audit_events SET remote = '10.9.9.9' WHERE id = 2;",
+        )
+        .unwrap();
+    assert_eq!(verify(&l.audit_events().unwrap()), [true, false, true]);
+}

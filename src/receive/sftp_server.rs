@@ -12,12 +12,15 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use chrono::{DateTime, Utc};
 
 use russh::keys::ssh_key::{self, PrivateKey, PublicKey};
 use russh::server::{Auth, Msg, Server as _, Session, VerifiedPublicKey};
@@ -33,6 +36,7 @@ use super::is_temporary_name;
 use crate::config::{AuthorizedKeys, Config, SftpServer};
 use crate::daemon::Lander;
 use crate::land::{Arrival, Landed};
+use crate::ledger::AuditEvent;
 
 /// The source name uploads are recorded under in the ledger.
 pub const SOURCE: &str = "sftp-server";
@@ -119,6 +123,106 @@ struct Shared {
     lander: Arc<Lander>,
     staging: PathBuf,
     limits: SftpServer,
+    guard: Mutex<Guard>,
+}
+
+/// Failed logins, bans and open sessions, like SFTPGo's defender.
+#[derive(Default)]
+struct Guard {
+    failures: HashMap<IpAddr, Vec<Instant>>,
+    banned: HashMap<IpAddr, DateTime<Utc>>,
+    /// Last time a refusal from an address was logged and audited.
+    reported: HashMap<IpAddr, Instant>,
+    sessions: HashMap<String, usize>,
+}
+
+/// Refusals from one address are logged at most this often.
+const REPORT_EVERY: Duration = Duration::from_secs(60);
+
+impl Shared {
+    /// Appends an audit event without holding up the caller's runtime thread.
+    async fn audit(&self, event: AuditEvent<'_>) {
+        let lander = self.lander.clone();
+        let owned = (
+            event.partner.map(str::to_string),
+            event.remote.map(str::to_string),
+            event.action.to_string(),
+            event.file_id,
+            event.detail,
+        );
+        let _ = tokio::task::spawn_blocking(move || {
+            let (partner, remote, action, file_id, detail) = owned;
+            lander.audit(&AuditEvent {
+                partner: partner.as_deref(),
+                remote: remote.as_deref(),
+                action: &action,
+                file_id,
+                detail,
+            });
+        })
+        .await;
+    }
+
+    fn is_banned(&self, ip: IpAddr) -> bool {
+        let mut guard = self.guard.lock().expect("guard lock");
+        match guard.banned.get(&ip) {
+            Some(until) if *until > Utc::now() => true,
+            Some(_) => {
+                guard.banned.remove(&ip);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Whether a refusal from `ip` should be logged now (rate limit).
+    fn should_report(&self, ip: IpAddr) -> bool {
+        let mut guard = self.guard.lock().expect("guard lock");
+        let now = Instant::now();
+        match guard.reported.get(&ip) {
+            Some(last) if now.duration_since(*last) < REPORT_EVERY => false,
+            _ => {
+                guard.reported.insert(ip, now);
+                true
+            }
+        }
+    }
+
+    /// Counts a failed login; returns the failure count when it bans the address.
+    fn failed_login(&self, ip: IpAddr) -> Option<(u32, DateTime<Utc>)> {
+        let mut guard = self.guard.lock().expect("guard lock");
+        let now = Instant::now();
+        let window = self.limits.ban_window;
+        let failures = guard.failures.entry(ip).or_default();
+        failures.retain(|t| now.duration_since(*t) < window);
+        failures.push(now);
+        let count = failures.len() as u32;
+        if count < self.limits.ban_after_failures {
+            return None;
+        }
+        guard.failures.remove(&ip);
+        let until = Utc::now() + self.limits.ban_time;
+        guard.banned.insert(ip, until);
+        Some((count, until))
+    }
+
+    /// Takes a session slot for the partner, if one is free.
+    fn open_session(&self, partner: &str) -> bool {
+        let mut guard = self.guard.lock().expect("guard lock");
+        let open = guard.sessions.entry(partner.to_string()).or_default();
+        if *open >= self.limits.max_sessions_per_partner {
+            return false;
+        }
+        *open += 1;
+        true
+    }
+
+    fn close_session(&self, partner: &str) {
+        let mut guard = self.guard.lock().expect("guard lock");
+        if let Some(open) = guard.sessions.get_mut(partner) {
+            *open = open.saturating_sub(1);
+        }
+    }
 }
 
 /// The server, bound to its address but not yet serving.
@@ -141,11 +245,26 @@ pub async fn bind(config: &Config, lander: Arc<Lander>) -> Result<Option<Bound>,
             message: e.to_string(),
         }
     })?;
+    // Bans survive restarts: they are in the ledger.
+    let banned = {
+        let lander = lander.clone();
+        tokio::task::spawn_blocking(move || lander.bans())
+            .await
+            .unwrap_or_default()
+    };
+    let guard = Guard {
+        banned: banned
+            .into_iter()
+            .filter_map(|(address, until)| Some((address.parse().ok()?, until)))
+            .collect(),
+        ..Guard::default()
+    };
     let shared = Arc::new(Shared {
         accounts: Accounts::load(config)?,
         lander,
         staging: config.daemon.spool.join("uploads"),
         limits: limits.clone(),
+        guard: Mutex::new(guard),
     });
     fs::create_dir_all(&shared.staging)?;
     let ssh_config = Arc::new(russh::server::Config {
@@ -222,6 +341,57 @@ impl Connection {
     fn peer(&self) -> String {
         self.peer.map(|p| p.ip().to_string()).unwrap_or_default()
     }
+
+    fn ip(&self) -> IpAddr {
+        self.peer
+            .map(|p| p.ip())
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]))
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let Some(partner) = &self.partner {
+            self.shared.close_session(partner);
+        }
+    }
+}
+
+impl Connection {
+    /// Unknown users and wrong keys get the same answer; failures count
+    /// towards a ban of the address.
+    async fn refuse_login(&mut self, user: &str) {
+        let (ip, remote) = (self.ip(), self.peer());
+        let detail = serde_json::json!({ "user": user });
+        if self.shared.should_report(ip) {
+            tracing::warn!(remote = %remote, "SFTP login refused");
+            self.shared
+                .audit(AuditEvent {
+                    remote: Some(&remote),
+                    action: "login_refused",
+                    detail: Some(detail),
+                    ..AuditEvent::default()
+                })
+                .await;
+        }
+        if let Some((failures, until)) = self.shared.failed_login(ip) {
+            tracing::warn!(remote = %remote, failures, until = %until, "address banned after failed logins");
+            let lander = self.shared.lander.clone();
+            let address = ip.to_string();
+            let _ =
+                tokio::task::spawn_blocking(move || lander.ban(&address, until, failures)).await;
+            self.shared
+                .audit(AuditEvent {
+                    remote: Some(&remote),
+                    action: "address_banned",
+                    detail: Some(
+                        serde_json::json!({ "failures": failures, "until": until.to_rfc3339() }),
+                    ),
+                    ..AuditEvent::default()
+                })
+                .await;
+        }
+    }
 }
 
 impl russh::server::Handler for Connection {
@@ -232,13 +402,51 @@ impl russh::server::Handler for Connection {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
+        let (ip, remote) = (self.ip(), self.peer());
+        if self.shared.is_banned(ip) {
+            if self.shared.should_report(ip) {
+                tracing::warn!(remote = %remote, "SFTP login from a banned address refused");
+                self.shared
+                    .audit(AuditEvent {
+                        remote: Some(&remote),
+                        action: "login_refused_banned",
+                        ..AuditEvent::default()
+                    })
+                    .await;
+            }
+            return Ok(Auth::reject());
+        }
         if self.shared.accounts.allows(user, key.public_key) {
-            tracing::info!(partner = user, remote = %self.peer(), "SFTP login");
+            if !self.shared.open_session(user) {
+                tracing::warn!(partner = user, remote = %remote, "SFTP login refused: too many sessions");
+                self.shared
+                    .audit(AuditEvent {
+                        partner: Some(user),
+                        remote: Some(&remote),
+                        action: "login_refused_session_limit",
+                        ..AuditEvent::default()
+                    })
+                    .await;
+                return Ok(Auth::reject());
+            }
+            tracing::info!(partner = user, remote = %remote, "SFTP login");
             self.partner = Some(user.to_string());
+            self.shared
+                .audit(AuditEvent {
+                    partner: Some(user),
+                    remote: Some(&remote),
+                    action: "login",
+                    ..AuditEvent::default()
+                })
+                .await;
             return Ok(Auth::Accept);
         }
-        // Unknown users and wrong keys get the same answer.
-        tracing::warn!(remote = %self.peer(), "SFTP login refused");
+        self.refuse_login(user).await;
+        Ok(Auth::reject())
+    }
+
+    async fn auth_password(&mut self, user: &str, _password: &str) -> Result<Auth, Self::Error> {
+        self.refuse_login(user).await;
         Ok(Auth::reject())
     }
 
@@ -339,6 +547,35 @@ impl Inbox {
         })
     }
 
+    /// Resolves a client path, auditing any attempt to leave the root.
+    fn resolve(&self, operation: &str, path: &str) -> Result<Place, StatusReply> {
+        resolve(path).map_err(|e| self.refuse(operation, e))
+    }
+
+    /// Audits a refused operation (permission denied) and returns the reply.
+    fn refuse(&self, operation: &str, reply: StatusReply) -> StatusReply {
+        if reply.status_code == StatusCode::PermissionDenied {
+            tracing::warn!(partner = %self.partner, remote = %self.peer, operation, "SFTP operation refused");
+            let lander = self.shared.lander.clone();
+            let (partner, remote) = (self.partner.clone(), self.peer.clone());
+            let detail = serde_json::json!({
+                "operation": operation,
+                "reason": reply.error_message.clone().unwrap_or_default(),
+            });
+            // Written off the session's task: a refusal is answered at once.
+            std::thread::spawn(move || {
+                lander.audit(&AuditEvent {
+                    partner: Some(&partner),
+                    remote: Some(&remote),
+                    action: "refused",
+                    detail: Some(detail),
+                    ..AuditEvent::default()
+                })
+            });
+        }
+        reply
+    }
+
     fn handle(&mut self, open: Open) -> String {
         self.next_handle += 1;
         let handle = self.next_handle.to_string();
@@ -375,6 +612,15 @@ impl Inbox {
         match result {
             Ok(Landed::New(id) | Landed::AlreadyReceived(id)) => {
                 tracing::info!(partner = %self.partner, remote = %self.peer, file_id = id, "SFTP upload received");
+                self.shared
+                    .audit(AuditEvent {
+                        partner: Some(&self.partner),
+                        remote: Some(&self.peer),
+                        action: "upload",
+                        file_id: Some(id),
+                        ..AuditEvent::default()
+                    })
+                    .await;
                 Ok(())
             }
             Err(e) => {
@@ -437,7 +683,7 @@ impl russh_sftp::server::Handler for Inbox {
     }
 
     async fn realpath(&mut self, id: u32, path: String) -> Result<Name, Self::Error> {
-        let canonical = match resolve(&path)? {
+        let canonical = match self.resolve("realpath", &path)? {
             Place::Root => "/".to_string(),
             Place::Inbox => format!("/{INBOX}"),
             Place::InboxFile(name) => format!("/{INBOX}/{name}"),
@@ -449,7 +695,7 @@ impl russh_sftp::server::Handler for Inbox {
     }
 
     async fn opendir(&mut self, id: u32, path: String) -> Result<Handle, Self::Error> {
-        let entries = match resolve(&path)? {
+        let entries = match self.resolve("opendir", &path)? {
             Place::Root => vec![SftpFile::new(INBOX, directory_attrs())],
             Place::Inbox => {
                 // The partner's own uploads not yet taken by dropgate.
@@ -478,7 +724,7 @@ impl russh_sftp::server::Handler for Inbox {
     }
 
     async fn stat(&mut self, id: u32, path: String) -> Result<Attrs, Self::Error> {
-        let attrs = match resolve(&path)? {
+        let attrs = match self.resolve("stat", &path)? {
             Place::Root | Place::Inbox => directory_attrs(),
             Place::InboxFile(name) => {
                 file_attrs(&fs::symlink_metadata(self.staged(&name)).map_err(io_failure)?)
@@ -512,13 +758,17 @@ impl russh_sftp::server::Handler for Inbox {
         pflags: OpenFlags,
         _attrs: FileAttributes,
     ) -> Result<Handle, Self::Error> {
-        let Place::InboxFile(name) = resolve(&filename)? else {
-            return Err(
-                StatusCode::PermissionDenied.with_message("files can only be written into inbox/")
-            );
+        let Place::InboxFile(name) = self.resolve("open", &filename)? else {
+            return Err(self.refuse(
+                "open",
+                StatusCode::PermissionDenied.with_message("files can only be written into inbox/"),
+            ));
         };
         if pflags.contains(OpenFlags::READ) || !pflags.contains(OpenFlags::WRITE) {
-            return Err(StatusCode::PermissionDenied.with_message("inbox/ is write-only"));
+            return Err(self.refuse(
+                "open",
+                StatusCode::PermissionDenied.with_message("inbox/ is write-only"),
+            ));
         }
         let path = self.staged(&name);
         if let Ok(meta) = fs::symlink_metadata(&path)
@@ -578,12 +828,14 @@ impl russh_sftp::server::Handler for Inbox {
         oldpath: String,
         newpath: String,
     ) -> Result<Status, Self::Error> {
-        let (Place::InboxFile(from), Place::InboxFile(to)) =
-            (resolve(&oldpath)?, resolve(&newpath)?)
-        else {
-            return Err(
-                StatusCode::PermissionDenied.with_message("only files in inbox/ can be renamed")
-            );
+        let (Place::InboxFile(from), Place::InboxFile(to)) = (
+            self.resolve("rename", &oldpath)?,
+            self.resolve("rename", &newpath)?,
+        ) else {
+            return Err(self.refuse(
+                "rename",
+                StatusCode::PermissionDenied.with_message("only files in inbox/ can be renamed"),
+            ));
         };
         let (from_path, to_path) = (self.staged(&from), self.staged(&to));
         if to_path.exists() {
@@ -604,9 +856,12 @@ impl russh_sftp::server::Handler for Inbox {
     }
 
     async fn remove(&mut self, id: u32, filename: String) -> Result<Status, Self::Error> {
-        let Place::InboxFile(name) = resolve(&filename)? else {
-            return Err(StatusCode::PermissionDenied
-                .with_message("only your own unfinished uploads can be removed"));
+        let Place::InboxFile(name) = self.resolve("remove", &filename)? else {
+            return Err(self.refuse(
+                "remove",
+                StatusCode::PermissionDenied
+                    .with_message("only your own unfinished uploads can be removed"),
+            ));
         };
         fs::remove_file(self.staged(&name)).map_err(io_failure)?;
         Ok(ok(id))
@@ -620,7 +875,7 @@ impl russh_sftp::server::Handler for Inbox {
     ) -> Result<Status, Self::Error> {
         // Times and modes of uploads are dropgate's own: accepted and ignored,
         // so clients that preserve them (`put -p`) still work.
-        match resolve(&path)? {
+        match self.resolve("setstat", &path)? {
             Place::InboxFile(name) if self.staged(&name).exists() => Ok(ok(id)),
             Place::InboxFile(_) => Err(StatusCode::NoSuchFile.with_message("no such file")),
             _ => Err(StatusCode::PermissionDenied.with_message("not allowed")),
@@ -645,11 +900,17 @@ impl russh_sftp::server::Handler for Inbox {
         _path: String,
         _attrs: FileAttributes,
     ) -> Result<Status, Self::Error> {
-        Err(StatusCode::PermissionDenied.with_message("folders cannot be made here"))
+        Err(self.refuse(
+            "mkdir",
+            StatusCode::PermissionDenied.with_message("folders cannot be made here"),
+        ))
     }
 
     async fn rmdir(&mut self, _id: u32, _path: String) -> Result<Status, Self::Error> {
-        Err(StatusCode::PermissionDenied.with_message("folders cannot be removed"))
+        Err(self.refuse(
+            "rmdir",
+            StatusCode::PermissionDenied.with_message("folders cannot be removed"),
+        ))
     }
 
     async fn symlink(
@@ -658,7 +919,10 @@ impl russh_sftp::server::Handler for Inbox {
         _linkpath: String,
         _targetpath: String,
     ) -> Result<Status, Self::Error> {
-        Err(StatusCode::PermissionDenied.with_message("links are not allowed"))
+        Err(self.refuse(
+            "symlink",
+            StatusCode::PermissionDenied.with_message("links are not allowed"),
+        ))
     }
 
     async fn readlink(&mut self, _id: u32, _path: String) -> Result<Name, Self::Error> {
@@ -672,7 +936,10 @@ impl russh_sftp::server::Handler for Inbox {
         _offset: u64,
         _len: u32,
     ) -> Result<Data, Self::Error> {
-        Err(StatusCode::PermissionDenied.with_message("inbox/ is write-only"))
+        Err(self.refuse(
+            "read",
+            StatusCode::PermissionDenied.with_message("inbox/ is write-only"),
+        ))
     }
 }
 
@@ -681,8 +948,21 @@ impl Drop for Inbox {
         // Left in the staging folder for the client to resume or remove;
         // nothing of it enters the pipeline.
         for open in self.handles.values() {
-            if let Open::Upload { .. } = open {
+            if let Open::Upload { name, file } = open {
                 tracing::warn!(partner = %self.partner, remote = %self.peer, "SFTP upload incomplete: connection closed during upload");
+                let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+                let lander = self.shared.lander.clone();
+                let (partner, remote) = (self.partner.clone(), self.peer.clone());
+                let detail = serde_json::json!({ "name": name, "bytes": size });
+                std::thread::spawn(move || {
+                    lander.audit(&AuditEvent {
+                        partner: Some(&partner),
+                        remote: Some(&remote),
+                        action: "upload_incomplete",
+                        detail: Some(detail),
+                        ..AuditEvent::default()
+                    })
+                });
             }
         }
     }

@@ -61,6 +61,18 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Push files to a destination (upload under a temporary name, check the size, rename), with retries.
+    #[command(
+        after_help = "Example:\n  dropgate push --destination gp-inbox export_20261122.csv.age\n\nExit status 0 when every file was delivered, 1 when any was not."
+    )]
+    Push {
+        /// Destination, as configured under [destinations.NAME].
+        #[arg(long)]
+        destination: String,
+        /// Files to push; each keeps its file name.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// List files in the ledger.
     #[command(
         after_help = "Example:\n  dropgate files --state quarantined\n  dropgate files --feed news2 --json | jq .sha256"
@@ -177,6 +189,10 @@ macro_rules! config_or_exit {
 }
 
 fn open_ledger(config: &Config) -> anyhow::Result<Ledger> {
+    if let Some(folder) = config.daemon.ledger.parent() {
+        std::fs::create_dir_all(folder)
+            .with_context(|| format!("creating {}", folder.display()))?;
+    }
     Ledger::open(&config.daemon.ledger, Arc::new(SystemClock))
         .with_context(|| format!("opening the ledger {}", config.daemon.ledger.display()))
 }
@@ -218,6 +234,10 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ingest { source, files } => {
             let config = Arc::new(config_or_exit!(&cli.config));
             ingest(config, &source, &files)
+        }
+        Command::Push { destination, files } => {
+            let config = config_or_exit!(&cli.config);
+            push(&config, &destination, &files)
         }
         Command::Files { state, feed, json } => {
             let config = config_or_exit!(&cli.config);
@@ -334,6 +354,49 @@ fn ingest(config: Arc<Config>, source_name: &str, paths: &[PathBuf]) -> anyhow::
         finished.push(file);
     }
     Ok(exit_for(&finished))
+}
+
+fn push(config: &Config, name: &str, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let Some(destination) = config.destinations.get(name) else {
+        let known: Vec<&str> = config.destinations.keys().map(String::as_str).collect();
+        bail!(
+            "unknown destination `{name}` (configured: {})",
+            known.join(", ")
+        );
+    };
+    let ledger = std::sync::Mutex::new(open_ledger(config)?);
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    let mut all_delivered = true;
+    for path in paths {
+        let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
+        let sha256 = {
+            use sha2::Digest;
+            dropgate::land::hex(&sha2::Sha256::digest(&bytes))
+        };
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let parcel = dropgate::forward::Parcel {
+            path,
+            name: &file_name,
+            file_id: None,
+            sha256: &sha256,
+            size: bytes.len() as u64,
+        };
+        match runtime.block_on(dropgate::forward::deliver(destination, &parcel, &ledger)) {
+            Ok(attempt) => println!("{file_name}\tdelivered\tattempt {attempt}"),
+            Err(e) => {
+                all_delivered = false;
+                println!("{file_name}\tnot delivered\t{e}");
+            }
+        }
+    }
+    Ok(if all_delivered {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn exit_for(files: &[FileRow]) -> ExitCode {

@@ -271,3 +271,120 @@ fn repeated_failed_logins_ban_the_address_even_across_restarts() {
         "{actions:?}"
     );
 }
+
+/// A destination block for a daemon's own SFTP server (the demo partner's inbox).
+fn loopback_destination(port: u16, host_key: &str) -> String {
+    format!(
+        "\n[destinations.loopback]\nkind = \"sftp\"\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"demo-carehome\"\nprivate_key = \"keys/demo-carehome\"\nhost_key = \"{}\"\nfolder = \"inbox\"\nattempts = 2\nretry_initial = \"100ms\"\ntimeout = \"5s\"\n",
+        host_key.trim()
+    )
+}
+
+#[test]
+fn push_uploads_under_a_temporary_name_then_renames() {
+    let d = Deployment::new();
+    let daemon = d.start();
+    let host_key = fs::read_to_string(d.path("config/keys/ssh_host_ed25519.pub")).unwrap();
+    let host_key: String = host_key
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let config = fast(SHIPPED_CONFIG) + &loopback_destination(daemon.sftp_port(), &host_key);
+    d.write_config(&config);
+    let plain = d.write_input("news2_push.csv", news2_csv(4, 2, 0).as_bytes());
+    let out = d.dg(&["push", "--destination", "loopback", plain.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("delivered"),
+        "{}",
+        text(&out.stdout)
+    );
+    // The receiving side took it only at the rename, under its final name.
+    let files = d.files();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(files[0]["name"], "news2_push.csv");
+    let events: Vec<(String, i64)> = {
+        let conn = d.ledger();
+        let mut stmt = conn
+            .prepare("SELECT event, attempt FROM delivery_events ORDER BY id")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(events, [("delivered".to_string(), 1)]);
+}
+
+#[test]
+fn push_refuses_a_server_whose_host_key_is_not_the_pinned_one() {
+    let d = Deployment::new();
+    let daemon = d.start();
+    let other = d.path("other_host");
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let wrong = fs::read_to_string(d.path("other_host.pub")).unwrap();
+    let wrong: String = wrong
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    d.write_config(&(fast(SHIPPED_CONFIG) + &loopback_destination(daemon.sftp_port(), &wrong)));
+    let plain = d.write_input("news2_pin.csv", news2_csv(1, 1, 0).as_bytes());
+    let out = d.dg(&["push", "--destination", "loopback", plain.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("does not match the pinned key"), "{stdout}");
+    assert!(
+        stdout.contains("SHA256:"),
+        "the fingerprint seen is shown: {stdout}"
+    );
+    assert!(d.files().is_empty(), "nothing was sent");
+}
+
+#[test]
+fn push_retries_with_backoff_then_gives_up() {
+    let d = Deployment::new();
+    // Nothing listens on this port: bound and released at once.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let host_key = fs::read_to_string(d.path("config/keys/ssh_host_ed25519.pub")).unwrap();
+    let host_key: String = host_key
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    d.write_config(&(fast(SHIPPED_CONFIG) + &loopback_destination(port, &host_key)));
+    let plain = d.write_input("news2_retry.csv", news2_csv(1, 1, 0).as_bytes());
+    let out = d.dg(&["push", "--destination", "loopback", plain.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let conn = d.ledger();
+    let mut stmt = conn
+        .prepare("SELECT event, attempt FROM delivery_events ORDER BY id")
+        .unwrap();
+    let events: Vec<(String, i64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("attempt_failed".to_string(), 1),
+            ("gave_up".to_string(), 2)
+        ]
+    );
+}

@@ -37,6 +37,17 @@ pub struct Config {
     pub feeds: BTreeMap<String, Feed>,
     /// Present when any partner has an SFTP account.
     pub sftp_server: Option<SftpServer>,
+    pub destinations: BTreeMap<String, Destination>,
+}
+
+/// A server files are pushed to.
+#[derive(Debug, Clone)]
+pub struct Destination {
+    pub name: String,
+    pub endpoint: crate::remote::sftp::Endpoint,
+    pub attempts: u32,
+    pub backoff: crate::remote::Backoff,
+    pub timeout: Duration,
 }
 
 #[derive(Debug)]
@@ -338,17 +349,18 @@ impl Checker<'_> {
         for (key, value) in root.into_inner() {
             let name = key.get_ref().to_string();
             match name.as_str() {
-                "daemon" | "keys" | "partners" | "sources" | "feeds" | "sftp_server" => {
+                "daemon" | "keys" | "partners" | "sources" | "feeds" | "sftp_server"
+                | "destinations" => {
                     sections.insert(name, value);
                 }
-                "destinations" | "schedules" | "grants" => self.error(
+                "schedules" | "grants" => self.error(
                     key.span(),
                     format!("`{name}` is not supported by this version of dropgate"),
                 ),
                 _ => self.error(
                     key.span(),
                     format!(
-                        "unknown section `{name}`, expected one of `daemon`, `keys`, `partners`, `sources`, `feeds`, `sftp_server`"
+                        "unknown section `{name}`, expected one of `daemon`, `keys`, `partners`, `sources`, `feeds`, `sftp_server`, `destinations`"
                     ),
                 ),
             }
@@ -372,6 +384,15 @@ impl Checker<'_> {
             self.entries("source", sections.remove("sources"));
         let feeds: Vec<(Spanned<String>, raw::Feed)> =
             self.entries("feed", sections.remove("feeds"));
+        let destinations: Vec<(Spanned<String>, raw::Destination)> =
+            self.entries("destination", sections.remove("destinations"));
+        let destinations: BTreeMap<String, Destination> = destinations
+            .into_iter()
+            .filter_map(|(name, d)| {
+                let destination = self.destination(name.get_ref(), d, base)?;
+                Some((name.into_inner(), destination))
+            })
+            .collect();
 
         let daemon = self.daemon(daemon, base);
         let keys = Keys {
@@ -418,6 +439,67 @@ impl Checker<'_> {
             sources,
             feeds: checked_feeds,
             sftp_server,
+            destinations,
+        })
+    }
+
+    fn destination(
+        &mut self,
+        name: &str,
+        raw: raw::Destination,
+        base: &Path,
+    ) -> Option<Destination> {
+        if raw.kind.get_ref() != "sftp" {
+            self.at(
+                &raw.kind,
+                format!(
+                    "unknown destination kind `{}`, expected `sftp`",
+                    raw.kind.get_ref()
+                ),
+            );
+            return None;
+        }
+        let port = match &raw.port {
+            None => 22,
+            Some(p) if (1..=65535).contains(p.get_ref()) => *p.get_ref() as u16,
+            Some(p) => {
+                self.at(p, "port must be between 1 and 65535");
+                22
+            }
+        };
+        if let Err(e) = russh::keys::ssh_key::PublicKey::from_openssh(raw.host_key.get_ref().trim())
+        {
+            self.at(
+                &raw.host_key,
+                format!("destination `{name}`: host_key is not an OpenSSH public key: {e}"),
+            );
+        }
+        let attempts = match &raw.attempts {
+            None => 5,
+            Some(n) if (1..=1000).contains(n.get_ref()) => *n.get_ref() as u32,
+            Some(n) => {
+                self.at(n, "attempts must be between 1 and 1000");
+                5
+            }
+        };
+        let backoff = crate::remote::Backoff {
+            initial: self.duration(raw.retry_initial, Duration::from_secs(2)),
+            max: self.duration(raw.retry_max, Duration::from_secs(300)),
+        };
+        let timeout = self.duration(raw.timeout, Duration::from_secs(30));
+        Some(Destination {
+            name: name.to_string(),
+            endpoint: crate::remote::sftp::Endpoint {
+                host: raw.host.into_inner(),
+                port,
+                user: raw.user.into_inner(),
+                private_key: join(base, raw.private_key.get_ref()),
+                host_key: raw.host_key.into_inner(),
+                folder: raw.folder.unwrap_or_default(),
+            },
+            attempts,
+            backoff,
+            timeout,
         })
     }
 

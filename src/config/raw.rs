@@ -213,3 +213,31 @@ pub struct ObservationMap {
     /// Derive a NEWS2 total when the full set is present. Default true.
     pub news2: Option<bool>,
 }
+
+/// `[destinations.NAME]`: a server files are pushed to.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Destination {
+    /// Transport: `sftp`.
+    pub kind: Spanned<String>,
+    /// Server name or address.
+    pub host: Spanned<String>,
+    /// Port. Default 22.
+    pub port: Option<Spanned<i64>>,
+    /// User to log in as.
+    pub user: Spanned<String>,
+    /// OpenSSH private key file to log in with.
+    pub private_key: Spanned<String>,
+    /// The server's public key, pinned (`ssh-ed25519 AAAA...`, as in known_hosts).
+    pub host_key: Spanned<String>,
+    /// Remote folder files go into. Default: the login folder.
+    pub folder: Option<String>,
+    /// Attempts before a delivery is given up. Default 5.
+    pub attempts: Option<Spanned<i64>>,
+    /// Wait before the first retry; doubles each time, with jitter. Default `2s`.
+    pub retry_initial: Option<Spanned<String>>,
+    /// Longest wait between attempts. Default `5m`.
+    pub retry_max: Option<Spanned<String>>,
+    /// Time allowed to connect and for each reply. Default `30s`.
+    pub timeout: Option<Spanned<String>>,
+}

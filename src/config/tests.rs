@@ -202,10 +202,10 @@ fn syntax_errors_carry_positions() {
 
 #[test]
 fn unknown_and_unsupported_sections_are_errors() {
-    let got = errors("[daemons]\n[destinations.x]\nkind = \"sftp\"\n");
+    let got = errors("[daemons]\n[schedules.x]\ncron = \"0 7 * * *\"\n");
     assert!(got[0].contains("1:2: unknown section `daemons`"), "{got:?}");
     assert!(
-        got[1].contains("2:2: `destinations` is not supported"),
+        got[1].contains("2:2: `schedules` is not supported"),
         "{got:?}"
     );
 }

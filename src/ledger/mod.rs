@@ -25,6 +25,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_ledger", include_str!("migrations/0001_ledger.sql")),
     ("0002_records", include_str!("migrations/0002_records.sql")),
     ("0003_audit", include_str!("migrations/0003_audit.sql")),
+    (
+        "0004_deliveries",
+        include_str!("migrations/0004_deliveries.sql"),
+    ),
 ];
 
 /// How long (in ms) a connection waits for another's write transaction.
@@ -211,6 +215,20 @@ pub struct AuditEvent<'a> {
     pub remote: Option<&'a str>,
     pub action: &'a str,
     pub file_id: Option<i64>,
+    pub detail: Option<serde_json::Value>,
+}
+
+/// One step of delivering a file to a destination.
+#[derive(Debug, Clone)]
+pub struct DeliveryEvent<'a> {
+    pub destination: &'a str,
+    pub file_id: Option<i64>,
+    pub name: &'a str,
+    pub sha256: &'a str,
+    pub size: u64,
+    pub attempt: u32,
+    /// `attempt_failed`, `delivered` or `gave_up`.
+    pub event: &'a str,
     pub detail: Option<serde_json::Value>,
 }
 
@@ -609,6 +627,28 @@ impl Ledger {
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Appends one delivery event (an attempt that failed, or the outcome).
+    pub fn delivery(&mut self, event: &DeliveryEvent<'_>) -> Result<()> {
+        let at = self.now();
+        self.conn
+            .prepare_cached(
+                "INSERT INTO delivery_events (at, destination, file_id, name, sha256, size, attempt, event, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                at,
+                event.destination,
+                event.file_id,
+                event.name,
+                event.sha256,
+                event.size,
+                event.attempt,
+                event.event,
+                event.detail.as_ref().map(|d| d.to_string())
+            ])?;
+        Ok(())
     }
 
     /// Records a ban on an address until the given time.

@@ -1,0 +1,234 @@
+//! SFTP client: log in with a key to a server whose host key is pinned.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use russh::client;
+use russh::keys::ssh_key::{HashAlg, PublicKey};
+use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use russh_sftp::client::SftpSession;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::RemoteError;
+
+/// Where and how to log in.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub private_key: PathBuf,
+    /// The server's public key as in `known_hosts` (`ssh-ed25519 AAAA...`).
+    pub host_key: String,
+    /// Remote folder files are taken from or put into.
+    pub folder: String,
+}
+
+impl Endpoint {
+    fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    fn path(&self, name: &str) -> String {
+        if self.folder.is_empty() || self.folder == "." {
+            name.to_string()
+        } else {
+            format!("{}/{name}", self.folder.trim_end_matches('/'))
+        }
+    }
+}
+
+/// Accepts the server only if it presents the pinned key.
+struct Pinned {
+    pinned: PublicKey,
+    seen: Arc<Mutex<Option<String>>>,
+}
+
+impl client::Handler for Pinned {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let PublicKeyOrCertificate::PublicKey { key, .. } = key else {
+            *self.seen.lock().expect("seen lock") = Some("a certificate".into());
+            return Ok(false);
+        };
+        if key.key_data() == self.pinned.key_data() {
+            return Ok(true);
+        }
+        *self.seen.lock().expect("seen lock") = Some(key.fingerprint(HashAlg::Sha256).to_string());
+        Ok(false)
+    }
+}
+
+/// A logged-in SFTP session.
+pub struct Connection {
+    endpoint: Endpoint,
+    _ssh: client::Handle<Pinned>,
+    sftp: SftpSession,
+}
+
+fn transfer(
+    operation: &'static str,
+    path: &str,
+) -> impl FnOnce(russh_sftp::client::error::Error) -> RemoteError {
+    let path = path.to_string();
+    move |e| RemoteError::Transfer {
+        operation,
+        path,
+        message: e.to_string(),
+    }
+}
+
+impl Connection {
+    pub async fn connect(
+        endpoint: &Endpoint,
+        timeout: Duration,
+    ) -> Result<Connection, RemoteError> {
+        let address = endpoint.address();
+        let pinned =
+            PublicKey::from_openssh(endpoint.host_key.trim()).map_err(|e| RemoteError::Key {
+                path: "host_key".into(),
+                message: e.to_string(),
+            })?;
+        let key = russh::keys::load_secret_key(&endpoint.private_key, None).map_err(|e| {
+            RemoteError::Key {
+                path: endpoint.private_key.display().to_string(),
+                message: e.to_string(),
+            }
+        })?;
+        let seen = Arc::new(Mutex::new(None));
+        let config = Arc::new(client::Config {
+            inactivity_timeout: Some(timeout),
+            nodelay: true,
+            window_size: 16 << 20,
+            ..Default::default()
+        });
+        let handler = Pinned {
+            pinned: pinned.clone(),
+            seen: seen.clone(),
+        };
+        let connecting = client::connect(config, (endpoint.host.as_str(), endpoint.port), handler);
+        let mut ssh = match tokio::time::timeout(timeout, connecting).await {
+            Ok(Ok(ssh)) => ssh,
+            Ok(Err(e)) => {
+                if let Some(seen) = seen.lock().expect("seen lock").take() {
+                    return Err(RemoteError::HostKeyMismatch {
+                        address,
+                        seen,
+                        pinned: pinned.fingerprint(HashAlg::Sha256).to_string(),
+                    });
+                }
+                return Err(RemoteError::Connect {
+                    address,
+                    message: e.to_string(),
+                });
+            }
+            Err(_) => {
+                return Err(RemoteError::Connect {
+                    address,
+                    message: format!("no answer within {timeout:?}"),
+                });
+            }
+        };
+        let connect_error = |e: russh::Error| RemoteError::Connect {
+            address: endpoint.address(),
+            message: e.to_string(),
+        };
+        let hash = ssh
+            .best_supported_rsa_hash()
+            .await
+            .map_err(connect_error)?
+            .flatten();
+        let auth = ssh
+            .authenticate_publickey(
+                &endpoint.user,
+                PrivateKeyWithHashAlg::new(Arc::new(key), hash),
+            )
+            .await
+            .map_err(connect_error)?;
+        if !auth.success() {
+            return Err(RemoteError::Auth {
+                address: endpoint.address(),
+                user: endpoint.user.clone(),
+            });
+        }
+        let channel = ssh.channel_open_session().await.map_err(connect_error)?;
+        channel
+            .request_subsystem(true, "sftp")
+            .await
+            .map_err(connect_error)?;
+        let sftp = SftpSession::new(channel.into_stream())
+            .await
+            .map_err(transfer("start SFTP on", &endpoint.address()))?;
+        Ok(Connection {
+            endpoint: endpoint.clone(),
+            _ssh: ssh,
+            sftp,
+        })
+    }
+
+    /// Uploads under a temporary name, checks the size, then renames to
+    /// `name`, so the receiver never sees a partial file. Returns the size.
+    pub async fn put(&self, local: &Path, name: &str) -> Result<u64, RemoteError> {
+        let temporary = self.endpoint.path(&format!(".{name}.part"));
+        let target = self.endpoint.path(name);
+        let mut input = tokio::fs::File::open(local).await?;
+        let size = input.metadata().await?.len();
+        let mut remote = self
+            .sftp
+            .create(temporary.clone())
+            .await
+            .map_err(transfer("create", &temporary))?;
+        let mut buffer = vec![0u8; 256 * 1024];
+        loop {
+            let n = input.read(&mut buffer).await?;
+            if n == 0 {
+                break;
+            }
+            remote
+                .write_all(&buffer[..n])
+                .await
+                .map_err(|e| RemoteError::Transfer {
+                    operation: "write",
+                    path: temporary.clone(),
+                    message: e.to_string(),
+                })?;
+        }
+        remote.shutdown().await.map_err(|e| RemoteError::Transfer {
+            operation: "close",
+            path: temporary.clone(),
+            message: e.to_string(),
+        })?;
+        let held = self
+            .sftp
+            .metadata(temporary.clone())
+            .await
+            .map_err(transfer("stat", &temporary))?
+            .size
+            .unwrap_or(0);
+        if held != size {
+            let _ = self.sftp.remove_file(temporary.clone()).await;
+            return Err(RemoteError::SizeMismatch {
+                path: temporary,
+                local: size,
+                remote: held,
+            });
+        }
+        // SFTP v3 rename fails when the target exists; a delivery replaces it.
+        if self.sftp.try_exists(target.clone()).await.unwrap_or(false) {
+            self.sftp
+                .remove_file(target.clone())
+                .await
+                .map_err(transfer("replace", &target))?;
+        }
+        self.sftp
+            .rename(temporary, target.clone())
+            .await
+            .map_err(transfer("rename to", &target))?;
+        Ok(size)
+    }
+}

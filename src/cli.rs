@@ -563,13 +563,39 @@ fn print_banner(config: &Config) -> anyhow::Result<()> {
     println!("  ledger         {}", config.daemon.ledger.display());
     println!("  age recipient  {}", identity.to_public());
     for source in config.sources.values() {
-        let dropgate::config::SourceKind::Local(local) = &source.kind;
-        println!(
-            "  drop folder    {}  (source {}, partner {})",
-            local.path.display(),
-            source.name,
-            source.partner
-        );
+        match &source.kind {
+            dropgate::config::SourceKind::Local(local) => println!(
+                "  drop folder    {}  (source {}, partner {})",
+                local.path.display(),
+                source.name,
+                source.partner
+            ),
+            dropgate::config::SourceKind::Sftp(remote) => println!(
+                "  polls          sftp://{}@{}:{}/{}  (source {}, partner {})",
+                remote.endpoint.user,
+                remote.endpoint.host,
+                remote.endpoint.port,
+                remote.endpoint.folder,
+                source.name,
+                source.partner
+            ),
+        }
+    }
+    if let Some(sftp) = &config.sftp_server {
+        for (name, partner) in &config.partners {
+            if let Some(account) = &partner.sftp {
+                let key = account
+                    .demo_key
+                    .as_ref()
+                    .map(|k| format!("-i {} ", k.display()))
+                    .unwrap_or_default();
+                println!(
+                    "  SFTP drop      sftp {key}-P {} {name}@{}   then: put FILE inbox/",
+                    sftp.listen.port(),
+                    sftp.listen.ip()
+                );
+            }
+        }
     }
     println!(
         "Encrypt with:   age -r {} -o news2_x.csv.age news2_x.csv",

@@ -52,6 +52,26 @@ impl Lander {
         }
     }
 
+    /// Blocking: the file already taken from this remote path as it looks now.
+    pub fn taken(
+        &self,
+        source: &str,
+        path: &str,
+        size: u64,
+        mtime: u32,
+    ) -> Result<Option<i64>, LedgerError> {
+        let ledger = self.ledger.lock().expect("ledger lock");
+        ledger.taken(source, path, size, mtime)
+    }
+
+    /// Blocking: remembers a remote file as taken.
+    pub fn record_taken(&self, source: &str, path: &str, size: u64, mtime: u32, file_id: i64) {
+        let mut ledger = self.ledger.lock().expect("ledger lock");
+        if let Err(e) = ledger.record_taken(source, path, size, mtime, file_id) {
+            tracing::error!(error = %e, "could not record a taken remote file");
+        }
+    }
+
     /// Blocking: records a ban on an address.
     pub fn ban(&self, address: &str, until: chrono::DateTime<chrono::Utc>, failures: u32) {
         let mut ledger = self.ledger.lock().expect("ledger lock");
@@ -103,7 +123,9 @@ pub fn prepare(config: &Config) -> Result<(age::x25519::Identity, Ledger), Daemo
         source,
     })?;
     for source in config.sources.values() {
-        let SourceKind::Local(local) = &source.kind;
+        let SourceKind::Local(local) = &source.kind else {
+            continue;
+        };
         std::fs::create_dir_all(&local.path).map_err(|e| DaemonError::Spool {
             path: local.path.display().to_string(),
             source: e,
@@ -195,6 +217,17 @@ pub async fn run(
                     source.partner.clone(),
                     settings.clone(),
                     lander.clone(),
+                    shutdown_rx.clone(),
+                ));
+            }
+            SourceKind::Sftp(settings) => {
+                tracing::info!(source = %source.name, partner = %source.partner, server = %settings.endpoint.host, "polling");
+                sources.spawn(receive::sftp_poll::poll(
+                    source.name.clone(),
+                    source.partner.clone(),
+                    (**settings).clone(),
+                    lander.clone(),
+                    config.daemon.spool.join("pull").join(&source.name),
                     shutdown_rx.clone(),
                 ));
             }

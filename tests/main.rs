@@ -6,4 +6,6 @@ mod harness;
 mod cli;
 mod daemon;
 mod ingest;
+mod remote;
 mod sftp;
+mod sshd;

@@ -110,6 +110,29 @@ pub struct Source {
 #[derive(Debug)]
 pub enum SourceKind {
     Local(LocalSource),
+    Sftp(Box<SftpSource>),
+}
+
+/// A partner's SFTP server that dropgate polls.
+#[derive(Debug, Clone)]
+pub struct SftpSource {
+    pub endpoint: crate::remote::sftp::Endpoint,
+    pub patterns: GlobSet,
+    pub poll_interval: Duration,
+    pub min_age: Duration,
+    pub after: AfterTake,
+    pub done_marker: Option<String>,
+    pub timeout: Duration,
+    pub backoff: crate::remote::Backoff,
+}
+
+/// What happens to a remote file once dropgate has received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterTake {
+    Delete,
+    Move(String),
+    /// Left where it is; never taken again while its path, size and time are unchanged.
+    Leave,
 }
 
 #[derive(Debug, Clone)]
@@ -459,21 +482,16 @@ impl Checker<'_> {
             );
             return None;
         }
-        let port = match &raw.port {
-            None => 22,
-            Some(p) if (1..=65535).contains(p.get_ref()) => *p.get_ref() as u16,
-            Some(p) => {
-                self.at(p, "port must be between 1 and 65535");
-                22
-            }
-        };
-        if let Err(e) = russh::keys::ssh_key::PublicKey::from_openssh(raw.host_key.get_ref().trim())
-        {
-            self.at(
-                &raw.host_key,
-                format!("destination `{name}`: host_key is not an OpenSSH public key: {e}"),
-            );
-        }
+        let endpoint = self.endpoint(
+            name,
+            raw.host,
+            raw.port,
+            raw.user,
+            raw.private_key,
+            raw.host_key,
+            raw.folder,
+            base,
+        );
         let attempts = match &raw.attempts {
             None => 5,
             Some(n) if (1..=1000).contains(n.get_ref()) => *n.get_ref() as u32,
@@ -489,14 +507,7 @@ impl Checker<'_> {
         let timeout = self.duration(raw.timeout, Duration::from_secs(30));
         Some(Destination {
             name: name.to_string(),
-            endpoint: crate::remote::sftp::Endpoint {
-                host: raw.host.into_inner(),
-                port,
-                user: raw.user.into_inner(),
-                private_key: join(base, raw.private_key.get_ref()),
-                host_key: raw.host_key.into_inner(),
-                folder: raw.folder.unwrap_or_default(),
-            },
+            endpoint,
             attempts,
             backoff,
             timeout,
@@ -694,22 +705,65 @@ impl Checker<'_> {
         base: &Path,
     ) -> Option<Source> {
         let partner_ok = self.partner_ref(&raw.partner, partners);
+        let kind = raw.kind.get_ref().clone();
+        let not_for = |checker: &mut Self, option: &str, span: Option<Range<usize>>| {
+            if let Some(span) = span {
+                checker.error(
+                    span,
+                    format!("source `{name}`: `{option}` does not apply to kind `{kind}`"),
+                );
+            }
+        };
         match raw.kind.get_ref().as_str() {
-            "local" => {}
-            "sftp" | "ftp" => {
+            "local" => {
+                for (option, span) in [
+                    ("host", raw.host.as_ref().map(|v| v.span())),
+                    ("user", raw.user.as_ref().map(|v| v.span())),
+                    ("private_key", raw.private_key.as_ref().map(|v| v.span())),
+                    ("host_key", raw.host_key.as_ref().map(|v| v.span())),
+                    ("match", raw.patterns.as_ref().map(|v| v.span())),
+                    (
+                        "poll_interval",
+                        raw.poll_interval.as_ref().map(|v| v.span()),
+                    ),
+                    ("after", raw.after.as_ref().map(|v| v.span())),
+                    ("done_marker", raw.done_marker.as_ref().map(|v| v.span())),
+                ] {
+                    not_for(self, option, span);
+                }
+            }
+            "sftp" => {
+                for (option, span) in [
+                    ("path", raw.path.as_ref().map(|v| v.span())),
+                    (
+                        "check_interval",
+                        raw.check_interval.as_ref().map(|v| v.span()),
+                    ),
+                    (
+                        "rescan_interval",
+                        raw.rescan_interval.as_ref().map(|v| v.span()),
+                    ),
+                ] {
+                    not_for(self, option, span);
+                }
+                let source = self.sftp_source(name, raw.clone_remote(), base)?;
+                return partner_ok.then(|| Source {
+                    name: name.to_string(),
+                    partner: raw.partner.into_inner(),
+                    kind: SourceKind::Sftp(Box::new(source)),
+                });
+            }
+            "ftp" => {
                 self.at(
                     &raw.kind,
-                    format!(
-                        "source kind `{}` is not supported by this version of dropgate; use `local`",
-                        raw.kind.get_ref()
-                    ),
+                    "source kind `ftp` is not supported by this version of dropgate; use `local` or `sftp`",
                 );
                 return None;
             }
             other => {
                 self.at(
                     &raw.kind,
-                    format!("unknown source kind `{other}`, expected `local`"),
+                    format!("unknown source kind `{other}`, expected `local` or `sftp`"),
                 );
                 return None;
             }
@@ -746,10 +800,120 @@ impl Checker<'_> {
         })
     }
 
+    fn sftp_source(&mut self, name: &str, raw: raw::Remote, base: &Path) -> Option<SftpSource> {
+        let mut missing = |what: &str| {
+            self.errors.push(ConfigError {
+                file: self.file.clone(),
+                line: 0,
+                column: 0,
+                message: format!("source `{name}`: an `sftp` source needs `{what}`"),
+            });
+        };
+        let (Some(host), Some(user), Some(private_key), Some(host_key)) =
+            (raw.host, raw.user, raw.private_key, raw.host_key)
+        else {
+            missing("host, user, private_key and host_key");
+            return None;
+        };
+        let endpoint = self.endpoint(
+            name,
+            host,
+            raw.port,
+            user,
+            private_key,
+            host_key,
+            raw.folder,
+            base,
+        );
+        let mut globs = GlobSetBuilder::new();
+        match &raw.patterns {
+            None => {
+                globs.add(Glob::new("*").expect("a valid glob"));
+            }
+            Some(patterns) => {
+                for pattern in patterns.get_ref() {
+                    match Glob::new(pattern.get_ref()) {
+                        Ok(g) => {
+                            globs.add(g);
+                        }
+                        Err(e) => self.at(pattern, format!("invalid glob: {}", e.kind())),
+                    }
+                }
+            }
+        }
+        let after = match raw.after.as_ref().map(|a| a.get_ref().as_str()) {
+            None | Some("delete") => AfterTake::Delete,
+            Some("leave") => AfterTake::Leave,
+            Some(other) => match other.strip_prefix("move:") {
+                Some(folder) if !folder.is_empty() => AfterTake::Move(folder.to_string()),
+                _ => {
+                    let span = raw.after.as_ref().map(|a| a.span()).unwrap_or(0..0);
+                    self.error(
+                        span,
+                        format!("unknown `after` = `{other}`, expected `delete`, `move:<folder>` or `leave`"),
+                    );
+                    AfterTake::Delete
+                }
+            },
+        };
+        Some(SftpSource {
+            endpoint,
+            patterns: globs.build().ok()?,
+            poll_interval: self.duration(raw.poll_interval, Duration::from_secs(60)),
+            min_age: self.duration(raw.min_age, Duration::from_secs(30)),
+            after,
+            done_marker: raw.done_marker.map(Spanned::into_inner),
+            timeout: self.duration(raw.timeout, Duration::from_secs(30)),
+            backoff: crate::remote::Backoff {
+                initial: self.duration(raw.retry_initial, Duration::from_secs(5)),
+                max: self.duration(raw.retry_max, Duration::from_secs(300)),
+            },
+        })
+    }
+
+    /// Checks a remote login shared by sources and destinations.
+    #[allow(clippy::too_many_arguments)]
+    fn endpoint(
+        &mut self,
+        name: &str,
+        host: Spanned<String>,
+        port: Option<Spanned<i64>>,
+        user: Spanned<String>,
+        private_key: Spanned<String>,
+        host_key: Spanned<String>,
+        folder: Option<String>,
+        base: &Path,
+    ) -> crate::remote::sftp::Endpoint {
+        let port = match &port {
+            None => 22,
+            Some(p) if (1..=65535).contains(p.get_ref()) => *p.get_ref() as u16,
+            Some(p) => {
+                self.at(p, "port must be between 1 and 65535");
+                22
+            }
+        };
+        if let Err(e) = russh::keys::ssh_key::PublicKey::from_openssh(host_key.get_ref().trim()) {
+            self.at(
+                &host_key,
+                format!("`{name}`: host_key is not an OpenSSH public key: {e}"),
+            );
+        }
+        crate::remote::sftp::Endpoint {
+            host: host.into_inner(),
+            port,
+            user: user.into_inner(),
+            private_key: join(base, private_key.get_ref()),
+            host_key: host_key.into_inner(),
+            folder: folder.unwrap_or_default(),
+        }
+    }
+
     fn check_overlapping_sources(&mut self, sources: &BTreeMap<String, Source>) {
         let mut seen: Vec<(&str, &Path)> = Vec::new();
         for source in sources.values() {
-            let SourceKind::Local(local) = &source.kind;
+            let SourceKind::Local(local) = &source.kind else {
+                continue;
+            };
             for (other, path) in &seen {
                 if local.path.starts_with(path) || path.starts_with(&local.path) {
                     self.errors.push(ConfigError {

@@ -83,20 +83,48 @@ pub struct SftpServer {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Source {
-    /// Transport: `local` (a watched folder).
+    /// Transport: `local` (a watched folder) or `sftp` (a partner's server, polled).
     pub kind: Spanned<String>,
     /// Partner whose files arrive here.
     pub partner: Spanned<String>,
     /// Folder to watch (`local`).
     pub path: Option<Spanned<String>>,
-    /// Also take files from sub-folders. Default false.
+    /// Also take files from sub-folders (`local`). Default false.
     pub recursive: Option<bool>,
-    /// A file must be this old on dropgate's clock, with an unchanged size, before it is taken. Default `1s`.
+    /// A file must be this old on dropgate's clock, with an unchanged size, before it is taken.
+    /// Default `1s` (`local`), `30s` (`sftp`).
     pub min_age: Option<Spanned<String>>,
-    /// How often pending files are re-checked for completeness. Default `250ms`.
+    /// How often pending files are re-checked for completeness (`local`). Default `250ms`.
     pub check_interval: Option<Spanned<String>>,
-    /// How often the whole folder is rescanned, in case change events were lost. Default `30s`.
+    /// How often the whole folder is rescanned, in case change events were lost (`local`). Default `30s`.
     pub rescan_interval: Option<Spanned<String>>,
+    /// Server name or address (`sftp`).
+    pub host: Option<Spanned<String>>,
+    /// Port (`sftp`). Default 22.
+    pub port: Option<Spanned<i64>>,
+    /// User to log in as (`sftp`).
+    pub user: Option<Spanned<String>>,
+    /// OpenSSH private key file to log in with (`sftp`).
+    pub private_key: Option<Spanned<String>>,
+    /// The server's public key, pinned (`sftp`).
+    pub host_key: Option<Spanned<String>>,
+    /// Remote folder to take files from (`sftp`). Default: the login folder.
+    pub folder: Option<String>,
+    /// File-name globs to take (`sftp`). Default `["*"]`.
+    #[serde(rename = "match")]
+    pub patterns: Option<Spanned<Vec<Spanned<String>>>>,
+    /// How often the server is polled (`sftp`). Default `1m`.
+    pub poll_interval: Option<Spanned<String>>,
+    /// After a file is received: `delete`, `move:<folder>` or `leave` (`sftp`). Default `delete`.
+    pub after: Option<Spanned<String>>,
+    /// A file is complete when a marker with this suffix appears beside it (`sftp`), e.g. `.done`.
+    pub done_marker: Option<Spanned<String>>,
+    /// Time allowed to connect and for each reply (`sftp`). Default `30s`.
+    pub timeout: Option<Spanned<String>>,
+    /// Wait after a failed poll; doubles each time, with jitter (`sftp`). Default `5s`.
+    pub retry_initial: Option<Spanned<String>>,
+    /// Longest wait after failed polls (`sftp`). Default `5m`.
+    pub retry_max: Option<Spanned<String>>,
 }
 
 /// `[feeds.NAME]`: one kind of file from one partner, and what to do with it.
@@ -240,4 +268,43 @@ pub struct Destination {
     pub retry_max: Option<Spanned<String>>,
     /// Time allowed to connect and for each reply. Default `30s`.
     pub timeout: Option<Spanned<String>>,
+}
+
+/// The remote-server options of a source, taken out for checking.
+pub struct Remote {
+    pub host: Option<Spanned<String>>,
+    pub port: Option<Spanned<i64>>,
+    pub user: Option<Spanned<String>>,
+    pub private_key: Option<Spanned<String>>,
+    pub host_key: Option<Spanned<String>>,
+    pub folder: Option<String>,
+    pub patterns: Option<Spanned<Vec<Spanned<String>>>>,
+    pub poll_interval: Option<Spanned<String>>,
+    pub min_age: Option<Spanned<String>>,
+    pub after: Option<Spanned<String>>,
+    pub done_marker: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub retry_initial: Option<Spanned<String>>,
+    pub retry_max: Option<Spanned<String>>,
+}
+
+impl Source {
+    pub fn clone_remote(&self) -> Remote {
+        Remote {
+            host: self.host.clone(),
+            port: self.port.clone(),
+            user: self.user.clone(),
+            private_key: self.private_key.clone(),
+            host_key: self.host_key.clone(),
+            folder: self.folder.clone(),
+            patterns: self.patterns.clone(),
+            poll_interval: self.poll_interval.clone(),
+            min_age: self.min_age.clone(),
+            after: self.after.clone(),
+            done_marker: self.done_marker.clone(),
+            timeout: self.timeout.clone(),
+            retry_initial: self.retry_initial.clone(),
+            retry_max: self.retry_max.clone(),
+        }
+    }
 }

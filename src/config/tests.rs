@@ -41,7 +41,9 @@ fn relative_paths_resolve_against_the_config_folder() {
         config.keys.age_identity,
         Path::new("/opt/dg/config/keys/age-identity.txt")
     );
-    let SourceKind::Local(local) = &config.sources["demo-carehome-drop"].kind;
+    let SourceKind::Local(local) = &config.sources["demo-carehome-drop"].kind else {
+        panic!("the demo source is a local folder");
+    };
     assert_eq!(local.path, Path::new("/opt/dg/spool/drop/demo-carehome"));
     assert_eq!(local.min_age, Duration::from_millis(500));
 }

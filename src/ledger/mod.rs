@@ -29,6 +29,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_deliveries",
         include_str!("migrations/0004_deliveries.sql"),
     ),
+    (
+        "0005_remote_taken",
+        include_str!("migrations/0005_remote_taken.sql"),
+    ),
 ];
 
 /// How long (in ms) a connection waits for another's write transaction.
@@ -648,6 +652,36 @@ impl Ledger {
                 event.event,
                 event.detail.as_ref().map(|d| d.to_string())
             ])?;
+        Ok(())
+    }
+
+    /// The file already taken from this remote path as it looks now, if any.
+    pub fn taken(&self, source: &str, path: &str, size: u64, mtime: u32) -> Result<Option<i64>> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT file_id FROM remote_taken WHERE source = ?1 AND path = ?2 AND size = ?3 AND mtime = ?4",
+            )?
+            .query_row(params![source, path, size, mtime], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Remembers that a remote file was taken as `file_id`.
+    pub fn record_taken(
+        &mut self,
+        source: &str,
+        path: &str,
+        size: u64,
+        mtime: u32,
+        file_id: i64,
+    ) -> Result<()> {
+        let now = self.now();
+        self.conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO remote_taken (source, path, size, mtime, file_id, taken_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![source, path, size, mtime, file_id, now])?;
         Ok(())
     }
 

@@ -253,3 +253,17 @@ fn the_audit_trail_is_a_hash_chain_that_shows_tampering() {
         .unwrap();
     assert_eq!(verify(&l.audit_events().unwrap()), [true, false, true]);
 }
+
+#[test]
+fn every_migration_file_is_applied_in_order() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ledger/migrations");
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".sql"))
+        .map(|n| n.trim_end_matches(".sql").to_string())
+        .collect();
+    files.sort();
+    let listed: Vec<&str> = MIGRATIONS.iter().map(|(name, _)| *name).collect();
+    assert_eq!(files, listed);
+}

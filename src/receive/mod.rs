@@ -4,6 +4,7 @@
 //! for how it decides a file is complete.
 
 pub mod local;
+pub mod sftp_poll;
 pub mod sftp_server;
 
 use crate::config::TEMPORARY_SUFFIXES;

@@ -39,6 +39,15 @@ impl Endpoint {
     }
 }
 
+/// A file as listed by the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteFile {
+    pub name: String,
+    pub size: u64,
+    /// Modification time, seconds since the epoch.
+    pub mtime: u32,
+}
+
 /// Accepts the server only if it presents the pinned key.
 struct Pinned {
     pinned: PublicKey,
@@ -169,6 +178,84 @@ impl Connection {
             _ssh: ssh,
             sftp,
         })
+    }
+
+    /// Regular files in the endpoint's folder.
+    pub async fn list(&self) -> Result<Vec<RemoteFile>, RemoteError> {
+        let folder = if self.endpoint.folder.is_empty() {
+            ".".to_string()
+        } else {
+            self.endpoint.folder.clone()
+        };
+        let entries = self
+            .sftp
+            .read_dir(folder.clone())
+            .await
+            .map_err(transfer("list", &folder))?;
+        Ok(entries
+            .filter(|e| e.file_type().is_file())
+            .map(|e| {
+                let meta = e.metadata();
+                RemoteFile {
+                    name: e.file_name(),
+                    size: meta.size.unwrap_or(0),
+                    mtime: meta.mtime.unwrap_or(0),
+                }
+            })
+            .collect())
+    }
+
+    /// Downloads `name` into `local` (created, fsynced); returns the bytes written.
+    pub async fn download(&self, name: &str, local: &Path) -> Result<u64, RemoteError> {
+        let path = self.endpoint.path(name);
+        let mut remote = self
+            .sftp
+            .open(path.clone())
+            .await
+            .map_err(transfer("open", &path))?;
+        let mut output = tokio::fs::File::create(local).await?;
+        let mut buffer = vec![0u8; 256 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = remote
+                .read(&mut buffer)
+                .await
+                .map_err(|e| RemoteError::Transfer {
+                    operation: "read",
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+            if n == 0 {
+                break;
+            }
+            output.write_all(&buffer[..n]).await?;
+            total += n as u64;
+        }
+        output.sync_all().await?;
+        Ok(total)
+    }
+
+    pub async fn remove(&self, name: &str) -> Result<(), RemoteError> {
+        let path = self.endpoint.path(name);
+        self.sftp
+            .remove_file(path.clone())
+            .await
+            .map_err(transfer("remove", &path))
+    }
+
+    /// Moves `name` into `folder` (relative to the endpoint's folder unless absolute).
+    pub async fn move_to(&self, name: &str, folder: &str) -> Result<(), RemoteError> {
+        let from = self.endpoint.path(name);
+        let to = if folder.starts_with('/') {
+            format!("{}/{name}", folder.trim_end_matches('/'))
+        } else {
+            self.endpoint
+                .path(&format!("{}/{name}", folder.trim_end_matches('/')))
+        };
+        self.sftp
+            .rename(from, to.clone())
+            .await
+            .map_err(transfer("move to", &to))
     }
 
     /// Uploads under a temporary name, checks the size, then renames to

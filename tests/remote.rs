@@ -1,0 +1,183 @@
+//! Pulling from and pushing to a partner's server: a real OpenSSH `sshd`.
+
+use std::fs;
+use std::time::Duration;
+
+use crate::harness::*;
+use crate::sshd::Sshd;
+
+/// The shipped configuration plus an `sftp` source polling `outgoing/` on `server`.
+fn pulling(server: &Sshd, after: &str, host_key: &str) -> String {
+    format!(
+        "{}\n[sources.partner-sftp]\nkind = \"sftp\"\npartner = \"demo-carehome\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{}\"\nprivate_key = \"{}\"\nhost_key = \"{}\"\nfolder = \"outgoing\"\nmatch = [\"news2_*\"]\npoll_interval = \"200ms\"\nmin_age = \"300ms\"\nafter = \"{after}\"\ntimeout = \"5s\"\nretry_initial = \"200ms\"\nretry_max = \"1s\"\n",
+        fast(SHIPPED_CONFIG),
+        server.port(),
+        server.user(),
+        server.client_key().display(),
+        host_key,
+    )
+}
+
+fn outgoing(server: &Sshd) -> std::path::PathBuf {
+    let dir = server.root().join("outgoing");
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn loaded(d: &Deployment) -> i64 {
+    d.count("SELECT count(*) FROM files WHERE state = 'loaded'")
+}
+
+#[test]
+fn pulled_files_are_deleted_from_the_server_only_once_received() {
+    let server = Sshd::start();
+    let d = Deployment::with_config(&pulling(&server, "delete", server.host_key()));
+    let out = outgoing(&server);
+    fs::write(out.join("news2_a.csv"), news2_csv(10, 2, 0)).unwrap();
+    fs::write(out.join("other.txt"), "not mine").unwrap();
+    fs::write(out.join("news2_b.csv.part"), "still uploading").unwrap();
+    let _daemon = d.start();
+    wait_for("the pulled file", Duration::from_secs(20), || {
+        loaded(&d) == 1
+    });
+    wait_for("the server's copy to go", Duration::from_secs(10), || {
+        !out.join("news2_a.csv").exists()
+    });
+    assert!(
+        out.join("other.txt").exists(),
+        "files outside the globs stay"
+    );
+    assert!(
+        out.join("news2_b.csv.part").exists(),
+        "temporary names stay"
+    );
+    let file = &d.files()[0];
+    assert_eq!(file["source"], "partner-sftp");
+    assert_eq!(file["records"], 2 + 10 * 8);
+}
+
+#[test]
+fn pulled_files_can_be_moved_aside_or_left_and_are_taken_once() {
+    let server = Sshd::start();
+    let out = outgoing(&server);
+    fs::create_dir_all(out.join("done")).unwrap();
+    let d = Deployment::with_config(&pulling(&server, "move:done", server.host_key()));
+    fs::write(out.join("news2_m.csv"), news2_csv(3, 3, 0)).unwrap();
+    let daemon = d.start();
+    wait_for("the moved file", Duration::from_secs(20), || {
+        out.join("done/news2_m.csv").exists()
+    });
+    assert_eq!(loaded(&d), 1);
+    daemon.terminate();
+
+    let server = Sshd::start();
+    let out = outgoing(&server);
+    let d = Deployment::with_config(&pulling(&server, "leave", server.host_key()));
+    fs::write(out.join("news2_l.csv"), news2_csv(3, 3, 0)).unwrap();
+    let _daemon = d.start();
+    wait_for("the left file", Duration::from_secs(20), || loaded(&d) == 1);
+    // Many polls later it is still there and still taken only once.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(out.join("news2_l.csv").exists());
+    assert_eq!(
+        d.count("SELECT count(*) FROM files"),
+        1,
+        "{:?}\n{}",
+        d.files(),
+        _daemon.log()
+    );
+}
+
+#[test]
+fn a_server_with_another_host_key_is_refused() {
+    let server = Sshd::start();
+    let impostor = Sshd::start();
+    let d = Deployment::with_config(&pulling(&server, "delete", impostor.host_key()));
+    let out = outgoing(&server);
+    fs::write(out.join("news2_k.csv"), news2_csv(2, 2, 0)).unwrap();
+    let daemon = d.start();
+    wait_for("the refusal in the log", Duration::from_secs(20), || {
+        daemon.log().contains("does not match the pinned key")
+    });
+    assert!(
+        daemon.log().contains("SHA256:"),
+        "the fingerprint seen is logged"
+    );
+    assert!(out.join("news2_k.csv").exists());
+    assert!(d.files().is_empty());
+}
+
+#[test]
+fn a_server_killed_mid_transfer_loses_and_duplicates_nothing() {
+    let mut server = Sshd::start();
+    let d = Deployment::with_config(&pulling(&server, "delete", server.host_key()));
+    let out = outgoing(&server);
+    let body = news2_csv(150_000, 300, 0);
+    fs::write(out.join("news2_big.csv"), &body).unwrap();
+    let daemon = d.start();
+    let partial = d.path("spool/pull/partner-sftp/news2_big.csv");
+    wait_for("the download to start", Duration::from_secs(20), || {
+        partial.exists()
+    });
+    server.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        d.count("SELECT count(*) FROM files"),
+        0,
+        "a partial download never enters the pipeline"
+    );
+    server.start_again();
+    wait_for(
+        "the file after the restart",
+        Duration::from_secs(60),
+        || loaded(&d) == 1,
+    );
+    wait_for("the server's copy to go", Duration::from_secs(10), || {
+        !out.join("news2_big.csv").exists()
+    });
+    assert_eq!(d.count("SELECT count(*) FROM files"), 1);
+    assert_eq!(d.files()[0]["size"], body.len());
+    assert_eq!(d.files()[0]["rows_loaded"], 150_000);
+    assert!(
+        daemon.log().contains("poll failed"),
+        "the failure was seen and retried"
+    );
+}
+
+#[test]
+fn push_delivers_to_a_real_server_under_a_temporary_name() {
+    let server = Sshd::start();
+    let incoming = server.root().join("incoming");
+    fs::create_dir_all(&incoming).unwrap();
+    let config = format!(
+        "{}\n[destinations.partner]\nkind = \"sftp\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{}\"\nprivate_key = \"{}\"\nhost_key = \"{}\"\nfolder = \"incoming\"\n",
+        fast(SHIPPED_CONFIG),
+        server.port(),
+        server.user(),
+        server.client_key().display(),
+        server.host_key()
+    );
+    let d = Deployment::with_config(&config);
+    let body = news2_csv(5000, 50, 0).replace('\n', "\r\n");
+    let file = d.write_input("export.csv", body.as_bytes());
+    let out = d.dg(&["push", "--destination", "partner", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert_eq!(
+        fs::read(incoming.join("export.csv")).unwrap(),
+        body.as_bytes(),
+        "bytes unchanged"
+    );
+    let names: Vec<String> = fs::read_dir(&incoming)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(names, ["export.csv"], "no temporary file left behind");
+    // Pushing again replaces it.
+    let out = d.dg(&["push", "--destination", "partner", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+}

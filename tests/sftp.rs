@@ -388,3 +388,57 @@ fn push_retries_with_backoff_then_gives_up() {
         ]
     );
 }
+
+#[test]
+fn paramiko_and_scp_uploads_are_received() {
+    let d = Deployment::new();
+    let daemon = d.start();
+    let port = daemon.sftp_port();
+    let plain = d.write_input("news2_py.csv", news2_csv(3, 3, 0).as_bytes());
+    // paramiko, as partners' Python scripts use it: temporary name, then rename.
+    let script = format!(
+        r#"
+import paramiko
+key = paramiko.Ed25519Key.from_private_key_file({key:?})
+transport = paramiko.Transport(("127.0.0.1", {port}))
+transport.connect(username="demo-carehome", pkey=key)
+sftp = paramiko.SFTPClient.from_transport(transport)
+sftp.put({file:?}, "inbox/news2_py.csv.filepart")
+sftp.rename("inbox/news2_py.csv.filepart", "inbox/news2_py.csv")
+transport.close()
+"#,
+        key = demo_key(&d),
+        file = plain.display().to_string(),
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3 with paramiko (scripts/test installs it)");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // scp, which speaks SFTP in current OpenSSH.
+    let other = d.write_input("news2_scp.csv", news2_csv(2, 2, 7).as_bytes());
+    let out = Command::new("scp")
+        .args(["-s", "-i", &demo_key(&d), "-P", &port.to_string()])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+        ])
+        .arg(&other)
+        .arg("demo-carehome@127.0.0.1:inbox/news2_scp.csv")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_for("both uploads", Duration::from_secs(10), || {
+        d.count("SELECT count(*) FROM files WHERE state = 'loaded'") == 2
+    });
+    let names: Vec<String> = d
+        .files()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["news2_py.csv", "news2_scp.csv"]);
+}

@@ -462,6 +462,19 @@ impl russh::server::Handler for Connection {
         Ok(())
     }
 
+    /// The client has finished its SFTP session: report success, as OpenSSH's
+    /// server does, so clients that check the exit status (scp) succeed.
+    async fn channel_eof(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.exit_status_request(channel, 0)?;
+        session.eof(channel)?;
+        session.close(channel)?;
+        Ok(())
+    }
+
     async fn subsystem_request(
         &mut self,
         channel_id: ChannelId,

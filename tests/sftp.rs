@@ -28,6 +28,38 @@ fn sftp(d: &Deployment, port: u16, key: &str, commands: &str) -> Output {
         .expect("the OpenSSH `sftp` client must be installed (scripts/test installs it)")
 }
 
+/// A fresh ed25519 key pair made by `ssh-keygen`; returns the private key's path.
+fn new_key(d: &Deployment, name: &str) -> std::path::PathBuf {
+    let path = d.path(name);
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&path)
+        .status()
+        .expect("ssh-keygen must be installed (scripts/test installs it)");
+    assert!(status.success());
+    path
+}
+
+/// `type base64` of a `.pub` file, without its comment.
+fn public_key_line(path: &std::path::Path) -> String {
+    let text = fs::read_to_string(path).unwrap();
+    text.split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn delivery_events(d: &Deployment) -> Vec<(String, i64)> {
+    let conn = d.ledger();
+    let mut stmt = conn
+        .prepare("SELECT event, attempt FROM delivery_events ORDER BY id")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
 fn demo_key(d: &Deployment) -> String {
     d.path("config/keys/demo-carehome").display().to_string()
 }
@@ -168,13 +200,7 @@ fn paths_outside_the_inbox_are_refused() {
 fn a_wrong_key_cannot_log_in() {
     let d = Deployment::new();
     let daemon = d.start();
-    let stranger = d.path("stranger_ed25519");
-    let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&stranger)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let stranger = new_key(&d, "stranger_ed25519");
     let out = sftp(
         &d,
         daemon.sftp_port(),
@@ -243,13 +269,7 @@ fn repeated_failed_logins_ban_the_address_even_across_restarts() {
     ));
     let daemon = d.start();
     let port = daemon.sftp_port();
-    let stranger = d.path("stranger_ed25519");
-    let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&stranger)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let stranger = new_key(&d, "stranger_ed25519");
     for _ in 0..2 {
         let out = sftp(&d, port, &stranger.display().to_string(), "ls\n");
         assert!(!out.status.success());
@@ -284,12 +304,7 @@ fn loopback_destination(port: u16, host_key: &str) -> String {
 fn push_uploads_under_a_temporary_name_then_renames() {
     let d = Deployment::new();
     let daemon = d.start();
-    let host_key = fs::read_to_string(d.path("config/keys/ssh_host_ed25519.pub")).unwrap();
-    let host_key: String = host_key
-        .split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ");
+    let host_key = public_key_line(&d.path("config/keys/ssh_host_ed25519.pub"));
     let config = fast(SHIPPED_CONFIG) + &loopback_destination(daemon.sftp_port(), &host_key);
     d.write_config(&config);
     let plain = d.write_input("news2_push.csv", news2_csv(4, 2, 0).as_bytes());
@@ -309,36 +324,15 @@ fn push_uploads_under_a_temporary_name_then_renames() {
     let files = d.files();
     assert_eq!(files.len(), 1, "{files:?}");
     assert_eq!(files[0]["name"], "news2_push.csv");
-    let events: Vec<(String, i64)> = {
-        let conn = d.ledger();
-        let mut stmt = conn
-            .prepare("SELECT event, attempt FROM delivery_events ORDER BY id")
-            .unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
-    };
-    assert_eq!(events, [("delivered".to_string(), 1)]);
+    assert_eq!(delivery_events(&d), [("delivered".to_string(), 1)]);
 }
 
 #[test]
 fn push_refuses_a_server_whose_host_key_is_not_the_pinned_one() {
     let d = Deployment::new();
     let daemon = d.start();
-    let other = d.path("other_host");
-    let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&other)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let wrong = fs::read_to_string(d.path("other_host.pub")).unwrap();
-    let wrong: String = wrong
-        .split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ");
+    new_key(&d, "other_host");
+    let wrong = public_key_line(&d.path("other_host.pub"));
     d.write_config(&(fast(SHIPPED_CONFIG) + &loopback_destination(daemon.sftp_port(), &wrong)));
     let plain = d.write_input("news2_pin.csv", news2_csv(1, 1, 0).as_bytes());
     let out = d.dg(&["push", "--destination", "loopback", plain.to_str().unwrap()]);
@@ -361,27 +355,13 @@ fn push_retries_with_backoff_then_gives_up() {
         .local_addr()
         .unwrap()
         .port();
-    let host_key = fs::read_to_string(d.path("config/keys/ssh_host_ed25519.pub")).unwrap();
-    let host_key: String = host_key
-        .split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ");
+    let host_key = public_key_line(&d.path("config/keys/ssh_host_ed25519.pub"));
     d.write_config(&(fast(SHIPPED_CONFIG) + &loopback_destination(port, &host_key)));
     let plain = d.write_input("news2_retry.csv", news2_csv(1, 1, 0).as_bytes());
     let out = d.dg(&["push", "--destination", "loopback", plain.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
-    let conn = d.ledger();
-    let mut stmt = conn
-        .prepare("SELECT event, attempt FROM delivery_events ORDER BY id")
-        .unwrap();
-    let events: Vec<(String, i64)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
     assert_eq!(
-        events,
+        delivery_events(&d),
         [
             ("attempt_failed".to_string(), 1),
             ("gave_up".to_string(), 2)

@@ -323,10 +323,7 @@ fn ingest(config: Arc<Config>, source_name: &str, paths: &[PathBuf]) -> anyhow::
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default();
-        arrivals.push(Arrival {
-            path: path.clone(),
-            name,
-        });
+        arrivals.push(Arrival::copy(path.clone(), name));
     }
     let origin = Origin {
         source: &source.name,

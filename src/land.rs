@@ -29,6 +29,29 @@ pub struct Arrival {
     pub path: PathBuf,
     /// Its name as the sender gave it (relative to the source folder), for the ledger only.
     pub name: String,
+    pub handover: Handover,
+}
+
+/// How a file becomes dropgate's copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handover {
+    /// The sender's file: copied, and removed only once recorded.
+    Copy,
+    /// Already dropgate's own, complete and fsynced (an SFTP upload, a
+    /// download): moved into the spool rather than copied. `sha256` when it
+    /// was computed while the file was written.
+    Move { sha256: Option<String> },
+}
+
+impl Arrival {
+    /// A sender's file, to be copied.
+    pub fn copy(path: PathBuf, name: String) -> Arrival {
+        Arrival {
+            path,
+            name,
+            handover: Handover::Copy,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +120,11 @@ pub fn land(
     for (index, arrival) in arrivals.iter().enumerate() {
         let spool_name = spool.new_name(now);
         let tmp = spool.path(Area::Tmp, &spool_name);
-        match copy_and_hash(&arrival.path, &tmp) {
+        let taken = match &arrival.handover {
+            Handover::Copy => copy_and_hash(&arrival.path, &tmp),
+            Handover::Move { sha256 } => move_and_hash(&arrival.path, &tmp, sha256.as_deref()),
+        };
+        match taken {
             Ok((sha256, size, stamp)) => copied.push(Copied {
                 index,
                 spool_name,
@@ -121,7 +148,12 @@ pub fn land(
         &mut results,
     ) {
         for c in &copied {
-            let _ = fs::remove_file(spool.path(Area::Tmp, &c.spool_name));
+            let tmp = spool.path(Area::Tmp, &c.spool_name);
+            // Not recorded: a copy is dropped, a moved file goes back.
+            let _ = match arrivals[c.index].handover {
+                Handover::Copy => fs::remove_file(&tmp),
+                Handover::Move { .. } => fs::rename(&tmp, &arrivals[c.index].path),
+            };
             results[c.index] = Some(Err(LandError::Io(io::Error::other(e.to_string()))));
         }
     }
@@ -208,6 +240,11 @@ fn remove_senders(
         let Some(Ok(landed)) = &results[c.index] else {
             continue;
         };
+        if arrivals[c.index].handover != Handover::Copy {
+            // Moved into the spool: the sender's copy is already gone.
+            removed.push(landed.id());
+            continue;
+        }
         let path = &arrivals[c.index].path;
         match stamp(path) {
             Ok(now) if now == c.stamp => {}
@@ -238,6 +275,41 @@ fn remove_senders(
     if let Err(e) = ledger.record_sender_removed(&removed) {
         tracing::warn!(error = %e, "could not record removal of sender copies");
     }
+}
+
+/// Moves a file that is already dropgate's own into the spool; hashes it
+/// unless the hash is known. Falls back to a copy across file systems.
+fn move_and_hash(
+    from: &Path,
+    to: &Path,
+    sha256: Option<&str>,
+) -> Result<(String, u64, Stamp), LandError> {
+    let stamp = stamp(from)?;
+    if let Err(e) = fs::rename(from, to) {
+        if e.kind() == io::ErrorKind::CrossesDevices {
+            let copied = copy_and_hash(from, to)?;
+            fs::remove_file(from)?;
+            return Ok(copied);
+        }
+        return Err(e.into());
+    }
+    let sha256 = match sha256 {
+        Some(known) => known.to_string(),
+        None => {
+            let mut hasher = Sha256::new();
+            let mut input = File::open(to)?;
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let n = input.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+            }
+            hex(&hasher.finalize())
+        }
+    };
+    Ok((sha256, stamp.0, stamp))
 }
 
 /// Copies `from` to `to`, returning the copy's SHA-256, size and the source's stamp.

@@ -83,6 +83,16 @@ fn an_upload_is_received_before_the_client_is_told_it_succeeded() {
     assert_eq!(files[0]["source"], "sftp-server");
     assert_eq!(files[0]["partner"], "demo-carehome");
     assert_eq!(files[0]["name"], "news2_up.csv.age");
+    // Hashed while it was written: the same as the sender's copy.
+    let expected = {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(fs::read(&encrypted).unwrap());
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    assert_eq!(files[0]["sha256"], expected);
     wait_for("the upload to load", Duration::from_secs(10), || {
         d.count("SELECT count(*) FROM files WHERE state = 'loaded'") == 1
     });
@@ -158,6 +168,19 @@ fn an_interrupted_upload_can_be_resumed() {
     });
     assert_eq!(d.files()[0]["rows_loaded"], 200);
     assert_eq!(d.files()[0]["size"], body.len());
+    let expected = {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(body.as_bytes());
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    assert_eq!(
+        d.files()[0]["sha256"],
+        expected,
+        "a resumed upload is hashed whole"
+    );
 }
 
 #[test]

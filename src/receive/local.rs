@@ -106,10 +106,7 @@ pub async fn watch(
                 for chunk in ready.chunks(LAND_AT_ONCE) {
                     let arrivals: Vec<Arrival> = chunk
                         .iter()
-                        .map(|path| Arrival {
-                            path: path.clone(),
-                            name: relative_name(&settings.path, path),
-                        })
+                        .map(|path| Arrival::copy(path.clone(), relative_name(&settings.path, path)))
                         .collect();
                     let lander = lander.clone();
                     let (source, owner) = (name.clone(), partner.clone());

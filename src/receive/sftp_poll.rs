@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::is_temporary_name;
 use crate::config::{AfterTake, SftpSource};
 use crate::daemon::Lander;
-use crate::land::{Arrival, Landed};
+use crate::land::{Arrival, Handover, Landed};
 use crate::remote::RemoteError;
 use crate::remote::sftp::{Connection, RemoteFile};
 
@@ -180,9 +180,11 @@ async fn take(
             let landed = {
                 let lander = lander.clone();
                 let (source, partner) = (source.to_string(), partner.to_string());
+                // The download is dropgate's own: moved into the spool, not copied.
                 let arrival = Arrival {
                     path: local.clone(),
                     name: file.name.clone(),
+                    handover: Handover::Move { sha256: None },
                 };
                 tokio::task::spawn_blocking(move || {
                     lander

@@ -30,12 +30,13 @@ use russh_sftp::protocol::{
     Version,
 };
 use russh_sftp::server::StatusReply;
+use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use super::is_temporary_name;
 use crate::config::{AuthorizedKeys, Config, SftpServer};
 use crate::daemon::Lander;
-use crate::land::{Arrival, Landed};
+use crate::land::{Arrival, Handover, Landed, hex};
 use crate::ledger::AuditEvent;
 
 /// The source name uploads are recorded under in the ledger.
@@ -532,7 +533,13 @@ fn resolve(path: &str) -> Result<Place, StatusReply> {
 }
 
 enum Open {
-    Upload { name: String, file: File },
+    Upload {
+        name: String,
+        file: File,
+        /// SHA-256 of what was written, while writes have come in order
+        /// from the start; saves reading the file again to land it.
+        digest: Option<(Sha256, u64)>,
+    },
     Listing(Option<Vec<SftpFile>>),
 }
 
@@ -544,6 +551,8 @@ struct Inbox {
     dir: PathBuf,
     handles: HashMap<String, Open>,
     next_handle: u64,
+    /// Hashes of closed uploads still waiting under a temporary name.
+    digests: HashMap<String, String>,
 }
 
 impl Inbox {
@@ -557,6 +566,7 @@ impl Inbox {
             dir,
             handles: HashMap::new(),
             next_handle: 0,
+            digests: HashMap::new(),
         })
     }
 
@@ -607,12 +617,16 @@ impl Inbox {
     }
 
     /// Lands a finished upload; answers only once it is durable and recorded.
-    async fn complete(&self, name: &str) -> Result<(), StatusReply> {
+    async fn complete(&mut self, name: &str) -> Result<(), StatusReply> {
         let lander = self.shared.lander.clone();
         let partner = self.partner.clone();
+        // The upload is dropgate's own file: moved into the spool, not copied.
         let arrival = Arrival {
             path: self.staged(name),
             name: name.to_string(),
+            handover: Handover::Move {
+                sha256: self.digests.remove(name),
+            },
         };
         let result = tokio::task::spawn_blocking(move || {
             lander
@@ -796,7 +810,10 @@ impl russh_sftp::server::Handler for Inbox {
             .truncate(pflags.contains(OpenFlags::TRUNCATE))
             .open(&path)
             .map_err(io_failure)?;
-        let handle = self.handle(Open::Upload { name, file });
+        self.digests.remove(&name);
+        let empty = file.metadata().map(|m| m.len() == 0).unwrap_or(false);
+        let digest = empty.then(|| (Sha256::new(), 0));
+        let handle = self.handle(Open::Upload { name, file, digest });
         Ok(Handle { id, handle })
     }
 
@@ -808,7 +825,7 @@ impl russh_sftp::server::Handler for Inbox {
         data: Vec<u8>,
     ) -> Result<Status, Self::Error> {
         let max = self.shared.limits.max_file_size;
-        let Some(Open::Upload { file, .. }) = self.handles.get(&handle) else {
+        let Some(Open::Upload { file, digest, .. }) = self.handles.get_mut(&handle) else {
             return Err(StatusCode::Failure.with_message("not an upload handle"));
         };
         if offset.saturating_add(data.len() as u64) > max {
@@ -817,14 +834,31 @@ impl russh_sftp::server::Handler for Inbox {
             );
         }
         file.write_all_at(&data, offset).map_err(io_failure)?;
+        match digest {
+            Some((hasher, next)) if *next == offset => {
+                hasher.update(&data);
+                *next += data.len() as u64;
+            }
+            // Out of order (or a rewrite): hashed from the file when landed.
+            _ => *digest = None,
+        }
         Ok(ok(id))
     }
 
     async fn close(&mut self, id: u32, handle: String) -> Result<Status, Self::Error> {
         match self.handles.remove(&handle) {
-            Some(Open::Upload { name, file }) => {
+            Some(Open::Upload { name, file, digest }) => {
                 file.sync_all().map_err(io_failure)?;
+                let size = file.metadata().map_err(io_failure)?.len();
                 drop(file);
+                match digest {
+                    Some((hasher, written)) if written == size => {
+                        self.digests.insert(name.clone(), hex(&hasher.finalize()));
+                    }
+                    _ => {
+                        self.digests.remove(&name);
+                    }
+                }
                 if !is_temporary_name(&name) && !self.is_open_for_upload(&name) {
                     self.complete(&name).await?;
                 }
@@ -855,6 +889,9 @@ impl russh_sftp::server::Handler for Inbox {
             return Err(StatusCode::Failure.with_message("a file of that name is already waiting"));
         }
         fs::rename(&from_path, &to_path).map_err(io_failure)?;
+        if let Some(digest) = self.digests.remove(&from) {
+            self.digests.insert(to.clone(), digest);
+        }
         for open in self.handles.values_mut() {
             if let Open::Upload { name, .. } = open
                 && *name == from
@@ -877,6 +914,7 @@ impl russh_sftp::server::Handler for Inbox {
             ));
         };
         fs::remove_file(self.staged(&name)).map_err(io_failure)?;
+        self.digests.remove(&name);
         Ok(ok(id))
     }
 
@@ -961,7 +999,7 @@ impl Drop for Inbox {
         // Left in the staging folder for the client to resume or remove;
         // nothing of it enters the pipeline.
         for open in self.handles.values() {
-            if let Open::Upload { name, file } = open {
+            if let Open::Upload { name, file, .. } = open {
                 tracing::warn!(partner = %self.partner, remote = %self.peer, "SFTP upload incomplete: connection closed during upload");
                 let size = file.metadata().map(|m| m.len()).unwrap_or(0);
                 let lander = self.shared.lander.clone();

@@ -73,6 +73,13 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Show how each remote source's latest poll went, and how many files are in each state.
+    #[command(after_help = "Example:\n  dropgate status\n  dropgate status --json")]
+    Status {
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// List files in the ledger.
     #[command(
         after_help = "Example:\n  dropgate files --state quarantined\n  dropgate files --feed news2 --json | jq .sha256"
@@ -238,6 +245,39 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Push { destination, files } => {
             let config = config_or_exit!(&cli.config);
             push(&config, &destination, &files)
+        }
+        Command::Status { json } => {
+            let config = config_or_exit!(&cli.config);
+            let ledger = open_ledger(&config)?;
+            let status = ledger.status()?;
+            if json {
+                println!("{}", serde_json::to_string(&status)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("files:");
+            for (state, count) in &status.files {
+                println!("  {state:<12} {count}");
+            }
+            println!("sources:");
+            for name in config.sources.keys() {
+                match status.sources.iter().find(|s| &s.source == name) {
+                    None => println!(
+                        "  {name:<24} (no polls recorded; local folders are watched, not polled)"
+                    ),
+                    Some(s) => {
+                        let state = match (&s.last_error_at, &s.last_ok_at) {
+                            (Some(err), Some(ok)) if err <= ok => "ok",
+                            (None, _) => "ok",
+                            _ => "failing",
+                        };
+                        println!("  {name:<24} {state:<8} checked {}", s.checked_at);
+                        if let (Some(error), Some(at)) = (&s.last_error, &s.last_error_at) {
+                            println!("  {:<24} last error at {at}: {error}", "");
+                        }
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Files { state, feed, json } => {
             let config = config_or_exit!(&cli.config);

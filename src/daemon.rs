@@ -72,6 +72,14 @@ impl Lander {
         }
     }
 
+    /// Blocking: notes how a source's latest poll went.
+    pub fn source_checked(&self, source: &str, error: Option<&str>) {
+        let mut ledger = self.ledger.lock().expect("ledger lock");
+        if let Err(e) = ledger.source_checked(source, error) {
+            tracing::error!(error = %e, "could not record a source's status");
+        }
+    }
+
     /// Blocking: records a ban on an address.
     pub fn ban(&self, address: &str, until: chrono::DateTime<chrono::Utc>, failures: u32) {
         let mut ledger = self.ledger.lock().expect("ledger lock");

@@ -71,6 +71,8 @@ fn every_command_has_help_with_an_example() {
         vec!["show"],
         vec!["replay"],
         vec!["keygen"],
+        vec!["push"],
+        vec!["status"],
         vec!["patients"],
         vec!["patients", "find"],
     ] {

@@ -33,6 +33,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0005_remote_taken",
         include_str!("migrations/0005_remote_taken.sql"),
     ),
+    (
+        "0006_source_status",
+        include_str!("migrations/0006_source_status.sql"),
+    ),
 ];
 
 /// How long (in ms) a connection waits for another's write transaction.
@@ -234,6 +238,23 @@ pub struct DeliveryEvent<'a> {
     /// `attempt_failed`, `delivered` or `gave_up`.
     pub event: &'a str,
     pub detail: Option<serde_json::Value>,
+}
+
+/// What `dropgate status` shows.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub sources: Vec<SourceStatus>,
+    /// Files per state.
+    pub files: Vec<(String, u64)>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SourceStatus {
+    pub source: String,
+    pub checked_at: String,
+    pub last_ok_at: Option<String>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
 }
 
 /// An audit event as stored.
@@ -683,6 +704,48 @@ impl Ledger {
             )?
             .execute(params![source, path, size, mtime, file_id, now])?;
         Ok(())
+    }
+
+    /// Notes how a source's latest poll went (`error` is `None` on success).
+    pub fn source_checked(&mut self, source: &str, error: Option<&str>) -> Result<()> {
+        let now = self.now();
+        self.conn
+            .prepare_cached(
+                "INSERT INTO source_status (source, checked_at, last_ok_at, last_error, last_error_at)
+                 VALUES (?1, ?2, CASE WHEN ?3 IS NULL THEN ?2 END, ?3, CASE WHEN ?3 IS NOT NULL THEN ?2 END)
+                 ON CONFLICT (source) DO UPDATE SET
+                    checked_at = ?2,
+                    last_ok_at = CASE WHEN ?3 IS NULL THEN ?2 ELSE last_ok_at END,
+                    last_error = COALESCE(?3, last_error),
+                    last_error_at = CASE WHEN ?3 IS NOT NULL THEN ?2 ELSE last_error_at END",
+            )?
+            .execute(params![source, now, error])?;
+        Ok(())
+    }
+
+    /// Every source's latest poll, and the count of files in each state.
+    pub fn status(&self) -> Result<Status> {
+        let mut stmt = self.conn.prepare(
+            "SELECT source, checked_at, last_ok_at, last_error, last_error_at FROM source_status ORDER BY source",
+        )?;
+        let sources = stmt
+            .query_map([], |r| {
+                Ok(SourceStatus {
+                    source: r.get(0)?,
+                    checked_at: r.get(1)?,
+                    last_ok_at: r.get(2)?,
+                    last_error: r.get(3)?,
+                    last_error_at: r.get(4)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT state, count(*) FROM files GROUP BY state ORDER BY state")?;
+        let files = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(Status { sources, files })
     }
 
     /// Records a ban on an address until the given time.

@@ -45,7 +45,16 @@ pub async fn poll(
     let mut seen: HashMap<String, Seen> = HashMap::new();
     let mut failures = 0u32;
     loop {
-        let wait = match poll_once(&name, &partner, &settings, &lander, &staging, &mut seen).await {
+        let outcome = poll_once(&name, &partner, &settings, &lander, &staging, &mut seen).await;
+        {
+            let (lander, source) = (lander.clone(), name.clone());
+            let error = outcome.as_ref().err().map(|e| e.to_string());
+            let _ = tokio::task::spawn_blocking(move || {
+                lander.source_checked(&source, error.as_deref())
+            })
+            .await;
+        }
+        let wait = match outcome {
             Ok(()) => {
                 failures = 0;
                 settings.poll_interval

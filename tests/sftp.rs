@@ -445,3 +445,47 @@ transport.close()
         .collect();
     assert_eq!(names, ["news2_py.csv", "news2_scp.csv"]);
 }
+
+#[test]
+fn the_outbox_is_read_only_and_downloads_are_audited() {
+    let d = Deployment::new();
+    let daemon = d.start();
+    let port = daemon.sftp_port();
+    let outbox = d.path("spool/outbox/demo-carehome");
+    let export = news2_csv(20, 4, 0).replace('\n', "\r\n");
+    fs::write(outbox.join("export_20261122.csv"), &export).unwrap();
+    fs::write(outbox.join(".export_next.csv.part"), "being written").unwrap();
+    let got = d.path("got.csv");
+    let out = sftp(
+        &d,
+        port,
+        &demo_key(&d),
+        &format!(
+            "ls outbox\nget outbox/export_20261122.csv {}\n",
+            got.display()
+        ),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stdout).contains(".export_next"),
+        "files being written are hidden"
+    );
+    assert_eq!(
+        fs::read(&got).unwrap(),
+        export.as_bytes(),
+        "bytes unchanged"
+    );
+    let plain = d.write_input("news2_o.csv", news2_csv(1, 1, 0).as_bytes());
+    for command in [
+        format!("put {} outbox/news2_o.csv", plain.display()),
+        "rm outbox/export_20261122.csv".to_string(),
+        "rename outbox/export_20261122.csv outbox/x.csv".to_string(),
+    ] {
+        let out = sftp(&d, port, &demo_key(&d), &format!("{command}\n"));
+        assert!(!out.status.success(), "`{command}` must fail");
+    }
+    assert!(outbox.join("export_20261122.csv").exists());
+    wait_for("the download to be audited", Duration::from_secs(5), || {
+        audit_actions(&d).iter().any(|(a, _, _)| a == "download")
+    });
+}

@@ -80,6 +80,8 @@ pub struct PartnerSftp {
     /// first run counts) and inline key lines.
     pub authorized_keys: Vec<AuthorizedKeys>,
     pub demo_key: Option<PathBuf>,
+    /// The partner sees a read-only `outbox/`.
+    pub outbox: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -555,6 +557,7 @@ impl Checker<'_> {
         PartnerSftp {
             authorized_keys: keys,
             demo_key,
+            outbox: raw.outbox.unwrap_or(false),
         }
     }
 

@@ -57,6 +57,9 @@ pub struct PartnerSftp {
     /// A demonstration key pair that `dropgate keygen` creates when missing
     /// (private key here, public key beside it with `.pub`).
     pub demo_key: Option<String>,
+    /// Show a read-only `outbox/` of exports addressed to this partner
+    /// (`spool/outbox/<partner>/`). Default false.
+    pub outbox: Option<bool>,
 }
 
 /// `[sftp_server]`: the embedded SFTP server partners drop files into.

@@ -42,6 +42,7 @@ use crate::ledger::AuditEvent;
 /// The source name uploads are recorded under in the ledger.
 pub const SOURCE: &str = "sftp-server";
 const INBOX: &str = "inbox";
+const OUTBOX: &str = "outbox";
 /// Longest file name accepted (as most file systems).
 const MAX_NAME_BYTES: usize = 255;
 const MAX_PATH_BYTES: usize = 4096;
@@ -80,6 +81,8 @@ pub fn parse_authorized_line(line: &str) -> Result<Option<PublicKey>, String> {
 #[derive(Debug, Default)]
 struct Accounts {
     keys: HashMap<String, Vec<PublicKey>>,
+    /// Partners that see a read-only `outbox/`.
+    outboxes: Vec<String>,
 }
 
 impl Accounts {
@@ -87,6 +90,9 @@ impl Accounts {
         let mut accounts = Accounts::default();
         for (partner, p) in &config.partners {
             let Some(sftp) = &p.sftp else { continue };
+            if sftp.outbox {
+                accounts.outboxes.push(partner.clone());
+            }
             let keys = accounts.keys.entry(partner.clone()).or_default();
             for source in &sftp.authorized_keys {
                 let (path, text) = match source {
@@ -123,6 +129,8 @@ struct Shared {
     accounts: Accounts,
     lander: Arc<Lander>,
     staging: PathBuf,
+    /// `spool/outbox/`: one folder of exports per partner.
+    outboxes: PathBuf,
     limits: SftpServer,
     guard: Mutex<Guard>,
 }
@@ -264,10 +272,15 @@ pub async fn bind(config: &Config, lander: Arc<Lander>) -> Result<Option<Bound>,
         accounts: Accounts::load(config)?,
         lander,
         staging: config.daemon.spool.join("uploads"),
+        outboxes: config.daemon.spool.join("outbox"),
         limits: limits.clone(),
         guard: Mutex::new(guard),
     });
     fs::create_dir_all(&shared.staging)?;
+    // Made now, so exports can be placed before the partner first logs in.
+    for partner in &shared.accounts.outboxes {
+        fs::create_dir_all(shared.outboxes.join(partner))?;
+    }
     let ssh_config = Arc::new(russh::server::Config {
         methods: MethodSet::from(&[MethodKind::PublicKey][..]),
         keys: vec![host_key],
@@ -491,7 +504,13 @@ impl russh::server::Handler for Connection {
             return Ok(());
         };
         session.channel_success(channel_id)?;
-        let inbox = Inbox::new(self.shared.clone(), partner, self.peer())?;
+        let outbox = self
+            .shared
+            .accounts
+            .outboxes
+            .contains(&partner)
+            .then(|| self.shared.outboxes.join(&partner));
+        let inbox = Inbox::new(self.shared.clone(), partner, self.peer(), outbox)?;
         russh_sftp::server::run(channel.into_stream(), inbox).await;
         Ok(())
     }
@@ -503,11 +522,13 @@ enum Place {
     Root,
     Inbox,
     InboxFile(String),
+    Outbox,
+    OutboxFile(String),
 }
 
 /// Resolves a client path against the virtual root; anything that could
 /// leave it is refused.
-fn resolve(path: &str) -> Result<Place, StatusReply> {
+fn resolve(path: &str, outbox: bool) -> Result<Place, StatusReply> {
     let refuse = |why: &str| StatusCode::PermissionDenied.with_message(why);
     if path.contains('\0') {
         return Err(refuse("NUL in path"));
@@ -528,6 +549,8 @@ fn resolve(path: &str) -> Result<Place, StatusReply> {
         [] => Ok(Place::Root),
         [INBOX] => Ok(Place::Inbox),
         [INBOX, name] => Ok(Place::InboxFile((*name).to_string())),
+        [OUTBOX] if outbox => Ok(Place::Outbox),
+        [OUTBOX, name] if outbox => Ok(Place::OutboxFile((*name).to_string())),
         _ => Err(StatusCode::NoSuchFile.with_message("no such file")),
     }
 }
@@ -540,6 +563,11 @@ enum Open {
         /// from the start; saves reading the file again to land it.
         digest: Option<(Sha256, u64)>,
     },
+    Download {
+        name: String,
+        file: File,
+        sent: u64,
+    },
     Listing(Option<Vec<SftpFile>>),
 }
 
@@ -549,6 +577,8 @@ struct Inbox {
     partner: String,
     peer: String,
     dir: PathBuf,
+    /// The partner's read-only outbox, when it has one.
+    outbox: Option<PathBuf>,
     handles: HashMap<String, Open>,
     next_handle: u64,
     /// Hashes of closed uploads still waiting under a temporary name.
@@ -556,10 +586,19 @@ struct Inbox {
 }
 
 impl Inbox {
-    fn new(shared: Arc<Shared>, partner: String, peer: String) -> Result<Inbox, std::io::Error> {
+    fn new(
+        shared: Arc<Shared>,
+        partner: String,
+        peer: String,
+        outbox: Option<PathBuf>,
+    ) -> Result<Inbox, std::io::Error> {
         let dir = shared.staging.join(&partner);
         fs::create_dir_all(&dir)?;
+        if let Some(outbox) = &outbox {
+            fs::create_dir_all(outbox)?;
+        }
         Ok(Inbox {
+            outbox,
             shared,
             partner,
             peer,
@@ -572,7 +611,7 @@ impl Inbox {
 
     /// Resolves a client path, auditing any attempt to leave the root.
     fn resolve(&self, operation: &str, path: &str) -> Result<Place, StatusReply> {
-        resolve(path).map_err(|e| self.refuse(operation, e))
+        resolve(path, self.outbox.is_some()).map_err(|e| self.refuse(operation, e))
     }
 
     /// Audits a refused operation (permission denied) and returns the reply.
@@ -608,6 +647,16 @@ impl Inbox {
 
     fn staged(&self, name: &str) -> PathBuf {
         self.dir.join(name)
+    }
+
+    /// An export in the outbox: a regular file, not one still being written.
+    fn exported(&self, name: &str) -> Result<fs::Metadata, StatusReply> {
+        let outbox = self.outbox.as_ref().expect("resolved only with an outbox");
+        let meta = fs::symlink_metadata(outbox.join(name)).map_err(io_failure)?;
+        if name.starts_with('.') || !meta.is_file() {
+            return Err(StatusCode::NoSuchFile.with_message("no such file"));
+        }
+        Ok(meta)
     }
 
     fn is_open_for_upload(&self, name: &str) -> bool {
@@ -656,6 +705,19 @@ impl Inbox {
             }
         }
     }
+}
+
+/// Regular files in a folder, as SFTP directory entries.
+fn listing(dir: &std::path::Path) -> Result<Vec<SftpFile>, StatusReply> {
+    let mut entries = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_failure)?.flatten() {
+        if let (Ok(meta), Some(name)) = (entry.metadata(), entry.file_name().to_str())
+            && meta.is_file()
+        {
+            entries.push(SftpFile::new(name, file_attrs(&meta)));
+        }
+    }
+    Ok(entries)
 }
 
 fn directory_attrs() -> FileAttributes {
@@ -714,6 +776,8 @@ impl russh_sftp::server::Handler for Inbox {
             Place::Root => "/".to_string(),
             Place::Inbox => format!("/{INBOX}"),
             Place::InboxFile(name) => format!("/{INBOX}/{name}"),
+            Place::Outbox => format!("/{OUTBOX}"),
+            Place::OutboxFile(name) => format!("/{OUTBOX}/{name}"),
         };
         Ok(Name {
             id,
@@ -723,18 +787,27 @@ impl russh_sftp::server::Handler for Inbox {
 
     async fn opendir(&mut self, id: u32, path: String) -> Result<Handle, Self::Error> {
         let entries = match self.resolve("opendir", &path)? {
-            Place::Root => vec![SftpFile::new(INBOX, directory_attrs())],
-            Place::Inbox => {
-                // The partner's own uploads not yet taken by dropgate.
-                let mut entries = Vec::new();
-                for entry in fs::read_dir(&self.dir).map_err(io_failure)?.flatten() {
-                    if let (Ok(meta), Some(name)) = (entry.metadata(), entry.file_name().to_str()) {
-                        entries.push(SftpFile::new(name, file_attrs(&meta)));
-                    }
+            Place::Root => {
+                let mut entries = vec![SftpFile::new(INBOX, directory_attrs())];
+                if self.outbox.is_some() {
+                    entries.push(SftpFile::new(OUTBOX, directory_attrs()));
                 }
                 entries
             }
-            Place::InboxFile(_) => return Err(StatusCode::Failure.with_message("not a directory")),
+            // The partner's own uploads not yet taken by dropgate.
+            Place::Inbox => listing(&self.dir)?,
+            // Exports addressed to the partner; files being written start with a dot.
+            Place::Outbox => listing(
+                self.outbox
+                    .as_deref()
+                    .expect("resolved only with an outbox"),
+            )?
+            .into_iter()
+            .filter(|f| !f.filename.starts_with('.'))
+            .collect(),
+            Place::InboxFile(_) | Place::OutboxFile(_) => {
+                return Err(StatusCode::Failure.with_message("not a directory"));
+            }
         };
         let handle = self.handle(Open::Listing(Some(entries)));
         Ok(Handle { id, handle })
@@ -752,10 +825,11 @@ impl russh_sftp::server::Handler for Inbox {
 
     async fn stat(&mut self, id: u32, path: String) -> Result<Attrs, Self::Error> {
         let attrs = match self.resolve("stat", &path)? {
-            Place::Root | Place::Inbox => directory_attrs(),
+            Place::Root | Place::Inbox | Place::Outbox => directory_attrs(),
             Place::InboxFile(name) => {
                 file_attrs(&fs::symlink_metadata(self.staged(&name)).map_err(io_failure)?)
             }
+            Place::OutboxFile(name) => file_attrs(&self.exported(&name)?),
         };
         Ok(Attrs { id, attrs })
     }
@@ -766,7 +840,7 @@ impl russh_sftp::server::Handler for Inbox {
 
     async fn fstat(&mut self, id: u32, handle: String) -> Result<Attrs, Self::Error> {
         match self.handles.get(&handle) {
-            Some(Open::Upload { file, .. }) => Ok(Attrs {
+            Some(Open::Upload { file, .. } | Open::Download { file, .. }) => Ok(Attrs {
                 id,
                 attrs: file_attrs(&file.metadata().map_err(io_failure)?),
             }),
@@ -785,11 +859,38 @@ impl russh_sftp::server::Handler for Inbox {
         pflags: OpenFlags,
         _attrs: FileAttributes,
     ) -> Result<Handle, Self::Error> {
-        let Place::InboxFile(name) = self.resolve("open", &filename)? else {
-            return Err(self.refuse(
-                "open",
-                StatusCode::PermissionDenied.with_message("files can only be written into inbox/"),
-            ));
+        let name = match self.resolve("open", &filename)? {
+            Place::InboxFile(name) => name,
+            Place::OutboxFile(name) => {
+                if pflags.intersects(
+                    OpenFlags::WRITE | OpenFlags::APPEND | OpenFlags::CREATE | OpenFlags::TRUNCATE,
+                ) {
+                    return Err(self.refuse(
+                        "open",
+                        StatusCode::PermissionDenied.with_message("outbox/ is read-only"),
+                    ));
+                }
+                self.exported(&name)?;
+                let path = self
+                    .outbox
+                    .as_ref()
+                    .expect("resolved only with an outbox")
+                    .join(&name);
+                let file = File::open(path).map_err(io_failure)?;
+                let handle = self.handle(Open::Download {
+                    name,
+                    file,
+                    sent: 0,
+                });
+                return Ok(Handle { id, handle });
+            }
+            _ => {
+                return Err(self.refuse(
+                    "open",
+                    StatusCode::PermissionDenied
+                        .with_message("files can only be written into inbox/"),
+                ));
+            }
         };
         if pflags.contains(OpenFlags::READ) || !pflags.contains(OpenFlags::WRITE) {
             return Err(self.refuse(
@@ -862,6 +963,19 @@ impl russh_sftp::server::Handler for Inbox {
                 if !is_temporary_name(&name) && !self.is_open_for_upload(&name) {
                     self.complete(&name).await?;
                 }
+                Ok(ok(id))
+            }
+            Some(Open::Download { name, sent, .. }) => {
+                tracing::info!(partner = %self.partner, remote = %self.peer, "SFTP download");
+                self.shared
+                    .audit(AuditEvent {
+                        partner: Some(&self.partner),
+                        remote: Some(&self.peer),
+                        action: "download",
+                        detail: Some(serde_json::json!({ "name": name, "bytes": sent })),
+                        ..AuditEvent::default()
+                    })
+                    .await;
                 Ok(ok(id))
             }
             Some(Open::Listing(_)) => Ok(ok(id)),
@@ -982,15 +1096,25 @@ impl russh_sftp::server::Handler for Inbox {
 
     async fn read(
         &mut self,
-        _id: u32,
-        _handle: String,
-        _offset: u64,
-        _len: u32,
+        id: u32,
+        handle: String,
+        offset: u64,
+        len: u32,
     ) -> Result<Data, Self::Error> {
-        Err(self.refuse(
-            "read",
-            StatusCode::PermissionDenied.with_message("inbox/ is write-only"),
-        ))
+        let Some(Open::Download { file, sent, .. }) = self.handles.get_mut(&handle) else {
+            return Err(self.refuse(
+                "read",
+                StatusCode::PermissionDenied.with_message("inbox/ is write-only"),
+            ));
+        };
+        let mut data = vec![0u8; len.min(256 * 1024) as usize];
+        let n = file.read_at(&mut data, offset).map_err(io_failure)?;
+        if n == 0 {
+            return Err(StatusCode::Eof.into());
+        }
+        data.truncate(n);
+        *sent += n as u64;
+        Ok(Data { id, data })
     }
 }
 
@@ -1025,12 +1149,12 @@ mod tests {
 
     #[test]
     fn paths_stay_inside_the_virtual_root() {
-        assert_eq!(resolve("/").unwrap(), Place::Root);
-        assert_eq!(resolve(".").unwrap(), Place::Root);
-        assert_eq!(resolve("inbox").unwrap(), Place::Inbox);
-        assert_eq!(resolve("/inbox/./").unwrap(), Place::Inbox);
+        assert_eq!(resolve("/", false).unwrap(), Place::Root);
+        assert_eq!(resolve(".", false).unwrap(), Place::Root);
+        assert_eq!(resolve("inbox", false).unwrap(), Place::Inbox);
+        assert_eq!(resolve("/inbox/./", false).unwrap(), Place::Inbox);
         assert_eq!(
-            resolve("//inbox//a.csv").unwrap(),
+            resolve("//inbox//a.csv", false).unwrap(),
             Place::InboxFile("a.csv".into())
         );
         for bad in [
@@ -1040,20 +1164,24 @@ mod tests {
             &"x".repeat(5000),
         ] {
             assert_eq!(
-                resolve(bad).unwrap_err().status_code,
+                resolve(bad, false).unwrap_err().status_code,
                 StatusCode::PermissionDenied,
                 "{bad:?}"
             );
         }
         assert_eq!(
-            resolve(&format!("/inbox/{}", "n".repeat(300)))
+            resolve(&format!("/inbox/{}", "n".repeat(300)), false)
                 .unwrap_err()
                 .status_code,
             StatusCode::PermissionDenied
         );
+        assert_eq!(
+            resolve("/outbox/x.csv", true).unwrap(),
+            Place::OutboxFile("x.csv".into())
+        );
         for elsewhere in ["/etc/passwd", "/inbox/sub/a.csv", "/outbox"] {
             assert_eq!(
-                resolve(elsewhere).unwrap_err().status_code,
+                resolve(elsewhere, false).unwrap_err().status_code,
                 StatusCode::NoSuchFile,
                 "{elsewhere}"
             );

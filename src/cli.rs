@@ -119,6 +119,11 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Hash a partner's SFTP password (read from standard input) for `password_hash`.
+    #[command(
+        after_help = "Example:\n  dropgate hash-password < password.txt\n\nPrints an argon2id PHC string; the password itself is never stored."
+    )]
+    HashPassword,
     /// Look up service users.
     #[command(
         subcommand,
@@ -245,6 +250,22 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Push { destination, files } => {
             let config = config_or_exit!(&cli.config);
             push(&config, &destination, &files)
+        }
+        Command::HashPassword => {
+            use argon2::PasswordHasher;
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .context("reading the password")?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            if password.is_empty() {
+                bail!("no password on standard input");
+            }
+            let hash = argon2::Argon2::default()
+                .hash_password(password.as_bytes())
+                .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?;
+            println!("{hash}");
+            Ok(ExitCode::SUCCESS)
         }
         Command::Status { json } => {
             let config = config_or_exit!(&cli.config);

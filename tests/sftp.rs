@@ -489,3 +489,56 @@ fn the_outbox_is_read_only_and_downloads_are_audited() {
         audit_actions(&d).iter().any(|(a, _, _)| a == "download")
     });
 }
+
+#[test]
+fn a_partner_with_a_password_hash_may_log_in_with_the_password() {
+    let d = Deployment::new();
+    let mut hashing = d
+        .command(&["hash-password"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(hashing.stdin.as_mut().unwrap(), b"correct horse\n").unwrap();
+    let out = hashing.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let hash = text(&out.stdout).trim().to_string();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    d.write_config(&fast(SHIPPED_CONFIG).replace(
+        "outbox = true",
+        &format!("outbox = true\npassword_hash = \"{hash}\""),
+    ));
+    let daemon = d.start();
+    let plain = d.write_input("news2_pw.csv", news2_csv(2, 2, 0).as_bytes());
+    let login = |password: &str| {
+        let script = format!(
+            r#"
+import paramiko, sys
+transport = paramiko.Transport(("127.0.0.1", {port}))
+try:
+    transport.connect(username="demo-carehome", password={password:?})
+except paramiko.AuthenticationException:
+    sys.exit(3)
+sftp = paramiko.SFTPClient.from_transport(transport)
+sftp.put({file:?}, "inbox/news2_pw.csv")
+transport.close()
+"#,
+            port = daemon.sftp_port(),
+            file = plain.display().to_string(),
+        );
+        Command::new("python3")
+            .args(["-c", &script])
+            .output()
+            .expect("python3 with paramiko (scripts/test installs it)")
+    };
+    assert_eq!(
+        login("wrong horse").status.code(),
+        Some(3),
+        "a wrong password is refused"
+    );
+    let out = login("correct horse");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(d.files().len(), 1);
+    let config = fs::read_to_string(d.config_path()).unwrap();
+    assert!(!config.contains("correct horse"), "only the hash is stored");
+}

@@ -82,6 +82,8 @@ pub struct PartnerSftp {
     pub demo_key: Option<PathBuf>,
     /// The partner sees a read-only `outbox/`.
     pub outbox: bool,
+    /// An argon2 PHC hash: password logins are allowed only when set.
+    pub password_hash: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -521,7 +523,7 @@ impl Checker<'_> {
         let demo_public = demo_key
             .as_ref()
             .map(|p| PathBuf::from(format!("{}.pub", p.display())));
-        if raw.authorized_keys.get_ref().is_empty() {
+        if raw.authorized_keys.get_ref().is_empty() && raw.password_hash.is_none() {
             self.at(
                 &raw.authorized_keys,
                 format!("partner `{partner}`: `authorized_keys` needs at least one key"),
@@ -554,10 +556,19 @@ impl Checker<'_> {
             }
             keys.push(AuthorizedKeys::File(path));
         }
+        if let Some(hash) = &raw.password_hash
+            && !hash.get_ref().starts_with("$argon2")
+        {
+            self.at(
+                hash,
+                "password_hash must be an argon2 hash (`$argon2id$...`); make one with `dropgate hash-password`",
+            );
+        }
         PartnerSftp {
             authorized_keys: keys,
             demo_key,
             outbox: raw.outbox.unwrap_or(false),
+            password_hash: raw.password_hash.map(Spanned::into_inner),
         }
     }
 

@@ -57,6 +57,9 @@ pub struct PartnerSftp {
     /// A demonstration key pair that `dropgate keygen` creates when missing
     /// (private key here, public key beside it with `.pub`).
     pub demo_key: Option<String>,
+    /// Allow password logins too, with this argon2 hash (PHC string, from
+    /// `dropgate hash-password`). Keys only when absent.
+    pub password_hash: Option<Spanned<String>>,
     /// Show a read-only `outbox/` of exports addressed to this partner
     /// (`spool/outbox/<partner>/`). Default false.
     pub outbox: Option<bool>,

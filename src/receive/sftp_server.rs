@@ -83,6 +83,8 @@ struct Accounts {
     keys: HashMap<String, Vec<PublicKey>>,
     /// Partners that see a read-only `outbox/`.
     outboxes: Vec<String>,
+    /// Argon2 hashes of partners that may also log in with a password.
+    passwords: HashMap<String, String>,
 }
 
 impl Accounts {
@@ -92,6 +94,9 @@ impl Accounts {
             let Some(sftp) = &p.sftp else { continue };
             if sftp.outbox {
                 accounts.outboxes.push(partner.clone());
+            }
+            if let Some(hash) = &sftp.password_hash {
+                accounts.passwords.insert(partner.clone(), hash.clone());
             }
             let keys = accounts.keys.entry(partner.clone()).or_default();
             for source in &sftp.authorized_keys {
@@ -115,6 +120,16 @@ impl Accounts {
             }
         }
         Ok(accounts)
+    }
+
+    /// Checks a password against the partner's argon2 hash (slow on purpose).
+    fn allows_password(&self, user: &str, password: &str) -> bool {
+        use argon2::PasswordVerifier;
+        self.passwords.get(user).is_some_and(|hash| {
+            argon2::Argon2::default()
+                .verify_password(password.as_bytes(), hash.as_str())
+                .is_ok()
+        })
     }
 
     fn allows(&self, user: &str, key: &PublicKey) -> bool {
@@ -282,7 +297,16 @@ pub async fn bind(config: &Config, lander: Arc<Lander>) -> Result<Option<Bound>,
         fs::create_dir_all(shared.outboxes.join(partner))?;
     }
     let ssh_config = Arc::new(russh::server::Config {
-        methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+        // Passwords are offered only when some partner has a password hash.
+        methods: if config
+            .partners
+            .values()
+            .any(|p| p.sftp.as_ref().is_some_and(|s| s.password_hash.is_some()))
+        {
+            MethodSet::from(&[MethodKind::PublicKey, MethodKind::Password][..])
+        } else {
+            MethodSet::from(&[MethodKind::PublicKey][..])
+        },
         keys: vec![host_key],
         inactivity_timeout: Some(limits.idle_timeout),
         auth_rejection_time: Duration::from_millis(500),
@@ -372,6 +396,39 @@ impl Drop for Connection {
 }
 
 impl Connection {
+    /// A partner proved who it is: it gets a session if one is free.
+    async fn accept(
+        &mut self,
+        user: &str,
+        remote: &str,
+        method: &str,
+    ) -> Result<Auth, russh::Error> {
+        if !self.shared.open_session(user) {
+            tracing::warn!(partner = user, remote = %remote, "SFTP login refused: too many sessions");
+            self.shared
+                .audit(AuditEvent {
+                    partner: Some(user),
+                    remote: Some(remote),
+                    action: "login_refused_session_limit",
+                    ..AuditEvent::default()
+                })
+                .await;
+            return Ok(Auth::reject());
+        }
+        tracing::info!(partner = user, remote = %remote, method, "SFTP login");
+        self.partner = Some(user.to_string());
+        self.shared
+            .audit(AuditEvent {
+                partner: Some(user),
+                remote: Some(remote),
+                action: "login",
+                detail: Some(serde_json::json!({ "method": method })),
+                ..AuditEvent::default()
+            })
+            .await;
+        Ok(Auth::Accept)
+    }
+
     /// Unknown users and wrong keys get the same answer; failures count
     /// towards a ban of the address.
     async fn refuse_login(&mut self, user: &str) {
@@ -431,35 +488,17 @@ impl russh::server::Handler for Connection {
             return Ok(Auth::reject());
         }
         if self.shared.accounts.allows(user, key.public_key) {
-            if !self.shared.open_session(user) {
-                tracing::warn!(partner = user, remote = %remote, "SFTP login refused: too many sessions");
-                self.shared
-                    .audit(AuditEvent {
-                        partner: Some(user),
-                        remote: Some(&remote),
-                        action: "login_refused_session_limit",
-                        ..AuditEvent::default()
-                    })
-                    .await;
-                return Ok(Auth::reject());
-            }
-            tracing::info!(partner = user, remote = %remote, "SFTP login");
-            self.partner = Some(user.to_string());
-            self.shared
-                .audit(AuditEvent {
-                    partner: Some(user),
-                    remote: Some(&remote),
-                    action: "login",
-                    ..AuditEvent::default()
-                })
-                .await;
-            return Ok(Auth::Accept);
+            return self.accept(user, &remote, "publickey").await;
         }
         self.refuse_login(user).await;
         Ok(Auth::reject())
     }
 
-    async fn auth_password(&mut self, user: &str, _password: &str) -> Result<Auth, Self::Error> {
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        let (ip, remote) = (self.ip(), self.peer());
+        if !self.shared.is_banned(ip) && self.shared.accounts.allows_password(user, password) {
+            return self.accept(user, &remote, "password").await;
+        }
         self.refuse_login(user).await;
         Ok(Auth::reject())
     }
@@ -583,6 +622,9 @@ struct Inbox {
     next_handle: u64,
     /// Hashes of closed uploads still waiting under a temporary name.
     digests: HashMap<String, String>,
+    /// Uploads of this session already taken by dropgate, by name: clients
+    /// that check an upload's size afterwards (paramiko's `put`) still see it.
+    received: HashMap<String, FileAttributes>,
 }
 
 impl Inbox {
@@ -606,6 +648,7 @@ impl Inbox {
             handles: HashMap::new(),
             next_handle: 0,
             digests: HashMap::new(),
+            received: HashMap::new(),
         })
     }
 
@@ -667,6 +710,9 @@ impl Inbox {
 
     /// Lands a finished upload; answers only once it is durable and recorded.
     async fn complete(&mut self, name: &str) -> Result<(), StatusReply> {
+        if let Ok(meta) = fs::metadata(self.staged(name)) {
+            self.received.insert(name.to_string(), file_attrs(&meta));
+        }
         let lander = self.shared.lander.clone();
         let partner = self.partner.clone();
         // The upload is dropgate's own file: moved into the spool, not copied.
@@ -700,6 +746,7 @@ impl Inbox {
                 Ok(())
             }
             Err(e) => {
+                self.received.remove(name);
                 tracing::warn!(partner = %self.partner, error = %e, "SFTP upload could not be landed");
                 Err(StatusCode::Failure.with_message(format!("not received: {e}")))
             }
@@ -826,9 +873,13 @@ impl russh_sftp::server::Handler for Inbox {
     async fn stat(&mut self, id: u32, path: String) -> Result<Attrs, Self::Error> {
         let attrs = match self.resolve("stat", &path)? {
             Place::Root | Place::Inbox | Place::Outbox => directory_attrs(),
-            Place::InboxFile(name) => {
-                file_attrs(&fs::symlink_metadata(self.staged(&name)).map_err(io_failure)?)
-            }
+            Place::InboxFile(name) => match fs::symlink_metadata(self.staged(&name)) {
+                Ok(meta) => file_attrs(&meta),
+                Err(e) => match self.received.get(&name) {
+                    Some(attrs) => attrs.clone(),
+                    None => return Err(io_failure(e)),
+                },
+            },
             Place::OutboxFile(name) => file_attrs(&self.exported(&name)?),
         };
         Ok(Attrs { id, attrs })

@@ -542,3 +542,67 @@ transport.close()
     let config = fs::read_to_string(d.config_path()).unwrap();
     assert!(!config.contains("correct horse"), "only the hash is stored");
 }
+
+#[test]
+fn a_dropped_connection_leaves_nothing_in_the_pipeline_and_is_audited() {
+    let d = Deployment::new();
+    let daemon = d.start();
+    let script = format!(
+        r#"
+import paramiko
+key = paramiko.Ed25519Key.from_private_key_file({key:?})
+transport = paramiko.Transport(("127.0.0.1", {port}))
+transport.connect(username="demo-carehome", pkey=key)
+sftp = paramiko.SFTPClient.from_transport(transport)
+f = sftp.open("inbox/news2_cut.csv", "w")
+f.write(b"resident_id,nhs_number\n" * 100)
+f.flush()
+transport.close()  # gone, with the file still open
+"#,
+        key = demo_key(&d),
+        port = daemon.sftp_port(),
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_for(
+        "the incomplete upload to be audited",
+        Duration::from_secs(5),
+        || {
+            audit_actions(&d)
+                .iter()
+                .any(|(a, _, _)| a == "upload_incomplete")
+        },
+    );
+    assert!(d.files().is_empty(), "nothing entered the pipeline");
+    assert!(
+        d.path("spool/uploads/demo-carehome/news2_cut.csv").exists(),
+        "kept for the client to resume or remove"
+    );
+}
+
+#[test]
+fn uploads_above_the_size_limit_are_refused() {
+    let d = Deployment::with_config(
+        &fast(SHIPPED_CONFIG).replace("max_file_size = \"10GiB\"", "max_file_size = \"1KiB\""),
+    );
+    let daemon = d.start();
+    let big = d.write_input("news2_big.csv", news2_csv(100, 5, 0).as_bytes());
+    let out = sftp(
+        &d,
+        daemon.sftp_port(),
+        &demo_key(&d),
+        &format!("put {} inbox/news2_big.csv\n", big.display()),
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("Failure"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(d.files().is_empty(), "no part of a refused upload is taken");
+    assert!(!d.path("spool/uploads/demo-carehome/news2_big.csv").exists());
+}

@@ -601,6 +601,8 @@ enum Open {
         /// SHA-256 of what was written, while writes have come in order
         /// from the start; saves reading the file again to land it.
         digest: Option<(Sha256, u64)>,
+        /// A write was refused: the upload is incomplete and is not landed.
+        refused: bool,
     },
     Download {
         name: String,
@@ -965,7 +967,12 @@ impl russh_sftp::server::Handler for Inbox {
         self.digests.remove(&name);
         let empty = file.metadata().map(|m| m.len() == 0).unwrap_or(false);
         let digest = empty.then(|| (Sha256::new(), 0));
-        let handle = self.handle(Open::Upload { name, file, digest });
+        let handle = self.handle(Open::Upload {
+            name,
+            file,
+            digest,
+            refused: false,
+        });
         Ok(Handle { id, handle })
     }
 
@@ -977,10 +984,17 @@ impl russh_sftp::server::Handler for Inbox {
         data: Vec<u8>,
     ) -> Result<Status, Self::Error> {
         let max = self.shared.limits.max_file_size;
-        let Some(Open::Upload { file, digest, .. }) = self.handles.get_mut(&handle) else {
+        let Some(Open::Upload {
+            file,
+            digest,
+            refused,
+            ..
+        }) = self.handles.get_mut(&handle)
+        else {
             return Err(StatusCode::Failure.with_message("not an upload handle"));
         };
         if offset.saturating_add(data.len() as u64) > max {
+            *refused = true;
             return Err(
                 StatusCode::Failure.with_message(format!("files may not exceed {max} bytes"))
             );
@@ -999,7 +1013,18 @@ impl russh_sftp::server::Handler for Inbox {
 
     async fn close(&mut self, id: u32, handle: String) -> Result<Status, Self::Error> {
         match self.handles.remove(&handle) {
-            Some(Open::Upload { name, file, digest }) => {
+            Some(Open::Upload {
+                name,
+                file,
+                digest,
+                refused,
+            }) => {
+                if refused {
+                    drop(file);
+                    let _ = fs::remove_file(self.staged(&name));
+                    return Err(StatusCode::Failure
+                        .with_message("the upload was refused and has been discarded"));
+                }
                 file.sync_all().map_err(io_failure)?;
                 let size = file.metadata().map_err(io_failure)?.len();
                 drop(file);

@@ -442,14 +442,16 @@ impl Checker<'_> {
             .values()
             .any(|p| p.sftp.is_some())
             .then(|| self.sftp_server(sftp_server));
+        let mut name_spans = BTreeMap::new();
         let sources: BTreeMap<String, Source> = sources
             .into_iter()
             .filter_map(|(name, s)| {
                 let source = self.source(name.get_ref(), s, &partners, base)?;
+                name_spans.insert(name.get_ref().clone(), name.span());
                 Some((name.into_inner(), source))
             })
             .collect();
-        self.check_overlapping_sources(&sources);
+        self.check_overlapping_sources(&sources, &name_spans);
         let mut checked_feeds = BTreeMap::new();
         let mut seen_patterns: HashSet<(String, String)> = HashSet::new();
         for (name, f) in feeds {
@@ -760,10 +762,11 @@ impl Checker<'_> {
                 ] {
                     not_for(self, option, span);
                 }
-                let source = self.sftp_source(name, raw.clone_remote(), base)?;
+                let partner = raw.partner.get_ref().clone();
+                let source = self.sftp_source(name, raw, base)?;
                 return partner_ok.then(|| Source {
                     name: name.to_string(),
-                    partner: raw.partner.into_inner(),
+                    partner,
                     kind: SourceKind::Sftp(Box::new(source)),
                 });
             }
@@ -814,19 +817,14 @@ impl Checker<'_> {
         })
     }
 
-    fn sftp_source(&mut self, name: &str, raw: raw::Remote, base: &Path) -> Option<SftpSource> {
-        let mut missing = |what: &str| {
-            self.errors.push(ConfigError {
-                file: self.file.clone(),
-                line: 0,
-                column: 0,
-                message: format!("source `{name}`: an `sftp` source needs `{what}`"),
-            });
-        };
+    fn sftp_source(&mut self, name: &str, raw: raw::Source, base: &Path) -> Option<SftpSource> {
         let (Some(host), Some(user), Some(private_key), Some(host_key)) =
             (raw.host, raw.user, raw.private_key, raw.host_key)
         else {
-            missing("host, user, private_key and host_key");
+            self.at(
+                &raw.kind,
+                format!("source `{name}`: an `sftp` source needs `host`, `user`, `private_key` and `host_key`"),
+            );
             return None;
         };
         let endpoint = self.endpoint(
@@ -922,7 +920,11 @@ impl Checker<'_> {
         }
     }
 
-    fn check_overlapping_sources(&mut self, sources: &BTreeMap<String, Source>) {
+    fn check_overlapping_sources(
+        &mut self,
+        sources: &BTreeMap<String, Source>,
+        name_spans: &BTreeMap<String, Range<usize>>,
+    ) {
         let mut seen: Vec<(&str, &Path)> = Vec::new();
         for source in sources.values() {
             let SourceKind::Local(local) = &source.kind else {
@@ -930,15 +932,14 @@ impl Checker<'_> {
             };
             for (other, path) in &seen {
                 if local.path.starts_with(path) || path.starts_with(&local.path) {
-                    self.errors.push(ConfigError {
-                        file: self.file.clone(),
-                        line: 0,
-                        column: 0,
-                        message: format!(
+                    let span = name_spans.get(&source.name).cloned().unwrap_or(0..0);
+                    self.error(
+                        span,
+                        format!(
                             "sources `{other}` and `{}` watch overlapping folders; a file would be taken twice",
                             source.name
                         ),
-                    });
+                    );
                 }
             }
             seen.push((&source.name, &local.path));
@@ -1291,6 +1292,7 @@ impl Checker<'_> {
 
     fn mapping(&mut self, map: raw::Map, schema: &Schema) -> Mapping {
         let mut used: BTreeMap<String, String> = BTreeMap::new();
+        let observations_span = map.observations.as_ref().map(|m| m.observed_at.span());
         let service_user = map.service_user.map(|m| {
             let mut field =
                 |checker: &mut Self, field: &str, col: Option<Spanned<String>>, expect: Expect| {
@@ -1349,13 +1351,11 @@ impl Checker<'_> {
                 news2: m.news2.unwrap_or(true),
             }
         });
-        if observations.is_some() && service_user.is_none() {
-            self.errors.push(ConfigError {
-                file: self.file.clone(),
-                line: 0,
-                column: 0,
-                message: "observations need `map.service_user` to say whose they are".into(),
-            });
+        if let (Some(span), None) = (observations_span, &service_user) {
+            self.error(
+                span,
+                "observations need `map.service_user` to say whose they are",
+            );
         }
         Mapping {
             service_user,

@@ -390,6 +390,7 @@ fn ingest(config: Arc<Config>, source_name: &str, paths: &[PathBuf]) -> anyhow::
         source: &source.name,
         partner: &source.partner,
         remove_sender: false,
+        uploaded_from: None,
     };
     let landed = land::land(&config, &spool, &mut ledger, &origin, &arrivals);
     let mut ids = Vec::new();

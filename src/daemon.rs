@@ -13,7 +13,7 @@ use crate::config::{Config, SourceKind};
 use crate::keys::{self, KeyError};
 use crate::land::{self, Arrival, LandError, Landed, Origin};
 use crate::ledger::{AuditEvent, Clock, FileState, Ledger, LedgerError, SystemClock};
-use crate::pipeline::{ProcessError, Processor};
+use crate::pipeline::{Landings, ProcessError, Processor};
 use crate::receive;
 use crate::spool::{Area, Spool};
 
@@ -40,6 +40,7 @@ pub struct Lander {
     spool: Spool,
     ledger: Mutex<Ledger>,
     wake: Mutex<Sender<()>>,
+    landings: Landings,
 }
 
 impl Lander {
@@ -104,12 +105,43 @@ impl Lander {
         partner: &str,
         arrivals: &[Arrival],
     ) -> Vec<Result<Landed, LandError>> {
+        self.land_from(source, partner, None, arrivals)
+    }
+
+    /// Blocking: lands one upload to the embedded server, its `upload` audit
+    /// event recorded with it.
+    pub fn land_upload(
+        &self,
+        source: &str,
+        partner: &str,
+        remote: &str,
+        arrival: Arrival,
+    ) -> Result<Landed, LandError> {
+        self.land_from(
+            source,
+            partner,
+            Some(remote),
+            std::slice::from_ref(&arrival),
+        )
+        .pop()
+        .expect("one result per arrival")
+    }
+
+    fn land_from(
+        &self,
+        source: &str,
+        partner: &str,
+        uploaded_from: Option<&str>,
+        arrivals: &[Arrival],
+    ) -> Vec<Result<Landed, LandError>> {
         let origin = Origin {
             source,
             partner,
             remove_sender: true,
+            uploaded_from,
         };
         let results = {
+            let _landing = self.landings.start();
             let mut ledger = self.ledger.lock().expect("ledger lock");
             land::land(&self.config, &self.spool, &mut ledger, &origin, arrivals)
         };
@@ -186,6 +218,7 @@ pub async fn run(
     let (identity, ledger) = prepare(&config)?;
     let spool = Spool::new(&config.daemon.spool);
     let processor = Processor::new(config.clone(), identity);
+    let landings = processor.landings();
     recover(&processor, &ledger, &spool)?;
     let land_ledger = Ledger::open(&config.daemon.ledger, Arc::new(SystemClock))?;
 
@@ -203,6 +236,7 @@ pub async fn run(
         spool,
         ledger: Mutex::new(land_ledger),
         wake: Mutex::new(wake_tx.clone()),
+        landings,
     });
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

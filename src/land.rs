@@ -86,6 +86,9 @@ pub struct Origin<'a> {
     pub partner: &'a str,
     /// Remove the sender's copy once it is received (false for `dropgate ingest`).
     pub remove_sender: bool,
+    /// Uploads to the embedded server from this address: each new file's
+    /// `upload` audit event is recorded with it.
+    pub uploaded_from: Option<&'a str>,
 }
 
 struct Copied {
@@ -204,6 +207,8 @@ fn record(
             spool_name: c.spool_name.clone(),
             sha256: c.sha256.clone(),
             size: c.size,
+            handed_over: matches!(arrivals[c.index].handover, Handover::Move { .. }),
+            uploaded_from: origin.uploaded_from.map(str::to_string),
         });
         new.push(c);
     }
@@ -211,18 +216,19 @@ fn record(
     // Recorded: from here on the copy must never be deleted. A failed move
     // leaves it in tmp/, where processing and recovery still find it.
     for (c, id) in new.iter().zip(ids) {
-        if let Err(e) = fs::rename(
-            spool.path(Area::Tmp, &c.spool_name),
-            spool.path(Area::Incoming, &c.spool_name),
-        ) {
+        let incoming = spool.path(Area::Incoming, &c.spool_name);
+        if let Err(e) = fs::rename(spool.path(Area::Tmp, &c.spool_name), &incoming)
+            // Processing, which sees the file from the commit on, moved it first.
+            && !(e.kind() == io::ErrorKind::NotFound && spool.find(&c.spool_name).is_some())
+        {
             tracing::warn!(file_id = id, error = %e, "payload left in spool/tmp; it will be moved at the next start");
         }
         results[c.index] = Some(Ok(Landed::New(id)));
     }
-    for area in [Area::Incoming, Area::Tmp] {
-        if let Err(e) = sync_dir(&spool.dir(area)) {
-            tracing::warn!(error = %e, "could not sync a spool folder");
-        }
+    // Only the new entries need to be durable: should a crash keep a stale
+    // entry in tmp/ as well, recovery finds the file recorded and moves it again.
+    if let Err(e) = sync_dir(&spool.dir(Area::Incoming)) {
+        tracing::warn!(error = %e, "could not sync a spool folder");
     }
     Ok(())
 }
@@ -241,8 +247,11 @@ fn remove_senders(
             continue;
         };
         if arrivals[c.index].handover != Handover::Copy {
-            // Moved into the spool: the sender's copy is already gone.
-            removed.push(landed.id());
+            // Moved into the spool: the sender's copy is already gone, and a
+            // new file was recorded so.
+            if let Landed::AlreadyReceived(id) = landed {
+                removed.push(*id);
+            }
             continue;
         }
         let path = &arrivals[c.index].path;

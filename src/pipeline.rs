@@ -12,7 +12,7 @@
 
 use std::fs::File;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
@@ -55,11 +55,38 @@ pub struct Processed {
     pub records: u64,
 }
 
+/// Landings under way. While there is any, a processing transaction ends
+/// after the file in hand, so a landing (an SFTP client waiting for its
+/// answer) gets the ledger's write lock within one small file's time.
+#[derive(Debug, Clone, Default)]
+pub struct Landings(Arc<AtomicUsize>);
+
+impl Landings {
+    /// Counts a landing until the guard is dropped.
+    pub fn start(&self) -> LandingGuard<'_> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        LandingGuard(self)
+    }
+
+    fn any(&self) -> bool {
+        self.0.load(Ordering::SeqCst) > 0
+    }
+}
+
+pub struct LandingGuard<'a>(&'a Landings);
+
+impl Drop for LandingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Takes received files through decrypt, validate, map and load.
 pub struct Processor {
     config: Arc<Config>,
     identity: age::x25519::Identity,
     spool: Spool,
+    landings: Landings,
 }
 
 impl Processor {
@@ -69,7 +96,13 @@ impl Processor {
             config,
             identity,
             spool,
+            landings: Landings::default(),
         }
+    }
+
+    /// What landers report to, so processing makes way for them.
+    pub fn landings(&self) -> Landings {
+        self.landings.clone()
     }
 
     /// Processes received files until none is left or `stop` is set; the
@@ -105,10 +138,12 @@ impl Processor {
             let mut settled = Vec::new();
             let mut bytes = 0;
             // A transaction ends after a size or a time, whichever comes
-            // first, so landings (which need the write lock too) wait little.
+            // first, or at once when a landing waits for the write lock.
             while let Some(file) = rest.next_if(|f| {
                 settled.is_empty()
-                    || (bytes + f.size <= BATCH_BYTES && started.elapsed() < BATCH_TIME)
+                    || (bytes + f.size <= BATCH_BYTES
+                        && started.elapsed() < BATCH_TIME
+                        && !self.landings.any())
             }) {
                 bytes += file.size;
                 if batch.state(file.id)? != FileState::Received {
@@ -208,7 +243,7 @@ impl Processor {
                 detail: json!({ "duplicate_of": first }),
             });
         }
-        let Some((_, payload)) = self.spool.find(&file.spool_name) else {
+        let Some(payload) = self.spool.received_payload(&file.spool_name) else {
             return Ok(rejected(
                 Some(feed),
                 "payload_missing",

@@ -100,6 +100,23 @@ impl Spool {
         })
     }
 
+    /// A received file's payload, normally in `incoming/`. The lander moves it there
+    /// from `tmp/` just after the ledger commit, so processing may come
+    /// first: then processing moves it, and whichever rename comes second
+    /// finds it already gone. Made durable by [`Spool::sync`].
+    pub fn received_payload(&self, spool_name: &str) -> Option<PathBuf> {
+        let incoming = self.path(Area::Incoming, spool_name);
+        if incoming.exists() {
+            return Some(incoming);
+        }
+        match fs::rename(self.path(Area::Tmp, spool_name), &incoming) {
+            Ok(()) => Some(incoming),
+            // Moved meanwhile, or replayed from quarantine/ where it stays
+            // until processed again.
+            Err(_) => self.find(spool_name).map(|(_, path)| path),
+        }
+    }
+
     /// Moves a payload to the folder for `state`. Returns its path. The move
     /// is made durable by [`Spool::sync`], once for many moves; a move lost
     /// to a crash is only repeated, since the ledger already holds the state.

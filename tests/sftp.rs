@@ -1,6 +1,7 @@
 //! The embedded SFTP server, driven by the OpenSSH `sftp` client.
 
 use std::fs;
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -605,4 +606,148 @@ fn uploads_above_the_size_limit_are_refused() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(d.files().is_empty(), "no part of a refused upload is taken");
     assert!(!d.path("spool/uploads/demo-carehome/news2_big.csv").exists());
+}
+
+/// `SHA256:` fingerprint of the server's host key, as `ssh-keygen -l` prints it.
+fn host_key_fingerprint(d: &Deployment) -> String {
+    let out = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(d.path("config/keys/ssh_host_ed25519.pub"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .expect("a fingerprint")
+        .to_string()
+}
+
+/// `curl` (libssh2) uploading as the demo partner with the host key pinned.
+fn curl_upload(d: &Deployment, port: u16, pinned: &str, file: &Path, name: &str) -> Output {
+    let key = demo_key(d);
+    Command::new("curl")
+        .args(["--silent", "--show-error", "--hostpubsha256", pinned])
+        .args(["--key", &key, "--pubkey", &format!("{key}.pub"), "-T"])
+        .arg(file)
+        .arg(format!(
+            "sftp://demo-carehome@127.0.0.1:{port}/inbox/{name}"
+        ))
+        .output()
+        .expect("curl must be installed (scripts/test installs it)")
+}
+
+#[test]
+fn curl_uploads_over_sftp_to_a_pinned_host_key() {
+    let d = Deployment::new();
+    let daemon = d.start();
+    let port = daemon.sftp_port();
+    let fingerprint = host_key_fingerprint(&d);
+    let pinned = fingerprint.strip_prefix("SHA256:").unwrap();
+    let plain = d.write_input("news2_curl.csv", news2_csv(4, 2, 0).as_bytes());
+
+    let wrong = format!("AAAA{}", &pinned[4..]);
+    let out = curl_upload(&d, port, &wrong, &plain, "news2_wrong.csv");
+    assert_eq!(out.status.code(), Some(60), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("mismatch sha256 fingerprint"));
+
+    let out = curl_upload(&d, port, pinned, &plain, "news2_curl.csv");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let files = d.files();
+    assert_eq!(files.len(), 1, "only the pinned upload arrived: {files:?}");
+    assert_eq!(files[0]["name"], "news2_curl.csv");
+    wait_for("the upload to load", Duration::from_secs(10), || {
+        d.count("SELECT count(*) FROM files WHERE state = 'loaded'") == 1
+    });
+}
+
+/// A paramiko script as the demo partner; `body` runs with `sftp` (an
+/// `SFTPClient`) open, and may open a second connection with `connect()`.
+fn paramiko(d: &Deployment, port: u16, body: &str) -> Output {
+    let script = format!(
+        r#"
+import sys, time, paramiko
+key = paramiko.Ed25519Key.from_private_key_file({key:?})
+def connect():
+    transport = paramiko.Transport(("127.0.0.1", {port}))
+    transport.connect(username="demo-carehome", pkey=key)
+    return transport, paramiko.SFTPClient.from_transport(transport)
+transport, sftp = connect()
+{body}
+"#,
+        key = demo_key(d),
+    );
+    Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3 with paramiko (scripts/test installs it)")
+}
+
+#[test]
+fn a_partner_gets_no_more_sessions_than_its_limit() {
+    let d = Deployment::with_config(&fast(SHIPPED_CONFIG).replace(
+        "idle_timeout = \"10m\"",
+        "idle_timeout = \"10m\"\nmax_sessions_per_partner = 1",
+    ));
+    let daemon = d.start();
+    let out = paramiko(
+        &d,
+        daemon.sftp_port(),
+        r#"
+try:
+    connect()
+    print("second session allowed")
+except paramiko.AuthenticationException:
+    print("second session refused")
+transport.close()
+time.sleep(0.5)
+connect()[0].close()
+print("a session once the first ended")
+"#,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).lines().collect::<Vec<_>>(),
+        ["second session refused", "a session once the first ended"]
+    );
+    wait_for("the refusal to be audited", Duration::from_secs(5), || {
+        audit_actions(&d)
+            .iter()
+            .any(|(a, _, _)| a == "login_refused_session_limit")
+    });
+}
+
+#[test]
+fn an_idle_session_is_closed_and_its_open_upload_not_taken() {
+    let d = Deployment::with_config(
+        &fast(SHIPPED_CONFIG).replace("idle_timeout = \"10m\"", "idle_timeout = \"1s\""),
+    );
+    let daemon = d.start();
+    let out = paramiko(
+        &d,
+        daemon.sftp_port(),
+        r#"
+f = sftp.open("inbox/news2_idle.csv", "w")
+f.write(b"resident_id,nhs_number\n")
+f.flush()
+time.sleep(3)
+try:
+    sftp.listdir("inbox")
+    print("still open")
+except (EOFError, OSError, paramiko.SSHException):
+    print("closed")
+"#,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "closed");
+    wait_for(
+        "the incomplete upload to be audited",
+        Duration::from_secs(5),
+        || {
+            audit_actions(&d)
+                .iter()
+                .any(|(a, _, _)| a == "upload_incomplete")
+        },
+    );
+    assert!(d.files().is_empty(), "nothing entered the pipeline");
 }

@@ -137,6 +137,12 @@ pub struct NewFile {
     pub spool_name: String,
     pub sha256: String,
     pub size: u64,
+    /// The sender's copy is already gone (moved into the spool, not copied):
+    /// recorded with the file, saving a second transaction.
+    pub handed_over: bool,
+    /// Uploaded to the embedded server from this address: the `upload`
+    /// audit event is written in the same transaction.
+    pub uploaded_from: Option<String>,
 }
 
 /// A file as the ledger knows it.
@@ -429,6 +435,22 @@ impl Ledger {
                     "sha256": f.sha256,
                 });
                 event.execute(params![id, now, detail.to_string()])?;
+                if f.handed_over {
+                    mark_sender_removed(&tx, id, &now)?;
+                }
+                if let Some(remote) = &f.uploaded_from {
+                    append_audit(
+                        &tx,
+                        &now,
+                        &AuditEvent {
+                            partner: Some(&f.partner),
+                            remote: Some(remote),
+                            action: "upload",
+                            file_id: Some(id),
+                            detail: None,
+                        },
+                    )?;
+                }
                 ids.push(id);
             }
         }
@@ -445,18 +467,8 @@ impl Ledger {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            let mut update = tx.prepare_cached(
-                "UPDATE files SET sender_removed_at = ?2 WHERE id = ?1 AND sender_removed_at IS NULL",
-            )?;
-            let mut event = tx.prepare_cached(
-                "INSERT INTO file_events (file_id, at, event) VALUES (?1, ?2, 'sender_copy_removed')",
-            )?;
-            for id in ids {
-                if update.execute(params![id, now])? > 0 {
-                    event.execute(params![id, now])?;
-                }
-            }
+        for &id in ids {
+            mark_sender_removed(&tx, id, &now)?;
         }
         tx.commit()?;
         Ok(())
@@ -596,38 +608,10 @@ impl Ledger {
     /// Appends an audit event, chained to the one before it.
     pub fn audit(&mut self, event: &AuditEvent<'_>) -> Result<()> {
         let at = self.now();
-        let detail = event.detail.as_ref().map(|d| d.to_string());
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let prev: String = tx
-            .prepare_cached("SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1")?
-            .query_row([], |r| r.get(0))
-            .optional()?
-            .unwrap_or_else(|| "0".repeat(64));
-        let hash = audit_hash(
-            &prev,
-            &at,
-            event.partner,
-            event.remote,
-            event.action,
-            event.file_id,
-            detail.as_deref(),
-        );
-        tx.prepare_cached(
-            "INSERT INTO audit_events (at, partner, remote, action, file_id, detail, prev_hash, hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?
-        .execute(params![
-            at,
-            event.partner,
-            event.remote,
-            event.action,
-            event.file_id,
-            detail,
-            prev,
-            hash
-        ])?;
+        append_audit(&tx, &at, event)?;
         tx.commit()?;
         Ok(())
     }
@@ -933,3 +917,52 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 
 #[cfg(test)]
 mod tests;
+
+fn mark_sender_removed(tx: &rusqlite::Transaction<'_>, id: i64, now: &str) -> Result<()> {
+    let updated = tx
+        .prepare_cached(
+            "UPDATE files SET sender_removed_at = ?2 WHERE id = ?1 AND sender_removed_at IS NULL",
+        )?
+        .execute(params![id, now])?;
+    if updated > 0 {
+        tx.prepare_cached(
+            "INSERT INTO file_events (file_id, at, event) VALUES (?1, ?2, 'sender_copy_removed')",
+        )?
+        .execute(params![id, now])?;
+    }
+    Ok(())
+}
+
+/// Appends to the hash chain; the caller's transaction makes read-and-append atomic.
+fn append_audit(tx: &rusqlite::Transaction<'_>, at: &str, event: &AuditEvent<'_>) -> Result<()> {
+    let detail = event.detail.as_ref().map(|d| d.to_string());
+    let prev: String = tx
+        .prepare_cached("SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1")?
+        .query_row([], |r| r.get(0))
+        .optional()?
+        .unwrap_or_else(|| "0".repeat(64));
+    let hash = audit_hash(
+        &prev,
+        at,
+        event.partner,
+        event.remote,
+        event.action,
+        event.file_id,
+        detail.as_deref(),
+    );
+    tx.prepare_cached(
+        "INSERT INTO audit_events (at, partner, remote, action, file_id, detail, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        at,
+        event.partner,
+        event.remote,
+        event.action,
+        event.file_id,
+        detail,
+        prev,
+        hash
+    ])?;
+    Ok(())
+}

@@ -16,6 +16,8 @@ fn received(ledger: &mut Ledger, name: &str) -> i64 {
             spool_name: format!("spool-{name}"),
             sha256: "ab".repeat(32),
             size: 10,
+            handed_over: false,
+            uploaded_from: None,
         }])
         .unwrap()[0]
 }
@@ -266,4 +268,49 @@ fn every_migration_file_is_applied_in_order() {
     files.sort();
     let listed: Vec<&str> = MIGRATIONS.iter().map(|(name, _)| *name).collect();
     assert_eq!(files, listed);
+}
+
+#[test]
+fn an_upload_is_recorded_with_its_audit_event_and_sender_removal_at_once() {
+    let mut l = ledger();
+    l.audit(&AuditEvent {
+        partner: Some("care"),
+        remote: Some("10.0.0.1"),
+        action: "login",
+        ..AuditEvent::default()
+    })
+    .unwrap();
+    let id = l
+        .record_received(&[NewFile {
+            source: "sftp-server".into(),
+            partner: "care".into(),
+            feed: Some("news2".into()),
+            name: "up.csv".into(),
+            spool_name: "spool-up".into(),
+            sha256: "cd".repeat(32),
+            size: 10,
+            handed_over: true,
+            uploaded_from: Some("10.0.0.1:5022".into()),
+        }])
+        .unwrap()[0];
+    let events: Vec<String> = l.events(id).unwrap().into_iter().map(|e| e.event).collect();
+    assert_eq!(events, ["received", "sender_copy_removed"]);
+    let removed: Option<String> = l
+        .connection()
+        .query_row(
+            "SELECT sender_removed_at FROM files WHERE id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(removed.is_some());
+    let audit = l.audit_events().unwrap();
+    assert_eq!(audit.len(), 2);
+    assert_eq!(audit[1].action, "upload");
+    assert_eq!(audit[1].file_id, Some(id));
+    assert_eq!(audit[1].remote.as_deref(), Some("10.0.0.1:5022"));
+    assert!(
+        audit[1].verifies_after(&audit[0].hash),
+        "the chain continues"
+    );
 }

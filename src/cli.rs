@@ -213,6 +213,9 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::CheckConfig => {
             let config = config_or_exit!(&cli.config);
+            for warning in &config.warnings {
+                eprintln!("{warning}");
+            }
             println!(
                 "{}: ok ({} partners, {} sources, {} feeds)",
                 cli.config.display(),
@@ -224,6 +227,9 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run => {
             let config = Arc::new(config_or_exit!(&cli.config));
+            for warning in &config.warnings {
+                tracing::warn!("{warning}");
+            }
             print_banner(&config)?;
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
             runtime.block_on(async {
@@ -629,14 +635,9 @@ fn print_banner(config: &Config) -> anyhow::Result<()> {
                 source.name,
                 source.partner
             ),
-            dropgate::config::SourceKind::Sftp(remote) => println!(
-                "  polls          sftp://{}@{}:{}/{}  (source {}, partner {})",
-                remote.endpoint.user,
-                remote.endpoint.host,
-                remote.endpoint.port,
-                remote.endpoint.folder,
-                source.name,
-                source.partner
+            dropgate::config::SourceKind::Remote(remote) => println!(
+                "  polls          {}  {}  (source {}, partner {})",
+                remote.endpoint, remote.schedule, source.name, source.partner
             ),
         }
     }

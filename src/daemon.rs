@@ -262,9 +262,9 @@ pub async fn run(
                     shutdown_rx.clone(),
                 ));
             }
-            SourceKind::Sftp(settings) => {
-                tracing::info!(source = %source.name, partner = %source.partner, server = %settings.endpoint.host, "polling");
-                sources.spawn(receive::sftp_poll::poll(
+            SourceKind::Remote(settings) => {
+                tracing::info!(source = %source.name, partner = %source.partner, server = %settings.endpoint, schedule = %settings.schedule, "polling");
+                sources.spawn(receive::remote_poll::poll(
                     source.name.clone(),
                     source.partner.clone(),
                     (**settings).clone(),

@@ -6,8 +6,8 @@ use std::sync::Mutex;
 
 use crate::config::Destination;
 use crate::ledger::{DeliveryEvent, Ledger};
+use crate::remote::Connection;
 use crate::remote::RemoteError;
-use crate::remote::sftp::Connection;
 
 /// A file to deliver.
 pub struct Parcel<'a> {
@@ -46,9 +46,11 @@ pub async fn deliver(
     let mut attempt = 1;
     loop {
         let result = async {
-            let connection =
+            let mut connection =
                 Connection::connect(&destination.endpoint, destination.timeout).await?;
-            connection.put(parcel.path, parcel.name).await
+            let put = connection.put(parcel.path, parcel.name).await;
+            connection.close().await;
+            put
         }
         .await;
         match result {
@@ -61,6 +63,7 @@ pub async fn deliver(
             Err(
                 e @ (RemoteError::HostKeyMismatch { .. }
                 | RemoteError::Auth { .. }
+                | RemoteError::Certificate { .. }
                 | RemoteError::Key { .. }),
             ) => {
                 record(

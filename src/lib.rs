@@ -16,5 +16,6 @@ pub mod map;
 pub mod pipeline;
 pub mod receive;
 pub mod remote;
+pub mod schedule;
 pub mod spool;
 pub mod validate;

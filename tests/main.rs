@@ -5,6 +5,8 @@ mod harness;
 
 mod cli;
 mod daemon;
+mod ftp;
+mod ftpd;
 mod ingest;
 mod remote;
 mod sftp;

@@ -298,7 +298,7 @@ enum SpawnError {
     Failed,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().unwrap().port()
 }
@@ -312,7 +312,7 @@ fn keygen(path: &Path) {
     assert!(status.success(), "ssh-keygen failed for {}", path.display());
 }
 
-fn command_output(command: &mut Command) -> String {
+pub fn command_output(command: &mut Command) -> String {
     let out = command.output().expect("run a system command");
     assert!(out.status.success(), "{command:?}: {}", text(&out.stderr));
     text(&out.stdout).trim().to_string()
@@ -353,7 +353,7 @@ fn has_per_source_penalties() -> bool {
 /// and once the listener dies they are re-parented out of reach. So the tree
 /// is frozen first with SIGSTOP, repeating until no new process appears: a
 /// process with a stop pending cannot complete a fork.
-fn signal_tree(pid: u32, signal: &str) {
+pub fn signal_tree(pid: u32, signal: &str) {
     let mut frozen: Vec<u32> = Vec::new();
     loop {
         let fresh: Vec<u32> = tree(pid)

@@ -38,13 +38,15 @@ pub struct Config {
     /// Present when any partner has an SFTP account.
     pub sftp_server: Option<SftpServer>,
     pub destinations: BTreeMap<String, Destination>,
+    /// Allowed but dangerous settings, as `PATH:LINE:COL: warning: ...`.
+    pub warnings: Vec<ConfigError>,
 }
 
 /// A server files are pushed to.
 #[derive(Debug, Clone)]
 pub struct Destination {
     pub name: String,
-    pub endpoint: crate::remote::sftp::Endpoint,
+    pub endpoint: crate::remote::Endpoint,
     pub attempts: u32,
     pub backoff: crate::remote::Backoff,
     pub timeout: Duration,
@@ -114,15 +116,16 @@ pub struct Source {
 #[derive(Debug)]
 pub enum SourceKind {
     Local(LocalSource),
-    Sftp(Box<SftpSource>),
+    /// A partner's SFTP or FTP server, polled.
+    Remote(Box<RemoteSource>),
 }
 
-/// A partner's SFTP server that dropgate polls.
+/// A partner's SFTP or FTP server that dropgate polls.
 #[derive(Debug, Clone)]
-pub struct SftpSource {
-    pub endpoint: crate::remote::sftp::Endpoint,
+pub struct RemoteSource {
+    pub endpoint: crate::remote::Endpoint,
     pub patterns: GlobSet,
-    pub poll_interval: Duration,
+    pub schedule: crate::schedule::Schedule,
     pub min_age: Duration,
     pub after: AfterTake,
     pub done_marker: Option<String>,
@@ -196,6 +199,8 @@ impl Config {
             text,
             errors: Vec::new(),
             broken_columns: HashSet::new(),
+            warnings: Vec::new(),
+            time_zone: chrono_tz::Europe::London,
         };
         let base = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -204,7 +209,9 @@ impl Config {
         let base = std::path::absolute(&base).unwrap_or(base);
         let config = checker.check(path, &base);
         if checker.errors.is_empty() {
-            Ok(config.expect("a config is built whenever no error was found"))
+            let mut config = config.expect("a config is built whenever no error was found");
+            config.warnings = checker.warnings;
+            Ok(config)
         } else {
             checker.errors.sort_by_key(|e| (e.line, e.column));
             Err(ConfigErrors {
@@ -282,9 +289,23 @@ struct Checker<'t> {
     /// Columns of the feed being checked that were declared but are unusable
     /// (already reported): mapping them is not reported again.
     broken_columns: HashSet<String>,
+    /// Settings that are allowed but dangerous.
+    warnings: Vec<ConfigError>,
+    /// `[daemon] time_zone`, once checked: cron expressions are read in it.
+    time_zone: chrono_tz::Tz,
 }
 
 impl Checker<'_> {
+    fn warning(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let (line, column) = line_column(self.text, span.start);
+        self.warnings.push(ConfigError {
+            file: self.file.clone(),
+            line,
+            column,
+            message: format!("warning: {}", message.into()),
+        });
+    }
+
     fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
         let (line, column) = line_column(self.text, span.start);
         self.errors.push(ConfigError {
@@ -422,6 +443,9 @@ impl Checker<'_> {
             .collect();
 
         let daemon = self.daemon(daemon, base);
+        if let Some(daemon) = &daemon {
+            self.time_zone = daemon.time_zone;
+        }
         let keys = Keys {
             age_identity: resolve(base, keys.age_identity.as_deref(), "keys/age-identity.txt"),
             signing_key: resolve(base, keys.signing_key.as_deref(), "keys/signing_ed25519"),
@@ -469,35 +493,17 @@ impl Checker<'_> {
             feeds: checked_feeds,
             sftp_server,
             destinations,
+            warnings: Vec::new(),
         })
     }
 
     fn destination(
         &mut self,
         name: &str,
-        raw: raw::Destination,
+        mut raw: raw::Destination,
         base: &Path,
     ) -> Option<Destination> {
-        if raw.kind.get_ref() != "sftp" {
-            self.at(
-                &raw.kind,
-                format!(
-                    "unknown destination kind `{}`, expected `sftp`",
-                    raw.kind.get_ref()
-                ),
-            );
-            return None;
-        }
-        let endpoint = self.endpoint(
-            name,
-            raw.host,
-            raw.port,
-            raw.user,
-            raw.private_key,
-            raw.host_key,
-            raw.folder,
-            base,
-        );
+        let endpoint = self.endpoint(name, &raw.kind, raw::take_login!(raw), base);
         let attempts = match &raw.attempts {
             None => 5,
             Some(n) if (1..=1000).contains(n.get_ref()) => *n.get_ref() as u32,
@@ -513,7 +519,7 @@ impl Checker<'_> {
         let timeout = self.duration(raw.timeout, Duration::from_secs(30));
         Some(Destination {
             name: name.to_string(),
-            endpoint,
+            endpoint: endpoint?,
             attempts,
             backoff,
             timeout,
@@ -737,18 +743,25 @@ impl Checker<'_> {
                     ("user", raw.user.as_ref().map(|v| v.span())),
                     ("private_key", raw.private_key.as_ref().map(|v| v.span())),
                     ("host_key", raw.host_key.as_ref().map(|v| v.span())),
+                    (
+                        "password_file",
+                        raw.password_file.as_ref().map(|v| v.span()),
+                    ),
+                    ("password_env", raw.password_env.as_ref().map(|v| v.span())),
+                    ("tls", raw.tls.as_ref().map(|v| v.span())),
                     ("match", raw.patterns.as_ref().map(|v| v.span())),
                     (
                         "poll_interval",
                         raw.poll_interval.as_ref().map(|v| v.span()),
                     ),
+                    ("poll_cron", raw.poll_cron.as_ref().map(|v| v.span())),
                     ("after", raw.after.as_ref().map(|v| v.span())),
                     ("done_marker", raw.done_marker.as_ref().map(|v| v.span())),
                 ] {
                     not_for(self, option, span);
                 }
             }
-            "sftp" => {
+            "sftp" | "ftp" => {
                 for (option, span) in [
                     ("path", raw.path.as_ref().map(|v| v.span())),
                     (
@@ -763,24 +776,17 @@ impl Checker<'_> {
                     not_for(self, option, span);
                 }
                 let partner = raw.partner.get_ref().clone();
-                let source = self.sftp_source(name, raw, base)?;
+                let source = self.remote_source(name, raw, base)?;
                 return partner_ok.then(|| Source {
                     name: name.to_string(),
                     partner,
-                    kind: SourceKind::Sftp(Box::new(source)),
+                    kind: SourceKind::Remote(Box::new(source)),
                 });
-            }
-            "ftp" => {
-                self.at(
-                    &raw.kind,
-                    "source kind `ftp` is not supported by this version of dropgate; use `local` or `sftp`",
-                );
-                return None;
             }
             other => {
                 self.at(
                     &raw.kind,
-                    format!("unknown source kind `{other}`, expected `local` or `sftp`"),
+                    format!("unknown source kind `{other}`, expected `local`, `sftp` or `ftp`"),
                 );
                 return None;
             }
@@ -817,26 +823,43 @@ impl Checker<'_> {
         })
     }
 
-    fn sftp_source(&mut self, name: &str, raw: raw::Source, base: &Path) -> Option<SftpSource> {
-        let (Some(host), Some(user), Some(private_key), Some(host_key)) =
-            (raw.host, raw.user, raw.private_key, raw.host_key)
-        else {
-            self.at(
-                &raw.kind,
-                format!("source `{name}`: an `sftp` source needs `host`, `user`, `private_key` and `host_key`"),
-            );
-            return None;
+    fn remote_source(
+        &mut self,
+        name: &str,
+        mut raw: raw::Source,
+        base: &Path,
+    ) -> Option<RemoteSource> {
+        let endpoint = self.endpoint(name, &raw.kind, raw::take_login!(raw), base);
+        let schedule = match (raw.poll_interval, raw.poll_cron) {
+            (Some(interval), Some(cron)) => {
+                self.at(
+                    &cron,
+                    format!("source `{name}`: set `poll_interval` or `poll_cron`, not both"),
+                );
+                let _ = interval;
+                None
+            }
+            (interval, None) => {
+                let every = self.duration(interval.clone(), Duration::from_secs(60));
+                if every.is_zero() {
+                    let span = interval.map(|i| i.span()).unwrap_or(0..0);
+                    self.error(
+                        span,
+                        format!("source `{name}`: poll_interval must be above zero"),
+                    );
+                }
+                Some(crate::schedule::Schedule::Every(every))
+            }
+            (None, Some(cron)) => {
+                match crate::schedule::Cron::parse(cron.get_ref(), self.time_zone) {
+                    Ok(c) => Some(crate::schedule::Schedule::Cron(Box::new(c))),
+                    Err(e) => {
+                        self.at(&cron, format!("source `{name}`: {e}"));
+                        None
+                    }
+                }
+            }
         };
-        let endpoint = self.endpoint(
-            name,
-            host,
-            raw.port,
-            user,
-            private_key,
-            host_key,
-            raw.folder,
-            base,
-        );
         let mut globs = GlobSetBuilder::new();
         match &raw.patterns {
             None => {
@@ -868,10 +891,10 @@ impl Checker<'_> {
                 }
             },
         };
-        Some(SftpSource {
-            endpoint,
+        Some(RemoteSource {
+            endpoint: endpoint?,
             patterns: globs.build().ok()?,
-            poll_interval: self.duration(raw.poll_interval, Duration::from_secs(60)),
+            schedule: schedule?,
             min_age: self.duration(raw.min_age, Duration::from_secs(30)),
             after,
             done_marker: raw.done_marker.map(Spanned::into_inner),
@@ -884,40 +907,351 @@ impl Checker<'_> {
     }
 
     /// Checks a remote login shared by sources and destinations.
-    #[allow(clippy::too_many_arguments)]
     fn endpoint(
         &mut self,
         name: &str,
-        host: Spanned<String>,
-        port: Option<Spanned<i64>>,
-        user: Spanned<String>,
-        private_key: Spanned<String>,
-        host_key: Spanned<String>,
-        folder: Option<String>,
+        kind: &Spanned<String>,
+        login: raw::Login,
         base: &Path,
-    ) -> crate::remote::sftp::Endpoint {
-        let port = match &port {
-            None => 22,
-            Some(p) if (1..=65535).contains(p.get_ref()) => *p.get_ref() as u16,
-            Some(p) => {
-                self.at(p, "port must be between 1 and 65535");
-                22
+    ) -> Option<crate::remote::Endpoint> {
+        let kind_name = kind.get_ref().as_str();
+        if !matches!(kind_name, "sftp" | "ftp") {
+            self.at(
+                kind,
+                format!("`{name}`: unknown kind `{kind_name}`, expected `sftp` or `ftp`"),
+            );
+            return None;
+        }
+        let sftp = kind_name == "sftp";
+        let not_for = |checker: &mut Self, option: &str, span: Option<Range<usize>>| {
+            if let Some(span) = span {
+                checker.error(
+                    span,
+                    format!("`{name}`: `{option}` does not apply to kind `{kind_name}`"),
+                );
             }
         };
-        if let Err(e) = russh::keys::ssh_key::PublicKey::from_openssh(host_key.get_ref().trim()) {
+        if let Some(password) = &login.password {
             self.at(
-                &host_key,
-                format!("`{name}`: host_key is not an OpenSSH public key: {e}"),
+                password,
+                format!("`{name}`: passwords are not written in the configuration; put it in a file readable only by dropgate (`password_file`) or in an environment variable (`password_env`)"),
             );
         }
-        crate::remote::sftp::Endpoint {
+        let spans_of_other_kind: Vec<(&str, Option<Range<usize>>)> = if sftp {
+            vec![
+                (
+                    "password_file",
+                    login.password_file.as_ref().map(|v| v.span()),
+                ),
+                (
+                    "password_env",
+                    login.password_env.as_ref().map(|v| v.span()),
+                ),
+                ("tls", login.tls.as_ref().map(|v| v.span())),
+                ("ca_file", login.ca_file.as_ref().map(|v| v.span())),
+                (
+                    "certificate_fingerprint",
+                    login.certificate_fingerprint.as_ref().map(|v| v.span()),
+                ),
+                (
+                    "insecure_plaintext",
+                    login.insecure_plaintext.as_ref().map(|v| v.span()),
+                ),
+                ("data_mode", login.data_mode.as_ref().map(|v| v.span())),
+                ("listing", login.listing.as_ref().map(|v| v.span())),
+            ]
+        } else {
+            vec![
+                ("private_key", login.private_key.as_ref().map(|v| v.span())),
+                ("host_key", login.host_key.as_ref().map(|v| v.span())),
+            ]
+        };
+        for (option, span) in spans_of_other_kind {
+            not_for(self, option, span);
+        }
+        let (Some(host), Some(user)) = (login.host, login.user) else {
+            self.at(
+                kind,
+                format!("`{name}`: kind `{kind_name}` needs `host` and `user`"),
+            );
+            return None;
+        };
+        let folder = login.folder.unwrap_or_default();
+        if sftp {
+            let (Some(private_key), Some(host_key)) = (login.private_key, login.host_key) else {
+                self.at(
+                    kind,
+                    format!("`{name}`: kind `sftp` needs `private_key` and `host_key`"),
+                );
+                return None;
+            };
+            if let Err(e) = russh::keys::ssh_key::PublicKey::from_openssh(host_key.get_ref().trim())
+            {
+                self.at(
+                    &host_key,
+                    format!("`{name}`: host_key is not an OpenSSH public key: {e}"),
+                );
+            }
+            let port = self.port(login.port, 22);
+            return Some(crate::remote::Endpoint::Sftp(
+                crate::remote::sftp::Endpoint {
+                    host: host.into_inner(),
+                    port,
+                    user: user.into_inner(),
+                    private_key: join(base, private_key.get_ref()),
+                    host_key: host_key.into_inner(),
+                    folder,
+                },
+            ));
+        }
+        let password = self.password(name, kind, login.password_file, login.password_env, base);
+        let tls = self.ftp_tls(
+            name,
+            login.tls,
+            login.insecure_plaintext,
+            login.ca_file,
+            login.certificate_fingerprint,
+            base,
+        );
+        let implicit = matches!(&tls, Some(Some(t)) if t.implicit);
+        let port = self.port(login.port, if implicit { 990 } else { 21 });
+        let data = match login.data_mode.as_ref().map(|m| m.get_ref().as_str()) {
+            None | Some("passive") => crate::remote::ftp::DataMode::Passive,
+            Some("extended_passive") => crate::remote::ftp::DataMode::ExtendedPassive,
+            Some("active") => crate::remote::ftp::DataMode::Active,
+            Some(other) => {
+                let other = other.to_string();
+                self.at(
+                    login.data_mode.as_ref().expect("matched Some"),
+                    format!("`{name}`: unknown data_mode `{other}`, expected `passive`, `extended_passive` or `active`"),
+                );
+                crate::remote::ftp::DataMode::Passive
+            }
+        };
+        let listing = match login.listing.as_ref().map(|m| m.get_ref().as_str()) {
+            None | Some("auto") => crate::remote::ftp::Listing::Auto,
+            Some("mlsd") => crate::remote::ftp::Listing::Mlsd,
+            Some("list") => crate::remote::ftp::Listing::List,
+            Some(other) => {
+                let other = other.to_string();
+                self.at(
+                    login.listing.as_ref().expect("matched Some"),
+                    format!(
+                        "`{name}`: unknown listing `{other}`, expected `auto`, `mlsd` or `list`"
+                    ),
+                );
+                crate::remote::ftp::Listing::Auto
+            }
+        };
+        Some(crate::remote::Endpoint::Ftp(crate::remote::ftp::Endpoint {
             host: host.into_inner(),
             port,
             user: user.into_inner(),
-            private_key: join(base, private_key.get_ref()),
-            host_key: host_key.into_inner(),
-            folder: folder.unwrap_or_default(),
+            password: password?,
+            tls: tls?,
+            data,
+            listing,
+            folder,
+        }))
+    }
+
+    fn port(&mut self, port: Option<Spanned<i64>>, default: u16) -> u16 {
+        match &port {
+            None => default,
+            Some(p) if (1..=65535).contains(p.get_ref()) => *p.get_ref() as u16,
+            Some(p) => {
+                self.at(p, "port must be between 1 and 65535");
+                default
+            }
         }
+    }
+
+    /// Reads an FTP password from its file or environment variable now, so
+    /// a missing one is found by `check-config`, not at the first poll.
+    fn password(
+        &mut self,
+        name: &str,
+        kind: &Spanned<String>,
+        file: Option<Spanned<String>>,
+        env: Option<Spanned<String>>,
+        base: &Path,
+    ) -> Option<crate::remote::Secret> {
+        match (file, env) {
+            (Some(file), Some(_)) => {
+                self.at(
+                    &file,
+                    format!("`{name}`: set `password_file` or `password_env`, not both"),
+                );
+                None
+            }
+            (Some(file), None) => {
+                let path = join(base, file.get_ref());
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => {
+                        let password = text.lines().next().unwrap_or("").to_string();
+                        if password.is_empty() {
+                            self.at(
+                                &file,
+                                format!("`{name}`: password file {} is empty", path.display()),
+                            );
+                            return None;
+                        }
+                        use std::os::unix::fs::PermissionsExt;
+                        if let Ok(meta) = std::fs::metadata(&path)
+                            && meta.permissions().mode() & 0o077 != 0
+                        {
+                            self.warning(
+                                file.span(),
+                                format!(
+                                    "`{name}`: password file {} can be read by other users (mode {:o}); `chmod 600` it",
+                                    path.display(),
+                                    meta.permissions().mode() & 0o777
+                                ),
+                            );
+                        }
+                        Some(crate::remote::Secret::new(password))
+                    }
+                    Err(e) => {
+                        self.at(
+                            &file,
+                            format!(
+                                "`{name}`: cannot read password file {}: {e}",
+                                path.display()
+                            ),
+                        );
+                        None
+                    }
+                }
+            }
+            (None, Some(env)) => match std::env::var(env.get_ref()) {
+                Ok(password) if !password.is_empty() => Some(crate::remote::Secret::new(password)),
+                _ => {
+                    self.at(
+                        &env,
+                        format!(
+                            "`{name}`: environment variable `{}` is not set (it must be set for `dropgate run` too)",
+                            env.get_ref()
+                        ),
+                    );
+                    None
+                }
+            },
+            (None, None) => {
+                self.at(
+                    kind,
+                    format!("`{name}`: kind `ftp` needs `password_file` or `password_env`"),
+                );
+                None
+            }
+        }
+    }
+
+    /// The TLS settings of an FTP login: `Some(None)` is plain FTP, allowed
+    /// only with `insecure_plaintext = true`.
+    fn ftp_tls(
+        &mut self,
+        name: &str,
+        mode: Option<Spanned<String>>,
+        insecure_plaintext: Option<Spanned<bool>>,
+        ca_file: Option<Spanned<String>>,
+        fingerprint: Option<Spanned<String>>,
+        base: &Path,
+    ) -> Option<Option<crate::remote::ftp::Tls>> {
+        use crate::remote::ftp::{Tls, Verifier, parse_fingerprint};
+        let implicit = match mode.as_ref().map(|m| m.get_ref().as_str()) {
+            None | Some("explicit") => false,
+            Some("implicit") => true,
+            Some("none") => {
+                let mode = mode.as_ref().expect("matched Some");
+                for (option, span) in [
+                    ("ca_file", ca_file.as_ref().map(|v| v.span())),
+                    (
+                        "certificate_fingerprint",
+                        fingerprint.as_ref().map(|v| v.span()),
+                    ),
+                ] {
+                    if let Some(span) = span {
+                        self.error(
+                            span,
+                            format!("`{name}`: `{option}` does not apply to `tls = \"none\"`"),
+                        );
+                    }
+                }
+                return match insecure_plaintext.as_ref().map(|v| *v.get_ref()) {
+                    Some(true) => {
+                        self.warning(
+                            mode.span(),
+                            format!("`{name}`: plain FTP: the password and every file cross the network unencrypted, readable and changeable by anyone on the path"),
+                        );
+                        Some(None)
+                    }
+                    _ => {
+                        self.at(
+                            mode,
+                            format!("`{name}`: `tls = \"none\"` sends the password and every file unencrypted; if that is really intended, also set `insecure_plaintext = true`"),
+                        );
+                        None
+                    }
+                };
+            }
+            Some(other) => {
+                let other = other.to_string();
+                self.at(
+                    mode.as_ref().expect("matched Some"),
+                    format!(
+                        "`{name}`: unknown tls `{other}`, expected `explicit`, `implicit` or `none`"
+                    ),
+                );
+                return None;
+            }
+        };
+        if let Some(flag) = &insecure_plaintext {
+            self.at(
+                flag,
+                format!("`{name}`: `insecure_plaintext` applies only to `tls = \"none\"`"),
+            );
+        }
+        let verifier = match (ca_file, fingerprint) {
+            (Some(ca), Some(_)) => {
+                self.at(
+                    &ca,
+                    format!("`{name}`: set `ca_file` or `certificate_fingerprint`, not both"),
+                );
+                return None;
+            }
+            (Some(ca), None) => {
+                let path = join(base, ca.get_ref());
+                match Verifier::from_ca_file(&path) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        self.at(&ca, format!("`{name}`: ca_file {}: {e}", path.display()));
+                        return None;
+                    }
+                }
+            }
+            (None, Some(pin)) => match parse_fingerprint(pin.get_ref()) {
+                Some(bytes) => Verifier::pinned(bytes),
+                None => {
+                    self.at(
+                        &pin,
+                        format!("`{name}`: certificate_fingerprint must be a SHA-256 fingerprint, 64 hex digits with or without colons (`openssl x509 -noout -fingerprint -sha256 -in cert.pem`)"),
+                    );
+                    return None;
+                }
+            },
+            (None, None) => match Verifier::system() {
+                Ok(v) => v,
+                Err(e) => {
+                    let span = mode.map(|m| m.span()).unwrap_or(0..0);
+                    self.error(span, format!("`{name}`: {e}"));
+                    return None;
+                }
+            },
+        };
+        Some(Some(Tls {
+            implicit,
+            verifier: std::sync::Arc::new(verifier),
+        }))
     }
 
     fn check_overlapping_sources(

@@ -89,7 +89,7 @@ pub struct SftpServer {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Source {
-    /// Transport: `local` (a watched folder) or `sftp` (a partner's server, polled).
+    /// Transport: `local` (a watched folder), or `sftp` or `ftp` (a partner's server, polled).
     pub kind: Spanned<String>,
     /// Partner whose files arrive here.
     pub partner: Spanned<String>,
@@ -119,8 +119,30 @@ pub struct Source {
     /// File-name globs to take (`sftp`). Default `["*"]`.
     #[serde(rename = "match")]
     pub patterns: Option<Spanned<Vec<Spanned<String>>>>,
-    /// How often the server is polled (`sftp`). Default `1m`.
+    /// Inline passwords are refused; this field exists only to say so.
+    pub password: Option<Spanned<toml::Value>>,
+    /// File holding the password, on its first line (`ftp`). Keep it readable by dropgate only.
+    pub password_file: Option<Spanned<String>>,
+    /// Environment variable holding the password (`ftp`).
+    pub password_env: Option<Spanned<String>>,
+    /// `explicit` (AUTH TLS; default), `implicit` (TLS from the first byte, usually port 990)
+    /// or `none` (`ftp`).
+    pub tls: Option<Spanned<String>>,
+    /// PEM file of the certificate authorities to trust instead of the system's (`ftp`).
+    pub ca_file: Option<Spanned<String>>,
+    /// SHA-256 fingerprint of the one server certificate to accept, `AB:CD:...` (`ftp`).
+    pub certificate_fingerprint: Option<Spanned<String>>,
+    /// Must be `true` for `tls = "none"`: the password and files then cross the network readable (`ftp`).
+    pub insecure_plaintext: Option<Spanned<bool>>,
+    /// `passive` (PASV; default), `extended_passive` (EPSV) or `active` (PORT) (`ftp`).
+    pub data_mode: Option<Spanned<String>>,
+    /// `auto` (MLSD where the server offers it; default), `mlsd` or `list` (`ftp`).
+    pub listing: Option<Spanned<String>>,
+    /// How often the server is polled (`sftp`, `ftp`). Default `1m`.
     pub poll_interval: Option<Spanned<String>>,
+    /// Poll at the times of this cron expression instead, in `[daemon] time_zone`:
+    /// `0 7 * * 1-5` is 07:00 on weekdays, London time (`sftp`, `ftp`).
+    pub poll_cron: Option<Spanned<String>>,
     /// After a file is received: `delete`, `move:<folder>` or `leave` (`sftp`). Default `delete`.
     pub after: Option<Spanned<String>>,
     /// A file is complete when a marker with this suffix appears beside it (`sftp`), e.g. `.done`.
@@ -252,18 +274,37 @@ pub struct ObservationMap {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Destination {
-    /// Transport: `sftp`.
+    /// Transport: `sftp` or `ftp`.
     pub kind: Spanned<String>,
     /// Server name or address.
-    pub host: Spanned<String>,
-    /// Port. Default 22.
+    pub host: Option<Spanned<String>>,
+    /// Port. Default 22 (`sftp`), 21 (`ftp`), 990 (`ftp` with implicit TLS).
     pub port: Option<Spanned<i64>>,
     /// User to log in as.
-    pub user: Spanned<String>,
-    /// OpenSSH private key file to log in with.
-    pub private_key: Spanned<String>,
-    /// The server's public key, pinned (`ssh-ed25519 AAAA...`, as in known_hosts).
-    pub host_key: Spanned<String>,
+    pub user: Option<Spanned<String>>,
+    /// OpenSSH private key file to log in with (`sftp`).
+    pub private_key: Option<Spanned<String>>,
+    /// The server's public key, pinned (`ssh-ed25519 AAAA...`, as in known_hosts) (`sftp`).
+    pub host_key: Option<Spanned<String>>,
+    /// Inline passwords are refused; this field exists only to say so.
+    pub password: Option<Spanned<toml::Value>>,
+    /// File holding the password, on its first line (`ftp`). Keep it readable by dropgate only.
+    pub password_file: Option<Spanned<String>>,
+    /// Environment variable holding the password (`ftp`).
+    pub password_env: Option<Spanned<String>>,
+    /// `explicit` (AUTH TLS; default), `implicit` (TLS from the first byte, usually port 990)
+    /// or `none` (`ftp`).
+    pub tls: Option<Spanned<String>>,
+    /// PEM file of the certificate authorities to trust instead of the system's (`ftp`).
+    pub ca_file: Option<Spanned<String>>,
+    /// SHA-256 fingerprint of the one server certificate to accept, `AB:CD:...` (`ftp`).
+    pub certificate_fingerprint: Option<Spanned<String>>,
+    /// Must be `true` for `tls = "none"`: the password and files then cross the network readable (`ftp`).
+    pub insecure_plaintext: Option<Spanned<bool>>,
+    /// `passive` (PASV; default), `extended_passive` (EPSV) or `active` (PORT) (`ftp`).
+    pub data_mode: Option<Spanned<String>>,
+    /// `auto` (MLSD where the server offers it; default), `mlsd` or `list` (`ftp`).
+    pub listing: Option<Spanned<String>>,
     /// Remote folder files go into. Default: the login folder.
     pub folder: Option<String>,
     /// Attempts before a delivery is given up. Default 5.
@@ -275,3 +316,46 @@ pub struct Destination {
     /// Time allowed to connect and for each reply. Default `30s`.
     pub timeout: Option<Spanned<String>>,
 }
+
+/// The login settings sources and destinations share, gathered for checking.
+pub struct Login {
+    pub host: Option<Spanned<String>>,
+    pub port: Option<Spanned<i64>>,
+    pub user: Option<Spanned<String>>,
+    pub private_key: Option<Spanned<String>>,
+    pub host_key: Option<Spanned<String>>,
+    pub password: Option<Spanned<toml::Value>>,
+    pub password_file: Option<Spanned<String>>,
+    pub password_env: Option<Spanned<String>>,
+    pub tls: Option<Spanned<String>>,
+    pub ca_file: Option<Spanned<String>>,
+    pub certificate_fingerprint: Option<Spanned<String>>,
+    pub insecure_plaintext: Option<Spanned<bool>>,
+    pub data_mode: Option<Spanned<String>>,
+    pub listing: Option<Spanned<String>>,
+    pub folder: Option<String>,
+}
+
+/// Moves the login settings out of a source or destination.
+macro_rules! take_login {
+    ($raw:expr) => {
+        $crate::config::raw::Login {
+            host: $raw.host.take(),
+            port: $raw.port.take(),
+            user: $raw.user.take(),
+            private_key: $raw.private_key.take(),
+            host_key: $raw.host_key.take(),
+            password: $raw.password.take(),
+            password_file: $raw.password_file.take(),
+            password_env: $raw.password_env.take(),
+            tls: $raw.tls.take(),
+            ca_file: $raw.ca_file.take(),
+            certificate_fingerprint: $raw.certificate_fingerprint.take(),
+            insecure_plaintext: $raw.insecure_plaintext.take(),
+            data_mode: $raw.data_mode.take(),
+            listing: $raw.listing.take(),
+            folder: $raw.folder.take(),
+        }
+    };
+}
+pub(crate) use take_login;

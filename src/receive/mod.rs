@@ -4,7 +4,7 @@
 //! for how it decides a file is complete.
 
 pub mod local;
-pub mod sftp_poll;
+pub mod remote_poll;
 pub mod sftp_server;
 
 use crate::config::TEMPORARY_SUFFIXES;

@@ -1,10 +1,152 @@
 //! Remote file servers that dropgate logs in to: partners' servers it pulls
-//! from (sources) and pushes to (destinations). Each transport offers the same
-//! few operations; SFTP is the first.
+//! from (sources) and pushes to (destinations). SFTP and FTP(S) are two
+//! transports behind the same few operations.
 
+pub mod ftp;
 pub mod sftp;
 
+use std::path::Path;
 use std::time::Duration;
+
+/// A remote server and folder, reached by one of the transports.
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    Sftp(sftp::Endpoint),
+    Ftp(ftp::Endpoint),
+}
+
+impl Endpoint {
+    pub fn host(&self) -> &str {
+        match self {
+            Endpoint::Sftp(e) => &e.host,
+            Endpoint::Ftp(e) => &e.host,
+        }
+    }
+
+    pub fn folder(&self) -> &str {
+        match self {
+            Endpoint::Sftp(e) => &e.folder,
+            Endpoint::Ftp(e) => &e.folder,
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (scheme, user, host, port, folder) = match self {
+            Endpoint::Sftp(e) => ("sftp", &e.user, &e.host, e.port, &e.folder),
+            Endpoint::Ftp(e) => {
+                let scheme = match &e.tls {
+                    None => "ftp",
+                    Some(tls) if tls.implicit => "ftps-implicit",
+                    Some(_) => "ftps",
+                };
+                (scheme, &e.user, &e.host, e.port, &e.folder)
+            }
+        };
+        write!(
+            f,
+            "{scheme}://{user}@{host}:{port}/{}",
+            folder.trim_start_matches('/')
+        )
+    }
+}
+
+/// A file as listed by the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteFile {
+    pub name: String,
+    pub size: u64,
+    /// Modification time, seconds since the epoch.
+    pub mtime: u32,
+}
+
+/// A logged-in session on either transport.
+pub enum Connection {
+    Sftp(sftp::Connection),
+    Ftp(ftp::Connection),
+}
+
+impl Connection {
+    pub async fn connect(
+        endpoint: &Endpoint,
+        timeout: Duration,
+    ) -> Result<Connection, RemoteError> {
+        Ok(match endpoint {
+            Endpoint::Sftp(e) => Connection::Sftp(sftp::Connection::connect(e, timeout).await?),
+            Endpoint::Ftp(e) => Connection::Ftp(ftp::Connection::connect(e, timeout).await?),
+        })
+    }
+
+    /// Regular files in the endpoint's folder.
+    pub async fn list(&mut self) -> Result<Vec<RemoteFile>, RemoteError> {
+        match self {
+            Connection::Sftp(c) => c.list().await,
+            Connection::Ftp(c) => c.list().await,
+        }
+    }
+
+    /// Downloads `name` into `local` (created, fsynced); returns the bytes
+    /// written. A partial download is an error.
+    pub async fn download(&mut self, name: &str, local: &Path) -> Result<u64, RemoteError> {
+        match self {
+            Connection::Sftp(c) => c.download(name, local).await,
+            Connection::Ftp(c) => c.download(name, local).await,
+        }
+    }
+
+    pub async fn remove(&mut self, name: &str) -> Result<(), RemoteError> {
+        match self {
+            Connection::Sftp(c) => c.remove(name).await,
+            Connection::Ftp(c) => c.remove(name).await,
+        }
+    }
+
+    /// Moves `name` into `folder` (relative to the endpoint's folder unless absolute).
+    pub async fn move_to(&mut self, name: &str, folder: &str) -> Result<(), RemoteError> {
+        match self {
+            Connection::Sftp(c) => c.move_to(name, folder).await,
+            Connection::Ftp(c) => c.move_to(name, folder).await,
+        }
+    }
+
+    /// Uploads under a temporary name, checks the size, then renames to
+    /// `name`, so the receiver never sees a partial file. Returns the size.
+    pub async fn put(&mut self, local: &Path, name: &str) -> Result<u64, RemoteError> {
+        match self {
+            Connection::Sftp(c) => c.put(local, name).await,
+            Connection::Ftp(c) => c.put(local, name).await,
+        }
+    }
+
+    /// Ends the session politely.
+    pub async fn close(self) {
+        match self {
+            Connection::Sftp(_) => {}
+            Connection::Ftp(c) => c.close().await,
+        }
+    }
+}
+
+/// A password or other secret: never shown by `Debug`.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
 
 /// Why talking to a remote server failed.
 #[derive(Debug, thiserror::Error)]
@@ -19,8 +161,21 @@ pub enum RemoteError {
         seen: String,
         pinned: String,
     },
-    #[error("{address} refused the login of `{user}` with the configured key")]
-    Auth { address: String, user: String },
+    #[error("{address} refused the login of `{user}` with the configured {with}")]
+    Auth {
+        address: String,
+        user: String,
+        /// `key` or `password`.
+        with: &'static str,
+    },
+    #[error(
+        "TLS certificate of {address} refused ({message}); the server presented SHA-256 fingerprint {seen}; trust its authority with `ca_file`, or pin exactly that certificate with `certificate_fingerprint` if you have checked it with the server's owner"
+    )]
+    Certificate {
+        address: String,
+        seen: String,
+        message: String,
+    },
     #[error("key {path}: {message}")]
     Key { path: String, message: String },
     #[error("{operation} {path}: {message}")]

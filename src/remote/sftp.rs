@@ -10,7 +10,7 @@ use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh_sftp::client::SftpSession;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::RemoteError;
+use super::{RemoteError, RemoteFile};
 
 /// Where and how to log in.
 #[derive(Debug, Clone)]
@@ -37,15 +37,6 @@ impl Endpoint {
             format!("{}/{name}", self.folder.trim_end_matches('/'))
         }
     }
-}
-
-/// A file as listed by the server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemoteFile {
-    pub name: String,
-    pub size: u64,
-    /// Modification time, seconds since the epoch.
-    pub mtime: u32,
 }
 
 /// Accepts the server only if it presents the pinned key.
@@ -163,6 +154,7 @@ impl Connection {
             return Err(RemoteError::Auth {
                 address: endpoint.address(),
                 user: endpoint.user.clone(),
+                with: "key",
             });
         }
         let channel = ssh.channel_open_session().await.map_err(connect_error)?;

@@ -1,4 +1,4 @@
-//! A partner's SFTP server, polled.
+//! A partner's SFTP or FTP server, polled.
 //!
 //! A remote file is taken once its size and modification time were the same
 //! at two polls and it has stayed so for `min_age` on dropgate's clock, or
@@ -15,11 +15,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::is_temporary_name;
-use crate::config::{AfterTake, SftpSource};
+use crate::config::{AfterTake, RemoteSource};
 use crate::daemon::Lander;
 use crate::land::{Arrival, Handover, Landed};
 use crate::remote::RemoteError;
-use crate::remote::sftp::{Connection, RemoteFile};
+use crate::remote::{Connection, RemoteFile};
 
 /// What was seen of a remote file at earlier polls.
 struct Seen {
@@ -33,7 +33,7 @@ struct Seen {
 pub async fn poll(
     name: String,
     partner: String,
-    settings: SftpSource,
+    settings: RemoteSource,
     lander: Arc<Lander>,
     staging: PathBuf,
     mut shutdown: watch::Receiver<bool>,
@@ -57,7 +57,7 @@ pub async fn poll(
         let wait = match outcome {
             Ok(()) => {
                 failures = 0;
-                settings.poll_interval
+                settings.schedule.wait_from(chrono::Utc::now())
             }
             Err(e) => {
                 failures += 1;
@@ -78,12 +78,35 @@ pub async fn poll(
 async fn poll_once(
     source: &str,
     partner: &str,
-    settings: &SftpSource,
+    settings: &RemoteSource,
     lander: &Arc<Lander>,
     staging: &std::path::Path,
     seen: &mut HashMap<String, Seen>,
 ) -> Result<(), RemoteError> {
-    let connection = Connection::connect(&settings.endpoint, settings.timeout).await?;
+    let mut connection = Connection::connect(&settings.endpoint, settings.timeout).await?;
+    let result = take_complete(
+        source,
+        partner,
+        settings,
+        lander,
+        staging,
+        seen,
+        &mut connection,
+    )
+    .await;
+    connection.close().await;
+    result
+}
+
+async fn take_complete(
+    source: &str,
+    partner: &str,
+    settings: &RemoteSource,
+    lander: &Arc<Lander>,
+    staging: &std::path::Path,
+    seen: &mut HashMap<String, Seen>,
+    connection: &mut Connection,
+) -> Result<(), RemoteError> {
     let listing = connection.list().await?;
     let markers: Vec<&str> = match &settings.done_marker {
         Some(suffix) => listing
@@ -132,13 +155,7 @@ async fn poll_once(
     seen.retain(|name, _| listing.iter().any(|f| &f.name == name));
     for file in ready {
         take(
-            source,
-            partner,
-            settings,
-            lander,
-            staging,
-            &connection,
-            &file,
+            source, partner, settings, lander, staging, connection, &file,
         )
         .await?;
         seen.remove(&file.name);
@@ -150,10 +167,10 @@ async fn poll_once(
 async fn take(
     source: &str,
     partner: &str,
-    settings: &SftpSource,
+    settings: &RemoteSource,
     lander: &Arc<Lander>,
     staging: &std::path::Path,
-    connection: &Connection,
+    connection: &mut Connection,
     file: &RemoteFile,
 ) -> Result<(), RemoteError> {
     let path = remote_path(settings, &file.name);
@@ -237,8 +254,8 @@ async fn take(
     Ok(())
 }
 
-fn remote_path(settings: &SftpSource, name: &str) -> String {
-    let folder = settings.endpoint.folder.trim_end_matches('/');
+fn remote_path(settings: &RemoteSource, name: &str) -> String {
+    let folder = settings.endpoint.folder().trim_end_matches('/');
     if folder.is_empty() {
         name.to_string()
     } else {

@@ -1,0 +1,727 @@
+//! FTP and FTPS client (suppaftp over tokio, rustls with ring).
+//!
+//! Transfers are always binary (`TYPE I`): the crate's default is ASCII,
+//! which rewrites line ends. Every command and every read of a data
+//! connection has the endpoint's timeout, since the crate sets none beyond
+//! the TCP connect; after a timeout the connection is dropped, not reused.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{NaiveDate, NaiveDateTime};
+use regex::Regex;
+use suppaftp::list::{File as ListedFile, ListParser};
+use suppaftp::tokio::{AsyncRustlsConnector, AsyncRustlsFtpStream};
+use suppaftp::tokio_rustls::TlsConnector;
+use suppaftp::tokio_rustls::rustls::{
+    self, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+    client::WebPkiServerVerifier,
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject},
+};
+use suppaftp::types::FileType;
+use suppaftp::{FtpError, Mode, Status};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{RemoteError, RemoteFile, Secret};
+
+/// Where and how to log in.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Secret,
+    /// `None` only where the config said `insecure_plaintext = true`.
+    pub tls: Option<Tls>,
+    pub data: DataMode,
+    pub listing: Listing,
+    /// Remote folder files are taken from or put into.
+    pub folder: String,
+}
+
+/// How the connection is protected, and which certificates are trusted.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// Implicit TLS (the whole connection, usually port 990) rather than `AUTH TLS`.
+    pub implicit: bool,
+    pub verifier: Arc<Verifier>,
+}
+
+/// How data connections are opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataMode {
+    /// `PASV`, connecting to the control connection's address whatever the
+    /// reply says (servers behind NAT often announce a private address).
+    Passive,
+    /// `EPSV`.
+    ExtendedPassive,
+    /// `PORT`/`EPRT`: the server connects back.
+    Active,
+}
+
+/// How folders are listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// `MLSD` where `FEAT` offers it, else `LIST`.
+    Auto,
+    Mlsd,
+    /// `LIST`, in Unix (`ls -l`) or DOS/IIS style; times from `MDTM` where offered.
+    List,
+}
+
+/// Which server certificates are accepted. Remembers the fingerprint of a
+/// refused one, for the error message.
+#[derive(Debug)]
+pub struct Verifier {
+    trust: Trust,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    refused: Mutex<Option<String>>,
+}
+
+#[derive(Debug)]
+enum Trust {
+    /// Certificate authorities: the system's, or those of a `ca_file`.
+    Authorities(Arc<WebPkiServerVerifier>),
+    /// Exactly one certificate, by the SHA-256 of its DER encoding.
+    Pinned([u8; 32]),
+}
+
+impl Verifier {
+    /// Trusts the certificate authorities in a PEM file.
+    pub fn from_ca_file(path: &Path) -> Result<Verifier, String> {
+        let mut roots = RootCertStore::empty();
+        let certificates = CertificateDer::pem_file_iter(path).map_err(|e| e.to_string())?;
+        for certificate in certificates {
+            let certificate = certificate.map_err(|e| e.to_string())?;
+            roots.add(certificate).map_err(|e| e.to_string())?;
+        }
+        if roots.is_empty() {
+            return Err("holds no PEM certificate".into());
+        }
+        Self::from_roots(roots)
+    }
+
+    /// Trusts the system's certificate authorities.
+    pub fn system() -> Result<Verifier, String> {
+        let found = rustls_native_certs::load_native_certs();
+        let mut roots = RootCertStore::empty();
+        roots.add_parsable_certificates(found.certs);
+        if roots.is_empty() {
+            return Err(
+                "no system certificate authorities found; set `ca_file` or `certificate_fingerprint`"
+                    .into(),
+            );
+        }
+        Self::from_roots(roots)
+    }
+
+    /// Accepts only the certificate with this SHA-256 fingerprint.
+    pub fn pinned(fingerprint: [u8; 32]) -> Verifier {
+        Verifier {
+            trust: Trust::Pinned(fingerprint),
+            provider: provider(),
+            refused: Mutex::new(None),
+        }
+    }
+
+    fn from_roots(roots: RootCertStore) -> Result<Verifier, String> {
+        let provider = provider();
+        let verifier =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .map_err(|e| e.to_string())?;
+        Ok(Verifier {
+            trust: Trust::Authorities(verifier),
+            provider,
+            refused: Mutex::new(None),
+        })
+    }
+
+    fn refused(&self, certificate: &CertificateDer<'_>) {
+        *self.refused.lock().expect("refused lock") = Some(fingerprint(certificate.as_ref()));
+    }
+
+    fn take_refused(&self) -> Option<String> {
+        self.refused.lock().expect("refused lock").take()
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// `AB:CD:...`, as `openssl x509 -fingerprint -sha256` prints it.
+pub fn fingerprint(der: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Reads a fingerprint as hex, with or without colons, any case, with or
+/// without a leading `SHA256:`.
+pub fn parse_fingerprint(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim();
+    let text = text
+        .strip_prefix("SHA256:")
+        .or_else(|| text.strip_prefix("sha256:"))
+        .unwrap_or(text);
+    let hex: String = text.chars().filter(|c| *c != ':').collect();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+impl ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verdict = match &self.trust {
+            Trust::Authorities(webpki) => webpki.verify_server_cert(
+                end_entity,
+                intermediates,
+                server_name,
+                ocsp_response,
+                now,
+            ),
+            Trust::Pinned(pinned) => {
+                use sha2::Digest;
+                if sha2::Sha256::digest(end_entity.as_ref()).as_slice() == pinned {
+                    Ok(ServerCertVerified::assertion())
+                } else {
+                    Err(rustls::Error::InvalidCertificate(
+                        rustls::CertificateError::ApplicationVerificationFailure,
+                    ))
+                }
+            }
+        };
+        if verdict.is_err() {
+            self.refused(end_entity);
+        }
+        verdict
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A logged-in FTP session in binary mode, in the endpoint's folder.
+pub struct Connection {
+    endpoint: Endpoint,
+    ftp: AsyncRustlsFtpStream,
+    timeout: Duration,
+    mlsd: bool,
+    mdtm: bool,
+}
+
+/// Runs one FTP step within the timeout.
+async fn within<T>(
+    timeout: Duration,
+    step: impl Future<Output = Result<T, FtpError>>,
+) -> Result<T, FtpError> {
+    match tokio::time::timeout(timeout, step).await {
+        Ok(result) => result,
+        Err(_) => Err(FtpError::ConnectionError(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {timeout:?}"),
+        ))),
+    }
+}
+
+fn transfer(operation: &'static str, path: &str) -> impl FnOnce(FtpError) -> RemoteError {
+    let path = path.to_string();
+    move |e| RemoteError::Transfer {
+        operation,
+        path,
+        message: describe(&e),
+    }
+}
+
+/// The server's own words where it gave some.
+fn describe(e: &FtpError) -> String {
+    match e {
+        FtpError::UnexpectedResponse(response) => {
+            let body = String::from_utf8_lossy(&response.body);
+            format!("server replied {}", body.trim())
+        }
+        other => other.to_string(),
+    }
+}
+
+fn refused_as(e: &FtpError, status: Status) -> bool {
+    matches!(e, FtpError::UnexpectedResponse(r) if r.status == status)
+}
+
+impl Connection {
+    pub async fn connect(
+        endpoint: &Endpoint,
+        timeout: Duration,
+    ) -> Result<Connection, RemoteError> {
+        let address = format!("{}:{}", endpoint.host, endpoint.port);
+        let connect_error = |message: String| RemoteError::Connect {
+            address: address.clone(),
+            message,
+        };
+        let socket = within(timeout, async {
+            tokio::net::lookup_host((endpoint.host.as_str(), endpoint.port))
+                .await
+                .map_err(FtpError::ConnectionError)?
+                .next()
+                .ok_or_else(|| {
+                    FtpError::ConnectionError(std::io::Error::other("the name has no address"))
+                })
+        })
+        .await
+        .map_err(|e| connect_error(describe(&e)))?;
+        let connector = endpoint.tls.as_ref().map(|tls| {
+            let config = ClientConfig::builder_with_provider(tls.verifier.provider.clone())
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default TLS versions")
+                .dangerous()
+                .with_custom_certificate_verifier(tls.verifier.clone())
+                .with_no_client_auth();
+            AsyncRustlsConnector::from(TlsConnector::from(Arc::new(config)))
+        });
+        let tls_error = |e: FtpError| match endpoint
+            .tls
+            .as_ref()
+            .and_then(|t| t.verifier.take_refused())
+        {
+            Some(seen) => RemoteError::Certificate {
+                address: address.clone(),
+                seen,
+                message: describe(&e),
+            },
+            None => connect_error(describe(&e)),
+        };
+        let mut ftp = match (&endpoint.tls, connector) {
+            (Some(tls), Some(connector)) if tls.implicit => within(
+                timeout,
+                AsyncRustlsFtpStream::connect_secure_implicit(socket, connector, &endpoint.host),
+            )
+            .await
+            .map_err(tls_error)?,
+            (_, connector) => {
+                let plain = within(
+                    timeout,
+                    AsyncRustlsFtpStream::connect_timeout(socket, timeout),
+                )
+                .await
+                .map_err(|e| connect_error(describe(&e)))?;
+                match connector {
+                    Some(connector) => {
+                        within(timeout, plain.into_secure(connector, &endpoint.host))
+                            .await
+                            .map_err(tls_error)?
+                    }
+                    None => plain,
+                }
+            }
+        };
+        match within(
+            timeout,
+            ftp.login(endpoint.user.as_str(), endpoint.password.expose()),
+        )
+        .await
+        {
+            Ok(()) => {}
+            Err(e) if refused_as(&e, Status::NotLoggedIn) => {
+                return Err(RemoteError::Auth {
+                    address,
+                    user: endpoint.user.clone(),
+                    with: "password",
+                });
+            }
+            Err(e) => return Err(connect_error(describe(&e))),
+        }
+        within(timeout, ftp.transfer_type(FileType::Binary))
+            .await
+            .map_err(|e| connect_error(format!("binary mode refused: {}", describe(&e))))?;
+        ftp = match endpoint.data {
+            DataMode::Passive => {
+                ftp.set_mode(Mode::Passive);
+                ftp.set_passive_nat_workaround(true);
+                ftp
+            }
+            DataMode::ExtendedPassive => {
+                ftp.set_mode(Mode::ExtendedPassive);
+                ftp
+            }
+            DataMode::Active => ftp.active_mode(timeout),
+        };
+        // Servers that predate FEAT answer 500: they have neither MLSD nor MDTM.
+        let features = within(timeout, ftp.feat()).await.unwrap_or_default();
+        let offers = |name: &str| features.keys().any(|k| k.eq_ignore_ascii_case(name));
+        let mlsd = match endpoint.listing {
+            Listing::Auto => offers("MLST") || offers("MLSD"),
+            Listing::Mlsd => true,
+            Listing::List => false,
+        };
+        let mdtm = offers("MDTM");
+        if !endpoint.folder.is_empty() && endpoint.folder != "." {
+            within(timeout, ftp.cwd(endpoint.folder.as_str()))
+                .await
+                .map_err(transfer("change to folder", &endpoint.folder))?;
+        }
+        Ok(Connection {
+            endpoint: endpoint.clone(),
+            ftp,
+            timeout,
+            mlsd,
+            mdtm,
+        })
+    }
+
+    /// Regular files in the endpoint's folder.
+    pub async fn list(&mut self) -> Result<Vec<RemoteFile>, RemoteError> {
+        let folder = self.endpoint.folder.clone();
+        let mut unreadable = 0;
+        let mut files = Vec::new();
+        if self.mlsd {
+            let lines = within(self.timeout, self.ftp.mlsd(None))
+                .await
+                .map_err(transfer("list (MLSD)", &folder))?;
+            for line in &lines {
+                match ListParser::parse_mlsd(line) {
+                    Ok(file) if file.is_file() => files.push(remote_file(&file)),
+                    Ok(_) => {}
+                    Err(_) => unreadable += 1,
+                }
+            }
+        } else {
+            let lines = within(self.timeout, self.ftp.list(None))
+                .await
+                .map_err(transfer("list (LIST)", &folder))?;
+            for line in &lines {
+                match parse_list_line(line) {
+                    Some(Listed::File(file)) => files.push(file),
+                    Some(Listed::Other) => {}
+                    None => unreadable += 1,
+                }
+            }
+            if self.mdtm {
+                // LIST times are to the minute at best; MDTM gives seconds.
+                for file in &mut files {
+                    if let Ok(time) = within(self.timeout, self.ftp.mdtm(file.name.as_str())).await
+                    {
+                        file.mtime = seconds(time);
+                    }
+                }
+            }
+        }
+        if unreadable > 0 {
+            // Names are not logged: they may carry patient identifiers.
+            tracing::warn!(host = %self.endpoint.host, folder = %folder, lines = unreadable, "listing lines that could not be read were skipped");
+        }
+        Ok(files)
+    }
+
+    /// Downloads `name` into `local` (created, fsynced); returns the bytes written.
+    pub async fn download(&mut self, name: &str, local: &Path) -> Result<u64, RemoteError> {
+        let timeout = self.timeout;
+        let mut stream = within(timeout, self.ftp.retr_as_stream(name))
+            .await
+            .map_err(transfer("download", name))?;
+        let mut output = tokio::fs::File::create(local).await?;
+        let mut buffer = vec![0u8; 256 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = within(timeout, async {
+                stream
+                    .read(&mut buffer)
+                    .await
+                    .map_err(FtpError::ConnectionError)
+            })
+            .await
+            .map_err(transfer("read", name))?;
+            if n == 0 {
+                break;
+            }
+            output.write_all(&buffer[..n]).await?;
+            total += n as u64;
+        }
+        // The data connection closing is not proof of a whole file: only
+        // the server's 226 is.
+        within(timeout, stream.finish())
+            .await
+            .map_err(transfer("finish download of", name))?;
+        output.sync_all().await?;
+        Ok(total)
+    }
+
+    pub async fn remove(&mut self, name: &str) -> Result<(), RemoteError> {
+        within(self.timeout, self.ftp.rm(name))
+            .await
+            .map_err(transfer("remove", name))
+    }
+
+    /// Moves `name` into `folder` (relative to the endpoint's folder unless absolute).
+    pub async fn move_to(&mut self, name: &str, folder: &str) -> Result<(), RemoteError> {
+        let to = format!("{}/{name}", folder.trim_end_matches('/'));
+        within(self.timeout, self.ftp.rename(name, to.as_str()))
+            .await
+            .map_err(transfer("move to", &to))
+    }
+
+    /// Uploads under a temporary name, checks the size, then renames to
+    /// `name`, so the receiver never sees a partial file. Returns the size.
+    pub async fn put(&mut self, local: &Path, name: &str) -> Result<u64, RemoteError> {
+        let timeout = self.timeout;
+        let temporary = format!(".{name}.part");
+        let mut input = tokio::fs::File::open(local).await?;
+        let size = input.metadata().await?.len();
+        let mut stream = within(timeout, self.ftp.put_with_stream(temporary.as_str()))
+            .await
+            .map_err(transfer("upload", &temporary))?;
+        let mut buffer = vec![0u8; 256 * 1024];
+        loop {
+            let n = input.read(&mut buffer).await?;
+            if n == 0 {
+                break;
+            }
+            within(timeout, async {
+                stream
+                    .write_all(&buffer[..n])
+                    .await
+                    .map_err(FtpError::ConnectionError)
+            })
+            .await
+            .map_err(transfer("write", &temporary))?;
+        }
+        within(timeout, stream.finish())
+            .await
+            .map_err(transfer("finish upload of", &temporary))?;
+        let held = self.size_of(&temporary).await?;
+        if held != size {
+            let _ = within(timeout, self.ftp.rm(temporary.as_str())).await;
+            return Err(RemoteError::SizeMismatch {
+                path: temporary,
+                local: size,
+                remote: held,
+            });
+        }
+        if let Err(e) = within(timeout, self.ftp.rename(temporary.as_str(), name)).await {
+            // Some servers (IIS among them) will not rename over an existing
+            // file: a delivery replaces it.
+            if !refused_as(&e, Status::FileUnavailable) {
+                return Err(transfer("rename to", name)(e));
+            }
+            within(timeout, self.ftp.rm(name))
+                .await
+                .map_err(transfer("replace", name))?;
+            within(timeout, self.ftp.rename(temporary.as_str(), name))
+                .await
+                .map_err(transfer("rename to", name))?;
+        }
+        Ok(size)
+    }
+
+    /// A file's size by `SIZE`, or from a listing where the server lacks it.
+    async fn size_of(&mut self, name: &str) -> Result<u64, RemoteError> {
+        match within(self.timeout, self.ftp.size(name)).await {
+            Ok(size) => Ok(size as u64),
+            Err(e @ FtpError::ConnectionError(_)) => Err(transfer("size of", name)(e)),
+            Err(_) => {
+                let listed = self.list().await?;
+                Ok(listed
+                    .iter()
+                    .find(|f| f.name == name)
+                    .map(|f| f.size)
+                    .unwrap_or(0))
+            }
+        }
+    }
+
+    /// Says goodbye; errors do not matter any more.
+    pub async fn close(mut self) {
+        let _ = within(self.timeout, self.ftp.quit()).await;
+    }
+}
+
+fn remote_file(file: &ListedFile) -> RemoteFile {
+    let mtime = file
+        .modified()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs().min(u64::from(u32::MAX)) as u32)
+        .unwrap_or(0);
+    RemoteFile {
+        name: file.name().to_string(),
+        size: file.size() as u64,
+        mtime,
+    }
+}
+
+fn seconds(time: NaiveDateTime) -> u32 {
+    time.and_utc().timestamp().clamp(0, i64::from(u32::MAX)) as u32
+}
+
+enum Listed {
+    File(RemoteFile),
+    /// A folder, link, `total` line or other entry that is not a file to take.
+    Other,
+}
+
+/// One `LIST` line, Unix or DOS/IIS style. `None` when it is neither.
+fn parse_list_line(line: &str) -> Option<Listed> {
+    let trimmed = line.trim_end();
+    if trimmed.is_empty() || trimmed.starts_with("total ") {
+        return Some(Listed::Other);
+    }
+    if let Ok(file) = ListParser::parse_posix(trimmed) {
+        return Some(if file.is_file() {
+            Listed::File(remote_file(&file))
+        } else {
+            Listed::Other
+        });
+    }
+    parse_dos_line(trimmed)
+}
+
+/// IIS and other Windows servers: `11-22-26  02:05PM  1,234 name` or
+/// `11-22-2026  14:05  <DIR>  name`. suppaftp's parser takes only the first
+/// (two-digit year, 12-hour clock), so both are read here.
+fn parse_dos_line(line: &str) -> Option<Listed> {
+    static DOS: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
+    let dos = DOS.get_or_init(|| {
+        Regex::new(
+            r"^(\d{2})-(\d{2})-(\d{2}|\d{4})\s+(\d{1,2}):(\d{2})\s*([AaPp][Mm])?\s+(<DIR>|[\d,.]+)\s+(\S.*)$",
+        )
+        .expect("a valid pattern")
+    });
+    let caps = dos.captures(line)?;
+    let number = |i: usize| caps.get(i).and_then(|m| m.as_str().parse::<u32>().ok());
+    let (month, day, year) = (number(1)?, number(2)?, number(3)?);
+    let year = match (caps[3].len(), year) {
+        (4, y) => y as i32,
+        (_, y) if y >= 70 => 1900 + y as i32,
+        (_, y) => 2000 + y as i32,
+    };
+    let (mut hour, minute) = (number(4)?, number(5)?);
+    match caps.get(6).map(|m| m.as_str().to_ascii_uppercase()) {
+        Some(half) if half == "PM" && hour < 12 => hour += 12,
+        Some(half) if half == "AM" && hour == 12 => hour = 0,
+        _ => {}
+    }
+    if &caps[7] == "<DIR>" {
+        return Some(Listed::Other);
+    }
+    let size: u64 = caps[7].replace([',', '.'], "").parse().ok()?;
+    let time = NaiveDate::from_ymd_opt(year, month, day)?.and_hms_opt(hour, minute, 0)?;
+    Some(Listed::File(RemoteFile {
+        name: caps[8].to_string(),
+        size,
+        mtime: seconds(time),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(line: &str) -> RemoteFile {
+        match parse_list_line(line) {
+            Some(Listed::File(f)) => f,
+            _ => panic!("not read as a file: {line}"),
+        }
+    }
+
+    fn other(line: &str) -> bool {
+        matches!(parse_list_line(line), Some(Listed::Other))
+    }
+
+    fn at(text: &str) -> u32 {
+        seconds(NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M").unwrap())
+    }
+
+    #[test]
+    fn unix_listing_lines() {
+        let f = file("-rw-r--r--    1 65534      nogroup          4012 Nov 22  2025 news2 a.csv");
+        assert_eq!((f.name.as_str(), f.size), ("news2 a.csv", 4012));
+        assert_eq!(f.mtime, at("2025-11-22 00:00"));
+        assert!(other(
+            "drwxr-xr-x    2 65534      nogroup          4096 Nov 22 07:09 dir1"
+        ));
+        assert!(other("lrwxrwxrwx    1 0 0 7 Nov 22 07:09 link -> target"));
+        assert!(other("total 12"));
+    }
+
+    #[test]
+    fn dos_listing_lines_in_both_iis_styles() {
+        let f = file("11-22-26  02:05PM                 1,234 news2_iis.csv");
+        assert_eq!((f.name.as_str(), f.size), ("news2_iis.csv", 1234));
+        assert_eq!(f.mtime, at("2026-11-22 14:05"));
+        let f = file("11-22-2026  14:05                 5678 name with spaces.csv");
+        assert_eq!((f.name.as_str(), f.size), ("name with spaces.csv", 5678));
+        assert_eq!(f.mtime, at("2026-11-22 14:05"));
+        let f = file("01-02-99  12:00AM  10 old.csv");
+        assert_eq!(f.mtime, at("1999-01-02 00:00"));
+        assert!(other("04-08-14  03:09PM       <DIR>          folder"));
+        assert!(other("04-08-2014  15:09       <DIR>          folder"));
+    }
+
+    #[test]
+    fn unreadable_lines_are_not_files() {
+        assert!(parse_list_line("this is not a listing").is_none());
+        assert!(parse_list_line("13-45-2026  99:99  1 x").is_none());
+    }
+
+    #[test]
+    fn fingerprints_read_as_openssl_and_ssh_print_them() {
+        let der = b"certificate";
+        let printed = fingerprint(der);
+        let expected = parse_fingerprint(&printed).unwrap();
+        assert_eq!(parse_fingerprint(&printed.to_lowercase()), Some(expected));
+        assert_eq!(parse_fingerprint(&printed.replace(':', "")), Some(expected));
+        assert_eq!(
+            parse_fingerprint(&format!("SHA256:{}", printed.replace(':', ""))),
+            Some(expected)
+        );
+        assert_eq!(parse_fingerprint("AB:CD"), None);
+        assert_eq!(parse_fingerprint(&"ZZ".repeat(32)), None);
+    }
+}

@@ -260,3 +260,133 @@ fn feed_lookup_reports_ambiguity() {
         FeedMatch::None
     ));
 }
+
+/// The shipped config plus one `ftp` source with the given extra lines,
+/// read from a folder holding a password file.
+fn with_ftp_source(extra: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ftp-password"), "secret\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.path().join("ftp-password"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let text = format!(
+        "{SHIPPED}\n[sources.pull]\nkind = \"ftp\"\npartner = \"demo-carehome\"\nhost = \"ftp.example.org\"\nuser = \"care\"\n{extra}\n"
+    );
+    (dir, text)
+}
+
+fn ftp_errors(extra: &str) -> Vec<String> {
+    let (dir, text) = with_ftp_source(extra);
+    match Config::parse(&dir.path().join("dropgate.toml"), &text) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.errors.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+#[test]
+fn an_ftp_source_reads_its_password_file_and_cron_schedule() {
+    let (dir, text) = with_ftp_source(
+        "password_file = \"ftp-password\"\ncertificate_fingerprint = \"SHA256:ab:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89\"\npoll_cron = \"0 7 * * 1-5\"\nlisting = \"list\"\ndata_mode = \"extended_passive\"",
+    );
+    let config = Config::parse(&dir.path().join("dropgate.toml"), &text).unwrap();
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    let SourceKind::Remote(remote) = &config.sources["pull"].kind else {
+        panic!("a remote source");
+    };
+    let crate::remote::Endpoint::Ftp(ftp) = &remote.endpoint else {
+        panic!("an FTP endpoint");
+    };
+    assert_eq!(ftp.password.expose(), "secret");
+    assert!(
+        !format!("{config:?}").contains("secret"),
+        "Debug hides the password"
+    );
+    assert_eq!(ftp.port, 21);
+    assert!(ftp.tls.as_ref().is_some_and(|t| !t.implicit));
+    assert_eq!(ftp.listing, crate::remote::ftp::Listing::List);
+    assert_eq!(ftp.data, crate::remote::ftp::DataMode::ExtendedPassive);
+    assert_eq!(
+        remote.schedule.to_string(),
+        "cron `0 7 * * 1-5` (Europe/London)"
+    );
+    assert_eq!(
+        remote.endpoint.to_string(),
+        "ftps://care@ftp.example.org:21/"
+    );
+}
+
+#[test]
+fn ftp_login_mistakes_are_reported_where_they_are() {
+    let got = ftp_errors(
+        "password = \"hunter2\"\ntls = \"implicit\"\nca_file = \"missing.pem\"\ncertificate_fingerprint = \"AB:CD\"\nprivate_key = \"k\"",
+    );
+    let all = got.join("\n");
+    assert!(
+        all.contains("passwords are not written in the configuration"),
+        "{all}"
+    );
+    assert!(!all.contains("hunter2"), "{all}");
+    assert!(
+        all.contains("needs `password_file` or `password_env`"),
+        "{all}"
+    );
+    assert!(
+        all.contains("`private_key` does not apply to kind `ftp`"),
+        "{all}"
+    );
+    assert!(
+        all.contains("set `ca_file` or `certificate_fingerprint`, not both"),
+        "{all}"
+    );
+
+    let got = ftp_errors(
+        "password_file = \"ftp-password\"\ncertificate_fingerprint = \"AB:CD\"\npoll_cron = \"0 7 * *\"\ndata_mode = \"sideways\"",
+    );
+    let all = got.join("\n");
+    assert!(
+        all.contains("certificate_fingerprint must be a SHA-256 fingerprint"),
+        "{all}"
+    );
+    assert!(all.contains("has 4 fields"), "{all}");
+    assert!(all.contains("unknown data_mode `sideways`"), "{all}");
+
+    let got = ftp_errors(
+        "password_file = \"nowhere\"\ntls = \"none\"\npoll_interval = \"1m\"\npoll_cron = \"0 7 * * *\"",
+    );
+    let all = got.join("\n");
+    assert!(all.contains("cannot read password file"), "{all}");
+    assert!(
+        all.contains("also set `insecure_plaintext = true`"),
+        "{all}"
+    );
+    assert!(
+        all.contains("set `poll_interval` or `poll_cron`, not both"),
+        "{all}"
+    );
+    assert!(got.iter().all(|e| e.contains("dropgate.toml:")), "{all}");
+}
+
+#[test]
+fn plain_ftp_and_a_shared_password_file_are_warned_about() {
+    let (dir, text) = with_ftp_source(
+        "password_file = \"ftp-password\"\ntls = \"none\"\ninsecure_plaintext = true",
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.path().join("ftp-password"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let config = Config::parse(&dir.path().join("dropgate.toml"), &text).unwrap();
+    let warnings: Vec<String> = config.warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("can be read by other users (mode 644)"))
+    );
+    assert!(warnings.iter().any(|w| w.contains("plain FTP")));
+}

@@ -18,6 +18,8 @@
 // only part of them, and sshd.rs's own `#[test]`s, which use some of its
 // imports, are not compiled here.
 #[allow(dead_code)]
+mod common;
+#[allow(dead_code)]
 #[path = "../tests/harness.rs"]
 mod harness;
 #[allow(dead_code, unused_imports)]
@@ -25,8 +27,8 @@ mod harness;
 mod sshd;
 
 use std::fmt::Write as _;
-use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::fs;
+use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -36,9 +38,8 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result, bail, ensure};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
-use sha2::{Digest, Sha256};
-use tempfile::TempDir;
 
+use common::{LargeFile, Options, mb_per_s, progress, scratch, sync, write_random_file};
 use harness::Deployment;
 use sshd::Sshd;
 
@@ -77,8 +78,8 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<()> {
-    let options = Options::parse(std::env::args().skip(1))?;
-    let scratch = scratch()?;
+    let options = Options::parse("sftp", std::env::args().skip(1))?;
+    let scratch = scratch("sftp-")?;
 
     let large_path = scratch.path().join("bench.bin");
     progress(format!(
@@ -135,101 +136,8 @@ fn run() -> Result<()> {
     Ok(())
 }
 
-struct Options {
-    size_mib: u64,
-    small_files: usize,
-}
-
-impl Options {
-    fn parse(mut args: impl Iterator<Item = String>) -> Result<Options> {
-        let mut options = Options {
-            size_mib: 1024,
-            small_files: 1_000,
-        };
-        while let Some(arg) = args.next() {
-            let mut value = |name: &str| {
-                args.next()
-                    .with_context(|| format!("{name} needs a value"))?
-                    .parse::<u64>()
-                    .with_context(|| format!("{name} takes a whole number"))
-            };
-            match arg.as_str() {
-                "--size-mib" => options.size_mib = value("--size-mib")?,
-                "--small-files" => options.small_files = usize::try_from(value("--small-files")?)?,
-                // Cargo appends `--bench` when it runs a benchmark.
-                "--bench" => {}
-                "-h" | "--help" => {
-                    println!(
-                        "usage: cargo bench --bench sftp [-- --size-mib N (default 1024) --small-files N (default 1000)]"
-                    );
-                    std::process::exit(0);
-                }
-                other => bail!("unknown argument `{other}` (try --help)"),
-            }
-        }
-        ensure!(options.size_mib > 0, "--size-mib must be at least 1");
-        ensure!(options.small_files > 0, "--small-files must be at least 1");
-        Ok(options)
-    }
-}
-
-fn progress(message: impl std::fmt::Display) {
-    eprintln!("· {message}");
-}
-
 // ---------------------------------------------------------------------------
 // Input files
-
-/// A folder under `target/bench-scratch/`, removed at the end, that also
-/// becomes the default temporary folder, so the helpers' deployment lands on
-/// the project's disk rather than in `/tmp`, which is often a tmpfs where
-/// fsync costs nothing.
-fn scratch() -> Result<TempDir> {
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-scratch");
-    fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
-    let scratch = tempfile::Builder::new().prefix("sftp-").tempdir_in(&base)?;
-    if let Err(already) = tempfile::env::override_temp_dir(scratch.path()) {
-        bail!(
-            "the temporary folder was already set to {}",
-            already.display()
-        );
-    }
-    Ok(scratch)
-}
-
-struct LargeFile {
-    path: PathBuf,
-    bytes: u64,
-    sha256: String,
-}
-
-/// Random bytes, so that nothing on the way can compress them.
-fn write_random_file(path: &Path, bytes: u64) -> Result<LargeFile> {
-    // xorshift64*: plenty for incompressible data, and fast.
-    let mut state: u64 = 0x5eed_5f79_0000_0001;
-    let mut hasher = Sha256::new();
-    let mut out = File::create(path)?;
-    let mut chunk = vec![0u8; 1 << 20];
-    let mut left = bytes;
-    while left > 0 {
-        for word in chunk.chunks_exact_mut(8) {
-            state ^= state >> 12;
-            state ^= state << 25;
-            state ^= state >> 27;
-            word.copy_from_slice(&state.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
-        }
-        let n = usize::try_from(left.min(chunk.len() as u64))?;
-        hasher.update(&chunk[..n]);
-        out.write_all(&chunk[..n])?;
-        left -= n as u64;
-    }
-    out.sync_all()?;
-    Ok(LargeFile {
-        path: path.to_path_buf(),
-        bytes,
-        sha256: hex(&hasher.finalize()),
-    })
-}
 
 struct SmallFiles {
     paths: Vec<PathBuf>,
@@ -574,11 +482,6 @@ impl Cpu {
 
 /// Dirty pages from earlier steps written back, so no measurement pays for
 /// another's writes.
-fn sync() -> Result<()> {
-    ensure!(Command::new("sync").status()?.success(), "sync failed");
-    Ok(())
-}
-
 fn wait_for<T>(what: &str, mut ready: impl FnMut() -> Result<Option<T>>) -> Result<T> {
     let clock = Instant::now();
     loop {
@@ -752,10 +655,6 @@ fn best(sessions: &[Session]) -> &Session {
         .iter()
         .min_by_key(|s| s.wall)
         .expect("at least one run")
-}
-
-fn mb_per_s(bytes: u64, wall: Duration) -> f64 {
-    bytes as f64 / 1e6 / wall.as_secs_f64()
 }
 
 fn put_large_embedded(
@@ -1160,11 +1059,4 @@ fn report_summary(runs: &LargeRuns, large: &LargeFile, small: &SmallEmbedded) {
         let result = if met { "MET" } else { "NOT MET" };
         println!("   {target:<52} {measured:<34} {result}");
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }

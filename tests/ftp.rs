@@ -105,7 +105,10 @@ fn plain_ftp_with_list_parsing_moves_aside_or_leaves_and_takes_once() {
     wait_for("the moved file", Duration::from_secs(20), || {
         out.join("done/news2_m.csv").exists()
     });
-    assert_eq!(loaded(&d), 1);
+    // Moved once received; loading may still be under way.
+    wait_for("the moved file to load", Duration::from_secs(10), || {
+        loaded(&d) == 1
+    });
     assert!(
         daemon.log().contains("plain FTP"),
         "the insecure setting is warned about at start:\n{}",

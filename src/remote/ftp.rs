@@ -467,7 +467,7 @@ impl Connection {
         let mut stream = within(timeout, self.ftp.retr_as_stream(name))
             .await
             .map_err(transfer("download", name))?;
-        let mut output = tokio::fs::File::create(local).await?;
+        let mut output = super::LocalCopy::create(local).await?;
         let mut buffer = vec![0u8; 256 * 1024];
         let mut total = 0u64;
         loop {
@@ -490,7 +490,7 @@ impl Connection {
         within(timeout, stream.finish())
             .await
             .map_err(transfer("finish download of", name))?;
-        output.sync_all().await?;
+        output.finish().await?;
         Ok(total)
     }
 

@@ -128,6 +128,56 @@ impl Connection {
     }
 }
 
+/// A download's local copy. Writeback to disk is started every
+/// [`Self::FLUSH_EVERY`] bytes while the transfer goes on, so the fsync at
+/// the end, which a download must have before it is landed, finds little
+/// left to write.
+pub(crate) struct LocalCopy {
+    file: tokio::fs::File,
+    unflushed: u64,
+    flushing: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl LocalCopy {
+    const FLUSH_EVERY: u64 = 32 << 20;
+
+    pub async fn create(path: &Path) -> std::io::Result<LocalCopy> {
+        Ok(LocalCopy {
+            file: tokio::fs::File::create(path).await?,
+            unflushed: 0,
+            flushing: None,
+        })
+    }
+
+    pub async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.file.write_all(bytes).await?;
+        self.unflushed += bytes.len() as u64;
+        if self.unflushed >= Self::FLUSH_EVERY
+            && self.flushing.as_ref().is_none_or(|f| f.is_finished())
+        {
+            if let Some(previous) = self.flushing.take() {
+                previous.await.map_err(std::io::Error::other)??;
+            }
+            self.file.flush().await?;
+            let clone = self.file.try_clone().await?.into_std().await;
+            self.flushing = Some(tokio::task::spawn_blocking(move || clone.sync_data()));
+            self.unflushed = 0;
+        }
+        Ok(())
+    }
+
+    /// Durable on disk: only then may the copy be landed.
+    pub async fn finish(mut self) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        if let Some(previous) = self.flushing.take() {
+            previous.await.map_err(std::io::Error::other)??;
+        }
+        self.file.flush().await?;
+        self.file.sync_all().await
+    }
+}
+
 /// A password or other secret: never shown by `Debug`.
 #[derive(Clone)]
 pub struct Secret(String);

@@ -205,7 +205,7 @@ impl Connection {
             .open(path.clone())
             .await
             .map_err(transfer("open", &path))?;
-        let mut output = tokio::fs::File::create(local).await?;
+        let mut output = super::LocalCopy::create(local).await?;
         let mut buffer = vec![0u8; 256 * 1024];
         let mut total = 0u64;
         loop {
@@ -223,7 +223,7 @@ impl Connection {
             output.write_all(&buffer[..n]).await?;
             total += n as u64;
         }
-        output.sync_all().await?;
+        output.finish().await?;
         Ok(total)
     }
 

@@ -1,0 +1,136 @@
+//! What the benchmarks share: options, scratch space, input files.
+
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use sha2::{Digest, Sha256};
+use tempfile::TempDir;
+
+pub struct Options {
+    pub size_mib: u64,
+    pub small_files: usize,
+}
+
+impl Options {
+    /// `--size-mib N --small-files N`, for the benchmark called `bench`.
+    pub fn parse(bench: &str, mut args: impl Iterator<Item = String>) -> Result<Options> {
+        let mut options = Options {
+            size_mib: 1024,
+            small_files: 1_000,
+        };
+        while let Some(arg) = args.next() {
+            let mut value = |name: &str| {
+                args.next()
+                    .with_context(|| format!("{name} needs a value"))?
+                    .parse::<u64>()
+                    .with_context(|| format!("{name} takes a whole number"))
+            };
+            match arg.as_str() {
+                "--size-mib" => options.size_mib = value("--size-mib")?,
+                "--small-files" => options.small_files = usize::try_from(value("--small-files")?)?,
+                // Cargo appends `--bench` when it runs a benchmark.
+                "--bench" => {}
+                "-h" | "--help" => {
+                    println!(
+                        "usage: cargo bench --bench {bench} [-- --size-mib N (default 1024) --small-files N (default 1000)]"
+                    );
+                    std::process::exit(0);
+                }
+                other => bail!("unknown argument `{other}` (try --help)"),
+            }
+        }
+        ensure!(options.size_mib > 0, "--size-mib must be at least 1");
+        ensure!(options.small_files > 0, "--small-files must be at least 1");
+        Ok(options)
+    }
+}
+
+pub fn progress(message: impl std::fmt::Display) {
+    eprintln!("· {message}");
+}
+
+/// A folder under `target/bench-scratch/`, removed at the end, that also
+/// becomes the default temporary folder, so the helpers' deployment lands on
+/// the project's disk rather than in `/tmp`, which is often a tmpfs where
+/// fsync costs nothing.
+pub fn scratch(prefix: &str) -> Result<TempDir> {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-scratch");
+    fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
+    let scratch = tempfile::Builder::new().prefix(prefix).tempdir_in(&base)?;
+    if let Err(already) = tempfile::env::override_temp_dir(scratch.path()) {
+        bail!(
+            "the temporary folder was already set to {}",
+            already.display()
+        );
+    }
+    Ok(scratch)
+}
+
+pub struct LargeFile {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// Random bytes, so that nothing on the way can compress them.
+pub fn write_random_file(path: &Path, bytes: u64) -> Result<LargeFile> {
+    // xorshift64*: plenty for incompressible data, and fast.
+    let mut state: u64 = 0x5eed_5f79_0000_0001;
+    let mut hasher = Sha256::new();
+    let mut out = File::create(path)?;
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        for word in chunk.chunks_exact_mut(8) {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            word.copy_from_slice(&state.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+        }
+        let n = usize::try_from(left.min(chunk.len() as u64))?;
+        hasher.update(&chunk[..n]);
+        out.write_all(&chunk[..n])?;
+        left -= n as u64;
+    }
+    out.sync_all()?;
+    Ok(LargeFile {
+        path: path.to_path_buf(),
+        bytes,
+        sha256: hex(&hasher.finalize()),
+    })
+}
+
+pub fn sha256_of(path: &Path) -> Result<String> {
+    let mut hasher = Sha256::new();
+    let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut file, &mut buffer)?;
+        if n == 0 {
+            return Ok(hex(&hasher.finalize()));
+        }
+        hasher.update(&buffer[..n]);
+    }
+}
+
+/// Everything written so far on disk, so one run's writeback does not slow the next.
+pub fn sync() -> Result<()> {
+    ensure!(Command::new("sync").status()?.success(), "sync failed");
+    Ok(())
+}
+
+pub fn mb_per_s(bytes: u64, wall: Duration) -> f64 {
+    bytes as f64 / 1e6 / wall.as_secs_f64()
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}

@@ -175,11 +175,11 @@ fn push_delivers_to_a_real_server_under_a_temporary_name() {
         body.as_bytes(),
         "bytes unchanged"
     );
-    let names: Vec<String> = fs::read_dir(&incoming)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-        .collect();
-    assert_eq!(names, ["export.csv"], "no temporary file left behind");
+    assert_eq!(
+        file_names(&incoming),
+        ["export.csv"],
+        "no temporary file left behind"
+    );
     // Pushing again replaces it.
     let out = d.dg(&["push", "--destination", "partner", file.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stdout));

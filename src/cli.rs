@@ -8,6 +8,8 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use dropgate::config::Config;
 use dropgate::domain::nhs_number::NhsNumber;
@@ -167,10 +169,18 @@ pub fn main() -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("DROPGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // Libraries log protocol traffic at debug and trace level: FTP passwords
+    // and file names (which may carry patient identifiers) among it. Only
+    // dropgate's own events are shown below info, whatever the filter says.
+    let dependencies_at_info = tracing_subscriber::filter::filter_fn(|meta| {
+        *meta.level() <= tracing::Level::INFO || meta.target().starts_with("dropgate")
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .finish()
+        .with(dependencies_at_info)
         .init();
     match execute(cli) {
         Ok(code) => code,

@@ -331,3 +331,25 @@ fn push_works_in_active_and_extended_passive_modes() {
         assert_eq!(fs::read(incoming.join(&name)).unwrap(), b"a,b\r\n1,2\r\n");
     }
 }
+
+#[test]
+fn trace_logging_shows_neither_the_password_nor_file_names_from_libraries() {
+    let server = Ftpd::tls();
+    server.folder("incoming");
+    let d = Deployment::with_config(&pushing(&server, &ca(&server)));
+    let file = d.write_input("news2_9434765919.csv", b"a,b\r\n");
+    let out = d
+        .command(&["push", "--destination", "partner", file.to_str().unwrap()])
+        .env("DROPGATE_LOG", "trace")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = text(&out.stderr);
+    assert!(
+        log.contains("delivered"),
+        "dropgate's own events are there: {log}"
+    );
+    let password = fs::read_to_string(server.password_file()).unwrap();
+    assert!(!log.contains(password.trim()), "{log}");
+    assert!(!log.contains("9434765919"), "{log}");
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use sha2::Digest;
 
-use crate::ftpd::{Ftpd, USER};
+use crate::ftpd::{Ftpd, ImplicitFtps, USER};
 use crate::harness::*;
 
 /// The login part of an `ftp` source or destination for `server`; `tls` is
@@ -352,4 +352,45 @@ fn trace_logging_shows_neither_the_password_nor_file_names_from_libraries() {
     let password = fs::read_to_string(server.password_file()).unwrap();
     assert!(!log.contains(password.trim()), "{log}");
     assert!(!log.contains("9434765919"), "{log}");
+}
+
+#[test]
+fn implicit_ftps_pull_and_push() {
+    let server = ImplicitFtps::start();
+    fs::create_dir(server.home().join("outgoing")).unwrap();
+    fs::create_dir(server.home().join("incoming")).unwrap();
+    let body = news2_csv(5, 2, 0).replace('\n', "\r\n");
+    fs::write(server.home().join("outgoing/news2_i.csv"), &body).unwrap();
+    let login = format!(
+        "host = \"127.0.0.1\"\nport = {}\nuser = \"{USER}\"\npassword_file = \"{}\"\ntimeout = \"5s\"\ntls = \"implicit\"\nca_file = \"{}\"\n",
+        server.port(),
+        server.password_file().display(),
+        server.ca_file().display(),
+    );
+    let config = format!(
+        "{}\n[sources.partner-ftp]\nkind = \"ftp\"\npartner = \"demo-carehome\"\n{login}folder = \"outgoing\"\nmatch = [\"news2_*\"]\npoll_interval = \"200ms\"\nmin_age = \"300ms\"\n\n[destinations.partner]\nkind = \"ftp\"\n{login}folder = \"incoming\"\n",
+        fast(SHIPPED_CONFIG),
+    );
+    let d = Deployment::with_config(&config);
+    let daemon = d.start();
+    wait_for("the pulled file", Duration::from_secs(20), || {
+        loaded(&d) == 1
+    });
+    assert_eq!(d.files()[0]["sha256"], sha256_hex(body.as_bytes()));
+    assert!(daemon.log().contains("ftps-implicit://carehome@127.0.0.1"));
+    wait_for("the server's copy to go", Duration::from_secs(10), || {
+        !server.home().join("outgoing/news2_i.csv").exists()
+    });
+    let file = d.write_input("export.csv", body.as_bytes());
+    let out = d.dg(&["push", "--destination", "partner", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert_eq!(
+        fs::read(server.home().join("incoming/export.csv")).unwrap(),
+        body.as_bytes()
+    );
 }

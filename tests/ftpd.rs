@@ -244,7 +244,7 @@ fn give_to_ftp_user(path: &Path) {
 
 /// A test CA, a server certificate it signs for 127.0.0.1, and a second,
 /// unrelated CA; pure-ftpd reads key and certificate from one PEM file.
-fn make_certificates(dir: &Path) {
+pub fn make_certificates(dir: &Path) {
     let openssl = |args: &[&str]| {
         let out = Command::new("openssl")
             .args(args)
@@ -323,4 +323,99 @@ fn make_certificates(dir: &Path) {
         + &fs::read_to_string(dir.join("server.crt")).unwrap();
     fs::write(dir.join("combined.pem"), combined).unwrap();
     fs::set_permissions(dir.join("combined.pem"), fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// Implicit FTPS (TLS from the first byte, as on port 990), which Debian's
+/// pure-ftpd cannot serve: pyftpdlib's TLS handler (PyPI), made to start TLS
+/// at once and to protect every data connection.
+pub struct ImplicitFtps {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Child,
+}
+
+const IMPLICIT_SERVER: &str = r#"
+import sys
+from pyftpdlib.authorizers import DummyAuthorizer
+from pyftpdlib.handlers import TLS_FTPHandler
+from pyftpdlib.servers import FTPServer
+
+root, certfile, keyfile, port, password = sys.argv[1:6]
+authorizer = DummyAuthorizer()
+authorizer.add_user("carehome", password, root, perm="elradfmwMT")
+
+class Implicit(TLS_FTPHandler):
+    def handle(self):
+        self.secure_connection(self.ssl_context)
+        self._pbsz = True
+        self._prot = True
+        super().handle()
+
+Implicit.certfile = certfile
+Implicit.keyfile = keyfile
+Implicit.authorizer = authorizer
+FTPServer(("127.0.0.1", int(port)), Implicit).serve_forever()
+"#;
+
+impl ImplicitFtps {
+    pub fn start() -> ImplicitFtps {
+        let dir = tempfile::tempdir().expect("temp dir");
+        fs::create_dir(dir.path().join("home")).unwrap();
+        make_certificates(dir.path());
+        fs::write(dir.path().join("password"), format!("{PASSWORD}\n")).unwrap();
+        fs::write(dir.path().join("server.py"), IMPLICIT_SERVER).unwrap();
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = Command::new("python3")
+                .arg(dir.path().join("server.py"))
+                .arg(dir.path().join("home"))
+                .arg(dir.path().join("server.crt"))
+                .arg(dir.path().join("server.key"))
+                .arg(port.to_string())
+                .arg(PASSWORD)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("python3 with pyftpdlib and pyopenssl (scripts/test installs them)");
+            let start = Instant::now();
+            loop {
+                if child.try_wait().unwrap().is_some() {
+                    break; // the port was taken, or pyftpdlib is missing
+                }
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return ImplicitFtps { dir, port, child };
+                }
+                assert!(
+                    start.elapsed() < START_TIMEOUT,
+                    "pyftpdlib did not listen on port {port}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("the implicit FTPS server did not start (are pyftpdlib and pyopenssl installed?)");
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    pub fn password_file(&self) -> PathBuf {
+        self.dir.path().join("password")
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+}
+
+impl Drop for ImplicitFtps {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -561,17 +561,22 @@ impl Connection {
         Ok(size)
     }
 
-    /// A file's size by `SIZE`, or from a listing where the server lacks it.
+    /// A file's size by `SIZE`, or from a listing of just that file where
+    /// the server lacks it (named, so a dot-file is listed too).
     async fn size_of(&mut self, name: &str) -> Result<u64, RemoteError> {
         match within(self.timeout, self.ftp.size(name)).await {
             Ok(size) => Ok(size as u64),
             Err(e @ FtpError::ConnectionError(_)) => Err(transfer("size of", name)(e)),
             Err(_) => {
-                let listed = self.list().await?;
-                Ok(listed
+                let lines = within(self.timeout, self.ftp.list(Some(name)))
+                    .await
+                    .map_err(transfer("list", name))?;
+                Ok(lines
                     .iter()
-                    .find(|f| f.name == name)
-                    .map(|f| f.size)
+                    .find_map(|line| match parse_list_line(line) {
+                        Some(Listed::File(file)) => Some(file.size),
+                        _ => None,
+                    })
                     .unwrap_or(0))
             }
         }

@@ -65,14 +65,6 @@ impl Lander {
         ledger.taken(source, path, size, mtime)
     }
 
-    /// Blocking: remembers a remote file as taken.
-    pub fn record_taken(&self, source: &str, path: &str, size: u64, mtime: u32, file_id: i64) {
-        let mut ledger = self.ledger.lock().expect("ledger lock");
-        if let Err(e) = ledger.record_taken(source, path, size, mtime, file_id) {
-            tracing::error!(error = %e, "could not record a taken remote file");
-        }
-    }
-
     /// Blocking: notes how a source's latest poll went.
     pub fn source_checked(&self, source: &str, error: Option<&str>) {
         let mut ledger = self.ledger.lock().expect("ledger lock");

@@ -19,7 +19,7 @@ use std::time::SystemTime;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, FeedMatch};
-use crate::ledger::{Ledger, LedgerError, NewFile};
+use crate::ledger::{Ledger, LedgerError, NewFile, RemotePath};
 use crate::spool::{Area, Spool, sync_dir};
 
 /// A complete file offered by a source.
@@ -30,6 +30,8 @@ pub struct Arrival {
     /// Its name as the sender gave it (relative to the source folder), for the ledger only.
     pub name: String,
     pub handover: Handover,
+    /// Where on a remote server it was taken from, remembered with the file.
+    pub taken_from: Option<RemotePath>,
 }
 
 /// How a file becomes dropgate's copy.
@@ -50,6 +52,7 @@ impl Arrival {
             path,
             name,
             handover: Handover::Copy,
+            taken_from: None,
         }
     }
 }
@@ -209,6 +212,7 @@ fn record(
             size: c.size,
             handed_over: matches!(arrivals[c.index].handover, Handover::Move { .. }),
             uploaded_from: origin.uploaded_from.map(str::to_string),
+            taken_from: arrivals[c.index].taken_from.clone(),
         });
         new.push(c);
     }

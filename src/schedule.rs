@@ -50,17 +50,22 @@ pub struct Cron {
 impl Cron {
     /// Reads a crontab-style expression: five fields (minute hour
     /// day-of-month month day-of-week), or six or seven with seconds first
-    /// and an optional year last.
+    /// and an optional year last. Day numbers count from Sunday = 0 as in
+    /// crontab. Unlike crontab, when both day-of-month and day-of-week are
+    /// restricted a time must match both.
     pub fn parse(text: &str, zone: Tz) -> Result<Cron, String> {
         let fields = text.split_whitespace().count();
+        let mut parts: Vec<String> = text.split_whitespace().map(str::to_string).collect();
         let full = match fields {
-            5 => {
-                let mut parts: Vec<&str> = text.split_whitespace().collect();
-                let days = crontab_days(parts[4])?;
-                parts[4] = &days;
-                format!("0 {}", parts.join(" "))
+            5..=7 => {
+                // Day of week: the fifth field, or the sixth after seconds.
+                let days = if fields == 5 { 4 } else { 5 };
+                parts[days] = crontab_days(&parts[days])?;
+                if fields == 5 {
+                    parts.insert(0, "0".to_string());
+                }
+                parts.join(" ")
             }
-            6 | 7 => text.to_string(),
             n => {
                 return Err(format!(
                     "`{text}` has {n} fields; expected 5 (minute hour day-of-month month day-of-week), or 6-7 with seconds first"
@@ -87,7 +92,8 @@ impl Cron {
 }
 
 /// Crontab numbers days 0-7 from Sunday (0 and 7 both Sunday); the cron
-/// crate numbers them 1-7 from Sunday. Numbers become names, which both read alike.
+/// crate numbers them 1-7 from Sunday. Numbers become names, which both
+/// read alike, in every form of expression.
 fn crontab_days(field: &str) -> Result<String, String> {
     const NAMES: [&str; 8] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
     let name = |n: &str| -> Result<String, String> {
@@ -175,7 +181,7 @@ mod tests {
             every_quarter.next_after(utc("2026-01-10T08:01:00Z")),
             Some(utc("2026-01-10T08:15:00Z"))
         );
-        let weekdays = london("0 6 * * Mon-Fri");
+        let weekdays = london("0 0 6 * * 1-5");
         // 10 January 2026 is a Saturday.
         assert_eq!(
             weekdays.next_after(utc("2026-01-10T08:00:00Z")),
@@ -197,6 +203,16 @@ mod tests {
         );
         assert_eq!(next("5-7"), utc("2026-01-11T06:00:00Z"), "Friday to Sunday");
         assert_eq!(next("2,4"), utc("2026-01-13T06:00:00Z"), "Tuesday");
+    }
+
+    #[test]
+    fn day_of_month_and_day_of_week_must_both_match() {
+        // Unlike crontab (either): the 1st of a month that is a Monday.
+        let first_monday = london("0 6 1 * 1");
+        assert_eq!(
+            first_monday.next_after(utc("2026-01-10T08:00:00Z")),
+            Some(utc("2026-06-01T05:00:00Z"))
+        );
     }
 
     #[test]

@@ -242,7 +242,7 @@ fn an_ftp_server_killed_mid_transfer_loses_and_duplicates_nothing() {
     server.place("outgoing/news2_big.csv", body.as_bytes());
     let d = Deployment::with_config(&pulling(&server, "delete", &ca(&server)));
     let daemon = d.start();
-    let partial = d.path("spool/pull/partner-ftp/news2_big.csv");
+    let partial = d.path("spool/pull/partner-ftp/downloading");
     wait_for("the download to start", Duration::from_secs(20), || {
         fs::metadata(&partial).map(|m| m.len() > 0).unwrap_or(false)
     });
@@ -393,4 +393,33 @@ fn implicit_ftps_pull_and_push() {
         fs::read(server.home().join("incoming/export.csv")).unwrap(),
         body.as_bytes()
     );
+}
+
+#[test]
+fn a_file_the_server_refuses_holds_up_no_other_and_is_never_named() {
+    let server = Ftpd::tls();
+    server.folder("outgoing");
+    // Owned by root and private: the FTP user cannot read it (RETR gets 550).
+    let locked = server.home().join("outgoing/news2_9434765919.csv");
+    fs::write(&locked, news2_csv(2, 2, 0)).unwrap();
+    fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    server.place("outgoing/news2_ok.csv", news2_csv(3, 3, 0).as_bytes());
+    let d = Deployment::with_config(&pulling(&server, "delete", &ca(&server)));
+    let daemon = d.start();
+    wait_for("the readable file", Duration::from_secs(20), || {
+        loaded(&d) == 1
+    });
+    wait_for("the refusal in the log", Duration::from_secs(10), || {
+        daemon.log().contains("a file could not be taken")
+    });
+    let status = text(&d.dg(&["status"]).stdout);
+    assert!(
+        status.contains("the server refused to download"),
+        "{status}"
+    );
+    for said in [status, daemon.log()] {
+        assert!(!said.contains("9434765919"), "no file name: {said}");
+    }
+    assert!(locked.exists());
+    assert_eq!(d.count("SELECT count(*) FROM files"), 1);
 }

@@ -327,7 +327,7 @@ pub fn make_certificates(dir: &Path) {
 
 /// Implicit FTPS (TLS from the first byte, as on port 990), which Debian's
 /// pure-ftpd cannot serve: pyftpdlib's TLS handler (PyPI), made to start TLS
-/// at once and to protect every data connection.
+/// at once.
 pub struct ImplicitFtps {
     dir: tempfile::TempDir,
     port: u16,
@@ -345,10 +345,10 @@ authorizer = DummyAuthorizer()
 authorizer.add_user("carehome", password, root, perm="elradfmwMT")
 
 class Implicit(TLS_FTPHandler):
+    # TLS from the first byte; data connections stay clear until the client
+    # sends PBSZ 0 and PROT P, as RFC 4217 has it.
     def handle(self):
         self.secure_connection(self.ssl_context)
-        self._pbsz = True
-        self._prot = True
         super().handle()
 
 Implicit.certfile = certfile

@@ -118,7 +118,7 @@ fn a_server_killed_mid_transfer_loses_and_duplicates_nothing() {
     let body = news2_csv(150_000, 300, 0);
     fs::write(out.join("news2_big.csv"), &body).unwrap();
     let daemon = d.start();
-    let partial = d.path("spool/pull/partner-sftp/news2_big.csv");
+    let partial = d.path("spool/pull/partner-sftp/downloading");
     wait_for("the download to start", Duration::from_secs(20), || {
         partial.exists()
     });

@@ -513,10 +513,14 @@ impl Checker<'_> {
             }
         };
         let backoff = crate::remote::Backoff {
-            initial: self.duration(raw.retry_initial, Duration::from_secs(2)),
-            max: self.duration(raw.retry_max, Duration::from_secs(300)),
+            initial: self.positive_duration(
+                raw.retry_initial,
+                Duration::from_secs(2),
+                "retry_initial",
+            ),
+            max: self.positive_duration(raw.retry_max, Duration::from_secs(300), "retry_max"),
         };
-        let timeout = self.duration(raw.timeout, Duration::from_secs(30));
+        let timeout = self.positive_duration(raw.timeout, Duration::from_secs(30), "timeout");
         Some(Destination {
             name: name.to_string(),
             endpoint: endpoint?,
@@ -693,6 +697,23 @@ impl Checker<'_> {
                 default
             }
         }
+    }
+
+    /// A duration that must be above zero (a wait or a time limit of zero
+    /// would spin or fail every time).
+    fn positive_duration(
+        &mut self,
+        value: Option<Spanned<String>>,
+        default: Duration,
+        option: &str,
+    ) -> Duration {
+        let span = value.as_ref().map(|v| v.span());
+        let duration = self.duration(value, default);
+        if duration.is_zero() {
+            self.error(span.unwrap_or(0..0), format!("{option} must be above zero"));
+            return default;
+        }
+        duration
     }
 
     fn partner_ref(
@@ -891,17 +912,31 @@ impl Checker<'_> {
                 }
             },
         };
+        let done_marker = match raw.done_marker {
+            Some(marker) if marker.get_ref().is_empty() => {
+                self.at(
+                    &marker,
+                    format!("source `{name}`: done_marker must be a suffix such as `.done`"),
+                );
+                None
+            }
+            marker => marker.map(Spanned::into_inner),
+        };
         Some(RemoteSource {
             endpoint: endpoint?,
             patterns: globs.build().ok()?,
             schedule: schedule?,
             min_age: self.duration(raw.min_age, Duration::from_secs(30)),
             after,
-            done_marker: raw.done_marker.map(Spanned::into_inner),
-            timeout: self.duration(raw.timeout, Duration::from_secs(30)),
+            done_marker,
+            timeout: self.positive_duration(raw.timeout, Duration::from_secs(30), "timeout"),
             backoff: crate::remote::Backoff {
-                initial: self.duration(raw.retry_initial, Duration::from_secs(5)),
-                max: self.duration(raw.retry_max, Duration::from_secs(300)),
+                initial: self.positive_duration(
+                    raw.retry_initial,
+                    Duration::from_secs(5),
+                    "retry_initial",
+                ),
+                max: self.positive_duration(raw.retry_max, Duration::from_secs(300), "retry_max"),
             },
         })
     }
@@ -932,9 +967,14 @@ impl Checker<'_> {
             }
         };
         if let Some(password) = &login.password {
+            let instead = if sftp {
+                "an `sftp` login uses a key (`private_key`)"
+            } else {
+                "put it in a file readable only by dropgate (`password_file`) or in an environment variable (`password_env`)"
+            };
             self.at(
                 password,
-                format!("`{name}`: passwords are not written in the configuration; put it in a file readable only by dropgate (`password_file`) or in an environment variable (`password_env`)"),
+                format!("`{name}`: passwords are not written in the configuration; {instead}"),
             );
         }
         let spans_of_other_kind: Vec<(&str, Option<Range<usize>>)> = if sftp {

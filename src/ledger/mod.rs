@@ -143,6 +143,17 @@ pub struct NewFile {
     /// Uploaded to the embedded server from this address: the `upload`
     /// audit event is written in the same transaction.
     pub uploaded_from: Option<String>,
+    /// Downloaded from a remote source: remembered as taken in the same
+    /// transaction, so a crash cannot leave it received but not taken.
+    pub taken_from: Option<RemotePath>,
+}
+
+/// A file on a remote server as it was listed when taken.
+#[derive(Debug, Clone)]
+pub struct RemotePath {
+    pub path: String,
+    pub size: u64,
+    pub mtime: u32,
 }
 
 /// A file as the ledger knows it.
@@ -438,6 +449,13 @@ impl Ledger {
                 if f.handed_over {
                     mark_sender_removed(&tx, id, &now)?;
                 }
+                if let Some(taken) = &f.taken_from {
+                    tx.prepare_cached(
+                        "INSERT OR IGNORE INTO remote_taken (source, path, size, mtime, file_id, taken_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?
+                    .execute(params![f.source, taken.path, taken.size, taken.mtime, id, now])?;
+                }
                 if let Some(remote) = &f.uploaded_from {
                     append_audit(
                         &tx,
@@ -669,25 +687,6 @@ impl Ledger {
             )?
             .query_row(params![source, path, size, mtime], |r| r.get(0))
             .optional()?)
-    }
-
-    /// Remembers that a remote file was taken as `file_id`.
-    pub fn record_taken(
-        &mut self,
-        source: &str,
-        path: &str,
-        size: u64,
-        mtime: u32,
-        file_id: i64,
-    ) -> Result<()> {
-        let now = self.now();
-        self.conn
-            .prepare_cached(
-                "INSERT OR IGNORE INTO remote_taken (source, path, size, mtime, file_id, taken_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![source, path, size, mtime, file_id, now])?;
-        Ok(())
     }
 
     /// Notes how a source's latest poll went (`error` is `None` on success).

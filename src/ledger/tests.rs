@@ -18,6 +18,7 @@ fn received(ledger: &mut Ledger, name: &str) -> i64 {
             size: 10,
             handed_over: false,
             uploaded_from: None,
+            taken_from: None,
         }])
         .unwrap()[0]
 }
@@ -291,6 +292,7 @@ fn an_upload_is_recorded_with_its_audit_event_and_sender_removal_at_once() {
             size: 10,
             handed_over: true,
             uploaded_from: Some("10.0.0.1:5022".into()),
+            taken_from: None,
         }])
         .unwrap()[0];
     let events: Vec<String> = l.events(id).unwrap().into_iter().map(|e| e.event).collect();

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -18,8 +19,10 @@ use super::is_temporary_name;
 use crate::config::{AfterTake, RemoteSource};
 use crate::daemon::Lander;
 use crate::land::{Arrival, Handover, Landed};
+use crate::ledger::RemotePath;
 use crate::remote::RemoteError;
 use crate::remote::{Connection, RemoteFile};
+use crate::schedule::Schedule;
 
 /// What was seen of a remote file at earlier polls.
 struct Seen {
@@ -38,6 +41,7 @@ struct Poller {
     /// Where downloads are written before they are landed.
     staging: PathBuf,
     seen: HashMap<String, Seen>,
+    shutdown: watch::Receiver<bool>,
 }
 
 /// Polls until `shutdown` turns true.
@@ -60,6 +64,7 @@ pub async fn poll(
         lander,
         staging,
         seen: HashMap::new(),
+        shutdown: shutdown.clone(),
     };
     let mut failures = 0u32;
     loop {
@@ -96,7 +101,22 @@ impl Poller {
     async fn poll_once(&mut self) -> Result<(), RemoteError> {
         let mut connection =
             Connection::connect(&self.settings.endpoint, self.settings.timeout).await?;
-        let result = self.take_complete(&mut connection).await;
+        let mut result = self.take_complete(&mut connection).await;
+        // On a timetable the next poll may be hours away: files seen for the
+        // first time are looked at again, in this session, once they could
+        // be complete.
+        if result.is_ok()
+            && matches!(self.settings.schedule, Schedule::Cron(_))
+            && !self.seen.is_empty()
+        {
+            let settle = self.settings.min_age.max(Duration::from_secs(1));
+            tokio::select! {
+                _ = self.shutdown.changed() => {}
+                _ = tokio::time::sleep(settle) => {
+                    result = self.take_complete(&mut connection).await;
+                }
+            }
+        }
         connection.close().await;
         result
     }
@@ -151,11 +171,25 @@ impl Poller {
         }
         self.seen
             .retain(|name, _| listing.iter().any(|f| &f.name == name));
+        let mut refused = None;
         for file in ready {
-            self.take(connection, &file).await?;
-            self.seen.remove(&file.name);
+            if *self.shutdown.borrow() {
+                break;
+            }
+            match self.take(connection, &file).await {
+                Ok(()) => {
+                    self.seen.remove(&file.name);
+                }
+                // One file the server will not hand over does not hold up
+                // the others; the poll still counts as failed.
+                Err(e) if e.is_about_one_file() => {
+                    tracing::warn!(source = %self.source, error = %e, "a file could not be taken; it is tried again at the next poll");
+                    refused = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
         }
-        Ok(())
+        refused.map_or(Ok(()), Err)
     }
 
     /// Downloads, lands, then deletes / moves / leaves one remote file.
@@ -180,7 +214,8 @@ impl Poller {
         let file_id = match known {
             Some(id) => id,
             None => {
-                let local = staging.join(&file.name);
+                // A name dropgate chooses: the server's names are its own.
+                let local = staging.join("downloading");
                 let got = match connection.download(&file.name, &local).await {
                     Ok(n) => n,
                     Err(e) => {
@@ -192,7 +227,7 @@ impl Poller {
                 if got != file.size {
                     let _ = std::fs::remove_file(&local);
                     return Err(RemoteError::SizeMismatch {
-                        path,
+                        operation: "download",
                         local: got,
                         remote: file.size,
                     });
@@ -200,11 +235,17 @@ impl Poller {
                 let landed = {
                     let lander = lander.clone();
                     let (source, partner) = (source.to_string(), partner.to_string());
-                    // The download is dropgate's own: moved into the spool, not copied.
+                    // The download is dropgate's own: moved into the spool,
+                    // not copied; remembered as taken in the same transaction.
                     let arrival = Arrival {
                         path: local.clone(),
                         name: file.name.clone(),
                         handover: Handover::Move { sha256: None },
+                        taken_from: Some(RemotePath {
+                            path: path.clone(),
+                            size: file.size,
+                            mtime: file.mtime,
+                        }),
                     };
                     tokio::task::spawn_blocking(move || {
                         lander
@@ -222,13 +263,6 @@ impl Poller {
                         return Err(RemoteError::Local(std::io::Error::other(e.to_string())));
                     }
                 };
-                let (ledger, owner, at) = (lander.clone(), source.to_string(), path.clone());
-                let (size, mtime) = (file.size, file.mtime);
-                tokio::task::spawn_blocking(move || {
-                    ledger.record_taken(&owner, &at, size, mtime, id)
-                })
-                .await
-                .expect("ledger write does not panic");
                 tracing::info!(source = %source, file_id = id, "taken from the server");
                 id
             }

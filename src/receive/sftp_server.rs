@@ -728,6 +728,7 @@ impl Inbox {
             handover: Handover::Move {
                 sha256: self.digests.remove(name),
             },
+            taken_from: None,
         };
         let remote = self.peer.clone();
         let result = tokio::task::spawn_blocking(move || {

@@ -257,6 +257,30 @@ pub struct Connection {
     timeout: Duration,
     mlsd: bool,
     mdtm: bool,
+    /// A step timed out: its reply may still come and would be read as the
+    /// answer to the next command, so nothing more is sent.
+    abandoned: bool,
+}
+
+/// Runs one step of an open session within the timeout; after a timeout
+/// the session is abandoned.
+async fn step<T>(
+    timeout: Duration,
+    abandoned: &mut bool,
+    future: impl Future<Output = Result<T, FtpError>>,
+) -> Result<T, FtpError> {
+    if *abandoned {
+        return Err(FtpError::ConnectionError(std::io::Error::other(
+            "the session was abandoned after a timeout",
+        )));
+    }
+    let result = within(timeout, future).await;
+    if let Err(FtpError::ConnectionError(e)) = &result
+        && e.kind() == std::io::ErrorKind::TimedOut
+    {
+        *abandoned = true;
+    }
+    result
 }
 
 /// Runs one FTP step within the timeout.
@@ -273,12 +297,17 @@ async fn within<T>(
     }
 }
 
-fn transfer(operation: &'static str, path: &str) -> impl FnOnce(FtpError) -> RemoteError {
-    let path = path.to_string();
-    move |e| RemoteError::Transfer {
-        operation,
-        path,
-        message: describe(&e),
+/// Maps an FTP error: a reply refusing the operation is about this file
+/// only; anything else is the connection's. `name` is taken out of the
+/// server's words.
+fn transfer(operation: &'static str, name: &str) -> impl FnOnce(FtpError) -> RemoteError {
+    let name = name.to_string();
+    move |e| {
+        let message = super::without_name(describe(&e), &name);
+        match e {
+            FtpError::UnexpectedResponse(_) => RemoteError::Refused { operation, message },
+            _ => RemoteError::Transfer { operation, message },
+        }
     }
 }
 
@@ -319,6 +348,8 @@ impl Connection {
         .await
         .map_err(|e| connect_error(describe(&e)))?;
         let connector = endpoint.tls.as_ref().map(|tls| {
+            // A refusal remembered from an earlier session is not this one's.
+            tls.verifier.take_refused();
             let config = ClientConfig::builder_with_provider(tls.verifier.provider.clone())
                 .with_safe_default_protocol_versions()
                 .expect("ring supports the default TLS versions")
@@ -340,12 +371,28 @@ impl Connection {
             None => connect_error(describe(&e)),
         };
         let mut ftp = match (&endpoint.tls, connector) {
-            (Some(tls), Some(connector)) if tls.implicit => within(
-                timeout,
-                AsyncRustlsFtpStream::connect_secure_implicit(socket, connector, &endpoint.host),
-            )
-            .await
-            .map_err(tls_error)?,
+            (Some(tls), Some(connector)) if tls.implicit => {
+                let mut ftp = within(
+                    timeout,
+                    AsyncRustlsFtpStream::connect_secure_implicit(
+                        socket,
+                        connector,
+                        &endpoint.host,
+                    ),
+                )
+                .await
+                .map_err(tls_error)?;
+                // suppaftp sends these only after AUTH TLS; an implicit
+                // server starts with clear data connections until told.
+                for command in ["PBSZ 0", "PROT P"] {
+                    let reply =
+                        within(timeout, ftp.custom_command(command, &[Status::CommandOk])).await;
+                    reply.map_err(|e| {
+                        connect_error(format!("{command} refused: {}", describe(&e)))
+                    })?;
+                }
+                ftp
+            }
             (_, connector) => {
                 let plain = within(
                     timeout,
@@ -394,8 +441,12 @@ impl Connection {
             }
             DataMode::Active => ftp.active_mode(timeout),
         };
-        // Servers that predate FEAT answer 500: they have neither MLSD nor MDTM.
-        let features = within(timeout, ftp.feat()).await.unwrap_or_default();
+        // Servers that predate FEAT refuse it: they have neither MLSD nor MDTM.
+        let features = match within(timeout, ftp.feat()).await {
+            Ok(features) => features,
+            Err(FtpError::UnexpectedResponse(_)) => Default::default(),
+            Err(e) => return Err(connect_error(format!("FEAT: {}", describe(&e)))),
+        };
         let offers = |name: &str| features.keys().any(|k| k.eq_ignore_ascii_case(name));
         let mlsd = match endpoint.listing {
             Listing::Auto => offers("MLST") || offers("MLSD"),
@@ -406,7 +457,7 @@ impl Connection {
         if !endpoint.folder.is_empty() && endpoint.folder != "." {
             within(timeout, ftp.cwd(endpoint.folder.as_str()))
                 .await
-                .map_err(transfer("change to folder", &endpoint.folder))?;
+                .map_err(transfer("change to the configured folder", ""))?;
         }
         Ok(Connection {
             endpoint: endpoint.clone(),
@@ -414,18 +465,19 @@ impl Connection {
             timeout,
             mlsd,
             mdtm,
+            abandoned: false,
         })
     }
 
     /// Regular files in the endpoint's folder.
     pub async fn list(&mut self) -> Result<Vec<RemoteFile>, RemoteError> {
-        let folder = self.endpoint.folder.clone();
+        let timeout = self.timeout;
         let mut unreadable = 0;
         let mut files = Vec::new();
         if self.mlsd {
-            let lines = within(self.timeout, self.ftp.mlsd(None))
+            let lines = step(timeout, &mut self.abandoned, self.ftp.mlsd(None))
                 .await
-                .map_err(transfer("list (MLSD)", &folder))?;
+                .map_err(transfer("list the folder (MLSD)", ""))?;
             for line in &lines {
                 match ListParser::parse_mlsd(line) {
                     Ok(file) if file.is_file() => files.push(remote_file(&file)),
@@ -434,9 +486,9 @@ impl Connection {
                 }
             }
         } else {
-            let lines = within(self.timeout, self.ftp.list(None))
+            let lines = step(timeout, &mut self.abandoned, self.ftp.list(None))
                 .await
-                .map_err(transfer("list (LIST)", &folder))?;
+                .map_err(transfer("list the folder (LIST)", ""))?;
             for line in &lines {
                 match parse_list_line(line) {
                     Some(Listed::File(file)) => files.push(file),
@@ -445,18 +497,27 @@ impl Connection {
                 }
             }
             if self.mdtm {
-                // LIST times are to the minute at best; MDTM gives seconds.
-                for file in &mut files {
-                    if let Ok(time) = within(self.timeout, self.ftp.mdtm(file.name.as_str())).await
-                    {
-                        file.mtime = seconds(time);
+                // LIST times are to the minute at best, and change form after
+                // six months; MDTM gives seconds. A file whose MDTM fails is
+                // left out this time rather than given a time of another kind.
+                let mut timed = Vec::with_capacity(files.len());
+                for mut file in files {
+                    let asked = self.ftp.mdtm(file.name.as_str());
+                    match step(timeout, &mut self.abandoned, asked).await {
+                        Ok(time) => {
+                            file.mtime = seconds(time);
+                            timed.push(file);
+                        }
+                        Err(FtpError::UnexpectedResponse(_)) => {}
+                        Err(e) => return Err(transfer("read modification times", &file.name)(e)),
                     }
                 }
+                files = timed;
             }
         }
         if unreadable > 0 {
             // Names are not logged: they may carry patient identifiers.
-            tracing::warn!(host = %self.endpoint.host, folder = %folder, lines = unreadable, "listing lines that could not be read were skipped");
+            tracing::warn!(host = %self.endpoint.host, lines = unreadable, "listing lines that could not be read were skipped");
         }
         Ok(files)
     }
@@ -464,21 +525,22 @@ impl Connection {
     /// Downloads `name` into `local` (created, fsynced); returns the bytes written.
     pub async fn download(&mut self, name: &str, local: &Path) -> Result<u64, RemoteError> {
         let timeout = self.timeout;
-        let mut stream = within(timeout, self.ftp.retr_as_stream(name))
+        let mut stream = step(timeout, &mut self.abandoned, self.ftp.retr_as_stream(name))
             .await
             .map_err(transfer("download", name))?;
         let mut output = super::LocalCopy::create(local).await?;
         let mut buffer = vec![0u8; 256 * 1024];
         let mut total = 0u64;
         loop {
-            let n = within(timeout, async {
+            let read = async {
                 stream
                     .read(&mut buffer)
                     .await
                     .map_err(FtpError::ConnectionError)
-            })
-            .await
-            .map_err(transfer("read", name))?;
+            };
+            let n = step(timeout, &mut self.abandoned, read)
+                .await
+                .map_err(transfer("download", name))?;
             if n == 0 {
                 break;
             }
@@ -487,25 +549,29 @@ impl Connection {
         }
         // The data connection closing is not proof of a whole file: only
         // the server's 226 is.
-        within(timeout, stream.finish())
+        step(timeout, &mut self.abandoned, stream.finish())
             .await
-            .map_err(transfer("finish download of", name))?;
+            .map_err(transfer("finish a download", name))?;
         output.finish().await?;
         Ok(total)
     }
 
     pub async fn remove(&mut self, name: &str) -> Result<(), RemoteError> {
-        within(self.timeout, self.ftp.rm(name))
+        step(self.timeout, &mut self.abandoned, self.ftp.rm(name))
             .await
-            .map_err(transfer("remove", name))
+            .map_err(transfer("remove a file", name))
     }
 
     /// Moves `name` into `folder` (relative to the endpoint's folder unless absolute).
     pub async fn move_to(&mut self, name: &str, folder: &str) -> Result<(), RemoteError> {
         let to = format!("{}/{name}", folder.trim_end_matches('/'));
-        within(self.timeout, self.ftp.rename(name, to.as_str()))
-            .await
-            .map_err(transfer("move to", &to))
+        step(
+            self.timeout,
+            &mut self.abandoned,
+            self.ftp.rename(name, to.as_str()),
+        )
+        .await
+        .map_err(transfer("move a file aside", name))
     }
 
     /// Uploads under a temporary name, checks the size, then renames to
@@ -515,48 +581,72 @@ impl Connection {
         let temporary = format!(".{name}.part");
         let mut input = tokio::fs::File::open(local).await?;
         let size = input.metadata().await?.len();
-        let mut stream = within(timeout, self.ftp.put_with_stream(temporary.as_str()))
-            .await
-            .map_err(transfer("upload", &temporary))?;
+        let mut stream = step(
+            timeout,
+            &mut self.abandoned,
+            self.ftp.put_with_stream(temporary.as_str()),
+        )
+        .await
+        .map_err(transfer("upload", name))?;
         let mut buffer = vec![0u8; 256 * 1024];
         loop {
             let n = input.read(&mut buffer).await?;
             if n == 0 {
                 break;
             }
-            within(timeout, async {
+            let write = async {
                 stream
                     .write_all(&buffer[..n])
                     .await
                     .map_err(FtpError::ConnectionError)
-            })
-            .await
-            .map_err(transfer("write", &temporary))?;
+            };
+            step(timeout, &mut self.abandoned, write)
+                .await
+                .map_err(transfer("upload", name))?;
         }
-        within(timeout, stream.finish())
+        step(timeout, &mut self.abandoned, stream.finish())
             .await
-            .map_err(transfer("finish upload of", &temporary))?;
+            .map_err(transfer("finish an upload", name))?;
         let held = self.size_of(&temporary).await?;
         if held != size {
-            let _ = within(timeout, self.ftp.rm(temporary.as_str())).await;
+            let _ = step(
+                timeout,
+                &mut self.abandoned,
+                self.ftp.rm(temporary.as_str()),
+            )
+            .await;
             return Err(RemoteError::SizeMismatch {
-                path: temporary,
+                operation: "upload",
                 local: size,
                 remote: held,
             });
         }
-        if let Err(e) = within(timeout, self.ftp.rename(temporary.as_str(), name)).await {
+        let renamed = step(
+            timeout,
+            &mut self.abandoned,
+            self.ftp.rename(temporary.as_str(), name),
+        )
+        .await;
+        if let Err(e) = renamed {
             // Some servers (IIS among them) will not rename over an existing
-            // file: a delivery replaces it.
-            if !refused_as(&e, Status::FileUnavailable) {
-                return Err(transfer("rename to", name)(e));
+            // file. Only then is the old one removed: a delivery replaces it.
+            let target_exists = refused_as(&e, Status::FileUnavailable)
+                && step(timeout, &mut self.abandoned, self.ftp.size(name))
+                    .await
+                    .is_ok();
+            if !target_exists {
+                return Err(transfer("rename an upload to its final name", name)(e));
             }
-            within(timeout, self.ftp.rm(name))
+            step(timeout, &mut self.abandoned, self.ftp.rm(name))
                 .await
-                .map_err(transfer("replace", name))?;
-            within(timeout, self.ftp.rename(temporary.as_str(), name))
-                .await
-                .map_err(transfer("rename to", name))?;
+                .map_err(transfer("replace an earlier delivery", name))?;
+            step(
+                timeout,
+                &mut self.abandoned,
+                self.ftp.rename(temporary.as_str(), name),
+            )
+            .await
+            .map_err(transfer("rename an upload to its final name", name))?;
         }
         Ok(size)
     }
@@ -564,27 +654,31 @@ impl Connection {
     /// A file's size by `SIZE`, or from a listing of just that file where
     /// the server lacks it (named, so a dot-file is listed too).
     async fn size_of(&mut self, name: &str) -> Result<u64, RemoteError> {
-        match within(self.timeout, self.ftp.size(name)).await {
+        let timeout = self.timeout;
+        match step(timeout, &mut self.abandoned, self.ftp.size(name)).await {
             Ok(size) => Ok(size as u64),
-            Err(e @ FtpError::ConnectionError(_)) => Err(transfer("size of", name)(e)),
-            Err(_) => {
-                let lines = within(self.timeout, self.ftp.list(Some(name)))
+            Err(FtpError::UnexpectedResponse(_)) => {
+                let lines = step(timeout, &mut self.abandoned, self.ftp.list(Some(name)))
                     .await
-                    .map_err(transfer("list", name))?;
-                Ok(lines
+                    .map_err(transfer("check the size of an upload", name))?;
+                lines
                     .iter()
                     .find_map(|line| match parse_list_line(line) {
                         Some(Listed::File(file)) => Some(file.size),
                         _ => None,
                     })
-                    .unwrap_or(0))
+                    .ok_or(RemoteError::Refused {
+                        operation: "check the size of an upload",
+                        message: "the server answers neither SIZE nor a readable LIST".into(),
+                    })
             }
+            Err(e) => Err(transfer("check the size of an upload", name)(e)),
         }
     }
 
-    /// Says goodbye; errors do not matter any more.
+    /// Says goodbye, unless the session was abandoned.
     pub async fn close(mut self) {
-        let _ = within(self.timeout, self.ftp.quit()).await;
+        let _ = step(self.timeout, &mut self.abandoned, self.ftp.quit()).await;
     }
 }
 

@@ -78,12 +78,21 @@ impl Connection {
         })
     }
 
-    /// Regular files in the endpoint's folder.
+    /// Regular files in the endpoint's folder, with plain names only.
     pub async fn list(&mut self) -> Result<Vec<RemoteFile>, RemoteError> {
-        match self {
-            Connection::Sftp(c) => c.list().await,
-            Connection::Ftp(c) => c.list().await,
+        let mut files = match self {
+            Connection::Sftp(c) => c.list().await?,
+            Connection::Ftp(c) => c.list().await?,
+        };
+        let before = files.len();
+        files.retain(|f| is_plain_name(&f.name));
+        if files.len() < before {
+            tracing::warn!(
+                entries = before - files.len(),
+                "the server listed names with path separators or `..`; they are ignored"
+            );
         }
+        Ok(files)
     }
 
     /// Downloads `name` into `local` (created, fsynced); returns the bytes
@@ -228,20 +237,54 @@ pub enum RemoteError {
     },
     #[error("key {path}: {message}")]
     Key { path: String, message: String },
-    #[error("{operation} {path}: {message}")]
+    // File names never appear in these messages: they are logged and kept
+    // as a source's last error, and names may carry patient identifiers.
+    #[error("{operation} failed: {message}")]
     Transfer {
         operation: &'static str,
-        path: String,
         message: String,
     },
-    #[error("uploaded {path} but the server holds {remote} bytes, not {local}")]
+    /// The server refused an operation on one file; others may still work.
+    #[error("the server refused to {operation}: {message}")]
+    Refused {
+        operation: &'static str,
+        message: String,
+    },
+    #[error("{operation}: the file has {local} bytes here but {remote} on the server")]
     SizeMismatch {
-        path: String,
+        operation: &'static str,
         local: u64,
         remote: u64,
     },
-    #[error("{0}")]
+    #[error("local disk: {0}")]
     Local(#[from] std::io::Error),
+}
+
+impl RemoteError {
+    /// About one file only: the poll goes on with the others.
+    pub fn is_about_one_file(&self) -> bool {
+        matches!(
+            self,
+            RemoteError::Refused { .. } | RemoteError::SizeMismatch { .. }
+        )
+    }
+}
+
+/// A server's message with a file's name taken out.
+pub(crate) fn without_name(message: String, name: &str) -> String {
+    if name.is_empty() {
+        message
+    } else {
+        message.replace(name, "<file>")
+    }
+}
+
+/// Whether a listed name can only mean a file in the listed folder: no
+/// separators, no `.`/`..`, no NUL. A server offering any other is not
+/// followed (a name such as `/etc/passwd` or `../x` would lead a download
+/// out of its staging folder).
+pub(crate) fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
 }
 
 /// Exponential backoff with jitter between attempts, capped.
@@ -276,6 +319,25 @@ fn splitmix(mut x: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_plain_names_are_followed() {
+        for name in ["news2_a.csv", "name with spaces.csv", ".hidden", "a..b"] {
+            assert!(is_plain_name(name), "{name}");
+        }
+        for name in ["", ".", "..", "../x", "/etc/passwd", "a/b", "a\\b", "a\0b"] {
+            assert!(!is_plain_name(name), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn server_messages_lose_the_file_name() {
+        let message = "550 news2_9434765919.csv: Permission denied".to_string();
+        assert_eq!(
+            without_name(message, "news2_9434765919.csv"),
+            "550 <file>: Permission denied"
+        );
+    }
 
     #[test]
     fn backoff_grows_to_its_cap_with_bounded_jitter() {

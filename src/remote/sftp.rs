@@ -71,15 +71,30 @@ pub struct Connection {
     sftp: SftpSession,
 }
 
+/// Maps an SFTP error; `name` (a file name, or a folder from the config)
+/// is taken out of the server's message.
 fn transfer(
     operation: &'static str,
-    path: &str,
+    name: &str,
 ) -> impl FnOnce(russh_sftp::client::error::Error) -> RemoteError {
-    let path = path.to_string();
+    let name = name.to_string();
+    move |e| {
+        let refused = matches!(e, russh_sftp::client::error::Error::Status(_));
+        let message = super::without_name(e.to_string(), &name);
+        if refused {
+            RemoteError::Refused { operation, message }
+        } else {
+            RemoteError::Transfer { operation, message }
+        }
+    }
+}
+
+/// An I/O error on an open remote file: the connection, not the file.
+fn io_failure(operation: &'static str, name: &str) -> impl FnOnce(std::io::Error) -> RemoteError {
+    let name = name.to_string();
     move |e| RemoteError::Transfer {
         operation,
-        path,
-        message: e.to_string(),
+        message: super::without_name(e.to_string(), &name),
     }
 }
 
@@ -164,7 +179,9 @@ impl Connection {
             .map_err(connect_error)?;
         let sftp = SftpSession::new(channel.into_stream())
             .await
-            .map_err(transfer("start SFTP on", &endpoint.address()))?;
+            .map_err(transfer("start SFTP", ""))?;
+        // Every request, not just the connect, within the configured time.
+        sftp.set_timeout(timeout.as_secs().max(1));
         Ok(Connection {
             endpoint: endpoint.clone(),
             _ssh: ssh,
@@ -212,11 +229,7 @@ impl Connection {
             let n = remote
                 .read(&mut buffer)
                 .await
-                .map_err(|e| RemoteError::Transfer {
-                    operation: "read",
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
+                .map_err(io_failure("read", &path))?;
             if n == 0 {
                 break;
             }
@@ -271,17 +284,12 @@ impl Connection {
             remote
                 .write_all(&buffer[..n])
                 .await
-                .map_err(|e| RemoteError::Transfer {
-                    operation: "write",
-                    path: temporary.clone(),
-                    message: e.to_string(),
-                })?;
+                .map_err(io_failure("write", &temporary))?;
         }
-        remote.shutdown().await.map_err(|e| RemoteError::Transfer {
-            operation: "close",
-            path: temporary.clone(),
-            message: e.to_string(),
-        })?;
+        remote
+            .shutdown()
+            .await
+            .map_err(io_failure("close", &temporary))?;
         let held = self
             .sftp
             .metadata(temporary.clone())
@@ -292,7 +300,7 @@ impl Connection {
         if held != size {
             let _ = self.sftp.remove_file(temporary.clone()).await;
             return Err(RemoteError::SizeMismatch {
-                path: temporary,
+                operation: "upload",
                 local: size,
                 remote: held,
             });

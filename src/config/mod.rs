@@ -852,12 +852,11 @@ impl Checker<'_> {
     ) -> Option<RemoteSource> {
         let endpoint = self.endpoint(name, &raw.kind, raw::take_login!(raw), base);
         let schedule = match (raw.poll_interval, raw.poll_cron) {
-            (Some(interval), Some(cron)) => {
+            (Some(_), Some(cron)) => {
                 self.at(
                     &cron,
                     format!("source `{name}`: set `poll_interval` or `poll_cron`, not both"),
                 );
-                let _ = interval;
                 None
             }
             (interval, None) => {

@@ -124,7 +124,16 @@ impl Poller {
     /// Takes every file that is complete now.
     async fn take_complete(&mut self, connection: &mut Connection) -> Result<(), RemoteError> {
         let settings = &self.settings;
-        let listing = connection.list().await?;
+        let listing = connection
+            .list(|name| {
+                !is_temporary_name(name)
+                    && (settings.patterns.is_match(name)
+                        || settings
+                            .done_marker
+                            .as_ref()
+                            .is_some_and(|s| name.ends_with(s.as_str())))
+            })
+            .await?;
         let markers: Vec<&str> = match &settings.done_marker {
             Some(suffix) => listing
                 .iter()
@@ -135,8 +144,8 @@ impl Poller {
         let now = Instant::now();
         let mut ready = Vec::new();
         for file in &listing {
-            if is_temporary_name(&file.name)
-                || !settings.patterns.is_match(&file.name)
+            // Markers are listed to be seen, not taken.
+            if !settings.patterns.is_match(&file.name)
                 || settings
                     .done_marker
                     .as_ref()

@@ -469,8 +469,11 @@ impl Connection {
         })
     }
 
-    /// Regular files in the endpoint's folder.
-    pub async fn list(&mut self) -> Result<Vec<RemoteFile>, RemoteError> {
+    /// Regular files in the endpoint's folder whose names are `wanted`.
+    pub async fn list(
+        &mut self,
+        mut wanted: impl FnMut(&str) -> bool + Send,
+    ) -> Result<Vec<RemoteFile>, RemoteError> {
         let timeout = self.timeout;
         let mut unreadable = 0;
         let mut files = Vec::new();
@@ -480,7 +483,9 @@ impl Connection {
                 .map_err(transfer("list the folder (MLSD)", ""))?;
             for line in &lines {
                 match ListParser::parse_mlsd(line) {
-                    Ok(file) if file.is_file() => files.push(remote_file(&file)),
+                    Ok(file) if file.is_file() && wanted(file.name()) => {
+                        files.push(remote_file(&file))
+                    }
                     Ok(_) => {}
                     Err(_) => unreadable += 1,
                 }
@@ -491,8 +496,8 @@ impl Connection {
                 .map_err(transfer("list the folder (LIST)", ""))?;
             for line in &lines {
                 match parse_list_line(line) {
-                    Some(Listed::File(file)) => files.push(file),
-                    Some(Listed::Other) => {}
+                    Some(Listed::File(file)) if wanted(&file.name) => files.push(file),
+                    Some(_) => {}
                     None => unreadable += 1,
                 }
             }

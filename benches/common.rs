@@ -1,13 +1,13 @@
 //! What the benchmarks share: options, scratch space, input files.
 
-use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
+use dropgate::land::hex;
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
@@ -47,6 +47,17 @@ impl Options {
         ensure!(options.size_mib > 0, "--size-mib must be at least 1");
         ensure!(options.small_files > 0, "--small-files must be at least 1");
         Ok(options)
+    }
+}
+
+/// A benchmark's exit: a failure is said, not panicked.
+pub fn exit_code(outcome: Result<()>) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("benchmark failed: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -126,11 +137,4 @@ pub fn sync() -> Result<()> {
 
 pub fn mb_per_s(bytes: u64, wall: Duration) -> f64 {
     bytes as f64 / 1e6 / wall.as_secs_f64()
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }

@@ -49,13 +49,7 @@ const SMALL_FILE_BYTES: u64 = 4096;
 const TARGET_SHARE: f64 = 0.8;
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("benchmark failed: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    common::exit_code(run())
 }
 
 fn run() -> Result<()> {

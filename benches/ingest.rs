@@ -16,6 +16,9 @@
 //! the numbers describe what users get. Progress goes to stderr, the report to
 //! stdout. Missed targets are reported, not fatal; a file that does not load is.
 
+#[allow(dead_code)]
+mod common;
+
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -31,6 +34,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use tempfile::TempDir;
 
+use common::progress;
 use dropgate::domain::news2::{self, Consciousness, ObservationSet};
 use dropgate::ledger::{Ledger, SystemClock};
 use dropgate::map::{Code, Vital};
@@ -54,13 +58,7 @@ const DAEMON_START_TIMEOUT: Duration = Duration::from_secs(30);
 const DAEMON_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("benchmark failed: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    common::exit_code(run())
 }
 
 fn run() -> Result<()> {
@@ -193,10 +191,6 @@ impl Options {
         ensure!(options.small_files > 0, "--small-files must be at least 1");
         Ok(options)
     }
-}
-
-fn progress(message: impl std::fmt::Display) {
-    eprintln!("· {message}");
 }
 
 // ---------------------------------------------------------------------------

@@ -68,13 +68,7 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(300);
 const SESSION_TIMEOUT: Duration = Duration::from_secs(1800);
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("benchmark failed: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    common::exit_code(run())
 }
 
 fn run() -> Result<()> {

@@ -3,8 +3,6 @@
 use std::fs;
 use std::time::Duration;
 
-use sha2::Digest;
-
 use crate::ftpd::{Ftpd, ImplicitFtps, USER};
 use crate::harness::*;
 
@@ -44,13 +42,6 @@ fn pushing(server: &Ftpd, tls: &str) -> String {
 
 fn loaded(d: &Deployment) -> i64 {
     d.count("SELECT count(*) FROM files WHERE state = 'loaded'")
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 #[test]
@@ -145,7 +136,7 @@ fn ftps_push_uploads_under_a_temporary_name_then_renames() {
     let d = Deployment::with_config(&pushing(&server, &pinned));
     let body = news2_csv(5000, 50, 0).replace('\n', "\r\n");
     let file = d.write_input("export.csv", body.as_bytes());
-    let out = d.dg(&["push", "--destination", "partner", file.to_str().unwrap()]);
+    let out = d.push("partner", &file);
     assert!(
         out.status.success(),
         "{}{}",
@@ -163,7 +154,7 @@ fn ftps_push_uploads_under_a_temporary_name_then_renames() {
         "no temporary file left behind"
     );
     // Pushing again replaces it.
-    let out = d.dg(&["push", "--destination", "partner", file.to_str().unwrap()]);
+    let out = d.push("partner", &file);
     assert!(out.status.success(), "{}", text(&out.stdout));
     let events = d.count("SELECT count(*) FROM delivery_events WHERE event = 'delivered'");
     assert_eq!(events, 2);
@@ -181,7 +172,7 @@ fn a_certificate_neither_trusted_nor_pinned_is_refused_with_its_fingerprint() {
     );
     let d = Deployment::with_config(&pushing(&server, &untrusted));
     let file = d.write_input("export.csv", b"a,b\r\n");
-    let out = d.dg(&["push", "--destination", "partner", file.to_str().unwrap()]);
+    let out = d.push("partner", &file);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let said = text(&out.stdout) + &text(&out.stderr);
     assert!(said.contains("TLS certificate of 127.0.0.1"), "{said}");
@@ -201,7 +192,7 @@ fn a_certificate_neither_trusted_nor_pinned_is_refused_with_its_fingerprint() {
     );
     let d = Deployment::with_config(&pushing(&server, &wrong_pin));
     let file = d.write_input("export.csv", b"a,b\r\n");
-    let out = d.dg(&["push", "--destination", "partner", file.to_str().unwrap()]);
+    let out = d.push("partner", &file);
     assert_eq!(out.status.code(), Some(1));
     let said = text(&out.stdout) + &text(&out.stderr);
     assert!(said.contains(&fingerprint), "{said}");
@@ -321,7 +312,7 @@ fn push_works_in_active_and_extended_passive_modes() {
         let d = Deployment::with_config(&pushing(&server, &tls));
         let name = format!("export_{mode}.csv");
         let file = d.write_input(&name, b"a,b\r\n1,2\r\n");
-        let out = d.dg(&["push", "--destination", "partner", file.to_str().unwrap()]);
+        let out = d.push("partner", &file);
         assert!(
             out.status.success(),
             "{mode}: {}{}",
@@ -382,7 +373,7 @@ fn implicit_ftps_pull_and_push() {
         !server.home().join("outgoing/news2_i.csv").exists()
     });
     let file = d.write_input("export.csv", body.as_bytes());
-    let out = d.dg(&["push", "--destination", "partner", file.to_str().unwrap()]);
+    let out = d.push("partner", &file);
     assert!(
         out.status.success(),
         "{}{}",

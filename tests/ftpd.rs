@@ -11,7 +11,7 @@ use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::sshd::{command_output, free_port, signal_tree};
@@ -209,26 +209,39 @@ impl Ftpd {
             .stderr(Stdio::null())
             .process_group(0);
         let mut child = command.spawn().expect("start pure-ftpd");
-        let start = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
+        match wait_listening(&mut child, self.port, "pure-ftpd") {
+            Ok(()) => {
+                self.child = Some(child);
+                true
+            }
+            Err(status) => {
                 assert!(
                     status.code() != Some(252),
                     "pure-ftpd refused its configuration (exit 252)"
                 );
-                return false;
+                false
             }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                self.child = Some(child);
-                return true;
-            }
-            if start.elapsed() > START_TIMEOUT {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("pure-ftpd did not listen on port {}", self.port);
-            }
-            std::thread::sleep(Duration::from_millis(10));
         }
+    }
+}
+
+/// Waits until `child` accepts connections on `port`; its exit status if it
+/// exits first (the port was taken, or it refused to start).
+fn wait_listening(child: &mut Child, port: u16, what: &str) -> Result<(), ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Err(status);
+        }
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        if start.elapsed() > START_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not listen on port {port} within {START_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -378,19 +391,9 @@ impl ImplicitFtps {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("python3 with pyftpdlib and pyopenssl (scripts/test installs them)");
-            let start = Instant::now();
-            loop {
-                if child.try_wait().unwrap().is_some() {
-                    break; // the port was taken, or pyftpdlib is missing
-                }
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return ImplicitFtps { dir, port, child };
-                }
-                assert!(
-                    start.elapsed() < START_TIMEOUT,
-                    "pyftpdlib did not listen on port {port}"
-                );
-                std::thread::sleep(Duration::from_millis(20));
+            // An exit means the port was taken, or pyftpdlib is missing.
+            if wait_listening(&mut child, port, "pyftpdlib").is_ok() {
+                return ImplicitFtps { dir, port, child };
             }
         }
         panic!("the implicit FTPS server did not start (are pyftpdlib and pyopenssl installed?)");

@@ -93,6 +93,11 @@ impl Deployment {
         out
     }
 
+    /// `dropgate push --destination DESTINATION FILE`.
+    pub fn push(&self, destination: &str, file: &Path) -> Output {
+        self.dg(&["push", "--destination", destination, file.to_str().unwrap()])
+    }
+
     pub fn ingest(&self, files: &[&Path]) -> Output {
         let mut args = vec!["ingest", "--source", "demo-carehome-drop"];
         let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
@@ -341,4 +346,10 @@ pub fn file_names(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// SHA-256 as the ledger shows it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    dropgate::land::hex(&sha2::Sha256::digest(bytes))
 }

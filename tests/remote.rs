@@ -163,7 +163,7 @@ fn push_delivers_to_a_real_server_under_a_temporary_name() {
     let d = Deployment::with_config(&config);
     let body = news2_csv(5000, 50, 0).replace('\n', "\r\n");
     let file = d.write_input("export.csv", body.as_bytes());
-    let out = d.dg(&["push", "--destination", "partner", file.to_str().unwrap()]);
+    let out = d.push("partner", &file);
     assert!(
         out.status.success(),
         "{}{}",
@@ -181,6 +181,6 @@ fn push_delivers_to_a_real_server_under_a_temporary_name() {
         "no temporary file left behind"
     );
     // Pushing again replaces it.
-    let out = d.dg(&["push", "--destination", "partner", file.to_str().unwrap()]);
+    let out = d.push("partner", &file);
     assert!(out.status.success(), "{}", text(&out.stdout));
 }

@@ -85,15 +85,10 @@ fn an_upload_is_received_before_the_client_is_told_it_succeeded() {
     assert_eq!(files[0]["partner"], "demo-carehome");
     assert_eq!(files[0]["name"], "news2_up.csv.age");
     // Hashed while it was written: the same as the sender's copy.
-    let expected = {
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(fs::read(&encrypted).unwrap());
-        digest
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
-    assert_eq!(files[0]["sha256"], expected);
+    assert_eq!(
+        files[0]["sha256"],
+        sha256_hex(&fs::read(&encrypted).unwrap())
+    );
     wait_for("the upload to load", Duration::from_secs(10), || {
         d.count("SELECT count(*) FROM files WHERE state = 'loaded'") == 1
     });
@@ -169,17 +164,9 @@ fn an_interrupted_upload_can_be_resumed() {
     });
     assert_eq!(d.files()[0]["rows_loaded"], 200);
     assert_eq!(d.files()[0]["size"], body.len());
-    let expected = {
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(body.as_bytes());
-        digest
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
     assert_eq!(
         d.files()[0]["sha256"],
-        expected,
+        sha256_hex(body.as_bytes()),
         "a resumed upload is hashed whole"
     );
 }
@@ -332,7 +319,7 @@ fn push_uploads_under_a_temporary_name_then_renames() {
     let config = fast(SHIPPED_CONFIG) + &loopback_destination(daemon.sftp_port(), &host_key);
     d.write_config(&config);
     let plain = d.write_input("news2_push.csv", news2_csv(4, 2, 0).as_bytes());
-    let out = d.dg(&["push", "--destination", "loopback", plain.to_str().unwrap()]);
+    let out = d.push("loopback", &plain);
     assert!(
         out.status.success(),
         "{}{}",
@@ -359,7 +346,7 @@ fn push_refuses_a_server_whose_host_key_is_not_the_pinned_one() {
     let wrong = public_key_line(&d.path("other_host.pub"));
     d.write_config(&(fast(SHIPPED_CONFIG) + &loopback_destination(daemon.sftp_port(), &wrong)));
     let plain = d.write_input("news2_pin.csv", news2_csv(1, 1, 0).as_bytes());
-    let out = d.dg(&["push", "--destination", "loopback", plain.to_str().unwrap()]);
+    let out = d.push("loopback", &plain);
     assert_eq!(out.status.code(), Some(1));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("does not match the pinned key"), "{stdout}");
@@ -382,7 +369,7 @@ fn push_retries_with_backoff_then_gives_up() {
     let host_key = public_key_line(&d.path("config/keys/ssh_host_ed25519.pub"));
     d.write_config(&(fast(SHIPPED_CONFIG) + &loopback_destination(port, &host_key)));
     let plain = d.write_input("news2_retry.csv", news2_csv(1, 1, 0).as_bytes());
-    let out = d.dg(&["push", "--destination", "loopback", plain.to_str().unwrap()]);
+    let out = d.push("loopback", &plain);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     assert_eq!(
         delivery_events(&d),

@@ -105,16 +105,20 @@ impl Verifier {
 
     /// Trusts the system's certificate authorities.
     pub fn system() -> Result<Verifier, String> {
-        let found = rustls_native_certs::load_native_certs();
-        let mut roots = RootCertStore::empty();
-        roots.add_parsable_certificates(found.certs);
+        // Read from disk once per process, however many endpoints use it.
+        static SYSTEM_ROOTS: std::sync::OnceLock<RootCertStore> = std::sync::OnceLock::new();
+        let roots = SYSTEM_ROOTS.get_or_init(|| {
+            let mut roots = RootCertStore::empty();
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            roots
+        });
         if roots.is_empty() {
             return Err(
                 "no system certificate authorities found; set `ca_file` or `certificate_fingerprint`"
                     .into(),
             );
         }
-        Self::from_roots(roots)
+        Self::from_roots(roots.clone())
     }
 
     /// Accepts only the certificate with this SHA-256 fingerprint.

@@ -414,3 +414,36 @@ fn a_file_the_server_refuses_holds_up_no_other_and_is_never_named() {
     assert!(locked.exists());
     assert_eq!(d.count("SELECT count(*) FROM files"), 1);
 }
+
+#[test]
+fn a_wrong_password_is_refused_at_once_and_said_plainly() {
+    let server = Ftpd::tls();
+    server.folder("incoming");
+    let d = Deployment::with_config(&pushing(&server, &ca(&server)));
+    let wrong = d.write_input("wrong-password", b"not the password\n");
+    // pure-ftpd holds back a refused login for 3-8 s.
+    d.write_config(
+        &pushing(&server, &ca(&server))
+            .replace(
+                &server.password_file().display().to_string(),
+                &wrong.display().to_string(),
+            )
+            .replace("timeout = \"5s\"", "timeout = \"15s\""),
+    );
+    fs::set_permissions(&wrong, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let file = d.write_input("export.csv", b"a,b\r\n");
+    let out = d.push("partner", &file);
+    assert_eq!(out.status.code(), Some(1));
+    let said = text(&out.stdout) + &text(&out.stderr);
+    assert!(
+        said.contains("refused the login of `carehome` with the configured password"),
+        "{said}"
+    );
+    assert!(!said.contains("not the password"), "{said}");
+    assert_eq!(
+        d.count("SELECT count(*) FROM delivery_events WHERE event = 'attempt_failed'"),
+        0,
+        "a refused login is not retried"
+    );
+    assert!(!server.home().join("incoming/export.csv").exists());
+}

@@ -428,6 +428,12 @@ impl Connection {
                     with: "password",
                 });
             }
+            Err(FtpError::ConnectionError(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                // Many servers hold back a refusal for seconds to slow guessing.
+                return Err(connect_error(format!(
+                    "no answer to the login within {timeout:?}; a server delays refused logins, so check `user` and the password, or allow a longer `timeout`"
+                )));
+            }
             Err(e) => return Err(connect_error(describe(&e))),
         }
         within(timeout, ftp.transfer_type(FileType::Binary))

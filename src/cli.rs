@@ -340,7 +340,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             ledger.replay(id)?;
             let processor = Processor::new(config.clone(), identity);
             let file = ledger.file(id)?;
-            let done = processor.process_batch(&mut ledger, vec![file], &AtomicBool::new(false))?;
+            let done = processor.process(&mut ledger, vec![file], &AtomicBool::new(false))?;
             let file = ledger.file(id)?;
             if done.is_empty() {
                 println!("{id}: queued; the running daemon took it ({})", file.state);
@@ -421,7 +421,7 @@ fn ingest(config: Arc<Config>, source_name: &str, paths: &[PathBuf]) -> anyhow::
         .map(|id| ledger.file(*id))
         .collect::<Result<Vec<_>, _>>()?;
     let processor = Processor::new(config.clone(), identity);
-    processor.process_batch(&mut ledger, files, &AtomicBool::new(false))?;
+    processor.process(&mut ledger, files, &AtomicBool::new(false))?;
     let mut finished = Vec::new();
     for id in ids {
         let file = ledger.file(id)?;

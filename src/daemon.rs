@@ -291,8 +291,10 @@ fn process_until_stopped(
 ) {
     while !stop.load(Ordering::SeqCst) {
         if let Err(e) = processor.drain(&mut ledger, stop) {
+            // Not a file's fault (those are counted and quarantined): the
+            // disk or the database. Waiting may cure it; shutdown wakes it.
             tracing::error!(error = %e, "processing failed; retrying in 5s");
-            std::thread::sleep(Duration::from_secs(5));
+            let _ = wake.recv_timeout(Duration::from_secs(5));
             continue;
         }
         // Also wakes once a second for files queued by other processes (`replay`).

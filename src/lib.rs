@@ -18,4 +18,5 @@ pub mod receive;
 pub mod remote;
 pub mod schedule;
 pub mod spool;
+pub mod text;
 pub mod validate;

@@ -9,6 +9,13 @@
 //! ledger: a reader thread decrypts, validates and maps while the calling
 //! thread loads, so the two overlap; both are bounded, so memory does not grow
 //! with file size.
+//!
+//! The ledger's write lock is held only while there is something to write:
+//! a large file is read until its first rows are ready before its
+//! transaction begins, so a file that is slow to read (or yields nothing)
+//! never holds up landings. A file whose processing keeps failing is
+//! quarantined as `internal_error` after [`MAX_FAILURES`] attempts, so it
+//! can never hold up the files behind it.
 
 use std::fs::File;
 use std::sync::Arc;
@@ -24,6 +31,7 @@ use crate::ledger::{Batch, FileRow, FileState, Ledger, LedgerError, Outcome, Rec
 use crate::load;
 use crate::map::{self, Records};
 use crate::spool::{self, Spool};
+use crate::text;
 use crate::validate::{CsvRows, Encoding, Problem, ReadError};
 
 /// Files up to this size are read whole before loading, on one thread.
@@ -36,6 +44,8 @@ const BATCHES_IN_FLIGHT: usize = 4;
 const BATCH_BYTES: u64 = 8 << 20;
 const BATCH_TIME: Duration = Duration::from_millis(50);
 const BATCH_FILES: usize = 256;
+/// Failed attempts at one file before it is quarantined as `internal_error`.
+pub const MAX_FAILURES: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
@@ -43,6 +53,42 @@ pub enum ProcessError {
     Ledger(#[from] LedgerError),
     #[error("spool: {0}")]
     Spool(#[from] std::io::Error),
+}
+
+impl ProcessError {
+    /// Whether the cause lies outside the file in hand (disk full, database
+    /// locked or unreadable): waiting may cure it, and the file is not to blame.
+    pub fn is_environmental(&self) -> bool {
+        match self {
+            ProcessError::Spool(_) => true,
+            ProcessError::Ledger(e) => e.is_environmental(),
+        }
+    }
+}
+
+/// Processing stopped on an error, while working on `file` if it is known.
+struct Stuck {
+    file_id: Option<i64>,
+    error: Box<ProcessError>,
+}
+
+impl Stuck {
+    fn on(file: &FileRow) -> impl FnOnce(ProcessError) -> Stuck {
+        let id = file.id;
+        move |error| Stuck {
+            file_id: Some(id),
+            error: Box::new(error),
+        }
+    }
+}
+
+impl<E: Into<ProcessError>> From<E> for Stuck {
+    fn from(error: E) -> Stuck {
+        Stuck {
+            file_id: None,
+            error: Box::new(error.into()),
+        }
+    }
 }
 
 /// How one file ended.
@@ -81,6 +127,18 @@ impl Drop for LandingGuard<'_> {
     }
 }
 
+/// How streaming a large file ended.
+enum Streamed {
+    /// Written and committed.
+    Done(Outcome),
+    /// Text read as UTF-8 must be read again as Windows-1252.
+    ReadAgain,
+    /// Stopped for shutdown; the file stays `received`.
+    Cancelled,
+    /// Another process settled the file meanwhile.
+    Taken,
+}
+
 /// Takes received files through decrypt, validate, map and load.
 pub struct Processor {
     config: Arc<Config>,
@@ -105,8 +163,8 @@ impl Processor {
         self.landings.clone()
     }
 
-    /// Processes received files until none is left or `stop` is set; the
-    /// batch in hand is always finished.
+    /// Processes received files until none is left or `stop` is set. A file
+    /// being read when `stop` is set is left `received`.
     pub fn drain(
         &self,
         ledger: &mut Ledger,
@@ -118,21 +176,111 @@ impl Processor {
             if pending.is_empty() {
                 break;
             }
-            done.extend(self.process_batch(ledger, pending, stop)?);
+            self.process_into(ledger, pending, stop, &mut done)?;
         }
         Ok(done)
     }
 
-    /// Processes the given files (those still `received`) in as few transactions as their sizes allow.
-    pub fn process_batch(
+    /// Processes the given files (those still `received`).
+    pub fn process(
         &self,
         ledger: &mut Ledger,
         files: Vec<FileRow>,
         stop: &AtomicBool,
     ) -> Result<Vec<Processed>, ProcessError> {
         let mut done = Vec::new();
+        self.process_into(ledger, files, stop, &mut done)?;
+        Ok(done)
+    }
+
+    /// Processes files, counting a failure against the file in hand; after
+    /// [`MAX_FAILURES`] the file is quarantined and the rest go on. Errors
+    /// that are not the file's fault (disk full, database locked) are
+    /// returned for the caller to wait on.
+    fn process_into(
+        &self,
+        ledger: &mut Ledger,
+        mut files: Vec<FileRow>,
+        stop: &AtomicBool,
+        done: &mut Vec<Processed>,
+    ) -> Result<(), ProcessError> {
+        loop {
+            let stuck = match self.process_batch(ledger, files.clone(), stop, done) {
+                Ok(()) => return Ok(()),
+                Err(stuck) => stuck,
+            };
+            let id = match stuck.file_id {
+                Some(id) if !stuck.error.is_environmental() => id,
+                _ => return Err(*stuck.error),
+            };
+            let file = ledger.file(id)?;
+            let reason = text::truncated(&stuck.error.to_string(), 200).into_owned();
+            let failures = ledger.processing_failed(file.id, &reason)?;
+            tracing::error!(file_id = file.id, failures, error = %reason, "processing a file failed");
+            if failures >= MAX_FAILURES
+                && let Some(processed) = self.give_up(ledger, &file, &reason)?
+            {
+                done.push(processed);
+            }
+            files.retain(|f| {
+                ledger
+                    .file(f.id)
+                    .is_ok_and(|now| now.state == FileState::Received)
+            });
+        }
+    }
+
+    /// Quarantines a file that processing keeps failing on.
+    fn give_up(
+        &self,
+        ledger: &mut Ledger,
+        file: &FileRow,
+        reason: &str,
+    ) -> Result<Option<Processed>, ProcessError> {
+        let outcome = rejected(
+            None,
+            "internal_error",
+            file_problem(
+                "internal_error",
+                format!(
+                    "processing failed {MAX_FAILURES} times ({reason}); the file is kept: \
+                     `dropgate replay {}` tries again",
+                    file.id
+                ),
+            ),
+        );
+        let Some(outcome) = self.write_outcome(ledger, file, outcome)? else {
+            return Ok(None);
+        };
+        let mut done = Vec::new();
+        self.settled(ledger, vec![(file.clone(), outcome)], &mut done)?;
+        Ok(done.pop())
+    }
+
+    /// Processes files in as few transactions as their sizes allow,
+    /// appending those settled to `done`.
+    fn process_batch(
+        &self,
+        ledger: &mut Ledger,
+        files: Vec<FileRow>,
+        stop: &AtomicBool,
+        done: &mut Vec<Processed>,
+    ) -> Result<(), Stuck> {
         let mut rest = files.into_iter().peekable();
-        while rest.peek().is_some() && !stop.load(Ordering::SeqCst) {
+        while let Some(next) = rest.peek() {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            if next.size > READ_WHOLE_BYTES {
+                let file = rest.next().expect("peeked");
+                let outcome = self
+                    .process_large(ledger, &file, stop)
+                    .map_err(Stuck::on(&file))?;
+                if let Some(outcome) = outcome {
+                    self.settled(ledger, vec![(file, outcome)], done)?;
+                }
+                continue;
+            }
             let mut batch = ledger.begin()?;
             let started = Instant::now();
             let mut settled = Vec::new();
@@ -140,43 +288,59 @@ impl Processor {
             // A transaction ends after a size or a time, whichever comes
             // first, or at once when a landing waits for the write lock.
             while let Some(file) = rest.next_if(|f| {
-                settled.is_empty()
-                    || (bytes + f.size <= BATCH_BYTES
-                        && started.elapsed() < BATCH_TIME
-                        && !self.landings.any())
+                f.size <= READ_WHOLE_BYTES
+                    && !stop.load(Ordering::SeqCst)
+                    && (settled.is_empty()
+                        || (bytes + f.size <= BATCH_BYTES
+                            && started.elapsed() < BATCH_TIME
+                            && !self.landings.any()))
             }) {
                 bytes += file.size;
-                if batch.state(file.id)? != FileState::Received {
-                    continue;
+                let outcome = self
+                    .process_small(&mut batch, &file, stop)
+                    .map_err(Stuck::on(&file))?;
+                if let Some(outcome) = outcome {
+                    batch
+                        .finish(file.id, &outcome)
+                        .map_err(|e| Stuck::on(&file)(e.into()))?;
+                    settled.push((file, outcome));
                 }
-                let outcome = self.process_file(&mut batch, &file)?;
-                batch.finish(file.id, &outcome)?;
-                settled.push((file, outcome));
             }
             batch.commit()?;
-            for (file, outcome) in &settled {
-                self.settle(ledger, file, outcome.state)?;
-            }
-            self.spool.sync()?;
-            for (file, outcome) in settled {
-                tracing::info!(
-                    file_id = file.id,
-                    feed = outcome.feed.as_deref().unwrap_or("-"),
-                    state = %outcome.state,
-                    reason = outcome.reason.as_deref().unwrap_or(""),
-                    records = outcome.records,
-                    "processed"
-                );
-                done.push(Processed {
-                    id: file.id,
-                    name: file.name,
-                    state: outcome.state,
-                    reason: outcome.reason,
-                    records: outcome.records,
-                });
-            }
+            self.settled(ledger, settled, done)?;
         }
-        Ok(done)
+        Ok(())
+    }
+
+    /// After the commit: payloads to their folders, then the log lines.
+    fn settled(
+        &self,
+        ledger: &Ledger,
+        settled: Vec<(FileRow, Outcome)>,
+        done: &mut Vec<Processed>,
+    ) -> Result<(), ProcessError> {
+        for (file, outcome) in &settled {
+            self.settle(ledger, file, outcome.state)?;
+        }
+        self.spool.sync()?;
+        for (file, outcome) in settled {
+            tracing::info!(
+                file_id = file.id,
+                feed = outcome.feed.as_deref().unwrap_or("-"),
+                state = %outcome.state,
+                reason = outcome.reason.as_deref().unwrap_or(""),
+                records = outcome.records,
+                "processed"
+            );
+            done.push(Processed {
+                id: file.id,
+                name: file.name,
+                state: outcome.state,
+                reason: outcome.reason,
+                records: outcome.records,
+            });
+        }
+        Ok(())
     }
 
     /// Moves a payload to the folder its state calls for, writing the
@@ -224,126 +388,173 @@ impl Processor {
         }
     }
 
-    fn process_file(&self, batch: &mut Batch<'_>, file: &FileRow) -> Result<Outcome, ProcessError> {
+    /// A small file, inside the batch's transaction: read whole, judged,
+    /// then written. `None` when it is no longer `received` or reading was
+    /// stopped.
+    fn process_small(
+        &self,
+        batch: &mut Batch<'_>,
+        file: &FileRow,
+        stop: &AtomicBool,
+    ) -> Result<Option<Outcome>, ProcessError> {
+        if batch.state(file.id)? != FileState::Received {
+            return Ok(None);
+        }
         let feed = match self.feed(file) {
             Ok(feed) => feed,
-            Err(outcome) => return Ok(*outcome),
+            Err(outcome) => return Ok(Some(*outcome)),
         };
         if let Some(first) = batch.loaded_copy(&feed.name, &file.sha256, file.id)? {
-            return Ok(Outcome {
-                state: FileState::Duplicate,
-                feed: Some(feed.name.clone()),
-                reason: None,
-                rows_read: None,
-                rows_loaded: None,
-                records: 0,
-                duplicate_of: Some(first),
-                problem_count: 0,
-                problems: Vec::new(),
-                detail: json!({ "duplicate_of": first }),
-            });
+            return Ok(Some(duplicate(feed, first)));
         }
         let Some(payload) = self.spool.received_payload(&file.spool_name) else {
-            return Ok(rejected(
-                Some(feed),
-                "payload_missing",
-                file_problem(
-                    "payload_missing",
-                    "the spool copy of this file is missing".into(),
-                ),
-            ));
+            return Ok(Some(payload_missing(feed)));
         };
         let mut encoding = feed.schema.encoding;
         loop {
-            match self.run_stages(batch, file, feed, &payload, encoding)? {
-                Some(outcome) => return Ok(outcome),
-                // Text read as UTF-8 must be read again as Windows-1252.
-                None => encoding = Encoding::Windows1252,
-            }
-        }
-    }
-
-    /// decrypt → validate → map, then load. A small file is read whole on
-    /// this thread; a larger one is read on a second thread while this one
-    /// loads, with a bounded queue between them.
-    /// `None` means the file must be read again as Windows-1252.
-    fn run_stages(
-        &self,
-        batch: &mut Batch<'_>,
-        file: &FileRow,
-        feed: &Feed,
-        payload: &std::path::Path,
-        encoding: Encoding,
-    ) -> Result<Option<Outcome>, ProcessError> {
-        if file.size <= READ_WHOLE_BYTES {
-            let mut batches = Vec::new();
-            let attempt = catch_panic(|| {
-                self.read(feed, payload, encoding, |rows| {
-                    batches.push(rows);
+            let mut rows = Vec::new();
+            let mut attempt = catch_panic(|| {
+                self.read(feed, &payload, encoding, stop, |batch| {
+                    rows.push(batch);
                     true
                 })
             });
-            return self.load(batch, file, feed, batches.into_iter(), || attempt);
-        }
-        let (tx, rx) = sync_channel::<Vec<Records>>(BATCHES_IN_FLIGHT);
-        std::thread::scope(|scope| {
-            let reader = scope
-                .spawn(move || self.read(feed, payload, encoding, |rows| tx.send(rows).is_ok()));
-            self.load(batch, file, feed, rx.into_iter(), || {
-                reader
-                    .join()
-                    .unwrap_or_else(|panic| internal_failure(&panic))
-            })
-        })
-    }
-
-    /// Writes what the reader sends, and judges the file once the reader is done.
-    ///
-    /// A file whose rows all come in one batch is judged before any row is
-    /// written, and then written or not: no savepoint is needed. A larger
-    /// file streams into a savepoint, rolled back if the file fails.
-    fn load(
-        &self,
-        batch: &mut Batch<'_>,
-        file: &FileRow,
-        feed: &Feed,
-        mut batches: impl Iterator<Item = Vec<Records>>,
-        reader_done: impl FnOnce() -> Attempt,
-    ) -> Result<Option<Outcome>, ProcessError> {
-        let first = batches.next().unwrap_or_default();
-        // Waits for the reader's next batch or its end, whichever comes.
-        let Some(second) = batches.next() else {
-            let mut attempt = reader_done();
-            if attempt.encoding_changed {
+            if attempt.cancelled {
                 return Ok(None);
             }
-            attempt.rows_loaded = first.len() as u64;
+            if attempt.encoding_changed {
+                encoding = Encoding::Windows1252;
+                continue;
+            }
+            attempt.rows_loaded = rows.iter().map(|b| b.len() as u64).sum();
             if accepts(feed, &attempt) {
                 let mut writer = RecordWriter::new(batch.connection(), file.id, &file.partner)?;
-                for records in &first {
+                for records in rows.iter().flatten() {
                     writer.write(records)?;
                 }
                 attempt.records = writer.records;
             }
             return Ok(Some(self.judge(feed, attempt)));
-        };
-        let savepoint = batch.savepoint()?;
-        let loaded = {
-            let mut writer = RecordWriter::new(&savepoint, file.id, &file.partner)?;
-            let rest = [first, second].into_iter().chain(batches);
-            load::load(rest, &mut writer)
-        };
-        let mut attempt = reader_done();
-        let loaded = loaded?;
-        attempt.rows_loaded = loaded.rows;
-        attempt.records = loaded.records;
-        if !attempt.encoding_changed && accepts(feed, &attempt) {
-            savepoint.commit().map_err(LedgerError::from)?;
-            return Ok(Some(self.judge(feed, attempt)));
         }
-        // Dropping the savepoint undoes this file's rows.
-        drop(savepoint);
-        Ok((!attempt.encoding_changed).then(|| self.judge(feed, attempt)))
+    }
+
+    /// A large file, in a transaction of its own that begins only when its
+    /// first rows are ready. Checks made before then are repeated under the
+    /// write lock.
+    fn process_large(
+        &self,
+        ledger: &mut Ledger,
+        file: &FileRow,
+        stop: &AtomicBool,
+    ) -> Result<Option<Outcome>, ProcessError> {
+        if ledger.file(file.id)?.state != FileState::Received {
+            return Ok(None);
+        }
+        let feed = match self.feed(file) {
+            Ok(feed) => feed,
+            Err(outcome) => return self.write_outcome(ledger, file, *outcome),
+        };
+        if let Some(first) = ledger.loaded_copy(&feed.name, &file.sha256, file.id)? {
+            return self.write_outcome(ledger, file, duplicate(feed, first));
+        }
+        let Some(payload) = self.spool.received_payload(&file.spool_name) else {
+            return self.write_outcome(ledger, file, payload_missing(feed));
+        };
+        let mut encoding = feed.schema.encoding;
+        loop {
+            match self.stream(ledger, file, feed, &payload, encoding, stop)? {
+                Streamed::Done(outcome) => return Ok(Some(outcome)),
+                Streamed::ReadAgain => encoding = Encoding::Windows1252,
+                Streamed::Cancelled | Streamed::Taken => return Ok(None),
+            }
+        }
+    }
+
+    /// decrypt → validate → map on a second thread, while this one loads
+    /// what it sends into a savepoint, rolled back if the file fails.
+    fn stream(
+        &self,
+        ledger: &mut Ledger,
+        file: &FileRow,
+        feed: &Feed,
+        payload: &std::path::Path,
+        encoding: Encoding,
+        stop: &AtomicBool,
+    ) -> Result<Streamed, ProcessError> {
+        let (tx, rx) = sync_channel::<Vec<Records>>(BATCHES_IN_FLIGHT);
+        std::thread::scope(|scope| {
+            let reader = scope.spawn(move || {
+                catch_panic(|| {
+                    self.read(feed, payload, encoding, stop, |rows| tx.send(rows).is_ok())
+                })
+            });
+            let finished = || {
+                reader
+                    .join()
+                    .unwrap_or_else(|panic| internal_failure(&panic))
+            };
+            let mut rows = rx.into_iter();
+            let Some(first) = rows.next() else {
+                // Nothing to load: only the outcome is written.
+                let mut attempt = finished();
+                if attempt.cancelled {
+                    return Ok(Streamed::Cancelled);
+                }
+                if attempt.encoding_changed {
+                    return Ok(Streamed::ReadAgain);
+                }
+                attempt.rows_loaded = 0;
+                let outcome = self.judge(feed, attempt);
+                return Ok(match self.write_outcome(ledger, file, outcome)? {
+                    Some(outcome) => Streamed::Done(outcome),
+                    None => Streamed::Taken,
+                });
+            };
+            let mut batch = ledger.begin()?;
+            if batch.state(file.id)? != FileState::Received {
+                return Ok(Streamed::Taken);
+            }
+            let savepoint = batch.savepoint()?;
+            let loaded = RecordWriter::new(&savepoint, file.id, &file.partner)
+                .and_then(|mut writer| load::load(std::iter::once(first).chain(rows), &mut writer));
+            let mut attempt = finished();
+            let loaded = loaded?;
+            if attempt.cancelled {
+                return Ok(Streamed::Cancelled);
+            }
+            if attempt.encoding_changed {
+                return Ok(Streamed::ReadAgain);
+            }
+            attempt.rows_loaded = loaded.rows;
+            attempt.records = loaded.records;
+            if accepts(feed, &attempt) {
+                savepoint.commit().map_err(LedgerError::from)?;
+            } else {
+                // Dropping the savepoint undoes this file's rows.
+                drop(savepoint);
+            }
+            let outcome = self.judge(feed, attempt);
+            batch.finish(file.id, &outcome)?;
+            batch.commit()?;
+            Ok(Streamed::Done(outcome))
+        })
+    }
+
+    /// Writes an outcome reached without loading anything, in a short
+    /// transaction. `None` when the file was settled by another process.
+    fn write_outcome(
+        &self,
+        ledger: &mut Ledger,
+        file: &FileRow,
+        outcome: Outcome,
+    ) -> Result<Option<Outcome>, ProcessError> {
+        let mut batch = ledger.begin()?;
+        if batch.state(file.id)? != FileState::Received {
+            return Ok(None);
+        }
+        batch.finish(file.id, &outcome)?;
+        batch.commit()?;
+        Ok(Some(outcome))
     }
 
     /// decrypt, validate and map, handing rows on in batches to `send`,
@@ -353,6 +564,7 @@ impl Processor {
         feed: &Feed,
         payload: &std::path::Path,
         encoding: Encoding,
+        stop: &AtomicBool,
         mut send: impl FnMut(Vec<Records>) -> bool,
     ) -> Attempt {
         let max_problems = self.config.daemon.max_errors_per_file;
@@ -387,6 +599,10 @@ impl Processor {
         };
         let mut pending = Vec::with_capacity(ROWS_PER_BATCH);
         loop {
+            if stop.load(Ordering::Relaxed) {
+                attempt.cancelled = true;
+                return attempt;
+            }
             match rows.next_outcome() {
                 Ok(Some(crate::validate::Outcome::Valid(row))) => {
                     // Under reject_file one bad row dooms the file: keep
@@ -434,9 +650,9 @@ impl Processor {
                     format!("the age ciphertext is truncated or has been altered: {e}"),
                 ),
                 Failure::Read(e) => ("read_failed", e.to_string()),
-                Failure::Internal(message) => (
+                Failure::Internal => (
                     "internal_error",
-                    format!("dropgate failed on this file ({message}); please report it"),
+                    "dropgate failed on this file's content; the file is kept for `dropgate replay`, please report it".into(),
                 ),
             };
             let reason = match code {
@@ -496,6 +712,8 @@ struct Attempt {
     encrypted: bool,
     failure: Option<Failure>,
     encoding_changed: bool,
+    /// Reading stopped for shutdown.
+    cancelled: bool,
     rows_read: u64,
     rows_invalid: u64,
     rows_loaded: u64,
@@ -507,19 +725,16 @@ struct Attempt {
 enum Failure {
     Decrypt(DecryptError),
     Read(std::io::Error),
-    Internal(String),
+    /// dropgate itself failed on the file's content.
+    Internal,
 }
 
 /// A panic on one file's content must not stop the daemon or repeat forever:
-/// the file is quarantined instead.
-fn internal_failure(panic: &Box<dyn std::any::Any + Send>) -> Attempt {
-    let message = panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "panic".into());
+/// the file is quarantined instead. Its message is not kept: a panic's text
+/// can quote the input it failed on.
+fn internal_failure(_panic: &Box<dyn std::any::Any + Send>) -> Attempt {
     Attempt {
-        failure: Some(Failure::Internal(message)),
+        failure: Some(Failure::Internal),
         ..Attempt::default()
     }
 }
@@ -546,13 +761,33 @@ impl Attempt {
 }
 
 fn file_problem(code: &'static str, message: String) -> Problem {
-    Problem {
-        line: 0,
-        column: None,
-        field: None,
-        code,
-        message,
+    Problem::file(0, code, message)
+}
+
+fn duplicate(feed: &Feed, first: i64) -> Outcome {
+    Outcome {
+        state: FileState::Duplicate,
+        feed: Some(feed.name.clone()),
+        reason: None,
+        rows_read: None,
+        rows_loaded: None,
+        records: 0,
+        duplicate_of: Some(first),
+        problem_count: 0,
+        problems: Vec::new(),
+        detail: json!({ "duplicate_of": first }),
     }
+}
+
+fn payload_missing(feed: &Feed) -> Outcome {
+    rejected(
+        Some(feed),
+        "payload_missing",
+        file_problem(
+            "payload_missing",
+            "the spool copy of this file is missing".into(),
+        ),
+    )
 }
 
 fn rejected(feed: Option<&Feed>, reason: &str, problem: Problem) -> Outcome {
@@ -570,13 +805,14 @@ fn rejected(feed: Option<&Feed>, reason: &str, problem: Problem) -> Outcome {
     }
 }
 
-/// The machine-readable report written beside a quarantined file.
+/// The machine-readable report written beside a quarantined file. The
+/// sender's file name is not in it (it may carry an identifier); `dropgate
+/// show` gives it to those allowed to read the ledger.
 pub fn quarantine_report(ledger: &Ledger, id: i64) -> Result<serde_json::Value, LedgerError> {
     let file = ledger.file(id)?;
     let problems = ledger.problems(id)?;
     Ok(json!({
         "file_id": file.id,
-        "name": file.name,
         "source": file.source,
         "partner": file.partner,
         "feed": file.feed,
@@ -591,4 +827,109 @@ pub fn quarantine_report(ledger: &Ledger, id: i64) -> Result<serde_json::Value, 
         "problems": problems,
         "replay": format!("dropgate replay {}", file.id),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::land::{self, Arrival, Origin};
+    use crate::ledger::SystemClock;
+
+    const SHIPPED: &str = include_str!("../config/dropgate.toml");
+    const HEADER: &str = "resident_id,nhs_number,family_name,given_name,date_of_birth,gender,observed_at,respiration_rate,spo2,on_oxygen,systolic_bp,pulse,consciousness,temperature";
+
+    struct Setup {
+        dir: tempfile::TempDir,
+        config: Arc<Config>,
+        ledger: Ledger,
+        processor: Processor,
+    }
+
+    fn setup() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::parse(&dir.path().join("config/dropgate.toml"), SHIPPED).unwrap();
+        let spool = Spool::new(&config.daemon.spool);
+        spool.ensure().unwrap();
+        let ledger = Ledger::open(&config.daemon.ledger, Arc::new(SystemClock)).unwrap();
+        let config = Arc::new(config);
+        let processor = Processor::new(config.clone(), age::x25519::Identity::generate());
+        Setup {
+            dir,
+            config,
+            ledger,
+            processor,
+        }
+    }
+
+    impl Setup {
+        fn land(&mut self, name: &str, body: &str) -> i64 {
+            let path = self.dir.path().join(name);
+            std::fs::write(&path, body).unwrap();
+            let origin = Origin {
+                source: "demo-carehome-drop",
+                partner: "demo-carehome",
+                remove_sender: false,
+                uploaded_from: None,
+            };
+            let spool = Spool::new(&self.config.daemon.spool);
+            let arrival = Arrival::copy(path, name.into());
+            land::land(&self.config, &spool, &mut self.ledger, &origin, &[arrival])
+                .pop()
+                .unwrap()
+                .unwrap()
+                .id()
+        }
+    }
+
+    #[test]
+    fn a_file_whose_problems_cannot_be_recorded_is_quarantined_and_the_queue_moves_on() {
+        let mut s = setup();
+        // Stands in for any failure to record a problem (the ledger once
+        // refused a problem row as too big): recording this code fails.
+        s.ledger
+            .connection()
+            .execute_batch(
+                "CREATE TEMP TRIGGER refuse_problem BEFORE INSERT ON file_problems
+                 WHEN NEW.code = 'not_in_code_list'
+                 BEGIN SELECT RAISE(ABORT, 'cannot record this problem'); END;",
+            )
+            .unwrap();
+        let bad = s.land(
+            "news2_bad.csv",
+            &format!("{HEADER}\nR1,,F,G,1940-01-01,7,2026-11-22T10:00:00Z,18,96,N,120,80,A,37.0\n"),
+        );
+        let good = s.land(
+            "news2_good.csv",
+            &format!("{HEADER}\nR2,,F,G,1940-01-01,1,2026-11-22T10:00:00Z,18,96,N,120,80,A,37.0\n"),
+        );
+        let pending = s.ledger.pending(10).unwrap();
+        let done = s
+            .processor
+            .process(&mut s.ledger, pending, &AtomicBool::new(false))
+            .unwrap();
+        let states: Vec<(i64, FileState)> = done.iter().map(|p| (p.id, p.state)).collect();
+        assert!(
+            states.contains(&(bad, FileState::Quarantined)),
+            "{states:?}"
+        );
+        assert!(states.contains(&(good, FileState::Loaded)), "{states:?}");
+        let file = s.ledger.file(bad).unwrap();
+        assert_eq!(file.reason.as_deref(), Some("internal_error"));
+        let failed = s
+            .ledger
+            .events(bad)
+            .unwrap()
+            .iter()
+            .filter(|e| e.event == "processing_failed")
+            .count();
+        assert_eq!(failed, MAX_FAILURES as usize);
+        let problems = s.ledger.problems(bad).unwrap();
+        assert!(problems[0].message.contains("cannot record this problem"));
+        let spool = Spool::new(&s.config.daemon.spool);
+        assert!(spool.report_path(&file.spool_name).exists());
+        assert_eq!(
+            spool.find(&file.spool_name).unwrap().0,
+            crate::spool::Area::Quarantine
+        );
+    }
 }

@@ -680,6 +680,30 @@ impl Checker<'_> {
         })
     }
 
+    /// A size like `1MiB`, at least one byte and at most `max`.
+    fn size(&mut self, value: Option<Spanned<String>>, default: u64, max: u64, what: &str) -> u64 {
+        let Some(value) = value else {
+            return default;
+        };
+        match parse_bytes(value.get_ref()) {
+            Some(n) if (1..=max).contains(&n) => n,
+            Some(_) => {
+                self.at(
+                    &value,
+                    format!("{what} must be between 1 byte and {}", show_bytes(max)),
+                );
+                default
+            }
+            None => {
+                self.at(
+                    &value,
+                    format!("`{}` is not a size like `1MiB` or `64KiB`", value.get_ref()),
+                );
+                default
+            }
+        }
+    }
+
     fn duration(&mut self, value: Option<Spanned<String>>, default: Duration) -> Duration {
         let Some(value) = value else {
             return default;
@@ -1396,7 +1420,21 @@ impl Checker<'_> {
                 OnError::RejectFile
             }
         };
-        let schema = self.schema(raw.csv.unwrap_or_default(), raw.columns);
+        let max_record_bytes = self.size(
+            raw.max_record_size,
+            crate::validate::DEFAULT_MAX_RECORD_BYTES as u64,
+            1 << 30,
+            "max_record_size",
+        ) as usize;
+        let max_field_bytes = self.size(
+            raw.max_field_size,
+            crate::validate::DEFAULT_MAX_FIELD_BYTES as u64,
+            1 << 30,
+            "max_field_size",
+        ) as usize;
+        let mut schema = self.schema(raw.csv.unwrap_or_default(), raw.columns);
+        schema.max_record_bytes = max_record_bytes;
+        schema.max_field_bytes = max_field_bytes.min(max_record_bytes);
         let mapping = self.mapping(raw.map.unwrap_or_default(), &schema);
         if self.errors.len() > errors_before {
             return None;
@@ -1491,6 +1529,8 @@ impl Checker<'_> {
         Schema {
             delimiter,
             quote,
+            max_record_bytes: crate::validate::DEFAULT_MAX_RECORD_BYTES,
+            max_field_bytes: crate::validate::DEFAULT_MAX_FIELD_BYTES,
             encoding,
             extra_columns,
             columns: specs,
@@ -1861,6 +1901,21 @@ fn parse_bytes(text: &str) -> Option<u64> {
         _ => return None,
     };
     number.checked_mul(factor)
+}
+
+/// A byte count as an admin writes it: `1GiB`, `256KiB`, or bytes.
+pub fn show_bytes(n: u64) -> String {
+    for (unit, factor) in [
+        ("TiB", 1u64 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ] {
+        if n >= factor && n % factor == 0 {
+            return format!("{}{unit}", n / factor);
+        }
+    }
+    n.to_string()
 }
 
 /// Removes the innermost table key whose key or value covers `offset`.

@@ -170,6 +170,11 @@ pub struct Feed {
     pub format: Option<Spanned<String>>,
     /// `reject_file` (any error quarantines the whole file) or `skip_invalid_rows`. Default `reject_file`.
     pub on_error: Option<Spanned<String>>,
+    /// Longest record (a line, or several when quoted fields hold line breaks); a longer
+    /// one is a problem and is never held in memory whole. Default `1MiB`.
+    pub max_record_size: Option<Spanned<String>>,
+    /// Longest single field. Default `256KiB`.
+    pub max_field_size: Option<Spanned<String>>,
     /// CSV dialect.
     pub csv: Option<Csv>,
     /// Declared columns, in any order; the header must name each of them.

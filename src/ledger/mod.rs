@@ -84,6 +84,35 @@ pub enum LedgerError {
     },
 }
 
+impl LedgerError {
+    /// Whether the database or the disk under it is at fault (busy, locked,
+    /// full, unreadable) rather than what was being written.
+    pub fn is_environmental(&self) -> bool {
+        use rusqlite::ErrorCode::*;
+        match self {
+            LedgerError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
+            | LedgerError::Open {
+                source: rusqlite::Error::SqliteFailure(e, _),
+                ..
+            } => matches!(
+                e.code,
+                DatabaseBusy
+                    | DatabaseLocked
+                    | DiskFull
+                    | SystemIoFailure
+                    | CannotOpen
+                    | ReadOnly
+                    | OutOfMemory
+                    | DatabaseCorrupt
+                    | NotADatabase
+                    | PermissionDenied
+            ),
+            LedgerError::Open { .. } | LedgerError::Migration { .. } => true,
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T, E = LedgerError> = std::result::Result<T, E>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -591,6 +620,34 @@ impl Ledger {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// An earlier file of the same feed with the same content that was loaded.
+    pub fn loaded_copy(&self, feed: &str, sha256: &str, id: i64) -> Result<Option<i64>> {
+        loaded_copy(&self.conn, feed, sha256, id)
+    }
+
+    /// Notes a failed attempt at processing a file (its transaction was
+    /// rolled back); returns the failed attempts since it was last queued.
+    pub fn processing_failed(&mut self, id: i64, error: &str) -> Result<u32> {
+        let now = self.now();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO file_events (file_id, at, event, detail) VALUES (?1, ?2, 'processing_failed', ?3)",
+            params![id, now, serde_json::json!({ "error": error }).to_string()],
+        )?;
+        let failures: u32 = tx.query_row(
+            "SELECT count(*) FROM file_events
+             WHERE file_id = ?1 AND event = 'processing_failed'
+               AND id > (SELECT coalesce(max(id), 0) FROM file_events
+                         WHERE file_id = ?1 AND event IN ('received', 'replayed'))",
+            [id],
+            |r| r.get(0),
+        )?;
+        tx.commit()?;
+        Ok(failures)
+    }
+
     /// Puts a quarantined file back in the queue.
     pub fn replay(&mut self, id: i64) -> Result<()> {
         let now = self.now();
@@ -808,14 +865,7 @@ impl Batch<'_> {
 
     /// An earlier file of the same feed with the same content that was loaded.
     pub fn loaded_copy(&self, feed: &str, sha256: &str, id: i64) -> Result<Option<i64>> {
-        Ok(self
-            .tx
-            .prepare_cached(
-                "SELECT id FROM files WHERE feed = ?1 AND sha256 = ?2 AND state = 'loaded' AND id <> ?3
-                 ORDER BY id LIMIT 1",
-            )?
-            .query_row(params![feed, sha256, id], |r| r.get(0))
-            .optional()?)
+        loaded_copy(&self.tx, feed, sha256, id)
     }
 
     /// The transaction's connection, for writing records outside a savepoint.
@@ -884,6 +934,16 @@ impl Batch<'_> {
     pub fn commit(self) -> Result<()> {
         Ok(self.tx.commit()?)
     }
+}
+
+fn loaded_copy(conn: &Connection, feed: &str, sha256: &str, id: i64) -> Result<Option<i64>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT id FROM files WHERE feed = ?1 AND sha256 = ?2 AND state = 'loaded' AND id <> ?3
+             ORDER BY id LIMIT 1",
+        )?
+        .query_row(params![feed, sha256, id], |r| r.get(0))
+        .optional()?)
 }
 
 fn migrate(conn: &mut Connection) -> Result<()> {

@@ -2,17 +2,28 @@
 //!
 //! [`check_record`] is a pure function from (schema, record) to either typed
 //! values or every problem found in that record; [`CsvRows`] drives it over a
-//! streamed CSV so memory does not grow with file size.
+//! streamed CSV so memory does not grow with file size, nor with the length
+//! of any one record.
 
+mod reader;
 mod value;
 
 use std::borrow::Cow;
-use std::io::Read;
+use std::io::{BufReader, Read};
 
 use serde::Serialize;
 
 use crate::domain::nhs_number::{NhsNumber, NhsNumberError};
+use crate::text::{EXCERPT_CHARS, excerpt};
+use reader::{Dialect, Next, Record, RecordReader};
 pub use value::Value;
+
+/// Largest record read by default: a 1 MiB line is not a care record.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 1 << 20;
+/// Largest field by default (a long free-text note fits).
+pub const DEFAULT_MAX_FIELD_BYTES: usize = 256 << 10;
+/// Codes listed in a "not one of" message before the rest are counted.
+const CODES_LISTED: usize = 12;
 
 /// How bytes in a file become text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +109,9 @@ pub struct ColumnSpec {
 pub struct Schema {
     pub delimiter: u8,
     pub quote: u8,
+    /// Longer records are problems, and never held in memory whole.
+    pub max_record_bytes: usize,
+    pub max_field_bytes: usize,
     pub encoding: Encoding,
     pub extra_columns: ExtraColumns,
     pub columns: Vec<ColumnSpec>,
@@ -118,6 +132,19 @@ pub struct Problem {
     pub code: &'static str,
     /// What is wrong, for a person; never contains an identifier's value.
     pub message: String,
+}
+
+impl Problem {
+    /// A problem with a whole record or file rather than one field.
+    pub fn file(line: u64, code: &'static str, message: String) -> Problem {
+        Problem {
+            line,
+            column: None,
+            field: None,
+            code,
+            message,
+        }
+    }
 }
 
 /// A record that passed every check: one value per schema column.
@@ -182,12 +209,11 @@ impl Decoder {
 /// Streams a CSV file through the schema, one record at a time.
 pub struct CsvRows<'s, R: Read> {
     schema: &'s Schema,
-    reader: csv::Reader<R>,
+    reader: RecordReader<BufReader<R>>,
     decoder: Decoder,
     /// For each field of the file, the schema column it fills.
     field_columns: Vec<Option<usize>>,
-    header_names: Vec<String>,
-    record: csv::ByteRecord,
+    record: Record,
     /// Records read so far, header excluded.
     pub records: u64,
 }
@@ -206,31 +232,50 @@ impl<'s, R: Read> CsvRows<'s, R> {
         input: R,
         encoding: Encoding,
     ) -> Result<Result<Self, Vec<Problem>>, ReadError> {
-        let mut reader = csv::ReaderBuilder::new()
-            .delimiter(schema.delimiter)
-            .quote(schema.quote)
-            .has_headers(false)
-            .flexible(true)
-            .from_reader(input);
+        let mut reader = RecordReader::new(
+            BufReader::with_capacity(64 << 10, input),
+            Dialect {
+                delimiter: schema.delimiter,
+                quote: schema.quote,
+                max_record_bytes: schema.max_record_bytes,
+            },
+        );
         let mut decoder = Decoder {
             encoding,
             saw_non_ascii_utf8: false,
         };
-        let mut header = csv::ByteRecord::new();
-        if !read_record(&mut reader, &mut header)? {
-            return Ok(Err(vec![Problem {
-                line: 1,
-                column: None,
-                field: None,
-                code: "empty_file",
-                message: "the file is empty: a header record was expected".into(),
-            }]));
+        let mut header = Record::default();
+        let header_problem = |code, message| vec![Problem::file(1, code, message)];
+        match reader.next(&mut header)? {
+            Next::Record => {}
+            Next::End => {
+                return Ok(Err(header_problem(
+                    "empty_file",
+                    "the file is empty: a header record was expected".into(),
+                )));
+            }
+            Next::TooLarge { .. } => {
+                return Ok(Err(header_problem(
+                    "header_too_large",
+                    format!(
+                        "the first record is longer than the feed's limit of {} bytes \
+                         (`max_record_size`): the file has no usable header",
+                        schema.max_record_bytes
+                    ),
+                )));
+            }
+            Next::UnclosedQuote { line } => {
+                return Ok(Err(header_problem(
+                    "unclosed_quote",
+                    format!("a quoted field in the header opened on line {line} is never closed"),
+                )));
+            }
         }
         let mut problems = Vec::new();
-        let mut header_names = Vec::with_capacity(header.len());
+        let mut cells = Vec::with_capacity(header.len());
         for (i, raw) in header.iter().enumerate() {
             match decoder.decode(raw) {
-                Decoded::Text(t) => header_names.push(t.trim().to_string()),
+                Decoded::Text(t) => cells.push(Some(t.trim().to_string())),
                 Decoded::Restart => return Err(ReadError::EncodingChanged),
                 Decoded::Invalid => {
                     problems.push(Problem {
@@ -238,33 +283,50 @@ impl<'s, R: Read> CsvRows<'s, R> {
                         column: None,
                         field: Some(i + 1),
                         code: "encoding",
-                        message: "header name is not valid UTF-8".into(),
+                        message: format!("header field {} is not valid UTF-8", i + 1),
                     });
-                    header_names.push(String::new());
+                    cells.push(None);
                 }
             }
         }
-        let mut field_columns = vec![None; header_names.len()];
-        for (i, name) in header_names.iter().enumerate() {
-            if header_names[..i].contains(name) {
-                problems.push(Problem {
-                    line: 1,
-                    column: Some(name.clone()),
-                    field: Some(i + 1),
-                    code: "duplicate_column",
-                    message: format!("column `{name}` appears more than once in the header"),
-                });
-                continue;
-            }
-            match schema.columns.iter().position(|c| &c.name == name) {
-                Some(index) => field_columns[i] = Some(index),
+        let field_columns: Vec<Option<usize>> = cells
+            .iter()
+            .map(|cell| {
+                let cell = cell.as_deref()?;
+                schema.columns.iter().position(|c| c.name == cell)
+            })
+            .collect();
+        if field_columns.iter().all(Option::is_none) && !schema.columns.is_empty() {
+            problems.push(no_header_problem(schema, &cells));
+            return Ok(Err(problems));
+        }
+        for (i, column) in field_columns.iter().enumerate() {
+            match column {
+                Some(index) if field_columns[..i].contains(&Some(*index)) => {
+                    let name = &schema.columns[*index].name;
+                    problems.push(Problem {
+                        line: 1,
+                        column: Some(name.clone()),
+                        field: Some(i + 1),
+                        code: "duplicate_column",
+                        message: format!("column `{name}` appears more than once in the header"),
+                    });
+                }
+                Some(_) => {}
                 None if schema.extra_columns == ExtraColumns::Ignore => {}
+                // Never quoted: a cell that is not a declared name may be data
+                // (a file without its header starts with a person's details).
                 None => problems.push(Problem {
                     line: 1,
-                    column: Some(name.clone()),
+                    column: None,
                     field: Some(i + 1),
                     code: "unexpected_column",
-                    message: format!("column `{name}` is not declared by the feed"),
+                    message: unexpected_column_message(
+                        schema,
+                        &field_columns,
+                        i,
+                        cells[i].as_deref(),
+                    ),
                 }),
             }
         }
@@ -287,71 +349,151 @@ impl<'s, R: Read> CsvRows<'s, R> {
             reader,
             decoder,
             field_columns,
-            header_names,
-            record: csv::ByteRecord::new(),
+            record: header,
             records: 0,
         }))
     }
 
     /// The next record, checked; `None` at the end of the file.
     pub fn next_outcome(&mut self) -> Result<Option<Outcome>, ReadError> {
-        if !read_record(&mut self.reader, &mut self.record)? {
-            return Ok(None);
-        }
+        let next = self.reader.next(&mut self.record)?;
+        let invalid =
+            |line, code, message| Some(Outcome::Invalid(vec![Problem::file(line, code, message)]));
+        let outcome = match next {
+            Next::End => return Ok(None),
+            Next::TooLarge { line } => invalid(
+                line,
+                "record_too_large",
+                format!(
+                    "the record is longer than the feed's limit of {} bytes (`max_record_size`)",
+                    self.schema.max_record_bytes
+                ),
+            ),
+            Next::UnclosedQuote { line } => invalid(
+                line,
+                "unclosed_quote",
+                format!(
+                    "a quoted field opened on line {line} is never closed: the rest of the file was read into it"
+                ),
+            ),
+            Next::Record => Some(check_record(
+                self.schema,
+                &self.field_columns,
+                &mut self.decoder,
+                &self.record,
+            )?),
+        };
         self.records += 1;
-        let line = self.record.position().map(|p| p.line()).unwrap_or(0);
-        check_record(
-            self.schema,
-            &self.field_columns,
-            &self.header_names,
-            &mut self.decoder,
-            &self.record,
-            line,
-        )
-        .map(Some)
+        Ok(outcome)
     }
 }
 
-fn read_record<R: Read>(
-    reader: &mut csv::Reader<R>,
-    record: &mut csv::ByteRecord,
-) -> Result<bool, ReadError> {
-    loop {
-        match reader.read_byte_record(record) {
-            // A blank line (often a trailing CRLF) carries no record.
-            Ok(true) if record.len() == 1 && record[0].is_empty() => continue,
-            Ok(more) => return Ok(more),
-            Err(e) => {
-                return Err(match e.into_kind() {
-                    csv::ErrorKind::Io(io) => ReadError::Io(io),
-                    other => ReadError::Io(std::io::Error::other(format!("{other:?}"))),
-                });
-            }
-        }
+/// Line 1 names none of the declared columns. Described by the shape of its
+/// fields, never their values: it is most likely a first row of data.
+fn no_header_problem(schema: &Schema, cells: &[Option<String>]) -> Problem {
+    let data_like = cells
+        .iter()
+        .filter(|c| c.as_deref().is_some_and(|c| looks_like_data(c).is_some()))
+        .count();
+    let shape = if data_like > 0 {
+        format!(
+            "; {data_like} of its {} fields look like data (numbers, dates or identifiers)",
+            cells.len()
+        )
+    } else {
+        String::new()
+    };
+    Problem::file(
+        1,
+        "no_header",
+        format!(
+            "line 1 names none of the feed's {} declared columns{shape}: the file may lack its header record",
+            schema.columns.len()
+        ),
+    )
+}
+
+/// Says what an undeclared header cell is like, without quoting it.
+fn unexpected_column_message(
+    schema: &Schema,
+    field_columns: &[Option<usize>],
+    field: usize,
+    cell: Option<&str>,
+) -> String {
+    let position = field + 1;
+    let Some(cell) = cell else {
+        return format!("header field {position} is not a column the feed declares");
+    };
+    let loose = |s: &str| -> String {
+        s.chars()
+            .filter(|c| !c.is_whitespace() && *c != '_')
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    let near = schema.columns.iter().enumerate().find(|(index, column)| {
+        !field_columns.contains(&Some(*index)) && loose(&column.name) == loose(cell)
+    });
+    if let Some((_, column)) = near {
+        return format!(
+            "header field {position} differs only in case, spaces or underscores from the declared column `{}`",
+            column.name
+        );
     }
+    match looks_like_data(cell) {
+        Some(kind) => format!(
+            "header field {position} is not a declared column and looks like data ({kind}): the file may lack its header"
+        ),
+        None => format!(
+            "header field {position} ({} characters) is not a column the feed declares",
+            cell.chars().count()
+        ),
+    }
+}
+
+/// What kind of value a header cell looks like, if it looks like a value
+/// rather than a column name.
+fn looks_like_data(cell: &str) -> Option<&'static str> {
+    let digits = cell.chars().filter(char::is_ascii_digit).count();
+    if digits == 0 {
+        return None;
+    }
+    if digits >= 6
+        && cell
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == ' ' || c == '-')
+    {
+        return Some("digits, like an identifier");
+    }
+    if chrono::NaiveDate::parse_from_str(cell, "%Y-%m-%d").is_ok()
+        || chrono::NaiveDate::parse_from_str(cell, "%d/%m/%Y").is_ok()
+        || chrono::DateTime::parse_from_rfc3339(cell).is_ok()
+    {
+        return Some("a date");
+    }
+    if cell.parse::<f64>().is_ok() {
+        return Some("a number");
+    }
+    Some("text with digits")
 }
 
 /// Checks one record against the schema: typed values, or every problem in it.
 fn check_record(
     schema: &Schema,
     field_columns: &[Option<usize>],
-    header_names: &[String],
     decoder: &mut Decoder,
-    record: &csv::ByteRecord,
-    line: u64,
+    record: &Record,
 ) -> Result<Outcome, ReadError> {
+    let line = record.line;
     if record.len() != field_columns.len() {
-        return Ok(Outcome::Invalid(vec![Problem {
+        return Ok(Outcome::Invalid(vec![Problem::file(
             line,
-            column: None,
-            field: None,
-            code: "field_count",
-            message: format!(
+            "field_count",
+            format!(
                 "expected {} fields, found {}",
                 field_columns.len(),
                 record.len()
             ),
-        }]));
+        )]));
     }
     let mut values = vec![Value::Empty; schema.columns.len()];
     let mut problems = Vec::new();
@@ -360,29 +502,35 @@ fn check_record(
             continue;
         };
         let column = &schema.columns[index];
+        let problem = |code, message| Problem {
+            line,
+            column: Some(column.name.clone()),
+            field: Some(i + 1),
+            code,
+            message,
+        };
+        if raw.len() > schema.max_field_bytes {
+            problems.push(problem(
+                "field_too_large",
+                format!(
+                    "{} bytes is longer than the feed's limit of {} bytes per field (`max_field_size`)",
+                    raw.len(),
+                    schema.max_field_bytes
+                ),
+            ));
+            continue;
+        }
         let text = match decoder.decode(raw) {
             Decoded::Text(t) => t,
             Decoded::Restart => return Err(ReadError::EncodingChanged),
             Decoded::Invalid => {
-                problems.push(Problem {
-                    line,
-                    column: Some(header_names[i].clone()),
-                    field: Some(i + 1),
-                    code: "encoding",
-                    message: "not valid UTF-8".into(),
-                });
+                problems.push(problem("encoding", "not valid UTF-8".into()));
                 continue;
             }
         };
         match check_value(column, &text) {
             Ok(v) => values[index] = v,
-            Err((code, message)) => problems.push(Problem {
-                line,
-                column: Some(column.name.clone()),
-                field: Some(i + 1),
-                code,
-                message,
-            }),
+            Err((code, message)) => problems.push(problem(code, message)),
         }
     }
     Ok(if problems.is_empty() {
@@ -400,11 +548,7 @@ pub fn check_value(column: &ColumnSpec, text: &str) -> Result<Value, ValueProble
         if column.identifier {
             String::new()
         } else {
-            let mut s: String = text.chars().take(64).collect();
-            if s.len() < text.len() {
-                s.push('…');
-            }
-            format!(" `{s}`")
+            format!(" `{}`", excerpt(text, EXCERPT_CHARS))
         }
     };
     let trimmed = text.trim();
@@ -514,7 +658,7 @@ pub fn check_value(column: &ColumnSpec, text: &str) -> Result<Value, ValueProble
                 Some(code) => Ok(Value::Text(code.clone())),
                 None => Err((
                     "not_in_code_list",
-                    format!("value{} is not one of {}", shown(), values.join(", ")),
+                    format!("value{} is not one of {}", shown(), code_list(values)),
                 )),
             }
         }
@@ -548,6 +692,19 @@ pub fn check_value(column: &ColumnSpec, text: &str) -> Result<Value, ValueProble
             };
             (code, e.to_string())
         }),
+    }
+}
+
+/// The allowed codes for a message: the first few, then how many more.
+fn code_list(values: &[String]) -> String {
+    let shown: Vec<&str> = values
+        .iter()
+        .take(CODES_LISTED)
+        .map(String::as_str)
+        .collect();
+    match values.len().saturating_sub(CODES_LISTED) {
+        0 => shown.join(", "),
+        more => format!("{} and {more} more", shown.join(", ")),
     }
 }
 

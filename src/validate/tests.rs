@@ -13,6 +13,8 @@ fn schema(columns: Vec<ColumnSpec>) -> Schema {
     Schema {
         delimiter: b',',
         quote: b'"',
+        max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+        max_field_bytes: DEFAULT_MAX_FIELD_BYTES,
         encoding: Encoding::Utf8,
         extra_columns: ExtraColumns::Error,
         columns,
@@ -344,4 +346,108 @@ fn auto_reads_utf8_when_valid_and_windows_1252_otherwise() {
     ));
     let (rows, _) = run_with(&s, mixed, Encoding::Windows1252).unwrap();
     assert_eq!(rows[0].values[0], Value::Text("RenÃ©e".into()));
+}
+
+fn text_column(name: &str, identifier: bool) -> ColumnSpec {
+    ColumnSpec {
+        identifier,
+        ..column(
+            name,
+            ColumnKind::String {
+                max_length: None,
+                pattern: None,
+            },
+        )
+    }
+}
+
+#[test]
+fn a_file_without_its_header_is_described_never_quoted() {
+    let s = schema(vec![
+        text_column("resident_id", true),
+        ColumnSpec {
+            identifier: true,
+            ..column("nhs_number", ColumnKind::NhsNumber)
+        },
+        text_column("family_name", true),
+    ]);
+    let (_, problems) = run(&s, b"R7,943 476 5919,Smith\nR8,943 476 5919,Jones\n");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].code, "no_header");
+    assert!(problems[0].message.contains("may lack its header"));
+    let shown = format!("{problems:?}");
+    for value in ["R7", "943", "Smith"] {
+        assert!(!shown.contains(value), "{value} quoted: {shown}");
+    }
+}
+
+#[test]
+fn undeclared_header_cells_are_told_by_position_and_shape() {
+    let s = schema(vec![
+        text_column("family_name", true),
+        text_column("ward", false),
+    ]);
+    let (_, problems) = run(&s, b"Family Name,ward,9434765919,Smith\n");
+    let unexpected: Vec<&Problem> = problems
+        .iter()
+        .filter(|p| p.code == "unexpected_column")
+        .collect();
+    assert_eq!(unexpected.len(), 3, "{problems:?}");
+    assert!(
+        unexpected[0]
+            .message
+            .contains("declared column `family_name`")
+    );
+    assert_eq!(unexpected[1].field, Some(3));
+    assert!(unexpected[1].message.contains("looks like data"));
+    assert!(unexpected[2].message.contains("5 characters"));
+    assert!(unexpected.iter().all(|p| p.column.is_none()));
+    let shown = format!("{problems:?}");
+    assert!(
+        !shown.contains("9434765919") && !shown.contains("Smith"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn over_long_records_and_fields_are_problems_and_reading_goes_on() {
+    let mut s = schema(vec![text_column("a", false), text_column("b", false)]);
+    s.max_record_bytes = 1000;
+    s.max_field_bytes = 100;
+    let mut input = b"a,b\n".to_vec();
+    input.extend(std::iter::repeat_n(b'x', 1_000_000));
+    input.extend(b",y\n");
+    input.extend(format!("{},y\nok,fine\n", "z".repeat(101)).as_bytes());
+    let (rows, problems) = run(&s, &input);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].line, 4);
+    let found: Vec<(u64, &str)> = problems.iter().map(|p| (p.line, p.code)).collect();
+    assert_eq!(found, [(2, "record_too_large"), (3, "field_too_large")]);
+    assert!(problems.iter().all(|p| p.message.len() < 200));
+    // A first record over the cap leaves no header to read by.
+    let (_, problems) = run(&s, &vec![b'\0'; 5000]);
+    assert_eq!(problems[0].code, "header_too_large");
+}
+
+#[test]
+fn an_unclosed_quote_says_where_it_opened() {
+    let s = schema(vec![text_column("a", false), text_column("b", false)]);
+    let (rows, problems) = run(&s, b"a,b\n1,2\n3,\"four\n5,6\n7,8\n");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(problems.len(), 1);
+    assert_eq!((problems[0].line, problems[0].code), (3, "unclosed_quote"));
+    assert!(problems[0].message.contains("opened on line 3"));
+}
+
+#[test]
+fn quoted_values_are_short_and_escaped() {
+    let kind = || ColumnKind::Code {
+        values: (0..40).map(|n| n.to_string()).collect(),
+        ignore_case: false,
+    };
+    let (code, message) = one(kind(), &format!("x\u{202E}y\n{}", "w".repeat(500))).unwrap_err();
+    assert_eq!(code, "not_in_code_list");
+    assert!(message.contains("x\\u{202e}y\\nwww"), "{message}");
+    assert!(message.contains("and 28 more"), "{message}");
+    assert!(message.len() < 160, "{message}");
 }

@@ -17,6 +17,7 @@ use dropgate::land::{self, Arrival, Landed, Origin};
 use dropgate::ledger::{FileFilter, FileRow, FileState, Ledger, PersonView, SystemClock};
 use dropgate::pipeline::Processor;
 use dropgate::spool::Spool;
+use dropgate::text::escaped;
 use dropgate::{daemon, keys};
 
 #[derive(Parser)]
@@ -309,7 +310,15 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                         };
                         println!("  {name:<24} {state:<8} checked {}", s.checked_at);
                         if let (Some(error), Some(at)) = (&s.last_error, &s.last_error_at) {
-                            println!("  {:<24} last error at {at}: {error}", "");
+                            println!("  {:<24} last error at {at}: {}", "", escaped(error));
+                        }
+                        if s.cleanups_pending > 0 {
+                            println!(
+                                "  {:<24} {} received file(s) not yet removed from the server, retried with backoff: {}",
+                                "",
+                                s.cleanups_pending,
+                                escaped(s.cleanup_error.as_deref().unwrap_or("-"))
+                            );
                         }
                     }
                 }
@@ -460,10 +469,14 @@ fn push(config: &Config, name: &str, paths: &[PathBuf]) -> anyhow::Result<ExitCo
             size: bytes.len() as u64,
         };
         match runtime.block_on(dropgate::forward::deliver(destination, &parcel, &ledger)) {
-            Ok(attempt) => println!("{file_name}\tdelivered\tattempt {attempt}"),
+            Ok(attempt) => println!("{}\tdelivered\tattempt {attempt}", escaped(&file_name)),
             Err(e) => {
                 all_delivered = false;
-                println!("{file_name}\tnot delivered\t{e}");
+                println!(
+                    "{}\tnot delivered\t{}",
+                    escaped(&file_name),
+                    escaped(&e.to_string())
+                );
             }
         }
     }
@@ -490,7 +503,7 @@ fn print_outcome(file: &FileRow) {
         FileState::Loaded => println!(
             "{}\t{}\tloaded\t{} rows, {} records{}",
             file.id,
-            file.name,
+            escaped(&file.name),
             file.rows_loaded.unwrap_or(0),
             file.records,
             if file.problems > 0 {
@@ -505,18 +518,18 @@ fn print_outcome(file: &FileRow) {
         FileState::Duplicate => println!(
             "{}\t{}\tduplicate\tsame content as file {}",
             file.id,
-            file.name,
+            escaped(&file.name),
             file.duplicate_of.unwrap_or(0)
         ),
         FileState::Quarantined => println!(
             "{}\t{}\tquarantined\t{}: {} problem(s); see dropgate show {}",
             file.id,
-            file.name,
+            escaped(&file.name),
             file.reason.as_deref().unwrap_or("unknown"),
             file.problems,
             file.id
         ),
-        FileState::Received => println!("{}\t{}\treceived", file.id, file.name),
+        FileState::Received => println!("{}\t{}\treceived", file.id, escaped(&file.name)),
     }
 }
 
@@ -535,7 +548,7 @@ fn print_files(rows: &[FileRow]) {
             f.records,
             f.size,
             f.received_at,
-            f.name,
+            escaped(&f.name),
             f.reason
                 .as_deref()
                 .map(|r| format!("  ({r})"))
@@ -553,7 +566,7 @@ fn show(ledger: &Ledger, id: i64, json: bool) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string(&value)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("file {}  {}", file.id, file.name);
+    println!("file {}  {}", file.id, escaped(&file.name));
     println!(
         "  state     {}{}",
         file.state,
@@ -583,7 +596,7 @@ fn show(ledger: &Ledger, id: i64, json: bool) -> anyhow::Result<ExitCode> {
             "  {}  {:<20} {}",
             e.at,
             e.event,
-            e.detail.as_ref().map(|d| d.to_string()).unwrap_or_default()
+            escaped(&e.detail.as_ref().map(|d| d.to_string()).unwrap_or_default())
         );
     }
     if !problems.is_empty() {
@@ -600,7 +613,12 @@ fn show(ledger: &Ledger, id: i64, json: bool) -> anyhow::Result<ExitCode> {
                 (None, None) if p.line == 0 => "file".to_string(),
                 (None, None) => format!("line {}", p.line),
             };
-            println!("  {place}: {} [{}]", p.message, p.code);
+            println!(
+                "  {}: {} [{}]",
+                escaped(&place),
+                escaped(&p.message),
+                p.code
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -616,7 +634,7 @@ fn print_person(person: &PersonView) {
             "  detail {:>6}  {}:{}  observations {}  care records {}  transactions {}  red bags {}  alerts {}",
             d.detail_id,
             d.source,
-            d.local_id,
+            escaped(&d.local_id),
             d.observations,
             d.care_record_entries,
             d.care_transactions,

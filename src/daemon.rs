@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, TrySendError, channel, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,7 +12,9 @@ use tokio::task::JoinSet;
 use crate::config::{Config, SourceKind};
 use crate::keys::{self, KeyError};
 use crate::land::{self, Arrival, LandError, Landed, Origin};
-use crate::ledger::{AuditEvent, Clock, FileState, Ledger, LedgerError, SystemClock};
+use crate::ledger::{
+    AuditEvent, Clock, FileState, Ledger, LedgerError, QueuedAuditEvent, SystemClock,
+};
 use crate::pipeline::{Landings, ProcessError, Processor};
 use crate::receive;
 use crate::spool::{Area, Spool};
@@ -34,6 +36,12 @@ pub enum DaemonError {
     Sftp(#[from] receive::sftp_server::ServerError),
 }
 
+/// Audit events waiting to be written; a burst beyond this makes the
+/// sources that audit wait.
+const AUDIT_QUEUE: usize = 16_384;
+/// Audit events appended in one transaction.
+const AUDIT_BATCH: usize = 512;
+
 /// Lands files for every source, one batch at a time, and wakes the processor.
 pub struct Lander {
     config: Arc<Config>,
@@ -41,16 +49,47 @@ pub struct Lander {
     ledger: Mutex<Ledger>,
     wake: Mutex<Sender<()>>,
     landings: Landings,
+    /// The audit writer's queue; `None` once it has been closed.
+    audit: Mutex<Option<SyncSender<QueuedAuditEvent>>>,
 }
 
 impl Lander {
-    /// Blocking: appends an audit event. A failure is logged, not returned:
-    /// the action it describes has already happened.
+    /// Queues an audit event for the audit writer, which appends events in
+    /// the order queued, each with the time it happened. Does not wait for
+    /// the ledger: a login is answered even while a large file's load holds
+    /// the write lock. A failure is logged, not returned: the action it
+    /// describes has already happened.
     pub fn audit(&self, event: &AuditEvent<'_>) {
+        let queued = QueuedAuditEvent::new(chrono::Utc::now(), event);
+        let queue = self.audit.lock().expect("audit lock").clone();
+        let unqueued = match queue {
+            Some(queue) => match queue.try_send(queued) {
+                Ok(()) => return,
+                // A full queue means the ledger is far behind: wait for room.
+                Err(TrySendError::Full(queued)) => match queue.send(queued) {
+                    Ok(()) => return,
+                    Err(e) => e.0,
+                },
+                Err(TrySendError::Disconnected(queued)) => queued,
+            },
+            None => queued,
+        };
+        // The writer has stopped (shutdown): written here instead.
         let mut ledger = self.ledger.lock().expect("ledger lock");
-        if let Err(e) = ledger.audit(event) {
-            tracing::error!(error = %e, action = event.action, "could not write an audit event");
+        if let Err(e) = ledger.audit_all(std::slice::from_ref(&unqueued)) {
+            tracing::error!(error = %e, action = %unqueued.action, "could not write an audit event");
         }
+    }
+
+    /// A fresh id for an upload to the embedded server: unique on this
+    /// host across restarts, like a spool name.
+    pub fn new_upload_id(&self) -> String {
+        self.spool.new_name(chrono::Utc::now())
+    }
+
+    /// Stops queueing audit events; the writer finishes those queued.
+    fn close_audit(&self) {
+        self.audit.lock().expect("audit lock").take();
     }
 
     /// Blocking: the file already taken from this remote path as it looks now.
@@ -69,6 +108,14 @@ impl Lander {
     pub fn source_checked(&self, source: &str, error: Option<&str>) {
         let mut ledger = self.ledger.lock().expect("ledger lock");
         if let Err(e) = ledger.source_checked(source, error) {
+            tracing::error!(error = %e, "could not record a source's status");
+        }
+    }
+
+    /// Blocking: notes the server copies a source has yet to remove.
+    pub fn source_cleanups(&self, source: &str, pending: u64, error: Option<&str>) {
+        let mut ledger = self.ledger.lock().expect("ledger lock");
+        if let Err(e) = ledger.source_cleanups(source, pending, error) {
             tracing::error!(error = %e, "could not record a source's status");
         }
     }
@@ -223,12 +270,21 @@ pub async fn run(
             .spawn(move || process_until_stopped(processor, ledger, wake_rx, &stop))
             .expect("spawn the processor thread")
     };
+    let (audit_tx, audit_rx) = sync_channel(AUDIT_QUEUE);
+    let audit_writer = {
+        let ledger = Ledger::open(&config.daemon.ledger, Arc::new(SystemClock))?;
+        std::thread::Builder::new()
+            .name("audit".into())
+            .spawn(move || write_audit_events(ledger, audit_rx))
+            .expect("spawn the audit thread")
+    };
     let lander = Arc::new(Lander {
         config: config.clone(),
         spool,
         ledger: Mutex::new(land_ledger),
         wake: Mutex::new(wake_tx.clone()),
         landings,
+        audit: Mutex::new(Some(audit_tx)),
     });
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -279,8 +335,41 @@ pub async fn run(
         .await
         .expect("join the processor")
         .expect("the processor thread does not panic");
+    lander.close_audit();
+    tokio::task::spawn_blocking(move || audit_writer.join())
+        .await
+        .expect("join the audit writer")
+        .expect("the audit thread does not panic");
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Appends queued audit events until the queue is closed and empty.
+fn write_audit_events(mut ledger: Ledger, queue: Receiver<QueuedAuditEvent>) {
+    while let Ok(first) = queue.recv() {
+        let mut events = vec![first];
+        events.extend(queue.try_iter().take(AUDIT_BATCH - 1));
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match ledger.audit_all(&events) {
+                Ok(()) => break,
+                Err(e) if e.is_environmental() => {
+                    tracing::error!(error = %e, events = events.len(), retry_in = ?wait, "could not write audit events");
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                }
+                Err(_) => {
+                    // One event spoils the batch: the others are written alone.
+                    for event in &events {
+                        if let Err(e) = ledger.audit_all(std::slice::from_ref(event)) {
+                            tracing::error!(error = %e, action = %event.action, "could not write an audit event");
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+    }
 }
 
 fn process_until_stopped(

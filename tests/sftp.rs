@@ -565,10 +565,19 @@ transport.close()  # gone, with the file still open
         },
     );
     assert!(d.files().is_empty(), "nothing entered the pipeline");
-    assert!(
-        d.path("spool/uploads/demo-carehome/news2_cut.csv").exists(),
-        "kept for the client to resume or remove"
-    );
+    let staged = file_names(&d.path("spool/uploads/demo-carehome"));
+    assert_eq!(staged.len(), 1, "kept for the client to resume or remove");
+    assert!(!staged[0].contains("news2"), "staged under dropgate's own id");
+    let detail: String = d
+        .ledger()
+        .query_row(
+            "SELECT detail FROM audit_events WHERE action = 'upload_incomplete'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(detail.contains(&staged[0]), "the upload is named by its id: {detail}");
+    assert!(!detail.contains("news2_cut"), "{detail}");
 }
 
 #[test]
@@ -592,7 +601,10 @@ fn uploads_above_the_size_limit_are_refused() {
     );
     std::thread::sleep(Duration::from_millis(300));
     assert!(d.files().is_empty(), "no part of a refused upload is taken");
-    assert!(!d.path("spool/uploads/demo-carehome/news2_big.csv").exists());
+    assert!(
+        file_names(&d.path("spool/uploads/demo-carehome")).is_empty(),
+        "a refused upload is discarded"
+    );
 }
 
 /// `SHA256:` fingerprint of the server's host key, as `ssh-keygen -l` prints it.

@@ -104,6 +104,13 @@ pub struct SftpServer {
     pub ban_after_failures: u32,
     pub ban_window: Duration,
     pub ban_time: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_address: usize,
+    pub login_timeout: Duration,
+    pub max_handles_per_session: usize,
+    pub max_unfinished_uploads: usize,
+    pub max_unfinished_bytes: u64,
+    pub unfinished_upload_ttl: Duration,
 }
 
 #[derive(Debug)]
@@ -186,7 +193,12 @@ impl Config {
                 file: path.to_path_buf(),
                 line: 0,
                 column: 0,
-                message: format!("cannot read the configuration: {e}"),
+                message: match e.kind() {
+                    std::io::ErrorKind::NotFound => "the configuration file does not exist; \
+                         give its path with --config or DROPGATE_CONFIG"
+                        .to_string(),
+                    _ => format!("cannot read the configuration: {e}"),
+                },
             }],
         })?;
         Self::parse(path, &text)
@@ -253,6 +265,10 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // An error about the file as a whole has no position to point at.
+        if self.line == 0 {
+            return write!(f, "{}: {}", self.file.display(), self.message);
+        }
         write!(
             f,
             "{}:{}:{}: {}",
@@ -628,6 +644,43 @@ impl Checker<'_> {
         ) as usize;
         let ban_after_failures =
             count(self, raw.ban_after_failures, 5, "ban_after_failures") as u32;
+        let max_connections = count(self, raw.max_connections, 256, "max_connections") as usize;
+        let max_connections_per_address = count(
+            self,
+            raw.max_connections_per_address,
+            32,
+            "max_connections_per_address",
+        ) as usize;
+        let max_handles_per_session = count(
+            self,
+            raw.max_handles_per_session,
+            64,
+            "max_handles_per_session",
+        ) as usize;
+        let max_unfinished_uploads = count(
+            self,
+            raw.max_unfinished_uploads,
+            64,
+            "max_unfinished_uploads",
+        ) as usize;
+        let unfinished_span = raw.max_unfinished_size.as_ref().map(Spanned::span);
+        let max_unfinished_bytes = self.size(
+            raw.max_unfinished_size,
+            (20u64 << 30).max(max_file_size),
+            1 << 50,
+            "max_unfinished_size",
+        );
+        if let Some(span) = unfinished_span
+            && max_unfinished_bytes < max_file_size
+        {
+            self.error(
+                span,
+                format!(
+                    "max_unfinished_size must be at least max_file_size ({}), or no upload of the largest size could finish",
+                    show_bytes(max_file_size)
+                ),
+            );
+        }
         SftpServer {
             listen,
             max_file_size,
@@ -636,6 +689,21 @@ impl Checker<'_> {
             ban_after_failures,
             ban_window: self.duration(raw.ban_window, Duration::from_secs(600)),
             ban_time: self.duration(raw.ban_time, Duration::from_secs(3600)),
+            max_connections,
+            max_connections_per_address,
+            login_timeout: self.positive_duration(
+                raw.login_timeout,
+                Duration::from_secs(60),
+                "login_timeout",
+            ),
+            max_handles_per_session,
+            max_unfinished_uploads,
+            max_unfinished_bytes,
+            unfinished_upload_ttl: self.positive_duration(
+                raw.unfinished_upload_ttl,
+                Duration::from_secs(24 * 3600),
+                "unfinished_upload_ttl",
+            ),
         }
     }
 

@@ -83,6 +83,21 @@ pub struct SftpServer {
     pub ban_window: Option<Spanned<String>>,
     /// How long a ban lasts. Default `1h`.
     pub ban_time: Option<Spanned<String>>,
+    /// Connections open at once, logged in or not; more are closed at once. Default 256.
+    pub max_connections: Option<Spanned<i64>>,
+    /// Connections open at once from one address. Default 32.
+    pub max_connections_per_address: Option<Spanned<i64>>,
+    /// A connection that has not logged in after this long is closed. Default `60s`.
+    pub login_timeout: Option<Spanned<String>>,
+    /// Files and folder listings one session may hold open at once. Default 64.
+    pub max_handles_per_session: Option<Spanned<i64>>,
+    /// Unfinished uploads (open, interrupted or under a temporary name) one partner
+    /// may leave at once. Default 64.
+    pub max_unfinished_uploads: Option<Spanned<i64>>,
+    /// Total size of one partner's unfinished uploads. Default `20GiB`; at least `max_file_size`.
+    pub max_unfinished_size: Option<Spanned<String>>,
+    /// An unfinished upload untouched this long is discarded (and audited). Default `24h`.
+    pub unfinished_upload_ttl: Option<Spanned<String>>,
 }
 
 /// `[sources.NAME]`: where files come from.

@@ -37,6 +37,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0006_source_status",
         include_str!("migrations/0006_source_status.sql"),
     ),
+    (
+        "0007_source_cleanup",
+        include_str!("migrations/0007_source_cleanup.sql"),
+    ),
 ];
 
 /// How long (in ms) a connection waits for another's write transaction.
@@ -272,6 +276,31 @@ pub struct AuditEvent<'a> {
     pub detail: Option<serde_json::Value>,
 }
 
+/// An audit event that waits in a queue before it is appended: owned, and
+/// stamped with the time it happened rather than the time it is written.
+#[derive(Debug, Clone)]
+pub struct QueuedAuditEvent {
+    pub at: DateTime<Utc>,
+    pub partner: Option<String>,
+    pub remote: Option<String>,
+    pub action: String,
+    pub file_id: Option<i64>,
+    pub detail: Option<serde_json::Value>,
+}
+
+impl QueuedAuditEvent {
+    pub fn new(at: DateTime<Utc>, event: &AuditEvent<'_>) -> QueuedAuditEvent {
+        QueuedAuditEvent {
+            at,
+            partner: event.partner.map(str::to_string),
+            remote: event.remote.map(str::to_string),
+            action: event.action.to_string(),
+            file_id: event.file_id,
+            detail: event.detail.clone(),
+        }
+    }
+}
+
 /// One step of delivering a file to a destination.
 #[derive(Debug, Clone)]
 pub struct DeliveryEvent<'a> {
@@ -301,6 +330,9 @@ pub struct SourceStatus {
     pub last_ok_at: Option<String>,
     pub last_error: Option<String>,
     pub last_error_at: Option<String>,
+    /// Received files whose copy on the server could not be removed yet.
+    pub cleanups_pending: u64,
+    pub cleanup_error: Option<String>,
 }
 
 /// An audit event as stored.
@@ -691,6 +723,28 @@ impl Ledger {
         Ok(())
     }
 
+    /// Appends queued audit events in one transaction, in queue order.
+    pub fn audit_all(&mut self, events: &[QueuedAuditEvent]) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for e in events {
+            append_audit(
+                &tx,
+                &timestamp(e.at),
+                &AuditEvent {
+                    partner: e.partner.as_deref(),
+                    remote: e.remote.as_deref(),
+                    action: &e.action,
+                    file_id: e.file_id,
+                    detail: e.detail.clone(),
+                },
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Audit events, oldest first, and whether the hash chain is intact up to each.
     pub fn audit_events(&self) -> Result<Vec<AuditRow>> {
         let mut stmt = self.conn.prepare(
@@ -746,6 +800,25 @@ impl Ledger {
             .optional()?)
     }
 
+    /// Notes the server copies a source has yet to remove, and why the
+    /// latest attempt failed.
+    pub fn source_cleanups(
+        &mut self,
+        source: &str,
+        pending: u64,
+        error: Option<&str>,
+    ) -> Result<()> {
+        let now = self.now();
+        self.conn
+            .prepare_cached(
+                "INSERT INTO source_status (source, checked_at, cleanups_pending, cleanup_error)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (source) DO UPDATE SET cleanups_pending = ?3, cleanup_error = ?4",
+            )?
+            .execute(params![source, now, pending, error])?;
+        Ok(())
+    }
+
     /// Notes how a source's latest poll went (`error` is `None` on success).
     pub fn source_checked(&mut self, source: &str, error: Option<&str>) -> Result<()> {
         let now = self.now();
@@ -766,7 +839,8 @@ impl Ledger {
     /// Every source's latest poll, and the count of files in each state.
     pub fn status(&self) -> Result<Status> {
         let mut stmt = self.conn.prepare(
-            "SELECT source, checked_at, last_ok_at, last_error, last_error_at FROM source_status ORDER BY source",
+            "SELECT source, checked_at, last_ok_at, last_error, last_error_at, cleanups_pending, cleanup_error
+             FROM source_status ORDER BY source",
         )?;
         let sources = stmt
             .query_map([], |r| {
@@ -776,6 +850,8 @@ impl Ledger {
                     last_ok_at: r.get(2)?,
                     last_error: r.get(3)?,
                     last_error_at: r.get(4)?,
+                    cleanups_pending: r.get(5)?,
+                    cleanup_error: r.get(6)?,
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;

@@ -32,6 +32,14 @@ struct Seen {
     unchanged: u32,
 }
 
+/// A received file whose copy on the server could not be deleted or moved:
+/// tried again with backoff, not at every poll.
+struct Cleanup {
+    failures: u32,
+    next: Instant,
+    error: String,
+}
+
 /// One remote source: its settings, and what earlier polls saw.
 struct Poller {
     source: String,
@@ -41,6 +49,8 @@ struct Poller {
     /// Where downloads are written before they are landed.
     staging: PathBuf,
     seen: HashMap<String, Seen>,
+    /// By file name: server copies still to delete or move.
+    cleanups: HashMap<String, Cleanup>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -64,6 +74,7 @@ pub async fn poll(
         lander,
         staging,
         seen: HashMap::new(),
+        cleanups: HashMap::new(),
         shutdown: shutdown.clone(),
     };
     let mut failures = 0u32;
@@ -72,8 +83,11 @@ pub async fn poll(
         {
             let (lander, source) = (poller.lander.clone(), poller.source.clone());
             let error = outcome.as_ref().err().map(|e| e.to_string());
+            let pending = poller.cleanups.len() as u64;
+            let cleanup_error = poller.cleanups.values().next().map(|c| c.error.clone());
             let _ = tokio::task::spawn_blocking(move || {
-                lander.source_checked(&source, error.as_deref())
+                lander.source_checked(&source, error.as_deref());
+                lander.source_cleanups(&source, pending, cleanup_error.as_deref());
             })
             .await;
         }
@@ -180,6 +194,9 @@ impl Poller {
         }
         self.seen
             .retain(|name, _| listing.iter().any(|f| &f.name == name));
+        // Gone from the server (removed by hand, say): nothing left to clean up.
+        self.cleanups
+            .retain(|name, _| listing.iter().any(|f| &f.name == name));
         let mut refused = None;
         for file in ready {
             if *self.shutdown.borrow() {
@@ -203,10 +220,17 @@ impl Poller {
 
     /// Downloads, lands, then deletes / moves / leaves one remote file.
     async fn take(
-        &self,
+        &mut self,
         connection: &mut Connection,
         file: &RemoteFile,
     ) -> Result<(), RemoteError> {
+        if self
+            .cleanups
+            .get(&file.name)
+            .is_some_and(|c| Instant::now() < c.next)
+        {
+            return Ok(());
+        }
         let (source, partner, settings) =
             (self.source.as_str(), self.partner.as_str(), &self.settings);
         let (lander, staging) = (&self.lander, &self.staging);
@@ -282,8 +306,24 @@ impl Poller {
             AfterTake::Delete => connection.remove(&file.name).await,
             AfterTake::Move(folder) => connection.move_to(&file.name, folder).await,
         };
-        if let Err(e) = &done {
-            tracing::warn!(source = %source, file_id, error = %e, "received, but the server's copy could not be removed; it will not be taken again");
+        match &done {
+            Ok(()) => {
+                self.cleanups.remove(&file.name);
+            }
+            Err(e) => {
+                let failures = self.cleanups.get(&file.name).map_or(1, |c| c.failures + 1);
+                let seed = file.size ^ u64::from(file.mtime);
+                let wait = settings.backoff.delay(failures + 1, seed);
+                tracing::warn!(source = %source, file_id, error = %e, failures, retry_in = ?wait, "received, but the server's copy could not be removed; it will not be taken again");
+                self.cleanups.insert(
+                    file.name.clone(),
+                    Cleanup {
+                        failures,
+                        next: Instant::now() + wait,
+                        error: e.to_string(),
+                    },
+                );
+            }
         }
         if let Some(suffix) = &settings.done_marker
             && settings.after != AfterTake::Leave

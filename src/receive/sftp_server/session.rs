@@ -1,0 +1,996 @@
+//! One logged-in partner's SFTP session: its `inbox/` (write-only) and, for
+//! partners that have one, its read-only `outbox/`.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{self, File};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use russh_sftp::protocol::{
+    Attrs, Data, File as SftpFile, FileAttributes, Handle, Name, OpenFlags, Packet, Status,
+    StatusCode, Version,
+};
+use russh_sftp::server::StatusReply;
+use sha2::{Digest, Sha256};
+
+use super::uploads::{Opened, Refusal};
+use super::{FileSlot, SOURCE, Shared};
+use crate::land::{Arrival, Handover, Landed, hex};
+use crate::ledger::AuditEvent;
+use crate::receive::is_temporary_name;
+
+/// Most bytes sent in one read reply: what fits in the 256 KiB packet
+/// clients accept, with room for the reply's own fields.
+const MAX_READ_BYTES: u64 = 255 * 1024;
+const INBOX: &str = "inbox";
+const OUTBOX: &str = "outbox";
+/// Longest file name accepted (as most file systems).
+const MAX_NAME_BYTES: usize = 255;
+const MAX_PATH_BYTES: usize = 4096;
+/// Refusals of one session written to the audit trail; the rest are counted
+/// and the count audited when the session ends, so a client cannot flood it.
+const REFUSALS_AUDITED: u32 = 16;
+/// Uploads of this session a later STAT still answers for.
+const RECENTLY_RECEIVED: usize = 64;
+/// The rename that may replace its target (OpenSSH's extension).
+const POSIX_RENAME: &str = "posix-rename@openssh.com";
+
+/// Where a client path points inside a partner's virtual root.
+#[derive(Debug, PartialEq, Eq)]
+enum Place {
+    Root,
+    Inbox,
+    InboxFile(String),
+    Outbox,
+    OutboxFile(String),
+}
+
+/// Resolves a client path against the virtual root; anything that could
+/// leave it is refused.
+fn resolve(path: &str, outbox: bool) -> Result<Place, StatusReply> {
+    let refuse = |why: &str| StatusCode::PermissionDenied.with_message(why);
+    if path.contains('\0') {
+        return Err(refuse("NUL in path"));
+    }
+    if path.len() > MAX_PATH_BYTES {
+        return Err(refuse("path too long"));
+    }
+    let mut parts = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return Err(refuse("`..` is not allowed")),
+            p if p.len() > MAX_NAME_BYTES => return Err(refuse("name too long")),
+            p => parts.push(p),
+        }
+    }
+    match parts.as_slice() {
+        [] => Ok(Place::Root),
+        [INBOX] => Ok(Place::Inbox),
+        [INBOX, name] => Ok(Place::InboxFile((*name).to_string())),
+        [OUTBOX] if outbox => Ok(Place::Outbox),
+        [OUTBOX, name] if outbox => Ok(Place::OutboxFile((*name).to_string())),
+        _ => Err(StatusCode::NoSuchFile.with_message("no such file")),
+    }
+}
+
+enum Open {
+    Upload {
+        /// dropgate's id of the upload (its staging file's name).
+        id: String,
+        file: File,
+        /// SHA-256 of what was written, while writes have come in order
+        /// from the start; saves reading the file again to land it.
+        digest: Option<(Sha256, u64)>,
+        /// A write was refused: the upload is incomplete and is not landed.
+        refused: bool,
+        _slot: FileSlot,
+    },
+    Download {
+        name: String,
+        file: File,
+        sent: u64,
+        _slot: FileSlot,
+    },
+    Listing(Option<Vec<SftpFile>>),
+}
+
+/// The SFTP session of one logged-in partner.
+pub(super) struct Inbox {
+    shared: Arc<Shared>,
+    partner: String,
+    peer: String,
+    /// The partner's read-only outbox, when it has one.
+    outbox: Option<PathBuf>,
+    handles: HashMap<String, Open>,
+    next_handle: u64,
+    /// Uploads of this session already taken by dropgate, by name: clients
+    /// that check an upload's size afterwards (paramiko's `put`) still see it.
+    received: VecDeque<(String, FileAttributes)>,
+    refusals: u32,
+}
+
+impl Inbox {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        partner: String,
+        peer: String,
+        outbox: Option<PathBuf>,
+    ) -> Result<Inbox, std::io::Error> {
+        fs::create_dir_all(shared.uploads.path(&partner, ""))?;
+        if let Some(outbox) = &outbox {
+            fs::create_dir_all(outbox)?;
+        }
+        Ok(Inbox {
+            outbox,
+            shared,
+            partner,
+            peer,
+            handles: HashMap::new(),
+            next_handle: 0,
+            received: VecDeque::new(),
+            refusals: 0,
+        })
+    }
+
+    fn audit(&self, action: &str, file_id: Option<i64>, detail: Option<serde_json::Value>) {
+        self.shared.audit(AuditEvent {
+            partner: Some(&self.partner),
+            remote: Some(&self.peer),
+            action,
+            file_id,
+            detail,
+        });
+    }
+
+    /// Resolves a client path, auditing any attempt to leave the root.
+    fn resolve(&mut self, operation: &str, path: &str) -> Result<Place, StatusReply> {
+        resolve(path, self.outbox.is_some()).map_err(|e| self.refuse(operation, e))
+    }
+
+    /// Audits a refused operation (permission denied) and returns the reply.
+    fn refuse(&mut self, operation: &str, reply: StatusReply) -> StatusReply {
+        if reply.status_code == StatusCode::PermissionDenied {
+            tracing::warn!(partner = %self.partner, remote = %self.peer, operation, "SFTP operation refused");
+            self.refusals += 1;
+            if self.refusals <= REFUSALS_AUDITED {
+                let reason = reply.error_message.clone().unwrap_or_default();
+                self.audit(
+                    "refused",
+                    None,
+                    Some(serde_json::json!({ "operation": operation, "reason": reason })),
+                );
+            }
+        }
+        reply
+    }
+
+    /// A cap was reached: refused with a status, audited once per session
+    /// and limit.
+    fn refuse_limit(
+        &mut self,
+        operation: &str,
+        limit: &'static str,
+        message: String,
+    ) -> StatusReply {
+        tracing::warn!(partner = %self.partner, remote = %self.peer, operation, limit, "SFTP operation refused: limit reached");
+        self.refusals += 1;
+        if self.refusals <= REFUSALS_AUDITED {
+            self.audit(
+                "refused_limit",
+                None,
+                Some(serde_json::json!({ "operation": operation, "limit": limit })),
+            );
+        }
+        StatusCode::Failure.with_message(message)
+    }
+
+    fn refusal(&mut self, operation: &str, refusal: Refusal) -> StatusReply {
+        match refusal.limit() {
+            Some(limit) => self.refuse_limit(operation, limit, refusal.message()),
+            None if refusal == Refusal::NotFound => {
+                StatusCode::NoSuchFile.with_message(refusal.message())
+            }
+            None => StatusCode::Failure.with_message(refusal.message()),
+        }
+    }
+
+    /// A handle for `open`, within the session's and the process's caps.
+    fn handle(&mut self, open: Open) -> String {
+        self.next_handle += 1;
+        let handle = self.next_handle.to_string();
+        self.handles.insert(handle.clone(), open);
+        handle
+    }
+
+    /// Room for one more handle, and an open file when it needs one.
+    fn room_for_handle(
+        &mut self,
+        operation: &str,
+        file: bool,
+    ) -> Result<Option<FileSlot>, StatusReply> {
+        let max = self.shared.limits.max_handles_per_session;
+        if self.handles.len() >= max {
+            return Err(self.refuse_limit(
+                operation,
+                "max_handles_per_session",
+                format!("too many open handles ({max}): close some first"),
+            ));
+        }
+        if !file {
+            return Ok(None);
+        }
+        match self.shared.open_file() {
+            Some(slot) => Ok(Some(slot)),
+            None => Err(self.refuse_limit(
+                operation,
+                "open_files",
+                "the server has too many files open; try again shortly".into(),
+            )),
+        }
+    }
+
+    /// An export in the outbox: a regular file, not one still being written.
+    fn exported(&self, name: &str) -> Result<fs::Metadata, StatusReply> {
+        let outbox = self.outbox.as_ref().expect("resolved only with an outbox");
+        let meta = fs::symlink_metadata(outbox.join(name)).map_err(io_failure)?;
+        if name.starts_with('.') || !meta.is_file() {
+            return Err(StatusCode::NoSuchFile.with_message("no such file"));
+        }
+        Ok(meta)
+    }
+
+    fn recently_received(&self, name: &str) -> Option<FileAttributes> {
+        self.received
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, attrs)| attrs.clone())
+    }
+
+    /// Lands a finished upload; answers only once it is durable and recorded.
+    async fn complete(&mut self, name: &str) -> Result<(), StatusReply> {
+        let uploads = &self.shared.uploads;
+        // Still open elsewhere, or already taken: the other handle lands it.
+        let Some((id, sha256)) = uploads.take(&self.partner, name) else {
+            return Ok(());
+        };
+        let path = uploads.path(&self.partner, &id);
+        let meta = fs::metadata(&path).ok();
+        let lander = self.shared.lander.clone();
+        let partner = self.partner.clone();
+        // The upload is dropgate's own file: moved into the spool, not copied.
+        let arrival = Arrival {
+            path,
+            name: name.to_string(),
+            handover: Handover::Move { sha256 },
+            taken_from: None,
+        };
+        let remote = self.peer.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            lander.land_upload(SOURCE, &partner, &remote, arrival)
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(crate::land::LandError::Io(std::io::Error::other(
+                "landing stopped",
+            )))
+        });
+        match result {
+            Ok(landed) => {
+                tracing::info!(partner = %self.partner, remote = %self.peer, file_id = landed.id(), "SFTP upload received");
+                if let Some(meta) = meta {
+                    if self.received.len() == RECENTLY_RECEIVED {
+                        self.received.pop_front();
+                    }
+                    self.received
+                        .push_back((name.to_string(), file_attrs(&meta)));
+                }
+                if let Landed::AlreadyReceived(id) = landed {
+                    // Not new, so not audited with the landing.
+                    self.audit("upload", Some(id), None);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // The staging file is back in place: the client may try again.
+                let size = meta.map(|m| m.len()).unwrap_or(0);
+                uploads.put_back(&self.partner, name, id, size);
+                tracing::warn!(partner = %self.partner, error = %e, "SFTP upload could not be landed");
+                Err(StatusCode::Failure.with_message(format!("not received: {e}")))
+            }
+        }
+    }
+
+    /// Starts or resumes writing an upload.
+    fn open_upload(&mut self, name: String, pflags: OpenFlags) -> Result<String, StatusReply> {
+        let slot = self.room_for_handle("open", true)?.expect("a file slot");
+        let shared = self.shared.clone();
+        let opened = shared
+            .uploads
+            .open(&self.partner, &name, || shared.lander.new_upload_id())
+            .map_err(|r| self.refusal("open", r))?;
+        let Opened { id, path, resumed } = opened;
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create(!resumed)
+            .truncate(pflags.contains(OpenFlags::TRUNCATE))
+            .open(&path);
+        let refuse_exclusive = resumed && pflags.contains(OpenFlags::EXCLUDE);
+        let file = match file {
+            Ok(file) if !refuse_exclusive => file,
+            result => {
+                shared.uploads.closed(&self.partner, &id, None);
+                if let Some(gone) = shared.uploads.abandoned(&self.partner, &id) {
+                    let _ = fs::remove_file(shared.uploads.path(&self.partner, &gone.id));
+                }
+                return Err(match result {
+                    Ok(_) => {
+                        StatusCode::Failure.with_message("a file of that name is already waiting")
+                    }
+                    Err(e) => io_failure(e),
+                });
+            }
+        };
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if pflags.contains(OpenFlags::TRUNCATE) {
+            let _ = shared.uploads.resize(&self.partner, &id, 0);
+        }
+        let digest = (size == 0).then(|| (Sha256::new(), 0));
+        Ok(self.handle(Open::Upload {
+            id,
+            file,
+            digest,
+            refused: false,
+            _slot: slot,
+        }))
+    }
+}
+
+/// Regular files in a folder, as SFTP directory entries.
+fn listing(dir: &std::path::Path) -> Result<Vec<SftpFile>, StatusReply> {
+    let mut entries = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_failure)?.flatten() {
+        if let (Ok(meta), Some(name)) = (entry.metadata(), entry.file_name().to_str())
+            && meta.is_file()
+        {
+            entries.push(SftpFile::new(name, file_attrs(&meta)));
+        }
+    }
+    Ok(entries)
+}
+
+fn directory_attrs() -> FileAttributes {
+    FileAttributes {
+        permissions: Some(0o040_700),
+        ..FileAttributes::empty()
+    }
+}
+
+fn file_attrs(meta: &fs::Metadata) -> FileAttributes {
+    FileAttributes {
+        size: Some(meta.len()),
+        permissions: Some(0o100_600),
+        mtime: meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_secs() as u32),
+        ..FileAttributes::empty()
+    }
+}
+
+fn ok(id: u32) -> Status {
+    Status {
+        id,
+        status_code: StatusCode::Ok,
+        error_message: "Ok".into(),
+        language_tag: "en-US".into(),
+    }
+}
+
+fn io_failure(e: std::io::Error) -> StatusReply {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => StatusCode::NoSuchFile.with_message("no such file"),
+        std::io::ErrorKind::StorageFull => {
+            StatusCode::Failure.with_message("the server's disk is full; try again later")
+        }
+        _ => StatusCode::Failure.with_message("the server could not do this"),
+    }
+}
+
+/// Reads one SSH string (u32 length, bytes) from `data`.
+fn ssh_string(data: &mut &[u8]) -> Option<String> {
+    let (len, rest) = data.split_first_chunk::<4>()?;
+    let len = u32::from_be_bytes(*len) as usize;
+    if rest.len() < len {
+        return None;
+    }
+    let (text, rest) = rest.split_at(len);
+    *data = rest;
+    String::from_utf8(text.to_vec()).ok()
+}
+
+impl Inbox {
+    /// RENAME: a temporary name to its final one, or any unfinished upload
+    /// to another name. A name taken by another unfinished upload is refused
+    /// (SFTP v3) unless the client asked to overwrite it.
+    async fn rename_upload(
+        &mut self,
+        id: u32,
+        oldpath: &str,
+        newpath: &str,
+        overwrite: bool,
+    ) -> Result<Status, StatusReply> {
+        let (Place::InboxFile(from), Place::InboxFile(to)) = (
+            self.resolve("rename", oldpath)?,
+            self.resolve("rename", newpath)?,
+        ) else {
+            return Err(self.refuse(
+                "rename",
+                StatusCode::PermissionDenied.with_message("only files in inbox/ can be renamed"),
+            ));
+        };
+        let replaced = self
+            .shared
+            .uploads
+            .rename(&self.partner, &from, &to, overwrite)
+            .map_err(|r| self.refusal("rename", r))?;
+        if let Some(replaced) = replaced {
+            let _ = fs::remove_file(self.shared.uploads.path(&self.partner, &replaced));
+        }
+        if !is_temporary_name(&to) {
+            self.complete(&to).await?;
+        }
+        Ok(ok(id))
+    }
+
+    /// SETSTAT/FSETSTAT: a size truncates or extends an unfinished upload
+    /// for real, within the caps; times and modes are accepted and ignored,
+    /// so clients that preserve them (`put -p`) still work.
+    fn set_size(&mut self, upload: &str, attrs: &FileAttributes) -> Result<(), StatusReply> {
+        let Some(size) = attrs.size else {
+            return Ok(());
+        };
+        self.shared
+            .uploads
+            .resize(&self.partner, upload, size)
+            .map_err(|r| self.refusal("setstat", r))?;
+        let path = self.shared.uploads.path(&self.partner, upload);
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io_failure)?;
+        file.set_len(size).map_err(io_failure)?;
+        for open in self.handles.values_mut() {
+            if let Open::Upload { id, digest, .. } = open
+                && id == upload
+            {
+                *digest = None;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl russh_sftp::server::Handler for Inbox {
+    type Error = StatusReply;
+
+    fn unimplemented(&self) -> Self::Error {
+        StatusCode::OpUnsupported.with_message("not supported by dropgate")
+    }
+
+    async fn init(
+        &mut self,
+        _version: u32,
+        _extensions: HashMap<String, String>,
+    ) -> Result<Version, Self::Error> {
+        // `limits@openssh.com` is not offered: with its 255 KiB writes,
+        // OpenSSH's client spent twice the CPU and uploads ran slower here.
+        let mut version = Version::new();
+        version
+            .extensions
+            .insert(POSIX_RENAME.to_string(), "1".to_string());
+        Ok(version)
+    }
+
+    async fn realpath(&mut self, id: u32, path: String) -> Result<Name, Self::Error> {
+        let canonical = match self.resolve("realpath", &path)? {
+            Place::Root => "/".to_string(),
+            Place::Inbox => format!("/{INBOX}"),
+            Place::InboxFile(name) => format!("/{INBOX}/{name}"),
+            Place::Outbox => format!("/{OUTBOX}"),
+            Place::OutboxFile(name) => format!("/{OUTBOX}/{name}"),
+        };
+        Ok(Name {
+            id,
+            files: vec![SftpFile::dummy(canonical)],
+        })
+    }
+
+    async fn opendir(&mut self, id: u32, path: String) -> Result<Handle, Self::Error> {
+        let entries = match self.resolve("opendir", &path)? {
+            Place::Root => {
+                let mut entries = vec![SftpFile::new(INBOX, directory_attrs())];
+                if self.outbox.is_some() {
+                    entries.push(SftpFile::new(OUTBOX, directory_attrs()));
+                }
+                entries
+            }
+            // The partner's own uploads not yet taken by dropgate.
+            Place::Inbox => {
+                let uploads = &self.shared.uploads;
+                uploads
+                    .list(&self.partner)
+                    .into_iter()
+                    .filter_map(|(name, upload)| {
+                        let meta = fs::metadata(uploads.path(&self.partner, &upload)).ok()?;
+                        Some(SftpFile::new(name, file_attrs(&meta)))
+                    })
+                    .collect()
+            }
+            // Exports addressed to the partner; files being written start with a dot.
+            Place::Outbox => listing(
+                self.outbox
+                    .as_deref()
+                    .expect("resolved only with an outbox"),
+            )?
+            .into_iter()
+            .filter(|f| !f.filename.starts_with('.'))
+            .collect(),
+            Place::InboxFile(_) | Place::OutboxFile(_) => {
+                return Err(StatusCode::Failure.with_message("not a directory"));
+            }
+        };
+        self.room_for_handle("opendir", false)?;
+        let handle = self.handle(Open::Listing(Some(entries)));
+        Ok(Handle { id, handle })
+    }
+
+    async fn readdir(&mut self, id: u32, handle: String) -> Result<Name, Self::Error> {
+        match self.handles.get_mut(&handle) {
+            Some(Open::Listing(entries)) => match entries.take() {
+                Some(files) => Ok(Name { id, files }),
+                None => Err(StatusCode::Eof.into()),
+            },
+            _ => Err(StatusCode::Failure.with_message("not a directory handle")),
+        }
+    }
+
+    async fn stat(&mut self, id: u32, path: String) -> Result<Attrs, Self::Error> {
+        let attrs = match self.resolve("stat", &path)? {
+            Place::Root | Place::Inbox | Place::Outbox => directory_attrs(),
+            Place::InboxFile(name) => {
+                let uploads = &self.shared.uploads;
+                let staged = uploads
+                    .find(&self.partner, &name)
+                    .and_then(|upload| fs::metadata(uploads.path(&self.partner, &upload)).ok());
+                match staged {
+                    Some(meta) => file_attrs(&meta),
+                    None => self
+                        .recently_received(&name)
+                        .ok_or_else(|| StatusCode::NoSuchFile.with_message("no such file"))?,
+                }
+            }
+            Place::OutboxFile(name) => file_attrs(&self.exported(&name)?),
+        };
+        Ok(Attrs { id, attrs })
+    }
+
+    async fn lstat(&mut self, id: u32, path: String) -> Result<Attrs, Self::Error> {
+        self.stat(id, path).await
+    }
+
+    async fn fstat(&mut self, id: u32, handle: String) -> Result<Attrs, Self::Error> {
+        match self.handles.get(&handle) {
+            Some(Open::Upload { file, .. } | Open::Download { file, .. }) => Ok(Attrs {
+                id,
+                attrs: file_attrs(&file.metadata().map_err(io_failure)?),
+            }),
+            Some(Open::Listing(_)) => Ok(Attrs {
+                id,
+                attrs: directory_attrs(),
+            }),
+            None => Err(StatusCode::Failure.with_message("no such handle")),
+        }
+    }
+
+    async fn open(
+        &mut self,
+        id: u32,
+        filename: String,
+        pflags: OpenFlags,
+        _attrs: FileAttributes,
+    ) -> Result<Handle, Self::Error> {
+        let name = match self.resolve("open", &filename)? {
+            Place::InboxFile(name) => name,
+            Place::OutboxFile(name) => {
+                if pflags.intersects(
+                    OpenFlags::WRITE | OpenFlags::APPEND | OpenFlags::CREATE | OpenFlags::TRUNCATE,
+                ) {
+                    return Err(self.refuse(
+                        "open",
+                        StatusCode::PermissionDenied.with_message("outbox/ is read-only"),
+                    ));
+                }
+                self.exported(&name)?;
+                let slot = self.room_for_handle("open", true)?.expect("a file slot");
+                let path = self
+                    .outbox
+                    .as_ref()
+                    .expect("resolved only with an outbox")
+                    .join(&name);
+                let file = File::open(path).map_err(io_failure)?;
+                let handle = self.handle(Open::Download {
+                    name,
+                    file,
+                    sent: 0,
+                    _slot: slot,
+                });
+                return Ok(Handle { id, handle });
+            }
+            _ => {
+                return Err(self.refuse(
+                    "open",
+                    StatusCode::PermissionDenied
+                        .with_message("files can only be written into inbox/"),
+                ));
+            }
+        };
+        if pflags.contains(OpenFlags::READ) || !pflags.contains(OpenFlags::WRITE) {
+            return Err(self.refuse(
+                "open",
+                StatusCode::PermissionDenied.with_message("inbox/ is write-only"),
+            ));
+        }
+        if !pflags.contains(OpenFlags::CREATE)
+            && self.shared.uploads.find(&self.partner, &name).is_none()
+        {
+            return Err(StatusCode::NoSuchFile.with_message("no such file"));
+        }
+        let handle = self.open_upload(name, pflags)?;
+        Ok(Handle { id, handle })
+    }
+
+    async fn write(
+        &mut self,
+        id: u32,
+        handle: String,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> Result<Status, Self::Error> {
+        let Some(Open::Upload {
+            id: upload,
+            file,
+            digest,
+            refused,
+            ..
+        }) = self.handles.get_mut(&handle)
+        else {
+            return Err(StatusCode::Failure.with_message("not an upload handle"));
+        };
+        let end = offset.saturating_add(data.len() as u64);
+        if let Err(refusal) = self.shared.uploads.grow(&self.partner, upload, end) {
+            let first = !*refused;
+            *refused = true;
+            let message = refusal.message();
+            return Err(match refusal.limit() {
+                Some(limit) if first => self.refuse_limit("write", limit, message),
+                _ => StatusCode::Failure.with_message(message),
+            });
+        }
+        file.write_all_at(&data, offset).map_err(io_failure)?;
+        match digest {
+            Some((hasher, next)) if *next == offset => {
+                hasher.update(&data);
+                *next += data.len() as u64;
+            }
+            // Out of order (or a rewrite): hashed from the file when landed.
+            _ => *digest = None,
+        }
+        Ok(ok(id))
+    }
+
+    async fn close(&mut self, id: u32, handle: String) -> Result<Status, Self::Error> {
+        match self.handles.remove(&handle) {
+            Some(Open::Upload {
+                id: upload,
+                file,
+                digest,
+                refused,
+                _slot,
+            }) => {
+                let uploads = &self.shared.uploads;
+                if refused {
+                    drop(file);
+                    if let Some(name) = uploads.closed(&self.partner, &upload, None)
+                        && uploads.remove(&self.partner, &name).is_ok()
+                    {
+                        let _ = fs::remove_file(uploads.path(&self.partner, &upload));
+                    }
+                    return Err(StatusCode::Failure
+                        .with_message("the upload was refused and has been discarded"));
+                }
+                // fsync can take milliseconds: off the async workers, which
+                // serve every other session meanwhile.
+                let synced = tokio::task::spawn_blocking(move || {
+                    file.sync_all()?;
+                    file.metadata().map(|m| m.len())
+                })
+                .await;
+                let size = match synced {
+                    Ok(Ok(size)) => size,
+                    Ok(Err(e)) => {
+                        uploads.closed(&self.partner, &upload, None);
+                        return Err(io_failure(e));
+                    }
+                    Err(_) => {
+                        uploads.closed(&self.partner, &upload, None);
+                        return Err(StatusCode::Failure.with_message("could not finish the upload"));
+                    }
+                };
+                let sha256 = match digest {
+                    Some((hasher, written)) if written == size => Some(hex(&hasher.finalize())),
+                    _ => None,
+                };
+                let Some(name) = uploads.closed(&self.partner, &upload, sha256) else {
+                    return Err(StatusCode::Failure.with_message("the upload was removed"));
+                };
+                if !is_temporary_name(&name) {
+                    self.complete(&name).await?;
+                }
+                Ok(ok(id))
+            }
+            Some(Open::Download { name, sent, .. }) => {
+                tracing::info!(partner = %self.partner, remote = %self.peer, "SFTP download");
+                // Outbox names are dropgate's own (exports), not the partner's.
+                self.audit(
+                    "download",
+                    None,
+                    Some(serde_json::json!({ "name": name, "bytes": sent })),
+                );
+                Ok(ok(id))
+            }
+            Some(Open::Listing(_)) => Ok(ok(id)),
+            None => Err(StatusCode::Failure.with_message("no such handle")),
+        }
+    }
+
+    async fn rename(
+        &mut self,
+        id: u32,
+        oldpath: String,
+        newpath: String,
+    ) -> Result<Status, Self::Error> {
+        self.rename_upload(id, &oldpath, &newpath, false).await
+    }
+
+    async fn extended(
+        &mut self,
+        id: u32,
+        request: String,
+        data: Vec<u8>,
+    ) -> Result<Packet, Self::Error> {
+        if request != POSIX_RENAME {
+            return Err(self.unimplemented());
+        }
+        let mut data = data.as_slice();
+        let (Some(oldpath), Some(newpath)) = (ssh_string(&mut data), ssh_string(&mut data)) else {
+            return Err(StatusCode::BadMessage.with_message("malformed posix-rename"));
+        };
+        self.rename_upload(id, &oldpath, &newpath, true)
+            .await
+            .map(Packet::Status)
+    }
+
+    async fn remove(&mut self, id: u32, filename: String) -> Result<Status, Self::Error> {
+        let Place::InboxFile(name) = self.resolve("remove", &filename)? else {
+            return Err(self.refuse(
+                "remove",
+                StatusCode::PermissionDenied
+                    .with_message("only your own unfinished uploads can be removed"),
+            ));
+        };
+        let upload = self
+            .shared
+            .uploads
+            .remove(&self.partner, &name)
+            .map_err(|r| self.refusal("remove", r))?;
+        fs::remove_file(self.shared.uploads.path(&self.partner, &upload)).map_err(io_failure)?;
+        Ok(ok(id))
+    }
+
+    async fn setstat(
+        &mut self,
+        id: u32,
+        path: String,
+        attrs: FileAttributes,
+    ) -> Result<Status, Self::Error> {
+        match self.resolve("setstat", &path)? {
+            Place::InboxFile(name) => match self.shared.uploads.find(&self.partner, &name) {
+                Some(upload) => {
+                    self.set_size(&upload, &attrs)?;
+                    Ok(ok(id))
+                }
+                // Just landed: its times may be set, its size not.
+                None if attrs.size.is_none() && self.recently_received(&name).is_some() => {
+                    Ok(ok(id))
+                }
+                None => Err(StatusCode::NoSuchFile.with_message("no such file")),
+            },
+            _ => Err(StatusCode::PermissionDenied.with_message("not allowed")),
+        }
+    }
+
+    async fn fsetstat(
+        &mut self,
+        id: u32,
+        handle: String,
+        attrs: FileAttributes,
+    ) -> Result<Status, Self::Error> {
+        match self.handles.get(&handle) {
+            Some(Open::Upload { id: upload, .. }) => {
+                let upload = upload.clone();
+                self.set_size(&upload, &attrs)?;
+                Ok(ok(id))
+            }
+            Some(_) if attrs.size.is_some() => {
+                Err(StatusCode::PermissionDenied.with_message("not allowed"))
+            }
+            Some(_) => Ok(ok(id)),
+            None => Err(StatusCode::Failure.with_message("no such handle")),
+        }
+    }
+
+    async fn mkdir(
+        &mut self,
+        _id: u32,
+        _path: String,
+        _attrs: FileAttributes,
+    ) -> Result<Status, Self::Error> {
+        Err(self.refuse(
+            "mkdir",
+            StatusCode::PermissionDenied.with_message("folders cannot be made here"),
+        ))
+    }
+
+    async fn rmdir(&mut self, _id: u32, _path: String) -> Result<Status, Self::Error> {
+        Err(self.refuse(
+            "rmdir",
+            StatusCode::PermissionDenied.with_message("folders cannot be removed"),
+        ))
+    }
+
+    async fn symlink(
+        &mut self,
+        _id: u32,
+        _linkpath: String,
+        _targetpath: String,
+    ) -> Result<Status, Self::Error> {
+        Err(self.refuse(
+            "symlink",
+            StatusCode::PermissionDenied.with_message("links are not allowed"),
+        ))
+    }
+
+    async fn readlink(&mut self, _id: u32, _path: String) -> Result<Name, Self::Error> {
+        Err(StatusCode::PermissionDenied.with_message("links are not allowed"))
+    }
+
+    async fn read(
+        &mut self,
+        id: u32,
+        handle: String,
+        offset: u64,
+        len: u32,
+    ) -> Result<Data, Self::Error> {
+        let Some(Open::Download { file, sent, .. }) = self.handles.get_mut(&handle) else {
+            return Err(self.refuse(
+                "read",
+                StatusCode::PermissionDenied.with_message("inbox/ is write-only"),
+            ));
+        };
+        let mut data = vec![0u8; u64::from(len).min(MAX_READ_BYTES) as usize];
+        let n = file.read_at(&mut data, offset).map_err(io_failure)?;
+        if n == 0 {
+            return Err(StatusCode::Eof.into());
+        }
+        data.truncate(n);
+        *sent += n as u64;
+        Ok(Data { id, data })
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        // Uploads still open are kept for the client to resume or remove
+        // (until they expire); nothing of them enters the pipeline. One
+        // never written to is discarded at once.
+        let uploads = &self.shared.uploads;
+        for open in self.handles.values() {
+            if let Open::Upload { id, file, .. } = open {
+                let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+                let discarded = uploads.abandoned(&self.partner, id).is_some();
+                if discarded {
+                    let _ = fs::remove_file(uploads.path(&self.partner, id));
+                }
+                tracing::warn!(partner = %self.partner, remote = %self.peer, upload = %id, bytes, discarded, "SFTP upload incomplete: connection closed during upload");
+                self.audit(
+                    "upload_incomplete",
+                    None,
+                    Some(
+                        serde_json::json!({ "upload": id, "bytes": bytes, "discarded": discarded }),
+                    ),
+                );
+            }
+        }
+        if self.refusals > REFUSALS_AUDITED {
+            self.audit(
+                "refusals_not_listed",
+                None,
+                Some(serde_json::json!({ "count": self.refusals - REFUSALS_AUDITED })),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_stay_inside_the_virtual_root() {
+        assert_eq!(resolve("/", false).unwrap(), Place::Root);
+        assert_eq!(resolve(".", false).unwrap(), Place::Root);
+        assert_eq!(resolve("inbox", false).unwrap(), Place::Inbox);
+        assert_eq!(resolve("/inbox/./", false).unwrap(), Place::Inbox);
+        assert_eq!(
+            resolve("//inbox//a.csv", false).unwrap(),
+            Place::InboxFile("a.csv".into())
+        );
+        for bad in [
+            "/inbox/../etc/passwd",
+            "..",
+            "/inbox/a\0b",
+            &"x".repeat(5000),
+        ] {
+            assert_eq!(
+                resolve(bad, false).unwrap_err().status_code,
+                StatusCode::PermissionDenied,
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            resolve(&format!("/inbox/{}", "n".repeat(300)), false)
+                .unwrap_err()
+                .status_code,
+            StatusCode::PermissionDenied
+        );
+        assert_eq!(
+            resolve("/outbox/x.csv", true).unwrap(),
+            Place::OutboxFile("x.csv".into())
+        );
+        for elsewhere in ["/etc/passwd", "/inbox/sub/a.csv", "/outbox"] {
+            assert_eq!(
+                resolve(elsewhere, false).unwrap_err().status_code,
+                StatusCode::NoSuchFile,
+                "{elsewhere}"
+            );
+        }
+    }
+
+    #[test]
+    fn posix_rename_arguments_are_two_ssh_strings() {
+        let mut data = Vec::new();
+        for s in ["inbox/a.part", "inbox/a"] {
+            data.extend((s.len() as u32).to_be_bytes());
+            data.extend(s.as_bytes());
+        }
+        let mut rest = data.as_slice();
+        assert_eq!(ssh_string(&mut rest).as_deref(), Some("inbox/a.part"));
+        assert_eq!(ssh_string(&mut rest).as_deref(), Some("inbox/a"));
+        assert_eq!(ssh_string(&mut &[0, 0, 0, 9, b'x'][..]), None);
+    }
+}

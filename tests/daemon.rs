@@ -201,6 +201,7 @@ fn kill_9_at_any_moment_loses_and_duplicates_nothing() {
     );
     assert_eq!(fs::read_dir(d.path("spool/incoming")).unwrap().count(), 0);
     assert_eq!(fs::read_dir(d.path("spool/tmp")).unwrap().count(), 0);
+    assert_payloads_match_ledger(&d);
     assert_eq!(
         fs::read_dir(d.path("spool/archive")).unwrap().count(),
         files as usize
@@ -256,4 +257,5 @@ fn kill_9_during_a_large_file_loses_and_duplicates_nothing() {
     );
     assert_eq!(fs::read_dir(d.drop_folder()).unwrap().count(), 0);
     assert_eq!(fs::read_dir(d.path("spool/archive")).unwrap().count(), 3);
+    assert_payloads_match_ledger(&d);
 }

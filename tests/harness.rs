@@ -223,6 +223,18 @@ impl Daemon {
         address.rsplit(':').next().unwrap().parse().unwrap()
     }
 
+    /// The most memory the daemon has held so far (VmHWM), in MiB.
+    pub fn peak_rss_mib(&self) -> u64 {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status");
+        kib / 1024
+    }
+
     /// SIGKILL: no chance to finish anything.
     pub fn kill9(mut self) {
         let mut child = self.child.take().unwrap();
@@ -352,4 +364,125 @@ pub fn file_names(dir: &Path) -> Vec<String> {
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     dropgate::land::hex(&sha2::Sha256::digest(bytes))
+}
+
+/// Runs `sftp` in batch mode as the demo partner with the given key.
+pub fn sftp(d: &Deployment, port: u16, key: &str, commands: &str) -> Output {
+    sftp_as(d, port, "demo-carehome", key, commands)
+}
+
+/// Runs `sftp` in batch mode as `user` with the given key.
+pub fn sftp_as(d: &Deployment, port: u16, user: &str, key: &str, commands: &str) -> Output {
+    let batch = d.write_input(&format!("sftp-batch-{user}.txt"), commands.as_bytes());
+    Command::new("sftp")
+        .arg("-b")
+        .arg(&batch)
+        .args(["-i", key, "-P", &port.to_string()])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+        ])
+        .arg(format!("{user}@127.0.0.1"))
+        .output()
+        .expect("the OpenSSH `sftp` client must be installed (scripts/test installs it)")
+}
+
+/// A fresh ed25519 key pair made by `ssh-keygen`; returns the private key's path.
+pub fn new_key(d: &Deployment, name: &str) -> std::path::PathBuf {
+    let path = d.path(name);
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&path)
+        .status()
+        .expect("ssh-keygen must be installed (scripts/test installs it)");
+    assert!(status.success());
+    path
+}
+
+/// `type base64` of a `.pub` file, without its comment.
+pub fn public_key_line(path: &std::path::Path) -> String {
+    let text = fs::read_to_string(path).unwrap();
+    text.split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub fn demo_key(d: &Deployment) -> String {
+    d.path("config/keys/demo-carehome").display().to_string()
+}
+
+pub fn audit_actions(d: &Deployment) -> Vec<(String, Option<String>, Option<i64>)> {
+    let conn = d.ledger();
+    let mut stmt = conn
+        .prepare("SELECT action, remote, file_id FROM audit_events ORDER BY id")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// A paramiko script as the demo partner; `body` runs with `sftp` (an
+/// `SFTPClient`) open, and may open a second connection with `connect()`.
+pub fn paramiko(d: &Deployment, port: u16, body: &str) -> Output {
+    let script = format!(
+        r#"
+import sys, time, paramiko
+key = paramiko.Ed25519Key.from_private_key_file({key:?})
+def connect():
+    transport = paramiko.Transport(("127.0.0.1", {port}))
+    transport.connect(username="demo-carehome", pkey=key)
+    return transport, paramiko.SFTPClient.from_transport(transport)
+transport, sftp = connect()
+{body}
+"#,
+        key = demo_key(d),
+    );
+    Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3 with paramiko (scripts/test installs it)")
+}
+
+/// Every payload in the spool hashes to the SHA-256 its ledger row holds.
+pub fn assert_payloads_match_ledger(d: &Deployment) {
+    let conn = d.ledger();
+    let mut stmt = conn
+        .prepare("SELECT id, spool_name, sha256 FROM files")
+        .unwrap();
+    let rows: Vec<(i64, String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for (id, spool_name, sha256) in rows {
+        let payload = ["incoming", "tmp", "archive", "quarantine"]
+            .iter()
+            .map(|area| d.path(&format!("spool/{area}/{spool_name}")))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("file {id}: no payload in the spool"));
+        assert_eq!(
+            sha256_hex(&fs::read(&payload).unwrap()),
+            sha256,
+            "file {id}: the stored payload is not what the ledger says"
+        );
+    }
+}
+
+/// The shipped config plus a second partner, `other-home`, with an SFTP
+/// account (its demo key made on first run) and a NEWS2 feed of its own.
+pub fn with_second_partner(config: &str) -> String {
+    let feed = &SHIPPED_CONFIG[SHIPPED_CONFIG.find("[feeds.news2]").unwrap()..];
+    format!(
+        "{config}\n[partners.other-home]\nname = \"Other Home\"\n\n[partners.other-home.sftp]\nauthorized_keys = [\"keys/other-home.pub\"]\ndemo_key = \"keys/other-home\"\n\n{}",
+        feed.replace("feeds.news2", "feeds.other")
+            .replace("partner = \"demo-carehome\"", "partner = \"other-home\"")
+    )
 }

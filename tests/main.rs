@@ -7,6 +7,7 @@ mod cli;
 mod daemon;
 mod ftp;
 mod ftpd;
+mod hostile;
 mod ingest;
 mod remote;
 mod sftp;

@@ -184,3 +184,30 @@ fn push_delivers_to_a_real_server_under_a_temporary_name() {
     let out = d.push("partner", &file);
     assert!(out.status.success(), "{}", text(&out.stdout));
 }
+
+#[test]
+fn a_server_copy_that_cannot_be_moved_is_retried_with_backoff_and_shown_in_status() {
+    let server = Sshd::start();
+    let out = outgoing(&server);
+    // `move:` is relative to the source's folder; this one does not exist.
+    let config = pulling(&server, "move:missing", server.host_key())
+        .replace("retry_initial = \"200ms\"", "retry_initial = \"1s\"")
+        .replace("retry_max = \"1s\"", "retry_max = \"4s\"");
+    let d = Deployment::with_config(&config);
+    fs::write(out.join("news2_stuck.csv"), news2_csv(3, 3, 0)).unwrap();
+    let daemon = d.start();
+    wait_for("the file to load", Duration::from_secs(20), || loaded(&d) == 1);
+    std::thread::sleep(Duration::from_secs(6));
+    let status = text(&d.dg(&["status"]).stdout);
+    let log = daemon.terminate();
+    let warnings = log.matches("could not be removed").count();
+    // Polled every 200 ms: about 30 polls, but the move is retried only
+    // after 1, 2, then 4 s.
+    assert!((2..=5).contains(&warnings), "{warnings} warnings:\n{log}");
+    assert!(
+        status.contains("1 received file(s) not yet removed from the server"),
+        "{status}"
+    );
+    assert!(out.join("news2_stuck.csv").exists(), "the server's copy stays");
+    assert_eq!(d.files().len(), 1, "taken once");
+}

@@ -7,49 +7,6 @@ use std::time::Duration;
 
 use crate::harness::*;
 
-/// Runs `sftp` in batch mode as the demo partner with the given key.
-fn sftp(d: &Deployment, port: u16, key: &str, commands: &str) -> Output {
-    let batch = d.write_input("sftp-batch.txt", commands.as_bytes());
-    Command::new("sftp")
-        .arg("-b")
-        .arg(&batch)
-        .args(["-i", key, "-P", &port.to_string()])
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-        ])
-        .arg("demo-carehome@127.0.0.1")
-        .output()
-        .expect("the OpenSSH `sftp` client must be installed (scripts/test installs it)")
-}
-
-/// A fresh ed25519 key pair made by `ssh-keygen`; returns the private key's path.
-fn new_key(d: &Deployment, name: &str) -> std::path::PathBuf {
-    let path = d.path(name);
-    let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&path)
-        .status()
-        .expect("ssh-keygen must be installed (scripts/test installs it)");
-    assert!(status.success());
-    path
-}
-
-/// `type base64` of a `.pub` file, without its comment.
-fn public_key_line(path: &std::path::Path) -> String {
-    let text = fs::read_to_string(path).unwrap();
-    text.split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 fn delivery_events(d: &Deployment) -> Vec<(String, i64)> {
     let conn = d.ledger();
     let mut stmt = conn
@@ -59,10 +16,6 @@ fn delivery_events(d: &Deployment) -> Vec<(String, i64)> {
         .unwrap()
         .map(Result::unwrap)
         .collect()
-}
-
-fn demo_key(d: &Deployment) -> String {
-    d.path("config/keys/demo-carehome").display().to_string()
 }
 
 #[test]
@@ -225,17 +178,6 @@ fn a_wrong_key_cannot_log_in() {
         text(&out.stderr)
     );
     assert!(!daemon.log().contains("SFTP login partner"));
-}
-
-fn audit_actions(d: &Deployment) -> Vec<(String, Option<String>, Option<i64>)> {
-    let conn = d.ledger();
-    let mut stmt = conn
-        .prepare("SELECT action, remote, file_id FROM audit_events ORDER BY id")
-        .unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
 }
 
 #[test]
@@ -567,7 +509,10 @@ transport.close()  # gone, with the file still open
     assert!(d.files().is_empty(), "nothing entered the pipeline");
     let staged = file_names(&d.path("spool/uploads/demo-carehome"));
     assert_eq!(staged.len(), 1, "kept for the client to resume or remove");
-    assert!(!staged[0].contains("news2"), "staged under dropgate's own id");
+    assert!(
+        !staged[0].contains("news2"),
+        "staged under dropgate's own id"
+    );
     let detail: String = d
         .ledger()
         .query_row(
@@ -576,7 +521,10 @@ transport.close()  # gone, with the file still open
             |r| r.get(0),
         )
         .unwrap();
-    assert!(detail.contains(&staged[0]), "the upload is named by its id: {detail}");
+    assert!(
+        detail.contains(&staged[0]),
+        "the upload is named by its id: {detail}"
+    );
     assert!(!detail.contains("news2_cut"), "{detail}");
 }
 
@@ -658,28 +606,6 @@ fn curl_uploads_over_sftp_to_a_pinned_host_key() {
     wait_for("the upload to load", Duration::from_secs(10), || {
         d.count("SELECT count(*) FROM files WHERE state = 'loaded'") == 1
     });
-}
-
-/// A paramiko script as the demo partner; `body` runs with `sftp` (an
-/// `SFTPClient`) open, and may open a second connection with `connect()`.
-fn paramiko(d: &Deployment, port: u16, body: &str) -> Output {
-    let script = format!(
-        r#"
-import sys, time, paramiko
-key = paramiko.Ed25519Key.from_private_key_file({key:?})
-def connect():
-    transport = paramiko.Transport(("127.0.0.1", {port}))
-    transport.connect(username="demo-carehome", pkey=key)
-    return transport, paramiko.SFTPClient.from_transport(transport)
-transport, sftp = connect()
-{body}
-"#,
-        key = demo_key(d),
-    );
-    Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .expect("python3 with paramiko (scripts/test installs it)")
 }
 
 #[test]

@@ -660,7 +660,7 @@ impl Checker<'_> {
         let max_unfinished_uploads = count(
             self,
             raw.max_unfinished_uploads,
-            64,
+            256,
             "max_unfinished_uploads",
         ) as usize;
         let unfinished_span = raw.max_unfinished_size.as_ref().map(Spanned::span);

@@ -92,7 +92,7 @@ pub struct SftpServer {
     /// Files and folder listings one session may hold open at once. Default 64.
     pub max_handles_per_session: Option<Spanned<i64>>,
     /// Unfinished uploads (open, interrupted or under a temporary name) one partner
-    /// may leave at once. Default 64.
+    /// may leave at once. Default 256 (more than one session can hold open).
     pub max_unfinished_uploads: Option<Spanned<i64>>,
     /// Total size of one partner's unfinished uploads. Default `20GiB`; at least `max_file_size`.
     pub max_unfinished_size: Option<Spanned<String>>,

@@ -390,3 +390,42 @@ fn plain_ftp_and_a_shared_password_file_are_warned_about() {
     );
     assert!(warnings.iter().any(|w| w.contains("plain FTP")));
 }
+
+#[test]
+fn caps_on_hostile_input_are_checked_and_default_sanely() {
+    let config = Config::parse(Path::new("/opt/dg/config/dropgate.toml"), SHIPPED).unwrap();
+    let schema = &config.feeds["news2"].schema;
+    assert_eq!(schema.max_record_bytes, 1 << 20);
+    assert_eq!(schema.max_field_bytes, 256 << 10);
+    let sftp = config.sftp_server.unwrap();
+    assert_eq!(sftp.max_handles_per_session, 64);
+    assert_eq!(sftp.max_unfinished_uploads, 256);
+    assert_eq!(sftp.max_unfinished_bytes, 20 << 30);
+    assert_eq!(sftp.unfinished_upload_ttl, Duration::from_secs(24 * 3600));
+
+    let text = SHIPPED
+        .replace(
+            "on_error = \"reject_file\"",
+            "on_error = \"reject_file\"\nmax_record_size = \"lots\"\nmax_field_size = \"2GiB\"",
+        )
+        .replace(
+            "idle_timeout = \"10m\"",
+            "idle_timeout = \"10m\"\nmax_unfinished_size = \"1GiB\"\nlogin_timeout = \"0s\"\nmax_handles_per_session = 0",
+        );
+    let got = errors(&text);
+    for expected in [
+        format!("{}: `lots` is not a size like `1MiB`", at(&text, "\"lots\"")),
+        format!("{}: max_field_size must be between 1 byte and 1GiB", at(&text, "\"2GiB\"")),
+        format!(
+            "{}: max_unfinished_size must be at least max_file_size (10GiB)",
+            at(&text, "\"1GiB\"")
+        ),
+        format!("{}: login_timeout must be above zero", at(&text, "\"0s\"")),
+        "max_handles_per_session must be between 1 and 1000000".to_string(),
+    ] {
+        assert!(
+            got.iter().any(|e| e.contains(&expected)),
+            "{expected} not in {got:#?}"
+        );
+    }
+}

@@ -463,7 +463,9 @@ impl Bound {
     /// out; it never stops the server.
     pub async fn serve(self, mut shutdown: watch::Receiver<bool>) -> Result<(), ServerError> {
         let mut sessions = JoinSet::new();
-        let mut expiry = tokio::time::interval(EXPIRY_CHECK);
+        let ttl = self.shared.limits.unfinished_upload_ttl;
+        let mut expiry =
+            tokio::time::interval((ttl / 2).clamp(Duration::from_millis(100), EXPIRY_CHECK));
         let mut last_accept_error: Option<Instant> = None;
         loop {
             tokio::select! {

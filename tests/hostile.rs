@@ -1,0 +1,486 @@
+//! Hostile partners and broken files, sent for real: every partner-controlled
+//! input is capped, nothing acknowledged is lost, memory stays bounded, the
+//! daemon keeps serving everyone else, and no identifier or file name is
+//! echoed into logs, reports, problems or the audit trail.
+
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+/// Peak memory the daemon may reach in any of these tests.
+const MAX_RSS_MIB: u64 = 200;
+
+fn quarantined(d: &Deployment) -> i64 {
+    d.count("SELECT count(*) FROM files WHERE state = 'quarantined'")
+}
+
+/// The problem codes stored for a file.
+fn problem_codes(d: &Deployment, id: i64) -> Vec<(i64, String)> {
+    let conn = d.ledger();
+    let mut stmt = conn
+        .prepare("SELECT line, code FROM file_problems WHERE file_id = ?1 ORDER BY seq")
+        .unwrap();
+    stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// The quarantine report of a file, as text.
+fn report(d: &Deployment, id: i64) -> String {
+    let spool_name: String = d
+        .ledger()
+        .query_row("SELECT spool_name FROM files WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    fs::read_to_string(d.path(&format!("spool/quarantine/{spool_name}.report.json"))).unwrap()
+}
+
+/// Everything the ledger holds that is meant to be free of identifiers:
+/// problems, file events and the audit trail.
+fn ledger_text(d: &Deployment) -> String {
+    let conn = d.ledger();
+    let mut all = String::new();
+    for sql in [
+        "SELECT code || ' ' || message || ' ' || coalesce(column_name, '') FROM file_problems",
+        "SELECT event || ' ' || coalesce(detail, '') FROM file_events",
+        "SELECT action || ' ' || coalesce(partner, '') || ' ' || coalesce(detail, '') FROM audit_events",
+    ] {
+        let mut stmt = conn.prepare(sql).unwrap();
+        for row in stmt.query_map([], |r| r.get::<_, String>(0)).unwrap() {
+            all.push_str(&row.unwrap());
+            all.push('\n');
+        }
+    }
+    all
+}
+
+/// A header, then `size` bytes with no line break (written with one seek,
+/// so the file is sparse), then a valid row.
+fn file_with_a_long_record(d: &Deployment, name: &str, size: u64) -> PathBuf {
+    let path = d.write_input(name, format!("{HEADER}\n").as_bytes());
+    let mut file = fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.seek(SeekFrom::End(size as i64)).unwrap();
+    file.write_all(format!("\n{}\n", news2_row(1, 1)).as_bytes())
+        .unwrap();
+    path
+}
+
+fn put(d: &Deployment, port: u16, user: &str, file: &Path, name: &str) -> std::process::Output {
+    let key = d.path(&format!("config/keys/{user}")).display().to_string();
+    sftp_as(
+        d,
+        port,
+        user,
+        &key,
+        &format!("put {} inbox/{name}\n", file.display()),
+    )
+}
+
+#[test]
+fn a_record_without_a_line_break_is_quarantined_in_bounded_memory_while_others_proceed() {
+    let d = Deployment::with_config(&with_second_partner(&fast(SHIPPED_CONFIG)));
+    let daemon = d.start();
+    let port = daemon.sftp_port();
+    let long = file_with_a_long_record(&d, "news2_long.csv", 200 << 20);
+    let out = put(&d, port, "demo-carehome", &long, "news2_long.csv");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Another partner's upload is answered while the long file is read.
+    let good = d.write_input("news2_other.csv", news2_csv(5, 2, 0).as_bytes());
+    let started = Instant::now();
+    let out = put(&d, port, "other-home", &good, "news2_other.csv");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    wait_for("both files to be settled", Duration::from_secs(90), || {
+        d.count("SELECT count(*) FROM files WHERE state <> 'received'") == 2
+    });
+    let long_id: i64 = d.count("SELECT id FROM files WHERE name = 'news2_long.csv'");
+    assert_eq!(
+        d.count("SELECT count(*) FROM files WHERE name = 'news2_other.csv' AND state = 'loaded'"),
+        1
+    );
+    let problems = problem_codes(&d, long_id);
+    assert_eq!(problems[0], (2, "record_too_large".to_string()));
+    assert!(
+        report(&d, long_id).len() < 16 << 10,
+        "the report stays small"
+    );
+    assert!(d.count("SELECT max(length(message)) FROM file_problems") < 300);
+    let peak = daemon.peak_rss_mib();
+    assert!(peak < MAX_RSS_MIB, "peak RSS {peak} MiB");
+    assert_payloads_match_ledger(&d);
+}
+
+#[test]
+fn an_age_file_of_nul_bytes_is_quarantined_in_bounded_memory() {
+    let d = Deployment::new();
+    let daemon = d.start();
+    let plain = d.path("input/news2_zeros.csv");
+    fs::create_dir_all(plain.parent().unwrap()).unwrap();
+    File::create(&plain).unwrap().set_len(64 << 20).unwrap();
+    let encrypted = d.encrypt(&plain, false);
+    let out = put(
+        &d,
+        daemon.sftp_port(),
+        "demo-carehome",
+        &encrypted,
+        "news2_zeros.csv.age",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_for(
+        "the file to be quarantined",
+        Duration::from_secs(60),
+        || quarantined(&d) == 1,
+    );
+    assert_eq!(problem_codes(&d, 1), [(1, "header_too_large".to_string())]);
+    assert!(report(&d, 1).len() < 4 << 10);
+    let peak = daemon.peak_rss_mib();
+    assert!(peak < MAX_RSS_MIB, "peak RSS {peak} MiB");
+}
+
+#[test]
+fn a_file_without_its_header_echoes_no_identifier_anywhere() {
+    let d = Deployment::new();
+    let daemon = d.start();
+    let rows: String = (1..=3).map(|r| news2_row(r, r) + "\n").collect();
+    let file = d.write_input("rows.csv", rows.as_bytes());
+    // The name carries an NHS number, as some senders' names do.
+    let name = "news2_9434765919.csv";
+    let out = put(&d, daemon.sftp_port(), "demo-carehome", &file, name);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_for(
+        "the file to be quarantined",
+        Duration::from_secs(20),
+        || quarantined(&d) == 1,
+    );
+    assert_eq!(problem_codes(&d, 1), [(1, "no_header".to_string())]);
+    let log = daemon.terminate();
+    let everything = format!("{}\n{}\n{log}", report(&d, 1), ledger_text(&d));
+    for secret in [
+        nhs_number(1),
+        "Family1".into(),
+        "Given1".into(),
+        "1940-01-02".into(),
+        "9434765919".into(),
+    ] {
+        assert!(
+            !everything.contains(&secret),
+            "{secret} leaked:\n{everything}"
+        );
+    }
+}
+
+/// An age header of `stanzas` recipient stanzas, then some payload bytes.
+fn age_header(stanzas: usize, line: usize) -> Vec<u8> {
+    let mut bytes = b"age-encryption.org/v1\n".to_vec();
+    for _ in 0..stanzas {
+        bytes.extend(format!("-> X25519 {}\n{}\n", "A".repeat(line), "B".repeat(43)).as_bytes());
+    }
+    bytes.extend(format!("--- {}\n", "C".repeat(43)).as_bytes());
+    bytes.extend([0u8; 1024]);
+    bytes
+}
+
+#[test]
+fn huge_age_headers_are_refused_at_once_and_stall_nobody() {
+    let d = Deployment::with_config(&with_second_partner(&fast(SHIPPED_CONFIG)));
+    let daemon = d.start();
+    let port = daemon.sftp_port();
+    let many = d.write_input("many.age", &age_header(5000, 43));
+    let long = d.write_input("long.age", &age_header(1, 400_000));
+    let started = Instant::now();
+    for (file, name) in [(&many, "news2_many.csv.age"), (&long, "news2_long.csv.age")] {
+        let out = put(&d, port, "demo-carehome", file, name);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let good = d.write_input("news2_other.csv", news2_csv(5, 2, 0).as_bytes());
+    let out = put(&d, port, "other-home", &good, "news2_other.csv");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_for("every file to be settled", Duration::from_secs(20), || {
+        d.count("SELECT count(*) FROM files WHERE state <> 'received'") == 3
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+    for id in [1, 2] {
+        assert_eq!(problem_codes(&d, id)[0].1, "age_header_too_large");
+    }
+    assert_eq!(
+        d.count("SELECT count(*) FROM files WHERE state = 'loaded'"),
+        1
+    );
+    let peak = daemon.peak_rss_mib();
+    assert!(peak < MAX_RSS_MIB, "peak RSS {peak} MiB");
+}
+
+#[test]
+fn sigterm_is_honoured_while_a_large_file_is_read() {
+    let d = Deployment::new();
+    let daemon = d.start();
+    let long = file_with_a_long_record(&d, "news2_long.csv", 400 << 20);
+    fs::rename(&long, d.drop_folder().join("news2_long.csv")).unwrap();
+    wait_for("the file to be received", Duration::from_secs(30), || {
+        d.count("SELECT count(*) FROM files") == 1
+    });
+    let started = Instant::now();
+    daemon.terminate();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    // Left received (or finished): never half-done, and taken up again.
+    let _daemon = d.start();
+    wait_for(
+        "the file to be quarantined",
+        Duration::from_secs(90),
+        || quarantined(&d) == 1,
+    );
+    assert_payloads_match_ledger(&d);
+}
+
+#[test]
+fn two_uploads_of_one_name_never_share_bytes() {
+    let d = Deployment::new();
+    let daemon = d.start();
+    let first = news2_csv(20, 3, 0);
+    let out = paramiko(
+        &d,
+        daemon.sftp_port(),
+        &format!(
+            r#"
+other_transport, other = connect()
+f1 = sftp.open("inbox/news2_same.csv", "w")
+f1.write({first:?}.encode()[:100])
+try:
+    f2 = other.open("inbox/news2_same.csv", "w")
+    f2.write(b"interleaved")
+    f2.close()
+    print("second open allowed")
+except IOError as e:
+    print("second open refused")
+f1.write({first:?}.encode()[100:])
+f1.close()
+print("first closed")
+"#
+        ),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).lines().collect::<Vec<_>>(),
+        ["second open refused", "first closed"]
+    );
+    let files = d.files();
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0]["sha256"], sha256_hex(first.as_bytes()));
+    wait_for("the upload to load", Duration::from_secs(10), || {
+        d.count("SELECT count(*) FROM files WHERE state = 'loaded'") == 1
+    });
+    assert_payloads_match_ledger(&d);
+}
+
+#[test]
+fn one_session_cannot_exhaust_handles_or_lock_its_partner_out() {
+    let d = Deployment::with_config(&with_second_partner(&fast(SHIPPED_CONFIG)));
+    let daemon = d.start();
+    let port = daemon.sftp_port();
+    let script = format!(
+        r#"
+import sys, time, paramiko
+key = paramiko.Ed25519Key.from_private_key_file({key:?})
+transport = paramiko.Transport(("127.0.0.1", {port}))
+transport.connect(username="demo-carehome", pkey=key)
+sftp = paramiko.SFTPClient.from_transport(transport)
+handles = []
+try:
+    for i in range(5000):
+        handles.append(sftp.open("inbox/h%d.part" % i, "w"))
+except IOError as e:
+    print(len(handles), e, flush=True)
+time.sleep(3)
+transport.close()
+"#,
+        key = demo_key(&d),
+    );
+    let mut hog = Command::new("python3")
+        .args(["-c", &script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(hog.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("64 "), "{line}");
+    assert!(line.contains("too many open handles"), "{line}");
+    // Meanwhile the other partner, and the same partner in another
+    // session, log in and upload.
+    let good = d.write_input("news2_other.csv", news2_csv(5, 2, 0).as_bytes());
+    let out = put(&d, port, "other-home", &good, "news2_other.csv");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mine = d.write_input("news2_mine.csv", news2_csv(5, 2, 7).as_bytes());
+    let out = put(&d, port, "demo-carehome", &mine, "news2_mine.csv");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(hog.wait().unwrap().success());
+    // Never written to: discarded when the session ended.
+    wait_for("the empty uploads to go", Duration::from_secs(5), || {
+        file_names(&d.path("spool/uploads/demo-carehome")).is_empty()
+    });
+    let actions = audit_actions(&d);
+    assert!(actions.iter().any(|(a, _, _)| a == "refused_limit"));
+    let refused_rows = actions
+        .iter()
+        .filter(|(a, _, _)| a.starts_with("refused"))
+        .count();
+    assert!(
+        refused_rows <= 17,
+        "{refused_rows} refusal rows: the audit trail is not flooded"
+    );
+}
+
+#[test]
+fn unfinished_uploads_are_capped_per_partner_and_expire() {
+    let d = Deployment::with_config(&fast(SHIPPED_CONFIG).replace(
+        "idle_timeout = \"10m\"",
+        "idle_timeout = \"10m\"\nmax_unfinished_uploads = 3\nunfinished_upload_ttl = \"2s\"",
+    ));
+    let daemon = d.start();
+    let out = paramiko(
+        &d,
+        daemon.sftp_port(),
+        r#"
+for i in range(3):
+    with sftp.open("inbox/u%d.part" % i, "w") as f:
+        f.write(b"x")
+try:
+    sftp.open("inbox/u3.part", "w")
+    print("fourth allowed")
+except IOError as e:
+    print("fourth refused:", e)
+"#,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("fourth refused: too many unfinished uploads"),
+        "{}",
+        text(&out.stdout)
+    );
+    wait_for(
+        "the unfinished uploads to expire",
+        Duration::from_secs(10),
+        || {
+            audit_actions(&d)
+                .iter()
+                .filter(|(a, _, _)| a == "upload_expired")
+                .count()
+                == 3
+        },
+    );
+    assert!(file_names(&d.path("spool/uploads/demo-carehome")).is_empty());
+}
+
+#[test]
+fn rename_and_setstat_keep_to_sftp_semantics() {
+    let d = Deployment::new();
+    let daemon = d.start();
+    let out = paramiko(
+        &d,
+        daemon.sftp_port(),
+        r#"
+for name, body in (("a", b"aaaa"), ("b", b"bbbbbbbb")):
+    with sftp.open("inbox/%s.part" % name, "w") as f:
+        f.write(body)
+try:
+    sftp.rename("inbox/a.part", "inbox/b.part")
+    print("rename replaced")
+except IOError:
+    print("rename refused")
+sftp.posix_rename("inbox/a.part", "inbox/b.part")
+print("posix-rename replaced")
+print(sftp.stat("inbox/b.part").st_size)
+sftp.truncate("inbox/b.part", 2)
+print(sftp.stat("inbox/b.part").st_size)
+try:
+    sftp.truncate("inbox/b.part", 10 * 1024**3 + 1)
+    print("huge truncate allowed")
+except IOError:
+    print("huge truncate refused")
+sftp.rename("inbox/b.part", "inbox/news2_b.csv")
+"#,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).lines().collect::<Vec<_>>(),
+        [
+            "rename refused",
+            "posix-rename replaced",
+            "4",
+            "2",
+            "huge truncate refused"
+        ]
+    );
+    let files = d.files();
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0]["size"], 2);
+    assert_eq!(files[0]["sha256"], sha256_hex(b"aa"));
+    assert!(file_names(&d.path("spool/uploads/demo-carehome")).is_empty());
+}
+
+#[test]
+fn broken_files_get_clear_reasons() {
+    let d = Deployment::new();
+    let armour = d.write_input(
+        "news2_armour.csv.age",
+        b"-----BEGIN AGE ENCRYPTED FILE-----\nnot base64 at all!\n",
+    );
+    let quote = d.write_input(
+        "news2_quote.csv",
+        format!(
+            "{HEADER}\n{}\nR2,\"open,x\n{}\n",
+            news2_row(1, 1),
+            news2_row(3, 3)
+        )
+        .as_bytes(),
+    );
+    d.ingest(&[&armour, &quote]);
+    assert_eq!(problem_codes(&d, 1)[0].1, "invalid_armor");
+    assert_eq!(problem_codes(&d, 2), [(3, "unclosed_quote".to_string())]);
+    let shown = text(&d.dg(&["show", "2"]).stdout);
+    assert!(shown.contains("opened on line 3"), "{shown}");
+}
+
+#[test]
+fn listings_escape_control_and_direction_characters_in_names() {
+    let d = Deployment::new();
+    let _daemon = d.start();
+    d.drop_file("news2_a\nb.csv", news2_csv(2, 2, 0).as_bytes());
+    d.drop_file("news2_\u{202E}vsc.csv", news2_csv(2, 2, 5).as_bytes());
+    wait_for("both files", Duration::from_secs(20), || {
+        d.files().len() == 2
+    });
+    let out = text(&d.dg(&["files"]).stdout);
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(out.contains("news2_a\\nb.csv"), "{out}");
+    assert!(out.contains("news2_\\u{202e}vsc.csv"), "{out}");
+    assert!(!out.contains('\u{202E}'));
+}
+
+#[test]
+fn check_config_says_when_the_file_does_not_exist() {
+    let out = Command::new(env!("CARGO_BIN_EXE_dropgate"))
+        .args(["--config", "/nowhere/dropgate.toml", "check-config"])
+        .env_remove("DROPGATE_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(!err.contains(":0:0"), "{err}");
+}

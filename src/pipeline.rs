@@ -483,11 +483,15 @@ impl Processor {
     ) -> Result<Streamed, ProcessError> {
         let (tx, rx) = sync_channel::<Vec<Records>>(BATCHES_IN_FLIGHT);
         std::thread::scope(|scope| {
-            let reader = scope.spawn(move || {
-                catch_panic(|| {
-                    self.read(feed, payload, encoding, stop, |rows| tx.send(rows).is_ok())
-                })
-            });
+            // Out of threads (the process at its limits) is waited out like
+            // a full disk, not a panic that would stop processing.
+            let reader = std::thread::Builder::new()
+                .name("reader".into())
+                .spawn_scoped(scope, move || {
+                    catch_panic(|| {
+                        self.read(feed, payload, encoding, stop, |rows| tx.send(rows).is_ok())
+                    })
+                })?;
             let finished = || {
                 reader
                     .join()

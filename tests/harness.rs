@@ -135,8 +135,14 @@ impl Deployment {
 
     /// Starts `dropgate run` and waits until it says it is ready.
     pub fn start(&self) -> Daemon {
-        let mut child = self
-            .command(&["run"])
+        self.start_with(|_| {})
+    }
+
+    /// Starts `dropgate run`, its command first changed by `configure`.
+    pub fn start_with(&self, configure: impl FnOnce(&mut Command)) -> Daemon {
+        let mut command = self.command(&["run"]);
+        configure(&mut command);
+        let mut child = command
             .env("DROPGATE_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

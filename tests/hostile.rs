@@ -484,3 +484,56 @@ fn check_config_says_when_the_file_does_not_exist() {
     assert!(err.contains("does not exist"), "{err}");
     assert!(!err.contains(":0:0"), "{err}");
 }
+
+#[test]
+fn running_out_of_file_descriptors_never_stops_the_server() {
+    use std::os::unix::process::CommandExt;
+    let d = Deployment::with_config(&fast(SHIPPED_CONFIG).replace(
+        "idle_timeout = \"10m\"",
+        "idle_timeout = \"10m\"\nmax_connections = 1000\nmax_connections_per_address = 1000",
+    ));
+    // 128 descriptors in all, soft and hard: the daemon cannot raise it.
+    let daemon = d.start_with(|command| {
+        // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                let limit = libc::rlimit {
+                    rlim_cur: 128,
+                    rlim_max: 128,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    let port = daemon.sftp_port();
+    // Connections that never speak, until accepting fails for want of descriptors.
+    let hogs: Vec<std::net::TcpStream> = (0..200)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    wait_for("accepting to fail", Duration::from_secs(10), || {
+        daemon.log().contains("could not accept a connection")
+    });
+    drop(hogs);
+    // The server is still there for everyone once the descriptors are free.
+    let good = d.write_input("news2_after.csv", news2_csv(5, 2, 0).as_bytes());
+    let mut uploaded = false;
+    for _ in 0..20 {
+        if put(&d, port, "demo-carehome", &good, "news2_after.csv")
+            .status
+            .success()
+        {
+            uploaded = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(uploaded, "{}", daemon.log());
+    wait_for("the upload to load", Duration::from_secs(10), || {
+        d.count("SELECT count(*) FROM files WHERE state = 'loaded'") == 1
+    });
+    let log = daemon.terminate();
+    assert!(!log.contains("SFTP server stopped"), "{log}");
+}

@@ -196,7 +196,9 @@ fn a_server_copy_that_cannot_be_moved_is_retried_with_backoff_and_shown_in_statu
     let d = Deployment::with_config(&config);
     fs::write(out.join("news2_stuck.csv"), news2_csv(3, 3, 0)).unwrap();
     let daemon = d.start();
-    wait_for("the file to load", Duration::from_secs(20), || loaded(&d) == 1);
+    wait_for("the file to load", Duration::from_secs(20), || {
+        loaded(&d) == 1
+    });
     std::thread::sleep(Duration::from_secs(6));
     let status = text(&d.dg(&["status"]).stdout);
     let log = daemon.terminate();
@@ -208,6 +210,9 @@ fn a_server_copy_that_cannot_be_moved_is_retried_with_backoff_and_shown_in_statu
         status.contains("1 received file(s) not yet removed from the server"),
         "{status}"
     );
-    assert!(out.join("news2_stuck.csv").exists(), "the server's copy stays");
+    assert!(
+        out.join("news2_stuck.csv").exists(),
+        "the server's copy stays"
+    );
     assert_eq!(d.files().len(), 1, "taken once");
 }

@@ -108,6 +108,7 @@ pub struct SftpServer {
     pub max_connections_per_address: usize,
     pub login_timeout: Duration,
     pub max_handles_per_session: usize,
+    pub max_open_files_per_partner: usize,
     pub max_unfinished_uploads: usize,
     pub max_unfinished_bytes: u64,
     pub unfinished_upload_ttl: Duration,
@@ -657,6 +658,12 @@ impl Checker<'_> {
             64,
             "max_handles_per_session",
         ) as usize;
+        let max_open_files_per_partner = count(
+            self,
+            raw.max_open_files_per_partner,
+            256,
+            "max_open_files_per_partner",
+        ) as usize;
         let max_unfinished_uploads = count(
             self,
             raw.max_unfinished_uploads,
@@ -697,6 +704,7 @@ impl Checker<'_> {
                 "login_timeout",
             ),
             max_handles_per_session,
+            max_open_files_per_partner,
             max_unfinished_uploads,
             max_unfinished_bytes,
             unfinished_upload_ttl: self.positive_duration(

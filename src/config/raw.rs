@@ -91,6 +91,8 @@ pub struct SftpServer {
     pub login_timeout: Option<Spanned<String>>,
     /// Files and folder listings one session may hold open at once. Default 64.
     pub max_handles_per_session: Option<Spanned<i64>>,
+    /// Files one partner's sessions may hold open at once, in all. Default 256.
+    pub max_open_files_per_partner: Option<Spanned<i64>>,
     /// Unfinished uploads (open, interrupted or under a temporary name) one partner
     /// may leave at once. Default 256 (more than one session can hold open).
     pub max_unfinished_uploads: Option<Spanned<i64>>,

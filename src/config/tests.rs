@@ -414,8 +414,14 @@ fn caps_on_hostile_input_are_checked_and_default_sanely() {
         );
     let got = errors(&text);
     for expected in [
-        format!("{}: `lots` is not a size like `1MiB`", at(&text, "\"lots\"")),
-        format!("{}: max_field_size must be between 1 byte and 1GiB", at(&text, "\"2GiB\"")),
+        format!(
+            "{}: `lots` is not a size like `1MiB`",
+            at(&text, "\"lots\"")
+        ),
+        format!(
+            "{}: max_field_size must be between 1 byte and 1GiB",
+            at(&text, "\"2GiB\"")
+        ),
         format!(
             "{}: max_unfinished_size must be at least max_file_size (10GiB)",
             at(&text, "\"1GiB\"")

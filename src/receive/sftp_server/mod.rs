@@ -172,6 +172,8 @@ struct Guard {
     sessions: HashMap<String, usize>,
     connections: HashMap<IpAddr, usize>,
     all_connections: usize,
+    /// Files open for each partner's handles.
+    partner_files: HashMap<String, usize>,
 }
 
 /// Refusals from one address are logged at most this often.
@@ -263,14 +265,24 @@ impl Shared {
         })
     }
 
-    /// Takes one of the process's open files for an SFTP handle.
-    fn open_file(self: &Arc<Self>) -> Option<FileSlot> {
+    /// Takes one of the process's open files for a partner's SFTP handle;
+    /// `Err` names the limit reached.
+    fn open_file(self: &Arc<Self>, partner: &str) -> Result<FileSlot, &'static str> {
+        let mut guard = self.guard.lock().expect("guard lock");
+        let mine = guard.partner_files.entry(partner.to_string()).or_default();
+        if *mine >= self.limits.max_open_files_per_partner {
+            return Err("max_open_files_per_partner");
+        }
         let taken = self.open_files.fetch_add(1, Ordering::SeqCst);
         if taken >= self.file_budget {
             self.open_files.fetch_sub(1, Ordering::SeqCst);
-            return None;
+            return Err("open_files");
         }
-        Some(FileSlot(self.clone()))
+        *mine += 1;
+        Ok(FileSlot {
+            shared: self.clone(),
+            partner: partner.to_string(),
+        })
     }
 }
 
@@ -293,12 +305,19 @@ impl Drop for ConnectionSlot {
     }
 }
 
-/// An open file counted against the process's budget.
-struct FileSlot(Arc<Shared>);
+/// An open file counted against the process's budget and its partner's.
+struct FileSlot {
+    shared: Arc<Shared>,
+    partner: String,
+}
 
 impl Drop for FileSlot {
     fn drop(&mut self) {
-        self.0.open_files.fetch_sub(1, Ordering::SeqCst);
+        self.shared.open_files.fetch_sub(1, Ordering::SeqCst);
+        let mut guard = self.shared.guard.lock().expect("guard lock");
+        if let Some(n) = guard.partner_files.get_mut(&self.partner) {
+            *n = n.saturating_sub(1);
+        }
     }
 }
 

@@ -222,12 +222,12 @@ impl Inbox {
         if !file {
             return Ok(None);
         }
-        match self.shared.open_file() {
-            Some(slot) => Ok(Some(slot)),
-            None => Err(self.refuse_limit(
+        match self.shared.open_file(&self.partner) {
+            Ok(slot) => Ok(Some(slot)),
+            Err(limit) => Err(self.refuse_limit(
                 operation,
-                "open_files",
-                "the server has too many files open; try again shortly".into(),
+                limit,
+                "too many files open; close some or try again shortly".into(),
             )),
         }
     }

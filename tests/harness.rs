@@ -183,6 +183,15 @@ impl Deployment {
     }
 }
 
+/// The shipped configuration (with [`fast`] waits) plus `settings` lines in
+/// `[sftp_server]`.
+pub fn with_sftp_settings(settings: &str) -> String {
+    fast(SHIPPED_CONFIG).replace(
+        "idle_timeout = \"10m\"",
+        &format!("idle_timeout = \"10m\"\n{settings}"),
+    )
+}
+
 /// Shipped configuration with shorter waits, so tests run quickly, and the
 /// SFTP server on a port chosen at run time.
 pub fn fast(config: &str) -> String {

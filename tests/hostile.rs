@@ -347,9 +347,8 @@ transport.close()
 
 #[test]
 fn unfinished_uploads_are_capped_per_partner_and_expire() {
-    let d = Deployment::with_config(&fast(SHIPPED_CONFIG).replace(
-        "idle_timeout = \"10m\"",
-        "idle_timeout = \"10m\"\nmax_unfinished_uploads = 3\nunfinished_upload_ttl = \"2s\"",
+    let d = Deployment::with_config(&with_sftp_settings(
+        "max_unfinished_uploads = 3\nunfinished_upload_ttl = \"2s\"",
     ));
     let daemon = d.start();
     let out = paramiko(
@@ -488,9 +487,8 @@ fn check_config_says_when_the_file_does_not_exist() {
 #[test]
 fn running_out_of_file_descriptors_never_stops_the_server() {
     use std::os::unix::process::CommandExt;
-    let d = Deployment::with_config(&fast(SHIPPED_CONFIG).replace(
-        "idle_timeout = \"10m\"",
-        "idle_timeout = \"10m\"\nmax_connections = 1000\nmax_connections_per_address = 1000",
+    let d = Deployment::with_config(&with_sftp_settings(
+        "max_connections = 1000\nmax_connections_per_address = 1000",
     ));
     // 128 descriptors in all, soft and hard: the daemon cannot raise it.
     let daemon = d.start_with(|command| {

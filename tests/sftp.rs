@@ -216,9 +216,8 @@ fn logins_uploads_and_refusals_are_audited() {
 
 #[test]
 fn repeated_failed_logins_ban_the_address_even_across_restarts() {
-    let d = Deployment::with_config(&fast(SHIPPED_CONFIG).replace(
-        "idle_timeout = \"10m\"",
-        "idle_timeout = \"10m\"\nban_after_failures = 2\nban_time = \"1h\"",
+    let d = Deployment::with_config(&with_sftp_settings(
+        "ban_after_failures = 2\nban_time = \"1h\"",
     ));
     let daemon = d.start();
     let port = daemon.sftp_port();
@@ -610,10 +609,7 @@ fn curl_uploads_over_sftp_to_a_pinned_host_key() {
 
 #[test]
 fn a_partner_gets_no_more_sessions_than_its_limit() {
-    let d = Deployment::with_config(&fast(SHIPPED_CONFIG).replace(
-        "idle_timeout = \"10m\"",
-        "idle_timeout = \"10m\"\nmax_sessions_per_partner = 1",
-    ));
+    let d = Deployment::with_config(&with_sftp_settings("max_sessions_per_partner = 1"));
     let daemon = d.start();
     let out = paramiko(
         &d,

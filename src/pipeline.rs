@@ -127,6 +127,56 @@ impl Drop for LandingGuard<'_> {
     }
 }
 
+/// Where the reader hands the rows it has mapped.
+trait RowSink {
+    /// Returns false when the loader has stopped listening.
+    fn send(&mut self, rows: Vec<Records>) -> bool;
+    /// The file will be rejected (a problem under `reject_file`): no rows
+    /// follow, though reading goes on to find every problem.
+    fn doomed(&mut self) {}
+}
+
+impl RowSink for Vec<Vec<Records>> {
+    fn send(&mut self, rows: Vec<Records>) -> bool {
+        self.push(rows);
+        true
+    }
+}
+
+/// The channel to a loader on another thread. When the file is doomed the
+/// channel is closed at once, and the loader lets go of the ledger's write
+/// lock instead of holding it while the rest of the file is checked.
+struct RowChannel {
+    rows: Option<std::sync::mpsc::SyncSender<Vec<Records>>>,
+    doomed: Arc<AtomicBool>,
+}
+
+impl RowSink for RowChannel {
+    fn send(&mut self, rows: Vec<Records>) -> bool {
+        self.rows.as_ref().is_some_and(|tx| tx.send(rows).is_ok())
+    }
+
+    fn doomed(&mut self) {
+        self.doomed.store(true, Ordering::SeqCst);
+        self.rows = None;
+    }
+}
+
+/// A file's plaintext that fails to read once shutdown has begun.
+struct Stoppable<'s> {
+    inner: Box<dyn std::io::Read + Send>,
+    stop: &'s AtomicBool,
+}
+
+impl std::io::Read for Stoppable<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(std::io::Error::other("dropgate is stopping"));
+        }
+        self.inner.read(buf)
+    }
+}
+
 /// How streaming a large file ended.
 enum Streamed {
     /// Written and committed.
@@ -412,13 +462,8 @@ impl Processor {
         };
         let mut encoding = feed.schema.encoding;
         loop {
-            let mut rows = Vec::new();
-            let mut attempt = catch_panic(|| {
-                self.read(feed, &payload, encoding, stop, |batch| {
-                    rows.push(batch);
-                    true
-                })
-            });
+            let mut rows: Vec<Vec<Records>> = Vec::new();
+            let mut attempt = catch_panic(|| self.read(feed, &payload, encoding, stop, &mut rows));
             if attempt.cancelled {
                 return Ok(None);
             }
@@ -482,15 +527,18 @@ impl Processor {
         stop: &AtomicBool,
     ) -> Result<Streamed, ProcessError> {
         let (tx, rx) = sync_channel::<Vec<Records>>(BATCHES_IN_FLIGHT);
+        let doomed = Arc::new(AtomicBool::new(false));
+        let mut sink = RowChannel {
+            rows: Some(tx),
+            doomed: doomed.clone(),
+        };
         std::thread::scope(|scope| {
             // Out of threads (the process at its limits) is waited out like
             // a full disk, not a panic that would stop processing.
             let reader = std::thread::Builder::new()
                 .name("reader".into())
                 .spawn_scoped(scope, move || {
-                    catch_panic(|| {
-                        self.read(feed, payload, encoding, stop, |rows| tx.send(rows).is_ok())
-                    })
+                    catch_panic(|| self.read(feed, payload, encoding, stop, &mut sink))
                 })?;
             let finished = || {
                 reader
@@ -499,6 +547,8 @@ impl Processor {
             };
             let mut rows = rx.into_iter();
             let Some(first) = rows.next() else {
+                // Nothing to load (or doomed before its first rows): only
+                // the outcome is written, once reading is done.
                 // Nothing to load: only the outcome is written.
                 let mut attempt = finished();
                 if attempt.cancelled {
@@ -521,6 +571,26 @@ impl Processor {
             let savepoint = batch.savepoint()?;
             let loaded = RecordWriter::new(&savepoint, file.id, &file.partner)
                 .and_then(|mut writer| load::load(std::iter::once(first).chain(rows), &mut writer));
+            if doomed.load(Ordering::SeqCst) {
+                // Rejected whatever the rest holds: the rows go, and the
+                // write lock with them, while the reader finds the rest of
+                // the problems.
+                drop(savepoint);
+                drop(batch);
+                let mut attempt = finished();
+                if attempt.cancelled {
+                    return Ok(Streamed::Cancelled);
+                }
+                if attempt.encoding_changed {
+                    return Ok(Streamed::ReadAgain);
+                }
+                attempt.rows_loaded = 0;
+                let outcome = self.judge(feed, attempt);
+                return Ok(match self.write_outcome(ledger, file, outcome)? {
+                    Some(outcome) => Streamed::Done(outcome),
+                    None => Streamed::Taken,
+                });
+            }
             let mut attempt = finished();
             let loaded = loaded?;
             if attempt.cancelled {
@@ -561,15 +631,14 @@ impl Processor {
         Ok(Some(outcome))
     }
 
-    /// decrypt, validate and map, handing rows on in batches to `send`,
-    /// which returns false when the loader has stopped listening.
+    /// decrypt, validate and map, handing rows on in batches to `sink`.
     fn read(
         &self,
         feed: &Feed,
         payload: &std::path::Path,
         encoding: Encoding,
         stop: &AtomicBool,
-        mut send: impl FnMut(Vec<Records>) -> bool,
+        sink: &mut impl RowSink,
     ) -> Attempt {
         let max_problems = self.config.daemon.max_errors_per_file;
         let mut attempt = Attempt::default();
@@ -588,12 +657,22 @@ impl Processor {
             }
         };
         attempt.encrypted = plain.encrypted;
-        let mut rows = match CsvRows::open(&feed.schema, plain.reader, encoding) {
+        // Shutdown interrupts reading between any two blocks of input, even
+        // inside one over-long record.
+        let input = Stoppable {
+            inner: plain.reader,
+            stop,
+        };
+        let mut rows = match CsvRows::open(&feed.schema, input, encoding) {
             Ok(Ok(rows)) => rows,
             Ok(Err(header_problems)) => {
                 for p in header_problems {
                     attempt.note(p, max_problems);
                 }
+                return attempt;
+            }
+            Err(_) if stop.load(Ordering::Relaxed) => {
+                attempt.cancelled = true;
                 return attempt;
             }
             Err(e) => {
@@ -618,18 +697,26 @@ impl Processor {
                     if pending.len() == ROWS_PER_BATCH {
                         let full =
                             std::mem::replace(&mut pending, Vec::with_capacity(ROWS_PER_BATCH));
-                        if !send(full) {
+                        if !sink.send(full) {
                             break;
                         }
                     }
                 }
                 Ok(Some(crate::validate::Outcome::Invalid(problems))) => {
+                    if feed.on_error == OnError::RejectFile && attempt.problem_count == 0 {
+                        pending.clear();
+                        sink.doomed();
+                    }
                     attempt.rows_invalid += 1;
                     for p in problems {
                         attempt.note(p, max_problems);
                     }
                 }
                 Ok(None) => break,
+                Err(_) if stop.load(Ordering::Relaxed) => {
+                    attempt.cancelled = true;
+                    return attempt;
+                }
                 Err(e) => {
                     attempt.read_error(e);
                     break;
@@ -637,7 +724,7 @@ impl Processor {
             }
         }
         if !pending.is_empty() {
-            send(pending);
+            sink.send(pending);
         }
         attempt.rows_read = rows.records;
         attempt

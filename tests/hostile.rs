@@ -60,10 +60,10 @@ fn ledger_text(d: &Deployment) -> String {
     all
 }
 
-/// A header, then `size` bytes with no line break (written with one seek,
-/// so the file is sparse), then a valid row.
-fn file_with_a_long_record(d: &Deployment, name: &str, size: u64) -> PathBuf {
-    let path = d.write_input(name, format!("{HEADER}\n").as_bytes());
+/// A header and `good` valid rows, then `size` bytes with no line break
+/// (written with one seek, so the file is sparse), then a valid row.
+fn file_with_a_long_record(d: &Deployment, name: &str, good: u32, size: u64) -> PathBuf {
+    let path = d.write_input(name, news2_csv(good, 50, 0).as_bytes());
     let mut file = fs::OpenOptions::new().write(true).open(&path).unwrap();
     file.seek(SeekFrom::End(size as i64)).unwrap();
     file.write_all(format!("\n{}\n", news2_row(1, 1)).as_bytes())
@@ -87,7 +87,8 @@ fn a_record_without_a_line_break_is_quarantined_in_bounded_memory_while_others_p
     let d = Deployment::with_config(&with_second_partner(&fast(SHIPPED_CONFIG)));
     let daemon = d.start();
     let port = daemon.sftp_port();
-    let long = file_with_a_long_record(&d, "news2_long.csv", 200 << 20);
+    // Valid rows first: the file is being loaded when the long record dooms it.
+    let long = file_with_a_long_record(&d, "news2_long.csv", 5000, 200 << 20);
     let out = put(&d, port, "demo-carehome", &long, "news2_long.csv");
     assert!(out.status.success(), "{}", text(&out.stderr));
     // Another partner's upload is answered while the long file is read.
@@ -105,7 +106,30 @@ fn a_record_without_a_line_break_is_quarantined_in_bounded_memory_while_others_p
         1
     );
     let problems = problem_codes(&d, long_id);
-    assert_eq!(problems[0], (2, "record_too_large".to_string()));
+    assert_eq!(problems[0], (5002, "record_too_large".to_string()));
+    // Landed while the long file was still being read: the doomed file's
+    // rows were dropped with the write lock, not held until its end.
+    let received_other: String = d
+        .ledger()
+        .query_row(
+            "SELECT received_at FROM files WHERE name = 'news2_other.csv'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let settled_long: String = d
+        .ledger()
+        .query_row(
+            "SELECT updated_at FROM files WHERE id = ?1",
+            [long_id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        received_other < settled_long,
+        "{received_other} vs {settled_long}"
+    );
+    assert_eq!(d.count("SELECT count(*) FROM observation_sets"), 5);
     assert!(
         report(&d, long_id).len() < 16 << 10,
         "the report stays small"
@@ -224,7 +248,7 @@ fn huge_age_headers_are_refused_at_once_and_stall_nobody() {
 fn sigterm_is_honoured_while_a_large_file_is_read() {
     let d = Deployment::new();
     let daemon = d.start();
-    let long = file_with_a_long_record(&d, "news2_long.csv", 400 << 20);
+    let long = file_with_a_long_record(&d, "news2_long.csv", 0, 400 << 20);
     fs::rename(&long, d.drop_folder().join("news2_long.csv")).unwrap();
     wait_for("the file to be received", Duration::from_secs(30), || {
         d.count("SELECT count(*) FROM files") == 1

@@ -559,3 +559,34 @@ fn running_out_of_file_descriptors_never_stops_the_server() {
     let log = daemon.terminate();
     assert!(!log.contains("SFTP server stopped"), "{log}");
 }
+
+#[test]
+fn a_real_header_for_many_recipients_is_still_read() {
+    let d = Deployment::new();
+    let plain = d.write_input("news2_many.csv", news2_csv(10, 2, 0).as_bytes());
+    let encrypted = d.path("input/news2_many.csv.age");
+    let mut age = Command::new("age");
+    age.args(["--armor", "-r", &d.recipient]);
+    // 40 other recipients, as a file sent to several organisations might have.
+    for _ in 0..40 {
+        let out = Command::new("age-keygen")
+            .output()
+            .expect("age-keygen (package age)");
+        let public = text(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("# public key: ").map(str::to_string))
+            .unwrap();
+        age.args(["-r", &public]);
+    }
+    assert!(
+        age.arg("-o")
+            .arg(&encrypted)
+            .arg(&plain)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = d.ingest(&[&encrypted]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert_eq!(d.files()[0]["state"], "loaded");
+}

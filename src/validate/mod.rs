@@ -485,11 +485,22 @@ fn check_record(
 ) -> Result<Outcome, ReadError> {
     let line = record.line;
     if record.len() != field_columns.len() {
+        // A field holding a line break usually means a quote left open
+        // that a later quote closed. The first such field starts on the
+        // record's first line, since no field before it holds a break.
+        let spans_lines = record.iter().any(|field| field.contains(&b'\n'));
+        let hint = if spans_lines {
+            format!(
+                "; a quoted field opened on line {line} runs over several lines: a closing quote may be missing"
+            )
+        } else {
+            String::new()
+        };
         return Ok(Outcome::Invalid(vec![Problem::file(
             line,
             "field_count",
             format!(
-                "expected {} fields, found {}",
+                "expected {} fields, found {}{hint}",
                 field_columns.len(),
                 record.len()
             ),

@@ -451,3 +451,15 @@ fn quoted_values_are_short_and_escaped() {
     assert!(message.contains("and 28 more"), "{message}");
     assert!(message.len() < 160, "{message}");
 }
+
+#[test]
+fn a_quote_closed_lines_later_is_pointed_at() {
+    let s = schema(vec![text_column("a", false), text_column("b", false)]);
+    let (_, problems) = run(&s, b"a,b\n1,2\n3,\"four\n5,6\n7\",8,9\n10,11\n");
+    assert_eq!(problems[0].code, "field_count");
+    assert!(
+        problems[0].message.contains("opened on line 3"),
+        "{}",
+        problems[0].message
+    );
+}

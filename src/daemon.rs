@@ -65,8 +65,10 @@ impl Lander {
         let unqueued = match queue {
             Some(queue) => match queue.try_send(queued) {
                 Ok(()) => return,
-                // A full queue means the ledger is far behind: wait for room.
-                Err(TrySendError::Full(queued)) => match queue.send(queued) {
+                // A full queue means the ledger is far behind: wait for
+                // room, letting an async worker's other tasks move to
+                // another worker meanwhile.
+                Err(TrySendError::Full(queued)) => match wait_for_room(|| queue.send(queued)) {
                     Ok(()) => return,
                     Err(e) => e.0,
                 },
@@ -91,7 +93,20 @@ impl Lander {
     fn close_audit(&self) {
         self.audit.lock().expect("audit lock").take();
     }
+}
 
+/// Runs a call that may block for long: on a runtime worker through
+/// `block_in_place`, so the worker's other tasks are not held up.
+fn wait_for_room<T>(call: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(call)
+        }
+        _ => call(),
+    }
+}
+
+impl Lander {
     /// Blocking: the file already taken from this remote path as it looks now.
     pub fn taken(
         &self,
@@ -271,11 +286,13 @@ pub async fn run(
             .expect("spawn the processor thread")
     };
     let (audit_tx, audit_rx) = sync_channel(AUDIT_QUEUE);
+    let audit_closed = Arc::new(AtomicBool::new(false));
     let audit_writer = {
         let ledger = Ledger::open(&config.daemon.ledger, Arc::new(SystemClock))?;
+        let closed = audit_closed.clone();
         std::thread::Builder::new()
             .name("audit".into())
-            .spawn(move || write_audit_events(ledger, audit_rx))
+            .spawn(move || write_audit_events(ledger, audit_rx, &closed))
             .expect("spawn the audit thread")
     };
     let lander = Arc::new(Lander {
@@ -336,6 +353,7 @@ pub async fn run(
         .expect("join the processor")
         .expect("the processor thread does not panic");
     lander.close_audit();
+    audit_closed.store(true, Ordering::SeqCst);
     tokio::task::spawn_blocking(move || audit_writer.join())
         .await
         .expect("join the audit writer")
@@ -344,15 +362,27 @@ pub async fn run(
     Ok(())
 }
 
-/// Appends queued audit events until the queue is closed and empty.
-fn write_audit_events(mut ledger: Ledger, queue: Receiver<QueuedAuditEvent>) {
+/// Appends queued audit events until the queue is closed and empty. Once
+/// it is closed (shutdown), a ledger that keeps failing is given up on
+/// after a few tries, so shutdown cannot hang on a full disk.
+fn write_audit_events(
+    mut ledger: Ledger,
+    queue: Receiver<QueuedAuditEvent>,
+    closed: &std::sync::atomic::AtomicBool,
+) {
     while let Ok(first) = queue.recv() {
         let mut events = vec![first];
         events.extend(queue.try_iter().take(AUDIT_BATCH - 1));
         let mut wait = Duration::from_millis(100);
+        let mut tries = 0;
         loop {
+            tries += 1;
             match ledger.audit_all(&events) {
                 Ok(()) => break,
+                Err(e) if closed.load(Ordering::SeqCst) && tries >= 3 => {
+                    tracing::error!(error = %e, events = events.len(), "audit events could not be written before stopping");
+                    break;
+                }
                 Err(e) if e.is_environmental() => {
                     tracing::error!(error = %e, events = events.len(), retry_in = ?wait, "could not write audit events");
                     std::thread::sleep(wait);

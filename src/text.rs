@@ -14,13 +14,16 @@ pub const EXCERPT_CHARS: usize = 32;
 fn needs_escape(c: char) -> bool {
     c.is_control()
         || matches!(c,
-            '\u{061C}'                 // Arabic letter mark
+            '\u{00AD}'                 // soft hyphen
+            | '\u{061C}'               // Arabic letter mark
+            | '\u{180E}'               // Mongolian vowel separator
             | '\u{200B}'..='\u{200F}'  // zero-width spaces and joiners, LRM, RLM
             | '\u{2028}' | '\u{2029}'  // line and paragraph separators
             | '\u{202A}'..='\u{202E}'  // embeddings and overrides
-            | '\u{2060}'..='\u{2069}'  // word joiner, invisible operators, isolates
+            | '\u{2060}'..='\u{206F}'  // word joiner, invisible operators, isolates, deprecated formats
             | '\u{FEFF}'               // byte-order mark / zero-width no-break space
-            | '\u{FFF9}'..='\u{FFFB}' // interlinear annotations
+            | '\u{FFF9}'..='\u{FFFB}'  // interlinear annotations
+            | '\u{E0000}'..='\u{E007F}' // tag characters
         )
 }
 
@@ -98,6 +101,7 @@ mod tests {
         assert_eq!(escaped("evil\u{202E}vsc.exe"), "evil\\u{202e}vsc.exe");
         assert_eq!(escaped("x\u{1b}[31m"), "x\\u{001b}[31m");
         assert_eq!(escaped("\u{2066}a\u{2069}"), "\\u{2066}a\\u{2069}");
+        assert_eq!(escaped("a\u{E0041}b"), "a\\u{e0041}b");
     }
 
     #[test]

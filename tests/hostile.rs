@@ -590,3 +590,80 @@ fn a_real_header_for_many_recipients_is_still_read() {
     assert!(out.status.success(), "{}", text(&out.stdout));
     assert_eq!(d.files()[0]["state"], "loaded");
 }
+
+#[test]
+fn wide_headers_and_lines_of_delimiters_are_settled_at_once() {
+    let d = Deployment::new();
+    // 80,000 header fields naming one column again and again, and a row
+    // of 2,000,000 commas: neither takes time or memory beyond their size.
+    let wide = d.write_input(
+        "news2_wide.csv",
+        format!("{}\n", ["resident_id"; 80_000].join(",")).as_bytes(),
+    );
+    let commas = d.write_input(
+        "news2_commas.csv",
+        format!("{HEADER}\n{}\n", ",".repeat(2_000_000)).as_bytes(),
+    );
+    let started = Instant::now();
+    d.ingest(&[&wide, &commas]);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    let wide_codes = problem_codes(&d, 1);
+    assert_eq!(wide_codes[0].1, "duplicate_column");
+    assert_eq!(problem_codes(&d, 2), [(2, "record_too_large".to_string())]);
+}
+
+#[test]
+fn a_connection_gets_no_more_channels_than_a_client_needs() {
+    let d = Deployment::new();
+    let daemon = d.start();
+    let out = paramiko(
+        &d,
+        daemon.sftp_port(),
+        r#"
+opened = 1
+try:
+    for _ in range(10):
+        transport.open_session()
+        opened += 1
+except paramiko.ChannelException:
+    pass
+print(opened)
+"#,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "2");
+}
+
+#[test]
+fn an_upload_open_in_one_session_cannot_be_resized_from_another() {
+    let d = Deployment::new();
+    let daemon = d.start();
+    let out = paramiko(
+        &d,
+        daemon.sftp_port(),
+        r#"
+other_transport, other = connect()
+f = sftp.open("inbox/news2_open.csv", "w")
+f.write(b"resident_id\n" * 100)
+f.flush()
+try:
+    other.truncate("inbox/news2_open.csv", 10)
+    print("truncated from elsewhere")
+except IOError:
+    print("refused")
+f.write(b"resident_id\n")
+f.close()
+"#,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "refused");
+    assert_eq!(
+        d.files()[0]["sha256"],
+        sha256_hex(&b"resident_id\n".repeat(101))
+    );
+    assert_payloads_match_ledger(&d);
+}

@@ -289,20 +289,31 @@ impl<'s, R: Read> CsvRows<'s, R> {
                 }
             }
         }
+        let by_name: std::collections::HashMap<&str, usize> = schema
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(index, c)| (c.name.as_str(), index))
+            .collect();
         let field_columns: Vec<Option<usize>> = cells
             .iter()
-            .map(|cell| {
-                let cell = cell.as_deref()?;
-                schema.columns.iter().position(|c| c.name == cell)
-            })
+            .map(|cell| by_name.get(cell.as_deref()?).copied())
             .collect();
+        // Each declared column's first field; later ones are duplicates.
+        let mut first_field = vec![None; schema.columns.len()];
+        for (i, column) in field_columns.iter().enumerate() {
+            if let Some(index) = column {
+                first_field[*index].get_or_insert(i);
+            }
+        }
+        let found: Vec<bool> = first_field.iter().map(Option::is_some).collect();
         if field_columns.iter().all(Option::is_none) && !schema.columns.is_empty() {
             problems.push(no_header_problem(schema, &cells));
             return Ok(Err(problems));
         }
         for (i, column) in field_columns.iter().enumerate() {
             match column {
-                Some(index) if field_columns[..i].contains(&Some(*index)) => {
+                Some(index) if first_field[*index] != Some(i) => {
                     let name = &schema.columns[*index].name;
                     problems.push(Problem {
                         line: 1,
@@ -321,17 +332,12 @@ impl<'s, R: Read> CsvRows<'s, R> {
                     column: None,
                     field: Some(i + 1),
                     code: "unexpected_column",
-                    message: unexpected_column_message(
-                        schema,
-                        &field_columns,
-                        i,
-                        cells[i].as_deref(),
-                    ),
+                    message: unexpected_column_message(schema, &found, i, cells[i].as_deref()),
                 }),
             }
         }
         for (index, column) in schema.columns.iter().enumerate() {
-            if !field_columns.contains(&Some(index)) {
+            if !found[index] {
                 problems.push(Problem {
                     line: 1,
                     column: Some(column.name.clone()),
@@ -416,7 +422,7 @@ fn no_header_problem(schema: &Schema, cells: &[Option<String>]) -> Problem {
 /// Says what an undeclared header cell is like, without quoting it.
 fn unexpected_column_message(
     schema: &Schema,
-    field_columns: &[Option<usize>],
+    found: &[bool],
     field: usize,
     cell: Option<&str>,
 ) -> String {
@@ -430,9 +436,12 @@ fn unexpected_column_message(
             .flat_map(char::to_lowercase)
             .collect()
     };
-    let near = schema.columns.iter().enumerate().find(|(index, column)| {
-        !field_columns.contains(&Some(*index)) && loose(&column.name) == loose(cell)
-    });
+    let loose_cell = loose(cell);
+    let near = schema
+        .columns
+        .iter()
+        .enumerate()
+        .find(|(index, column)| !found[*index] && loose(&column.name) == loose_cell);
     if let Some((_, column)) = near {
         return format!(
             "header field {position} differs only in case, spaces or underscores from the declared column `{}`",

@@ -13,7 +13,38 @@ use std::io::{self, BufRead};
 pub struct Dialect {
     pub delimiter: u8,
     pub quote: u8,
+    /// Counted in the file's own bytes (delimiters, quotes and the line
+    /// break included), so neither the field text nor the number of fields
+    /// can grow past it.
     pub max_record_bytes: usize,
+}
+
+/// Where in a field the parser is, followed byte by byte beside it: only
+/// this tells a file that ends inside a quoted field from a last line that
+/// merely holds a stray quote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quoting {
+    FieldStart,
+    Unquoted,
+    Quoted,
+    /// A quote inside a quoted field: the field's end, or half of `""`.
+    QuoteInQuoted,
+}
+
+impl Quoting {
+    fn after(self, byte: u8, dialect: &Dialect) -> Quoting {
+        let ends_field = byte == dialect.delimiter || byte == b'\n' || byte == b'\r';
+        match self {
+            Quoting::FieldStart if byte == dialect.quote => Quoting::Quoted,
+            Quoting::FieldStart | Quoting::Unquoted if ends_field => Quoting::FieldStart,
+            Quoting::FieldStart | Quoting::Unquoted => Quoting::Unquoted,
+            Quoting::Quoted if byte == dialect.quote => Quoting::QuoteInQuoted,
+            Quoting::Quoted => Quoting::Quoted,
+            Quoting::QuoteInQuoted if byte == dialect.quote => Quoting::Quoted,
+            Quoting::QuoteInQuoted if ends_field => Quoting::FieldStart,
+            Quoting::QuoteInQuoted => Quoting::Unquoted,
+        }
+    }
 }
 
 /// One record's fields, as raw bytes.
@@ -115,10 +146,9 @@ impl<R: BufRead> RecordReader<R> {
             record.ends.resize(FIRST_ENDS, 0);
         }
         let (mut out, mut ends) = (0, 0);
+        let mut raw = 0usize;
         let mut too_large = false;
-        // Quote characters seen in this record's raw bytes: an odd count at
-        // the end of the file means a quoted field was never closed.
-        let mut quotes_odd = false;
+        let mut quoting = Quoting::FieldStart;
         loop {
             let input = self.input.fill_buf()?;
             let at_end = input.is_empty();
@@ -129,12 +159,17 @@ impl<R: BufRead> RecordReader<R> {
                 self.parser
                     .read_record(input, &mut record.bytes[out..], &mut record.ends[ends..])
             };
-            let quote = self.dialect.quote;
-            quotes_odd ^= input[..read].iter().filter(|&&b| b == quote).count() % 2 == 1;
+            let dialect = self.dialect;
+            quoting = input[..read]
+                .iter()
+                .fold(quoting, |state, &b| state.after(b, &dialect));
             self.input.consume(read);
+            raw += read;
             if !too_large {
                 out += written;
                 ends += ended;
+                // The line break that ends a record does not count against it.
+                too_large = raw > self.dialect.max_record_bytes + 2;
             }
             match parsed {
                 Parsed::InputEmpty => {}
@@ -150,7 +185,7 @@ impl<R: BufRead> RecordReader<R> {
                     record.ends.resize(grown, 0);
                 }
                 Parsed::Record => {
-                    if at_end && quotes_odd {
+                    if at_end && quoting == Quoting::Quoted {
                         return Ok(Next::UnclosedQuote {
                             line: if too_large {
                                 record.line
@@ -259,6 +294,23 @@ mod tests {
         assert_eq!(got[0].0, Next::Record);
         assert_eq!(got[1].0, Next::TooLarge { line: 2 });
         assert_eq!(got[2], (Next::Record, 3, vec!["ok".into(), "1".into()]));
+    }
+
+    #[test]
+    fn a_line_of_delimiters_is_capped_too() {
+        let input = format!("a,b\n{}\nok,1\n", ",".repeat(100_000));
+        let got = read_all(input.as_bytes(), 1000);
+        assert_eq!(got[1].0, Next::TooLarge { line: 2 });
+        assert_eq!(got[2].2, ["ok", "1"]);
+    }
+
+    #[test]
+    fn a_stray_quote_on_a_last_line_is_not_an_open_quote() {
+        let got = read_all(b"name,height\nBob,5'11\"", 1 << 20);
+        assert_eq!(got[1].0, Next::Record);
+        assert_eq!(got[1].2, ["Bob", "5'11\""]);
+        let got = read_all(b"a,b\n1,\"2\"\"x", 1 << 20);
+        assert_eq!(got[1].0, Next::UnclosedQuote { line: 2 });
     }
 
     #[test]

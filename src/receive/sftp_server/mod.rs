@@ -34,7 +34,7 @@ use chrono::{DateTime, Utc};
 
 use russh::keys::ssh_key::{self, PrivateKey, PublicKey};
 use russh::server::{Auth, Msg, Session, VerifiedPublicKey};
-use russh::{Channel, ChannelId, Disconnect, MethodKind, MethodSet};
+use russh::{Channel, ChannelId, ChannelOpenFailure, Disconnect, MethodKind, MethodSet};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -51,6 +51,9 @@ pub const SOURCE: &str = "sftp-server";
 const FILES_KEPT_BACK: usize = 256;
 /// How often unfinished uploads are checked for expiry.
 const EXPIRY_CHECK: Duration = Duration::from_secs(60);
+/// Channels one connection may have open: an SFTP client needs one; each
+/// may buffer up to the SSH window in memory.
+const MAX_CHANNELS_PER_CONNECTION: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -226,6 +229,23 @@ impl Shared {
         let until = Utc::now() + self.limits.ban_time;
         guard.banned.insert(ip, until);
         Some((count, until))
+    }
+
+    /// Forgets failed logins and report times too old to matter, so the
+    /// maps do not grow with every address ever seen.
+    fn prune(&self) {
+        let mut guard = self.guard.lock().expect("guard lock");
+        let now = Instant::now();
+        let window = self.limits.ban_window;
+        guard.failures.retain(|_, times| {
+            times.retain(|t| now.duration_since(*t) < window);
+            !times.is_empty()
+        });
+        guard
+            .reported
+            .retain(|_, last| now.duration_since(*last) < REPORT_EVERY);
+        let today = Utc::now();
+        guard.banned.retain(|_, until| *until > today);
     }
 
     /// Takes a session slot for the partner, if one is free.
@@ -544,6 +564,7 @@ impl Bound {
             peer: Some(peer),
             partner: None,
             channels: HashMap::new(),
+            subsystems: 0,
             logged_in: logged_in.clone(),
         };
         let (config, login_timeout) = (self.ssh_config.clone(), self.shared.limits.login_timeout);
@@ -588,6 +609,7 @@ impl Bound {
     }
 
     async fn expire_uploads(&self) {
+        self.shared.prune();
         let shared = self.shared.clone();
         let _ = tokio::task::spawn_blocking(move || {
             for gone in shared.uploads.expire(Instant::now()) {
@@ -610,7 +632,10 @@ struct Connection {
     shared: Arc<Shared>,
     peer: Option<SocketAddr>,
     partner: Option<String>,
+    /// Session channels opened and not yet given to a subsystem.
     channels: HashMap<ChannelId, Channel<Msg>>,
+    /// Channels serving SFTP.
+    subsystems: usize,
     logged_in: Arc<AtomicBool>,
 }
 
@@ -736,9 +761,24 @@ impl russh::server::Handler for Connection {
         reply: russh::server::ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if self.channels.len() + self.subsystems >= MAX_CHANNELS_PER_CONNECTION {
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        }
         let id = channel.id();
         reply.accept().await;
         self.channels.insert(id, channel);
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.channels.remove(&channel).is_none() {
+            self.subsystems = self.subsystems.saturating_sub(1);
+        }
         Ok(())
     }
 
@@ -770,6 +810,7 @@ impl russh::server::Handler for Connection {
             return Ok(());
         };
         session.channel_success(channel_id)?;
+        self.subsystems += 1;
         let outbox = self
             .shared
             .accounts

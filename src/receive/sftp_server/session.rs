@@ -15,11 +15,10 @@ use russh_sftp::protocol::{
 use russh_sftp::server::StatusReply;
 use sha2::{Digest, Sha256};
 
-use super::uploads::{Opened, Refusal};
+use super::uploads::{Landing, Opened, Refusal};
 use super::{FileSlot, SOURCE, Shared};
 use crate::land::{Arrival, Handover, Landed, hex};
 use crate::ledger::AuditEvent;
-use crate::receive::is_temporary_name;
 
 /// Most bytes sent in one read reply: what fits in the 256 KiB packet
 /// clients accept, with room for the reply's own fields.
@@ -153,9 +152,9 @@ impl Inbox {
     /// Audits a refused operation (permission denied) and returns the reply.
     fn refuse(&mut self, operation: &str, reply: StatusReply) -> StatusReply {
         if reply.status_code == StatusCode::PermissionDenied {
-            tracing::warn!(partner = %self.partner, remote = %self.peer, operation, "SFTP operation refused");
             self.refusals += 1;
             if self.refusals <= REFUSALS_AUDITED {
+                tracing::warn!(partner = %self.partner, remote = %self.peer, operation, "SFTP operation refused");
                 let reason = reply.error_message.clone().unwrap_or_default();
                 self.audit(
                     "refused",
@@ -175,9 +174,9 @@ impl Inbox {
         limit: &'static str,
         message: String,
     ) -> StatusReply {
-        tracing::warn!(partner = %self.partner, remote = %self.peer, operation, limit, "SFTP operation refused: limit reached");
         self.refusals += 1;
         if self.refusals <= REFUSALS_AUDITED {
+            tracing::warn!(partner = %self.partner, remote = %self.peer, operation, limit, "SFTP operation refused: limit reached");
             self.audit(
                 "refused_limit",
                 None,
@@ -250,22 +249,27 @@ impl Inbox {
             .map(|(_, attrs)| attrs.clone())
     }
 
-    /// Lands a finished upload; answers only once it is durable and recorded.
-    async fn complete(&mut self, name: &str) -> Result<(), StatusReply> {
+    /// Lands a finished upload (taken out of the registry as `name`);
+    /// answers only once it is durable and recorded. Should landing fail,
+    /// the upload is put back as `retry_as` for the client to try again.
+    async fn complete(
+        &mut self,
+        name: &str,
+        landing: Landing,
+        retry_as: &str,
+    ) -> Result<(), StatusReply> {
         let uploads = &self.shared.uploads;
-        // Still open elsewhere, or already taken: the other handle lands it.
-        let Some((id, sha256)) = uploads.take(&self.partner, name) else {
-            return Ok(());
-        };
-        let path = uploads.path(&self.partner, &id);
+        let path = uploads.path(&self.partner, &landing.id);
         let meta = fs::metadata(&path).ok();
         let lander = self.shared.lander.clone();
         let partner = self.partner.clone();
         // The upload is dropgate's own file: moved into the spool, not copied.
         let arrival = Arrival {
-            path,
+            path: path.clone(),
             name: name.to_string(),
-            handover: Handover::Move { sha256 },
+            handover: Handover::Move {
+                sha256: landing.sha256.clone(),
+            },
             taken_from: None,
         };
         let remote = self.peer.clone();
@@ -295,9 +299,15 @@ impl Inbox {
                 Ok(())
             }
             Err(e) => {
-                // The staging file is back in place: the client may try again.
-                let size = meta.map(|m| m.len()).unwrap_or(0);
-                uploads.put_back(&self.partner, name, id, size);
+                // The staging file is back in place: the client may try
+                // again, unless the name has been reused meanwhile.
+                let landing = Landing {
+                    size: meta.map(|m| m.len()).unwrap_or(landing.size),
+                    ..landing
+                };
+                if !uploads.put_back(&self.partner, retry_as, landing) {
+                    let _ = fs::remove_file(&path);
+                }
                 tracing::warn!(partner = %self.partner, error = %e, "SFTP upload could not be landed");
                 Err(StatusCode::Failure.with_message(format!("not received: {e}")))
             }
@@ -322,7 +332,6 @@ impl Inbox {
         let file = match file {
             Ok(file) if !refuse_exclusive => file,
             result => {
-                shared.uploads.closed(&self.partner, &id, None);
                 if let Some(gone) = shared.uploads.abandoned(&self.partner, &id) {
                     let _ = fs::remove_file(shared.uploads.path(&self.partner, &gone.id));
                 }
@@ -336,7 +345,7 @@ impl Inbox {
         };
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         if pflags.contains(OpenFlags::TRUNCATE) {
-            let _ = shared.uploads.resize(&self.partner, &id, 0);
+            let _ = shared.uploads.resize(&self.partner, &id, 0, true);
         }
         let digest = (size == 0).then(|| (Sha256::new(), 0));
         Ok(self.handle(Open::Upload {
@@ -433,16 +442,17 @@ impl Inbox {
                 StatusCode::PermissionDenied.with_message("only files in inbox/ can be renamed"),
             ));
         };
-        let replaced = self
+        let renamed = self
             .shared
             .uploads
             .rename(&self.partner, &from, &to, overwrite)
             .map_err(|r| self.refusal("rename", r))?;
-        if let Some(replaced) = replaced {
+        if let Some(replaced) = renamed.replaced {
             let _ = fs::remove_file(self.shared.uploads.path(&self.partner, &replaced));
         }
-        if !is_temporary_name(&to) {
-            self.complete(&to).await?;
+        // Still open: the handle's CLOSE lands it.
+        if let Some(landing) = renamed.land {
+            self.complete(&to, landing, &from).await?;
         }
         Ok(ok(id))
     }
@@ -450,13 +460,18 @@ impl Inbox {
     /// SETSTAT/FSETSTAT: a size truncates or extends an unfinished upload
     /// for real, within the caps; times and modes are accepted and ignored,
     /// so clients that preserve them (`put -p`) still work.
-    fn set_size(&mut self, upload: &str, attrs: &FileAttributes) -> Result<(), StatusReply> {
+    fn set_size(
+        &mut self,
+        upload: &str,
+        attrs: &FileAttributes,
+        by_handle: bool,
+    ) -> Result<(), StatusReply> {
         let Some(size) = attrs.size else {
             return Ok(());
         };
         self.shared
             .uploads
-            .resize(&self.partner, upload, size)
+            .resize(&self.partner, upload, size, by_handle)
             .map_err(|r| self.refusal("setstat", r))?;
         let path = self.shared.uploads.path(&self.partner, upload);
         let file = fs::OpenOptions::new()
@@ -705,8 +720,9 @@ impl russh_sftp::server::Handler for Inbox {
                 let uploads = &self.shared.uploads;
                 if refused {
                     drop(file);
-                    if let Some(name) = uploads.closed(&self.partner, &upload, None)
-                        && uploads.remove(&self.partner, &name).is_ok()
+                    if let Some(closed) = uploads.closed(&self.partner, &upload, None)
+                        && (closed.land.is_some()
+                            || uploads.remove(&self.partner, &closed.name).is_ok())
                     {
                         let _ = fs::remove_file(uploads.path(&self.partner, &upload));
                     }
@@ -722,24 +738,27 @@ impl russh_sftp::server::Handler for Inbox {
                 .await;
                 let size = match synced {
                     Ok(Ok(size)) => size,
-                    Ok(Err(e)) => {
-                        uploads.closed(&self.partner, &upload, None);
-                        return Err(io_failure(e));
-                    }
-                    Err(_) => {
-                        uploads.closed(&self.partner, &upload, None);
-                        return Err(StatusCode::Failure.with_message("could not finish the upload"));
+                    // Not durable: kept unfinished (as an interrupted upload
+                    // is), for the client to try again.
+                    failed => {
+                        if uploads.abandoned(&self.partner, &upload).is_some() {
+                            let _ = fs::remove_file(uploads.path(&self.partner, &upload));
+                        }
+                        return Err(match failed {
+                            Ok(Err(e)) => io_failure(e),
+                            _ => StatusCode::Failure.with_message("could not finish the upload"),
+                        });
                     }
                 };
                 let sha256 = match digest {
                     Some((hasher, written)) if written == size => Some(hex(&hasher.finalize())),
                     _ => None,
                 };
-                let Some(name) = uploads.closed(&self.partner, &upload, sha256) else {
+                let Some(closed) = uploads.closed(&self.partner, &upload, sha256) else {
                     return Err(StatusCode::Failure.with_message("the upload was removed"));
                 };
-                if !is_temporary_name(&name) {
-                    self.complete(&name).await?;
+                if let Some(landing) = closed.land {
+                    self.complete(&closed.name, landing, &closed.name).await?;
                 }
                 Ok(ok(id))
             }
@@ -811,7 +830,7 @@ impl russh_sftp::server::Handler for Inbox {
         match self.resolve("setstat", &path)? {
             Place::InboxFile(name) => match self.shared.uploads.find(&self.partner, &name) {
                 Some(upload) => {
-                    self.set_size(&upload, &attrs)?;
+                    self.set_size(&upload, &attrs, false)?;
                     Ok(ok(id))
                 }
                 // Just landed: its times may be set, its size not.
@@ -833,7 +852,7 @@ impl russh_sftp::server::Handler for Inbox {
         match self.handles.get(&handle) {
             Some(Open::Upload { id: upload, .. }) => {
                 let upload = upload.clone();
-                self.set_size(&upload, &attrs)?;
+                self.set_size(&upload, &attrs, true)?;
                 Ok(ok(id))
             }
             Some(_) if attrs.size.is_some() => {

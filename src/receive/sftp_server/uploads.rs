@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::receive::is_temporary_name;
+
 /// What an upload may not do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -100,6 +102,33 @@ pub struct Opened {
     pub path: PathBuf,
     /// It continues an unfinished upload (its staging file exists).
     pub resumed: bool,
+}
+
+/// A finished upload taken out of the registry to be landed.
+#[derive(Debug, Clone)]
+pub struct Landing {
+    pub id: String,
+    /// Known when its bytes were written in order by one handle.
+    pub sha256: Option<String>,
+    pub size: u64,
+}
+
+/// What closing an upload's handle left.
+#[derive(Debug)]
+pub struct Closed {
+    /// The upload's name now (it may have been renamed while open).
+    pub name: String,
+    /// Under a final name: taken out, in the same step, to be landed.
+    pub land: Option<Landing>,
+}
+
+/// What a rename did.
+#[derive(Debug)]
+pub struct Renamed {
+    /// The unfinished upload it replaced (`posix-rename`), for its file to go.
+    pub replaced: Option<String>,
+    /// Renamed to a final name and not open: taken out to be landed.
+    pub land: Option<Landing>,
 }
 
 /// An unfinished upload that was discarded or expired.
@@ -203,8 +232,16 @@ impl Uploads {
         })
     }
 
-    /// Sets an upload's size (a client truncating or extending it).
-    pub fn resize(&self, partner: &str, id: &str, size: u64) -> Result<(), Refusal> {
+    /// Sets an upload's size (a client truncating or extending it). By path
+    /// (not by the handle writing it), an upload open elsewhere is refused:
+    /// its writer's running hash would no longer match its bytes.
+    pub fn resize(
+        &self,
+        partner: &str,
+        id: &str,
+        size: u64,
+        by_handle: bool,
+    ) -> Result<(), Refusal> {
         if size > self.limits.max_file_size {
             return Err(Refusal::TooLarge(self.limits.max_file_size));
         }
@@ -214,6 +251,9 @@ impl Uploads {
             let Some(upload) = p.by_name.values_mut().find(|u| u.id == id) else {
                 return Err(Refusal::NotFound);
             };
+            if upload.open && !by_handle {
+                return Err(Refusal::InUse);
+            }
             let others = others - upload.size;
             if others + size > max_total {
                 return Err(Refusal::PartnerFull(max_total));
@@ -226,48 +266,43 @@ impl Uploads {
         })
     }
 
-    /// The handle writing an upload was closed; returns the upload's name now.
-    pub fn closed(&self, partner: &str, id: &str, sha256: Option<String>) -> Option<String> {
+    /// The handle writing an upload was closed. Under a final name the
+    /// upload is taken out to be landed in the same step, so no other
+    /// session can reopen it in between.
+    pub fn closed(&self, partner: &str, id: &str, sha256: Option<String>) -> Option<Closed> {
         self.with(partner, |p| {
             let name = p.name_of(id)?.to_string();
             let upload = p.by_name.get_mut(&name).expect("named");
             upload.open = false;
             upload.sha256 = sha256;
             upload.touched = Instant::now();
-            Some(name)
+            let land = (!is_temporary_name(&name)).then(|| take(p, &name));
+            Some(Closed { name, land })
         })
     }
 
-    /// Takes a closed upload out, to be landed: its id and known SHA-256.
-    pub fn take(&self, partner: &str, name: &str) -> Option<(String, Option<String>)> {
+    /// Puts back an upload whose landing failed, under `name`, for the
+    /// client to try again. False when the name has been taken meanwhile:
+    /// the caller removes the staging file (the client was told it failed).
+    pub fn put_back(&self, partner: &str, name: &str, landing: Landing) -> bool {
+        let max_total = self.limits.max_unfinished_bytes;
         self.with(partner, |p| {
-            if p.by_name.get(name)?.open {
-                return None;
+            if p.by_name.contains_key(name) || p.bytes + landing.size > max_total {
+                return false;
             }
-            let upload = p.by_name.remove(name).expect("present");
-            p.bytes -= upload.size;
-            Some((upload.id, upload.sha256))
-        })
-    }
-
-    /// Puts back an upload whose landing failed, for the client to try again.
-    pub fn put_back(&self, partner: &str, name: &str, id: String, size: u64) {
-        self.with(partner, |p| {
-            if p.by_name.contains_key(name) {
-                return;
-            }
-            p.bytes += size;
+            p.bytes += landing.size;
             p.by_name.insert(
                 name.to_string(),
                 Upload {
-                    id,
-                    size,
+                    id: landing.id,
+                    size: landing.size,
                     open: false,
                     sha256: None,
                     touched: Instant::now(),
                 },
             );
-        });
+            true
+        })
     }
 
     /// Renames an unfinished upload. A name taken by another unfinished
@@ -279,13 +314,16 @@ impl Uploads {
         from: &str,
         to: &str,
         overwrite: bool,
-    ) -> Result<Option<String>, Refusal> {
+    ) -> Result<Renamed, Refusal> {
         self.with(partner, |p| {
             if !p.by_name.contains_key(from) {
                 return Err(Refusal::NotFound);
             }
             if from == to {
-                return Ok(None);
+                return Ok(Renamed {
+                    replaced: None,
+                    land: None,
+                });
             }
             let replaced = match p.by_name.get(to) {
                 None => None,
@@ -299,8 +337,10 @@ impl Uploads {
             };
             let mut upload = p.by_name.remove(from).expect("present");
             upload.touched = Instant::now();
+            let ready = !upload.open && !is_temporary_name(to);
             p.by_name.insert(to.to_string(), upload);
-            Ok(replaced)
+            let land = ready.then(|| take(p, to));
+            Ok(Renamed { replaced, land })
         })
     }
 
@@ -381,6 +421,17 @@ impl Uploads {
     }
 }
 
+/// Takes an upload out of the registry to be landed.
+fn take(p: &mut PartnerUploads, name: &str) -> Landing {
+    let upload = p.by_name.remove(name).expect("present");
+    p.bytes -= upload.size;
+    Landing {
+        id: upload.id,
+        sha256: upload.sha256,
+        size: upload.size,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,10 +465,17 @@ mod tests {
         assert_eq!(u.open("p", "x.csv", &mut id).unwrap_err(), Refusal::InUse);
         // Another partner's name is its own.
         assert!(!u.open("q", "x.csv", &mut id).unwrap().resumed);
-        assert_eq!(u.closed("p", &first.id, None).as_deref(), Some("x.csv"));
-        let again = u.open("p", "x.csv", &mut id).unwrap();
+        let closed = u.closed("p", &first.id, None).unwrap();
+        assert_eq!(closed.name, "x.csv");
+        // A final name is taken out to be landed in the same step.
+        assert_eq!(closed.land.unwrap().id, first.id);
+        let part = u.open("p", "y.part", &mut id).unwrap();
+        assert!(u.closed("p", &part.id, None).unwrap().land.is_none());
+        let again = u.open("p", "y.part", &mut id).unwrap();
         assert!(again.resumed);
-        assert_eq!(again.id, first.id);
+        assert_eq!(again.id, part.id);
+        assert_eq!(u.resize("p", &part.id, 1, false), Err(Refusal::InUse));
+        assert_eq!(u.resize("p", &part.id, 1, true), Ok(()));
     }
 
     #[test]
@@ -438,11 +496,14 @@ mod tests {
         );
         u.grow("p", &b.id, 500).unwrap();
         // Taking one out for landing frees its share.
-        u.closed("p", &a.id, None);
-        assert!(u.take("p", "a").is_some());
+        let landing = u.closed("p", &a.id, None).unwrap().land.unwrap();
+        assert_eq!(landing.size, 1000);
         u.grow("p", &b.id, 1000).unwrap();
-        u.resize("p", &b.id, 10).unwrap();
-        assert!(u.open("p", "c", &mut id).is_ok());
+        // A failed landing puts it back only while there is room for it.
+        assert!(!u.put_back("p", "a", landing.clone()));
+        u.resize("p", &b.id, 10, true).unwrap();
+        assert!(u.put_back("p", "a", landing));
+        assert_eq!(u.open("p", "c", &mut id).unwrap_err(), Refusal::TooMany(2));
     }
 
     #[test]
@@ -454,12 +515,20 @@ mod tests {
         u.closed("p", &a.id, None);
         u.closed("p", &b.id, None);
         assert_eq!(
-            u.rename("p", "a.part", "b.part", false),
-            Err(Refusal::Exists)
+            u.rename("p", "a.part", "b.part", false).unwrap_err(),
+            Refusal::Exists
         );
-        assert_eq!(u.rename("p", "a.part", "b.part", true), Ok(Some(b.id)));
-        assert_eq!(u.find("p", "b.part"), Some(a.id));
-        assert_eq!(u.rename("p", "nope", "c", false), Err(Refusal::NotFound));
+        let renamed = u.rename("p", "a.part", "b.part", true).unwrap();
+        assert_eq!(renamed.replaced, Some(b.id));
+        assert!(renamed.land.is_none());
+        assert_eq!(u.find("p", "b.part"), Some(a.id.clone()));
+        let renamed = u.rename("p", "b.part", "b.csv", false).unwrap();
+        assert_eq!(renamed.land.unwrap().id, a.id);
+        assert_eq!(u.find("p", "b.csv"), None);
+        assert_eq!(
+            u.rename("p", "nope", "c", false).unwrap_err(),
+            Refusal::NotFound
+        );
     }
 
     #[test]

@@ -68,10 +68,12 @@ impl Lander {
                 // A full queue means the ledger is far behind: wait for
                 // room, letting an async worker's other tasks move to
                 // another worker meanwhile.
-                Err(TrySendError::Full(queued)) => match wait_for_room(|| queue.send(queued)) {
-                    Ok(()) => return,
-                    Err(e) => e.0,
-                },
+                Err(TrySendError::Full(queued)) => {
+                    match wait_for_room(|| queue.send(queued).map_err(|e| Box::new(e.0))) {
+                        Ok(()) => return,
+                        Err(queued) => *queued,
+                    }
+                }
                 Err(TrySendError::Disconnected(queued)) => queued,
             },
             None => queued,

@@ -7,7 +7,7 @@ use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use dropgate::land::hex;
+use dropgate::digest::hex;
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 

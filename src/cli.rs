@@ -453,10 +453,7 @@ fn push(config: &Config, name: &str, paths: &[PathBuf]) -> anyhow::Result<ExitCo
     let mut all_delivered = true;
     for path in paths {
         let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
-        let sha256 = {
-            use sha2::Digest;
-            dropgate::land::hex(&sha2::Sha256::digest(&bytes))
-        };
+        let sha256 = { dropgate::digest::sha256_hex(&bytes) };
         let file_name = path
             .file_name()
             .map(|n| n.to_string_lossy().to_string())

@@ -9,6 +9,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Cursor, Read};
 
 use crate::config::Encryption;
+use crate::problem::Code;
 
 const BINARY_HEADER: &[u8] = b"age-encryption.org/v1";
 const ARMOR_HEADER: &[u8] = b"-----BEGIN AGE ENCRYPTED FILE-----";
@@ -43,15 +44,15 @@ pub enum DecryptError {
 
 impl DecryptError {
     /// Stable problem code for reports.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            DecryptError::NotEncrypted => "not_encrypted",
-            DecryptError::WrongKey => "wrong_key",
-            DecryptError::Passphrase => "passphrase_encrypted",
-            DecryptError::InvalidHeader(_) => "invalid_age_header",
-            DecryptError::HeaderTooLarge(_) => "age_header_too_large",
-            DecryptError::InvalidArmor(_) => "invalid_armor",
-            DecryptError::Io(_) => "read_failed",
+            DecryptError::NotEncrypted => Code::NotEncrypted,
+            DecryptError::WrongKey => Code::WrongKey,
+            DecryptError::Passphrase => Code::PassphraseEncrypted,
+            DecryptError::InvalidHeader(_) => Code::InvalidAgeHeader,
+            DecryptError::HeaderTooLarge(_) => Code::AgeHeaderTooLarge,
+            DecryptError::InvalidArmor(_) => Code::InvalidArmor,
+            DecryptError::Io(_) => Code::ReadFailed,
         }
     }
 }

@@ -19,6 +19,7 @@ use std::time::SystemTime;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, FeedMatch};
+use crate::digest::hex;
 use crate::ledger::{Ledger, LedgerError, NewFile, RemotePath};
 use crate::spool::{Area, Spool, sync_dir};
 
@@ -347,14 +348,4 @@ fn copy_and_hash(from: &Path, to: &Path) -> Result<(String, u64, Stamp), LandErr
         return Err(LandError::Changed);
     }
     Ok((hex(&hasher.finalize()), size, before))
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    s
 }

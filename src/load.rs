@@ -2,7 +2,7 @@
 //! file's new state commit together or not at all.
 
 use crate::ledger::{RecordWriter, Result};
-use crate::map::Records;
+use crate::model::Records;
 
 /// What a load wrote.
 #[derive(Debug, Default, Clone, Copy)]

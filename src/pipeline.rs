@@ -19,7 +19,7 @@
 
 use std::fs::File;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
@@ -27,12 +27,15 @@ use serde_json::json;
 
 use crate::config::{Config, Feed, FeedMatch, OnError};
 use crate::decrypt::{self, DecryptError};
+use crate::intake::Landings;
 use crate::ledger::{Batch, FileRow, FileState, Ledger, LedgerError, Outcome, RecordWriter};
 use crate::load;
-use crate::map::{self, Records};
+use crate::map;
+use crate::model::Records;
+use crate::problem::{Code, Problem, Reason};
 use crate::spool::{self, Spool};
 use crate::text;
-use crate::validate::{CsvRows, Encoding, Problem, ReadError};
+use crate::validate::{CsvRows, Encoding, ReadError};
 
 /// Files up to this size are read whole before loading, on one thread.
 const READ_WHOLE_BYTES: u64 = 256 << 10;
@@ -99,32 +102,6 @@ pub struct Processed {
     pub state: FileState,
     pub reason: Option<String>,
     pub records: u64,
-}
-
-/// Landings under way. While there is any, a processing transaction ends
-/// after the file in hand, so a landing (an SFTP client waiting for its
-/// answer) gets the ledger's write lock within one small file's time.
-#[derive(Debug, Clone, Default)]
-pub struct Landings(Arc<AtomicUsize>);
-
-impl Landings {
-    /// Counts a landing until the guard is dropped.
-    pub fn start(&self) -> LandingGuard<'_> {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        LandingGuard(self)
-    }
-
-    fn any(&self) -> bool {
-        self.0.load(Ordering::SeqCst) > 0
-    }
-}
-
-pub struct LandingGuard<'a>(&'a Landings);
-
-impl Drop for LandingGuard<'_> {
-    fn drop(&mut self) {
-        self.0.0.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 /// Where the reader hands the rows it has mapped.
@@ -289,9 +266,9 @@ impl Processor {
     ) -> Result<Option<Processed>, ProcessError> {
         let outcome = rejected(
             None,
-            "internal_error",
+            Reason::InternalError,
             file_problem(
-                "internal_error",
+                Code::InternalError,
                 format!(
                     "processing failed {MAX_FAILURES} times ({reason}); the file is kept: \
                      `dropgate replay {}` tries again",
@@ -418,9 +395,9 @@ impl Processor {
             FeedMatch::One(feed) => Ok(feed),
             FeedMatch::None => Err(Box::new(rejected(
                 None,
-                "no_feed",
+                Reason::NoFeed,
                 file_problem(
-                    "no_feed",
+                    Code::NoFeed,
                     format!(
                         "no feed of partner `{}` matches the file name; add one or fix its `match` globs, then replay",
                         file.partner
@@ -429,9 +406,9 @@ impl Processor {
             ))),
             FeedMatch::Ambiguous(a, b) => Err(Box::new(rejected(
                 None,
-                "ambiguous_feed",
+                Reason::AmbiguousFeed,
                 file_problem(
-                    "ambiguous_feed",
+                    Code::AmbiguousFeed,
                     format!("feeds `{a}` and `{b}` both match the file name"),
                 ),
             ))),
@@ -737,18 +714,19 @@ impl Processor {
             let (code, message) = match failure {
                 Failure::Decrypt(e) => (e.code(), e.to_string()),
                 Failure::Read(e) if attempt.encrypted => (
-                    "ciphertext_damaged",
+                    Code::CiphertextDamaged,
                     format!("the age ciphertext is truncated or has been altered: {e}"),
                 ),
-                Failure::Read(e) => ("read_failed", e.to_string()),
+                Failure::Read(e) => (Code::ReadFailed, e.to_string()),
                 Failure::Internal => (
-                    "internal_error",
+                    Code::InternalError,
                     "dropgate failed on this file's content; the file is kept for `dropgate replay`, please report it".into(),
                 ),
             };
             let reason = match code {
-                "read_failed" | "internal_error" => code,
-                _ => "decrypt_failed",
+                Code::ReadFailed => Reason::ReadFailed,
+                Code::InternalError => Reason::InternalError,
+                _ => Reason::DecryptFailed,
             };
             return rejected(Some(feed), reason, file_problem(code, message));
         }
@@ -765,7 +743,7 @@ impl Processor {
             return Outcome {
                 state: FileState::Quarantined,
                 feed: feed_name,
-                reason: Some("validation_failed".into()),
+                reason: Some(Reason::ValidationFailed.to_string()),
                 rows_read: Some(attempt.rows_read),
                 rows_loaded: Some(0),
                 records: 0,
@@ -851,7 +829,7 @@ impl Attempt {
     }
 }
 
-fn file_problem(code: &'static str, message: String) -> Problem {
+fn file_problem(code: Code, message: String) -> Problem {
     Problem::file(0, code, message)
 }
 
@@ -873,15 +851,15 @@ fn duplicate(feed: &Feed, first: i64) -> Outcome {
 fn payload_missing(feed: &Feed) -> Outcome {
     rejected(
         Some(feed),
-        "payload_missing",
+        Reason::PayloadMissing,
         file_problem(
-            "payload_missing",
+            Code::PayloadMissing,
             "the spool copy of this file is missing".into(),
         ),
     )
 }
 
-fn rejected(feed: Option<&Feed>, reason: &str, problem: Problem) -> Outcome {
+fn rejected(feed: Option<&Feed>, reason: Reason, problem: Problem) -> Outcome {
     Outcome {
         state: FileState::Quarantined,
         feed: feed.map(|f| f.name.clone()),
@@ -891,7 +869,7 @@ fn rejected(feed: Option<&Feed>, reason: &str, problem: Problem) -> Outcome {
         records: 0,
         duplicate_of: None,
         problem_count: 1,
-        detail: json!({ "reason": reason, "problem": problem.code }),
+        detail: json!({ "reason": reason.as_str(), "problem": problem.code }),
         problems: vec![problem],
     }
 }

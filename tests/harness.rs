@@ -377,8 +377,7 @@ pub fn file_names(dir: &Path) -> Vec<String> {
 
 /// SHA-256 as the ledger shows it.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    dropgate::land::hex(&sha2::Sha256::digest(bytes))
+    dropgate::digest::sha256_hex(bytes)
 }
 
 /// Runs `sftp` in batch mode as the demo partner with the given key.

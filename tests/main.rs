@@ -12,3 +12,4 @@ mod ingest;
 mod remote;
 mod sftp;
 mod sshd;
+mod structure;

@@ -6,7 +6,10 @@
 //! each partner, source and feed is deserialised on its own so a mistake in one
 //! does not hide mistakes in the others.
 
+mod authorized_keys;
 mod raw;
+
+pub use authorized_keys::parse_authorized_line;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -19,7 +22,8 @@ use serde::de::DeserializeOwned;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-use crate::map::{Mapping, ObservationMapping, ServiceUserMapping, Vital};
+use crate::map::{Mapping, ObservationMapping, ServiceUserMapping};
+use crate::model::Vital;
 use crate::validate::{ColumnKind, ColumnSpec, DateTimeFormat, Encoding, ExtraColumns, Schema};
 
 /// Names a sender may use while a file is still being written; never taken.
@@ -574,7 +578,7 @@ impl Checker<'_> {
             match std::fs::read_to_string(&path) {
                 Ok(content) => {
                     for (n, line) in content.lines().enumerate() {
-                        if let Err(e) = crate::receive::sftp_server::parse_authorized_line(line) {
+                        if let Err(e) = parse_authorized_line(line) {
                             self.at(entry, format!("{}:{}: {e}", path.display(), n + 1));
                         }
                     }

@@ -397,7 +397,7 @@ fn audit_hash(
             None => h.update(u64::MAX.to_be_bytes()),
         }
     }
-    crate::land::hex(&h.finalize())
+    crate::digest::hex(&h.finalize())
 }
 
 #[derive(Debug, Default, Clone)]
@@ -418,7 +418,7 @@ pub struct Outcome {
     pub duplicate_of: Option<i64>,
     /// Total problems found (may exceed `problems.len()`).
     pub problem_count: u64,
-    pub problems: Vec<crate::validate::Problem>,
+    pub problems: Vec<crate::problem::Problem>,
     /// Event detail (no patient identifiers).
     pub detail: serde_json::Value,
 }
@@ -991,7 +991,7 @@ impl Batch<'_> {
                 p.line,
                 p.column,
                 p.field.map(|f| f as i64),
-                p.code,
+                p.code.as_str(),
                 p.message
             ])?;
         }

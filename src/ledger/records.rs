@@ -8,7 +8,7 @@ use rusqlite::{CachedStatement, Connection, OptionalExtension, ToSql, params};
 use serde::Serialize;
 
 use super::Result;
-use crate::map::{ObservationSet, ObservedValue, Records, ServiceUser};
+use crate::model::{ObservationSet, ObservedValue, Records, ServiceUser};
 
 /// Largest observation set written with one statement.
 const MAX_SET: usize = 16;

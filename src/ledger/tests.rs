@@ -1,6 +1,6 @@
 use super::*;
 use crate::domain::nhs_number::NhsNumber;
-use crate::map::{Records, ServiceUser};
+use crate::model::{Records, ServiceUser};
 
 fn ledger() -> Ledger {
     Ledger::open_in_memory(Arc::new(SystemClock)).unwrap()
@@ -192,7 +192,7 @@ fn a_detail_without_a_number_gains_one_in_place() {
 #[test]
 fn observation_code_ids_match_the_ledger() {
     let mut l = ledger();
-    for code in crate::map::Code::ALL {
+    for code in crate::model::Code::ALL {
         let (name, unit): (String, Option<String>) = l
             .connection()
             .query_row(
@@ -208,7 +208,7 @@ fn observation_code_ids_match_the_ledger() {
         .connection()
         .query_row("SELECT count(*) FROM observation_codes", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(rows, crate::map::Code::ALL.len() as i64);
+    assert_eq!(rows, crate::model::Code::ALL.len() as i64);
 }
 
 #[test]

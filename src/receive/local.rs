@@ -17,7 +17,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::is_temporary_name;
 use crate::config::LocalSource;
-use crate::daemon::Lander;
+use crate::intake::Intake;
 use crate::land::{Arrival, LandError};
 
 /// Files landed in one batch (one ledger transaction).
@@ -40,7 +40,7 @@ pub async fn watch(
     name: String,
     partner: String,
     settings: LocalSource,
-    lander: Arc<Lander>,
+    intake: Arc<Intake>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     if let Err(e) = std::fs::create_dir_all(&settings.path) {
@@ -108,9 +108,9 @@ pub async fn watch(
                         .iter()
                         .map(|path| Arrival::copy(path.clone(), relative_name(&settings.path, path)))
                         .collect();
-                    let lander = lander.clone();
+                    let intake = intake.clone();
                     let (source, owner) = (name.clone(), partner.clone());
-                    let results = tokio::task::spawn_blocking(move || lander.land(&source, &owner, &arrivals))
+                    let results = tokio::task::spawn_blocking(move || intake.land(&source, &owner, &arrivals))
                         .await
                         .expect("landing does not panic");
                     for (path, result) in chunk.iter().zip(results) {

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::is_temporary_name;
 use crate::config::{AfterTake, RemoteSource};
-use crate::daemon::Lander;
+use crate::intake::Intake;
 use crate::land::{Arrival, Handover, Landed};
 use crate::ledger::RemotePath;
 use crate::remote::RemoteError;
@@ -45,7 +45,7 @@ struct Poller {
     source: String,
     partner: String,
     settings: RemoteSource,
-    lander: Arc<Lander>,
+    intake: Arc<Intake>,
     /// Where downloads are written before they are landed.
     staging: PathBuf,
     seen: HashMap<String, Seen>,
@@ -59,7 +59,7 @@ pub async fn poll(
     source: String,
     partner: String,
     settings: RemoteSource,
-    lander: Arc<Lander>,
+    intake: Arc<Intake>,
     staging: PathBuf,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -71,7 +71,7 @@ pub async fn poll(
         source,
         partner,
         settings,
-        lander,
+        intake,
         staging,
         seen: HashMap::new(),
         cleanups: HashMap::new(),
@@ -81,13 +81,13 @@ pub async fn poll(
     loop {
         let outcome = poller.poll_once().await;
         {
-            let (lander, source) = (poller.lander.clone(), poller.source.clone());
+            let (intake, source) = (poller.intake.clone(), poller.source.clone());
             let error = outcome.as_ref().err().map(|e| e.to_string());
             let pending = poller.cleanups.len() as u64;
             let cleanup_error = poller.cleanups.values().next().map(|c| c.error.clone());
             let _ = tokio::task::spawn_blocking(move || {
-                lander.source_checked(&source, error.as_deref());
-                lander.source_cleanups(&source, pending, cleanup_error.as_deref());
+                intake.source_checked(&source, error.as_deref());
+                intake.source_cleanups(&source, pending, cleanup_error.as_deref());
             })
             .await;
         }
@@ -233,12 +233,12 @@ impl Poller {
         }
         let (source, partner, settings) =
             (self.source.as_str(), self.partner.as_str(), &self.settings);
-        let (lander, staging) = (&self.lander, &self.staging);
+        let (intake, staging) = (&self.intake, &self.staging);
         let path = remote_path(settings, &file.name);
         let known = {
-            let (lander, source, path) = (lander.clone(), source.to_string(), path.clone());
+            let (intake, source, path) = (intake.clone(), source.to_string(), path.clone());
             let (size, mtime) = (file.size, file.mtime);
-            tokio::task::spawn_blocking(move || lander.taken(&source, &path, size, mtime))
+            tokio::task::spawn_blocking(move || intake.taken(&source, &path, size, mtime))
                 .await
                 .expect("ledger lookup does not panic")
                 // Not knowing whether it was taken, it is not taken now.
@@ -266,7 +266,7 @@ impl Poller {
                     });
                 }
                 let landed = {
-                    let lander = lander.clone();
+                    let intake = intake.clone();
                     let (source, partner) = (source.to_string(), partner.to_string());
                     // The download is dropgate's own: moved into the spool,
                     // not copied; remembered as taken in the same transaction.
@@ -281,7 +281,7 @@ impl Poller {
                         }),
                     };
                     tokio::task::spawn_blocking(move || {
-                        lander
+                        intake
                             .land(&source, &partner, std::slice::from_ref(&arrival))
                             .pop()
                             .expect("one result per arrival")

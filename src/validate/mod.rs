@@ -11,9 +11,8 @@ mod value;
 use std::borrow::Cow;
 use std::io::{BufReader, Read};
 
-use serde::Serialize;
-
 use crate::domain::nhs_number::{NhsNumber, NhsNumberError};
+use crate::problem::{Code, Problem};
 use crate::text::{EXCERPT_CHARS, excerpt};
 use reader::{Dialect, Next, Record, RecordReader};
 pub use value::Value;
@@ -115,36 +114,6 @@ pub struct Schema {
     pub encoding: Encoding,
     pub extra_columns: ExtraColumns,
     pub columns: Vec<ColumnSpec>,
-}
-
-/// One thing wrong with a file, located as precisely as possible.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Problem {
-    /// 1-based line where the record starts (0 for the file as a whole).
-    pub line: u64,
-    /// Column name from the schema or header, when the problem is in one field.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub column: Option<String>,
-    /// 1-based position of the field in the record.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<usize>,
-    /// Stable, machine-readable problem code.
-    pub code: &'static str,
-    /// What is wrong, for a person; never contains an identifier's value.
-    pub message: String,
-}
-
-impl Problem {
-    /// A problem with a whole record or file rather than one field.
-    pub fn file(line: u64, code: &'static str, message: String) -> Problem {
-        Problem {
-            line,
-            column: None,
-            field: None,
-            code,
-            message,
-        }
-    }
 }
 
 /// A record that passed every check: one value per schema column.
@@ -250,13 +219,13 @@ impl<'s, R: Read> CsvRows<'s, R> {
             Next::Record => {}
             Next::End => {
                 return Ok(Err(header_problem(
-                    "empty_file",
+                    Code::EmptyFile,
                     "the file is empty: a header record was expected".into(),
                 )));
             }
             Next::TooLarge { .. } => {
                 return Ok(Err(header_problem(
-                    "header_too_large",
+                    Code::HeaderTooLarge,
                     format!(
                         "the first record is longer than the feed's limit of {} bytes \
                          (`max_record_size`): the file has no usable header",
@@ -266,7 +235,7 @@ impl<'s, R: Read> CsvRows<'s, R> {
             }
             Next::UnclosedQuote { line } => {
                 return Ok(Err(header_problem(
-                    "unclosed_quote",
+                    Code::UnclosedQuote,
                     format!("a quoted field in the header opened on line {line} is never closed"),
                 )));
             }
@@ -282,7 +251,7 @@ impl<'s, R: Read> CsvRows<'s, R> {
                         line: 1,
                         column: None,
                         field: Some(i + 1),
-                        code: "encoding",
+                        code: Code::Encoding,
                         message: format!("header field {} is not valid UTF-8", i + 1),
                     });
                     cells.push(None);
@@ -319,7 +288,7 @@ impl<'s, R: Read> CsvRows<'s, R> {
                         line: 1,
                         column: Some(name.clone()),
                         field: Some(i + 1),
-                        code: "duplicate_column",
+                        code: Code::DuplicateColumn,
                         message: format!("column `{name}` appears more than once in the header"),
                     });
                 }
@@ -331,7 +300,7 @@ impl<'s, R: Read> CsvRows<'s, R> {
                     line: 1,
                     column: None,
                     field: Some(i + 1),
-                    code: "unexpected_column",
+                    code: Code::UnexpectedColumn,
                     message: unexpected_column_message(schema, &found, i, cells[i].as_deref()),
                 }),
             }
@@ -342,7 +311,7 @@ impl<'s, R: Read> CsvRows<'s, R> {
                     line: 1,
                     column: Some(column.name.clone()),
                     field: None,
-                    code: "missing_column",
+                    code: Code::MissingColumn,
                     message: format!("the header has no column `{}`", column.name),
                 });
             }
@@ -369,7 +338,7 @@ impl<'s, R: Read> CsvRows<'s, R> {
             Next::End => return Ok(None),
             Next::TooLarge { line } => invalid(
                 line,
-                "record_too_large",
+                Code::RecordTooLarge,
                 format!(
                     "the record is longer than the feed's limit of {} bytes (`max_record_size`)",
                     self.schema.max_record_bytes
@@ -377,7 +346,7 @@ impl<'s, R: Read> CsvRows<'s, R> {
             ),
             Next::UnclosedQuote { line } => invalid(
                 line,
-                "unclosed_quote",
+                Code::UnclosedQuote,
                 format!(
                     "a quoted field opened on line {line} is never closed: the rest of the file was read into it"
                 ),
@@ -411,7 +380,7 @@ fn no_header_problem(schema: &Schema, cells: &[Option<String>]) -> Problem {
     };
     Problem::file(
         1,
-        "no_header",
+        Code::NoHeader,
         format!(
             "line 1 names none of the feed's {} declared columns{shape}: the file may lack its header record",
             schema.columns.len()
@@ -507,7 +476,7 @@ fn check_record(
         };
         return Ok(Outcome::Invalid(vec![Problem::file(
             line,
-            "field_count",
+            Code::FieldCount,
             format!(
                 "expected {} fields, found {}{hint}",
                 field_columns.len(),
@@ -531,7 +500,7 @@ fn check_record(
         };
         if raw.len() > schema.max_field_bytes {
             problems.push(problem(
-                "field_too_large",
+                Code::FieldTooLarge,
                 format!(
                     "{} bytes is longer than the feed's limit of {} bytes per field (`max_field_size`)",
                     raw.len(),
@@ -544,7 +513,7 @@ fn check_record(
             Decoded::Text(t) => t,
             Decoded::Restart => return Err(ReadError::EncodingChanged),
             Decoded::Invalid => {
-                problems.push(problem("encoding", "not valid UTF-8".into()));
+                problems.push(problem(Code::Encoding, "not valid UTF-8".into()));
                 continue;
             }
         };
@@ -560,7 +529,7 @@ fn check_record(
     })
 }
 
-type ValueProblem = (&'static str, String);
+type ValueProblem = (Code, String);
 
 /// Checks one field. Messages quote the value only for non-identifying columns.
 pub fn check_value(column: &ColumnSpec, text: &str) -> Result<Value, ValueProblem> {
@@ -574,7 +543,7 @@ pub fn check_value(column: &ColumnSpec, text: &str) -> Result<Value, ValueProble
     let trimmed = text.trim();
     if trimmed.is_empty() {
         return if column.required {
-            Err(("required", "a value is required".into()))
+            Err((Code::Required, "a value is required".into()))
         } else {
             Ok(Value::Empty)
         };
@@ -588,7 +557,7 @@ pub fn check_value(column: &ColumnSpec, text: &str) -> Result<Value, ValueProble
                 let len = text.chars().count();
                 if len > *max {
                     return Err((
-                        "too_long",
+                        Code::TooLong,
                         format!("{len} characters is longer than the maximum {max}"),
                     ));
                 }
@@ -597,7 +566,7 @@ pub fn check_value(column: &ColumnSpec, text: &str) -> Result<Value, ValueProble
                 && !p.is_match(text)
             {
                 return Err((
-                    "pattern",
+                    Code::Pattern,
                     format!(
                         "value{} does not match the pattern `{}`",
                         shown(),
@@ -610,7 +579,7 @@ pub fn check_value(column: &ColumnSpec, text: &str) -> Result<Value, ValueProble
         ColumnKind::Integer { min, max } => {
             let n: i64 = trimmed.parse().map_err(|_| {
                 (
-                    "not_integer",
+                    Code::NotInteger,
                     format!("value{} is not a whole number", shown()),
                 )
             })?;
@@ -626,7 +595,7 @@ pub fn check_value(column: &ColumnSpec, text: &str) -> Result<Value, ValueProble
                 })
                 .ok_or_else(|| {
                     (
-                        "not_decimal",
+                        Code::NotDecimal,
                         format!("value{} is not a decimal number", shown()),
                     )
                 })?;
@@ -637,7 +606,7 @@ pub fn check_value(column: &ColumnSpec, text: &str) -> Result<Value, ValueProble
             .map(Value::Date)
             .map_err(|_| {
                 (
-                    "not_date",
+                    Code::NotDate,
                     format!("value{} is not a date in the form `{format}`", shown()),
                 )
             }),
@@ -658,7 +627,7 @@ pub fn check_value(column: &ColumnSpec, text: &str) -> Result<Value, ValueProble
                     DateTimeFormat::Chrono(f) => format!("the form `{f}`"),
                 };
                 (
-                    "not_datetime",
+                    Code::NotDatetime,
                     format!("value{} is not a date and time in {expected}", shown()),
                 )
             })
@@ -677,7 +646,7 @@ pub fn check_value(column: &ColumnSpec, text: &str) -> Result<Value, ValueProble
             match found {
                 Some(code) => Ok(Value::Text(code.clone())),
                 None => Err((
-                    "not_in_code_list",
+                    Code::NotInCodeList,
                     format!("value{} is not one of {}", shown(), code_list(values)),
                 )),
             }
@@ -692,7 +661,7 @@ pub fn check_value(column: &ColumnSpec, text: &str) -> Result<Value, ValueProble
                 Ok(Value::Bool(false))
             } else {
                 Err((
-                    "not_boolean",
+                    Code::NotBoolean,
                     format!(
                         "value{} is neither true ({}) nor false ({})",
                         shown(),
@@ -704,10 +673,10 @@ pub fn check_value(column: &ColumnSpec, text: &str) -> Result<Value, ValueProble
         }
         ColumnKind::NhsNumber => NhsNumber::parse(trimmed).map(Value::Nhs).map_err(|e| {
             let code = match e {
-                NhsNumberError::Format => "nhs_number_format",
-                NhsNumberError::AllZero => "nhs_number_invalid",
+                NhsNumberError::Format => Code::NhsNumberFormat,
+                NhsNumberError::AllZero => Code::NhsNumberInvalid,
                 NhsNumberError::CheckDigitTen | NhsNumberError::CheckDigitMismatch => {
-                    "nhs_number_check_digit"
+                    Code::NhsNumberCheckDigit
                 }
             };
             (code, e.to_string())
@@ -751,7 +720,7 @@ fn check_range(
             (None, None) => unreachable!("out of range needs a bound"),
         };
         return Err((
-            "out_of_range",
+            Code::OutOfRange,
             format!("value{} is outside {range}", shown()),
         ));
     }

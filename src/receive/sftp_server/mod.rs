@@ -24,7 +24,6 @@ use std::collections::HashMap;
 use std::fs;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -32,14 +31,14 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use russh::keys::ssh_key::{self, PrivateKey, PublicKey};
+use russh::keys::ssh_key::{PrivateKey, PublicKey};
 use russh::server::{Auth, Msg, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelOpenFailure, Disconnect, MethodKind, MethodSet};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::config::{AuthorizedKeys, Config, SftpServer};
-use crate::daemon::Lander;
+use crate::config::{AuthorizedKeys, Config, SftpServer, parse_authorized_line};
+use crate::intake::Intake;
 use crate::ledger::AuditEvent;
 use session::Inbox;
 use uploads::Uploads;
@@ -72,17 +71,6 @@ pub enum ServerError {
     },
     #[error("SFTP server: {0}")]
     Io(#[from] std::io::Error),
-}
-
-/// Reads one `authorized_keys` line; `None` for blank lines and comments.
-pub fn parse_authorized_line(line: &str) -> Result<Option<PublicKey>, String> {
-    let line = line.trim();
-    if line.is_empty() || line.starts_with('#') {
-        return Ok(None);
-    }
-    ssh_key::authorized_keys::Entry::from_str(line)
-        .map(|entry| Some(entry.public_key().clone()))
-        .map_err(|e| format!("not an authorized_keys line: {e}"))
 }
 
 /// Which keys may log in as which partner.
@@ -154,7 +142,7 @@ impl Accounts {
 /// What every connection shares.
 struct Shared {
     accounts: Accounts,
-    lander: Arc<Lander>,
+    intake: Arc<Intake>,
     uploads: Uploads,
     /// `spool/outbox/`: one folder of exports per partner.
     outboxes: PathBuf,
@@ -185,7 +173,7 @@ const REPORT_EVERY: Duration = Duration::from_secs(60);
 impl Shared {
     /// Queues an audit event; never waits for the ledger.
     fn audit(&self, event: AuditEvent<'_>) {
-        self.lander.audit(&event);
+        self.intake.audit(&event);
     }
 
     fn is_banned(&self, ip: IpAddr) -> bool {
@@ -376,7 +364,7 @@ pub struct Bound {
 /// Loads the host key and accounts and binds the listening socket, so that
 /// a bad key or a port in use stops `dropgate run` at once. `None` when no
 /// partner has an SFTP account.
-pub async fn bind(config: &Config, lander: Arc<Lander>) -> Result<Option<Bound>, ServerError> {
+pub async fn bind(config: &Config, intake: Arc<Intake>) -> Result<Option<Bound>, ServerError> {
     let Some(limits) = config.sftp_server.clone() else {
         return Ok(None);
     };
@@ -388,8 +376,8 @@ pub async fn bind(config: &Config, lander: Arc<Lander>) -> Result<Option<Bound>,
     })?;
     // Bans survive restarts: they are in the ledger.
     let banned = {
-        let lander = lander.clone();
-        tokio::task::spawn_blocking(move || lander.bans())
+        let intake = intake.clone();
+        tokio::task::spawn_blocking(move || intake.bans())
             .await
             .unwrap_or_default()
     };
@@ -402,7 +390,7 @@ pub async fn bind(config: &Config, lander: Arc<Lander>) -> Result<Option<Bound>,
     };
     let staging = config.daemon.spool.join("uploads");
     fs::create_dir_all(&staging)?;
-    discard_leftovers(&staging, &lander);
+    discard_leftovers(&staging, &intake);
     let uploads = Uploads::new(
         &staging,
         uploads::Limits {
@@ -414,7 +402,7 @@ pub async fn bind(config: &Config, lander: Arc<Lander>) -> Result<Option<Bound>,
     );
     let shared = Arc::new(Shared {
         accounts: Accounts::load(config)?,
-        lander,
+        intake,
         uploads,
         outboxes: config.daemon.spool.join("outbox"),
         limits: limits.clone(),
@@ -463,7 +451,7 @@ pub async fn bind(config: &Config, lander: Arc<Lander>) -> Result<Option<Bound>,
 /// Staging files left by a previous run: no client was told they were
 /// received, and their names are not known any more, so they go. Audited
 /// per partner with their count and size.
-fn discard_leftovers(staging: &Path, lander: &Lander) {
+fn discard_leftovers(staging: &Path, intake: &Intake) {
     let Ok(partners) = fs::read_dir(staging) else {
         return;
     };
@@ -482,7 +470,7 @@ fn discard_leftovers(staging: &Path, lander: &Lander) {
         if count > 0 {
             let partner = partner.file_name().to_string_lossy().into_owned();
             tracing::info!(partner = %partner, uploads = count, bytes, "unfinished uploads from before the restart discarded");
-            lander.audit(&AuditEvent {
+            intake.audit(&AuditEvent {
                 partner: Some(&partner),
                 action: "uploads_discarded_at_start",
                 detail: Some(serde_json::json!({ "uploads": count, "bytes": bytes })),
@@ -703,10 +691,10 @@ impl Connection {
         }
         if let Some((failures, until)) = self.shared.failed_login(ip) {
             tracing::warn!(remote = %remote, failures, until = %until, "address banned after failed logins");
-            let lander = self.shared.lander.clone();
+            let intake = self.shared.intake.clone();
             let address = ip.to_string();
             let _ =
-                tokio::task::spawn_blocking(move || lander.ban(&address, until, failures)).await;
+                tokio::task::spawn_blocking(move || intake.ban(&address, until, failures)).await;
             self.shared.audit(AuditEvent {
                 remote: Some(&remote),
                 action: "address_banned",
@@ -820,24 +808,5 @@ impl russh::server::Handler for Connection {
         let inbox = Inbox::new(self.shared.clone(), partner, self.peer(), outbox)?;
         russh_sftp::server::run(channel.into_stream(), inbox).await;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn authorized_keys_lines_with_options_and_comments() {
-        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl care@example";
-        assert!(parse_authorized_line(key).unwrap().is_some());
-        assert!(
-            parse_authorized_line(&format!("from=\"127.0.0.1\" {key}"))
-                .unwrap()
-                .is_some()
-        );
-        assert!(parse_authorized_line("# comment").unwrap().is_none());
-        assert!(parse_authorized_line("").unwrap().is_none());
-        assert!(parse_authorized_line("ssh-ed25519 notbase64").is_err());
     }
 }

@@ -17,7 +17,8 @@ use sha2::{Digest, Sha256};
 
 use super::uploads::{Landing, Opened, Refusal};
 use super::{FileSlot, SOURCE, Shared};
-use crate::land::{Arrival, Handover, Landed, hex};
+use crate::digest::hex;
+use crate::land::{Arrival, Handover, Landed};
 use crate::ledger::AuditEvent;
 
 /// Most bytes sent in one read reply: what fits in the 256 KiB packet
@@ -261,7 +262,7 @@ impl Inbox {
         let uploads = &self.shared.uploads;
         let path = uploads.path(&self.partner, &landing.id);
         let meta = fs::metadata(&path).ok();
-        let lander = self.shared.lander.clone();
+        let intake = self.shared.intake.clone();
         let partner = self.partner.clone();
         // The upload is dropgate's own file: moved into the spool, not copied.
         let arrival = Arrival {
@@ -274,7 +275,7 @@ impl Inbox {
         };
         let remote = self.peer.clone();
         let result = tokio::task::spawn_blocking(move || {
-            lander.land_upload(SOURCE, &partner, &remote, arrival)
+            intake.land_upload(SOURCE, &partner, &remote, arrival)
         })
         .await
         .unwrap_or_else(|_| {
@@ -320,7 +321,7 @@ impl Inbox {
         let shared = self.shared.clone();
         let opened = shared
             .uploads
-            .open(&self.partner, &name, || shared.lander.new_upload_id())
+            .open(&self.partner, &name, || shared.intake.new_upload_id())
             .map_err(|r| self.refusal("open", r))?;
         let Opened { id, path, resumed } = opened;
         let file = fs::OpenOptions::new()

@@ -1,0 +1,301 @@
+//! The intake: what the daemon hands every source. Sources land files,
+//! append to the audit trail, look up what was taken and note their status
+//! through it, and import nothing of the daemon that runs them.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::land::{self, Arrival, LandError, Landed, Origin};
+use crate::ledger::{AuditEvent, Ledger, LedgerError, QueuedAuditEvent, SystemClock};
+use crate::spool::Spool;
+
+/// Audit events waiting to be written; a burst beyond this makes the
+/// sources that audit wait.
+const AUDIT_QUEUE: usize = 16_384;
+/// Audit events appended in one transaction.
+const AUDIT_BATCH: usize = 512;
+
+/// What every source is handed: landing, the audit trail, and the ledger
+/// look-ups and notes a source needs. Lands one batch at a time and wakes
+/// the processor.
+pub struct Intake {
+    config: Arc<Config>,
+    spool: Spool,
+    ledger: Mutex<Ledger>,
+    wake: Mutex<Sender<()>>,
+    landings: Landings,
+    /// The audit writer's queue; `None` once it has been closed.
+    audit: Mutex<Option<SyncSender<QueuedAuditEvent>>>,
+}
+
+impl Intake {
+    /// Queues an audit event for the audit writer, which appends events in
+    /// the order queued, each with the time it happened. Does not wait for
+    /// the ledger: a login is answered even while a large file's load holds
+    /// the write lock. A failure is logged, not returned: the action it
+    /// describes has already happened.
+    pub fn audit(&self, event: &AuditEvent<'_>) {
+        let queued = QueuedAuditEvent::new(chrono::Utc::now(), event);
+        let queue = self.audit.lock().expect("audit lock").clone();
+        let unqueued = match queue {
+            Some(queue) => match queue.try_send(queued) {
+                Ok(()) => return,
+                // A full queue means the ledger is far behind: wait for
+                // room, letting an async worker's other tasks move to
+                // another worker meanwhile.
+                Err(TrySendError::Full(queued)) => {
+                    match wait_for_room(|| queue.send(queued).map_err(|e| Box::new(e.0))) {
+                        Ok(()) => return,
+                        Err(queued) => *queued,
+                    }
+                }
+                Err(TrySendError::Disconnected(queued)) => queued,
+            },
+            None => queued,
+        };
+        // The writer has stopped (shutdown): written here instead.
+        let mut ledger = self.ledger.lock().expect("ledger lock");
+        if let Err(e) = ledger.audit_all(std::slice::from_ref(&unqueued)) {
+            tracing::error!(error = %e, action = %unqueued.action, "could not write an audit event");
+        }
+    }
+
+    /// A fresh id for an upload to the embedded server: unique on this
+    /// host across restarts, like a spool name.
+    pub fn new_upload_id(&self) -> String {
+        self.spool.new_name(chrono::Utc::now())
+    }
+
+    /// Stops queueing audit events; the writer finishes those queued.
+    fn close_audit(&self) {
+        self.audit.lock().expect("audit lock").take();
+    }
+}
+
+/// Runs a call that may block for long: on a runtime worker through
+/// `block_in_place`, so the worker's other tasks are not held up.
+fn wait_for_room<T>(call: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(call)
+        }
+        _ => call(),
+    }
+}
+
+impl Intake {
+    /// Blocking: the file already taken from this remote path as it looks now.
+    pub fn taken(
+        &self,
+        source: &str,
+        path: &str,
+        size: u64,
+        mtime: u32,
+    ) -> Result<Option<i64>, LedgerError> {
+        let ledger = self.ledger.lock().expect("ledger lock");
+        ledger.taken(source, path, size, mtime)
+    }
+
+    /// Blocking: notes how a source's latest poll went.
+    pub fn source_checked(&self, source: &str, error: Option<&str>) {
+        let mut ledger = self.ledger.lock().expect("ledger lock");
+        if let Err(e) = ledger.source_checked(source, error) {
+            tracing::error!(error = %e, "could not record a source's status");
+        }
+    }
+
+    /// Blocking: notes the server copies a source has yet to remove.
+    pub fn source_cleanups(&self, source: &str, pending: u64, error: Option<&str>) {
+        let mut ledger = self.ledger.lock().expect("ledger lock");
+        if let Err(e) = ledger.source_cleanups(source, pending, error) {
+            tracing::error!(error = %e, "could not record a source's status");
+        }
+    }
+
+    /// Blocking: records a ban on an address.
+    pub fn ban(&self, address: &str, until: chrono::DateTime<chrono::Utc>, failures: u32) {
+        let mut ledger = self.ledger.lock().expect("ledger lock");
+        if let Err(e) = ledger.ban(address, until, failures) {
+            tracing::error!(error = %e, "could not record a ban");
+        }
+    }
+
+    /// Blocking: the addresses banned now.
+    pub fn bans(&self) -> Vec<(String, chrono::DateTime<chrono::Utc>)> {
+        let ledger = self.ledger.lock().expect("ledger lock");
+        ledger.bans().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "could not read bans");
+            Vec::new()
+        })
+    }
+
+    /// Blocking: copies, fsyncs and records a batch from one source.
+    pub fn land(
+        &self,
+        source: &str,
+        partner: &str,
+        arrivals: &[Arrival],
+    ) -> Vec<Result<Landed, LandError>> {
+        self.land_from(source, partner, None, arrivals)
+    }
+
+    /// Blocking: lands one upload to the embedded server, its `upload` audit
+    /// event recorded with it.
+    pub fn land_upload(
+        &self,
+        source: &str,
+        partner: &str,
+        remote: &str,
+        arrival: Arrival,
+    ) -> Result<Landed, LandError> {
+        self.land_from(
+            source,
+            partner,
+            Some(remote),
+            std::slice::from_ref(&arrival),
+        )
+        .pop()
+        .expect("one result per arrival")
+    }
+
+    fn land_from(
+        &self,
+        source: &str,
+        partner: &str,
+        uploaded_from: Option<&str>,
+        arrivals: &[Arrival],
+    ) -> Vec<Result<Landed, LandError>> {
+        let origin = Origin {
+            source,
+            partner,
+            remove_sender: true,
+            uploaded_from,
+        };
+        let results = {
+            let _landing = self.landings.start();
+            let mut ledger = self.ledger.lock().expect("ledger lock");
+            land::land(&self.config, &self.spool, &mut ledger, &origin, arrivals)
+        };
+        if results.iter().any(|r| matches!(r, Ok(Landed::New(_)))) {
+            let _ = self.wake.lock().expect("wake lock").send(());
+        }
+        results
+    }
+}
+
+/// The audit writer thread, to be finished at shutdown.
+pub struct AuditWriter {
+    thread: JoinHandle<()>,
+    closed: Arc<AtomicBool>,
+}
+
+impl Intake {
+    /// The intake, landing through `ledger` (a connection of its own) and
+    /// reporting landings to `landings`; starts its audit writer thread.
+    pub fn start(
+        config: Arc<Config>,
+        ledger: Ledger,
+        landings: Landings,
+        wake: Sender<()>,
+    ) -> Result<(Arc<Intake>, AuditWriter), LedgerError> {
+        let (audit_tx, audit_rx) = sync_channel(AUDIT_QUEUE);
+        let closed = Arc::new(AtomicBool::new(false));
+        let audit_ledger = Ledger::open(&config.daemon.ledger, Arc::new(SystemClock))?;
+        let thread = {
+            let closed = closed.clone();
+            std::thread::Builder::new()
+                .name("audit".into())
+                .spawn(move || write_audit_events(audit_ledger, audit_rx, &closed))
+                .expect("spawn the audit thread")
+        };
+        let intake = Arc::new(Intake {
+            spool: Spool::new(&config.daemon.spool),
+            config,
+            ledger: Mutex::new(ledger),
+            wake: Mutex::new(wake),
+            landings,
+            audit: Mutex::new(Some(audit_tx)),
+        });
+        Ok((intake, AuditWriter { thread, closed }))
+    }
+}
+
+impl AuditWriter {
+    /// Blocking: closes the audit queue and waits for the events in it to be
+    /// written (or given up on, when the ledger keeps failing).
+    pub fn finish(self, intake: &Intake) {
+        intake.close_audit();
+        self.closed.store(true, Ordering::SeqCst);
+        let _ = self.thread.join();
+    }
+}
+
+/// Appends queued audit events until the queue is closed and empty. Once
+/// it is closed (shutdown), a ledger that keeps failing is given up on
+/// after a few tries, so shutdown cannot hang on a full disk.
+fn write_audit_events(
+    mut ledger: Ledger,
+    queue: Receiver<QueuedAuditEvent>,
+    closed: &std::sync::atomic::AtomicBool,
+) {
+    while let Ok(first) = queue.recv() {
+        let mut events = vec![first];
+        events.extend(queue.try_iter().take(AUDIT_BATCH - 1));
+        let mut wait = Duration::from_millis(100);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match ledger.audit_all(&events) {
+                Ok(()) => break,
+                Err(e) if closed.load(Ordering::SeqCst) && tries >= 3 => {
+                    tracing::error!(error = %e, events = events.len(), "audit events could not be written before stopping");
+                    break;
+                }
+                Err(e) if e.is_environmental() => {
+                    tracing::error!(error = %e, events = events.len(), retry_in = ?wait, "could not write audit events");
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                }
+                Err(_) => {
+                    // One event spoils the batch: the others are written alone.
+                    for event in &events {
+                        if let Err(e) = ledger.audit_all(std::slice::from_ref(event)) {
+                            tracing::error!(error = %e, action = %event.action, "could not write an audit event");
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Landings under way. While there is any, a processing transaction ends
+/// after the file in hand, so a landing (an SFTP client waiting for its
+/// answer) gets the ledger's write lock within one small file's time.
+#[derive(Debug, Clone, Default)]
+pub struct Landings(Arc<AtomicUsize>);
+
+impl Landings {
+    /// Counts a landing until the guard is dropped.
+    pub fn start(&self) -> LandingGuard<'_> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        LandingGuard(self)
+    }
+
+    pub fn any(&self) -> bool {
+        self.0.load(Ordering::SeqCst) > 0
+    }
+}
+
+pub struct LandingGuard<'a>(&'a Landings);
+
+impl Drop for LandingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}

@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
@@ -13,10 +12,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 
 use dropgate::config::Config;
 use dropgate::domain::nhs_number::NhsNumber;
-use dropgate::land::{self, Arrival, Landed, Origin};
 use dropgate::ledger::{FileFilter, FileRow, FileState, Ledger, PersonView, SystemClock};
-use dropgate::pipeline::Processor;
-use dropgate::spool::Spool;
 use dropgate::text::escaped;
 use dropgate::{daemon, keys};
 
@@ -345,13 +341,8 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Replay { id } => {
             let config = Arc::new(config_or_exit!(&cli.config));
-            let (identity, mut ledger) = daemon::prepare(&config)?;
-            ledger.replay(id)?;
-            let processor = Processor::new(config.clone(), identity);
-            let file = ledger.file(id)?;
-            let done = processor.process(&mut ledger, vec![file], &AtomicBool::new(false))?;
-            let file = ledger.file(id)?;
-            if done.is_empty() {
+            let (file, processed_here) = daemon::replay(config, id)?;
+            if !processed_here {
                 println!("{id}: queued; the running daemon took it ({})", file.state);
             } else {
                 print_outcome(&file);
@@ -389,55 +380,12 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn ingest(config: Arc<Config>, source_name: &str, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
-    let Some(source) = config.sources.get(source_name) else {
-        let known: Vec<&str> = config.sources.keys().map(String::as_str).collect();
-        bail!(
-            "unknown source `{source_name}` (configured: {})",
-            known.join(", ")
-        );
-    };
-    let (identity, mut ledger) = daemon::prepare(&config)?;
-    let spool = Spool::new(&config.daemon.spool);
-    let mut arrivals = Vec::new();
-    for path in paths {
-        let meta = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
-        if !meta.is_file() {
-            bail!("{} is not a regular file", path.display());
-        }
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default();
-        arrivals.push(Arrival::copy(path.clone(), name));
+fn ingest(config: Arc<Config>, source: &str, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let files = daemon::ingest(config, source, paths)?;
+    for file in &files {
+        print_outcome(file);
     }
-    let origin = Origin {
-        source: &source.name,
-        partner: &source.partner,
-        remove_sender: false,
-        uploaded_from: None,
-    };
-    let landed = land::land(&config, &spool, &mut ledger, &origin, &arrivals);
-    let mut ids = Vec::new();
-    for (arrival, result) in arrivals.iter().zip(landed) {
-        match result {
-            Ok(Landed::New(id)) | Ok(Landed::AlreadyReceived(id)) => ids.push(id),
-            Err(e) => bail!("{}: {e}", arrival.path.display()),
-        }
-    }
-    let files = ids
-        .iter()
-        .map(|id| ledger.file(*id))
-        .collect::<Result<Vec<_>, _>>()?;
-    let processor = Processor::new(config.clone(), identity);
-    processor.process(&mut ledger, files, &AtomicBool::new(false))?;
-    let mut finished = Vec::new();
-    for id in ids {
-        let file = ledger.file(id)?;
-        print_outcome(&file);
-        finished.push(file);
-    }
-    Ok(exit_for(&finished))
+    Ok(exit_for(&files))
 }
 
 fn push(config: &Config, name: &str, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {

@@ -1,6 +1,7 @@
 //! `dropgate run`: sources, landing and processing wired together until shutdown.
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, channel};
@@ -12,7 +13,8 @@ use tokio::task::JoinSet;
 use crate::config::{Config, SourceKind};
 use crate::intake::Intake;
 use crate::keys::{self, KeyError};
-use crate::ledger::{Clock, FileState, Ledger, LedgerError, SystemClock};
+use crate::land::{self, Arrival, Origin};
+use crate::ledger::{Clock, FileRow, FileState, Ledger, LedgerError, SystemClock};
 use crate::pipeline::{ProcessError, Processor};
 use crate::receive;
 use crate::spool::{Area, Spool};
@@ -32,6 +34,10 @@ pub enum DaemonError {
     Process(#[from] ProcessError),
     #[error(transparent)]
     Sftp(#[from] receive::sftp_server::ServerError),
+    #[error("unknown source `{name}` (configured: {known})")]
+    UnknownSource { name: String, known: String },
+    #[error("{path}: {message}")]
+    Input { path: String, message: String },
 }
 
 /// Opens everything `run` needs: keys, spool folders, ledger; finishes what a
@@ -56,6 +62,77 @@ pub fn prepare(config: &Config) -> Result<(age::x25519::Identity, Ledger), Daemo
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let ledger = Ledger::open(&config.daemon.ledger, clock)?;
     Ok((identity, ledger))
+}
+
+/// `dropgate ingest`: takes files through the whole pipeline once, without
+/// the daemon, as if they came from `source`; the given files stay where
+/// they are. Returns their ledger rows, settled.
+pub fn ingest(
+    config: Arc<Config>,
+    source: &str,
+    paths: &[PathBuf],
+) -> Result<Vec<FileRow>, DaemonError> {
+    let Some(source) = config.sources.get(source) else {
+        let known: Vec<&str> = config.sources.keys().map(String::as_str).collect();
+        return Err(DaemonError::UnknownSource {
+            name: source.to_string(),
+            known: known.join(", "),
+        });
+    };
+    let input_error = |path: &Path, message: String| DaemonError::Input {
+        path: path.display().to_string(),
+        message,
+    };
+    let (identity, mut ledger) = prepare(&config)?;
+    let spool = Spool::new(&config.daemon.spool);
+    let mut arrivals = Vec::new();
+    for path in paths {
+        let meta = std::fs::metadata(path).map_err(|e| input_error(path, e.to_string()))?;
+        if !meta.is_file() {
+            return Err(input_error(path, "not a regular file".into()));
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        arrivals.push(Arrival::copy(path.clone(), name));
+    }
+    let origin = Origin {
+        source: &source.name,
+        partner: &source.partner,
+        remove_sender: false,
+        uploaded_from: None,
+    };
+    let landed = land::land(&config, &spool, &mut ledger, &origin, &arrivals);
+    let mut ids = Vec::new();
+    for (arrival, result) in arrivals.iter().zip(landed) {
+        match result {
+            Ok(landed) => ids.push(landed.id()),
+            Err(e) => return Err(input_error(&arrival.path, e.to_string())),
+        }
+    }
+    let files = ids
+        .iter()
+        .map(|id| ledger.file(*id))
+        .collect::<Result<Vec<_>, _>>()?;
+    let processor = Processor::new(config.clone(), identity);
+    processor.process(&mut ledger, files, &AtomicBool::new(false))?;
+    Ok(ids
+        .into_iter()
+        .map(|id| ledger.file(id))
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+/// `dropgate replay`: queues a quarantined file again and processes it here,
+/// unless a running daemon takes it first. Returns its row, and whether it
+/// was processed here.
+pub fn replay(config: Arc<Config>, id: i64) -> Result<(FileRow, bool), DaemonError> {
+    let (identity, mut ledger) = prepare(&config)?;
+    ledger.replay(id)?;
+    let processor = Processor::new(config, identity);
+    let file = ledger.file(id)?;
+    let done = processor.process(&mut ledger, vec![file], &AtomicBool::new(false))?;
+    Ok((ledger.file(id)?, !done.is_empty()))
 }
 
 /// Puts payloads where their ledger state says (a crash may have come between
@@ -146,7 +223,7 @@ pub async fn run(
                     source.partner.clone(),
                     (**settings).clone(),
                     intake.clone(),
-                    config.daemon.spool.join("pull").join(&source.name),
+                    spool.downloads(&source.name),
                     shutdown_rx.clone(),
                 ));
             }

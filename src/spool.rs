@@ -144,6 +144,22 @@ impl Spool {
         Ok(())
     }
 
+    /// Where uploads to the embedded SFTP server are written until complete:
+    /// one folder per partner.
+    pub fn uploads(&self) -> PathBuf {
+        self.root.join("uploads")
+    }
+
+    /// Exports addressed to partners, one folder each, served read-only.
+    pub fn outboxes(&self) -> PathBuf {
+        self.root.join("outbox")
+    }
+
+    /// Where a polled source writes its downloads before they are landed.
+    pub fn downloads(&self, source: &str) -> PathBuf {
+        self.root.join("pull").join(source)
+    }
+
     pub fn report_path(&self, spool_name: &str) -> PathBuf {
         self.dir(Area::Quarantine)
             .join(format!("{spool_name}.report.json"))

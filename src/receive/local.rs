@@ -15,7 +15,7 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::is_temporary_name;
+use super::{Settling, is_temporary_name};
 use crate::config::LocalSource;
 use crate::intake::Intake;
 use crate::land::{Arrival, LandError};
@@ -26,14 +26,8 @@ const LAND_AT_ONCE: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp(u64, Option<SystemTime>);
 
-#[derive(Debug)]
-struct Candidate {
-    stamp: Stamp,
-    /// When this stamp was first seen.
-    since: Instant,
-    /// Checks that found the same stamp.
-    unchanged: u32,
-}
+/// Not a stamp a file can have: the first check always resets it.
+const UNSEEN: Stamp = Stamp(u64::MAX, None);
 
 /// Watches one folder until `shutdown` turns true, landing complete files.
 pub async fn watch(
@@ -71,7 +65,7 @@ pub async fn watch(
         }
     };
 
-    let mut candidates: HashMap<PathBuf, Candidate> = HashMap::new();
+    let mut candidates: HashMap<PathBuf, Settling<Stamp>> = HashMap::new();
     let mut check = tokio::time::interval(settings.check_interval);
     check.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut rescan = tokio::time::interval(settings.rescan_interval);
@@ -81,21 +75,17 @@ pub async fn watch(
             _ = shutdown.changed() => break,
             Some(path) = events.recv() => {
                 if eligible(&settings, &path) {
-                    candidates.entry(path).or_insert_with(|| Candidate {
-                        stamp: Stamp(u64::MAX, None),
-                        since: Instant::now(),
-                        unchanged: 0,
-                    });
+                    candidates
+                        .entry(path)
+                        .or_insert_with(|| Settling::new(UNSEEN, Instant::now()));
                 }
             }
             _ = rescan.tick() => {
                 for path in scan(&settings.path, settings.recursive) {
                     if eligible(&settings, &path) {
-                        candidates.entry(path).or_insert_with(|| Candidate {
-                            stamp: Stamp(u64::MAX, None),
-                            since: Instant::now(),
-                            unchanged: 0,
-                        });
+                        candidates
+                            .entry(path)
+                            .or_insert_with(|| Settling::new(UNSEEN, Instant::now()));
                     }
                 }
             }
@@ -121,14 +111,13 @@ pub async fn watch(
                             }
                             Err(LandError::Changed) => {
                                 if let Some(c) = candidates.get_mut(path) {
-                                    c.unchanged = 0;
-                                    c.since = Instant::now();
+                                    c.restart(Instant::now());
                                 }
                             }
                             Err(e) => {
                                 tracing::warn!(source = %name, error = %e, "landing failed; will retry");
                                 if let Some(c) = candidates.get_mut(path) {
-                                    c.since = Instant::now();
+                                    c.restart(Instant::now());
                                 }
                             }
                         }
@@ -141,7 +130,7 @@ pub async fn watch(
 
 /// Updates each candidate and returns those now complete.
 fn complete_files(
-    candidates: &mut HashMap<PathBuf, Candidate>,
+    candidates: &mut HashMap<PathBuf, Settling<Stamp>>,
     settings: &LocalSource,
 ) -> Vec<PathBuf> {
     let now = Instant::now();
@@ -154,14 +143,7 @@ fn complete_files(
             return false;
         }
         let stamp = Stamp(meta.len(), meta.modified().ok());
-        if stamp != c.stamp {
-            c.stamp = stamp;
-            c.since = now;
-            c.unchanged = 0;
-        } else {
-            c.unchanged += 1;
-        }
-        if c.unchanged >= 1 && now.duration_since(c.since) >= settings.min_age {
+        if c.check(stamp, now, settings.min_age) {
             ready.push(path.clone());
         }
         true

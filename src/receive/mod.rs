@@ -7,9 +7,77 @@ pub mod local;
 pub mod remote_poll;
 pub mod sftp_server;
 
+use std::time::Duration;
+
+use tokio::time::Instant;
+
 use crate::config::TEMPORARY_SUFFIXES;
 
 /// Names a sender uses while still writing: dot-files and temporary suffixes.
 pub fn is_temporary_name(file_name: &str) -> bool {
     file_name.starts_with('.') || TEMPORARY_SUFFIXES.iter().any(|s| file_name.ends_with(s))
+}
+
+/// The one rule for "a sender has finished writing this file", shared by
+/// every polled or watched source: the same stamp (size and modification
+/// time) at two checks, and unchanged for `min_age` on dropgate's own clock,
+/// so neither the sender's clock nor a slow writer matters.
+#[derive(Debug, Clone)]
+pub struct Settling<S> {
+    stamp: S,
+    since: Instant,
+    unchanged: u32,
+}
+
+impl<S: PartialEq> Settling<S> {
+    /// A file first seen `now` with this stamp.
+    pub fn new(stamp: S, now: Instant) -> Settling<S> {
+        Settling {
+            stamp,
+            since: now,
+            unchanged: 0,
+        }
+    }
+
+    /// Notes the stamp seen at a check made `now`; true once the file counts
+    /// as complete. A check at the instant it was first seen does not count.
+    pub fn check(&mut self, stamp: S, now: Instant, min_age: Duration) -> bool {
+        if stamp != self.stamp {
+            *self = Settling::new(stamp, now);
+            return false;
+        }
+        if now > self.since {
+            self.unchanged += 1;
+        }
+        self.unchanged >= 1 && now.duration_since(self.since) >= min_age
+    }
+
+    /// Starts waiting again (the file changed while it was being taken).
+    pub fn restart(&mut self, now: Instant) {
+        self.since = now;
+        self.unchanged = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_is_complete_once_unchanged_at_two_checks_and_for_min_age() {
+        let start = Instant::now();
+        let min_age = Duration::from_millis(500);
+        let at = |ms| start + Duration::from_millis(ms);
+        let mut file = Settling::new(10u64, start);
+        assert!(
+            !file.check(10, start, Duration::ZERO),
+            "one check is not two"
+        );
+        assert!(!file.check(10, at(100), min_age), "too young");
+        assert!(!file.check(20, at(600), min_age), "it grew: waiting again");
+        assert!(!file.check(20, at(1000), min_age), "young again");
+        assert!(file.check(20, at(1100), min_age));
+        file.restart(at(1200));
+        assert!(!file.check(20, at(1300), min_age));
+    }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::is_temporary_name;
+use super::{Settling, is_temporary_name};
 use crate::config::{AfterTake, RemoteSource};
 use crate::intake::Intake;
 use crate::land::{Arrival, Handover, Landed};
@@ -23,14 +23,6 @@ use crate::ledger::RemotePath;
 use crate::remote::RemoteError;
 use crate::remote::{Connection, RemoteFile};
 use crate::schedule::Schedule;
-
-/// What was seen of a remote file at earlier polls.
-struct Seen {
-    size: u64,
-    mtime: u32,
-    since: Instant,
-    unchanged: u32,
-}
 
 /// A received file whose copy on the server could not be deleted or moved:
 /// tried again with backoff, not at every poll.
@@ -48,7 +40,8 @@ struct Poller {
     intake: Arc<Intake>,
     /// Where downloads are written before they are landed.
     staging: PathBuf,
-    seen: HashMap<String, Seen>,
+    /// By file name: size and modification time at earlier polls.
+    seen: HashMap<String, Settling<(u64, u32)>>,
     /// By file name: server copies still to delete or move.
     cleanups: HashMap<String, Cleanup>,
     shutdown: watch::Receiver<bool>,
@@ -167,26 +160,16 @@ impl Poller {
             {
                 continue;
             }
-            let entry = self.seen.entry(file.name.clone()).or_insert(Seen {
-                size: file.size,
-                mtime: file.mtime,
-                since: now,
-                unchanged: 0,
-            });
-            if (entry.size, entry.mtime) != (file.size, file.mtime) {
-                *entry = Seen {
-                    size: file.size,
-                    mtime: file.mtime,
-                    since: now,
-                    unchanged: 0,
-                };
-            } else if entry.since != now {
-                entry.unchanged += 1;
-            }
+            let stamp = (file.size, file.mtime);
+            let settled = self
+                .seen
+                .entry(file.name.clone())
+                .or_insert_with(|| Settling::new(stamp, now))
+                .check(stamp, now, settings.min_age);
             let complete = if settings.done_marker.is_some() {
                 markers.contains(&file.name.as_str())
             } else {
-                entry.unchanged >= 1 && now.duration_since(entry.since) >= settings.min_age
+                settled
             };
             if complete {
                 ready.push(file.clone());

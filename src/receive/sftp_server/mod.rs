@@ -40,6 +40,7 @@ use tokio::task::JoinSet;
 use crate::config::{AuthorizedKeys, Config, SftpServer, parse_authorized_line};
 use crate::intake::Intake;
 use crate::ledger::AuditEvent;
+use crate::spool::Spool;
 use session::Inbox;
 use uploads::Uploads;
 
@@ -388,7 +389,8 @@ pub async fn bind(config: &Config, intake: Arc<Intake>) -> Result<Option<Bound>,
             .collect(),
         ..Guard::default()
     };
-    let staging = config.daemon.spool.join("uploads");
+    let spool = Spool::new(&config.daemon.spool);
+    let staging = spool.uploads();
     fs::create_dir_all(&staging)?;
     discard_leftovers(&staging, &intake);
     let uploads = Uploads::new(
@@ -404,7 +406,7 @@ pub async fn bind(config: &Config, intake: Arc<Intake>) -> Result<Option<Bound>,
         accounts: Accounts::load(config)?,
         intake,
         uploads,
-        outboxes: config.daemon.spool.join("outbox"),
+        outboxes: spool.outboxes(),
         limits: limits.clone(),
         guard: Mutex::new(guard),
         open_files: AtomicUsize::new(0),

@@ -28,6 +28,19 @@ impl Schedule {
     }
 }
 
+impl Schedule {
+    /// How long to wait from `now` before trying again after a failure that
+    /// a backoff would have waited `backoff` for. On a timetable the retries
+    /// stop at the next time it names: that run takes over, and a long
+    /// backoff never carries a source past its own timetable.
+    pub fn retry_from(&self, now: DateTime<Utc>, backoff: Duration) -> Duration {
+        match self {
+            Schedule::Every(_) => backoff,
+            Schedule::Cron(_) => backoff.min(self.wait_from(now)),
+        }
+    }
+}
+
 impl std::fmt::Display for Schedule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -228,6 +241,20 @@ mod tests {
                 .unwrap_err()
                 .contains("not a cron expression")
         );
+    }
+
+    #[test]
+    fn retries_on_a_timetable_stop_at_its_next_time() {
+        let schedule = Schedule::Cron(Box::new(london("*/5 * * * *")));
+        let now = utc("2026-01-10T07:04:00Z");
+        let backoff = Duration::from_secs(300);
+        assert_eq!(schedule.retry_from(now, backoff), Duration::from_secs(60));
+        assert_eq!(
+            schedule.retry_from(now, Duration::from_secs(5)),
+            Duration::from_secs(5)
+        );
+        let every = Schedule::Every(Duration::from_secs(60));
+        assert_eq!(every.retry_from(now, backoff), backoff);
     }
 
     #[test]

@@ -92,7 +92,10 @@ pub async fn poll(
             Err(e) => {
                 failures += 1;
                 let seed = poller.source.len() as u64 ^ u64::from(failures);
-                let wait = poller.settings.backoff.delay(failures + 1, seed);
+                let wait = poller.settings.schedule.retry_from(
+                    chrono::Utc::now(),
+                    poller.settings.backoff.delay(failures + 1, seed),
+                );
                 tracing::warn!(source = %poller.source, error = %e, retry_in = ?wait, "poll failed");
                 wait
             }

@@ -5,6 +5,7 @@
 //! connection has the endpoint's timeout, since the crate sets none beyond
 //! the TCP connect; after a timeout the connection is dropped, not reused.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -288,6 +289,26 @@ async fn step<T>(
 }
 
 /// Runs one FTP step within the timeout.
+/// Tries each address a name resolves to in turn, as OpenSSH does, so a
+/// name whose first address the server does not listen on (IPv6 before
+/// IPv4, say) still connects. The last failure is returned.
+async fn first_that_connects<T, E, Step>(
+    addresses: &[SocketAddr],
+    mut connect: impl FnMut(SocketAddr) -> Step,
+) -> Result<T, E>
+where
+    Step: Future<Output = Result<T, E>>,
+{
+    let mut failure = None;
+    for &address in addresses {
+        match connect(address).await {
+            Ok(connected) => return Ok(connected),
+            Err(e) => failure = Some(e),
+        }
+    }
+    Err(failure.expect("at least one address"))
+}
+
 async fn within<T>(
     timeout: Duration,
     step: impl Future<Output = Result<T, FtpError>>,
@@ -340,28 +361,35 @@ impl Connection {
             address: address.clone(),
             message,
         };
-        let socket = within(timeout, async {
-            tokio::net::lookup_host((endpoint.host.as_str(), endpoint.port))
-                .await
-                .map_err(FtpError::ConnectionError)?
-                .next()
-                .ok_or_else(|| {
-                    FtpError::ConnectionError(std::io::Error::other("the name has no address"))
-                })
+        let addresses: Vec<SocketAddr> = within(timeout, async {
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((endpoint.host.as_str(), endpoint.port))
+                    .await
+                    .map_err(FtpError::ConnectionError)?
+                    .collect();
+            if found.is_empty() {
+                return Err(FtpError::ConnectionError(std::io::Error::other(
+                    "the name has no address",
+                )));
+            }
+            Ok(found)
         })
         .await
         .map_err(|e| connect_error(describe(&e)))?;
-        let connector = endpoint.tls.as_ref().map(|tls| {
-            // A refusal remembered from an earlier session is not this one's.
-            tls.verifier.take_refused();
-            let config = ClientConfig::builder_with_provider(tls.verifier.provider.clone())
-                .with_safe_default_protocol_versions()
-                .expect("ring supports the default TLS versions")
-                .dangerous()
-                .with_custom_certificate_verifier(tls.verifier.clone())
-                .with_no_client_auth();
-            AsyncRustlsConnector::from(TlsConnector::from(Arc::new(config)))
-        });
+        // One per attempt: a connector is used up by its connection.
+        let connector = || {
+            endpoint.tls.as_ref().map(|tls| {
+                // A refusal remembered from an earlier session is not this one's.
+                tls.verifier.take_refused();
+                let config = ClientConfig::builder_with_provider(tls.verifier.provider.clone())
+                    .with_safe_default_protocol_versions()
+                    .expect("ring supports the default TLS versions")
+                    .dangerous()
+                    .with_custom_certificate_verifier(tls.verifier.clone())
+                    .with_no_client_auth();
+                AsyncRustlsConnector::from(TlsConnector::from(Arc::new(config)))
+            })
+        };
         let tls_error = |e: FtpError| match endpoint
             .tls
             .as_ref()
@@ -374,16 +402,18 @@ impl Connection {
             },
             None => connect_error(describe(&e)),
         };
-        let mut ftp = match (&endpoint.tls, connector) {
-            (Some(tls), Some(connector)) if tls.implicit => {
-                let mut ftp = within(
-                    timeout,
-                    AsyncRustlsFtpStream::connect_secure_implicit(
-                        socket,
-                        connector,
-                        &endpoint.host,
-                    ),
-                )
+        let mut ftp = match &endpoint.tls {
+            Some(tls) if tls.implicit => {
+                let mut ftp = first_that_connects(&addresses, |socket| {
+                    within(
+                        timeout,
+                        AsyncRustlsFtpStream::connect_secure_implicit(
+                            socket,
+                            connector().expect("TLS settings"),
+                            &endpoint.host,
+                        ),
+                    )
+                })
                 .await
                 .map_err(tls_error)?;
                 // suppaftp sends these only after AUTH TLS; an implicit
@@ -397,14 +427,16 @@ impl Connection {
                 }
                 ftp
             }
-            (_, connector) => {
-                let plain = within(
-                    timeout,
-                    AsyncRustlsFtpStream::connect_timeout(socket, timeout),
-                )
+            _ => {
+                let plain = first_that_connects(&addresses, |socket| {
+                    within(
+                        timeout,
+                        AsyncRustlsFtpStream::connect_timeout(socket, timeout),
+                    )
+                })
                 .await
                 .map_err(|e| connect_error(describe(&e)))?;
-                match connector {
+                match connector() {
                     Some(connector) => {
                         within(timeout, plain.into_secure(connector, &endpoint.host))
                             .await
@@ -775,6 +807,30 @@ fn parse_dos_line(line: &str) -> Option<Listed> {
 
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn every_address_of_a_name_is_tried_in_turn() {
+        let listening = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let closed = {
+            let spare = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            spare.local_addr().unwrap()
+        };
+        let open = listening.local_addr().unwrap();
+        let tried = std::sync::Mutex::new(Vec::new());
+        let stream = super::first_that_connects(&[closed, open], |address| {
+            tried.lock().unwrap().push(address);
+            tokio::net::TcpStream::connect(address)
+        })
+        .await
+        .unwrap();
+        assert_eq!(stream.peer_addr().unwrap(), open);
+        assert_eq!(*tried.lock().unwrap(), [closed, open]);
+        let failed = super::first_that_connects(&[closed], tokio::net::TcpStream::connect).await;
+        assert_eq!(
+            failed.unwrap_err().kind(),
+            std::io::ErrorKind::ConnectionRefused
+        );
+    }
+
     use super::*;
 
     fn file(line: &str) -> RemoteFile {

@@ -27,15 +27,17 @@ use serde_json::json;
 
 use crate::config::{Config, Feed, FeedMatch, OnError};
 use crate::decrypt::{self, DecryptError};
+use crate::formats;
 use crate::intake::Landings;
 use crate::ledger::{Batch, FileRow, FileState, Ledger, LedgerError, Outcome, RecordWriter};
 use crate::load;
 use crate::map;
 use crate::model::Records;
 use crate::problem::{Code, Problem, Reason};
+use crate::schema::Encoding;
 use crate::spool::{self, Spool};
 use crate::text;
-use crate::validate::{CsvRows, Encoding, ReadError};
+use crate::validate::ReadError;
 
 /// Files up to this size are read whole before loading, on one thread.
 const READ_WHOLE_BYTES: u64 = 256 << 10;
@@ -640,7 +642,7 @@ impl Processor {
             inner: plain.reader,
             stop,
         };
-        let mut rows = match CsvRows::open(&feed.schema, input, encoding) {
+        let mut rows = match formats::open(&feed.schema, input, encoding) {
             Ok(Ok(rows)) => rows,
             Ok(Err(header_problems)) => {
                 for p in header_problems {
@@ -703,7 +705,10 @@ impl Processor {
         if !pending.is_empty() {
             sink.send(pending);
         }
-        attempt.rows_read = rows.records;
+        for p in rows.finish() {
+            attempt.note(p, max_problems);
+        }
+        attempt.rows_read = rows.records();
         attempt
     }
 

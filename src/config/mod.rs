@@ -24,7 +24,9 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::map::{Mapping, ObservationMapping, ServiceUserMapping};
 use crate::model::Vital;
-use crate::validate::{ColumnKind, ColumnSpec, DateTimeFormat, Encoding, ExtraColumns, Schema};
+use crate::schema::{
+    ColumnKind, ColumnSpec, CsvLayout, DateTimeFormat, Encoding, ExtraColumns, Layout, Schema,
+};
 
 /// Names a sender may use while a file is still being written; never taken.
 pub const TEMPORARY_SUFFIXES: [&str; 3] = [".part", ".tmp", ".filepart"];
@@ -1502,13 +1504,13 @@ impl Checker<'_> {
         };
         let max_record_bytes = self.size(
             raw.max_record_size,
-            crate::validate::DEFAULT_MAX_RECORD_BYTES as u64,
+            crate::schema::DEFAULT_MAX_RECORD_BYTES as u64,
             1 << 30,
             "max_record_size",
         ) as usize;
         let max_field_bytes = self.size(
             raw.max_field_size,
-            crate::validate::DEFAULT_MAX_FIELD_BYTES as u64,
+            crate::schema::DEFAULT_MAX_FIELD_BYTES as u64,
             1 << 30,
             "max_field_size",
         ) as usize;
@@ -1607,10 +1609,9 @@ impl Checker<'_> {
             }
         }
         Schema {
-            delimiter,
-            quote,
-            max_record_bytes: crate::validate::DEFAULT_MAX_RECORD_BYTES,
-            max_field_bytes: crate::validate::DEFAULT_MAX_FIELD_BYTES,
+            layout: Layout::Csv(CsvLayout { delimiter, quote }),
+            max_record_bytes: crate::schema::DEFAULT_MAX_RECORD_BYTES,
+            max_field_bytes: crate::schema::DEFAULT_MAX_FIELD_BYTES,
             encoding,
             extra_columns,
             columns: specs,

@@ -1,120 +1,21 @@
-//! Validation: a feed's declared schema applied to each record of a file.
+//! Validation: a feed's declared columns applied to each record of a file.
 //!
 //! [`check_record`] is a pure function from (schema, record) to either typed
-//! values or every problem found in that record; [`CsvRows`] drives it over a
-//! streamed CSV so memory does not grow with file size, nor with the length
-//! of any one record.
+//! values or every problem found in that record, whatever the file's
+//! layout; the formats under `formats/` read records and call it.
 
-mod reader;
 mod value;
 
 use std::borrow::Cow;
-use std::io::{BufReader, Read};
 
 use crate::domain::nhs_number::{NhsNumber, NhsNumberError};
 use crate::problem::{Code, Problem};
+use crate::schema::{ColumnKind, ColumnSpec, DateTimeFormat, Encoding, ExtraColumns, Schema};
 use crate::text::{EXCERPT_CHARS, excerpt};
-use reader::{Dialect, Next, Record, RecordReader};
 pub use value::Value;
 
-/// Largest record read by default: a 1 MiB line is not a care record.
-pub const DEFAULT_MAX_RECORD_BYTES: usize = 1 << 20;
-/// Largest field by default (a long free-text note fits).
-pub const DEFAULT_MAX_FIELD_BYTES: usize = 256 << 10;
 /// Codes listed in a "not one of" message before the rest are counted.
 const CODES_LISTED: usize = 12;
-
-/// How bytes in a file become text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Encoding {
-    /// UTF-8, with or without a byte-order mark.
-    Utf8,
-    Windows1252,
-    /// UTF-8 when the whole file is valid UTF-8, Windows-1252 otherwise.
-    Auto,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExtraColumns {
-    Error,
-    Ignore,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DateTimeFormat {
-    /// ISO 8601 / RFC 3339 with a `Z` or numeric offset.
-    Iso8601,
-    /// A chrono format; must include an offset (`%z`) unless read as UTC.
-    Chrono(String),
-}
-
-#[derive(Debug, Clone)]
-pub enum ColumnKind {
-    String {
-        max_length: Option<usize>,
-        pattern: Option<regex::Regex>,
-    },
-    Integer {
-        min: Option<f64>,
-        max: Option<f64>,
-    },
-    Decimal {
-        min: Option<f64>,
-        max: Option<f64>,
-    },
-    Date {
-        format: String,
-    },
-    DateTime {
-        format: DateTimeFormat,
-    },
-    Code {
-        values: Vec<String>,
-        ignore_case: bool,
-    },
-    Boolean {
-        true_values: Vec<String>,
-        false_values: Vec<String>,
-    },
-    NhsNumber,
-}
-
-impl ColumnKind {
-    pub fn describe(&self) -> &'static str {
-        match self {
-            ColumnKind::String { .. } => "string",
-            ColumnKind::Integer { .. } => "integer",
-            ColumnKind::Decimal { .. } => "decimal",
-            ColumnKind::Date { .. } => "date",
-            ColumnKind::DateTime { .. } => "datetime",
-            ColumnKind::Code { .. } => "code",
-            ColumnKind::Boolean { .. } => "boolean",
-            ColumnKind::NhsNumber => "nhs_number",
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct ColumnSpec {
-    pub name: String,
-    pub required: bool,
-    /// Values identify a person and are never copied into a problem report.
-    pub identifier: bool,
-    pub kind: ColumnKind,
-}
-
-/// The declared shape of a feed's files.
-#[derive(Debug, Clone)]
-pub struct Schema {
-    pub delimiter: u8,
-    pub quote: u8,
-    /// Longer records are problems, and never held in memory whole.
-    pub max_record_bytes: usize,
-    pub max_field_bytes: usize,
-    pub encoding: Encoding,
-    pub extra_columns: ExtraColumns,
-    pub columns: Vec<ColumnSpec>,
-}
 
 /// A record that passed every check: one value per schema column.
 #[derive(Debug, Clone)]
@@ -135,9 +36,18 @@ pub enum ReadError {
 
 /// Turns field bytes into text following the schema's encoding.
 #[derive(Debug)]
-struct Decoder {
+pub struct Decoder {
     encoding: Encoding,
     saw_non_ascii_utf8: bool,
+}
+
+impl Decoder {
+    pub fn new(encoding: Encoding) -> Decoder {
+        Decoder {
+            encoding,
+            saw_non_ascii_utf8: false,
+        }
+    }
 }
 
 enum Decoded<'a> {
@@ -175,192 +85,100 @@ impl Decoder {
     }
 }
 
-/// Streams a CSV file through the schema, one record at a time.
-pub struct CsvRows<'s, R: Read> {
-    schema: &'s Schema,
-    reader: RecordReader<BufReader<R>>,
-    decoder: Decoder,
-    /// For each field of the file, the schema column it fills.
-    field_columns: Vec<Option<usize>>,
-    record: Record,
-    /// Records read so far, header excluded.
-    pub records: u64,
-}
-
 /// What one record of a file turned out to be.
 pub enum Outcome {
     Valid(Row),
     Invalid(Vec<Problem>),
 }
 
-impl<'s, R: Read> CsvRows<'s, R> {
-    /// Reads the header. Problems with it (missing or unexpected columns) are
-    /// returned in the `Vec`; the file can then not be read further.
-    pub fn open(
-        schema: &'s Schema,
-        input: R,
-        encoding: Encoding,
-    ) -> Result<Result<Self, Vec<Problem>>, ReadError> {
-        let mut reader = RecordReader::new(
-            BufReader::with_capacity(64 << 10, input),
-            Dialect {
-                delimiter: schema.delimiter,
-                quote: schema.quote,
-                max_record_bytes: schema.max_record_bytes,
-            },
-        );
-        let mut decoder = Decoder {
-            encoding,
-            saw_non_ascii_utf8: false,
-        };
-        let mut header = Record::default();
-        let header_problem = |code, message| vec![Problem::file(1, code, message)];
-        match reader.next(&mut header)? {
-            Next::Record => {}
-            Next::End => {
-                return Ok(Err(header_problem(
-                    Code::EmptyFile,
-                    "the file is empty: a header record was expected".into(),
-                )));
-            }
-            Next::TooLarge { .. } => {
-                return Ok(Err(header_problem(
-                    Code::HeaderTooLarge,
-                    format!(
-                        "the first record is longer than the feed's limit of {} bytes \
-                         (`max_record_size`): the file has no usable header",
-                        schema.max_record_bytes
-                    ),
-                )));
-            }
-            Next::UnclosedQuote { line } => {
-                return Ok(Err(header_problem(
-                    Code::UnclosedQuote,
-                    format!("a quoted field in the header opened on line {line} is never closed"),
-                )));
-            }
-        }
-        let mut problems = Vec::new();
-        let mut cells = Vec::with_capacity(header.len());
-        for (i, raw) in header.iter().enumerate() {
-            match decoder.decode(raw) {
-                Decoded::Text(t) => cells.push(Some(t.trim().to_string())),
-                Decoded::Restart => return Err(ReadError::EncodingChanged),
-                Decoded::Invalid => {
-                    problems.push(Problem {
-                        line: 1,
-                        column: None,
-                        field: Some(i + 1),
-                        code: Code::Encoding,
-                        message: format!("header field {} is not valid UTF-8", i + 1),
-                    });
-                    cells.push(None);
-                }
-            }
-        }
-        let by_name: std::collections::HashMap<&str, usize> = schema
-            .columns
-            .iter()
-            .enumerate()
-            .map(|(index, c)| (c.name.as_str(), index))
-            .collect();
-        let field_columns: Vec<Option<usize>> = cells
-            .iter()
-            .map(|cell| by_name.get(cell.as_deref()?).copied())
-            .collect();
-        // Each declared column's first field; later ones are duplicates.
-        let mut first_field = vec![None; schema.columns.len()];
-        for (i, column) in field_columns.iter().enumerate() {
-            if let Some(index) = column {
-                first_field[*index].get_or_insert(i);
-            }
-        }
-        let found: Vec<bool> = first_field.iter().map(Option::is_some).collect();
-        if field_columns.iter().all(Option::is_none) && !schema.columns.is_empty() {
-            problems.push(no_header_problem(schema, &cells));
-            return Ok(Err(problems));
-        }
-        for (i, column) in field_columns.iter().enumerate() {
-            match column {
-                Some(index) if first_field[*index] != Some(i) => {
-                    let name = &schema.columns[*index].name;
-                    problems.push(Problem {
-                        line: 1,
-                        column: Some(name.clone()),
-                        field: Some(i + 1),
-                        code: Code::DuplicateColumn,
-                        message: format!("column `{name}` appears more than once in the header"),
-                    });
-                }
-                Some(_) => {}
-                None if schema.extra_columns == ExtraColumns::Ignore => {}
-                // Never quoted: a cell that is not a declared name may be data
-                // (a file without its header starts with a person's details).
-                None => problems.push(Problem {
+/// Matches a header record's cells to the schema's columns by name: for
+/// each field, the column it fills. Every problem with the header comes back
+/// in the `Err`; the file can then not be read further.
+pub fn match_header<'a>(
+    schema: &Schema,
+    decoder: &mut Decoder,
+    header: impl Iterator<Item = &'a [u8]>,
+) -> Result<Result<Vec<Option<usize>>, Vec<Problem>>, ReadError> {
+    let mut problems = Vec::new();
+    let mut cells = Vec::with_capacity(0);
+    for (i, raw) in header.enumerate() {
+        match decoder.decode(raw) {
+            Decoded::Text(t) => cells.push(Some(t.trim().to_string())),
+            Decoded::Restart => return Err(ReadError::EncodingChanged),
+            Decoded::Invalid => {
+                problems.push(Problem {
                     line: 1,
                     column: None,
                     field: Some(i + 1),
-                    code: Code::UnexpectedColumn,
-                    message: unexpected_column_message(schema, &found, i, cells[i].as_deref()),
-                }),
+                    code: Code::Encoding,
+                    message: format!("header field {} is not valid UTF-8", i + 1),
+                });
+                cells.push(None);
             }
         }
-        for (index, column) in schema.columns.iter().enumerate() {
-            if !found[index] {
+    }
+    let by_name: std::collections::HashMap<&str, usize> = schema
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(index, c)| (c.name.as_str(), index))
+        .collect();
+    let field_columns: Vec<Option<usize>> = cells
+        .iter()
+        .map(|cell| by_name.get(cell.as_deref()?).copied())
+        .collect();
+    // Each declared column's first field; later ones are duplicates.
+    let mut first_field = vec![None; schema.columns.len()];
+    for (i, column) in field_columns.iter().enumerate() {
+        if let Some(index) = column {
+            first_field[*index].get_or_insert(i);
+        }
+    }
+    let found: Vec<bool> = first_field.iter().map(Option::is_some).collect();
+    if field_columns.iter().all(Option::is_none) && !schema.columns.is_empty() {
+        problems.push(no_header_problem(schema, &cells));
+        return Ok(Err(problems));
+    }
+    for (i, column) in field_columns.iter().enumerate() {
+        match column {
+            Some(index) if first_field[*index] != Some(i) => {
+                let name = &schema.columns[*index].name;
                 problems.push(Problem {
                     line: 1,
-                    column: Some(column.name.clone()),
-                    field: None,
-                    code: Code::MissingColumn,
-                    message: format!("the header has no column `{}`", column.name),
+                    column: Some(name.clone()),
+                    field: Some(i + 1),
+                    code: Code::DuplicateColumn,
+                    message: format!("column `{name}` appears more than once in the header"),
                 });
             }
+            Some(_) => {}
+            None if schema.extra_columns == ExtraColumns::Ignore => {}
+            // Never quoted: a cell that is not a declared name may be data
+            // (a file without its header starts with a person's details).
+            None => problems.push(Problem {
+                line: 1,
+                column: None,
+                field: Some(i + 1),
+                code: Code::UnexpectedColumn,
+                message: unexpected_column_message(schema, &found, i, cells[i].as_deref()),
+            }),
         }
-        if !problems.is_empty() {
-            return Ok(Err(problems));
+    }
+    for (index, column) in schema.columns.iter().enumerate() {
+        if !found[index] {
+            problems.push(Problem {
+                line: 1,
+                column: Some(column.name.clone()),
+                field: None,
+                code: Code::MissingColumn,
+                message: format!("the header has no column `{}`", column.name),
+            });
         }
-        Ok(Ok(CsvRows {
-            schema,
-            reader,
-            decoder,
-            field_columns,
-            record: header,
-            records: 0,
-        }))
     }
-
-    /// The next record, checked; `None` at the end of the file.
-    pub fn next_outcome(&mut self) -> Result<Option<Outcome>, ReadError> {
-        let next = self.reader.next(&mut self.record)?;
-        let invalid =
-            |line, code, message| Some(Outcome::Invalid(vec![Problem::file(line, code, message)]));
-        let outcome = match next {
-            Next::End => return Ok(None),
-            Next::TooLarge { line } => invalid(
-                line,
-                Code::RecordTooLarge,
-                format!(
-                    "the record is longer than the feed's limit of {} bytes (`max_record_size`)",
-                    self.schema.max_record_bytes
-                ),
-            ),
-            Next::UnclosedQuote { line } => invalid(
-                line,
-                Code::UnclosedQuote,
-                format!(
-                    "a quoted field opened on line {line} is never closed: the rest of the file was read into it"
-                ),
-            ),
-            Next::Record => Some(check_record(
-                self.schema,
-                &self.field_columns,
-                &mut self.decoder,
-                &self.record,
-            )?),
-        };
-        self.records += 1;
-        Ok(outcome)
+    if !problems.is_empty() {
+        return Ok(Err(problems));
     }
+    Ok(Ok(field_columns))
 }
 
 /// Line 1 names none of the declared columns. Described by the shape of its
@@ -454,19 +272,21 @@ fn looks_like_data(cell: &str) -> Option<&'static str> {
     Some("text with digits")
 }
 
-/// Checks one record against the schema: typed values, or every problem in it.
-fn check_record(
+/// Checks one record against the schema: typed values, or every problem in
+/// it. `field_columns` says which column each field fills; `line` is where
+/// the record starts.
+pub fn check_record<'a>(
     schema: &Schema,
     field_columns: &[Option<usize>],
     decoder: &mut Decoder,
-    record: &Record,
+    line: u64,
+    fields: impl ExactSizeIterator<Item = &'a [u8]> + Clone,
 ) -> Result<Outcome, ReadError> {
-    let line = record.line;
-    if record.len() != field_columns.len() {
+    if fields.len() != field_columns.len() {
         // A field holding a line break usually means a quote left open
         // that a later quote closed. The first such field starts on the
         // record's first line, since no field before it holds a break.
-        let spans_lines = record.iter().any(|field| field.contains(&b'\n'));
+        let spans_lines = fields.clone().any(|field| field.contains(&b'\n'));
         let hint = if spans_lines {
             format!(
                 "; a quoted field opened on line {line} runs over several lines: a closing quote may be missing"
@@ -480,13 +300,13 @@ fn check_record(
             format!(
                 "expected {} fields, found {}{hint}",
                 field_columns.len(),
-                record.len()
+                fields.len()
             ),
         )]));
     }
     let mut values = vec![Value::Empty; schema.columns.len()];
     let mut problems = Vec::new();
-    for (i, raw) in record.iter().enumerate() {
+    for (i, raw) in fields.enumerate() {
         let Some(index) = field_columns[i] else {
             continue;
         };

@@ -58,11 +58,7 @@ pub struct Record {
 }
 
 impl Record {
-    pub fn len(&self) -> usize {
-        self.fields
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> + Clone {
         let ends = &self.ends[..self.fields];
         ends.iter().enumerate().map(move |(i, &end)| {
             let start = if i == 0 { 0 } else { ends[i - 1] };

@@ -1,0 +1,45 @@
+//! Formats: how a file's bytes become records of fields, and which column
+//! each field fills. One module per layout of [`crate::schema::Layout`];
+//! the pipeline sees only [`RecordSource`]. A new format is a new module
+//! here, a variant of `Layout`, and its config section.
+
+mod csv;
+mod csv_reader;
+
+use std::io::Read;
+
+use crate::problem::Problem;
+use crate::schema::{Encoding, Layout, Schema};
+use crate::validate::{Outcome, ReadError};
+
+/// The records of one file, each checked against the feed's columns.
+pub trait RecordSource {
+    /// The next record, checked; `None` after the last.
+    fn next_outcome(&mut self) -> Result<Option<Outcome>, ReadError>;
+
+    /// Data records read so far (header and trailer records are not counted).
+    fn records(&self) -> u64;
+
+    /// Checks that need the whole file (a trailer's row count, say), made
+    /// once the last record has been read.
+    fn finish(&mut self) -> Vec<Problem> {
+        Vec::new()
+    }
+}
+
+/// Opens a file's plaintext in its feed's layout. Problems that leave
+/// nothing readable (a header naming none of the columns, say) come back in
+/// the `Err`.
+pub fn open<'s, R: Read + 's>(
+    schema: &'s Schema,
+    input: R,
+    encoding: Encoding,
+) -> Result<Result<Box<dyn RecordSource + 's>, Vec<Problem>>, ReadError> {
+    match &schema.layout {
+        Layout::Csv(layout) => Ok(csv::CsvSource::open(schema, layout, input, encoding)?
+            .map(|source| Box::new(source) as Box<dyn RecordSource + 's>)),
+    }
+}
+
+#[cfg(test)]
+mod tests;

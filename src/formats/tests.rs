@@ -1,0 +1,341 @@
+//! Files read through their layout and checked: records, lines, headers,
+//! encodings and the caps, end to end.
+
+use super::*;
+use crate::schema::{
+    ColumnKind, ColumnSpec, CsvLayout, DEFAULT_MAX_FIELD_BYTES, DEFAULT_MAX_RECORD_BYTES,
+    ExtraColumns,
+};
+use crate::validate::{Row, Value};
+
+fn column(name: &str, kind: ColumnKind) -> ColumnSpec {
+    ColumnSpec {
+        name: name.into(),
+        required: false,
+        identifier: false,
+        kind,
+    }
+}
+
+fn schema(columns: Vec<ColumnSpec>) -> Schema {
+    Schema {
+        layout: Layout::Csv(CsvLayout {
+            delimiter: b',',
+            quote: b'"',
+        }),
+        max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+        max_field_bytes: DEFAULT_MAX_FIELD_BYTES,
+        encoding: Encoding::Utf8,
+        extra_columns: ExtraColumns::Error,
+        columns,
+    }
+}
+
+/// Every outcome of a file: rows that passed, and all problems.
+fn run(schema: &Schema, input: &[u8]) -> (Vec<Row>, Vec<Problem>) {
+    run_with(schema, input, schema.encoding).expect("no read error")
+}
+
+fn run_with(
+    schema: &Schema,
+    input: &[u8],
+    encoding: Encoding,
+) -> Result<(Vec<Row>, Vec<Problem>), ReadError> {
+    let mut rows = match open(schema, input, encoding)? {
+        Ok(rows) => rows,
+        Err(problems) => return Ok((Vec::new(), problems)),
+    };
+    let mut valid = Vec::new();
+    let mut problems = Vec::new();
+    while let Some(outcome) = rows.next_outcome()? {
+        match outcome {
+            Outcome::Valid(row) => valid.push(row),
+            Outcome::Invalid(p) => problems.extend(p),
+        }
+    }
+    Ok((valid, problems))
+}
+
+#[test]
+fn every_problem_in_a_file_is_collected_with_line_and_field() {
+    let mut id = column(
+        "id",
+        ColumnKind::String {
+            max_length: None,
+            pattern: None,
+        },
+    );
+    id.required = true;
+    let s = schema(vec![
+        id,
+        column(
+            "n",
+            ColumnKind::Integer {
+                min: Some(0.0),
+                max: Some(10.0),
+            },
+        ),
+    ]);
+    let input = b"id,n\nA,1\n,11\nC,x\nD,2,extra\n\"E\nF\",3\n";
+    let (rows, problems) = run(&s, input);
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        rows[1].line, 6,
+        "a quoted field spanning lines starts on line 6"
+    );
+    let summary: Vec<(u64, Option<usize>, &str)> = problems
+        .iter()
+        .map(|p| (p.line, p.field, p.code.as_str()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (3, Some(1), "required"),
+            (3, Some(2), "out_of_range"),
+            (4, Some(2), "not_integer"),
+            (5, None, "field_count"),
+        ]
+    );
+    assert_eq!(problems[1].column.as_deref(), Some("n"));
+}
+
+#[test]
+fn header_problems_are_all_reported() {
+    let s = schema(vec![
+        column(
+            "a",
+            ColumnKind::Integer {
+                min: None,
+                max: None,
+            },
+        ),
+        column(
+            "b",
+            ColumnKind::Integer {
+                min: None,
+                max: None,
+            },
+        ),
+    ]);
+    let (_, problems) = run(&s, b"a,a,c\n1,2,3\n");
+    let codes: Vec<&str> = problems.iter().map(|p| p.code.as_str()).collect();
+    assert_eq!(
+        codes,
+        ["duplicate_column", "unexpected_column", "missing_column"]
+    );
+    let (_, problems) = run(&s, b"");
+    assert_eq!(problems[0].code, "empty_file");
+}
+
+#[test]
+fn extra_columns_can_be_ignored_and_order_is_free() {
+    let mut s = schema(vec![
+        column(
+            "a",
+            ColumnKind::Integer {
+                min: None,
+                max: None,
+            },
+        ),
+        column(
+            "b",
+            ColumnKind::Integer {
+                min: None,
+                max: None,
+            },
+        ),
+    ]);
+    s.extra_columns = ExtraColumns::Ignore;
+    let (rows, problems) = run(&s, b"b,note,a\n2,hello,1\n");
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(rows[0].values, vec![Value::Integer(1), Value::Integer(2)]);
+}
+
+#[test]
+fn bom_crlf_other_delimiters_and_spaced_names() {
+    let mut s = schema(vec![
+        column(
+            "UNIQUE REFERENCE",
+            ColumnKind::String {
+                max_length: None,
+                pattern: None,
+            },
+        ),
+        column(
+            "Request: Route of Access",
+            ColumnKind::String {
+                max_length: None,
+                pattern: None,
+            },
+        ),
+    ]);
+    s.layout = Layout::Csv(CsvLayout {
+        delimiter: b'~',
+        quote: b'"',
+    });
+    let input = b"\xEF\xBB\xBFUNIQUE REFERENCE~Request: Route of Access\r\nX1~GP\r\n\r\n";
+    let (rows, problems) = run(&s, input);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].values[1], Value::Text("GP".into()));
+}
+
+#[test]
+fn windows_1252_text_is_decoded() {
+    let mut s = schema(vec![column(
+        "name",
+        ColumnKind::String {
+            max_length: Some(5),
+            pattern: None,
+        },
+    )]);
+    s.encoding = Encoding::Windows1252;
+    // 0xE9 is é and 0x80 the euro sign in Windows-1252.
+    let (rows, problems) = run(&s, b"name\nRen\xE9e\n\x80\n");
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(rows[0].values[0], Value::Text("Renée".into()));
+    assert_eq!(rows[1].values[0], Value::Text("€".into()));
+}
+
+#[test]
+fn utf8_feeds_reject_invalid_bytes() {
+    let s = schema(vec![column(
+        "name",
+        ColumnKind::String {
+            max_length: None,
+            pattern: None,
+        },
+    )]);
+    let (_, problems) = run(&s, b"name\nRen\xE9e\n");
+    assert_eq!(problems[0].code, "encoding");
+    assert_eq!(problems[0].line, 2);
+}
+
+#[test]
+fn auto_reads_utf8_when_valid_and_windows_1252_otherwise() {
+    let s = schema(vec![column(
+        "name",
+        ColumnKind::String {
+            max_length: None,
+            pattern: None,
+        },
+    )]);
+    let (rows, _) = run_with(&s, "name\nRenée\n".as_bytes(), Encoding::Auto).unwrap();
+    assert_eq!(rows[0].values[0], Value::Text("Renée".into()));
+    let (rows, _) = run_with(&s, b"name\nAnn\nRen\xE9e\n", Encoding::Auto).unwrap();
+    assert_eq!(rows[1].values[0], Value::Text("Renée".into()));
+    // UTF-8 text first, then a byte that is not: the file must be reread.
+    let mixed = b"name\nRen\xC3\xA9e\nRen\xE9e\n";
+    assert!(matches!(
+        run_with(&s, mixed, Encoding::Auto),
+        Err(ReadError::EncodingChanged)
+    ));
+    let (rows, _) = run_with(&s, mixed, Encoding::Windows1252).unwrap();
+    assert_eq!(rows[0].values[0], Value::Text("RenÃ©e".into()));
+}
+
+fn text_column(name: &str, identifier: bool) -> ColumnSpec {
+    ColumnSpec {
+        identifier,
+        ..column(
+            name,
+            ColumnKind::String {
+                max_length: None,
+                pattern: None,
+            },
+        )
+    }
+}
+
+#[test]
+fn a_file_without_its_header_is_described_never_quoted() {
+    let s = schema(vec![
+        text_column("resident_id", true),
+        ColumnSpec {
+            identifier: true,
+            ..column("nhs_number", ColumnKind::NhsNumber)
+        },
+        text_column("family_name", true),
+    ]);
+    let (_, problems) = run(&s, b"R7,943 476 5919,Smith\nR8,943 476 5919,Jones\n");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].code, "no_header");
+    assert!(problems[0].message.contains("may lack its header"));
+    let shown = format!("{problems:?}");
+    for value in ["R7", "943", "Smith"] {
+        assert!(!shown.contains(value), "{value} quoted: {shown}");
+    }
+}
+
+#[test]
+fn undeclared_header_cells_are_told_by_position_and_shape() {
+    let s = schema(vec![
+        text_column("family_name", true),
+        text_column("ward", false),
+    ]);
+    let (_, problems) = run(&s, b"Family Name,ward,9434765919,Smith\n");
+    let unexpected: Vec<&Problem> = problems
+        .iter()
+        .filter(|p| p.code == "unexpected_column")
+        .collect();
+    assert_eq!(unexpected.len(), 3, "{problems:?}");
+    assert!(
+        unexpected[0]
+            .message
+            .contains("declared column `family_name`")
+    );
+    assert_eq!(unexpected[1].field, Some(3));
+    assert!(unexpected[1].message.contains("looks like data"));
+    assert!(unexpected[2].message.contains("5 characters"));
+    assert!(unexpected.iter().all(|p| p.column.is_none()));
+    let shown = format!("{problems:?}");
+    assert!(
+        !shown.contains("9434765919") && !shown.contains("Smith"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn over_long_records_and_fields_are_problems_and_reading_goes_on() {
+    let mut s = schema(vec![text_column("a", false), text_column("b", false)]);
+    s.max_record_bytes = 1000;
+    s.max_field_bytes = 100;
+    let mut input = b"a,b\n".to_vec();
+    input.extend(std::iter::repeat_n(b'x', 1_000_000));
+    input.extend(b",y\n");
+    input.extend(format!("{},y\nok,fine\n", "z".repeat(101)).as_bytes());
+    let (rows, problems) = run(&s, &input);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].line, 4);
+    let found: Vec<(u64, &str)> = problems.iter().map(|p| (p.line, p.code.as_str())).collect();
+    assert_eq!(found, [(2, "record_too_large"), (3, "field_too_large")]);
+    assert!(problems.iter().all(|p| p.message.len() < 200));
+    // A first record over the cap leaves no header to read by.
+    let (_, problems) = run(&s, &vec![b'\0'; 5000]);
+    assert_eq!(problems[0].code, "header_too_large");
+}
+
+#[test]
+fn an_unclosed_quote_says_where_it_opened() {
+    let s = schema(vec![text_column("a", false), text_column("b", false)]);
+    let (rows, problems) = run(&s, b"a,b\n1,2\n3,\"four\n5,6\n7,8\n");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(problems.len(), 1);
+    assert_eq!(
+        (problems[0].line, problems[0].code.as_str()),
+        (3, "unclosed_quote")
+    );
+    assert!(problems[0].message.contains("opened on line 3"));
+}
+
+#[test]
+fn a_quote_closed_lines_later_is_pointed_at() {
+    let s = schema(vec![text_column("a", false), text_column("b", false)]);
+    let (_, problems) = run(&s, b"a,b\n1,2\n3,\"four\n5,6\n7\",8,9\n10,11\n");
+    assert_eq!(problems[0].code, "field_count");
+    assert!(
+        problems[0].message.contains("opened on line 3"),
+        "{}",
+        problems[0].message
+    );
+}

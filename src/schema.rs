@@ -1,0 +1,113 @@
+//! A feed's schema as the config declares it: the layout of its files, their
+//! encoding, and the columns with their types and checks. Formats read by the
+//! layout; validation checks by the columns.
+
+/// Largest record read by default: a 1 MiB line is not a care record.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 1 << 20;
+/// Largest field by default (a long free-text note fits).
+pub const DEFAULT_MAX_FIELD_BYTES: usize = 256 << 10;
+/// How bytes in a file become text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// UTF-8, with or without a byte-order mark.
+    Utf8,
+    Windows1252,
+    /// UTF-8 when the whole file is valid UTF-8, Windows-1252 otherwise.
+    Auto,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtraColumns {
+    Error,
+    Ignore,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DateTimeFormat {
+    /// ISO 8601 / RFC 3339 with a `Z` or numeric offset.
+    Iso8601,
+    /// A chrono format; must include an offset (`%z`) unless read as UTC.
+    Chrono(String),
+}
+
+#[derive(Debug, Clone)]
+pub enum ColumnKind {
+    String {
+        max_length: Option<usize>,
+        pattern: Option<regex::Regex>,
+    },
+    Integer {
+        min: Option<f64>,
+        max: Option<f64>,
+    },
+    Decimal {
+        min: Option<f64>,
+        max: Option<f64>,
+    },
+    Date {
+        format: String,
+    },
+    DateTime {
+        format: DateTimeFormat,
+    },
+    Code {
+        values: Vec<String>,
+        ignore_case: bool,
+    },
+    Boolean {
+        true_values: Vec<String>,
+        false_values: Vec<String>,
+    },
+    NhsNumber,
+}
+
+impl ColumnKind {
+    pub fn describe(&self) -> &'static str {
+        match self {
+            ColumnKind::String { .. } => "string",
+            ColumnKind::Integer { .. } => "integer",
+            ColumnKind::Decimal { .. } => "decimal",
+            ColumnKind::Date { .. } => "date",
+            ColumnKind::DateTime { .. } => "datetime",
+            ColumnKind::Code { .. } => "code",
+            ColumnKind::Boolean { .. } => "boolean",
+            ColumnKind::NhsNumber => "nhs_number",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ColumnSpec {
+    pub name: String,
+    pub required: bool,
+    /// Values identify a person and are never copied into a problem report.
+    pub identifier: bool,
+    pub kind: ColumnKind,
+}
+
+/// The declared shape of a feed's files: how records are laid out, how
+/// bytes become text, and the columns with their checks.
+#[derive(Debug, Clone)]
+pub struct Schema {
+    pub layout: Layout,
+    pub encoding: Encoding,
+    /// Longer records are problems, and never held in memory whole.
+    pub max_record_bytes: usize,
+    pub max_field_bytes: usize,
+    pub extra_columns: ExtraColumns,
+    pub columns: Vec<ColumnSpec>,
+}
+
+/// How a file's bytes are split into records and fields: one variant a
+/// format, each read by its module under `formats/`.
+#[derive(Debug, Clone)]
+pub enum Layout {
+    /// Delimited text with a header record naming the columns.
+    Csv(CsvLayout),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct CsvLayout {
+    pub delimiter: u8,
+    pub quote: u8,
+}

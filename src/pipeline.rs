@@ -453,10 +453,7 @@ impl Processor {
             attempt.rows_loaded = rows.iter().map(|b| b.len() as u64).sum();
             if accepts(feed, &attempt) {
                 let mut writer = RecordWriter::new(batch.connection(), file.id, &file.partner)?;
-                for records in rows.iter().flatten() {
-                    writer.write(records)?;
-                }
-                attempt.records = writer.records;
+                attempt.records = load::load(rows, &mut writer)?.records;
             }
             return Ok(Some(self.judge(feed, attempt)));
         }

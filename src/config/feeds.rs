@@ -1,0 +1,370 @@
+//! `[feeds.*]`: globs, encryption, and the schema with its columns.
+
+use super::*;
+
+impl Checker<'_> {
+    pub(super) fn feed(
+        &mut self,
+        name: &str,
+        raw: raw::Feed,
+        partners: &BTreeMap<String, Partner>,
+        seen_patterns: &mut HashSet<(String, String)>,
+    ) -> Option<Feed> {
+        let errors_before = self.errors.len();
+        self.broken_columns.clear();
+        self.partner_ref(&raw.partner, partners);
+
+        let mut globs = GlobSetBuilder::new();
+        if raw.patterns.get_ref().is_empty() {
+            self.at(
+                &raw.patterns,
+                format!("feed `{name}`: `match` needs at least one glob"),
+            );
+        }
+        for pattern in raw.patterns.get_ref() {
+            let text = pattern.get_ref();
+            if let Some(why) = never_matches(text) {
+                self.at(pattern, format!("glob `{text}` can never match: {why}"));
+                continue;
+            }
+            if !seen_patterns.insert((raw.partner.get_ref().clone(), text.clone())) {
+                self.at(
+                    pattern,
+                    format!(
+                        "glob `{text}` is already used by another feed of partner `{}`",
+                        raw.partner.get_ref()
+                    ),
+                );
+            }
+            match Glob::new(text) {
+                Ok(g) => {
+                    globs.add(g);
+                }
+                Err(e) => self.at(pattern, format!("invalid glob `{text}`: {}", e.kind())),
+            }
+        }
+        let patterns = globs.build().ok();
+
+        let encryption = match raw.encryption.as_ref().map(|s| s.get_ref().as_str()) {
+            None | Some("age") => Encryption::Age,
+            Some("none") => Encryption::None,
+            Some("optional") => Encryption::Optional,
+            Some(other) => {
+                let span = raw.encryption.as_ref().map(|s| s.span()).unwrap_or(0..0);
+                self.error(
+                    span,
+                    format!("unknown encryption `{other}`, expected `age`, `none` or `optional`"),
+                );
+                Encryption::Age
+            }
+        };
+        if let Some(format) = &raw.format
+            && format.get_ref() != "csv"
+        {
+            self.at(
+                format,
+                format!("unknown format `{}`, expected `csv`", format.get_ref()),
+            );
+        }
+        let on_error = match raw.on_error.as_ref().map(|s| s.get_ref().as_str()) {
+            None | Some("reject_file") => OnError::RejectFile,
+            Some("skip_invalid_rows") => OnError::SkipInvalidRows,
+            Some(other) => {
+                let span = raw.on_error.as_ref().map(|s| s.span()).unwrap_or(0..0);
+                self.error(
+                    span,
+                    format!(
+                        "unknown on_error `{other}`, expected `reject_file` or `skip_invalid_rows`"
+                    ),
+                );
+                OnError::RejectFile
+            }
+        };
+        let max_record_bytes = self.size(
+            raw.max_record_size,
+            crate::schema::DEFAULT_MAX_RECORD_BYTES as u64,
+            1 << 30,
+            "max_record_size",
+        ) as usize;
+        let max_field_bytes = self.size(
+            raw.max_field_size,
+            crate::schema::DEFAULT_MAX_FIELD_BYTES as u64,
+            1 << 30,
+            "max_field_size",
+        ) as usize;
+        let mut schema = self.schema(raw.csv.unwrap_or_default(), raw.columns);
+        schema.max_record_bytes = max_record_bytes;
+        schema.max_field_bytes = max_field_bytes.min(max_record_bytes);
+        let mapping = self.mapping(raw.map.unwrap_or_default(), &schema);
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        Some(Feed {
+            name: name.to_string(),
+            partner: raw.partner.into_inner(),
+            patterns: patterns?,
+            encryption,
+            on_error,
+            schema,
+            mapping,
+        })
+    }
+
+    pub(super) fn schema(
+        &mut self,
+        csv: raw::Csv,
+        columns: Spanned<Vec<Spanned<raw::Column>>>,
+    ) -> Schema {
+        let delimiter = self.single_byte(csv.delimiter, b',', "delimiter");
+        let quote = self.single_byte(csv.quote, b'"', "quote");
+        if let Some(header) = &csv.header
+            && !header.get_ref()
+        {
+            self.at(
+                header,
+                "files without a header record are not supported yet: set `header = true`",
+            );
+        }
+        let encoding = match csv.encoding.as_ref().map(|s| s.get_ref().as_str()) {
+            None | Some("utf-8") | Some("utf8") => Encoding::Utf8,
+            Some("windows-1252") | Some("cp1252") => Encoding::Windows1252,
+            Some("auto") => Encoding::Auto,
+            Some(other) => {
+                let span = csv.encoding.as_ref().map(|s| s.span()).unwrap_or(0..0);
+                self.error(
+                    span,
+                    format!(
+                        "unknown encoding `{other}`, expected `utf-8`, `windows-1252` or `auto`"
+                    ),
+                );
+                Encoding::Utf8
+            }
+        };
+        let extra_columns = match csv.extra_columns.as_ref().map(|s| s.get_ref().as_str()) {
+            None | Some("error") => ExtraColumns::Error,
+            Some("ignore") => ExtraColumns::Ignore,
+            Some(other) => {
+                let span = csv.extra_columns.as_ref().map(|s| s.span()).unwrap_or(0..0);
+                self.error(
+                    span,
+                    format!("unknown extra_columns `{other}`, expected `error` or `ignore`"),
+                );
+                ExtraColumns::Error
+            }
+        };
+        if columns.get_ref().is_empty() {
+            self.at(&columns, "a feed needs at least one column");
+        }
+        let mut names = HashSet::new();
+        let mut specs = Vec::new();
+        for column in columns.into_inner() {
+            let column = column.into_inner();
+            if !names.insert(column.name.get_ref().clone()) {
+                self.at(
+                    &column.name,
+                    format!("column `{}` is declared twice", column.name.get_ref()),
+                );
+            }
+            let name = column.name.get_ref().clone();
+            match self.column(column) {
+                Some(spec) => specs.push(spec),
+                None => {
+                    self.broken_columns.insert(name);
+                }
+            }
+        }
+        Schema {
+            layout: Layout::Csv(CsvLayout { delimiter, quote }),
+            max_record_bytes: crate::schema::DEFAULT_MAX_RECORD_BYTES,
+            max_field_bytes: crate::schema::DEFAULT_MAX_FIELD_BYTES,
+            encoding,
+            extra_columns,
+            columns: specs,
+        }
+    }
+
+    pub(super) fn column(&mut self, c: raw::Column) -> Option<ColumnSpec> {
+        let name = c.name.get_ref().clone();
+        let kind_name = c.kind.get_ref().as_str();
+        let mut allowed: &[&str] = &[];
+        let kind = match kind_name {
+            "string" => {
+                allowed = &["max_length", "pattern"];
+                let max_length = match &c.max_length {
+                    Some(n) if *n.get_ref() >= 1 => Some(*n.get_ref() as usize),
+                    Some(n) => {
+                        self.at(n, "max_length must be at least 1");
+                        None
+                    }
+                    None => None,
+                };
+                let pattern = match &c.pattern {
+                    Some(p) => match regex::Regex::new(&format!("^(?:{})$", p.get_ref())) {
+                        Ok(r) => Some(r),
+                        Err(e) => {
+                            self.at(p, format!("invalid pattern: {e}"));
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                ColumnKind::String {
+                    max_length,
+                    pattern,
+                }
+            }
+            "integer" | "decimal" => {
+                allowed = &["min", "max"];
+                let min = c.min.as_ref().map(|v| *v.get_ref());
+                let max = c.max.as_ref().map(|v| *v.get_ref());
+                if let (Some(lo), Some(hi), Some(at)) = (min, max, c.max.as_ref())
+                    && lo > hi
+                {
+                    self.at(at, format!("column `{name}`: max {hi} is below min {lo}"));
+                }
+                if kind_name == "integer" {
+                    ColumnKind::Integer { min, max }
+                } else {
+                    ColumnKind::Decimal { min, max }
+                }
+            }
+            "date" => {
+                allowed = &["format"];
+                let format = c
+                    .format
+                    .as_ref()
+                    .map(|f| f.get_ref().clone())
+                    .unwrap_or_else(|| "%Y-%m-%d".into());
+                if let Some(f) = &c.format {
+                    self.check_chrono_format(f);
+                }
+                ColumnKind::Date { format }
+            }
+            "datetime" => {
+                allowed = &["format"];
+                let format = match &c.format {
+                    None => DateTimeFormat::Iso8601,
+                    Some(f) if f.get_ref() == "iso8601" || f.get_ref() == "rfc3339" => {
+                        DateTimeFormat::Iso8601
+                    }
+                    Some(f) => {
+                        self.check_chrono_format(f);
+                        DateTimeFormat::Chrono(f.get_ref().clone())
+                    }
+                };
+                ColumnKind::DateTime { format }
+            }
+            "code" => {
+                allowed = &["values", "ignore_case"];
+                let values = match &c.values {
+                    Some(v) if !v.get_ref().is_empty() => v.get_ref().clone(),
+                    Some(v) => {
+                        self.at(v, format!("column `{name}`: `values` is empty"));
+                        Vec::new()
+                    }
+                    None => {
+                        self.at(
+                            &c.kind,
+                            format!("column `{name}`: a `code` column needs `values`"),
+                        );
+                        Vec::new()
+                    }
+                };
+                ColumnKind::Code {
+                    values,
+                    ignore_case: c.ignore_case.unwrap_or(false),
+                }
+            }
+            "boolean" => {
+                allowed = &["true_values", "false_values"];
+                let words = |v: &Option<Spanned<Vec<String>>>, d: [&str; 3]| {
+                    v.as_ref()
+                        .map(|v| v.get_ref().clone())
+                        .unwrap_or_else(|| d.iter().map(|s| s.to_string()).collect())
+                };
+                let true_values = words(&c.true_values, ["true", "Y", "1"]);
+                let false_values = words(&c.false_values, ["false", "N", "0"]);
+                if let Some(both) = true_values.iter().find(|t| false_values.contains(t)) {
+                    let at = c
+                        .true_values
+                        .as_ref()
+                        .map(|v| v.span())
+                        .unwrap_or(c.kind.span());
+                    self.error(
+                        at,
+                        format!("column `{name}`: `{both}` is both true and false"),
+                    );
+                }
+                ColumnKind::Boolean {
+                    true_values,
+                    false_values,
+                }
+            }
+            "nhs_number" => ColumnKind::NhsNumber,
+            other => {
+                self.at(
+                    &c.kind,
+                    format!(
+                        "column `{name}`: unknown type `{other}`, expected string, integer, decimal, date, datetime, code, boolean or nhs_number"
+                    ),
+                );
+                return None;
+            }
+        };
+        let given: [(&str, Option<Range<usize>>); 8] = [
+            ("max_length", c.max_length.as_ref().map(|v| v.span())),
+            ("pattern", c.pattern.as_ref().map(|v| v.span())),
+            ("min", c.min.as_ref().map(|v| v.span())),
+            ("max", c.max.as_ref().map(|v| v.span())),
+            ("format", c.format.as_ref().map(|v| v.span())),
+            ("values", c.values.as_ref().map(|v| v.span())),
+            ("true_values", c.true_values.as_ref().map(|v| v.span())),
+            ("false_values", c.false_values.as_ref().map(|v| v.span())),
+        ];
+        for (option, span) in given {
+            if let Some(span) = span
+                && !allowed.contains(&option)
+            {
+                self.error(
+                    span,
+                    format!("column `{name}`: `{option}` does not apply to type `{kind_name}`"),
+                );
+            }
+        }
+        Some(ColumnSpec {
+            name,
+            required: c.required.unwrap_or(false),
+            identifier: c.identifier.unwrap_or(false) || matches!(kind, ColumnKind::NhsNumber),
+            kind,
+        })
+    }
+
+    pub(super) fn check_chrono_format(&mut self, format: &Spanned<String>) {
+        use chrono::format::{Item, StrftimeItems};
+        if StrftimeItems::new(format.get_ref()).any(|i| matches!(i, Item::Error)) {
+            self.at(
+                format,
+                format!("invalid date format `{}`", format.get_ref()),
+            );
+        }
+    }
+}
+
+/// Why a file-name glob could never select a file a source would take.
+pub(super) fn never_matches(glob: &str) -> Option<&'static str> {
+    if glob.is_empty() {
+        return Some("it is empty");
+    }
+    if glob.contains('/') || glob.contains('\\') {
+        return Some("feeds match file names, which never contain a path separator");
+    }
+    if glob.starts_with('.') {
+        return Some("names starting with `.` are temporary uploads and are never taken");
+    }
+    if TEMPORARY_SUFFIXES.iter().any(|s| glob.ends_with(s)) {
+        return Some(
+            "names ending `.part`, `.tmp` or `.filepart` are temporary uploads and are never taken",
+        );
+    }
+    None
+}

@@ -1,0 +1,57 @@
+//! Schema migrations: SQL files applied in order, counted in
+//! `PRAGMA user_version`.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::*;
+
+/// Schema migrations, in order; the database's `user_version` is how many have run.
+pub(super) const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_ledger", include_str!("migrations/0001_ledger.sql")),
+    ("0002_records", include_str!("migrations/0002_records.sql")),
+    ("0003_audit", include_str!("migrations/0003_audit.sql")),
+    (
+        "0004_deliveries",
+        include_str!("migrations/0004_deliveries.sql"),
+    ),
+    (
+        "0005_remote_taken",
+        include_str!("migrations/0005_remote_taken.sql"),
+    ),
+    (
+        "0006_source_status",
+        include_str!("migrations/0006_source_status.sql"),
+    ),
+    (
+        "0007_source_cleanup",
+        include_str!("migrations/0007_source_cleanup.sql"),
+    ),
+];
+
+pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > MIGRATIONS.len() as i64 {
+        return Err(LedgerError::NewerSchema {
+            found: version,
+            known: MIGRATIONS.len(),
+        });
+    }
+    for (index, (name, sql)) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let fail = |source| LedgerError::Migration { name, source };
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Exclusive)
+            .map_err(fail)?;
+        // Another process may have migrated while we waited for the lock.
+        let now: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(fail)?;
+        if now > index as i64 {
+            continue;
+        }
+        tx.execute_batch(sql).map_err(fail)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)
+            .map_err(fail)?;
+        tx.commit().map_err(fail)?;
+    }
+    Ok(())
+}

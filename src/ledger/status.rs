@@ -1,0 +1,172 @@
+//! What sources and destinations report: polls, clean-ups, deliveries, bans.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+
+use super::*;
+
+/// One step of delivering a file to a destination.
+#[derive(Debug, Clone)]
+pub struct DeliveryEvent<'a> {
+    pub destination: &'a str,
+    pub file_id: Option<i64>,
+    pub name: &'a str,
+    pub sha256: &'a str,
+    pub size: u64,
+    pub attempt: u32,
+    /// `attempt_failed`, `delivered` or `gave_up`.
+    pub event: &'a str,
+    pub detail: Option<serde_json::Value>,
+}
+
+/// What `dropgate status` shows.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub sources: Vec<SourceStatus>,
+    /// Files per state.
+    pub files: Vec<(String, u64)>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SourceStatus {
+    pub source: String,
+    pub checked_at: String,
+    pub last_ok_at: Option<String>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+    /// Received files whose copy on the server could not be removed yet.
+    pub cleanups_pending: u64,
+    pub cleanup_error: Option<String>,
+}
+
+impl Ledger {
+    /// Appends one delivery event (an attempt that failed, or the outcome).
+    pub fn delivery(&mut self, event: &DeliveryEvent<'_>) -> Result<()> {
+        let at = self.now();
+        self.conn
+            .prepare_cached(
+                "INSERT INTO delivery_events (at, destination, file_id, name, sha256, size, attempt, event, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                at,
+                event.destination,
+                event.file_id,
+                event.name,
+                event.sha256,
+                event.size,
+                event.attempt,
+                event.event,
+                event.detail.as_ref().map(|d| d.to_string())
+            ])?;
+        Ok(())
+    }
+
+    /// The file already taken from this remote path as it looks now, if any.
+    pub fn taken(&self, source: &str, path: &str, size: u64, mtime: u32) -> Result<Option<i64>> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT file_id FROM remote_taken WHERE source = ?1 AND path = ?2 AND size = ?3 AND mtime = ?4",
+            )?
+            .query_row(params![source, path, size, mtime], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Notes the server copies a source has yet to remove, and why the
+    /// latest attempt failed.
+    pub fn source_cleanups(
+        &mut self,
+        source: &str,
+        pending: u64,
+        error: Option<&str>,
+    ) -> Result<()> {
+        let now = self.now();
+        self.conn
+            .prepare_cached(
+                "INSERT INTO source_status (source, checked_at, cleanups_pending, cleanup_error)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (source) DO UPDATE SET cleanups_pending = ?3, cleanup_error = ?4",
+            )?
+            .execute(params![source, now, pending, error])?;
+        Ok(())
+    }
+
+    /// Notes how a source's latest poll went (`error` is `None` on success).
+    pub fn source_checked(&mut self, source: &str, error: Option<&str>) -> Result<()> {
+        let now = self.now();
+        self.conn
+            .prepare_cached(
+                "INSERT INTO source_status (source, checked_at, last_ok_at, last_error, last_error_at)
+                 VALUES (?1, ?2, CASE WHEN ?3 IS NULL THEN ?2 END, ?3, CASE WHEN ?3 IS NOT NULL THEN ?2 END)
+                 ON CONFLICT (source) DO UPDATE SET
+                    checked_at = ?2,
+                    last_ok_at = CASE WHEN ?3 IS NULL THEN ?2 ELSE last_ok_at END,
+                    last_error = COALESCE(?3, last_error),
+                    last_error_at = CASE WHEN ?3 IS NOT NULL THEN ?2 ELSE last_error_at END",
+            )?
+            .execute(params![source, now, error])?;
+        Ok(())
+    }
+
+    /// Every source's latest poll, and the count of files in each state.
+    pub fn status(&self) -> Result<Status> {
+        let mut stmt = self.conn.prepare(
+            "SELECT source, checked_at, last_ok_at, last_error, last_error_at, cleanups_pending, cleanup_error
+             FROM source_status ORDER BY source",
+        )?;
+        let sources = stmt
+            .query_map([], |r| {
+                Ok(SourceStatus {
+                    source: r.get(0)?,
+                    checked_at: r.get(1)?,
+                    last_ok_at: r.get(2)?,
+                    last_error: r.get(3)?,
+                    last_error_at: r.get(4)?,
+                    cleanups_pending: r.get(5)?,
+                    cleanup_error: r.get(6)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT state, count(*) FROM files GROUP BY state ORDER BY state")?;
+        let files = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(Status { sources, files })
+    }
+
+    /// Records a ban on an address until the given time.
+    pub fn ban(&mut self, address: &str, until: DateTime<Utc>, failures: u32) -> Result<()> {
+        let now = self.now();
+        self.conn
+            .prepare_cached(
+                "INSERT INTO address_bans (address, banned_at, until, failures) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (address) DO UPDATE SET banned_at = ?2, until = ?3, failures = ?4",
+            )?
+            .execute(params![address, now, timestamp(until), failures])?;
+        Ok(())
+    }
+
+    /// Addresses banned now, with the end of each ban.
+    pub fn bans(&self) -> Result<Vec<(String, DateTime<Utc>)>> {
+        let now = self.now();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT address, until FROM address_bans WHERE until > ?1")?;
+        let rows = stmt.query_map([now], |r| {
+            let until: String = r.get(1)?;
+            Ok((r.get::<_, String>(0)?, until))
+        })?;
+        let mut bans = Vec::new();
+        for row in rows {
+            let (address, until) = row?;
+            if let Ok(until) = DateTime::parse_from_rfc3339(&until) {
+                bans.push((address, until.with_timezone(&Utc)));
+            }
+        }
+        Ok(bans)
+    }
+}

@@ -1,0 +1,435 @@
+//! The SFTP requests of a partner's session, answered.
+
+use super::*;
+
+impl russh_sftp::server::Handler for Inbox {
+    type Error = StatusReply;
+
+    fn unimplemented(&self) -> Self::Error {
+        StatusCode::OpUnsupported.with_message("not supported by dropgate")
+    }
+
+    async fn init(
+        &mut self,
+        _version: u32,
+        _extensions: HashMap<String, String>,
+    ) -> Result<Version, Self::Error> {
+        // `limits@openssh.com` is not offered: with its 255 KiB writes,
+        // OpenSSH's client spent twice the CPU and uploads ran slower here.
+        let mut version = Version::new();
+        version
+            .extensions
+            .insert(POSIX_RENAME.to_string(), "1".to_string());
+        Ok(version)
+    }
+
+    async fn realpath(&mut self, id: u32, path: String) -> Result<Name, Self::Error> {
+        let canonical = match self.resolve("realpath", &path)? {
+            Place::Root => "/".to_string(),
+            Place::Inbox => format!("/{INBOX}"),
+            Place::InboxFile(name) => format!("/{INBOX}/{name}"),
+            Place::Outbox => format!("/{OUTBOX}"),
+            Place::OutboxFile(name) => format!("/{OUTBOX}/{name}"),
+        };
+        Ok(Name {
+            id,
+            files: vec![SftpFile::dummy(canonical)],
+        })
+    }
+
+    async fn opendir(&mut self, id: u32, path: String) -> Result<Handle, Self::Error> {
+        let entries = match self.resolve("opendir", &path)? {
+            Place::Root => {
+                let mut entries = vec![SftpFile::new(INBOX, directory_attrs())];
+                if self.outbox.is_some() {
+                    entries.push(SftpFile::new(OUTBOX, directory_attrs()));
+                }
+                entries
+            }
+            // The partner's own uploads not yet taken by dropgate.
+            Place::Inbox => {
+                let uploads = &self.shared.uploads;
+                uploads
+                    .list(&self.partner)
+                    .into_iter()
+                    .filter_map(|(name, upload)| {
+                        let meta = fs::metadata(uploads.path(&self.partner, &upload)).ok()?;
+                        Some(SftpFile::new(name, file_attrs(&meta)))
+                    })
+                    .collect()
+            }
+            // Exports addressed to the partner; files being written start with a dot.
+            Place::Outbox => listing(
+                self.outbox
+                    .as_deref()
+                    .expect("resolved only with an outbox"),
+            )?
+            .into_iter()
+            .filter(|f| !f.filename.starts_with('.'))
+            .collect(),
+            Place::InboxFile(_) | Place::OutboxFile(_) => {
+                return Err(StatusCode::Failure.with_message("not a directory"));
+            }
+        };
+        self.room_for_handle("opendir", false)?;
+        let handle = self.handle(Open::Listing(Some(entries)));
+        Ok(Handle { id, handle })
+    }
+
+    async fn readdir(&mut self, id: u32, handle: String) -> Result<Name, Self::Error> {
+        match self.handles.get_mut(&handle) {
+            Some(Open::Listing(entries)) => match entries.take() {
+                Some(files) => Ok(Name { id, files }),
+                None => Err(StatusCode::Eof.into()),
+            },
+            _ => Err(StatusCode::Failure.with_message("not a directory handle")),
+        }
+    }
+
+    async fn stat(&mut self, id: u32, path: String) -> Result<Attrs, Self::Error> {
+        let attrs = match self.resolve("stat", &path)? {
+            Place::Root | Place::Inbox | Place::Outbox => directory_attrs(),
+            Place::InboxFile(name) => {
+                let uploads = &self.shared.uploads;
+                let staged = uploads
+                    .find(&self.partner, &name)
+                    .and_then(|upload| fs::metadata(uploads.path(&self.partner, &upload)).ok());
+                match staged {
+                    Some(meta) => file_attrs(&meta),
+                    None => self
+                        .recently_received(&name)
+                        .ok_or_else(|| StatusCode::NoSuchFile.with_message("no such file"))?,
+                }
+            }
+            Place::OutboxFile(name) => file_attrs(&self.exported(&name)?),
+        };
+        Ok(Attrs { id, attrs })
+    }
+
+    async fn lstat(&mut self, id: u32, path: String) -> Result<Attrs, Self::Error> {
+        self.stat(id, path).await
+    }
+
+    async fn fstat(&mut self, id: u32, handle: String) -> Result<Attrs, Self::Error> {
+        match self.handles.get(&handle) {
+            Some(Open::Upload { file, .. } | Open::Download { file, .. }) => Ok(Attrs {
+                id,
+                attrs: file_attrs(&file.metadata().map_err(io_failure)?),
+            }),
+            Some(Open::Listing(_)) => Ok(Attrs {
+                id,
+                attrs: directory_attrs(),
+            }),
+            None => Err(StatusCode::Failure.with_message("no such handle")),
+        }
+    }
+
+    async fn open(
+        &mut self,
+        id: u32,
+        filename: String,
+        pflags: OpenFlags,
+        _attrs: FileAttributes,
+    ) -> Result<Handle, Self::Error> {
+        let name = match self.resolve("open", &filename)? {
+            Place::InboxFile(name) => name,
+            Place::OutboxFile(name) => {
+                if pflags.intersects(
+                    OpenFlags::WRITE | OpenFlags::APPEND | OpenFlags::CREATE | OpenFlags::TRUNCATE,
+                ) {
+                    return Err(self.refuse(
+                        "open",
+                        StatusCode::PermissionDenied.with_message("outbox/ is read-only"),
+                    ));
+                }
+                self.exported(&name)?;
+                let slot = self.room_for_handle("open", true)?.expect("a file slot");
+                let path = self
+                    .outbox
+                    .as_ref()
+                    .expect("resolved only with an outbox")
+                    .join(&name);
+                let file = File::open(path).map_err(io_failure)?;
+                let handle = self.handle(Open::Download {
+                    name,
+                    file,
+                    sent: 0,
+                    _slot: slot,
+                });
+                return Ok(Handle { id, handle });
+            }
+            _ => {
+                return Err(self.refuse(
+                    "open",
+                    StatusCode::PermissionDenied
+                        .with_message("files can only be written into inbox/"),
+                ));
+            }
+        };
+        if pflags.contains(OpenFlags::READ) || !pflags.contains(OpenFlags::WRITE) {
+            return Err(self.refuse(
+                "open",
+                StatusCode::PermissionDenied.with_message("inbox/ is write-only"),
+            ));
+        }
+        if !pflags.contains(OpenFlags::CREATE)
+            && self.shared.uploads.find(&self.partner, &name).is_none()
+        {
+            return Err(StatusCode::NoSuchFile.with_message("no such file"));
+        }
+        let handle = self.open_upload(name, pflags)?;
+        Ok(Handle { id, handle })
+    }
+
+    async fn write(
+        &mut self,
+        id: u32,
+        handle: String,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> Result<Status, Self::Error> {
+        let Some(Open::Upload {
+            id: upload,
+            file,
+            digest,
+            refused,
+            ..
+        }) = self.handles.get_mut(&handle)
+        else {
+            return Err(StatusCode::Failure.with_message("not an upload handle"));
+        };
+        let end = offset.saturating_add(data.len() as u64);
+        if let Err(refusal) = self.shared.uploads.grow(&self.partner, upload, end) {
+            let first = !*refused;
+            *refused = true;
+            let message = refusal.message();
+            return Err(match refusal.limit() {
+                Some(limit) if first => self.refuse_limit("write", limit, message),
+                _ => StatusCode::Failure.with_message(message),
+            });
+        }
+        file.write_all_at(&data, offset).map_err(io_failure)?;
+        match digest {
+            Some((hasher, next)) if *next == offset => {
+                hasher.update(&data);
+                *next += data.len() as u64;
+            }
+            // Out of order (or a rewrite): hashed from the file when landed.
+            _ => *digest = None,
+        }
+        Ok(ok(id))
+    }
+
+    async fn close(&mut self, id: u32, handle: String) -> Result<Status, Self::Error> {
+        match self.handles.remove(&handle) {
+            Some(Open::Upload {
+                id: upload,
+                file,
+                digest,
+                refused,
+                _slot,
+            }) => {
+                let uploads = &self.shared.uploads;
+                if refused {
+                    drop(file);
+                    if let Some(closed) = uploads.closed(&self.partner, &upload, None)
+                        && (closed.land.is_some()
+                            || uploads.remove(&self.partner, &closed.name).is_ok())
+                    {
+                        let _ = fs::remove_file(uploads.path(&self.partner, &upload));
+                    }
+                    return Err(StatusCode::Failure
+                        .with_message("the upload was refused and has been discarded"));
+                }
+                // fsync can take milliseconds: off the async workers, which
+                // serve every other session meanwhile.
+                let synced = tokio::task::spawn_blocking(move || {
+                    file.sync_all()?;
+                    file.metadata().map(|m| m.len())
+                })
+                .await;
+                let size = match synced {
+                    Ok(Ok(size)) => size,
+                    // Not durable: kept unfinished (as an interrupted upload
+                    // is), for the client to try again.
+                    failed => {
+                        if uploads.abandoned(&self.partner, &upload).is_some() {
+                            let _ = fs::remove_file(uploads.path(&self.partner, &upload));
+                        }
+                        return Err(match failed {
+                            Ok(Err(e)) => io_failure(e),
+                            _ => StatusCode::Failure.with_message("could not finish the upload"),
+                        });
+                    }
+                };
+                let sha256 = match digest {
+                    Some((hasher, written)) if written == size => Some(hex(&hasher.finalize())),
+                    _ => None,
+                };
+                let Some(closed) = uploads.closed(&self.partner, &upload, sha256) else {
+                    return Err(StatusCode::Failure.with_message("the upload was removed"));
+                };
+                if let Some(landing) = closed.land {
+                    self.complete(&closed.name, landing, &closed.name).await?;
+                }
+                Ok(ok(id))
+            }
+            Some(Open::Download { name, sent, .. }) => {
+                tracing::info!(partner = %self.partner, remote = %self.peer, "SFTP download");
+                // Outbox names are dropgate's own (exports), not the partner's.
+                self.audit(
+                    "download",
+                    None,
+                    Some(serde_json::json!({ "name": name, "bytes": sent })),
+                );
+                Ok(ok(id))
+            }
+            Some(Open::Listing(_)) => Ok(ok(id)),
+            None => Err(StatusCode::Failure.with_message("no such handle")),
+        }
+    }
+
+    async fn rename(
+        &mut self,
+        id: u32,
+        oldpath: String,
+        newpath: String,
+    ) -> Result<Status, Self::Error> {
+        self.rename_upload(id, &oldpath, &newpath, false).await
+    }
+
+    async fn extended(
+        &mut self,
+        id: u32,
+        request: String,
+        data: Vec<u8>,
+    ) -> Result<Packet, Self::Error> {
+        if request != POSIX_RENAME {
+            return Err(self.unimplemented());
+        }
+        let mut data = data.as_slice();
+        let (Some(oldpath), Some(newpath)) = (ssh_string(&mut data), ssh_string(&mut data)) else {
+            return Err(StatusCode::BadMessage.with_message("malformed posix-rename"));
+        };
+        self.rename_upload(id, &oldpath, &newpath, true)
+            .await
+            .map(Packet::Status)
+    }
+
+    async fn remove(&mut self, id: u32, filename: String) -> Result<Status, Self::Error> {
+        let Place::InboxFile(name) = self.resolve("remove", &filename)? else {
+            return Err(self.refuse(
+                "remove",
+                StatusCode::PermissionDenied
+                    .with_message("only your own unfinished uploads can be removed"),
+            ));
+        };
+        let upload = self
+            .shared
+            .uploads
+            .remove(&self.partner, &name)
+            .map_err(|r| self.refusal("remove", r))?;
+        fs::remove_file(self.shared.uploads.path(&self.partner, &upload)).map_err(io_failure)?;
+        Ok(ok(id))
+    }
+
+    async fn setstat(
+        &mut self,
+        id: u32,
+        path: String,
+        attrs: FileAttributes,
+    ) -> Result<Status, Self::Error> {
+        match self.resolve("setstat", &path)? {
+            Place::InboxFile(name) => match self.shared.uploads.find(&self.partner, &name) {
+                Some(upload) => {
+                    self.set_size(&upload, &attrs, false)?;
+                    Ok(ok(id))
+                }
+                // Just landed: its times may be set, its size not.
+                None if attrs.size.is_none() && self.recently_received(&name).is_some() => {
+                    Ok(ok(id))
+                }
+                None => Err(StatusCode::NoSuchFile.with_message("no such file")),
+            },
+            _ => Err(StatusCode::PermissionDenied.with_message("not allowed")),
+        }
+    }
+
+    async fn fsetstat(
+        &mut self,
+        id: u32,
+        handle: String,
+        attrs: FileAttributes,
+    ) -> Result<Status, Self::Error> {
+        match self.handles.get(&handle) {
+            Some(Open::Upload { id: upload, .. }) => {
+                let upload = upload.clone();
+                self.set_size(&upload, &attrs, true)?;
+                Ok(ok(id))
+            }
+            Some(_) if attrs.size.is_some() => {
+                Err(StatusCode::PermissionDenied.with_message("not allowed"))
+            }
+            Some(_) => Ok(ok(id)),
+            None => Err(StatusCode::Failure.with_message("no such handle")),
+        }
+    }
+
+    async fn mkdir(
+        &mut self,
+        _id: u32,
+        _path: String,
+        _attrs: FileAttributes,
+    ) -> Result<Status, Self::Error> {
+        Err(self.refuse(
+            "mkdir",
+            StatusCode::PermissionDenied.with_message("folders cannot be made here"),
+        ))
+    }
+
+    async fn rmdir(&mut self, _id: u32, _path: String) -> Result<Status, Self::Error> {
+        Err(self.refuse(
+            "rmdir",
+            StatusCode::PermissionDenied.with_message("folders cannot be removed"),
+        ))
+    }
+
+    async fn symlink(
+        &mut self,
+        _id: u32,
+        _linkpath: String,
+        _targetpath: String,
+    ) -> Result<Status, Self::Error> {
+        Err(self.refuse(
+            "symlink",
+            StatusCode::PermissionDenied.with_message("links are not allowed"),
+        ))
+    }
+
+    async fn readlink(&mut self, _id: u32, _path: String) -> Result<Name, Self::Error> {
+        Err(StatusCode::PermissionDenied.with_message("links are not allowed"))
+    }
+
+    async fn read(
+        &mut self,
+        id: u32,
+        handle: String,
+        offset: u64,
+        len: u32,
+    ) -> Result<Data, Self::Error> {
+        let Some(Open::Download { file, sent, .. }) = self.handles.get_mut(&handle) else {
+            return Err(self.refuse(
+                "read",
+                StatusCode::PermissionDenied.with_message("inbox/ is write-only"),
+            ));
+        };
+        let mut data = vec![0u8; u64::from(len).min(MAX_READ_BYTES) as usize];
+        let n = file.read_at(&mut data, offset).map_err(io_failure)?;
+        if n == 0 {
+            return Err(StatusCode::Eof.into());
+        }
+        data.truncate(n);
+        *sent += n as u64;
+        Ok(Data { id, data })
+    }
+}

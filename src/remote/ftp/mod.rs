@@ -5,6 +5,12 @@
 //! connection has the endpoint's timeout, since the crate sets none beyond
 //! the TCP connect; after a timeout the connection is dropped, not reused.
 
+mod listing;
+mod tls;
+
+use listing::{Listed, parse_list_line, remote_file, seconds};
+pub use tls::{Tls, Verifier, fingerprint, parse_fingerprint};
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -42,14 +48,6 @@ pub struct Endpoint {
     pub folder: String,
 }
 
-/// How the connection is protected, and which certificates are trusted.
-#[derive(Debug, Clone)]
-pub struct Tls {
-    /// Implicit TLS (the whole connection, usually port 990) rather than `AUTH TLS`.
-    pub implicit: bool,
-    pub verifier: Arc<Verifier>,
-}
-
 /// How data connections are opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DataMode {
@@ -70,189 +68,6 @@ pub enum Listing {
     Mlsd,
     /// `LIST`, in Unix (`ls -l`) or DOS/IIS style; times from `MDTM` where offered.
     List,
-}
-
-/// Which server certificates are accepted. Remembers the fingerprint of a
-/// refused one, for the error message.
-#[derive(Debug)]
-pub struct Verifier {
-    trust: Trust,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-    refused: Mutex<Option<String>>,
-}
-
-#[derive(Debug)]
-enum Trust {
-    /// Certificate authorities: the system's, or those of a `ca_file`.
-    Authorities(Arc<WebPkiServerVerifier>),
-    /// Exactly one certificate, by the SHA-256 of its DER encoding.
-    Pinned([u8; 32]),
-}
-
-impl Verifier {
-    /// Trusts the certificate authorities in a PEM file.
-    pub fn from_ca_file(path: &Path) -> Result<Verifier, String> {
-        let mut roots = RootCertStore::empty();
-        let certificates = CertificateDer::pem_file_iter(path).map_err(|e| e.to_string())?;
-        for certificate in certificates {
-            let certificate = certificate.map_err(|e| e.to_string())?;
-            roots.add(certificate).map_err(|e| e.to_string())?;
-        }
-        if roots.is_empty() {
-            return Err("holds no PEM certificate".into());
-        }
-        Self::from_roots(roots)
-    }
-
-    /// Trusts the system's certificate authorities.
-    pub fn system() -> Result<Verifier, String> {
-        // Read from disk once per process, however many endpoints use it.
-        static SYSTEM_ROOTS: std::sync::OnceLock<RootCertStore> = std::sync::OnceLock::new();
-        let roots = SYSTEM_ROOTS.get_or_init(|| {
-            let mut roots = RootCertStore::empty();
-            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-            roots
-        });
-        if roots.is_empty() {
-            return Err(
-                "no system certificate authorities found; set `ca_file` or `certificate_fingerprint`"
-                    .into(),
-            );
-        }
-        Self::from_roots(roots.clone())
-    }
-
-    /// Accepts only the certificate with this SHA-256 fingerprint.
-    pub fn pinned(fingerprint: [u8; 32]) -> Verifier {
-        Verifier {
-            trust: Trust::Pinned(fingerprint),
-            provider: provider(),
-            refused: Mutex::new(None),
-        }
-    }
-
-    fn from_roots(roots: RootCertStore) -> Result<Verifier, String> {
-        let provider = provider();
-        let verifier =
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .build()
-                .map_err(|e| e.to_string())?;
-        Ok(Verifier {
-            trust: Trust::Authorities(verifier),
-            provider,
-            refused: Mutex::new(None),
-        })
-    }
-
-    fn refused(&self, certificate: &CertificateDer<'_>) {
-        *self.refused.lock().expect("refused lock") = Some(fingerprint(certificate.as_ref()));
-    }
-
-    fn take_refused(&self) -> Option<String> {
-        self.refused.lock().expect("refused lock").take()
-    }
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// `AB:CD:...`, as `openssl x509 -fingerprint -sha256` prints it.
-pub fn fingerprint(der: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(der)
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-/// Reads a fingerprint as hex, with or without colons, any case, with or
-/// without a leading `SHA256:`.
-pub fn parse_fingerprint(text: &str) -> Option<[u8; 32]> {
-    let text = text.trim();
-    let text = text
-        .strip_prefix("SHA256:")
-        .or_else(|| text.strip_prefix("sha256:"))
-        .unwrap_or(text);
-    let hex: String = text.chars().filter(|c| *c != ':').collect();
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
-impl ServerCertVerifier for Verifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let verdict = match &self.trust {
-            Trust::Authorities(webpki) => webpki.verify_server_cert(
-                end_entity,
-                intermediates,
-                server_name,
-                ocsp_response,
-                now,
-            ),
-            Trust::Pinned(pinned) => {
-                use sha2::Digest;
-                if sha2::Sha256::digest(end_entity.as_ref()).as_slice() == pinned {
-                    Ok(ServerCertVerified::assertion())
-                } else {
-                    Err(rustls::Error::InvalidCertificate(
-                        rustls::CertificateError::ApplicationVerificationFailure,
-                    ))
-                }
-            }
-        };
-        if verdict.is_err() {
-            self.refused(end_entity);
-        }
-        verdict
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }
 
 /// A logged-in FTP session in binary mode, in the endpoint's folder.
@@ -729,82 +544,6 @@ impl Connection {
     }
 }
 
-fn remote_file(file: &ListedFile) -> RemoteFile {
-    let mtime = file
-        .modified()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs().min(u64::from(u32::MAX)) as u32)
-        .unwrap_or(0);
-    RemoteFile {
-        name: file.name().to_string(),
-        size: file.size() as u64,
-        mtime,
-    }
-}
-
-fn seconds(time: NaiveDateTime) -> u32 {
-    time.and_utc().timestamp().clamp(0, i64::from(u32::MAX)) as u32
-}
-
-enum Listed {
-    File(RemoteFile),
-    /// A folder, link, `total` line or other entry that is not a file to take.
-    Other,
-}
-
-/// One `LIST` line, Unix or DOS/IIS style. `None` when it is neither.
-fn parse_list_line(line: &str) -> Option<Listed> {
-    let trimmed = line.trim_end();
-    if trimmed.is_empty() || trimmed.starts_with("total ") {
-        return Some(Listed::Other);
-    }
-    if let Ok(file) = ListParser::parse_posix(trimmed) {
-        return Some(if file.is_file() {
-            Listed::File(remote_file(&file))
-        } else {
-            Listed::Other
-        });
-    }
-    parse_dos_line(trimmed)
-}
-
-/// IIS and other Windows servers: `11-22-26  02:05PM  1,234 name` or
-/// `11-22-2026  14:05  <DIR>  name`. suppaftp's parser takes only the first
-/// (two-digit year, 12-hour clock), so both are read here.
-fn parse_dos_line(line: &str) -> Option<Listed> {
-    static DOS: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
-    let dos = DOS.get_or_init(|| {
-        Regex::new(
-            r"^(\d{2})-(\d{2})-(\d{2}|\d{4})\s+(\d{1,2}):(\d{2})\s*([AaPp][Mm])?\s+(<DIR>|[\d,.]+)\s+(\S.*)$",
-        )
-        .expect("a valid pattern")
-    });
-    let caps = dos.captures(line)?;
-    let number = |i: usize| caps.get(i).and_then(|m| m.as_str().parse::<u32>().ok());
-    let (month, day, year) = (number(1)?, number(2)?, number(3)?);
-    let year = match (caps[3].len(), year) {
-        (4, y) => y as i32,
-        (_, y) if y >= 70 => 1900 + y as i32,
-        (_, y) => 2000 + y as i32,
-    };
-    let (mut hour, minute) = (number(4)?, number(5)?);
-    match caps.get(6).map(|m| m.as_str().to_ascii_uppercase()) {
-        Some(half) if half == "PM" && hour < 12 => hour += 12,
-        Some(half) if half == "AM" && hour == 12 => hour = 0,
-        _ => {}
-    }
-    if &caps[7] == "<DIR>" {
-        return Some(Listed::Other);
-    }
-    let size: u64 = caps[7].replace([',', '.'], "").parse().ok()?;
-    let time = NaiveDate::from_ymd_opt(year, month, day)?.and_hms_opt(hour, minute, 0)?;
-    Some(Listed::File(RemoteFile {
-        name: caps[8].to_string(),
-        size,
-        mtime: seconds(time),
-    }))
-}
-
 #[cfg(test)]
 mod tests {
     #[tokio::test]
@@ -829,69 +568,5 @@ mod tests {
             failed.unwrap_err().kind(),
             std::io::ErrorKind::ConnectionRefused
         );
-    }
-
-    use super::*;
-
-    fn file(line: &str) -> RemoteFile {
-        match parse_list_line(line) {
-            Some(Listed::File(f)) => f,
-            _ => panic!("not read as a file: {line}"),
-        }
-    }
-
-    fn other(line: &str) -> bool {
-        matches!(parse_list_line(line), Some(Listed::Other))
-    }
-
-    fn at(text: &str) -> u32 {
-        seconds(NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M").unwrap())
-    }
-
-    #[test]
-    fn unix_listing_lines() {
-        let f = file("-rw-r--r--    1 65534      nogroup          4012 Nov 22  2025 news2 a.csv");
-        assert_eq!((f.name.as_str(), f.size), ("news2 a.csv", 4012));
-        assert_eq!(f.mtime, at("2025-11-22 00:00"));
-        assert!(other(
-            "drwxr-xr-x    2 65534      nogroup          4096 Nov 22 07:09 dir1"
-        ));
-        assert!(other("lrwxrwxrwx    1 0 0 7 Nov 22 07:09 link -> target"));
-        assert!(other("total 12"));
-    }
-
-    #[test]
-    fn dos_listing_lines_in_both_iis_styles() {
-        let f = file("11-22-26  02:05PM                 1,234 news2_iis.csv");
-        assert_eq!((f.name.as_str(), f.size), ("news2_iis.csv", 1234));
-        assert_eq!(f.mtime, at("2026-11-22 14:05"));
-        let f = file("11-22-2026  14:05                 5678 name with spaces.csv");
-        assert_eq!((f.name.as_str(), f.size), ("name with spaces.csv", 5678));
-        assert_eq!(f.mtime, at("2026-11-22 14:05"));
-        let f = file("01-02-99  12:00AM  10 old.csv");
-        assert_eq!(f.mtime, at("1999-01-02 00:00"));
-        assert!(other("04-08-14  03:09PM       <DIR>          folder"));
-        assert!(other("04-08-2014  15:09       <DIR>          folder"));
-    }
-
-    #[test]
-    fn unreadable_lines_are_not_files() {
-        assert!(parse_list_line("this is not a listing").is_none());
-        assert!(parse_list_line("13-45-2026  99:99  1 x").is_none());
-    }
-
-    #[test]
-    fn fingerprints_read_as_openssl_and_ssh_print_them() {
-        let der = b"certificate";
-        let printed = fingerprint(der);
-        let expected = parse_fingerprint(&printed).unwrap();
-        assert_eq!(parse_fingerprint(&printed.to_lowercase()), Some(expected));
-        assert_eq!(parse_fingerprint(&printed.replace(':', "")), Some(expected));
-        assert_eq!(
-            parse_fingerprint(&format!("SHA256:{}", printed.replace(':', ""))),
-            Some(expected)
-        );
-        assert_eq!(parse_fingerprint("AB:CD"), None);
-        assert_eq!(parse_fingerprint(&"ZZ".repeat(32)), None);
     }
 }

@@ -1,0 +1,148 @@
+//! The command line: commands, their arguments and examples.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use dropgate::ledger::FileState;
+
+#[derive(Parser)]
+#[command(
+    name = "dropgate",
+    version,
+    about = "Receive, check and record batch files from health and social care systems.",
+    after_help = "Example:\n  dropgate run\n  dropgate --config /etc/dropgate/dropgate.toml check-config"
+)]
+pub(super) struct Cli {
+    /// Configuration file.
+    #[arg(
+        long,
+        global = true,
+        env = "DROPGATE_CONFIG",
+        default_value = "config/dropgate.toml"
+    )]
+    pub(super) config: PathBuf,
+    #[command(subcommand)]
+    pub(super) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(super) enum Command {
+    /// Run the daemon: watch every source and process what arrives, until Ctrl-C or SIGTERM.
+    #[command(
+        after_help = "Example:\n  dropgate run\n\nCreates missing keys and spool folders on first start."
+    )]
+    Run,
+    /// Check the configuration; print every problem as PATH:LINE:COL: message.
+    #[command(
+        after_help = "Example:\n  dropgate check-config && systemctl reload dropgate\n\nExit status 0 when valid, 2 when not."
+    )]
+    CheckConfig,
+    /// Take files through the whole pipeline once, without the daemon. The given files are left in place.
+    #[command(
+        after_help = "Example:\n  dropgate ingest --source demo-carehome-drop news2_20261122.csv.age\n\nExit status 0 when every file is loaded or duplicate, 1 when any was quarantined."
+    )]
+    Ingest {
+        /// Source the files are treated as coming from (decides partner and feed).
+        #[arg(long)]
+        source: String,
+        /// Files to ingest.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Push files to a destination (upload under a temporary name, check the size, rename), with retries.
+    #[command(
+        after_help = "Example:\n  dropgate push --destination gp-inbox export_20261122.csv.age\n\nExit status 0 when every file was delivered, 1 when any was not."
+    )]
+    Push {
+        /// Destination, as configured under [destinations.NAME].
+        #[arg(long)]
+        destination: String,
+        /// Files to push; each keeps its file name.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Show how each remote source's latest poll went, and how many files are in each state.
+    #[command(after_help = "Example:\n  dropgate status\n  dropgate status --json")]
+    Status {
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List files in the ledger.
+    #[command(
+        after_help = "Example:\n  dropgate files --state quarantined\n  dropgate files --feed news2 --json | jq .sha256"
+    )]
+    Files {
+        /// Only files in this state: received, loaded, quarantined or duplicate.
+        #[arg(long)]
+        state: Option<FileState>,
+        /// Only files of this feed.
+        #[arg(long)]
+        feed: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one file: its history and every validation problem.
+    #[command(after_help = "Example:\n  dropgate show 42")]
+    Show {
+        /// File id, as listed by `dropgate files`.
+        id: i64,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Process a quarantined file again, after fixing the configuration.
+    #[command(after_help = "Example:\n  dropgate check-config && dropgate replay 42")]
+    Replay {
+        /// File id of a quarantined file.
+        id: i64,
+    },
+    /// Create the keys the configuration names, where missing; print the age recipient.
+    #[command(
+        after_help = "Example:\n  dropgate keygen\n  dropgate keygen --force   # replace every key"
+    )]
+    Keygen {
+        /// Replace existing keys (files encrypted to the old recipient can no longer be read).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Hash a partner's SFTP password (read from standard input) for `password_hash`.
+    #[command(
+        after_help = "Example:\n  dropgate hash-password < password.txt\n\nPrints an argon2id PHC string; the password itself is never stored."
+    )]
+    HashPassword,
+    /// Look up service users.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  dropgate patients find --nhs-number '943 476 5919'"
+    )]
+    Patients(Patients),
+}
+
+#[derive(Subcommand)]
+pub(super) enum Patients {
+    /// Find a person and all their linked detail ids, with record counts.
+    #[command(
+        after_help = "Example:\n  dropgate patients find --nhs-number '943 476 5919'\n  dropgate patients find --local-id demo-carehome:R0001 --json"
+    )]
+    Find {
+        #[command(flatten)]
+        who: Who,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+pub(super) struct Who {
+    /// NHS number (spaces and hyphens allowed).
+    #[arg(long)]
+    pub(super) nhs_number: Option<String>,
+    /// SOURCE:ID, the sender's own identifier.
+    #[arg(long)]
+    pub(super) local_id: Option<String>,
+}

@@ -1,0 +1,312 @@
+//! Command-line interface. Exit codes: 0 success, 1 a file was quarantined
+//! (`ingest`), 2 an error (bad configuration, unknown file, I/O).
+
+mod args;
+mod print;
+
+use args::{Cli, Command, Patients};
+use print::{exit_for, print_banner, print_files, print_outcome, print_person, show};
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+use dropgate::config::Config;
+use dropgate::domain::nhs_number::NhsNumber;
+use dropgate::ledger::{FileFilter, Ledger, SystemClock};
+use dropgate::text::escaped;
+use dropgate::{daemon, keys};
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Run) {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DROPGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // Libraries log protocol traffic at debug and trace level: FTP passwords
+    // and file names (which may carry patient identifiers) among it. Only
+    // dropgate's own events are shown below info, whatever the filter says.
+    let dependencies_at_info = tracing_subscriber::filter::filter_fn(|meta| {
+        *meta.level() <= tracing::Level::INFO || meta.target().starts_with("dropgate")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .finish()
+        .with(dependencies_at_info)
+        .init();
+    match execute(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load_config(path: &Path) -> anyhow::Result<Result<Config, ExitCode>> {
+    match Config::load(path) {
+        Ok(c) => Ok(Ok(c)),
+        Err(errors) => {
+            eprintln!("{errors}");
+            Ok(Err(ExitCode::from(2)))
+        }
+    }
+}
+
+macro_rules! config_or_exit {
+    ($path:expr) => {
+        match load_config($path)? {
+            Ok(c) => c,
+            Err(code) => return Ok(code),
+        }
+    };
+}
+
+fn open_ledger(config: &Config) -> anyhow::Result<Ledger> {
+    if let Some(folder) = config.daemon.ledger.parent() {
+        std::fs::create_dir_all(folder)
+            .with_context(|| format!("creating {}", folder.display()))?;
+    }
+    Ledger::open(&config.daemon.ledger, Arc::new(SystemClock))
+        .with_context(|| format!("opening the ledger {}", config.daemon.ledger.display()))
+}
+
+fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::CheckConfig => {
+            let config = config_or_exit!(&cli.config);
+            for warning in &config.warnings {
+                eprintln!("{warning}");
+            }
+            println!(
+                "{}: ok ({} partners, {} sources, {} feeds)",
+                cli.config.display(),
+                config.partners.len(),
+                config.sources.len(),
+                config.feeds.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run => {
+            let config = Arc::new(config_or_exit!(&cli.config));
+            for warning in &config.warnings {
+                tracing::warn!("{warning}");
+            }
+            print_banner(&config)?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            runtime.block_on(async {
+                let shutdown = shutdown_signal()?;
+                daemon::run(config, shutdown).await?;
+                anyhow::Ok(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keygen { force } => {
+            let config = config_or_exit!(&cli.config);
+            for key in keys::ensure(&config, force)? {
+                let verb = if key.created { "created" } else { "exists " };
+                println!("{verb} {:<13} {}", key.what, key.path.display());
+            }
+            let identity = keys::load_identity(&config.keys.age_identity)?;
+            println!("age recipient: {}", identity.to_public());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ingest { source, files } => {
+            let config = Arc::new(config_or_exit!(&cli.config));
+            ingest(config, &source, &files)
+        }
+        Command::Push { destination, files } => {
+            let config = config_or_exit!(&cli.config);
+            push(&config, &destination, &files)
+        }
+        Command::HashPassword => {
+            use argon2::PasswordHasher;
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .context("reading the password")?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            if password.is_empty() {
+                bail!("no password on standard input");
+            }
+            let hash = argon2::Argon2::default()
+                .hash_password(password.as_bytes())
+                .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?;
+            println!("{hash}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { json } => {
+            let config = config_or_exit!(&cli.config);
+            let ledger = open_ledger(&config)?;
+            let status = ledger.status()?;
+            if json {
+                println!("{}", serde_json::to_string(&status)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("files:");
+            for (state, count) in &status.files {
+                println!("  {state:<12} {count}");
+            }
+            println!("sources:");
+            for name in config.sources.keys() {
+                match status.sources.iter().find(|s| &s.source == name) {
+                    None => println!(
+                        "  {name:<24} (no polls recorded; local folders are watched, not polled)"
+                    ),
+                    Some(s) => {
+                        let state = match (&s.last_error_at, &s.last_ok_at) {
+                            (Some(err), Some(ok)) if err <= ok => "ok",
+                            (None, _) => "ok",
+                            _ => "failing",
+                        };
+                        println!("  {name:<24} {state:<8} checked {}", s.checked_at);
+                        if let (Some(error), Some(at)) = (&s.last_error, &s.last_error_at) {
+                            println!("  {:<24} last error at {at}: {}", "", escaped(error));
+                        }
+                        if s.cleanups_pending > 0 {
+                            println!(
+                                "  {:<24} {} received file(s) not yet removed from the server, retried with backoff: {}",
+                                "",
+                                s.cleanups_pending,
+                                escaped(s.cleanup_error.as_deref().unwrap_or("-"))
+                            );
+                        }
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Files { state, feed, json } => {
+            let config = config_or_exit!(&cli.config);
+            let ledger = open_ledger(&config)?;
+            let rows = ledger.files(&FileFilter { state, feed })?;
+            if json {
+                for row in &rows {
+                    println!("{}", serde_json::to_string(row)?);
+                }
+            } else {
+                print_files(&rows);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Show { id, json } => {
+            let config = config_or_exit!(&cli.config);
+            let ledger = open_ledger(&config)?;
+            show(&ledger, id, json)
+        }
+        Command::Replay { id } => {
+            let config = Arc::new(config_or_exit!(&cli.config));
+            let (file, processed_here) = daemon::replay(config, id)?;
+            if !processed_here {
+                println!("{id}: queued; the running daemon took it ({})", file.state);
+            } else {
+                print_outcome(&file);
+            }
+            Ok(exit_for(&[file]))
+        }
+        Command::Patients(Patients::Find { who, json }) => {
+            let config = config_or_exit!(&cli.config);
+            let ledger = open_ledger(&config)?;
+            let person = match (&who.nhs_number, &who.local_id) {
+                (Some(n), _) => {
+                    let n =
+                        NhsNumber::parse(n).map_err(|e| anyhow::anyhow!("--nhs-number: {e}"))?;
+                    ledger.person_by_nhs_number(&n.digits())?
+                }
+                (None, Some(local)) => {
+                    let Some((source, id)) = local.split_once(':') else {
+                        bail!("--local-id takes SOURCE:ID, for example demo-carehome:R0001");
+                    };
+                    ledger.person_by_local_id(source, id)?
+                }
+                (None, None) => unreachable!("clap requires one of the two"),
+            };
+            let Some(person) = person else {
+                eprintln!("no such person");
+                return Ok(ExitCode::from(1));
+            };
+            if json {
+                println!("{}", serde_json::to_string(&person)?);
+            } else {
+                print_person(&person);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn ingest(config: Arc<Config>, source: &str, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let files = daemon::ingest(config, source, paths)?;
+    for file in &files {
+        print_outcome(file);
+    }
+    Ok(exit_for(&files))
+}
+
+fn push(config: &Config, name: &str, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let Some(destination) = config.destinations.get(name) else {
+        let known: Vec<&str> = config.destinations.keys().map(String::as_str).collect();
+        bail!(
+            "unknown destination `{name}` (configured: {})",
+            known.join(", ")
+        );
+    };
+    let ledger = std::sync::Mutex::new(open_ledger(config)?);
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    let mut all_delivered = true;
+    for path in paths {
+        let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
+        let sha256 = { dropgate::digest::sha256_hex(&bytes) };
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let parcel = dropgate::forward::Parcel {
+            path,
+            name: &file_name,
+            file_id: None,
+            sha256: &sha256,
+            size: bytes.len() as u64,
+        };
+        match runtime.block_on(dropgate::forward::deliver(destination, &parcel, &ledger)) {
+            Ok(attempt) => println!("{}\tdelivered\tattempt {attempt}", escaped(&file_name)),
+            Err(e) => {
+                all_delivered = false;
+                println!(
+                    "{}\tnot delivered\t{}",
+                    escaped(&file_name),
+                    escaped(&e.to_string())
+                );
+            }
+        }
+    }
+    Ok(if all_delivered {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM. Handlers are installed at once, so a signal
+/// that arrives while the daemon is starting is not lost.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    })
+}

@@ -1,0 +1,213 @@
+//! What commands print for a person: tables, files, people, the banner.
+
+use std::process::ExitCode;
+
+use dropgate::config::Config;
+use dropgate::keys;
+use dropgate::ledger::{FileRow, FileState, Ledger, PersonView};
+use dropgate::text::escaped;
+
+pub(super) fn exit_for(files: &[FileRow]) -> ExitCode {
+    if files
+        .iter()
+        .all(|f| matches!(f.state, FileState::Loaded | FileState::Duplicate))
+    {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+pub(super) fn print_outcome(file: &FileRow) {
+    match file.state {
+        FileState::Loaded => println!(
+            "{}\t{}\tloaded\t{} rows, {} records{}",
+            file.id,
+            escaped(&file.name),
+            file.rows_loaded.unwrap_or(0),
+            file.records,
+            if file.problems > 0 {
+                format!(
+                    ", {} problems in skipped rows (dropgate show {})",
+                    file.problems, file.id
+                )
+            } else {
+                String::new()
+            }
+        ),
+        FileState::Duplicate => println!(
+            "{}\t{}\tduplicate\tsame content as file {}",
+            file.id,
+            escaped(&file.name),
+            file.duplicate_of.unwrap_or(0)
+        ),
+        FileState::Quarantined => println!(
+            "{}\t{}\tquarantined\t{}: {} problem(s); see dropgate show {}",
+            file.id,
+            escaped(&file.name),
+            file.reason.as_deref().unwrap_or("unknown"),
+            file.problems,
+            file.id
+        ),
+        FileState::Received => println!("{}\t{}\treceived", file.id, escaped(&file.name)),
+    }
+}
+
+pub(super) fn print_files(rows: &[FileRow]) {
+    println!(
+        "{:>6}  {:<11}  {:<12}  {:<20}  {:>9}  {:>10}  {:<24}  NAME",
+        "ID", "STATE", "FEED", "SOURCE", "RECORDS", "SIZE", "RECEIVED"
+    );
+    for f in rows {
+        println!(
+            "{:>6}  {:<11}  {:<12}  {:<20}  {:>9}  {:>10}  {:<24}  {}{}",
+            f.id,
+            f.state,
+            f.feed.as_deref().unwrap_or("-"),
+            f.source,
+            f.records,
+            f.size,
+            f.received_at,
+            escaped(&f.name),
+            f.reason
+                .as_deref()
+                .map(|r| format!("  ({r})"))
+                .unwrap_or_default()
+        );
+    }
+}
+
+pub(super) fn show(ledger: &Ledger, id: i64, json: bool) -> anyhow::Result<ExitCode> {
+    let file = ledger.file(id)?;
+    let events = ledger.events(id)?;
+    let problems = ledger.problems(id)?;
+    if json {
+        let value = serde_json::json!({ "file": file, "events": events, "problems": problems });
+        println!("{}", serde_json::to_string(&value)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("file {}  {}", file.id, escaped(&file.name));
+    println!(
+        "  state     {}{}",
+        file.state,
+        file.reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
+    );
+    println!("  source    {} (partner {})", file.source, file.partner);
+    println!("  feed      {}", file.feed.as_deref().unwrap_or("-"));
+    println!("  sha256    {}", file.sha256);
+    println!("  size      {} bytes", file.size);
+    if let Some(rows) = file.rows_read {
+        println!(
+            "  rows      {} read, {} loaded; {} records",
+            rows,
+            file.rows_loaded.unwrap_or(0),
+            file.records
+        );
+    }
+    if let Some(of) = file.duplicate_of {
+        println!("  duplicate of file {of}");
+    }
+    println!("events:");
+    for e in &events {
+        println!(
+            "  {}  {:<20} {}",
+            e.at,
+            e.event,
+            escaped(&e.detail.as_ref().map(|d| d.to_string()).unwrap_or_default())
+        );
+    }
+    if !problems.is_empty() {
+        println!(
+            "problems ({} found, {} listed):",
+            file.problems,
+            problems.len()
+        );
+        for p in &problems {
+            let place = match (&p.column, p.field) {
+                (Some(c), Some(f)) => format!("line {}, column `{c}` (field {f})", p.line),
+                (Some(c), None) => format!("line {}, column `{c}`", p.line),
+                (None, Some(f)) => format!("line {}, field {f}", p.line),
+                (None, None) if p.line == 0 => "file".to_string(),
+                (None, None) => format!("line {}", p.line),
+            };
+            println!(
+                "  {}: {} [{}]",
+                escaped(&place),
+                escaped(&p.message),
+                p.code
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn print_person(person: &PersonView) {
+    match &person.nhs_number {
+        Some(n) => println!("person {}  NHS number {}", person.person_id, n),
+        None => println!("person {}  (no NHS number)", person.person_id),
+    }
+    for d in &person.details {
+        println!(
+            "  detail {:>6}  {}:{}  observations {}  care records {}  transactions {}  red bags {}  alerts {}",
+            d.detail_id,
+            d.source,
+            escaped(&d.local_id),
+            d.observations,
+            d.care_record_entries,
+            d.care_transactions,
+            d.red_bags,
+            d.alerts
+        );
+    }
+}
+
+pub(super) fn print_banner(config: &Config) -> anyhow::Result<()> {
+    for key in keys::ensure(config, false)? {
+        if key.created {
+            println!("created {} {}", key.what, key.path.display());
+        }
+    }
+    let identity = keys::load_identity(&config.keys.age_identity)?;
+    println!("dropgate {}", env!("CARGO_PKG_VERSION"));
+    println!("  config         {}", config.file.display());
+    println!("  ledger         {}", config.daemon.ledger.display());
+    println!("  age recipient  {}", identity.to_public());
+    for source in config.sources.values() {
+        match &source.kind {
+            dropgate::config::SourceKind::Local(local) => println!(
+                "  drop folder    {}  (source {}, partner {})",
+                local.path.display(),
+                source.name,
+                source.partner
+            ),
+            dropgate::config::SourceKind::Remote(remote) => println!(
+                "  polls          {}  {}  (source {}, partner {})",
+                remote.endpoint, remote.schedule, source.name, source.partner
+            ),
+        }
+    }
+    if let Some(sftp) = &config.sftp_server {
+        for (name, partner) in &config.partners {
+            if let Some(account) = &partner.sftp {
+                let key = account
+                    .demo_key
+                    .as_ref()
+                    .map(|k| format!("-i {} ", k.display()))
+                    .unwrap_or_default();
+                println!(
+                    "  SFTP drop      sftp {key}-P {} {name}@{}   then: put FILE inbox/",
+                    sftp.listen.port(),
+                    sftp.listen.ip()
+                );
+            }
+        }
+    }
+    println!(
+        "Encrypt with:   age -r {} -o news2_x.csv.age news2_x.csv",
+        identity.to_public()
+    );
+    Ok(())
+}

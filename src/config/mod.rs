@@ -13,9 +13,11 @@ mod mapping;
 mod raw;
 mod sftp;
 mod sources;
+mod types;
 mod values;
 
 pub use authorized_keys::parse_authorized_line;
+pub use types::*;
 use values::parse_bytes;
 pub use values::show_bytes;
 
@@ -35,170 +37,6 @@ use crate::model::Vital;
 use crate::schema::{
     ColumnKind, ColumnSpec, CsvLayout, DateTimeFormat, Encoding, ExtraColumns, Layout, Schema,
 };
-
-/// Names a sender may use while a file is still being written; never taken.
-pub const TEMPORARY_SUFFIXES: [&str; 3] = [".part", ".tmp", ".filepart"];
-
-/// The checked configuration.
-#[derive(Debug)]
-pub struct Config {
-    /// The file it was read from.
-    pub file: PathBuf,
-    pub daemon: Daemon,
-    pub keys: Keys,
-    pub partners: BTreeMap<String, Partner>,
-    pub sources: BTreeMap<String, Source>,
-    pub feeds: BTreeMap<String, Feed>,
-    /// Present when any partner has an SFTP account.
-    pub sftp_server: Option<SftpServer>,
-    pub destinations: BTreeMap<String, Destination>,
-    /// Allowed but dangerous settings, as `PATH:LINE:COL: warning: ...`.
-    pub warnings: Vec<ConfigError>,
-}
-
-/// A server files are pushed to.
-#[derive(Debug, Clone)]
-pub struct Destination {
-    pub name: String,
-    pub endpoint: crate::remote::Endpoint,
-    pub attempts: u32,
-    pub backoff: crate::remote::Backoff,
-    pub timeout: Duration,
-}
-
-#[derive(Debug)]
-pub struct Daemon {
-    pub spool: PathBuf,
-    pub ledger: PathBuf,
-    pub time_zone: chrono_tz::Tz,
-    pub retention_days: u32,
-    pub max_errors_per_file: usize,
-}
-
-#[derive(Debug)]
-pub struct Keys {
-    pub age_identity: PathBuf,
-    pub signing_key: PathBuf,
-    pub ssh_host_key: PathBuf,
-}
-
-#[derive(Debug)]
-pub struct Partner {
-    pub name: String,
-    pub ods_code: Option<String>,
-    pub sftp: Option<PartnerSftp>,
-}
-
-/// A partner's account on the embedded SFTP server.
-#[derive(Debug, Clone)]
-pub struct PartnerSftp {
-    /// Key files (read when the server starts, so a demo key created on
-    /// first run counts) and inline key lines.
-    pub authorized_keys: Vec<AuthorizedKeys>,
-    pub demo_key: Option<PathBuf>,
-    /// The partner sees a read-only `outbox/`.
-    pub outbox: bool,
-    /// An argon2 PHC hash: password logins are allowed only when set.
-    pub password_hash: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub enum AuthorizedKeys {
-    File(PathBuf),
-    Line(String),
-}
-
-/// The embedded SFTP server.
-#[derive(Debug, Clone)]
-pub struct SftpServer {
-    pub listen: std::net::SocketAddr,
-    pub max_file_size: u64,
-    pub max_sessions_per_partner: usize,
-    pub idle_timeout: Duration,
-    pub ban_after_failures: u32,
-    pub ban_window: Duration,
-    pub ban_time: Duration,
-    pub max_connections: usize,
-    pub max_connections_per_address: usize,
-    pub login_timeout: Duration,
-    pub max_handles_per_session: usize,
-    pub max_open_files_per_partner: usize,
-    pub max_unfinished_uploads: usize,
-    pub max_unfinished_bytes: u64,
-    pub unfinished_upload_ttl: Duration,
-}
-
-#[derive(Debug)]
-pub struct Source {
-    pub name: String,
-    pub partner: String,
-    pub kind: SourceKind,
-}
-
-#[derive(Debug)]
-pub enum SourceKind {
-    Local(LocalSource),
-    /// A partner's SFTP or FTP server, polled.
-    Remote(Box<RemoteSource>),
-}
-
-/// A partner's SFTP or FTP server that dropgate polls.
-#[derive(Debug, Clone)]
-pub struct RemoteSource {
-    pub endpoint: crate::remote::Endpoint,
-    pub patterns: GlobSet,
-    pub schedule: crate::schedule::Schedule,
-    pub min_age: Duration,
-    pub after: AfterTake,
-    pub done_marker: Option<String>,
-    pub timeout: Duration,
-    pub backoff: crate::remote::Backoff,
-}
-
-/// What happens to a remote file once dropgate has received it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AfterTake {
-    Delete,
-    Move(String),
-    /// Left where it is; never taken again while its path, size and time are unchanged.
-    Leave,
-}
-
-#[derive(Debug, Clone)]
-pub struct LocalSource {
-    pub path: PathBuf,
-    pub recursive: bool,
-    pub min_age: Duration,
-    pub check_interval: Duration,
-    pub rescan_interval: Duration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Encryption {
-    /// Every file must be age-encrypted; plaintext is quarantined.
-    Age,
-    /// Files are plaintext.
-    None,
-    /// age when the content starts with an age header, plaintext otherwise.
-    Optional,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnError {
-    RejectFile,
-    SkipInvalidRows,
-}
-
-#[derive(Debug)]
-pub struct Feed {
-    pub name: String,
-    pub partner: String,
-    pub patterns: GlobSet,
-    pub encryption: Encryption,
-    pub on_error: OnError,
-    pub schema: Schema,
-    pub mapping: Mapping,
-}
 
 impl Config {
     /// Reads and checks the file at `path`.

@@ -18,36 +18,82 @@ pub struct Options {
 
 impl Options {
     /// `--size-mib N --small-files N`, for the benchmark called `bench`.
-    pub fn parse(bench: &str, mut args: impl Iterator<Item = String>) -> Result<Options> {
-        let mut options = Options {
-            size_mib: 1024,
-            small_files: 1_000,
-        };
-        while let Some(arg) = args.next() {
-            let mut value = |name: &str| {
-                args.next()
-                    .with_context(|| format!("{name} needs a value"))?
-                    .parse::<u64>()
-                    .with_context(|| format!("{name} takes a whole number"))
-            };
-            match arg.as_str() {
-                "--size-mib" => options.size_mib = value("--size-mib")?,
-                "--small-files" => options.small_files = usize::try_from(value("--small-files")?)?,
-                // Cargo appends `--bench` when it runs a benchmark.
-                "--bench" => {}
-                "-h" | "--help" => {
-                    println!(
-                        "usage: cargo bench --bench {bench} [-- --size-mib N (default 1024) --small-files N (default 1000)]"
-                    );
-                    std::process::exit(0);
-                }
-                other => bail!("unknown argument `{other}` (try --help)"),
-            }
-        }
-        ensure!(options.size_mib > 0, "--size-mib must be at least 1");
-        ensure!(options.small_files > 0, "--small-files must be at least 1");
-        Ok(options)
+    pub fn parse(bench: &str, args: impl Iterator<Item = String>) -> Result<Options> {
+        let options = parse_options(
+            bench,
+            args,
+            &[("--size-mib", 1024), ("--small-files", 1_000)],
+            &[],
+        )?;
+        Ok(Options {
+            size_mib: options.number("--size-mib"),
+            small_files: usize::try_from(options.number("--small-files"))?,
+        })
     }
+}
+
+/// A benchmark's command-line options, as parsed.
+pub struct Parsed {
+    numbers: Vec<(&'static str, u64)>,
+    flags: Vec<&'static str>,
+}
+
+impl Parsed {
+    pub fn number(&self, name: &str) -> u64 {
+        self.numbers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+            .expect("a declared option")
+    }
+
+    #[allow(dead_code)] // not every benchmark has flags
+    pub fn flag(&self, name: &str) -> bool {
+        self.flags.contains(&name)
+    }
+}
+
+/// Options `--NAME N` (whole numbers of at least 1, with defaults) and
+/// `--FLAG`, for the benchmark called `bench`; `--help` prints them.
+pub fn parse_options(
+    bench: &str,
+    mut args: impl Iterator<Item = String>,
+    numbers: &[(&'static str, u64)],
+    flags: &[&'static str],
+) -> Result<Parsed> {
+    let mut parsed = Parsed {
+        numbers: numbers.to_vec(),
+        flags: Vec::new(),
+    };
+    while let Some(arg) = args.next() {
+        if let Some(slot) = parsed.numbers.iter_mut().find(|(n, _)| *n == arg) {
+            let name = slot.0;
+            slot.1 = args
+                .next()
+                .with_context(|| format!("{name} needs a value"))?
+                .parse::<u64>()
+                .with_context(|| format!("{name} takes a whole number"))?;
+            ensure!(slot.1 > 0, "{name} must be at least 1");
+        } else if let Some(flag) = flags.iter().find(|f| **f == arg) {
+            parsed.flags.push(flag);
+        } else if arg == "--bench" {
+            // Cargo appends `--bench` when it runs a benchmark.
+        } else if arg == "-h" || arg == "--help" {
+            let mut usage: Vec<String> = numbers
+                .iter()
+                .map(|(n, default)| format!("{n} N (default {default})"))
+                .collect();
+            usage.extend(flags.iter().map(|f| f.to_string()));
+            println!(
+                "usage: cargo bench --bench {bench} [-- {}]",
+                usage.join(" ")
+            );
+            std::process::exit(0);
+        } else {
+            bail!("unknown argument `{arg}` (try --help)");
+        }
+    }
+    Ok(parsed)
 }
 
 /// A benchmark's exit: a failure is said, not panicked.

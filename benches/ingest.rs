@@ -159,37 +159,18 @@ struct Options {
 }
 
 impl Options {
-    fn parse(mut args: impl Iterator<Item = String>) -> Result<Options> {
-        let mut options = Options {
-            rows: 1_000_000,
-            small_files: 1_000,
-            keep: false,
-        };
-        while let Some(arg) = args.next() {
-            let mut value = |name: &str| {
-                args.next()
-                    .with_context(|| format!("{name} needs a value"))?
-                    .parse::<u64>()
-                    .with_context(|| format!("{name} takes a whole number"))
-            };
-            match arg.as_str() {
-                "--rows" => options.rows = value("--rows")?,
-                "--small-files" => options.small_files = usize::try_from(value("--small-files")?)?,
-                "--keep" => options.keep = true,
-                // Cargo appends `--bench` when it runs a benchmark.
-                "--bench" => {}
-                "-h" | "--help" => {
-                    println!(
-                        "usage: cargo bench --bench ingest [-- --rows N (default 1000000) --small-files N (default 1000) --keep]"
-                    );
-                    std::process::exit(0);
-                }
-                other => bail!("unknown argument `{other}` (try --help)"),
-            }
-        }
-        ensure!(options.rows > 0, "--rows must be at least 1");
-        ensure!(options.small_files > 0, "--small-files must be at least 1");
-        Ok(options)
+    fn parse(args: impl Iterator<Item = String>) -> Result<Options> {
+        let options = common::parse_options(
+            "ingest",
+            args,
+            &[("--rows", 1_000_000), ("--small-files", 1_000)],
+            &["--keep"],
+        )?;
+        Ok(Options {
+            rows: options.number("--rows"),
+            small_files: usize::try_from(options.number("--small-files"))?,
+            keep: options.flag("--keep"),
+        })
     }
 }
 
@@ -241,29 +222,12 @@ const GIVEN_NAMES: &[&str] = &[
     "Gwen", "Harold", "Iris", "Sunita", "Aled",
 ];
 
-/// The NHS number in the test range 999 with this six-digit middle, unless
-/// its Modulus 11 check digit would be 10 (no such number exists).
-fn test_nhs_number(middle: u32) -> Option<String> {
-    let body = format!("999{middle:06}");
-    let sum: u32 = body
-        .bytes()
-        .zip((2..=10).rev())
-        .map(|(d, weight)| u32::from(d - b'0') * weight)
-        .sum();
-    let check = match 11 - sum % 11 {
-        11 => 0,
-        10 => return None,
-        c => c,
-    };
-    Some(format!("{body}{check}"))
-}
-
 fn residents(rng: &mut Rng) -> Vec<Resident> {
     // A stride coprime with 10^6 visits every middle once in a scattered
     // order, so numbers are distinct without a set.
     let middles = (0u32..1_000_000).map(|i| (i as u64 * 7919 % 1_000_000) as u32);
     middles
-        .filter_map(test_nhs_number)
+        .filter_map(dropgate::domain::nhs_number::test_range_number)
         .take(usize::from(RESIDENTS))
         .enumerate()
         .map(|(i, nhs_number)| Resident {

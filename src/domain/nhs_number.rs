@@ -19,6 +19,32 @@ pub enum NhsNumberError {
     AllZero,
 }
 
+/// The Modulus 11 check digit of the first nine digits; `None` when it would
+/// be 10, for then no NHS number starts with them.
+pub fn check_digit(nine: &[u8; 9]) -> Option<u8> {
+    let sum: u32 = nine
+        .iter()
+        .zip((2..=10).rev())
+        .map(|(&d, w)| u32::from(d) * w)
+        .sum();
+    match 11 - sum % 11 {
+        11 => Some(0),
+        10 => None,
+        c => Some(c as u8),
+    }
+}
+
+/// The NHS number in the test range (999…, never issued to a person) whose
+/// middle six digits are `middle`, unless its check digit would be 10.
+pub fn test_range_number(middle: u32) -> Option<String> {
+    let body = format!("999{:06}", middle % 1_000_000);
+    let mut nine = [0u8; 9];
+    for (d, b) in nine.iter_mut().zip(body.bytes()) {
+        *d = b - b'0';
+    }
+    check_digit(&nine).map(|check| format!("{body}{check}"))
+}
+
 impl NhsNumber {
     /// Parses a number as found in legacy files: spaces and hyphens between digits are dropped.
     pub fn parse(text: &str) -> Result<NhsNumber, NhsNumberError> {
@@ -40,15 +66,9 @@ impl NhsNumber {
         if n != 10 {
             return Err(NhsNumberError::Format);
         }
-        let sum: u32 = digits[..9]
-            .iter()
-            .zip((2..=10).rev())
-            .map(|(&d, w)| u32::from(d) * w)
-            .sum();
-        let check = match 11 - sum % 11 {
-            11 => 0,
-            10 => return Err(NhsNumberError::CheckDigitTen),
-            c => c as u8,
+        let nine: [u8; 9] = digits[..9].try_into().expect("nine digits");
+        let Some(check) = check_digit(&nine) else {
+            return Err(NhsNumberError::CheckDigitTen);
         };
         if check != digits[9] {
             return Err(NhsNumberError::CheckDigitMismatch);

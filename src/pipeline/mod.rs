@@ -480,22 +480,8 @@ impl Processor {
             };
             let mut rows = rx.into_iter();
             let Some(first) = rows.next() else {
-                // Nothing to load (or doomed before its first rows): only
-                // the outcome is written, once reading is done.
-                // Nothing to load: only the outcome is written.
-                let mut attempt = finished();
-                if attempt.cancelled {
-                    return Ok(Streamed::Cancelled);
-                }
-                if attempt.encoding_changed {
-                    return Ok(Streamed::ReadAgain);
-                }
-                attempt.rows_loaded = 0;
-                let outcome = self.judge(feed, attempt);
-                return Ok(match self.write_outcome(ledger, file, outcome)? {
-                    Some(outcome) => Streamed::Done(outcome),
-                    None => Streamed::Taken,
-                });
+                // Nothing to load (or doomed before its first rows).
+                return self.conclude_unloaded(ledger, file, feed, finished());
             };
             let mut batch = ledger.begin()?;
             if batch.state(file.id)? != FileState::Received {
@@ -510,19 +496,7 @@ impl Processor {
                 // the problems.
                 drop(savepoint);
                 drop(batch);
-                let mut attempt = finished();
-                if attempt.cancelled {
-                    return Ok(Streamed::Cancelled);
-                }
-                if attempt.encoding_changed {
-                    return Ok(Streamed::ReadAgain);
-                }
-                attempt.rows_loaded = 0;
-                let outcome = self.judge(feed, attempt);
-                return Ok(match self.write_outcome(ledger, file, outcome)? {
-                    Some(outcome) => Streamed::Done(outcome),
-                    None => Streamed::Taken,
-                });
+                return self.conclude_unloaded(ledger, file, feed, finished());
             }
             let mut attempt = finished();
             let loaded = loaded?;
@@ -544,6 +518,30 @@ impl Processor {
             batch.finish(file.id, &outcome)?;
             batch.commit()?;
             Ok(Streamed::Done(outcome))
+        })
+    }
+
+    /// The end of a large file that loads nothing (no rows, or doomed):
+    /// only its outcome is written, once reading is done, in a short
+    /// transaction.
+    fn conclude_unloaded(
+        &self,
+        ledger: &mut Ledger,
+        file: &FileRow,
+        feed: &Feed,
+        mut attempt: Attempt,
+    ) -> Result<Streamed, ProcessError> {
+        if attempt.cancelled {
+            return Ok(Streamed::Cancelled);
+        }
+        if attempt.encoding_changed {
+            return Ok(Streamed::ReadAgain);
+        }
+        attempt.rows_loaded = 0;
+        let outcome = self.judge(feed, attempt);
+        Ok(match self.write_outcome(ledger, file, outcome)? {
+            Some(outcome) => Streamed::Done(outcome),
+            None => Streamed::Taken,
         })
     }
 

@@ -37,7 +37,7 @@ use tempfile::TempDir;
 use common::progress;
 use dropgate::domain::news2::{self, Consciousness, ObservationSet};
 use dropgate::ledger::{Ledger, SystemClock};
-use dropgate::model::{Code, Vital};
+use dropgate::records::observations::{Code, Vital};
 
 const HEADER: &str = "resident_id,nhs_number,family_name,given_name,date_of_birth,gender,observed_at,respiration_rate,spo2,on_oxygen,systolic_bp,pulse,consciousness,temperature";
 const SOURCE: &str = "demo-carehome-drop";

@@ -1,8 +1,8 @@
 //! Load: records reach the ledger inside the file's savepoint, so they and the
 //! file's new state commit together or not at all.
 
-use crate::ledger::{RecordWriter, Result};
-use crate::model::Records;
+use crate::ledger::Result;
+use crate::records::{Records, Writer};
 
 /// What a load wrote.
 #[derive(Debug, Default, Clone, Copy)]
@@ -14,7 +14,7 @@ pub struct Loaded {
 /// Writes every batch until there are no more (the reader has finished).
 pub fn load(
     batches: impl IntoIterator<Item = Vec<Records>>,
-    writer: &mut RecordWriter<'_>,
+    writer: &mut Writer<'_>,
 ) -> Result<Loaded> {
     let mut rows = 0;
     for batch in batches {

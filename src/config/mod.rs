@@ -32,8 +32,7 @@ use serde::de::DeserializeOwned;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-use crate::map::{Mapping, ObservationMapping, ServiceUserMapping};
-use crate::model::Vital;
+use crate::records::{Expect, Mapping, MappingChecker};
 use crate::schema::{
     ColumnKind, ColumnSpec, CsvLayout, DateTimeFormat, Encoding, ExtraColumns, Layout, Schema,
 };

@@ -197,7 +197,7 @@ pub struct Feed {
     /// Declared columns, in any order; the header must name each of them.
     pub columns: Spanned<Vec<Spanned<Column>>>,
     /// Which columns become which record fields.
-    pub map: Option<Map>,
+    pub map: Option<crate::records::RawMap>,
 }
 
 /// `[feeds.NAME.csv]`
@@ -248,48 +248,6 @@ pub struct Column {
     pub true_values: Option<Spanned<Vec<String>>>,
     /// `boolean`: words read as false. Default `["false", "N", "0"]`.
     pub false_values: Option<Spanned<Vec<String>>>,
-}
-
-/// `[feeds.NAME.map]`: record fields filled from columns.
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct Map {
-    /// Each row identifies a service user.
-    pub service_user: Option<ServiceUserMap>,
-    /// Each row carries a set of vital-sign observations.
-    pub observations: Option<ObservationMap>,
-}
-
-/// `[feeds.NAME.map.service_user]`: column names for each field.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceUserMap {
-    /// The sender's own identifier for the person (required).
-    pub local_id: Spanned<String>,
-    pub nhs_number: Option<Spanned<String>>,
-    pub family_name: Option<Spanned<String>>,
-    pub given_name: Option<Spanned<String>>,
-    pub date_of_birth: Option<Spanned<String>>,
-    pub gender: Option<Spanned<String>>,
-    pub postcode: Option<Spanned<String>>,
-}
-
-/// `[feeds.NAME.map.observations]`: column names for each vital sign.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ObservationMap {
-    /// When the set was taken (a `datetime` column; required).
-    pub observed_at: Spanned<String>,
-    pub respiration_rate: Option<Spanned<String>>,
-    pub spo2: Option<Spanned<String>>,
-    pub on_oxygen: Option<Spanned<String>>,
-    pub systolic_bp: Option<Spanned<String>>,
-    pub diastolic_bp: Option<Spanned<String>>,
-    pub pulse: Option<Spanned<String>>,
-    pub consciousness: Option<Spanned<String>>,
-    pub temperature: Option<Spanned<String>>,
-    /// Derive a NEWS2 total when the full set is present. Default true.
-    pub news2: Option<bool>,
 }
 
 /// `[destinations.NAME]`: a server files are pushed to.

@@ -164,5 +164,5 @@ pub struct Feed {
     pub encryption: Encryption,
     pub on_error: OnError,
     pub schema: Schema,
-    pub mapping: Mapping,
+    pub mapping: crate::records::Mapping,
 }

@@ -30,7 +30,7 @@ use batch::loaded_copy;
 #[cfg(test)]
 use migrations::MIGRATIONS;
 use migrations::migrate;
-pub use records::{DetailView, PersonView, RecordWriter};
+pub use records::{DetailView, PersonView};
 pub use status::{DeliveryEvent, SourceStatus, Status};
 
 /// How long (in ms) a connection waits for another's write transaction.

@@ -29,11 +29,10 @@ use crate::config::{Config, Feed, FeedMatch, OnError};
 use crate::decrypt::{self, DecryptError};
 use crate::formats;
 use crate::intake::Landings;
-use crate::ledger::{Batch, FileRow, FileState, Ledger, LedgerError, Outcome, RecordWriter};
+use crate::ledger::{Batch, FileRow, FileState, Ledger, LedgerError, Outcome};
 use crate::load;
-use crate::map;
-use crate::model::Records;
 use crate::problem::{Code, Problem, Reason};
+use crate::records::{self, Records, Writer};
 use crate::schema::Encoding;
 use crate::spool::{self, Spool};
 use crate::text;
@@ -409,7 +408,7 @@ impl Processor {
             }
             attempt.rows_loaded = rows.iter().map(|b| b.len() as u64).sum();
             if accepts(feed, &attempt) {
-                let mut writer = RecordWriter::new(batch.connection(), file.id, &file.partner)?;
+                let mut writer = Writer::new(batch.connection(), file.id, &file.partner)?;
                 attempt.records = load::load(rows, &mut writer)?.records;
             }
             return Ok(Some(self.judge(feed, attempt)));
@@ -488,7 +487,7 @@ impl Processor {
                 return Ok(Streamed::Taken);
             }
             let savepoint = batch.savepoint()?;
-            let loaded = RecordWriter::new(&savepoint, file.id, &file.partner)
+            let loaded = Writer::new(&savepoint, file.id, &file.partner)
                 .and_then(|mut writer| load::load(std::iter::once(first).chain(rows), &mut writer));
             if doomed.load(Ordering::SeqCst) {
                 // Rejected whatever the rest holds: the rows go, and the

@@ -177,7 +177,7 @@ impl Processor {
                     if feed.on_error == OnError::RejectFile && attempt.problem_count > 0 {
                         continue;
                     }
-                    pending.push(map::map_row(&feed.mapping, row));
+                    pending.push(records::map_row(&feed.mapping, row));
                     if pending.len() == ROWS_PER_BATCH {
                         let full =
                             std::mem::replace(&mut pending, Vec::with_capacity(ROWS_PER_BATCH));

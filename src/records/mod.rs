@@ -1,0 +1,177 @@
+//! Records: one module per kind of care record, each holding the config
+//! that maps a feed's columns to it, its typed record, how a row becomes one
+//! and how it is written to the ledger. The kinds are listed once, here.
+//!
+//! A new kind is a module here plus its lines in this registry: a field of
+//! [`RawMap`], [`Mapping`] and [`Records`], and a call in [`map_row`] and
+//! [`Writer::write`].
+
+pub mod observations;
+pub mod service_user;
+
+use std::ops::Range;
+
+use rusqlite::Connection;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::ledger::Result;
+use crate::schema::ColumnKind;
+use crate::validate::Row;
+
+/// `[feeds.NAME.map]`: record fields filled from columns, a section per kind.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawMap {
+    /// Each row identifies a service user.
+    pub service_user: Option<service_user::RawMapping>,
+    /// Each row carries a set of vital-sign observations.
+    pub observations: Option<observations::RawMapping>,
+}
+
+/// A feed's mapping, checked: for each kind it makes, which columns fill
+/// which fields.
+#[derive(Debug, Default)]
+pub struct Mapping {
+    pub service_user: Option<service_user::Mapping>,
+    pub observations: Option<observations::Mapping>,
+}
+
+impl Mapping {
+    /// Checks every kind's section against the schema, through `checker`.
+    pub fn check(raw: RawMap, checker: &mut dyn MappingChecker) -> Mapping {
+        let service_user = raw
+            .service_user
+            .map(|m| service_user::Mapping::check(m, checker));
+        let observations = raw.observations.map(|m| {
+            let at = m.observed_at.span();
+            (at, observations::Mapping::check(m, checker))
+        });
+        if let (Some((at, _)), None) = (&observations, &service_user) {
+            checker.error_at(
+                at.clone(),
+                "observations need `map.service_user` to say whose they are",
+            );
+        }
+        Mapping {
+            service_user,
+            observations: observations.map(|(_, m)| m),
+        }
+    }
+}
+
+/// The kind of value a record field takes, to check the column mapped to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    Text,
+    NhsNumber,
+    Date,
+    DateTime,
+    Number,
+    Boolean,
+}
+
+impl Expect {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Expect::Text => "text",
+            Expect::NhsNumber => "nhs_number",
+            Expect::Date => "date",
+            Expect::DateTime => "datetime",
+            Expect::Number => "integer or decimal",
+            Expect::Boolean => "boolean",
+        }
+    }
+
+    /// Whether a column of this kind can fill the field.
+    pub fn fits(self, kind: &ColumnKind) -> bool {
+        match self {
+            Expect::Text => true,
+            Expect::NhsNumber => matches!(kind, ColumnKind::NhsNumber),
+            Expect::Date => matches!(kind, ColumnKind::Date { .. }),
+            Expect::DateTime => matches!(kind, ColumnKind::DateTime { .. }),
+            Expect::Number => matches!(
+                kind,
+                ColumnKind::Integer { .. } | ColumnKind::Decimal { .. }
+            ),
+            Expect::Boolean => matches!(kind, ColumnKind::Boolean { .. }),
+        }
+    }
+}
+
+/// What a kind's mapping check asks of the config checker, which reports
+/// every problem at its place in the file.
+pub trait MappingChecker {
+    /// The schema column that `kind.field` maps, checked to exist, to be
+    /// mapped once and to hold `expect`; `None` (reported) when it is unusable.
+    fn column(
+        &mut self,
+        kind: &str,
+        field: &str,
+        column: &Spanned<String>,
+        expect: Expect,
+    ) -> Option<usize>;
+
+    /// Reports a problem with the setting at `span`.
+    fn error_at(&mut self, span: Range<usize>, message: &str);
+}
+
+/// The records one row yields, with the line they came from.
+#[derive(Debug, Clone)]
+pub struct Records {
+    pub line: u64,
+    pub service_user: Option<service_user::ServiceUser>,
+    /// Observations taken together at one time.
+    pub observations: Option<observations::ObservationSet>,
+}
+
+/// Turns one checked row into records.
+pub fn map_row(mapping: &Mapping, mut row: Row) -> Records {
+    // Observations read the row before the service user takes its text out.
+    let observations = mapping
+        .observations
+        .as_ref()
+        .and_then(|m| observations::map(m, &row));
+    let service_user = mapping
+        .service_user
+        .as_ref()
+        .map(|m| service_user::map(m, &mut row));
+    Records {
+        line: row.line,
+        service_user,
+        observations,
+    }
+}
+
+/// Writes one file's records, kind by kind, counting the rows written.
+pub struct Writer<'c> {
+    service_users: service_user::Writer<'c>,
+    observations: observations::Writer<'c>,
+    pub records: u64,
+}
+
+impl<'c> Writer<'c> {
+    pub fn new(conn: &'c Connection, file_id: i64, source: &str) -> Result<Writer<'c>> {
+        Ok(Writer {
+            service_users: service_user::Writer::new(conn, file_id, source),
+            observations: observations::Writer::new(conn, file_id)?,
+            records: 0,
+        })
+    }
+
+    pub fn write(&mut self, records: &Records) -> Result<()> {
+        // Every other kind is about a service user: without one, nothing is written.
+        let Some(user) = &records.service_user else {
+            return Ok(());
+        };
+        let (detail_id, written) = self.service_users.write(user, records.line)?;
+        self.records += written;
+        if let Some(set) = &records.observations {
+            self.records += self.observations.write(detail_id, set, records.line)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

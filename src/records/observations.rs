@@ -1,0 +1,337 @@
+//! Observations: vital signs taken together at one time (a NEWS2 set), one
+//! value per code, with a NEWS2 total derived when the set is complete.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{CachedStatement, Connection, ToSql, params};
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{Expect, MappingChecker};
+use crate::domain::news2::{self, Consciousness};
+use crate::ledger::Result;
+use crate::validate::{Row, Value};
+
+/// The section name in `[feeds.NAME.map]`.
+pub const KIND: &str = "observations";
+
+/// `[feeds.NAME.map.observations]`: column names for each vital sign.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMapping {
+    /// When the set was taken (a `datetime` column; required).
+    pub observed_at: Spanned<String>,
+    pub respiration_rate: Option<Spanned<String>>,
+    pub spo2: Option<Spanned<String>>,
+    pub on_oxygen: Option<Spanned<String>>,
+    pub systolic_bp: Option<Spanned<String>>,
+    pub diastolic_bp: Option<Spanned<String>>,
+    pub pulse: Option<Spanned<String>>,
+    pub consciousness: Option<Spanned<String>>,
+    pub temperature: Option<Spanned<String>>,
+    /// Derive a NEWS2 total when the full set is present. Default true.
+    pub news2: Option<bool>,
+}
+
+/// Which columns fill which vital signs (column indexes into the schema).
+#[derive(Debug)]
+pub struct Mapping {
+    pub observed_at: usize,
+    pub vitals: Vec<(Vital, usize)>,
+    /// Derive a NEWS2 total when every parameter is present.
+    pub news2: bool,
+}
+
+impl Mapping {
+    /// Checks each mapped column against the schema.
+    pub fn check(raw: RawMapping, checker: &mut dyn MappingChecker) -> Mapping {
+        let observed_at = checker.column(KIND, "observed_at", &raw.observed_at, Expect::DateTime);
+        let vitals = [
+            (Vital::RespirationRate, raw.respiration_rate, Expect::Number),
+            (Vital::Spo2, raw.spo2, Expect::Number),
+            (Vital::OnOxygen, raw.on_oxygen, Expect::Boolean),
+            (Vital::SystolicBp, raw.systolic_bp, Expect::Number),
+            (Vital::DiastolicBp, raw.diastolic_bp, Expect::Number),
+            (Vital::Pulse, raw.pulse, Expect::Number),
+            (Vital::Consciousness, raw.consciousness, Expect::Text),
+            (Vital::Temperature, raw.temperature, Expect::Number),
+        ];
+        let mut columns = Vec::new();
+        for (vital, column, expect) in vitals {
+            if let Some(column) = column
+                && let Some(index) = checker.column(KIND, vital.field(), &column, expect)
+            {
+                columns.push((vital, index));
+            }
+        }
+        Mapping {
+            observed_at: observed_at.unwrap_or(0),
+            vitals: columns,
+            news2: raw.news2.unwrap_or(true),
+        }
+    }
+}
+
+/// The vital signs dropgate knows, with the code and unit each is stored under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vital {
+    RespirationRate,
+    Spo2,
+    OnOxygen,
+    SystolicBp,
+    DiastolicBp,
+    Pulse,
+    Consciousness,
+    Temperature,
+}
+
+impl Vital {
+    /// The mapping key an admin writes in the config.
+    pub fn field(self) -> &'static str {
+        match self {
+            Vital::RespirationRate => "respiration_rate",
+            Vital::Spo2 => "spo2",
+            Vital::OnOxygen => "on_oxygen",
+            Vital::SystolicBp => "systolic_bp",
+            Vital::DiastolicBp => "diastolic_bp",
+            Vital::Pulse => "pulse",
+            Vital::Consciousness => "consciousness",
+            Vital::Temperature => "temperature",
+        }
+    }
+
+    /// The observation code stored in the ledger.
+    pub fn code(self) -> &'static str {
+        match self {
+            Vital::RespirationRate => "respiratory_rate",
+            Vital::Spo2 => "oxygen_saturation",
+            Vital::OnOxygen => "supplemental_oxygen",
+            Vital::SystolicBp => "systolic_bp",
+            Vital::DiastolicBp => "diastolic_bp",
+            Vital::Pulse => "heart_rate",
+            Vital::Consciousness => "consciousness",
+            Vital::Temperature => "body_temperature",
+        }
+    }
+
+    /// UCUM unit, where the measure has one.
+    pub fn unit(self) -> Option<&'static str> {
+        match self {
+            Vital::RespirationRate | Vital::Pulse => Some("/min"),
+            Vital::Spo2 => Some("%"),
+            Vital::SystolicBp | Vital::DiastolicBp => Some("mm[Hg]"),
+            Vital::Temperature => Some("Cel"),
+            Vital::OnOxygen | Vital::Consciousness => None,
+        }
+    }
+}
+
+/// What an observation measures; ids match the ledger's `observation_codes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    Vital(Vital),
+    News2Score,
+}
+
+impl Code {
+    pub const ALL: [Code; 9] = [
+        Code::Vital(Vital::RespirationRate),
+        Code::Vital(Vital::Spo2),
+        Code::Vital(Vital::OnOxygen),
+        Code::Vital(Vital::SystolicBp),
+        Code::Vital(Vital::DiastolicBp),
+        Code::Vital(Vital::Pulse),
+        Code::Vital(Vital::Consciousness),
+        Code::Vital(Vital::Temperature),
+        Code::News2Score,
+    ];
+
+    pub fn id(self) -> i64 {
+        match self {
+            Code::Vital(Vital::RespirationRate) => 1,
+            Code::Vital(Vital::Spo2) => 2,
+            Code::Vital(Vital::OnOxygen) => 3,
+            Code::Vital(Vital::SystolicBp) => 4,
+            Code::Vital(Vital::DiastolicBp) => 5,
+            Code::Vital(Vital::Pulse) => 6,
+            Code::Vital(Vital::Consciousness) => 7,
+            Code::Vital(Vital::Temperature) => 8,
+            Code::News2Score => 9,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Code::Vital(v) => v.code(),
+            Code::News2Score => "news2_score",
+        }
+    }
+
+    pub fn unit(self) -> Option<&'static str> {
+        match self {
+            Code::Vital(v) => v.unit(),
+            Code::News2Score => Some("{score}"),
+        }
+    }
+}
+
+/// One measured or derived value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    pub code: Code,
+    pub value: ObservedValue,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ObservedValue {
+    Number(f64),
+    Text(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct ObservationSet {
+    pub observed_at: DateTime<Utc>,
+    pub observations: Vec<Observation>,
+}
+
+/// The observation set a row carries, with its NEWS2 total when complete.
+pub fn map(mapping: &Mapping, row: &Row) -> Option<ObservationSet> {
+    // An observation set without its time is not a record; the schema
+    // should declare the column required.
+    let Value::DateTime(at) = &row.values[mapping.observed_at] else {
+        return None;
+    };
+    let mut out = Vec::with_capacity(mapping.vitals.len() + 1);
+    for &(vital, column) in &mapping.vitals {
+        let value = match &row.values[column] {
+            Value::Empty => continue,
+            Value::Bool(b) => ObservedValue::Number(f64::from(u8::from(*b))),
+            Value::Text(s) => ObservedValue::Text(s.clone()),
+            v => match v.as_number() {
+                Some(n) => ObservedValue::Number(n),
+                None => continue,
+            },
+        };
+        out.push(Observation {
+            code: Code::Vital(vital),
+            value,
+        });
+    }
+    if mapping.news2
+        && let Some(set) = news2_set(mapping, row)
+    {
+        out.push(Observation {
+            code: Code::News2Score,
+            value: ObservedValue::Number(f64::from(news2::score(&set).total)),
+        });
+    }
+    (!out.is_empty()).then(|| ObservationSet {
+        observed_at: at.with_timezone(&Utc),
+        observations: out,
+    })
+}
+
+fn news2_set(mapping: &Mapping, row: &Row) -> Option<news2::ObservationSet> {
+    let value = |vital: Vital| {
+        mapping
+            .vitals
+            .iter()
+            .find(|(v, _)| *v == vital)
+            .map(|(_, c)| &row.values[*c])
+    };
+    let number = |vital: Vital| value(vital).and_then(Value::as_number);
+    Some(news2::ObservationSet {
+        respiration_rate: number(Vital::RespirationRate)?,
+        spo2: number(Vital::Spo2)?,
+        on_oxygen: match value(Vital::OnOxygen)? {
+            Value::Bool(b) => *b,
+            _ => return None,
+        },
+        systolic_bp: number(Vital::SystolicBp)?,
+        pulse: number(Vital::Pulse)?,
+        consciousness: Consciousness::from_code(value(Vital::Consciousness)?.as_text()?)?,
+        temperature: number(Vital::Temperature)?,
+    })
+}
+
+/// Largest observation set written with one statement.
+const MAX_SET: usize = 16;
+
+/// Writes one file's observation sets through prepared statements.
+pub struct Writer<'c> {
+    conn: &'c Connection,
+    file_id: i64,
+    set: CachedStatement<'c>,
+    /// `observations[n]` inserts n + 1 rows at once.
+    observations: Vec<Option<CachedStatement<'c>>>,
+    last_time: Option<(DateTime<Utc>, String)>,
+}
+
+impl<'c> Writer<'c> {
+    pub fn new(conn: &'c Connection, file_id: i64) -> Result<Writer<'c>> {
+        Ok(Writer {
+            conn,
+            file_id,
+            set: conn.prepare_cached(
+                "INSERT INTO observation_sets (detail_id, observed_at, file_id, line) VALUES (?1, ?2, ?3, ?4)",
+            )?,
+            observations: (0..MAX_SET).map(|_| None).collect(),
+            last_time: None,
+        })
+    }
+
+    /// Writes a set for the service user `detail_id`; returns the rows written.
+    pub fn write(&mut self, detail_id: i64, set: &ObservationSet, line: u64) -> Result<u64> {
+        let mut written = 0;
+        let at = match &self.last_time {
+            Some((t, text)) if *t == set.observed_at => text.clone(),
+            _ => {
+                let text = set.observed_at.to_rfc3339_opts(SecondsFormat::Secs, true);
+                self.last_time = Some((set.observed_at, text.clone()));
+                text
+            }
+        };
+        self.set
+            .execute(params![detail_id, at, self.file_id, line])?;
+        let set_id = self.conn.last_insert_rowid();
+        for chunk in set.observations.chunks(MAX_SET) {
+            let statement = match &mut self.observations[chunk.len() - 1] {
+                Some(s) => s,
+                slot => slot.insert(
+                    self.conn
+                        .prepare_cached(&insert_observations(chunk.len()))?,
+                ),
+            };
+            let mut values: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 4);
+            let codes: Vec<i64> = chunk.iter().map(|o| o.code.id()).collect();
+            for (o, code) in chunk.iter().zip(&codes) {
+                values.push(&set_id);
+                values.push(code);
+                match &o.value {
+                    ObservedValue::Number(n) => {
+                        values.push(n);
+                        values.push(&rusqlite::types::Null);
+                    }
+                    ObservedValue::Text(t) => {
+                        values.push(&rusqlite::types::Null);
+                        values.push(t);
+                    }
+                }
+            }
+            statement.execute(values.as_slice())?;
+            written += chunk.len() as u64;
+        }
+        Ok(written)
+    }
+}
+
+fn insert_observations(rows: usize) -> String {
+    let mut sql =
+        String::from("INSERT INTO observations (set_id, code_id, value_num, value_text) VALUES ");
+    for i in 0..rows {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str("(?, ?, ?, ?)");
+    }
+    sql
+}

@@ -1,0 +1,287 @@
+//! Service users: a person as one source system describes them. Each
+//! (source, local id) keeps a stable detail id; details sharing a valid NHS
+//! number are linked as one person.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{Expect, MappingChecker};
+use crate::domain::nhs_number::NhsNumber;
+use crate::ledger::Result;
+use crate::validate::{Row, Value};
+
+/// The section name in `[feeds.NAME.map]`.
+pub const KIND: &str = "service_user";
+
+/// `[feeds.NAME.map.service_user]`: column names for each field.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMapping {
+    /// The sender's own identifier for the person (required).
+    pub local_id: Spanned<String>,
+    pub nhs_number: Option<Spanned<String>>,
+    pub family_name: Option<Spanned<String>>,
+    pub given_name: Option<Spanned<String>>,
+    pub date_of_birth: Option<Spanned<String>>,
+    pub gender: Option<Spanned<String>>,
+    pub postcode: Option<Spanned<String>>,
+}
+
+/// Which columns fill which fields (column indexes into the schema).
+#[derive(Debug)]
+pub struct Mapping {
+    pub local_id: usize,
+    pub nhs_number: Option<usize>,
+    pub family_name: Option<usize>,
+    pub given_name: Option<usize>,
+    pub date_of_birth: Option<usize>,
+    pub gender: Option<usize>,
+    pub postcode: Option<usize>,
+}
+
+impl Mapping {
+    /// Checks each mapped column against the schema.
+    pub fn check(raw: RawMapping, checker: &mut dyn MappingChecker) -> Mapping {
+        let mut field = |name: &str, column: Option<Spanned<String>>, expect: Expect| {
+            column.and_then(|c| checker.column(KIND, name, &c, expect))
+        };
+        Mapping {
+            local_id: field("local_id", Some(raw.local_id), Expect::Text).unwrap_or(0),
+            nhs_number: field("nhs_number", raw.nhs_number, Expect::NhsNumber),
+            family_name: field("family_name", raw.family_name, Expect::Text),
+            given_name: field("given_name", raw.given_name, Expect::Text),
+            date_of_birth: field("date_of_birth", raw.date_of_birth, Expect::Date),
+            gender: field("gender", raw.gender, Expect::Text),
+            postcode: field("postcode", raw.postcode, Expect::Text),
+        }
+    }
+}
+
+/// A person as one source system describes them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceUser {
+    pub local_id: String,
+    pub nhs_number: Option<NhsNumber>,
+    pub family_name: Option<String>,
+    pub given_name: Option<String>,
+    pub date_of_birth: Option<chrono::NaiveDate>,
+    pub gender: Option<String>,
+    pub postcode: Option<String>,
+}
+
+/// Moves a text value out of the row (a column is mapped at most once).
+fn take_text(row: &mut Row, column: Option<usize>) -> Option<String> {
+    match column.map(|c| std::mem::replace(&mut row.values[c], Value::Empty)) {
+        Some(Value::Text(s)) => Some(s),
+        _ => None,
+    }
+}
+
+/// The service user a row describes.
+pub fn map(mapping: &Mapping, row: &mut Row) -> ServiceUser {
+    ServiceUser {
+        nhs_number: match mapping.nhs_number.map(|c| &row.values[c]) {
+            Some(Value::Nhs(n)) => Some(*n),
+            _ => None,
+        },
+        date_of_birth: match mapping.date_of_birth.map(|c| &row.values[c]) {
+            Some(Value::Date(d)) => Some(*d),
+            _ => None,
+        },
+        local_id: take_text(row, Some(mapping.local_id)).unwrap_or_default(),
+        family_name: take_text(row, mapping.family_name),
+        given_name: take_text(row, mapping.given_name),
+        gender: take_text(row, mapping.gender),
+        postcode: take_text(row, mapping.postcode),
+    }
+}
+
+/// Writes one file's service users, remembering those it has written so
+/// each costs one look-up per file, not per row. (Per file, not longer: a
+/// file's rows may be rolled back.)
+pub struct Writer<'c> {
+    conn: &'c Connection,
+    file_id: i64,
+    source: String,
+    /// local id -> (detail id, fingerprint of the demographics last written)
+    known: HashMap<String, (i64, u64)>,
+}
+
+impl<'c> Writer<'c> {
+    pub fn new(conn: &'c Connection, file_id: i64, source: &str) -> Writer<'c> {
+        Writer {
+            conn,
+            file_id,
+            source: source.to_string(),
+            known: HashMap::new(),
+        }
+    }
+
+    /// Writes the service user unless it is unchanged; returns its detail id
+    /// and the rows written.
+    pub fn write(&mut self, user: &ServiceUser, line: u64) -> Result<(i64, u64)> {
+        let fingerprint = fingerprint(user);
+        if let Some(&(detail_id, seen)) = self.known.get(&user.local_id)
+            && seen == fingerprint
+        {
+            return Ok((detail_id, 0));
+        }
+        let (detail_id, written) =
+            upsert_service_user(self.conn, &self.source, user, self.file_id, line)?;
+        self.known
+            .insert(user.local_id.clone(), (detail_id, fingerprint));
+        Ok((detail_id, u64::from(written)))
+    }
+}
+
+fn fingerprint(user: &ServiceUser) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    user.nhs_number.hash(&mut h);
+    user.family_name.hash(&mut h);
+    user.given_name.hash(&mut h);
+    user.date_of_birth.hash(&mut h);
+    user.gender.hash(&mut h);
+    user.postcode.hash(&mut h);
+    h.finish()
+}
+
+/// A service user as stored, to tell whether an upsert changes anything.
+#[derive(PartialEq)]
+struct Stored {
+    detail_id: i64,
+    person_id: i64,
+    nhs_number: Option<String>,
+    family_name: Option<String>,
+    given_name: Option<String>,
+    date_of_birth: Option<String>,
+    gender: Option<String>,
+    postcode: Option<String>,
+}
+
+/// Inserts or updates a service user and links it to the person its NHS
+/// number names. Returns the detail id and whether a row was written.
+fn upsert_service_user(
+    conn: &Connection,
+    source: &str,
+    user: &ServiceUser,
+    file_id: i64,
+    line: u64,
+) -> Result<(i64, bool)> {
+    let existing: Option<Stored> = conn
+        .prepare_cached(
+            "SELECT detail_id, person_id, nhs_number, family_name, given_name, date_of_birth,
+                    gender, postcode
+             FROM service_users WHERE source = ?1 AND local_id = ?2",
+        )?
+        .query_row(params![source, user.local_id], |r| {
+            Ok(Stored {
+                detail_id: r.get(0)?,
+                person_id: r.get(1)?,
+                nhs_number: r.get(2)?,
+                family_name: r.get(3)?,
+                given_name: r.get(4)?,
+                date_of_birth: r.get(5)?,
+                gender: r.get(6)?,
+                postcode: r.get(7)?,
+            })
+        })
+        .optional()?;
+    let nhs = user.nhs_number.map(|n| n.digits());
+    let dob = user.date_of_birth.map(|d| d.format("%Y-%m-%d").to_string());
+    if let Some(stored) = &existing {
+        let same_details = stored.nhs_number == nhs
+            && stored.family_name == user.family_name
+            && stored.given_name == user.given_name
+            && stored.date_of_birth == dob
+            && stored.gender == user.gender
+            && stored.postcode == user.postcode;
+        // Same NHS number means the same person link: nothing to write.
+        if same_details {
+            return Ok((stored.detail_id, false));
+        }
+    }
+    let existing = existing.map(|s| (s.detail_id, s.person_id));
+    let person_id = match (&nhs, existing) {
+        (Some(nhs), _) => {
+            let found: Option<i64> = conn
+                .prepare_cached("SELECT id FROM persons WHERE nhs_number = ?1")?
+                .query_row([nhs], |r| r.get(0))
+                .optional()?;
+            match found {
+                Some(id) => id,
+                None => match existing {
+                    // The detail's own person has no NHS number yet: it gains this one.
+                    Some((_, person)) if person_has_no_number(conn, person)? => {
+                        conn.prepare_cached("UPDATE persons SET nhs_number = ?2 WHERE id = ?1")?
+                            .execute(params![person, nhs])?;
+                        person
+                    }
+                    _ => new_person(conn, Some(nhs))?,
+                },
+            }
+        }
+        (None, Some((_, person))) => person,
+        (None, None) => new_person(conn, None)?,
+    };
+    match existing {
+        Some((detail_id, _)) => {
+            conn.prepare_cached(
+                "UPDATE service_users SET person_id = ?2, nhs_number = ?3, family_name = ?4,
+                        given_name = ?5, date_of_birth = ?6, gender = ?7, postcode = ?8,
+                        file_id = ?9, line = ?10
+                 WHERE detail_id = ?1",
+            )?
+            .execute(params![
+                detail_id,
+                person_id,
+                nhs,
+                user.family_name,
+                user.given_name,
+                dob,
+                user.gender,
+                user.postcode,
+                file_id,
+                line
+            ])?;
+            Ok((detail_id, true))
+        }
+        None => {
+            conn.prepare_cached(
+                "INSERT INTO service_users (source, local_id, person_id, nhs_number, family_name,
+                        given_name, date_of_birth, gender, postcode, file_id, line)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?
+            .execute(params![
+                source,
+                user.local_id,
+                person_id,
+                nhs,
+                user.family_name,
+                user.given_name,
+                dob,
+                user.gender,
+                user.postcode,
+                file_id,
+                line
+            ])?;
+            Ok((conn.last_insert_rowid(), true))
+        }
+    }
+}
+
+fn person_has_no_number(conn: &Connection, person: i64) -> Result<bool> {
+    let nhs: Option<String> = conn
+        .prepare_cached("SELECT nhs_number FROM persons WHERE id = ?1")?
+        .query_row([person], |r| r.get(0))?;
+    Ok(nhs.is_none())
+}
+
+fn new_person(conn: &Connection, nhs: Option<&String>) -> Result<i64> {
+    conn.prepare_cached("INSERT INTO persons (nhs_number) VALUES (?1)")?
+        .execute([nhs])?;
+    Ok(conn.last_insert_rowid())
+}

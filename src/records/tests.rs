@@ -1,0 +1,126 @@
+use std::sync::Arc;
+
+use super::*;
+use crate::domain::nhs_number::NhsNumber;
+use crate::ledger::{Ledger, NewFile, SystemClock};
+use observations::Code;
+use service_user::ServiceUser;
+
+fn ledger() -> Ledger {
+    Ledger::open_in_memory(Arc::new(SystemClock)).unwrap()
+}
+
+fn received(ledger: &mut Ledger, name: &str) -> i64 {
+    ledger
+        .record_received(&[NewFile {
+            source: "drop".into(),
+            partner: "care".into(),
+            feed: Some("news2".into()),
+            name: name.into(),
+            spool_name: format!("spool-{name}"),
+            sha256: "ab".repeat(32),
+            size: 10,
+            handed_over: false,
+            uploaded_from: None,
+            taken_from: None,
+        }])
+        .unwrap()[0]
+}
+
+fn user(local_id: &str, nhs: Option<&str>) -> Records {
+    Records {
+        line: 2,
+        service_user: Some(ServiceUser {
+            local_id: local_id.into(),
+            nhs_number: nhs.map(|n| NhsNumber::parse(n).unwrap()),
+            family_name: None,
+            given_name: None,
+            date_of_birth: None,
+            gender: None,
+            postcode: None,
+        }),
+        observations: None,
+    }
+}
+
+fn write(l: &mut Ledger, source: &str, records: &[Records]) {
+    let files: i64 = l
+        .connection()
+        .query_row("SELECT count(*) FROM files", [], |r| r.get(0))
+        .unwrap();
+    let id = received(l, &format!("{source}-{files}"));
+    let mut batch = l.begin().unwrap();
+    {
+        let sp = batch.savepoint().unwrap();
+        {
+            let mut w = Writer::new(&sp, id, source).unwrap();
+            for r in records {
+                w.write(r).unwrap();
+            }
+        }
+        sp.commit().unwrap();
+    }
+    batch.commit().unwrap();
+}
+
+#[test]
+fn details_sharing_an_nhs_number_are_linked_and_ids_stay_stable() {
+    let mut l = ledger();
+    write(
+        &mut l,
+        "home",
+        &[user("R1", Some("9434765919")), user("R2", None)],
+    );
+    write(&mut l, "gp", &[user("P77", Some("9434765919"))]);
+    let person = l.person_by_nhs_number("9434765919").unwrap().unwrap();
+    let ids: Vec<(i64, &str)> = person
+        .details
+        .iter()
+        .map(|d| (d.detail_id, d.local_id.as_str()))
+        .collect();
+    assert_eq!(ids, [(1, "R1"), (3, "P77")]);
+    // Any linked detail finds the same person.
+    let via_gp = l.person_by_local_id("gp", "P77").unwrap().unwrap();
+    assert_eq!(via_gp.person_id, person.person_id);
+    // R2 is alone until its NHS number arrives; its detail id does not change.
+    let alone = l.person_by_local_id("home", "R2").unwrap().unwrap();
+    assert_eq!(alone.details.len(), 1);
+    assert_eq!(alone.details[0].detail_id, 2);
+    write(&mut l, "home", &[user("R2", Some("9434765919"))]);
+    let person = l.person_by_nhs_number("9434765919").unwrap().unwrap();
+    let ids: Vec<i64> = person.details.iter().map(|d| d.detail_id).collect();
+    assert_eq!(ids, [1, 2, 3]);
+}
+
+#[test]
+fn a_detail_without_a_number_gains_one_in_place() {
+    let mut l = ledger();
+    write(&mut l, "home", &[user("R1", None)]);
+    let before = l.person_by_local_id("home", "R1").unwrap().unwrap();
+    write(&mut l, "home", &[user("R1", Some("9434765919"))]);
+    let after = l.person_by_nhs_number("9434765919").unwrap().unwrap();
+    assert_eq!(before.person_id, after.person_id);
+    assert_eq!(after.nhs_number.as_deref(), Some("9434765919"));
+}
+
+#[test]
+fn observation_code_ids_match_the_ledger() {
+    let mut l = ledger();
+    for code in Code::ALL {
+        let (name, unit): (String, Option<String>) = l
+            .connection()
+            .query_row(
+                "SELECT code, unit FROM observation_codes WHERE id = ?1",
+                [code.id()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(name, code.name());
+        assert_eq!(unit.as_deref(), code.unit());
+    }
+    let rows: i64 = l
+        .connection()
+        .query_row("SELECT count(*) FROM observation_codes", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, Code::ALL.len() as i64);
+}

@@ -3,8 +3,11 @@
 //!
 //! Stages reach the database only through this module, so a second backend
 //! (several nodes claiming work from PostgreSQL) can be added behind the same
-//! methods. Schema changes are SQL files applied in order and tracked with
-//! `PRAGMA user_version`; connection settings are applied on every open.
+//! methods. The one exception is each record kind's writer (`records/`),
+//! which writes its own tables through the connection of a transaction this
+//! module opened: a second backend gives each kind a second writer. Schema
+//! changes are SQL files applied in order and tracked with `PRAGMA
+//! user_version`; connection settings are applied on every open.
 
 mod audit;
 mod batch;

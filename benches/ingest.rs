@@ -18,26 +18,28 @@
 
 #[allow(dead_code)]
 mod common;
+#[allow(dead_code)]
+#[path = "../tests/harness.rs"]
+mod harness;
 
 use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
+use std::process::{Command, ExitCode, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail, ensure};
 use chrono::{DateTime, SecondsFormat, Utc};
-use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
-use tempfile::TempDir;
+use rusqlite::{Connection, TransactionBehavior, params};
 
 use common::progress;
 use dropgate::domain::news2::{self, Consciousness, ObservationSet};
 use dropgate::ledger::{Ledger, SystemClock};
 use dropgate::records::observations::{Code, Vital};
+use harness::Deployment;
 
 const HEADER: &str = "resident_id,nhs_number,family_name,given_name,date_of_birth,gender,observed_at,respiration_rate,spo2,on_oxygen,systolic_bp,pulse,consciousness,temperature";
 const SOURCE: &str = "demo-carehome-drop";
@@ -54,34 +56,33 @@ const TARGET_SMALL_FILES_PER_S: f64 = 500.0;
 
 const POLL: Duration = Duration::from_millis(20);
 const LOAD_TIMEOUT: Duration = Duration::from_secs(120);
-const DAEMON_START_TIMEOUT: Duration = Duration::from_secs(30);
-const DAEMON_STOP_TIMEOUT: Duration = Duration::from_secs(30);
-
 fn main() -> ExitCode {
     common::exit_code(run())
 }
 
 fn run() -> Result<()> {
     let options = Options::parse(std::env::args().skip(1))?;
-    let binary = dropgate_binary()?;
-    let shipped_config = shipped_config()?;
-    let scratch = Scratch::new(options.keep)?;
+    // The shipped configuration, its SFTP server on a port chosen at run time.
+    let shipped_config =
+        &harness::SHIPPED_CONFIG.replace("listen = \"127.0.0.1:2222\"", "listen = \"127.0.0.1:0\"");
+    // The deployments land here, on the project's disk.
+    let scratch = common::scratch("ingest-")?;
 
     println!("dropgate ingest benchmark");
     println!("=========================");
-    println!("binary     {}", binary.display());
+    println!("binary     {}", env!("CARGO_BIN_EXE_dropgate"));
     println!(
         "scratch    {} (MB = 10^6 bytes, MiB = 2^20 bytes)",
-        scratch.root.display()
+        scratch.path().display()
     );
     println!(
         "machine    {} CPUs available",
         thread::available_parallelism().map_or(1, |n| n.get())
     );
 
-    let deployment = Deployment::new(&scratch, "ingest", &shipped_config)?;
-    let recipient = deployment.keygen(&binary)?;
-    let data_dir = deployment.folder("data")?;
+    let deployment = Deployment::with_config(shipped_config);
+    let recipient = deployment.recipient.clone();
+    let data_dir = folder(&deployment, "data")?;
     let plain = data_dir.join("news2_bench.csv");
     let cipher = data_dir.join("news2_bench.csv.age");
     progress(format!("generating {} rows", grouped(options.rows)));
@@ -103,7 +104,7 @@ fn run() -> Result<()> {
     );
 
     progress("dropgate ingest");
-    let ingest = measure_ingest(&binary, &deployment, &cipher, &data)?;
+    let ingest = measure_ingest(&deployment, &cipher, &data)?;
     report_ingest(&ingest, cipher_bytes);
 
     progress("baseline: age -d");
@@ -116,7 +117,7 @@ fn run() -> Result<()> {
         options.rows
     );
     progress("baseline: bare SQLite insert");
-    let bare = bare_insert(&deployment.folder("bare")?.join("ledger.db"), &data)?;
+    let bare = bare_insert(&folder(&deployment, "bare")?.join("ledger.db"), &data)?;
     ensure!(
         bare.records == ingest.records,
         "the bare insert wrote {} records, dropgate {}",
@@ -129,7 +130,7 @@ fn run() -> Result<()> {
         bare,
     };
     report_baselines(&baselines, &ingest, plain_bytes, cipher_bytes);
-    drop(deployment);
+    keep_or_drop(deployment, options.keep);
 
     let small_config = shipped_config
         .replacen("min_age = \"500ms\"", "min_age = \"100ms\"", 1)
@@ -140,15 +141,18 @@ fn run() -> Result<()> {
         "the shipped config no longer has `min_age = \"500ms\"` and `check_interval = \"200ms\"` to shorten"
     );
     let small = measure_small_files(
-        &binary,
-        &scratch,
         &small_config,
+        options.keep,
         &data.residents,
         options.small_files,
     )?;
     report_small_files(&small);
 
     report_summary(&ingest, &baselines, &small, cipher_bytes);
+    if options.keep {
+        // The kept deployments are inside it.
+        let _ = scratch.keep();
+    }
     Ok(())
 }
 
@@ -408,118 +412,6 @@ fn generate_large_file(path: &Path, rows: u64) -> Result<DataSet> {
 // ---------------------------------------------------------------------------
 // Deployments and child processes
 
-fn shipped_config() -> Result<String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/dropgate.toml");
-    fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
-}
-
-/// Where deployments go: on the project's own file system rather than /tmp,
-/// which is often a tmpfs where fsync costs nothing and dropgate would look
-/// faster than it is on a real disk.
-struct Scratch {
-    root: PathBuf,
-    /// Leave deployments behind, to inspect the ledgers or profile by hand.
-    keep: bool,
-}
-
-impl Scratch {
-    fn new(keep: bool) -> Result<Scratch> {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-scratch");
-        fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-        Ok(Scratch { root, keep })
-    }
-}
-
-/// The release binary. Cargo builds it for benchmarks and names it; the
-/// fallback covers running the benchmark executable by hand.
-fn dropgate_binary() -> Result<PathBuf> {
-    if let Some(path) = option_env!("CARGO_BIN_EXE_dropgate").map(PathBuf::from)
-        && path.exists()
-    {
-        return Ok(path);
-    }
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let path = manifest.join("target/release/dropgate");
-    if !path.exists() {
-        progress("building target/release/dropgate");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--release", "--bin", "dropgate"])
-            .current_dir(manifest)
-            .status()
-            .context("running cargo build")?;
-        ensure!(status.success(), "cargo build --release failed");
-    }
-    Ok(path)
-}
-
-/// A throw-away dropgate installation: `config/dropgate.toml`, with keys and
-/// spool beside it as the shipped relative paths say.
-struct Deployment {
-    dir: TempDir,
-}
-
-impl Deployment {
-    fn new(scratch: &Scratch, label: &str, config: &str) -> Result<Deployment> {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("{label}-"))
-            .disable_cleanup(scratch.keep)
-            .tempdir_in(&scratch.root)?;
-        if scratch.keep {
-            progress(format!("keeping {}", dir.path().display()));
-        }
-        fs::create_dir_all(dir.path().join("config"))?;
-        fs::write(dir.path().join("config/dropgate.toml"), config)?;
-        Ok(Deployment { dir })
-    }
-
-    fn path(&self, relative: &str) -> PathBuf {
-        self.dir.path().join(relative)
-    }
-
-    /// A folder of the deployment, created when missing.
-    fn folder(&self, relative: &str) -> Result<PathBuf> {
-        let path = self.path(relative);
-        fs::create_dir_all(&path)?;
-        Ok(path)
-    }
-
-    fn command(&self, binary: &Path) -> Command {
-        let mut command = Command::new(binary);
-        command
-            .arg("--config")
-            .arg(self.path("config/dropgate.toml"))
-            .current_dir(self.dir.path())
-            .env_remove("DROPGATE_CONFIG")
-            .env("DROPGATE_LOG", "warn");
-        command
-    }
-
-    /// Creates the keys and returns the age recipient.
-    fn keygen(&self, binary: &Path) -> Result<String> {
-        let out = self.command(binary).arg("keygen").output()?;
-        ensure!(
-            out.status.success(),
-            "dropgate keygen failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .find_map(|l| l.strip_prefix("age recipient: "))
-            .map(|r| r.trim().to_string())
-            .context("dropgate keygen printed no `age recipient:` line")
-    }
-
-    fn ledger(&self) -> Result<Connection> {
-        let conn = Connection::open_with_flags(
-            self.path("spool/ledger.db"),
-            OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )?;
-        conn.busy_timeout(Duration::from_secs(10))?;
-        Ok(conn)
-    }
-}
-
 fn age_encrypt(recipient: &str, plain: &Path, cipher: &Path) -> Result<()> {
     let out = Command::new("age")
         .args(["-r", recipient, "-o"])
@@ -620,14 +512,9 @@ struct Ingest {
     processing: Duration,
 }
 
-fn measure_ingest(
-    binary: &Path,
-    deployment: &Deployment,
-    cipher: &Path,
-    data: &DataSet,
-) -> Result<Ingest> {
-    let mut command = deployment.command(binary);
-    command.args(["ingest", "--source", SOURCE]).arg(cipher);
+fn measure_ingest(deployment: &Deployment, cipher: &Path, data: &DataSet) -> Result<Ingest> {
+    let mut command = deployment.command(&["ingest", "--source", SOURCE]);
+    command.arg(cipher);
     let run = run_measured(command)?;
     ensure!(
         run.status.success(),
@@ -644,7 +531,7 @@ fn measure_ingest(
         data.readings.len(),
         data.expected_records()
     );
-    let received_at: String = deployment.ledger()?.query_row(
+    let received_at: String = deployment.ledger().query_row(
         "SELECT received_at FROM files ORDER BY id DESC LIMIT 1",
         [],
         |r| r.get(0),
@@ -895,116 +782,6 @@ impl SmallFiles {
     }
 }
 
-/// `dropgate run` as a child; killed if the benchmark bails out early.
-struct Daemon {
-    child: Child,
-    lines: mpsc::Receiver<(bool, String)>,
-    log: Vec<String>,
-}
-
-impl Daemon {
-    /// Starts the daemon and waits until it is watching; returns the recipient
-    /// its banner names.
-    fn start(binary: &Path, deployment: &Deployment) -> Result<(Daemon, String)> {
-        let mut child = deployment
-            .command(binary)
-            .arg("run")
-            .env("DROPGATE_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting dropgate run")?;
-        let (tx, lines) = mpsc::channel();
-        let streams: [(bool, Box<dyn Read + Send>); 2] = [
-            (true, Box::new(child.stdout.take().expect("piped"))),
-            (false, Box::new(child.stderr.take().expect("piped"))),
-        ];
-        for (is_stdout, stream) in streams {
-            let tx = tx.clone();
-            thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if tx.send((is_stdout, line)).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        // Only the reader threads may hold senders, so the channel closing
-        // means the daemon has gone.
-        drop(tx);
-        let mut daemon = Daemon {
-            child,
-            lines,
-            log: Vec::new(),
-        };
-        let deadline = Instant::now() + DAEMON_START_TIMEOUT;
-        let mut recipient = None;
-        let mut ready = false;
-        while recipient.is_none() || !ready {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok((is_stdout, line)) = daemon.lines.recv_timeout(left) else {
-                bail!(
-                    "dropgate run was not ready within {DAEMON_START_TIMEOUT:?}:\n{}",
-                    daemon.log.join("\n")
-                );
-            };
-            if is_stdout && let Some(r) = line.trim().strip_prefix("age recipient") {
-                recipient = Some(r.trim().to_string());
-            }
-            ready |= !is_stdout && line.contains(" ready ");
-            daemon.log.push(line);
-        }
-        let recipient = recipient.expect("the loop ends once it is known");
-        Ok((daemon, recipient))
-    }
-
-    fn take_log(&mut self) {
-        self.log.extend(self.lines.try_iter().map(|(_, line)| line));
-    }
-
-    fn exited(&mut self) -> Result<Option<ExitStatus>> {
-        Ok(self.child.try_wait()?)
-    }
-
-    /// SIGTERM, then wait for the files in hand to be finished.
-    fn stop(&mut self) -> Result<Duration> {
-        let clock = Instant::now();
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()?;
-        ensure!(status.success(), "kill -TERM failed");
-        loop {
-            if let Some(status) = self.exited()? {
-                let waited = clock.elapsed();
-                // The reader threads see end-of-file once the daemon is gone.
-                thread::sleep(Duration::from_millis(50));
-                self.take_log();
-                ensure!(
-                    status.success(),
-                    "dropgate run exited with {status}:\n{}",
-                    self.log.join("\n")
-                );
-                return Ok(waited);
-            }
-            ensure!(
-                clock.elapsed() < DAEMON_STOP_TIMEOUT,
-                "dropgate run did not stop within {DAEMON_STOP_TIMEOUT:?} of SIGTERM"
-            );
-            thread::sleep(POLL);
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 struct Staged {
     paths: Vec<PathBuf>,
     rows: u64,
@@ -1074,15 +851,15 @@ fn states(ledger: &Connection) -> Result<States> {
 }
 
 fn measure_small_files(
-    binary: &Path,
-    scratch: &Scratch,
     config: &str,
+    keep: bool,
     residents: &[Resident],
     count: usize,
 ) -> Result<SmallFiles> {
-    let deployment = Deployment::new(scratch, "daemon", config)?;
+    let deployment = Deployment::with_config(config);
     progress("starting dropgate run");
-    let (mut daemon, recipient) = Daemon::start(binary, &deployment)?;
+    let daemon = deployment.start();
+    let recipient = deployment.recipient.clone();
     let drop_folder = deployment.path("spool/drop/demo-carehome");
     ensure!(
         drop_folder.is_dir(),
@@ -1090,8 +867,14 @@ fn measure_small_files(
         drop_folder.display()
     );
     progress(format!("staging {count} small files"));
-    let staged = stage_small_files(&deployment.folder("staging")?, count, residents, &recipient)?;
-    let ledger = deployment.ledger()?;
+    let staged = stage_small_files(
+        &folder(&deployment, "staging")?,
+        count,
+        residents,
+        &recipient,
+    )?;
+    let ledger = deployment.ledger();
+    ledger.busy_timeout(Duration::from_secs(10))?;
 
     progress("dropping small files into the running daemon");
     let first_rename = Instant::now();
@@ -1106,18 +889,11 @@ fn measure_small_files(
         if counts.loaded == count as u64 {
             break;
         }
-        daemon.take_log();
         if counts.other > 0 {
             bail!(
                 "{} small file(s) were not loaded (quarantined or duplicate); see `dropgate show`:\n{}",
                 counts.other,
-                daemon.log.join("\n")
-            );
-        }
-        if let Some(status) = daemon.exited()? {
-            bail!(
-                "dropgate run exited early with {status}:\n{}",
-                daemon.log.join("\n")
+                daemon.log()
             );
         }
         if last_rename.elapsed() > LOAD_TIMEOUT {
@@ -1125,7 +901,7 @@ fn measure_small_files(
                 "only {} of {count} small files loaded ({} received) within {LOAD_TIMEOUT:?}:\n{}",
                 counts.loaded,
                 counts.received,
-                daemon.log.join("\n")
+                daemon.log()
             );
         }
         thread::sleep(POLL);
@@ -1141,12 +917,14 @@ fn measure_small_files(
     );
     drop(ledger);
     progress("stopping dropgate run");
-    let stop = daemon.stop()?;
-    let warnings = daemon
-        .log
-        .iter()
+    let clock = Instant::now();
+    let log = daemon.terminate();
+    let stop = clock.elapsed();
+    keep_or_drop(deployment, keep);
+    let warnings = log
+        .lines()
         .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
-        .cloned()
+        .map(str::to_string)
         .collect();
     Ok(SmallFiles {
         files: count,
@@ -1321,4 +1099,20 @@ fn grouped_rate(rate: f64) -> String {
 
 fn megabytes(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+/// A folder of the deployment, created when missing.
+fn folder(deployment: &Deployment, relative: &str) -> Result<PathBuf> {
+    let path = deployment.path(relative);
+    fs::create_dir_all(&path)?;
+    Ok(path)
+}
+
+/// With `--keep`, the deployment stays under `target/bench-scratch/` for
+/// inspection or profiling by hand.
+fn keep_or_drop(deployment: Deployment, keep: bool) {
+    if keep {
+        let kept = deployment.dir.keep();
+        progress(format!("keeping {}", kept.display()));
+    }
 }

@@ -346,3 +346,30 @@ impl Ledger {
 
 #[cfg(test)]
 mod tests;
+
+/// Ledgers for unit tests here and in the stages.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    pub(crate) fn ledger() -> Ledger {
+        Ledger::open_in_memory(Arc::new(SystemClock)).unwrap()
+    }
+
+    pub(crate) fn received(ledger: &mut Ledger, name: &str) -> i64 {
+        ledger
+            .record_received(&[NewFile {
+                source: "drop".into(),
+                partner: "care".into(),
+                feed: Some("news2".into()),
+                name: name.into(),
+                spool_name: format!("spool-{name}"),
+                sha256: "ab".repeat(32),
+                size: 10,
+                handed_over: false,
+                uploaded_from: None,
+                taken_from: None,
+            }])
+            .unwrap()[0]
+    }
+}

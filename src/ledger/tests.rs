@@ -1,25 +1,6 @@
 use super::*;
 
-fn ledger() -> Ledger {
-    Ledger::open_in_memory(Arc::new(SystemClock)).unwrap()
-}
-
-fn received(ledger: &mut Ledger, name: &str) -> i64 {
-    ledger
-        .record_received(&[NewFile {
-            source: "drop".into(),
-            partner: "care".into(),
-            feed: Some("news2".into()),
-            name: name.into(),
-            spool_name: format!("spool-{name}"),
-            sha256: "ab".repeat(32),
-            size: 10,
-            handed_over: false,
-            uploaded_from: None,
-            taken_from: None,
-        }])
-        .unwrap()[0]
-}
+use testing::{ledger, received};
 
 #[test]
 fn migrations_apply_in_order_and_set_user_version() {

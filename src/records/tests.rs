@@ -1,31 +1,9 @@
-use std::sync::Arc;
-
 use super::*;
 use crate::domain::nhs_number::NhsNumber;
-use crate::ledger::{Ledger, NewFile, SystemClock};
+use crate::ledger::Ledger;
+use crate::ledger::testing::{ledger, received};
 use observations::Code;
 use service_user::ServiceUser;
-
-fn ledger() -> Ledger {
-    Ledger::open_in_memory(Arc::new(SystemClock)).unwrap()
-}
-
-fn received(ledger: &mut Ledger, name: &str) -> i64 {
-    ledger
-        .record_received(&[NewFile {
-            source: "drop".into(),
-            partner: "care".into(),
-            feed: Some("news2".into()),
-            name: name.into(),
-            spool_name: format!("spool-{name}"),
-            sha256: "ab".repeat(32),
-            size: 10,
-            handed_over: false,
-            uploaded_from: None,
-            taken_from: None,
-        }])
-        .unwrap()[0]
-}
 
 fn user(local_id: &str, nhs: Option<&str>) -> Records {
     Records {

@@ -186,7 +186,7 @@ fn kill_9_at_any_moment_loses_and_duplicates_nothing() {
         states(&d)
     );
     assert_eq!(
-        d.count("SELECT count(*) FROM observations"),
+        d.count("SELECT count(*) FROM observation_records"),
         i64::from(files * rows * 8),
         "every row loaded exactly once"
     );
@@ -246,7 +246,7 @@ fn kill_9_during_a_large_file_loses_and_duplicates_nothing() {
             states(&d)
         );
         assert_eq!(
-            d.count("SELECT count(*) FROM observations"),
+            d.count("SELECT count(*) FROM observation_records"),
             expected * i64::from(rows) * 8
         );
     }

@@ -109,13 +109,16 @@ fn the_same_content_again_is_a_duplicate_and_applies_nothing() {
     let plain = d.write_input("news2_dup.csv", news2_csv(10, 2, 3).as_bytes());
     let encrypted = d.encrypt(&plain, false);
     assert!(d.ingest(&[&encrypted]).status.success());
-    let observations = d.count("SELECT count(*) FROM observations");
+    let observations = d.count("SELECT count(*) FROM observation_records");
     let out = d.ingest(&[&encrypted]);
     assert!(out.status.success(), "a duplicate is not an error");
     let files = d.files();
     assert_eq!(files[1]["state"], "duplicate");
     assert_eq!(files[1]["records"], 0);
-    assert_eq!(d.count("SELECT count(*) FROM observations"), observations);
+    assert_eq!(
+        d.count("SELECT count(*) FROM observation_records"),
+        observations
+    );
     let shown = d.show(files[1]["id"].as_i64().unwrap());
     assert_eq!(shown["file"]["duplicate_of"], files[0]["id"]);
 }
@@ -178,7 +181,7 @@ fn truncated_ciphertext_is_quarantined_and_nothing_is_loaded() {
     let shown = d.show(file["id"].as_i64().unwrap());
     assert_eq!(shown["problems"][0]["code"], "ciphertext_damaged");
     assert_eq!(
-        d.count("SELECT count(*) FROM observations"),
+        d.count("SELECT count(*) FROM observation_records"),
         0,
         "rows read before the damage are rolled back"
     );
@@ -197,7 +200,7 @@ fn tampered_ciphertext_is_quarantined() {
     let (out, file) = ingest_one(&d, &tampered);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(file["reason"], "decrypt_failed");
-    assert_eq!(d.count("SELECT count(*) FROM observations"), 0);
+    assert_eq!(d.count("SELECT count(*) FROM observation_records"), 0);
 }
 
 #[test]
@@ -280,7 +283,7 @@ fn every_validation_problem_is_listed_without_identifier_values() {
     assert!(!report.contains("XXXXXXXX"));
     assert!(report.contains("`abc`"));
     assert_eq!(
-        d.count("SELECT count(*) FROM observations"),
+        d.count("SELECT count(*) FROM observation_records"),
         0,
         "reject_file loads nothing"
     );

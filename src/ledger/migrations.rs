@@ -26,6 +26,10 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
         "0007_source_cleanup",
         include_str!("migrations/0007_source_cleanup.sql"),
     ),
+    (
+        "0008_observation_sets_inline",
+        include_str!("migrations/0008_observation_sets_inline.sql"),
+    ),
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {

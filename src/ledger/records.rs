@@ -58,8 +58,12 @@ fn person_view(conn: &Connection, person_id: i64) -> Result<PersonView> {
     )?;
     let mut stmt = conn.prepare(
         "SELECT s.detail_id, s.source, s.local_id,
-                (SELECT count(*) FROM observation_sets os JOIN observations o ON o.set_id = os.id
-                 WHERE os.detail_id = s.detail_id),
+                (SELECT coalesce(sum((respiratory_rate IS NOT NULL) + (oxygen_saturation IS NOT NULL)
+                        + (supplemental_oxygen IS NOT NULL) + (systolic_bp IS NOT NULL)
+                        + (diastolic_bp IS NOT NULL) + (heart_rate IS NOT NULL)
+                        + (consciousness IS NOT NULL) + (body_temperature IS NOT NULL)
+                        + (news2_score IS NOT NULL)), 0)
+                 FROM observation_sets WHERE detail_id = s.detail_id),
                 (SELECT count(*) FROM care_record_entries WHERE detail_id = s.detail_id),
                 (SELECT count(*) FROM care_transactions WHERE detail_id = s.detail_id),
                 (SELECT count(*) FROM red_bags WHERE detail_id = s.detail_id),

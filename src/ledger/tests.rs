@@ -197,3 +197,67 @@ fn an_upload_is_recorded_with_its_audit_event_and_sender_removal_at_once() {
         "the chain continues"
     );
 }
+
+#[test]
+fn observations_written_before_the_inline_layout_survive_its_migration() {
+    let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+    let before_inline = MIGRATIONS
+        .iter()
+        .position(|(name, _)| *name == "0008_observation_sets_inline")
+        .unwrap();
+    for (name, sql) in &MIGRATIONS[..before_inline] {
+        conn.execute_batch(sql)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    conn.pragma_update(None, "user_version", before_inline as i64)
+        .unwrap();
+    // Sets without their files and people: only the observations matter here.
+    conn.execute_batch(
+        "PRAGMA foreign_keys = OFF;
+         INSERT INTO observation_sets (id, detail_id, observed_at, file_id, line) VALUES
+             (1, 7, '2026-11-22T08:00:00Z', 3, 2), (2, 8, '2026-11-22T09:00:00Z', 3, 3);
+         INSERT INTO observations (set_id, code_id, value_num, value_text) VALUES
+             (1, 1, 18, NULL), (1, 3, 0, NULL), (1, 7, NULL, 'A'), (1, 8, 36.6, NULL),
+             (1, 9, 1, NULL), (2, 6, 88, NULL), (2, 7, NULL, 'V');",
+    )
+    .unwrap();
+    let read = |conn: &rusqlite::Connection| -> Vec<String> {
+        let mut stmt = conn
+            .prepare(
+                "SELECT detail_id, observed_at, code, value_num, value_text, unit, file_id, line, set_id
+                 FROM observation_records ORDER BY set_id, code",
+            )
+            .unwrap();
+        stmt.query_map([], |r| {
+            Ok(format!(
+                "{:?}",
+                (
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<f64>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, i64>(6)?,
+                    r.get::<_, i64>(7)?,
+                    r.get::<_, i64>(8)?,
+                )
+            ))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    };
+    let before = read(&conn);
+    assert_eq!(before.len(), 7);
+    migrations::migrate(&mut conn).unwrap();
+    assert_eq!(read(&conn), before, "every observation reads as it did");
+    let tables: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE name = 'observations'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 0, "the old table is gone");
+}

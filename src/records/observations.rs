@@ -2,7 +2,7 @@
 //! value per code, with a NEWS2 total derived when the set is complete.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use rusqlite::{CachedStatement, Connection, ToSql, params};
+use rusqlite::{CachedStatement, Connection, ToSql};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -253,35 +253,33 @@ fn news2_set(mapping: &Mapping, row: &Row) -> Option<news2::ObservationSet> {
     })
 }
 
-/// Largest observation set written with one statement.
-const MAX_SET: usize = 16;
-
-/// Writes one file's observation sets through prepared statements.
+/// Writes one file's observation sets: one row each, its values inline in
+/// the column of each code (see migration 0008).
 pub struct Writer<'c> {
-    conn: &'c Connection,
     file_id: i64,
     set: CachedStatement<'c>,
-    /// `observations[n]` inserts n + 1 rows at once.
-    observations: Vec<Option<CachedStatement<'c>>>,
     last_time: Option<(DateTime<Utc>, String)>,
 }
+
+/// The insert of a set: who, when, where from, then one value per code in
+/// the order of [`Code::ALL`] (whose ids are 1 to 9).
+const INSERT_SET: &str = "INSERT INTO observation_sets (detail_id, observed_at, file_id, line,
+        respiratory_rate, oxygen_saturation, supplemental_oxygen, systolic_bp, diastolic_bp,
+        heart_rate, consciousness, body_temperature, news2_score)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
 
 impl<'c> Writer<'c> {
     pub fn new(conn: &'c Connection, file_id: i64) -> Result<Writer<'c>> {
         Ok(Writer {
-            conn,
             file_id,
-            set: conn.prepare_cached(
-                "INSERT INTO observation_sets (detail_id, observed_at, file_id, line) VALUES (?1, ?2, ?3, ?4)",
-            )?,
-            observations: (0..MAX_SET).map(|_| None).collect(),
+            set: conn.prepare_cached(INSERT_SET)?,
             last_time: None,
         })
     }
 
-    /// Writes a set for the service user `detail_id`; returns the rows written.
+    /// Writes a set for the service user `detail_id`; returns the
+    /// observations written (the set's values, not its row).
     pub fn write(&mut self, detail_id: i64, set: &ObservationSet, line: u64) -> Result<u64> {
-        let mut written = 0;
         let at = match &self.last_time {
             Some((t, text)) if *t == set.observed_at => text.clone(),
             _ => {
@@ -290,48 +288,19 @@ impl<'c> Writer<'c> {
                 text
             }
         };
-        self.set
-            .execute(params![detail_id, at, self.file_id, line])?;
-        let set_id = self.conn.last_insert_rowid();
-        for chunk in set.observations.chunks(MAX_SET) {
-            let statement = match &mut self.observations[chunk.len() - 1] {
-                Some(s) => s,
-                slot => slot.insert(
-                    self.conn
-                        .prepare_cached(&insert_observations(chunk.len()))?,
-                ),
+        let null = rusqlite::types::Null;
+        let mut values: [&dyn ToSql; 9] = [&null; 9];
+        for observation in &set.observations {
+            let slot = (observation.code.id() - 1) as usize;
+            values[slot] = match &observation.value {
+                ObservedValue::Number(n) => n,
+                ObservedValue::Text(t) => t,
             };
-            let mut values: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 4);
-            let codes: Vec<i64> = chunk.iter().map(|o| o.code.id()).collect();
-            for (o, code) in chunk.iter().zip(&codes) {
-                values.push(&set_id);
-                values.push(code);
-                match &o.value {
-                    ObservedValue::Number(n) => {
-                        values.push(n);
-                        values.push(&rusqlite::types::Null);
-                    }
-                    ObservedValue::Text(t) => {
-                        values.push(&rusqlite::types::Null);
-                        values.push(t);
-                    }
-                }
-            }
-            statement.execute(values.as_slice())?;
-            written += chunk.len() as u64;
         }
-        Ok(written)
+        let (file_id, line) = (self.file_id, line as i64);
+        let mut all: Vec<&dyn ToSql> = vec![&detail_id, &at, &file_id, &line];
+        all.extend(values);
+        self.set.execute(all.as_slice())?;
+        Ok(set.observations.len() as u64)
     }
-}
-
-fn insert_observations(rows: usize) -> String {
-    let mut sql =
-        String::from("INSERT INTO observations (set_id, code_id, value_num, value_text) VALUES ");
-    for i in 0..rows {
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        sql.push_str("(?, ?, ?, ?)");
-    }
-    sql
 }

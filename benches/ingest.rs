@@ -10,7 +10,9 @@
 //! 1. `dropgate ingest` of one large age-encrypted NEWS2 file (wall time, peak RSS);
 //! 2. the same work done by the parts alone: `age -d`, a bare `csv` parse, and a
 //!    bare SQLite insert into the real schema;
-//! 3. many small files dropped into a running `dropgate run`.
+//! 3. reads of the loaded ledger: a person with every detail (`patients find`),
+//!    and every observation after a watermark (what an incremental export asks);
+//! 4. many small files dropped into a running `dropgate run`.
 //!
 //! Deployments are throw-away folders built from the shipped configuration, so
 //! the numbers describe what users get. Progress goes to stderr, the report to
@@ -135,6 +137,9 @@ fn run() -> Result<()> {
         row_per_record,
     };
     report_baselines(&baselines, &ingest, plain_bytes, cipher_bytes);
+    progress("reads of the loaded ledger");
+    let reads = measure_reads(&deployment, &data)?;
+    report_reads(&reads);
     keep_or_drop(deployment, options.keep);
 
     let small_config = shipped_config
@@ -836,7 +841,80 @@ fn share_of_bare(ingest: &Ingest, bare: &Bare) -> f64 {
 }
 
 // ---------------------------------------------------------------------------
-// 3. Small files through the daemon
+// 3. Reads of the loaded ledger
+
+struct Reads {
+    records: u64,
+    lookups: usize,
+    lookup_total: Duration,
+    lookup_max: Duration,
+    since_watermark: u64,
+    watermark_wall: Duration,
+}
+
+/// Residents looked up one by one, as `dropgate patients find` does.
+const LOOKUPS: usize = 200;
+
+/// The reads that must stay fast as the ledger grows: a person with every
+/// linked detail and their counts (`dropgate patients find`), and what an
+/// incremental export will ask for, every observation after a watermark (here
+/// the newest tenth of the sets).
+fn measure_reads(deployment: &Deployment, data: &DataSet) -> Result<Reads> {
+    let ledger = Ledger::open(&deployment.path("spool/ledger.db"), Arc::new(SystemClock))?;
+    let conn = deployment.ledger();
+    let records: u64 = conn.query_row("SELECT sum(records) FROM files", [], |r| r.get(0))?;
+    let step = (data.residents.len() / LOOKUPS).max(1);
+    let (mut lookup_total, mut lookup_max, mut lookups) = (Duration::ZERO, Duration::ZERO, 0);
+    for resident in data.residents.iter().step_by(step).take(LOOKUPS) {
+        let clock = Instant::now();
+        let person = ledger.person_by_nhs_number(&resident.nhs_number)?;
+        let took = clock.elapsed();
+        ensure!(person.is_some(), "a loaded resident was not found");
+        lookup_total += took;
+        lookup_max = lookup_max.max(took);
+        lookups += 1;
+    }
+    let newest: i64 = conn.query_row("SELECT max(id) FROM observation_sets", [], |r| r.get(0))?;
+    let watermark = newest - newest / 10;
+    let clock = Instant::now();
+    let mut since = conn.prepare(
+        "SELECT detail_id, observed_at, code, value_num, value_text, unit, file_id, line
+         FROM observation_records WHERE set_id > ?1",
+    )?;
+    let since_watermark = since.query_map([watermark], |_| Ok(()))?.count() as u64;
+    let watermark_wall = clock.elapsed();
+    Ok(Reads {
+        records,
+        lookups,
+        lookup_total,
+        lookup_max,
+        since_watermark,
+        watermark_wall,
+    })
+}
+
+fn report_reads(reads: &Reads) {
+    println!();
+    println!(
+        "3. Reads of the ledger holding {} records",
+        grouped(reads.records)
+    );
+    println!(
+        "   a person with every detail and its counts ({} NHS numbers): {:.2} ms on average, {:.2} ms at most",
+        reads.lookups,
+        1e3 * reads.lookup_total.as_secs_f64() / reads.lookups.max(1) as f64,
+        1e3 * reads.lookup_max.as_secs_f64()
+    );
+    println!(
+        "   every observation after a watermark (the newest tenth of the sets): {} in {:.3} s → {} observations/s",
+        grouped(reads.since_watermark),
+        reads.watermark_wall.as_secs_f64(),
+        grouped_rate(reads.since_watermark as f64 / reads.watermark_wall.as_secs_f64())
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 4. Small files through the daemon
 
 struct SmallFiles {
     files: usize,
@@ -1065,7 +1143,7 @@ fn report_small_files(s: &SmallFiles) {
     let rate = |d: Duration| s.files as f64 / d.as_secs_f64();
     println!();
     println!(
-        "3. Small files through `dropgate run` (min_age 100ms, check_interval 50ms, polled every {} ms)",
+        "4. Small files through `dropgate run` (min_age 100ms, check_interval 50ms, polled every {} ms)",
         POLL.as_millis()
     );
     println!(

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::land::{self, Arrival, LandError, Landed, Origin};
-use crate::ledger::{AuditEvent, Ledger, LedgerError, QueuedAuditEvent, SystemClock};
+use crate::ledger::{AuditEvent, Ledger, LedgerError, PollReport, QueuedAuditEvent, SystemClock};
 use crate::spool::Spool;
 
 /// Audit events waiting to be written; a burst beyond this makes the
@@ -101,17 +101,9 @@ impl Intake {
     }
 
     /// Blocking: notes how a source's latest poll went.
-    pub fn source_checked(&self, source: &str, error: Option<&str>) {
+    pub fn source_checked(&self, source: &str, poll: &PollReport<'_>) {
         let mut ledger = self.ledger.lock().expect("ledger lock");
-        if let Err(e) = ledger.source_checked(source, error) {
-            tracing::error!(error = %e, "could not record a source's status");
-        }
-    }
-
-    /// Blocking: notes the server copies a source has yet to remove.
-    pub fn source_cleanups(&self, source: &str, pending: u64, error: Option<&str>) {
-        let mut ledger = self.ledger.lock().expect("ledger lock");
-        if let Err(e) = ledger.source_cleanups(source, pending, error) {
+        if let Err(e) = ledger.source_checked(source, poll) {
             tracing::error!(error = %e, "could not record a source's status");
         }
     }

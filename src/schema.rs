@@ -85,6 +85,19 @@ pub struct ColumnSpec {
     pub kind: ColumnKind,
 }
 
+#[cfg(test)]
+impl ColumnSpec {
+    /// An optional, non-identifying column, for tests.
+    pub(crate) fn optional(name: &str, kind: ColumnKind) -> ColumnSpec {
+        ColumnSpec {
+            name: name.into(),
+            required: false,
+            identifier: false,
+            kind,
+        }
+    }
+}
+
 /// The declared shape of a feed's files: how records are laid out, how
 /// bytes become text, and the columns with their checks.
 #[derive(Debug, Clone)]

@@ -110,8 +110,8 @@ impl<R: BufRead> RecordReader<R> {
             input,
             parser,
             dialect,
-            scratch: vec![0; 64 << 10],
-            scratch_ends: vec![0; 1024],
+            scratch: Vec::new(),
+            scratch_ends: Vec::new(),
         }
     }
 
@@ -148,6 +148,11 @@ impl<R: BufRead> RecordReader<R> {
         loop {
             let input = self.input.fill_buf()?;
             let at_end = input.is_empty();
+            if too_large && self.scratch.is_empty() {
+                // Only a file with an over-long record needs them.
+                self.scratch = vec![0; 64 << 10];
+                self.scratch_ends = vec![0; 1024];
+            }
             let (parsed, read, written, ended) = if too_large {
                 self.parser
                     .read_record(input, &mut self.scratch, &mut self.scratch_ends)

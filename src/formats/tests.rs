@@ -9,12 +9,7 @@ use crate::schema::{
 use crate::validate::{Row, Value};
 
 fn column(name: &str, kind: ColumnKind) -> ColumnSpec {
-    ColumnSpec {
-        name: name.into(),
-        required: false,
-        identifier: false,
-        kind,
-    }
+    ColumnSpec::optional(name, kind)
 }
 
 fn schema(columns: Vec<ColumnSpec>) -> Schema {

@@ -148,13 +148,8 @@ pub(super) fn append_audit(
 impl Ledger {
     /// Appends an audit event, chained to the one before it.
     pub fn audit(&mut self, event: &AuditEvent<'_>) -> Result<()> {
-        let at = self.now();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        append_audit(&tx, &at, event)?;
-        tx.commit()?;
-        Ok(())
+        let now = self.clock.now();
+        self.audit_all(&[QueuedAuditEvent::new(now, event)])
     }
 
     /// Appends queued audit events in one transaction, in queue order.

@@ -34,7 +34,7 @@ use batch::loaded_copy;
 use migrations::MIGRATIONS;
 use migrations::migrate;
 pub use records::{DetailView, PersonView};
-pub use status::{DeliveryEvent, SourceStatus, Status};
+pub use status::{DeliveryEvent, PollReport, SourceStatus, Status};
 
 /// How long (in ms) a connection waits for another's write transaction.
 const BUSY_WAIT_MS: i32 = 600_000;

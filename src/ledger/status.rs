@@ -20,6 +20,16 @@ pub struct DeliveryEvent<'a> {
     pub detail: Option<serde_json::Value>,
 }
 
+/// How one poll of a remote source went.
+#[derive(Debug)]
+pub struct PollReport<'a> {
+    /// Why the poll failed; `None` when it succeeded.
+    pub error: Option<&'a str>,
+    /// Received files whose copy on the server could not be removed yet.
+    pub cleanups_pending: u64,
+    pub cleanup_error: Option<&'a str>,
+}
+
 /// What `dropgate status` shows.
 #[derive(Debug, Serialize)]
 pub struct Status {
@@ -74,39 +84,32 @@ impl Ledger {
             .optional()?)
     }
 
-    /// Notes the server copies a source has yet to remove, and why the
-    /// latest attempt failed.
-    pub fn source_cleanups(
-        &mut self,
-        source: &str,
-        pending: u64,
-        error: Option<&str>,
-    ) -> Result<()> {
+    /// Notes how a source's latest poll went (`error` is `None` on success),
+    /// and the received files whose server copy it has yet to remove, with
+    /// the latest reason.
+    pub fn source_checked(&mut self, source: &str, poll: &PollReport<'_>) -> Result<()> {
         let now = self.now();
         self.conn
             .prepare_cached(
-                "INSERT INTO source_status (source, checked_at, cleanups_pending, cleanup_error)
-                 VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (source) DO UPDATE SET cleanups_pending = ?3, cleanup_error = ?4",
-            )?
-            .execute(params![source, now, pending, error])?;
-        Ok(())
-    }
-
-    /// Notes how a source's latest poll went (`error` is `None` on success).
-    pub fn source_checked(&mut self, source: &str, error: Option<&str>) -> Result<()> {
-        let now = self.now();
-        self.conn
-            .prepare_cached(
-                "INSERT INTO source_status (source, checked_at, last_ok_at, last_error, last_error_at)
-                 VALUES (?1, ?2, CASE WHEN ?3 IS NULL THEN ?2 END, ?3, CASE WHEN ?3 IS NOT NULL THEN ?2 END)
+                "INSERT INTO source_status (source, checked_at, last_ok_at, last_error, last_error_at,
+                                            cleanups_pending, cleanup_error)
+                 VALUES (?1, ?2, CASE WHEN ?3 IS NULL THEN ?2 END, ?3, CASE WHEN ?3 IS NOT NULL THEN ?2 END,
+                         ?4, ?5)
                  ON CONFLICT (source) DO UPDATE SET
                     checked_at = ?2,
                     last_ok_at = CASE WHEN ?3 IS NULL THEN ?2 ELSE last_ok_at END,
                     last_error = COALESCE(?3, last_error),
-                    last_error_at = CASE WHEN ?3 IS NOT NULL THEN ?2 ELSE last_error_at END",
+                    last_error_at = CASE WHEN ?3 IS NOT NULL THEN ?2 ELSE last_error_at END,
+                    cleanups_pending = ?4,
+                    cleanup_error = ?5",
             )?
-            .execute(params![source, now, error])?;
+            .execute(params![
+                source,
+                now,
+                poll.error,
+                poll.cleanups_pending,
+                poll.cleanup_error
+            ])?;
         Ok(())
     }
 

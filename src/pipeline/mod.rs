@@ -64,6 +64,8 @@ pub enum ProcessError {
     Ledger(#[from] LedgerError),
     #[error("spool: {0}")]
     Spool(#[from] std::io::Error),
+    #[error("cannot start a thread to read the file: {0}")]
+    Thread(std::io::Error),
 }
 
 impl ProcessError {
@@ -71,7 +73,7 @@ impl ProcessError {
     /// locked or unreadable): waiting may cure it, and the file is not to blame.
     pub fn is_environmental(&self) -> bool {
         match self {
-            ProcessError::Spool(_) => true,
+            ProcessError::Spool(_) | ProcessError::Thread(_) => true,
             ProcessError::Ledger(e) => e.is_environmental(),
         }
     }
@@ -471,7 +473,8 @@ impl Processor {
                 .name("reader".into())
                 .spawn_scoped(scope, move || {
                     catch_panic(|| self.read(feed, payload, encoding, stop, &mut sink))
-                })?;
+                })
+                .map_err(ProcessError::Thread)?;
             let finished = || {
                 reader
                     .join()

@@ -166,10 +166,8 @@ impl Processor {
         };
         let mut pending = Vec::with_capacity(ROWS_PER_BATCH);
         loop {
-            if stop.load(Ordering::Relaxed) {
-                attempt.cancelled = true;
-                return attempt;
-            }
+            // Shutdown is seen as a failed read (`Stoppable`), within one
+            // block of input.
             match rows.next_outcome() {
                 Ok(Some(crate::validate::Outcome::Valid(row))) => {
                     // Under reject_file one bad row dooms the file: keep

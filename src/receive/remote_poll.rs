@@ -19,7 +19,7 @@ use super::{Settling, is_temporary_name};
 use crate::config::{AfterTake, RemoteSource};
 use crate::intake::Intake;
 use crate::land::{Arrival, Handover, Landed};
-use crate::ledger::RemotePath;
+use crate::ledger::{PollReport, RemotePath};
 use crate::remote::RemoteError;
 use crate::remote::{Connection, RemoteFile};
 use crate::schedule::Schedule;
@@ -79,8 +79,14 @@ pub async fn poll(
             let pending = poller.cleanups.len() as u64;
             let cleanup_error = poller.cleanups.values().next().map(|c| c.error.clone());
             let _ = tokio::task::spawn_blocking(move || {
-                intake.source_checked(&source, error.as_deref());
-                intake.source_cleanups(&source, pending, cleanup_error.as_deref());
+                intake.source_checked(
+                    &source,
+                    &PollReport {
+                        error: error.as_deref(),
+                        cleanups_pending: pending,
+                        cleanup_error: cleanup_error.as_deref(),
+                    },
+                );
             })
             .await;
         }

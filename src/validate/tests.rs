@@ -2,12 +2,7 @@ use super::*;
 use crate::schema::DateTimeFormat;
 
 fn column(name: &str, kind: ColumnKind) -> ColumnSpec {
-    ColumnSpec {
-        name: name.into(),
-        required: false,
-        identifier: false,
-        kind,
-    }
+    ColumnSpec::optional(name, kind)
 }
 
 fn one(kind: ColumnKind, value: &str) -> Result<Value, (&'static str, String)> {

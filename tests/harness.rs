@@ -133,6 +133,11 @@ impl Deployment {
         self.ledger().query_row(sql, [], |r| r.get(0)).unwrap()
     }
 
+    /// The one text value a query selects.
+    pub fn string(&self, sql: &str) -> String {
+        self.ledger().query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
     /// Starts `dropgate run` and waits until it says it is ready.
     pub fn start(&self) -> Daemon {
         self.start_with(|_| {})
@@ -369,6 +374,19 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     dropgate::digest::sha256_hex(bytes)
 }
 
+/// OpenSSH client options for the test servers: no host-key prompt or
+/// record, no password prompt, only the key given.
+pub const SSH_CLIENT_OPTIONS: [&str; 8] = [
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "IdentitiesOnly=yes",
+];
+
 /// Runs `sftp` in batch mode as the demo partner with the given key.
 pub fn sftp(d: &Deployment, port: u16, key: &str, commands: &str) -> Output {
     sftp_as(d, port, "demo-carehome", key, commands)
@@ -381,16 +399,7 @@ pub fn sftp_as(d: &Deployment, port: u16, user: &str, key: &str, commands: &str)
         .arg("-b")
         .arg(&batch)
         .args(["-i", key, "-P", &port.to_string()])
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-        ])
+        .args(SSH_CLIENT_OPTIONS)
         .arg(format!("{user}@127.0.0.1"))
         .output()
         .expect("the OpenSSH `sftp` client must be installed (scripts/test installs it)")

@@ -18,6 +18,12 @@ fn quarantined(d: &Deployment) -> i64 {
     d.count("SELECT count(*) FROM files WHERE state = 'quarantined'")
 }
 
+/// The daemon's peak memory stayed under [`MAX_RSS_MIB`].
+fn assert_bounded_memory(daemon: &Daemon) {
+    let peak = daemon.peak_rss_mib();
+    assert!(peak < MAX_RSS_MIB, "peak RSS {peak} MiB");
+}
+
 /// The problem codes stored for a file.
 fn problem_codes(d: &Deployment, id: i64) -> Vec<(i64, String)> {
     let conn = d.ledger();
@@ -32,12 +38,7 @@ fn problem_codes(d: &Deployment, id: i64) -> Vec<(i64, String)> {
 
 /// The quarantine report of a file, as text.
 fn report(d: &Deployment, id: i64) -> String {
-    let spool_name: String = d
-        .ledger()
-        .query_row("SELECT spool_name FROM files WHERE id = ?1", [id], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let spool_name = d.string(&format!("SELECT spool_name FROM files WHERE id = {id}"));
     fs::read_to_string(d.path(&format!("spool/quarantine/{spool_name}.report.json"))).unwrap()
 }
 
@@ -109,22 +110,10 @@ fn a_record_without_a_line_break_is_quarantined_in_bounded_memory_while_others_p
     assert_eq!(problems[0], (5002, "record_too_large".to_string()));
     // Landed while the long file was still being read: the doomed file's
     // rows were dropped with the write lock, not held until its end.
-    let received_other: String = d
-        .ledger()
-        .query_row(
-            "SELECT received_at FROM files WHERE name = 'news2_other.csv'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    let settled_long: String = d
-        .ledger()
-        .query_row(
-            "SELECT updated_at FROM files WHERE id = ?1",
-            [long_id],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let received_other = d.string("SELECT received_at FROM files WHERE name = 'news2_other.csv'");
+    let settled_long = d.string(&format!(
+        "SELECT updated_at FROM files WHERE id = {long_id}"
+    ));
     assert!(
         received_other < settled_long,
         "{received_other} vs {settled_long}"
@@ -135,8 +124,7 @@ fn a_record_without_a_line_break_is_quarantined_in_bounded_memory_while_others_p
         "the report stays small"
     );
     assert!(d.count("SELECT max(length(message)) FROM file_problems") < 300);
-    let peak = daemon.peak_rss_mib();
-    assert!(peak < MAX_RSS_MIB, "peak RSS {peak} MiB");
+    assert_bounded_memory(&daemon);
     assert_payloads_match_ledger(&d);
 }
 
@@ -163,8 +151,7 @@ fn an_age_file_of_nul_bytes_is_quarantined_in_bounded_memory() {
     );
     assert_eq!(problem_codes(&d, 1), [(1, "header_too_large".to_string())]);
     assert!(report(&d, 1).len() < 4 << 10);
-    let peak = daemon.peak_rss_mib();
-    assert!(peak < MAX_RSS_MIB, "peak RSS {peak} MiB");
+    assert_bounded_memory(&daemon);
 }
 
 #[test]
@@ -240,8 +227,7 @@ fn huge_age_headers_are_refused_at_once_and_stall_nobody() {
         d.count("SELECT count(*) FROM files WHERE state = 'loaded'"),
         1
     );
-    let peak = daemon.peak_rss_mib();
-    assert!(peak < MAX_RSS_MIB, "peak RSS {peak} MiB");
+    assert_bounded_memory(&daemon);
 }
 
 #[test]

@@ -351,14 +351,7 @@ transport.close()
     let other = d.write_input("news2_scp.csv", news2_csv(2, 2, 7).as_bytes());
     let out = Command::new("scp")
         .args(["-s", "-i", &demo_key(&d), "-P", &port.to_string()])
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-        ])
+        .args(SSH_CLIENT_OPTIONS)
         .arg(&other)
         .arg("demo-carehome@127.0.0.1:inbox/news2_scp.csv")
         .output()
@@ -512,14 +505,7 @@ transport.close()  # gone, with the file still open
         !staged[0].contains("news2"),
         "staged under dropgate's own id"
     );
-    let detail: String = d
-        .ledger()
-        .query_row(
-            "SELECT detail FROM audit_events WHERE action = 'upload_incomplete'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let detail = d.string("SELECT detail FROM audit_events WHERE action = 'upload_incomplete'");
     assert!(
         detail.contains(&staged[0]),
         "the upload is named by its id: {detail}"

@@ -23,6 +23,10 @@ mod common;
 #[allow(dead_code)]
 #[path = "../tests/harness.rs"]
 mod harness;
+// sshd.rs's own `#[test]`s, which use some of its imports, are not compiled here.
+#[allow(dead_code, unused_imports)]
+#[path = "../tests/sshd.rs"]
+mod sshd;
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
@@ -42,6 +46,7 @@ use dropgate::domain::news2::{self, Consciousness, ObservationSet};
 use dropgate::ledger::{Ledger, SystemClock};
 use dropgate::records::observations::{Code, Vital};
 use harness::Deployment;
+use sshd::Sshd;
 
 const HEADER: &str = "resident_id,nhs_number,family_name,given_name,date_of_birth,gender,observed_at,respiration_rate,spo2,on_oxygen,systolic_bp,pulse,consciousness,temperature";
 const SOURCE: &str = "demo-carehome-drop";
@@ -56,6 +61,10 @@ const TARGET_SHARE_OF_BARE: f64 = 0.5;
 const TARGET_TIMES_ROW_PER_RECORD: f64 = 2.0;
 const TARGET_PEAK_RSS_MIB: f64 = 100.0;
 const TARGET_SMALL_FILES_PER_S: f64 = 500.0;
+/// Small files through `dropgate run` against OpenSSH `sftp` puts into sshd.
+const TARGET_SHARE_OF_OPENSSH: f64 = 1.0;
+/// The cipher the OpenSSH baseline uses, as the SFTP benchmark does.
+const CIPHER: &str = "aes256-gcm@openssh.com";
 
 const POLL: Duration = Duration::from_millis(20);
 const LOAD_TIMEOUT: Duration = Duration::from_secs(120);
@@ -939,12 +948,69 @@ struct SmallFiles {
     ledger: LedgerSummary,
     stop: Duration,
     warnings: Vec<String>,
+    /// OpenSSH `sftp` putting the same files into OpenSSH sshd, login included.
+    openssh: Duration,
 }
 
 impl SmallFiles {
     fn files_per_s(&self) -> f64 {
         self.files as f64 / self.after_last_rename.as_secs_f64()
     }
+
+    fn openssh_files_per_s(&self) -> f64 {
+        self.files as f64 / self.openssh.as_secs_f64()
+    }
+
+    fn share_of_openssh(&self) -> f64 {
+        self.files_per_s() / self.openssh_files_per_s()
+    }
+}
+
+/// OpenSSH's `sftp` client puts `paths` into a real sshd (internal-sftp, no
+/// fsync) in one batch session; the time from spawn to exit.
+fn openssh_puts(paths: &[PathBuf], scratch: &Path) -> Result<Duration> {
+    let sshd = Sshd::start();
+    let mut lines = String::new();
+    for path in paths {
+        let name = path.file_name().expect("staged files have names");
+        lines.push_str(&format!(
+            "put \"{}\" \"{}\"\n",
+            path.display(),
+            name.to_string_lossy()
+        ));
+    }
+    let batch = scratch.join("openssh-puts.batch");
+    fs::write(&batch, lines)?;
+    common::sync()?;
+    let clock = Instant::now();
+    let out = Command::new("sftp")
+        .args(["-F", "/dev/null", "-b"])
+        .arg(&batch)
+        .args(["-P", &sshd.port().to_string(), "-i"])
+        .arg(sshd.client_key())
+        .args(harness::SSH_CLIENT_OPTIONS)
+        .args(["-o", &format!("Ciphers={CIPHER}")])
+        .arg(format!("{}@127.0.0.1", sshd.user()))
+        .stdin(Stdio::null())
+        .output()
+        .context("the OpenSSH `sftp` client must be installed (scripts/test installs it)")?;
+    let wall = clock.elapsed();
+    ensure!(
+        out.status.success(),
+        "sftp into sshd failed ({}):\n{}",
+        out.status,
+        harness::text(&out.stderr)
+    );
+    let stored = fs::read_dir(sshd.root())?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".csv.age"))
+        .count();
+    ensure!(
+        stored == paths.len(),
+        "sshd stored {stored} of {} small files",
+        paths.len()
+    );
+    Ok(wall)
 }
 
 struct Staged {
@@ -1038,6 +1104,9 @@ fn measure_small_files(
         residents,
         &recipient,
     )?;
+    progress("baseline: OpenSSH sftp puts of the same files into sshd");
+    let openssh = openssh_puts(&staged.paths, &folder(&deployment, "openssh")?)?;
+    common::sync()?;
     let ledger = deployment.ledger();
     ledger.busy_timeout(Duration::from_secs(10))?;
 
@@ -1102,6 +1171,7 @@ fn measure_small_files(
         ledger: summary,
         stop,
         warnings,
+        openssh,
     })
 }
 
@@ -1176,6 +1246,12 @@ fn report_small_files(s: &SmallFiles) {
         rate(s.after_first_rename)
     );
     println!(
+        "   OpenSSH         {:.3} s for `sftp` to put the same files into sshd (login included, no fsync) → {:.0} files/s; dropgate {:.0} % of it",
+        s.openssh.as_secs_f64(),
+        s.openssh_files_per_s(),
+        100.0 * s.share_of_openssh()
+    );
+    println!(
         "   phases          {:.3} s to detect and land the last file + {:.3} s more to load the rest",
         s.landed.as_secs_f64(),
         s.after_last_rename.saturating_sub(s.landed).as_secs_f64()
@@ -1236,6 +1312,14 @@ fn report_summary(ingest: &Ingest, baselines: &Baselines, small: &SmallFiles, ci
             format!("small files ≥ {TARGET_SMALL_FILES_PER_S:.0} files/s"),
             format!("{:.0} files/s", small.files_per_s()),
             small.files_per_s() >= TARGET_SMALL_FILES_PER_S,
+        ),
+        (
+            format!(
+                "small files ≥ {:.0} % of OpenSSH sftp → sshd",
+                100.0 * TARGET_SHARE_OF_OPENSSH
+            ),
+            format!("{:.0} %", 100.0 * small.share_of_openssh()),
+            small.share_of_openssh() >= TARGET_SHARE_OF_OPENSSH,
         ),
     ];
     println!();

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use crate::config::{Config, SourceKind};
 use crate::intake::Intake;
 use crate::keys::{self, KeyError};
-use crate::land::{self, Arrival, Origin};
+use crate::land::{self, Arrival, Landings, Origin};
 use crate::ledger::{Clock, FileRow, FileState, Ledger, LedgerError, SystemClock};
 use crate::pipeline::{ProcessError, Processor};
 use crate::receive;
@@ -102,6 +102,7 @@ pub fn ingest(
         partner: &source.partner,
         remove_sender: false,
         uploaded_from: None,
+        landings: &Landings::default(),
     };
     let landed = land::land(&config, &spool, &mut ledger, &origin, &arrivals);
     let mut ids = Vec::new();

@@ -2,14 +2,14 @@
 //! append to the audit trail, look up what was taken and note their status
 //! through it, and import nothing of the daemon that runs them.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::land::{self, Arrival, LandError, Landed, Origin};
+use crate::land::{self, Arrival, LandError, Landed, Landings, Origin};
 use crate::ledger::{AuditEvent, Ledger, LedgerError, PollReport, QueuedAuditEvent, SystemClock};
 use crate::spool::Spool;
 
@@ -166,9 +166,9 @@ impl Intake {
             partner,
             remove_sender: true,
             uploaded_from,
+            landings: &self.landings,
         };
         let results = {
-            let _landing = self.landings.start();
             let mut ledger = self.ledger.lock().expect("ledger lock");
             land::land(&self.config, &self.spool, &mut ledger, &origin, arrivals)
         };
@@ -263,31 +263,5 @@ fn write_audit_events(
                 }
             }
         }
-    }
-}
-
-/// Landings under way. While there is any, a processing transaction ends
-/// after the file in hand, so a landing (an SFTP client waiting for its
-/// answer) gets the ledger's write lock within one small file's time.
-#[derive(Debug, Clone, Default)]
-pub struct Landings(Arc<AtomicUsize>);
-
-impl Landings {
-    /// Counts a landing until the guard is dropped.
-    pub fn start(&self) -> LandingGuard<'_> {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        LandingGuard(self)
-    }
-
-    pub fn any(&self) -> bool {
-        self.0.load(Ordering::SeqCst) > 0
-    }
-}
-
-pub struct LandingGuard<'a>(&'a Landings);
-
-impl Drop for LandingGuard<'_> {
-    fn drop(&mut self) {
-        self.0.0.fetch_sub(1, Ordering::SeqCst);
     }
 }

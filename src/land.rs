@@ -16,6 +16,8 @@
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
@@ -24,6 +26,9 @@ use crate::config::{Config, FeedMatch};
 use crate::digest::hex;
 use crate::ledger::{Ledger, LedgerError, NewFile, RemotePath};
 use crate::spool::{Area, Spool, sync_dir};
+
+/// Threads copying one batch into the spool at once.
+const COPY_WORKERS: usize = 8;
 
 /// A complete file offered by a source.
 #[derive(Debug, Clone)]
@@ -95,6 +100,8 @@ pub struct Origin<'a> {
     /// Uploads to the embedded server from this address: each new file's
     /// `upload` audit event is recorded with it.
     pub uploaded_from: Option<&'a str>,
+    /// Told while this landing waits for the ledger's write lock.
+    pub landings: &'a Landings,
 }
 
 struct Copied {
@@ -104,6 +111,9 @@ struct Copied {
     size: u64,
     stamp: Stamp,
 }
+
+/// A file taken into `spool/tmp/`: its SHA-256, size and the sender's stamp.
+type Taken = Result<(String, u64, Stamp), LandError>;
 
 /// Size and modification time, to notice a file being rewritten.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,14 +135,11 @@ pub fn land(
     let mut results: Vec<Option<Result<Landed, LandError>>> =
         arrivals.iter().map(|_| None).collect();
     let now = chrono::Utc::now();
+    let spool_names: Vec<String> = arrivals.iter().map(|_| spool.new_name(now)).collect();
     let mut copied = Vec::new();
-    for (index, arrival) in arrivals.iter().enumerate() {
-        let spool_name = spool.new_name(now);
+    let taken = take_all(spool, arrivals, &spool_names);
+    for ((index, taken), spool_name) in taken.into_iter().enumerate().zip(spool_names) {
         let tmp = spool.path(Area::Tmp, &spool_name);
-        let taken = match &arrival.handover {
-            Handover::Copy => copy_and_hash(&arrival.path, &tmp),
-            Handover::Move { sha256 } => move_and_hash(&arrival.path, &tmp, sha256.as_deref()),
-        };
         match taken {
             Ok((sha256, size, stamp)) => copied.push(Copied {
                 index,
@@ -167,12 +174,53 @@ pub fn land(
         }
     }
     if origin.remove_sender {
-        remove_senders(ledger, arrivals, &copied, &mut results);
+        remove_senders(ledger, origin.landings, arrivals, &copied, &mut results);
     }
     results
         .into_iter()
         .map(|r| r.expect("every arrival has a result"))
         .collect()
+}
+
+/// Step 1 for every arrival, on up to [`COPY_WORKERS`] threads: each copy
+/// waits for its own fsync, and the disk completes several at once sooner
+/// than one after another.
+fn take_all(spool: &Spool, arrivals: &[Arrival], spool_names: &[String]) -> Vec<Taken> {
+    let take = |index: usize| {
+        let arrival = &arrivals[index];
+        let tmp = spool.path(Area::Tmp, &spool_names[index]);
+        match &arrival.handover {
+            Handover::Copy => copy_and_hash(&arrival.path, &tmp),
+            Handover::Move { sha256 } => move_and_hash(&arrival.path, &tmp, sha256.as_deref()),
+        }
+    };
+    let workers = COPY_WORKERS.min(arrivals.len());
+    if workers <= 1 {
+        return (0..arrivals.len()).map(take).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let mut taken: Vec<(usize, Taken)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let index = next.fetch_add(1, Ordering::Relaxed);
+                        if index >= arrivals.len() {
+                            return mine;
+                        }
+                        mine.push((index, take(index)));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a copy does not panic"))
+            .collect()
+    });
+    taken.sort_by_key(|(index, _)| *index);
+    taken.into_iter().map(|(_, result)| result).collect()
 }
 
 /// Steps 2 and 3: the ledger rows, then the payloads into `incoming/`.
@@ -189,6 +237,7 @@ fn record(
         return Ok(());
     }
     sync_dir(&spool.dir(Area::Tmp))?;
+    let _waiting = origin.landings.start();
     let mut new = Vec::new();
     let mut new_files = Vec::new();
     for c in copied {
@@ -242,6 +291,7 @@ fn record(
 /// Step 4: the sender's copies go, unless they were rewritten meanwhile.
 fn remove_senders(
     ledger: &mut Ledger,
+    landings: &Landings,
     arrivals: &[Arrival],
     copied: &[Copied],
     results: &mut [Option<Result<Landed, LandError>>],
@@ -287,6 +337,7 @@ fn remove_senders(
             tracing::warn!(error = %e, "could not sync the source folder");
         }
     }
+    let _waiting = landings.start();
     if let Err(e) = ledger.record_sender_removed(&removed) {
         tracing::warn!(error = %e, "could not record removal of sender copies");
     }
@@ -294,11 +345,7 @@ fn remove_senders(
 
 /// Moves a file that is already dropgate's own into the spool; hashes it
 /// unless the hash is known. Falls back to a copy across file systems.
-fn move_and_hash(
-    from: &Path,
-    to: &Path,
-    sha256: Option<&str>,
-) -> Result<(String, u64, Stamp), LandError> {
+fn move_and_hash(from: &Path, to: &Path, sha256: Option<&str>) -> Taken {
     let stamp = stamp(from)?;
     if let Err(e) = fs::rename(from, to) {
         if e.kind() == io::ErrorKind::CrossesDevices {
@@ -328,7 +375,7 @@ fn move_and_hash(
 }
 
 /// Copies `from` to `to`, returning the copy's SHA-256, size and the source's stamp.
-fn copy_and_hash(from: &Path, to: &Path) -> Result<(String, u64, Stamp), LandError> {
+fn copy_and_hash(from: &Path, to: &Path) -> Taken {
     let before = stamp(from)?;
     let mut input = File::open(from)?;
     let mut output = File::create(to)?;
@@ -349,4 +396,32 @@ fn copy_and_hash(from: &Path, to: &Path) -> Result<(String, u64, Stamp), LandErr
         return Err(LandError::Changed);
     }
     Ok((hex(&hasher.finalize()), size, before))
+}
+
+/// Landings waiting for, or holding, the ledger's write lock. While there
+/// is any, a processing transaction ends after the file in hand, so a
+/// landing (an SFTP client waiting for its answer) gets the lock within one
+/// small file's time. Copying into the spool does not count: processing
+/// need not make way for a landing that does not yet want the lock.
+#[derive(Debug, Clone, Default)]
+pub struct Landings(Arc<AtomicUsize>);
+
+impl Landings {
+    /// Counts a landing until the guard is dropped.
+    pub fn start(&self) -> LandingGuard<'_> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        LandingGuard(self)
+    }
+
+    pub fn any(&self) -> bool {
+        self.0.load(Ordering::SeqCst) > 0
+    }
+}
+
+pub struct LandingGuard<'a>(&'a Landings);
+
+impl Drop for LandingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }

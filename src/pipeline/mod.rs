@@ -28,7 +28,7 @@ use serde_json::json;
 use crate::config::{Config, Feed, FeedMatch, OnError};
 use crate::decrypt::{self, DecryptError};
 use crate::formats;
-use crate::intake::Landings;
+use crate::land::Landings;
 use crate::ledger::{Batch, FileRow, FileState, Ledger, LedgerError, Outcome};
 use crate::load;
 use crate::problem::{Code, Problem, Reason};
@@ -55,6 +55,9 @@ const BATCHES_IN_FLIGHT: usize = 4;
 const BATCH_BYTES: u64 = 8 << 20;
 const BATCH_TIME: Duration = Duration::from_millis(50);
 const BATCH_FILES: usize = 256;
+/// Small files read ahead of the loader: at most this many, of at most
+/// [`READ_WHOLE_BYTES`] each, wait mapped in memory.
+const FILES_READ_AHEAD: usize = 8;
 /// Failed attempts at one file before it is quarantined as `internal_error`.
 pub const MAX_FAILURES: u32 = 3;
 
@@ -112,6 +115,21 @@ pub struct Processed {
     pub state: FileState,
     pub reason: Option<String>,
     pub records: u64,
+}
+
+/// A small file as the reader thread left it for the loader.
+enum ReadAhead<'c> {
+    /// No feed, or more than one, matches it.
+    NoFeed(Box<Outcome>),
+    /// Its payload is not in the spool.
+    Missing(&'c Feed),
+    Read {
+        feed: &'c Feed,
+        attempt: Attempt,
+        rows: Vec<Vec<Records>>,
+    },
+    /// Stopped for shutdown; the file stays `received`.
+    Cancelled,
 }
 
 /// How streaming a large file ended.
@@ -268,35 +286,73 @@ impl Processor {
                 }
                 continue;
             }
-            let mut batch = ledger.begin()?;
-            let started = Instant::now();
-            let mut settled = Vec::new();
-            let mut bytes = 0;
-            // A transaction ends after a size or a time, whichever comes
-            // first, or at once when a landing waits for the write lock.
-            while let Some(file) = rest.next_if(|f| {
-                f.size <= READ_WHOLE_BYTES
-                    && !stop.load(Ordering::SeqCst)
-                    && (settled.is_empty()
-                        || (bytes + f.size <= BATCH_BYTES
-                            && started.elapsed() < BATCH_TIME
-                            && !self.landings.any()))
-            }) {
-                bytes += file.size;
-                let outcome = self
-                    .process_small(&mut batch, &file, stop)
-                    .map_err(Stuck::on(&file))?;
-                if let Some(outcome) = outcome {
-                    batch
-                        .finish(file.id, &outcome)
-                        .map_err(|e| Stuck::on(&file)(e.into()))?;
-                    settled.push((file, outcome));
-                }
+            let mut small = Vec::new();
+            while let Some(file) = rest.next_if(|f| f.size <= READ_WHOLE_BYTES) {
+                small.push(file);
             }
-            batch.commit()?;
-            self.settled(ledger, settled, done)?;
+            self.process_small_files(ledger, small, stop, done)?;
         }
         Ok(())
+    }
+
+    /// Small files: a reader thread decrypts, validates and maps the next
+    /// few while this one loads the last into the open transaction, so a
+    /// run of small files keeps both cores busy.
+    fn process_small_files(
+        &self,
+        ledger: &mut Ledger,
+        files: Vec<FileRow>,
+        stop: &AtomicBool,
+        done: &mut Vec<Processed>,
+    ) -> Result<(), Stuck> {
+        let (tx, rx) = sync_channel::<(FileRow, ReadAhead<'_>)>(FILES_READ_AHEAD);
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("reader".into())
+                .spawn_scoped(scope, move || {
+                    for file in files {
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        let read = self.read_small(&file, stop);
+                        if tx.send((file, read)).is_err() {
+                            break;
+                        }
+                    }
+                })
+                .map_err(|e| Stuck::from(ProcessError::Thread(e)))?;
+            // Dropped on any return, so the reader stops at its next send.
+            let mut ready = rx.into_iter().peekable();
+            while ready.peek().is_some() && !stop.load(Ordering::SeqCst) {
+                let mut batch = ledger.begin()?;
+                let started = Instant::now();
+                let mut settled = Vec::new();
+                let mut bytes = 0;
+                // A transaction ends after a size or a time, whichever comes
+                // first, or at once when a landing waits for the write lock.
+                while let Some((file, read)) = ready.next_if(|(f, _)| {
+                    !stop.load(Ordering::SeqCst)
+                        && (settled.is_empty()
+                            || (bytes + f.size <= BATCH_BYTES
+                                && started.elapsed() < BATCH_TIME
+                                && !self.landings.any()))
+                }) {
+                    bytes += file.size;
+                    let outcome = self
+                        .load_small(&mut batch, &file, read)
+                        .map_err(Stuck::on(&file))?;
+                    if let Some(outcome) = outcome {
+                        batch
+                            .finish(file.id, &outcome)
+                            .map_err(|e| Stuck::on(&file)(e.into()))?;
+                        settled.push((file, outcome));
+                    }
+                }
+                batch.commit()?;
+                self.settled(ledger, settled, done)?;
+            }
+            Ok(())
+        })
     }
 
     /// After the commit: payloads to their folders, then the log lines.
@@ -375,46 +431,67 @@ impl Processor {
         }
     }
 
-    /// A small file, inside the batch's transaction: read whole, judged,
-    /// then written. `None` when it is no longer `received` or reading was
-    /// stopped.
-    fn process_small(
-        &self,
-        batch: &mut Batch<'_>,
-        file: &FileRow,
-        stop: &AtomicBool,
-    ) -> Result<Option<Outcome>, ProcessError> {
-        if batch.state(file.id)? != FileState::Received {
-            return Ok(None);
-        }
+    /// A small file read whole, outside any transaction; what can be
+    /// decided without the ledger.
+    fn read_small<'c>(&'c self, file: &FileRow, stop: &AtomicBool) -> ReadAhead<'c> {
         let feed = match self.feed(file) {
             Ok(feed) => feed,
-            Err(outcome) => return Ok(Some(*outcome)),
+            Err(outcome) => return ReadAhead::NoFeed(outcome),
         };
-        if let Some(first) = batch.loaded_copy(&feed.name, &file.sha256, file.id)? {
-            return Ok(Some(duplicate(feed, first)));
-        }
         let Some(payload) = self.spool.received_payload(&file.spool_name) else {
-            return Ok(Some(payload_missing(feed)));
+            return ReadAhead::Missing(feed);
         };
         let mut encoding = feed.schema.encoding;
         loop {
             let mut rows: Vec<Vec<Records>> = Vec::new();
-            let mut attempt = catch_panic(|| self.read(feed, &payload, encoding, stop, &mut rows));
+            let attempt = catch_panic(|| self.read(feed, &payload, encoding, stop, &mut rows));
             if attempt.cancelled {
-                return Ok(None);
+                return ReadAhead::Cancelled;
             }
             if attempt.encoding_changed {
                 encoding = Encoding::Windows1252;
                 continue;
             }
-            attempt.rows_loaded = rows.iter().map(|b| b.len() as u64).sum();
-            if accepts(feed, &attempt) {
-                let mut writer = Writer::new(batch.connection(), file.id, &file.partner)?;
-                attempt.records = load::load(rows, &mut writer)?.records;
-            }
-            return Ok(Some(self.judge(feed, attempt)));
+            return ReadAhead::Read {
+                feed,
+                attempt,
+                rows,
+            };
         }
+    }
+
+    /// A small file read ahead, inside the batch's transaction: checked
+    /// against the ledger, judged, then written. `None` when it is no
+    /// longer `received` or reading was stopped.
+    fn load_small(
+        &self,
+        batch: &mut Batch<'_>,
+        file: &FileRow,
+        read: ReadAhead<'_>,
+    ) -> Result<Option<Outcome>, ProcessError> {
+        if batch.state(file.id)? != FileState::Received {
+            return Ok(None);
+        }
+        let feed = match &read {
+            ReadAhead::NoFeed(outcome) => return Ok(Some((**outcome).clone())),
+            ReadAhead::Cancelled => return Ok(None),
+            ReadAhead::Missing(feed) | ReadAhead::Read { feed, .. } => *feed,
+        };
+        if let Some(first) = batch.loaded_copy(&feed.name, &file.sha256, file.id)? {
+            return Ok(Some(duplicate(feed, first)));
+        }
+        let ReadAhead::Read {
+            mut attempt, rows, ..
+        } = read
+        else {
+            return Ok(Some(payload_missing(feed)));
+        };
+        attempt.rows_loaded = rows.iter().map(|b| b.len() as u64).sum();
+        if accepts(feed, &attempt) {
+            let mut writer = Writer::new(batch.connection(), file.id, &file.partner)?;
+            attempt.records = load::load(rows, &mut writer)?.records;
+        }
+        Ok(Some(self.judge(feed, attempt)))
     }
 
     /// A large file, in a transaction of its own that begins only when its

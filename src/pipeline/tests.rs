@@ -1,5 +1,5 @@
 use super::*;
-use crate::land::{self, Arrival, Origin};
+use crate::land::{self, Arrival, Landings, Origin};
 use crate::ledger::SystemClock;
 
 const SHIPPED: &str = include_str!("../../config/dropgate.toml");
@@ -37,6 +37,7 @@ impl Setup {
             partner: "demo-carehome",
             remove_sender: false,
             uploaded_from: None,
+            landings: &Landings::default(),
         };
         let spool = Spool::new(&self.config.daemon.spool);
         let arrival = Arrival::copy(path, name.into());

@@ -102,14 +102,20 @@ pub(super) fn loaded_copy(
     sha256: &str,
     id: i64,
 ) -> Result<Option<i64>> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT id FROM files WHERE feed = ?1 AND sha256 = ?2 AND state = 'loaded' AND id <> ?3
-             ORDER BY id LIMIT 1",
-        )?
-        .query_row(params![feed, sha256, id], |r| r.get(0))
-        .optional()?)
+    let mut stmt = conn.prepare_cached(LOADED_COPIES)?;
+    let mut first: Option<i64> = None;
+    for copy in stmt.query_map(params![feed, sha256, id], |r| r.get(0))? {
+        let copy = copy?;
+        first = Some(first.map_or(copy, |f| f.min(copy)));
+    }
+    Ok(first)
 }
+
+/// Loaded files of a feed with the same content. The first is picked in
+/// Rust rather than by `ORDER BY id LIMIT 1`: SQLite re-prepares a cached
+/// statement of that shape on every use.
+pub(super) const LOADED_COPIES: &str =
+    "SELECT id FROM files WHERE feed = ?1 AND sha256 = ?2 AND state = 'loaded' AND id <> ?3";
 
 impl Ledger {
     /// Starts a write transaction in which files are processed.

@@ -114,16 +114,9 @@ impl Ledger {
         size: u64,
         sha256: &str,
     ) -> Result<Option<i64>> {
-        Ok(self
-            .conn
-            .prepare_cached(
-                "SELECT id FROM files
-                 WHERE source = ?1 AND name = ?2 AND size = ?3 AND sha256 = ?4
-                   AND sender_removed_at IS NULL
-                 ORDER BY id DESC LIMIT 1",
-            )?
-            .query_row(params![source, name, size, sha256], |r| r.get(0))
-            .optional()?)
+        let mut stmt = self.conn.prepare_cached(RECEIVED_NOT_REMOVED)?;
+        let ids = stmt.query_map(params![source, name, size, sha256], |r| r.get(0))?;
+        latest(ids)
     }
 
     /// Files waiting to be processed, oldest first.
@@ -263,4 +256,20 @@ impl Ledger {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// Files from a sender not yet removed, by name and content. Picked in Rust
+/// rather than by `ORDER BY id DESC LIMIT 1`: SQLite re-prepares a cached
+/// statement of that shape on every use, which cost more than the look-up.
+pub(super) const RECEIVED_NOT_REMOVED: &str = "SELECT id FROM files
+     WHERE source = ?1 AND name = ?2 AND size = ?3 AND sha256 = ?4
+       AND sender_removed_at IS NULL";
+
+/// The newest of a few ids.
+fn latest(ids: impl Iterator<Item = rusqlite::Result<i64>>) -> Result<Option<i64>> {
+    let mut newest = None;
+    for id in ids {
+        newest = newest.max(Some(id?));
+    }
+    Ok(newest)
 }

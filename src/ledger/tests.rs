@@ -261,3 +261,24 @@ fn observations_written_before_the_inline_layout_survive_its_migration() {
         .unwrap();
     assert_eq!(tables, 0, "the old table is gone");
 }
+
+#[test]
+fn the_look_ups_made_for_every_file_are_not_prepared_again_on_every_use() {
+    let mut l = ledger();
+    for i in 0..5u64 {
+        l.received_but_not_removed("src", &format!("n{i}"), i, "ab")
+            .unwrap();
+        l.loaded_copy("news2", "ab", i as i64).unwrap();
+    }
+    for sql in [
+        super::files::RECEIVED_NOT_REMOVED,
+        super::batch::LOADED_COPIES,
+    ] {
+        let stmt = l.connection().prepare_cached(sql).unwrap();
+        assert_eq!(
+            stmt.get_status(rusqlite::StatementStatus::RePrepare),
+            0,
+            "{sql}"
+        );
+    }
+}

@@ -199,25 +199,32 @@ fn take_all(spool: &Spool, arrivals: &[Arrival], spool_names: &[String]) -> Vec<
         return (0..arrivals.len()).map(take).collect();
     }
     let next = AtomicUsize::new(0);
+    let work = || {
+        let mut mine = Vec::new();
+        loop {
+            let index = next.fetch_add(1, Ordering::Relaxed);
+            if index >= arrivals.len() {
+                return mine;
+            }
+            mine.push((index, take(index)));
+        }
+    };
     let mut taken: Vec<(usize, Taken)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut mine = Vec::new();
-                    loop {
-                        let index = next.fetch_add(1, Ordering::Relaxed);
-                        if index >= arrivals.len() {
-                            return mine;
-                        }
-                        mine.push((index, take(index)));
-                    }
-                })
+        // This thread works too; a helper that cannot start (the process
+        // at its thread limit) only means fewer copies at once.
+        let helpers: Vec<_> = (1..workers)
+            .filter_map(|_| {
+                std::thread::Builder::new()
+                    .name("copy".into())
+                    .spawn_scoped(scope, work)
+                    .ok()
             })
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("a copy does not panic"))
-            .collect()
+        let mut taken = work();
+        for helper in helpers {
+            taken.extend(helper.join().expect("a copy does not panic"));
+        }
+        taken
     });
     taken.sort_by_key(|(index, _)| *index);
     taken.into_iter().map(|(_, result)| result).collect()

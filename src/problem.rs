@@ -128,6 +128,18 @@ codes! {
         "not a date in the column's format";
     NotDatetime = "not_datetime", "validate",
         "not a date and time in the column's format";
+    TooManyDecimals = "too_many_decimals", "validate",
+        "more digits after the decimal point than the column's `scale`";
+    NotTime = "not_time", "validate",
+        "not a time of day in the column's format";
+    NotPostcode = "not_postcode", "validate",
+        "not a UK postcode";
+    NotOdsCode = "not_ods_code", "validate",
+        "not an ODS organisation code (3 to 10 letters and digits)";
+    NotEmail = "not_email", "validate",
+        "not an e-mail address";
+    NotPhone = "not_phone", "validate",
+        "not a UK telephone number, nor `+` and 8 to 15 digits";
     NotInCodeList = "not_in_code_list", "validate",
         "not one of the column's `values`";
     NotBoolean = "not_boolean", "validate",

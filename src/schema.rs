@@ -43,9 +43,15 @@ pub enum ColumnKind {
     Decimal {
         min: Option<f64>,
         max: Option<f64>,
+        /// Most digits allowed after the decimal point.
+        scale: Option<u32>,
     },
     Date {
         format: String,
+    },
+    /// A time of day; without a format `HH:MM:SS` or `HH:MM`.
+    Time {
+        format: Option<String>,
     },
     DateTime {
         format: DateTimeFormat,
@@ -59,9 +65,24 @@ pub enum ColumnKind {
         false_values: Vec<String>,
     },
     NhsNumber,
+    /// A UK postcode, stored as `SW1A 1AA`.
+    Postcode,
+    /// An ODS organisation code, stored in upper case.
+    OdsCode,
+    Email,
+    /// A telephone number, stored as national digits (`01234567890`) or `+` and digits.
+    Phone,
 }
 
 impl ColumnKind {
+    /// Kinds whose values always identify a person, whatever the column says.
+    pub fn always_identifies(&self) -> bool {
+        matches!(
+            self,
+            ColumnKind::NhsNumber | ColumnKind::Postcode | ColumnKind::Email | ColumnKind::Phone
+        )
+    }
+
     pub fn describe(&self) -> &'static str {
         match self {
             ColumnKind::String { .. } => "string",
@@ -72,6 +93,11 @@ impl ColumnKind {
             ColumnKind::Code { .. } => "code",
             ColumnKind::Boolean { .. } => "boolean",
             ColumnKind::NhsNumber => "nhs_number",
+            ColumnKind::Time { .. } => "time",
+            ColumnKind::Postcode => "postcode",
+            ColumnKind::OdsCode => "ods_code",
+            ColumnKind::Email => "email",
+            ColumnKind::Phone => "phone",
         }
     }
 }

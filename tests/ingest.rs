@@ -447,3 +447,71 @@ fn a_rejected_file_leaves_nothing_behind_for_the_next_file() {
     assert_eq!(d.count("SELECT count(*) FROM service_users"), 3);
     assert_eq!(d.count("SELECT count(*) FROM pragma_foreign_key_check"), 0);
 }
+
+/// The NEWS2 feed with two more columns: a postcode, mapped to the service
+/// user, and a ward code from a list kept in a file next to the config.
+fn deployment_with_postcode_and_ward() -> Deployment {
+    let d = Deployment::new();
+    fs::write(d.path("config/wards.csv"), "code,label\nW1,Oak\nW2,Elm\n").unwrap();
+    let config = fast(SHIPPED_CONFIG)
+        .replacen(
+            "[[feeds.news2.columns]]\nname = \"resident_id\"",
+            "[[feeds.news2.columns]]\nname = \"postcode\"\ntype = \"postcode\"\n\n\
+             [[feeds.news2.columns]]\nname = \"ward\"\ntype = \"code\"\nvalues_file = \"wards.csv\"\n\n\
+             [[feeds.news2.columns]]\nname = \"resident_id\"",
+            1,
+        )
+        .replacen(
+            "gender = \"gender\"\n",
+            "gender = \"gender\"\npostcode = \"postcode\"\n",
+            1,
+        );
+    d.write_config(&config);
+    let check = d.dg(&["check-config"]);
+    assert!(check.status.success(), "{}", text(&check.stdout));
+    d
+}
+
+/// A NEWS2 file with the two extra columns, the same values on every row.
+fn news2_with(postcode: &str, ward: &str) -> String {
+    let mut lines = news2_csv(3, 3, 0)
+        .lines()
+        .map(str::to_string)
+        .collect::<Vec<_>>();
+    lines[0].push_str(",postcode,ward");
+    for line in &mut lines[1..] {
+        line.push_str(&format!(",{postcode},{ward}"));
+    }
+    lines.join("\n") + "\n"
+}
+
+#[test]
+fn postcodes_are_stored_normalised_and_code_lists_can_come_from_a_file() {
+    let d = deployment_with_postcode_and_ward();
+    let plain = d.write_input("news2_pc.csv", news2_with("  sw1a1aa", "W2").as_bytes());
+    let (out, file) = ingest_one(&d, &plain);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert_eq!(file["state"], "loaded");
+    assert_eq!(
+        d.string("SELECT group_concat(DISTINCT postcode) FROM service_users"),
+        "SW1A 1AA"
+    );
+
+    let plain = d.write_input("news2_bad.csv", news2_with("SW1A 1AAX", "W3").as_bytes());
+    let (_, file) = ingest_one(&d, &plain);
+    assert_eq!(file["state"], "quarantined");
+    let report = quarantine_report(&d);
+    let codes: Vec<&str> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["code"].as_str().unwrap())
+        .collect();
+    assert!(codes.contains(&"not_postcode"), "{codes:?}");
+    assert!(codes.contains(&"not_in_code_list"), "{codes:?}");
+    let shown = report.to_string();
+    assert!(
+        !shown.contains("1AAX"),
+        "a postcode is never echoed: {shown}"
+    );
+}

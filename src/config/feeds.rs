@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// The largest code-list file read for a `code` column.
+const MAX_CODE_LIST_BYTES: u64 = 8 << 20;
+
 impl Checker<'_> {
     pub(super) fn feed(
         &mut self,
@@ -9,6 +12,7 @@ impl Checker<'_> {
         raw: raw::Feed,
         partners: &BTreeMap<String, Partner>,
         seen_patterns: &mut HashSet<(String, String)>,
+        base: &Path,
     ) -> Option<Feed> {
         let errors_before = self.errors.len();
         self.broken_columns.clear();
@@ -92,7 +96,7 @@ impl Checker<'_> {
             1 << 30,
             "max_field_size",
         ) as usize;
-        let mut schema = self.schema(raw.csv.unwrap_or_default(), raw.columns);
+        let mut schema = self.schema(raw.csv.unwrap_or_default(), raw.columns, base);
         schema.max_record_bytes = max_record_bytes;
         schema.max_field_bytes = max_field_bytes.min(max_record_bytes);
         let mapping = self.mapping(raw.map.unwrap_or_default(), &schema);
@@ -114,6 +118,7 @@ impl Checker<'_> {
         &mut self,
         csv: raw::Csv,
         columns: Spanned<Vec<Spanned<raw::Column>>>,
+        base: &Path,
     ) -> Schema {
         let delimiter = self.single_byte(csv.delimiter, b',', "delimiter");
         let quote = self.single_byte(csv.quote, b'"', "quote");
@@ -166,7 +171,7 @@ impl Checker<'_> {
                 );
             }
             let name = column.name.get_ref().clone();
-            match self.column(column) {
+            match self.column(column, base) {
                 Some(spec) => specs.push(spec),
                 None => {
                     self.broken_columns.insert(name);
@@ -183,7 +188,7 @@ impl Checker<'_> {
         }
     }
 
-    pub(super) fn column(&mut self, c: raw::Column) -> Option<ColumnSpec> {
+    pub(super) fn column(&mut self, c: raw::Column, base: &Path) -> Option<ColumnSpec> {
         let name = c.name.get_ref().clone();
         let kind_name = c.kind.get_ref().as_str();
         let mut allowed: &[&str] = &[];
@@ -214,7 +219,11 @@ impl Checker<'_> {
                 }
             }
             "integer" | "decimal" => {
-                allowed = &["min", "max"];
+                allowed = if kind_name == "decimal" {
+                    &["min", "max", "scale"]
+                } else {
+                    &["min", "max"]
+                };
                 let min = c.min.as_ref().map(|v| *v.get_ref());
                 let max = c.max.as_ref().map(|v| *v.get_ref());
                 if let (Some(lo), Some(hi), Some(at)) = (min, max, c.max.as_ref())
@@ -222,10 +231,18 @@ impl Checker<'_> {
                 {
                     self.at(at, format!("column `{name}`: max {hi} is below min {lo}"));
                 }
+                let scale = match &c.scale {
+                    Some(n) if (0..=18).contains(n.get_ref()) => Some(*n.get_ref() as u32),
+                    Some(n) => {
+                        self.at(n, "scale must be 0 to 18 digits");
+                        None
+                    }
+                    None => None,
+                };
                 if kind_name == "integer" {
                     ColumnKind::Integer { min, max }
                 } else {
-                    ColumnKind::Decimal { min, max }
+                    ColumnKind::Decimal { min, max, scale }
                 }
             }
             "date" => {
@@ -254,18 +271,37 @@ impl Checker<'_> {
                 };
                 ColumnKind::DateTime { format }
             }
+            "time" => {
+                allowed = &["format"];
+                if let Some(f) = &c.format {
+                    self.check_chrono_format(f);
+                }
+                ColumnKind::Time {
+                    format: c.format.as_ref().map(|f| f.get_ref().clone()),
+                }
+            }
             "code" => {
-                allowed = &["values", "ignore_case"];
-                let values = match &c.values {
-                    Some(v) if !v.get_ref().is_empty() => v.get_ref().clone(),
-                    Some(v) => {
+                allowed = &["values", "values_file", "ignore_case"];
+                let values = match (&c.values, &c.values_file) {
+                    (Some(v), Some(file)) => {
+                        self.at(
+                            file,
+                            format!("column `{name}`: give `values` or `values_file`, not both"),
+                        );
+                        v.get_ref().clone()
+                    }
+                    (Some(v), None) if !v.get_ref().is_empty() => v.get_ref().clone(),
+                    (Some(v), None) => {
                         self.at(v, format!("column `{name}`: `values` is empty"));
                         Vec::new()
                     }
-                    None => {
+                    (None, Some(file)) => self.code_list_file(&name, file, base),
+                    (None, None) => {
                         self.at(
                             &c.kind,
-                            format!("column `{name}`: a `code` column needs `values`"),
+                            format!(
+                                "column `{name}`: a `code` column needs `values` or `values_file`"
+                            ),
                         );
                         Vec::new()
                     }
@@ -301,23 +337,29 @@ impl Checker<'_> {
                 }
             }
             "nhs_number" => ColumnKind::NhsNumber,
+            "postcode" => ColumnKind::Postcode,
+            "ods_code" => ColumnKind::OdsCode,
+            "email" => ColumnKind::Email,
+            "phone" => ColumnKind::Phone,
             other => {
                 self.at(
                     &c.kind,
                     format!(
-                        "column `{name}`: unknown type `{other}`, expected string, integer, decimal, date, datetime, code, boolean or nhs_number"
+                        "column `{name}`: unknown type `{other}`, expected string, integer, decimal, date, datetime, time, code, boolean, nhs_number, postcode, ods_code, email or phone"
                     ),
                 );
                 return None;
             }
         };
-        let given: [(&str, Option<Range<usize>>); 8] = [
+        let given: [(&str, Option<Range<usize>>); 10] = [
             ("max_length", c.max_length.as_ref().map(|v| v.span())),
             ("pattern", c.pattern.as_ref().map(|v| v.span())),
             ("min", c.min.as_ref().map(|v| v.span())),
             ("max", c.max.as_ref().map(|v| v.span())),
+            ("scale", c.scale.as_ref().map(|v| v.span())),
             ("format", c.format.as_ref().map(|v| v.span())),
             ("values", c.values.as_ref().map(|v| v.span())),
+            ("values_file", c.values_file.as_ref().map(|v| v.span())),
             ("true_values", c.true_values.as_ref().map(|v| v.span())),
             ("false_values", c.false_values.as_ref().map(|v| v.span())),
         ];
@@ -334,9 +376,65 @@ impl Checker<'_> {
         Some(ColumnSpec {
             name,
             required: c.required.unwrap_or(false),
-            identifier: c.identifier.unwrap_or(false) || matches!(kind, ColumnKind::NhsNumber),
+            identifier: c.identifier.unwrap_or(false) || kind.always_identifies(),
             kind,
         })
+    }
+
+    /// Reads a code list kept in a file next to the config: one code per
+    /// line, or CSV whose first field is the code (`code,label`; a first
+    /// line `code,label` is a header). Blank lines and lines starting `#`
+    /// are skipped.
+    fn code_list_file(&mut self, column: &str, file: &Spanned<String>, base: &Path) -> Vec<String> {
+        let path = join(base, file.get_ref());
+        let text = match std::fs::metadata(&path) {
+            Ok(m) if m.len() > MAX_CODE_LIST_BYTES => {
+                self.at(
+                    file,
+                    format!(
+                        "column `{column}`: {} is larger than {MAX_CODE_LIST_BYTES} bytes",
+                        path.display()
+                    ),
+                );
+                return Vec::new();
+            }
+            _ => match std::fs::read(&path) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    self.at(
+                        file,
+                        format!("column `{column}`: cannot read {}: {e}", path.display()),
+                    );
+                    return Vec::new();
+                }
+            },
+        };
+        let Ok(text) = String::from_utf8(text) else {
+            self.at(
+                file,
+                format!("column `{column}`: {} is not UTF-8 text", path.display()),
+            );
+            return Vec::new();
+        };
+        let mut codes = Vec::new();
+        for (index, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (code, labelled) = first_field(line);
+            if code.is_empty() || (index == 0 && labelled && code == "code") {
+                continue;
+            }
+            codes.push(code);
+        }
+        if codes.is_empty() {
+            self.at(
+                file,
+                format!("column `{column}`: {} holds no codes", path.display()),
+            );
+        }
+        codes
     }
 
     pub(super) fn check_chrono_format(&mut self, format: &Spanned<String>) {
@@ -367,4 +465,31 @@ pub(super) fn never_matches(glob: &str) -> Option<&'static str> {
         );
     }
     None
+}
+
+/// The first field of a `code,label` line (quoted as CSV quotes, or not),
+/// and whether more fields follow.
+fn first_field(line: &str) -> (String, bool) {
+    if let Some(quoted) = line.strip_prefix('"') {
+        let mut code = String::new();
+        let mut chars = quoted.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' if chars.peek() == Some(&'"') => {
+                    chars.next();
+                    code.push('"');
+                }
+                '"' => {
+                    let rest: String = chars.collect();
+                    return (code, rest.trim_start().starts_with(','));
+                }
+                _ => code.push(c),
+            }
+        }
+        return (code, false);
+    }
+    match line.split_once(',') {
+        Some((code, _)) => (code.trim().to_string(), true),
+        None => (line.to_string(), false),
+    }
 }

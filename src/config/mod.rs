@@ -347,7 +347,7 @@ impl Checker<'_> {
         let mut checked_feeds = BTreeMap::new();
         let mut seen_patterns: HashSet<(String, String)> = HashSet::new();
         for (name, f) in feeds {
-            if let Some(feed) = self.feed(name.get_ref(), f, &partners, &mut seen_patterns) {
+            if let Some(feed) = self.feed(name.get_ref(), f, &partners, &mut seen_patterns, base) {
                 checked_feeds.insert(name.into_inner(), feed);
             }
         }

@@ -222,7 +222,8 @@ pub struct Csv {
 pub struct Column {
     /// Header name, exactly as in the file (spaces and punctuation allowed).
     pub name: Spanned<String>,
-    /// `string`, `integer`, `decimal`, `date`, `datetime`, `code`, `boolean` or `nhs_number`.
+    /// `string`, `integer`, `decimal`, `date`, `datetime`, `time`, `code`, `boolean`,
+    /// `nhs_number`, `postcode`, `ods_code`, `email` or `phone`.
     #[serde(rename = "type")]
     pub kind: Spanned<String>,
     /// An empty value is an error. Default false.
@@ -238,10 +239,15 @@ pub struct Column {
     pub min: Option<Spanned<f64>>,
     /// `integer`/`decimal`: largest allowed value.
     pub max: Option<Spanned<f64>>,
-    /// `date`/`datetime`: chrono format, or `iso8601` for datetimes with an offset or `Z`.
+    /// `decimal`: most digits allowed after the decimal point.
+    pub scale: Option<Spanned<i64>>,
+    /// `date`/`datetime`/`time`: chrono format, or `iso8601` for datetimes with an offset or `Z`.
     pub format: Option<Spanned<String>>,
     /// `code`: allowed codes, compared case-sensitively unless `ignore_case`.
     pub values: Option<Spanned<Vec<String>>>,
+    /// `code`: a file next to the config holding the allowed codes, one per
+    /// line or as `code,label` CSV.
+    pub values_file: Option<Spanned<String>>,
     /// `code`: compare codes ignoring ASCII case. Default false.
     pub ignore_case: Option<bool>,
     /// `boolean`: words read as true. Default `["true", "Y", "1"]`.

@@ -435,3 +435,101 @@ fn caps_on_hostile_input_are_checked_and_default_sanely() {
         );
     }
 }
+
+/// The shipped config with one column more, appended to its NEWS2 feed.
+fn with_column(column: &str) -> String {
+    let anchor = "[[feeds.news2.columns]]\nname = \"resident_id\"";
+    assert!(SHIPPED.contains(anchor));
+    SHIPPED.replacen(
+        anchor,
+        &format!("[[feeds.news2.columns]]\n{column}\n\n{anchor}"),
+        1,
+    )
+}
+
+fn column_of(config: &Config, name: &str) -> ColumnSpec {
+    config.feeds["news2"]
+        .schema
+        .columns
+        .iter()
+        .find(|c| c.name == name)
+        .cloned()
+        .expect("the column")
+}
+
+#[test]
+fn contact_details_are_always_identifiers_and_scale_is_for_decimals() {
+    for kind in ["postcode", "email", "phone"] {
+        let text = with_column(&format!("name = \"extra\"\ntype = \"{kind}\""));
+        let config = Config::parse(Path::new("/opt/dg/config/dropgate.toml"), &text).unwrap();
+        assert!(column_of(&config, "extra").identifier, "{kind}");
+    }
+    let text = with_column("name = \"extra\"\ntype = \"ods_code\"");
+    let config = Config::parse(Path::new("/opt/dg/config/dropgate.toml"), &text).unwrap();
+    assert!(!column_of(&config, "extra").identifier);
+
+    let text = with_column("name = \"extra\"\ntype = \"integer\"\nscale = 2");
+    let got = errors(&text);
+    assert!(
+        got.iter()
+            .any(|e| e.contains("column `extra`: `scale` does not apply to type `integer`")),
+        "{got:?}"
+    );
+    let text = with_column("name = \"extra\"\ntype = \"decimal\"\nscale = 19");
+    let (line, column) = line_column(&text, text.find("scale = 19").unwrap() + "scale = ".len());
+    assert_eq!(
+        errors(&text),
+        [format!(
+            "/etc/dropgate/dropgate.toml:{line}:{column}: scale must be 0 to 18 digits"
+        )]
+    );
+}
+
+#[test]
+fn a_code_list_can_live_in_a_file_next_to_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ethnicity.csv"),
+        "code,label\n# NHS data dictionary, ethnic category\nA,White - British\n\"B\",\"White - Irish\"\n\nZ , Not stated\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("plain.txt"), "X1\nX2\n").unwrap();
+    let config_path = dir.path().join("dropgate.toml");
+
+    let text = with_column("name = \"extra\"\ntype = \"code\"\nvalues_file = \"ethnicity.csv\"");
+    let config = Config::parse(&config_path, &text).unwrap();
+    let ColumnKind::Code { values, .. } = column_of(&config, "extra").kind else {
+        panic!("a code column");
+    };
+    assert_eq!(values, ["A", "B", "Z"]);
+
+    let text = with_column("name = \"extra\"\ntype = \"code\"\nvalues_file = \"plain.txt\"");
+    let config = Config::parse(&config_path, &text).unwrap();
+    let ColumnKind::Code { values, .. } = column_of(&config, "extra").kind else {
+        panic!("a code column");
+    };
+    assert_eq!(values, ["X1", "X2"]);
+
+    let text = with_column("name = \"extra\"\ntype = \"code\"\nvalues_file = \"missing.csv\"");
+    let got = match Config::parse(&config_path, &text) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.errors.iter().map(|e| e.to_string()).collect(),
+    };
+    assert!(
+        got.iter().any(|e| e.contains(&format!(
+            ":{}: column `extra`: cannot read",
+            at(&text, "\"missing.csv\"")
+        ))),
+        "{got:?}"
+    );
+
+    let text = with_column(
+        "name = \"extra\"\ntype = \"code\"\nvalues = [\"A\"]\nvalues_file = \"plain.txt\"",
+    );
+    let got = errors(&text);
+    assert!(
+        got.iter()
+            .any(|e| e.contains("give `values` or `values_file`, not both")),
+        "{got:?}"
+    );
+}

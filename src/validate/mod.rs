@@ -8,6 +8,7 @@ mod value;
 
 use std::borrow::Cow;
 
+use crate::domain::contact;
 use crate::domain::nhs_number::{NhsNumber, NhsNumberError};
 use crate::problem::{Code, Problem};
 use crate::schema::{ColumnKind, ColumnSpec, DateTimeFormat, Encoding, ExtraColumns, Schema};
@@ -406,7 +407,7 @@ pub fn check_value(column: &ColumnSpec, text: &str) -> Result<Value, ValueProble
             check_range(n as f64, *min, *max, &shown)?;
             Ok(Value::Integer(n))
         }
-        ColumnKind::Decimal { min, max } => {
+        ColumnKind::Decimal { min, max, scale } => {
             let n: f64 = trimmed
                 .parse()
                 .ok()
@@ -419,9 +420,59 @@ pub fn check_value(column: &ColumnSpec, text: &str) -> Result<Value, ValueProble
                         format!("value{} is not a decimal number", shown()),
                     )
                 })?;
+            if let Some(scale) = scale {
+                let places = trimmed.split_once('.').map_or(0, |(_, f)| f.len());
+                if places > *scale as usize {
+                    return Err((
+                        Code::TooManyDecimals,
+                        format!(
+                            "value{} has {places} digits after the decimal point; at most {scale} allowed",
+                            shown()
+                        ),
+                    ));
+                }
+            }
             check_range(n, *min, *max, &shown)?;
             Ok(Value::Decimal(n))
         }
+        ColumnKind::Time { format } => {
+            let parsed = match format {
+                Some(f) => chrono::NaiveTime::parse_from_str(trimmed, f).ok(),
+                None => chrono::NaiveTime::parse_from_str(trimmed, "%H:%M:%S")
+                    .or_else(|_| chrono::NaiveTime::parse_from_str(trimmed, "%H:%M"))
+                    .ok(),
+            };
+            parsed
+                .map(|t| Value::Text(t.format("%H:%M:%S").to_string()))
+                .ok_or_else(|| {
+                    let expected = format.as_deref().unwrap_or("%H:%M:%S` or `%H:%M");
+                    (
+                        Code::NotTime,
+                        format!("value{} is not a time in the form `{expected}`", shown()),
+                    )
+                })
+        }
+        ColumnKind::Postcode => contact::postcode(trimmed)
+            .map(Value::Text)
+            .ok_or_else(|| (Code::NotPostcode, "not a UK postcode".into())),
+        ColumnKind::OdsCode => contact::ods_code(trimmed).map(Value::Text).ok_or_else(|| {
+            (
+                Code::NotOdsCode,
+                format!(
+                    "value{} is not an ODS organisation code (3 to 10 letters and digits)",
+                    shown()
+                ),
+            )
+        }),
+        ColumnKind::Email => contact::email(trimmed)
+            .map(Value::Text)
+            .ok_or_else(|| (Code::NotEmail, "not an e-mail address".into())),
+        ColumnKind::Phone => contact::phone(trimmed).map(Value::Text).ok_or_else(|| {
+            (
+                Code::NotPhone,
+                "not a UK telephone number, nor `+` and 8 to 15 digits".into(),
+            )
+        }),
         ColumnKind::Date { format } => chrono::NaiveDate::parse_from_str(trimmed, format)
             .map(Value::Date)
             .map_err(|_| {

@@ -35,6 +35,7 @@ fn integers_and_decimals_check_range() {
     let dec = || ColumnKind::Decimal {
         min: Some(25.0),
         max: Some(45.0),
+        scale: None,
     };
     assert_eq!(one(dec(), "36.6"), Ok(Value::Decimal(36.6)));
     assert_eq!(one(dec(), "45.1").unwrap_err().0, "out_of_range");
@@ -145,4 +146,65 @@ fn quoted_values_are_short_and_escaped() {
     assert!(message.contains("x\\u{202e}y\\nwww"), "{message}");
     assert!(message.contains("and 28 more"), "{message}");
     assert!(message.len() < 160, "{message}");
+}
+
+#[test]
+fn a_decimal_scale_limits_the_digits_after_the_point() {
+    let money = || ColumnKind::Decimal {
+        min: None,
+        max: None,
+        scale: Some(2),
+    };
+    assert_eq!(one(money(), "12.50"), Ok(Value::Decimal(12.5)));
+    assert_eq!(one(money(), "-3"), Ok(Value::Decimal(-3.0)));
+    let (code, message) = one(money(), "12.505").unwrap_err();
+    assert_eq!(code, "too_many_decimals");
+    assert!(
+        message.contains("3 digits") && message.contains("at most 2"),
+        "{message}"
+    );
+}
+
+#[test]
+fn times_of_day_are_stored_with_seconds() {
+    let any = || ColumnKind::Time { format: None };
+    assert_eq!(one(any(), "09:05"), Ok(Value::Text("09:05:00".into())));
+    assert_eq!(one(any(), "23:59:30"), Ok(Value::Text("23:59:30".into())));
+    assert_eq!(one(any(), "24:00").unwrap_err().0, "not_time");
+    let compact = ColumnKind::Time {
+        format: Some("%H%M".into()),
+    };
+    assert_eq!(one(compact, "0905"), Ok(Value::Text("09:05:00".into())));
+}
+
+#[test]
+fn postcodes_email_and_phone_numbers_are_normalised_and_never_echoed() {
+    assert_eq!(
+        one(ColumnKind::Postcode, "sw1a1aa"),
+        Ok(Value::Text("SW1A 1AA".into()))
+    );
+    assert_eq!(
+        one(ColumnKind::OdsCode, "a81001"),
+        Ok(Value::Text("A81001".into()))
+    );
+    assert_eq!(
+        one(ColumnKind::Email, "Ward.7@Example.NHS.UK"),
+        Ok(Value::Text("Ward.7@example.nhs.uk".into()))
+    );
+    assert_eq!(
+        one(ColumnKind::Phone, "+44 (0)1632 960001"),
+        Ok(Value::Text("01632960001".into()))
+    );
+    for (kind, bad, code) in [
+        (ColumnKind::Postcode, "ZZ99 9ZZZ", "not_postcode"),
+        (ColumnKind::Email, "someone-at-example.org", "not_email"),
+        (ColumnKind::Phone, "01632 96000X", "not_phone"),
+        (ColumnKind::OdsCode, "A8-1001", "not_ods_code"),
+    ] {
+        let (found, message) = one(kind, bad).unwrap_err();
+        assert_eq!(found, code, "{bad}");
+        if code != "not_ods_code" {
+            assert!(!message.contains(bad), "{message}");
+        }
+    }
 }

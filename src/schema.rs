@@ -22,6 +22,39 @@ pub enum ExtraColumns {
     Ignore,
 }
 
+/// How header names are matched to declared column names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameMatch {
+    Exact,
+    /// Case-insensitive, and blind to spaces: `Event Start Date` matches
+    /// `event start date` and `EventStartDate`.
+    Loose,
+}
+
+impl NameMatch {
+    /// The form in which names are compared.
+    pub fn key(self, name: &str) -> std::borrow::Cow<'_, str> {
+        match self {
+            NameMatch::Exact => name.into(),
+            NameMatch::Loose => name
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .flat_map(char::to_lowercase)
+                .collect::<String>()
+                .into(),
+        }
+    }
+}
+
+/// Declared columns the header lacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingColumns {
+    Error,
+    /// An optional column may be absent; its values are empty. A required
+    /// column is still an error.
+    Allow,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DateTimeFormat {
     /// ISO 8601 / RFC 3339 with a `Z` or numeric offset.
@@ -134,6 +167,8 @@ pub struct Schema {
     pub max_record_bytes: usize,
     pub max_field_bytes: usize,
     pub extra_columns: ExtraColumns,
+    pub missing_columns: MissingColumns,
+    pub names: NameMatch,
     pub columns: Vec<ColumnSpec>,
 }
 
@@ -145,8 +180,11 @@ pub enum Layout {
     Csv(CsvLayout),
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CsvLayout {
     pub delimiter: u8,
     pub quote: u8,
+    /// Files without a header record: for each field, the column it fills,
+    /// from the columns' positions. `None` when the first record names them.
+    pub positions: Option<Vec<Option<usize>>>,
 }

@@ -515,3 +515,24 @@ fn postcodes_are_stored_normalised_and_code_lists_can_come_from_a_file() {
         "a postcode is never echoed: {shown}"
     );
 }
+
+#[test]
+fn a_tilde_delimited_file_without_a_header_loads_by_column_order() {
+    let d = Deployment::new();
+    let config = fast(SHIPPED_CONFIG).replacen(
+        "[feeds.news2.csv]\ndelimiter = \",\"\n",
+        "[feeds.news2.csv]\ndelimiter = \"~\"\nheader = false\n",
+        1,
+    );
+    d.write_config(&config);
+    let check = d.dg(&["check-config"]);
+    assert!(check.status.success(), "{}", text(&check.stdout));
+    let csv = news2_csv(4, 2, 0);
+    assert!(!csv.contains('~'));
+    let rows: Vec<String> = csv.lines().skip(1).map(|l| l.replace(',', "~")).collect();
+    let plain = d.write_input("news2_tilde.csv", (rows.join("\n") + "\n").as_bytes());
+    let (out, file) = ingest_one(&d, &plain);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert_eq!(file["state"], "loaded");
+    assert_eq!(file["rows_loaded"], 4);
+}

@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// The highest field position a column of a file without a header may have.
+const MAX_POSITION: i64 = 4096;
+
 /// The largest code-list file read for a `code` column.
 const MAX_CODE_LIST_BYTES: u64 = 8 << 20;
 
@@ -122,13 +125,50 @@ impl Checker<'_> {
     ) -> Schema {
         let delimiter = self.single_byte(csv.delimiter, b',', "delimiter");
         let quote = self.single_byte(csv.quote, b'"', "quote");
-        if let Some(header) = &csv.header
-            && !header.get_ref()
-        {
-            self.at(
-                header,
-                "files without a header record are not supported yet: set `header = true`",
-            );
+        let has_header = csv.header.as_ref().is_none_or(|h| *h.get_ref());
+        let names = match csv.header_match.as_ref().map(|s| s.get_ref().as_str()) {
+            None | Some("exact") => NameMatch::Exact,
+            Some("loose") => NameMatch::Loose,
+            Some(other) => {
+                let span = csv.header_match.as_ref().map(|s| s.span()).unwrap_or(0..0);
+                self.error(
+                    span,
+                    format!("unknown header_match `{other}`, expected `exact` or `loose`"),
+                );
+                NameMatch::Exact
+            }
+        };
+        let missing_columns = match csv.missing_columns.as_ref().map(|s| s.get_ref().as_str()) {
+            None | Some("error") => MissingColumns::Error,
+            Some("allow") => MissingColumns::Allow,
+            Some(other) => {
+                let span = csv
+                    .missing_columns
+                    .as_ref()
+                    .map(|s| s.span())
+                    .unwrap_or(0..0);
+                self.error(
+                    span,
+                    format!("unknown missing_columns `{other}`, expected `error` or `allow`"),
+                );
+                MissingColumns::Error
+            }
+        };
+        if !has_header {
+            for (option, given) in [
+                ("header_match", csv.header_match.as_ref().map(|s| s.span())),
+                (
+                    "missing_columns",
+                    csv.missing_columns.as_ref().map(|s| s.span()),
+                ),
+            ] {
+                if let Some(span) = given {
+                    self.error(
+                        span,
+                        format!("`{option}` applies only to files with a header"),
+                    );
+                }
+            }
         }
         let encoding = match csv.encoding.as_ref().map(|s| s.get_ref().as_str()) {
             None | Some("utf-8") | Some("utf8") => Encoding::Utf8,
@@ -160,15 +200,59 @@ impl Checker<'_> {
         if columns.get_ref().is_empty() {
             self.at(&columns, "a feed needs at least one column");
         }
-        let mut names = HashSet::new();
+        let mut declared = HashSet::new();
         let mut specs = Vec::new();
-        for column in columns.into_inner() {
+        let mut positions: Vec<Option<usize>> = Vec::new();
+        let mut positioned = 0;
+        let count = columns.get_ref().len();
+        for (order, column) in columns.into_inner().into_iter().enumerate() {
             let column = column.into_inner();
-            if !names.insert(column.name.get_ref().clone()) {
+            if !declared.insert(names.key(column.name.get_ref()).into_owned()) {
+                let how = if names == NameMatch::Loose {
+                    " (ignoring case and spaces)"
+                } else {
+                    ""
+                };
                 self.at(
                     &column.name,
-                    format!("column `{}` is declared twice", column.name.get_ref()),
+                    format!("column `{}` is declared twice{how}", column.name.get_ref()),
                 );
+            }
+            let position = match &column.position {
+                Some(p) if has_header => {
+                    self.at(
+                        p,
+                        "`position` applies only to files without a header (`header = false`)",
+                    );
+                    None
+                }
+                Some(p) if (1..=MAX_POSITION).contains(p.get_ref()) => {
+                    positioned += 1;
+                    Some(*p.get_ref() as usize - 1)
+                }
+                Some(p) => {
+                    self.at(p, format!("position must be 1 to {MAX_POSITION}"));
+                    None
+                }
+                None => (!has_header).then_some(order),
+            };
+            if let Some(field) = position {
+                if positions.len() <= field {
+                    positions.resize(field + 1, None);
+                }
+                if positions[field].is_some() {
+                    self.at(
+                        &column.name,
+                        format!(
+                            "column `{}`: field {} is already another column's",
+                            column.name.get_ref(),
+                            field + 1
+                        ),
+                    );
+                }
+                // The column's index among those that check out (a broken
+                // one fails the whole config, so the gap never matters).
+                positions[field] = Some(specs.len());
             }
             let name = column.name.get_ref().clone();
             match self.column(column, base) {
@@ -178,12 +262,26 @@ impl Checker<'_> {
                 }
             }
         }
+        if !has_header && positioned > 0 && positioned < count {
+            if let Some(header) = &csv.header {
+                self.at(
+                    header,
+                    "without a header, give every column a `position`, or none (declared order)",
+                );
+            }
+        }
         Schema {
-            layout: Layout::Csv(CsvLayout { delimiter, quote }),
+            layout: Layout::Csv(CsvLayout {
+                delimiter,
+                quote,
+                positions: (!has_header).then_some(positions),
+            }),
             max_record_bytes: crate::schema::DEFAULT_MAX_RECORD_BYTES,
             max_field_bytes: crate::schema::DEFAULT_MAX_FIELD_BYTES,
             encoding,
             extra_columns,
+            missing_columns,
+            names,
             columns: specs,
         }
     }

@@ -208,8 +208,15 @@ pub struct Csv {
     pub delimiter: Option<Spanned<String>>,
     /// Quote character. Default `"`.
     pub quote: Option<Spanned<String>>,
-    /// The first record names the columns. Only `true` is supported. Default true.
+    /// The first record names the columns. With `false`, columns are taken by
+    /// `position` (or in the order declared) and every record is data. Default true.
     pub header: Option<Spanned<bool>>,
+    /// How header names match column names: `exact`, or `loose` (ignoring
+    /// case and spaces). Default `exact`.
+    pub header_match: Option<Spanned<String>>,
+    /// Declared columns the header lacks: `error`, or `allow` (an optional
+    /// column reads as empty; a required one is still an error). Default `error`.
+    pub missing_columns: Option<Spanned<String>>,
     /// `utf-8` (BOM optional), `windows-1252`, or `auto`. Default `utf-8`.
     pub encoding: Option<Spanned<String>>,
     /// Columns in the file that the schema does not declare: `error` or `ignore`. Default `error`.
@@ -222,6 +229,9 @@ pub struct Csv {
 pub struct Column {
     /// Header name, exactly as in the file (spaces and punctuation allowed).
     pub name: Spanned<String>,
+    /// Files without a header (`header = false`): the field this column is,
+    /// counting from 1. Default: the order the columns are declared in.
+    pub position: Option<Spanned<i64>>,
     /// `string`, `integer`, `decimal`, `date`, `datetime`, `time`, `code`, `boolean`,
     /// `nhs_number`, `postcode`, `ods_code`, `email` or `phone`.
     #[serde(rename = "type")]

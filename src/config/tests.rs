@@ -533,3 +533,68 @@ fn a_code_list_can_live_in_a_file_next_to_the_config() {
         "{got:?}"
     );
 }
+
+#[test]
+fn files_without_a_header_take_columns_by_position_or_in_declared_order() {
+    let headerless = SHIPPED.replacen(
+        "[feeds.news2.csv]\n",
+        "[feeds.news2.csv]\nheader = false\n",
+        1,
+    );
+    let config = Config::parse(Path::new("/opt/dg/config/dropgate.toml"), &headerless).unwrap();
+    let Layout::Csv(layout) = &config.feeds["news2"].schema.layout;
+    let positions = layout.positions.as_ref().expect("by position");
+    assert_eq!(positions.len(), 14);
+    assert!(positions.iter().enumerate().all(|(i, c)| *c == Some(i)));
+
+    let one_placed = headerless.replacen(
+        "name = \"resident_id\"\n",
+        "name = \"resident_id\"\nposition = 20\n",
+        1,
+    );
+    let got = errors(&one_placed);
+    assert!(
+        got.iter()
+            .any(|e| e.contains("give every column a `position`, or none")),
+        "{got:?}"
+    );
+
+    let placed_with_header = SHIPPED.replacen(
+        "name = \"resident_id\"\n",
+        "name = \"resident_id\"\nposition = 1\n",
+        1,
+    );
+    let got = errors(&placed_with_header);
+    assert!(
+        got.iter()
+            .any(|e| e.contains("`position` applies only to files without a header")),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn loose_header_matching_refuses_columns_it_could_not_tell_apart() {
+    let text = with_column("name = \"Resident ID\"\ntype = \"string\"").replacen(
+        "[feeds.news2.csv]\n",
+        "[feeds.news2.csv]\nheader_match = \"loose\"\nmissing_columns = \"allow\"\n",
+        1,
+    );
+    let text = text.replacen("name = \"resident_id\"", "name = \"residentid\"", 1);
+    let got = errors(&text);
+    assert!(
+        got.iter()
+            .any(|e| e.contains("column `residentid` is declared twice (ignoring case and spaces)")),
+        "{got:?}"
+    );
+    let text = SHIPPED.replacen(
+        "[feeds.news2.csv]\n",
+        "[feeds.news2.csv]\nheader = false\nheader_match = \"loose\"\n",
+        1,
+    );
+    let got = errors(&text);
+    assert!(
+        got.iter()
+            .any(|e| e.contains("`header_match` applies only to files with a header")),
+        "{got:?}"
+    );
+}

@@ -1,5 +1,5 @@
-//! CSV (and any one-byte delimiter) with a header record naming the
-//! columns, read record by record with a size cap.
+//! CSV (and any one-byte delimiter), with a header record naming the
+//! columns or with columns by position, read record by record with a size cap.
 
 use std::io::{BufReader, Read};
 
@@ -22,8 +22,9 @@ pub struct CsvSource<'s, R: Read> {
 }
 
 impl<'s, R: Read> CsvSource<'s, R> {
-    /// Reads the header. Problems with it (missing or unexpected columns) are
-    /// returned in the `Vec`; the file can then not be read further.
+    /// Reads the header, when the file has one. Problems with it (missing or
+    /// unexpected columns) are returned in the `Vec`; the file can then not be
+    /// read further.
     pub fn open(
         schema: &'s Schema,
         layout: &CsvLayout,
@@ -39,6 +40,16 @@ impl<'s, R: Read> CsvSource<'s, R> {
             },
         );
         let mut decoder = Decoder::new(encoding);
+        if let Some(positions) = &layout.positions {
+            return Ok(Ok(CsvSource {
+                schema,
+                reader,
+                decoder,
+                field_columns: positions.clone(),
+                record: Record::default(),
+                records: 0,
+            }));
+        }
         let mut header = Record::default();
         let header_problem = |code, message| vec![Problem::file(1, code, message)];
         match reader.next(&mut header)? {

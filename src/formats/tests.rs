@@ -4,7 +4,7 @@
 use super::*;
 use crate::schema::{
     ColumnKind, ColumnSpec, CsvLayout, DEFAULT_MAX_FIELD_BYTES, DEFAULT_MAX_RECORD_BYTES,
-    ExtraColumns,
+    ExtraColumns, MissingColumns, NameMatch,
 };
 use crate::validate::{Row, Value};
 
@@ -17,11 +17,14 @@ fn schema(columns: Vec<ColumnSpec>) -> Schema {
         layout: Layout::Csv(CsvLayout {
             delimiter: b',',
             quote: b'"',
+            positions: None,
         }),
         max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
         max_field_bytes: DEFAULT_MAX_FIELD_BYTES,
         encoding: Encoding::Utf8,
         extra_columns: ExtraColumns::Error,
+        missing_columns: MissingColumns::Error,
+        names: NameMatch::Exact,
         columns,
     }
 }
@@ -167,6 +170,7 @@ fn bom_crlf_other_delimiters_and_spaced_names() {
     s.layout = Layout::Csv(CsvLayout {
         delimiter: b'~',
         quote: b'"',
+        positions: None,
     });
     let input = b"\xEF\xBB\xBFUNIQUE REFERENCE~Request: Route of Access\r\nX1~GP\r\n\r\n";
     let (rows, problems) = run(&s, input);
@@ -332,5 +336,76 @@ fn a_quote_closed_lines_later_is_pointed_at() {
         problems[0].message.contains("opened on line 3"),
         "{}",
         problems[0].message
+    );
+}
+
+#[test]
+fn loose_header_names_ignore_case_and_spaces() {
+    let mut s = schema(vec![
+        text_column("Event Start Date", false),
+        text_column("Client ID", false),
+    ]);
+    let input = b"event start date,CLIENTID\r\n2026-01-02,C1\r\n";
+    let (_, problems) = run(&s, input);
+    assert_eq!(problems[0].code.as_str(), "no_header", "exact by default");
+    s.names = NameMatch::Loose;
+    let (rows, problems) = run(&s, input);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(rows[0].values[1], Value::Text("C1".into()));
+}
+
+#[test]
+fn an_optional_column_may_be_absent_when_the_feed_allows_it() {
+    let mut s = schema(vec![
+        text_column("a", false),
+        text_column("b", false),
+        text_column("c", false),
+    ]);
+    s.columns[2].required = true;
+    s.missing_columns = MissingColumns::Allow;
+    let (_, problems) = run(&s, b"a\nx\n");
+    let missing: Vec<_> = problems
+        .iter()
+        .map(|p| (p.code.as_str(), p.column.as_deref()))
+        .collect();
+    assert_eq!(
+        missing,
+        [("missing_column", Some("c"))],
+        "a required column still must be there"
+    );
+    let (rows, problems) = run(&s, b"c,a\nz,x\n");
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(
+        rows[0].values,
+        [
+            Value::Text("x".into()),
+            Value::Empty,
+            Value::Text("z".into())
+        ]
+    );
+}
+
+#[test]
+fn a_file_without_a_header_is_read_by_position_from_its_first_line() {
+    let mut s = schema(vec![text_column("id", false), text_column("name", false)]);
+    // The file's second field is not wanted; the name is its third.
+    s.layout = Layout::Csv(CsvLayout {
+        delimiter: b'|',
+        quote: b'"',
+        positions: Some(vec![Some(0), None, Some(1)]),
+    });
+    let (rows, problems) = run(&s, b"\xEF\xBB\xBFA1|skip|Ann\nA2|skip|Bo\nA3|short\n");
+    assert_eq!(
+        rows[0].values[0],
+        Value::Text("A1".into()),
+        "the byte-order mark is not data"
+    );
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].line, 1);
+    assert_eq!(rows[1].values[1], Value::Text("Bo".into()));
+    assert_eq!(problems.len(), 1);
+    assert_eq!(
+        (problems[0].line, problems[0].code.as_str()),
+        (3, "field_count")
     );
 }

@@ -11,7 +11,9 @@ use std::borrow::Cow;
 use crate::domain::contact;
 use crate::domain::nhs_number::{NhsNumber, NhsNumberError};
 use crate::problem::{Code, Problem};
-use crate::schema::{ColumnKind, ColumnSpec, DateTimeFormat, Encoding, ExtraColumns, Schema};
+use crate::schema::{
+    ColumnKind, ColumnSpec, DateTimeFormat, Encoding, ExtraColumns, MissingColumns, Schema,
+};
 use crate::text::{EXCERPT_CHARS, excerpt};
 pub use value::Value;
 
@@ -118,15 +120,15 @@ pub fn match_header<'a>(
             }
         }
     }
-    let by_name: std::collections::HashMap<&str, usize> = schema
+    let by_name: std::collections::HashMap<Cow<'_, str>, usize> = schema
         .columns
         .iter()
         .enumerate()
-        .map(|(index, c)| (c.name.as_str(), index))
+        .map(|(index, c)| (schema.names.key(&c.name), index))
         .collect();
     let field_columns: Vec<Option<usize>> = cells
         .iter()
-        .map(|cell| by_name.get(cell.as_deref()?).copied())
+        .map(|cell| by_name.get(&schema.names.key(cell.as_deref()?)).copied())
         .collect();
     // Each declared column's first field; later ones are duplicates.
     let mut first_field = vec![None; schema.columns.len()];
@@ -166,7 +168,8 @@ pub fn match_header<'a>(
         }
     }
     for (index, column) in schema.columns.iter().enumerate() {
-        if !found[index] {
+        let may_be_absent = schema.missing_columns == MissingColumns::Allow && !column.required;
+        if !found[index] && !may_be_absent {
             problems.push(Problem {
                 line: 1,
                 column: Some(column.name.clone()),

@@ -140,6 +140,16 @@ codes! {
         "not an e-mail address";
     NotPhone = "not_phone", "validate",
         "not a UK telephone number, nor `+` and 8 to 15 digits";
+    HeaderRecordMissing = "header_record_missing", "validate",
+        "the file does not start with the feed's header record";
+    TrailerRecordMissing = "trailer_record_missing", "validate",
+        "the file does not end with the feed's trailer record (it may be cut short)";
+    TrailerCount = "trailer_count", "validate",
+        "the trailer's count of records differs from the data records in the file";
+    TrailerTotal = "trailer_total", "validate",
+        "the trailer's control total differs from the sum of its column";
+    AfterTrailer = "after_trailer", "validate",
+        "a record after the trailer record";
     NotInCodeList = "not_in_code_list", "validate",
         "not one of the column's `values`";
     NotBoolean = "not_boolean", "validate",

@@ -187,4 +187,25 @@ pub struct CsvLayout {
     /// Files without a header record: for each field, the column it fills,
     /// from the columns' positions. `None` when the first record names them.
     pub positions: Option<Vec<Option<usize>>>,
+    /// A record before everything else that describes the file (`HDR~…`).
+    pub header_record: Option<HeaderRecord>,
+    /// A last record that counts the data rows (`TRL~…`).
+    pub trailer_record: Option<TrailerRecord>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HeaderRecord {
+    /// What its first field holds; without one, the first record is it.
+    pub tag: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TrailerRecord {
+    /// What its first field holds.
+    pub tag: String,
+    /// The field (0-based) holding the number of data records.
+    pub count_field: Option<usize>,
+    /// The field (0-based) holding the sum of a numeric column over the
+    /// data records, and that column's index.
+    pub total: Option<(usize, usize)>,
 }

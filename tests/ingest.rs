@@ -536,3 +536,36 @@ fn a_tilde_delimited_file_without_a_header_loads_by_column_order() {
     assert_eq!(file["state"], "loaded");
     assert_eq!(file["rows_loaded"], 4);
 }
+
+#[test]
+fn an_extract_with_header_and_trailer_records_loads_and_a_cut_one_is_quarantined() {
+    let d = Deployment::new();
+    let config = fast(SHIPPED_CONFIG).replacen(
+        "[feeds.news2.csv]\ndelimiter = \",\"\n",
+        "[feeds.news2.csv.header_record]\ntag = \"HDR\"\n\n\
+         [feeds.news2.csv.trailer_record]\ntag = \"TRL\"\ncount_field = 2\n\n\
+         [feeds.news2.csv]\ndelimiter = \"~\"\n",
+        1,
+    );
+    d.write_config(&config);
+    let check = d.dg(&["check-config"]);
+    assert!(check.status.success(), "{}", text(&check.stdout));
+    let body: Vec<String> = news2_csv(5, 2, 0)
+        .lines()
+        .map(|l| l.replace(',', "~"))
+        .collect();
+    let whole = format!("HDR~A81001~20261203\n{}\nTRL~5\n", body.join("\n"));
+    let plain = d.write_input("news2_framed.csv", whole.as_bytes());
+    let (out, file) = ingest_one(&d, &plain);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert_eq!(file["state"], "loaded");
+    assert_eq!(file["rows_read"], 5);
+
+    // The same extract cut short after its third record: no trailer.
+    let cut = format!("HDR~A81001~20261204\n{}\n", body[..4].join("\n"));
+    let plain = d.write_input("news2_cut.csv", cut.as_bytes());
+    let (_, file) = ingest_one(&d, &plain);
+    assert_eq!(file["state"], "quarantined");
+    let report = quarantine_report(&d);
+    assert_eq!(report["problems"][0]["code"], "trailer_record_missing");
+}

@@ -34,8 +34,8 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::records::{Expect, Mapping, MappingChecker};
 use crate::schema::{
-    ColumnKind, ColumnSpec, CsvLayout, DateTimeFormat, Encoding, ExtraColumns, Layout,
-    MissingColumns, NameMatch, Schema,
+    ColumnKind, ColumnSpec, CsvLayout, DateTimeFormat, Encoding, ExtraColumns, HeaderRecord,
+    Layout, MissingColumns, NameMatch, Schema, TrailerRecord,
 };
 
 impl Config {

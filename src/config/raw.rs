@@ -221,6 +221,32 @@ pub struct Csv {
     pub encoding: Option<Spanned<String>>,
     /// Columns in the file that the schema does not declare: `error` or `ignore`. Default `error`.
     pub extra_columns: Option<Spanned<String>>,
+    /// A record that starts the file and describes it, before any column names.
+    pub header_record: Option<Spanned<HeaderRecord>>,
+    /// A record that ends the file and counts its data records.
+    pub trailer_record: Option<Spanned<TrailerRecord>>,
+}
+
+/// `[feeds.NAME.csv.header_record]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderRecord {
+    /// What its first field holds (`HDR`). Without it, the first record is the header record.
+    pub tag: Option<Spanned<String>>,
+}
+
+/// `[feeds.NAME.csv.trailer_record]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrailerRecord {
+    /// What its first field holds (`TRL`).
+    pub tag: Spanned<String>,
+    /// The field, counting from 1, holding the number of data records.
+    pub count_field: Option<Spanned<i64>>,
+    /// The field, counting from 1, holding the sum of `total_of` over the data records.
+    pub total_field: Option<Spanned<i64>>,
+    /// The numeric column that `total_field` sums.
+    pub total_of: Option<Spanned<String>>,
 }
 
 /// `[[feeds.NAME.columns]]`

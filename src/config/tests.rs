@@ -598,3 +598,46 @@ fn loose_header_matching_refuses_columns_it_could_not_tell_apart() {
         "{got:?}"
     );
 }
+
+#[test]
+fn trailer_records_are_checked_against_the_columns() {
+    let framed = SHIPPED.replacen(
+        "[feeds.news2.csv]\n",
+        "[feeds.news2.csv.header_record]\ntag = \"HDR\"\n\n\
+         [feeds.news2.csv.trailer_record]\ntag = \"TRL\"\ncount_field = 2\ntotal_field = 3\ntotal_of = \"pulse\"\n\n\
+         [feeds.news2.csv]\n",
+        1,
+    );
+    let config = Config::parse(Path::new("/opt/dg/config/dropgate.toml"), &framed).unwrap();
+    let Layout::Csv(layout) = &config.feeds["news2"].schema.layout;
+    let trailer = layout.trailer_record.as_ref().unwrap();
+    assert_eq!(
+        (trailer.tag.as_str(), trailer.count_field),
+        ("TRL", Some(1))
+    );
+    assert_eq!(
+        layout.header_record.as_ref().unwrap().tag.as_deref(),
+        Some("HDR")
+    );
+
+    let not_numeric = framed.replacen("total_of = \"pulse\"", "total_of = \"gender\"", 1);
+    let got = errors(&not_numeric);
+    assert!(
+        got.iter()
+            .any(|e| e.contains("`total_of`: column `gender` is not a number")),
+        "{got:?}"
+    );
+    let half = framed.replacen("total_field = 3\n", "", 1);
+    let got = errors(&half);
+    assert!(
+        got.iter()
+            .any(|e| e.contains("give `total_field` and `total_of` together")),
+        "{got:?}"
+    );
+    let tag_field = framed.replacen("count_field = 2", "count_field = 1", 1);
+    let got = errors(&tag_field);
+    assert!(
+        got.iter().any(|e| e.contains("field 1 is the tag")),
+        "{got:?}"
+    );
+}

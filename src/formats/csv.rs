@@ -6,19 +6,33 @@ use std::io::{BufReader, Read};
 use super::RecordSource;
 use super::csv_reader::{Dialect, Next, Record, RecordReader};
 use crate::problem::{Code, Problem};
-use crate::schema::{CsvLayout, Encoding, Schema};
+use crate::schema::{CsvLayout, Encoding, Schema, TrailerRecord};
 use crate::validate::{Decoder, Outcome, ReadError, check_record, match_header};
 
 /// Streams a CSV file through the schema, one record at a time.
 pub struct CsvSource<'s, R: Read> {
     schema: &'s Schema,
+    trailer_record: Option<&'s TrailerRecord>,
     reader: RecordReader<BufReader<R>>,
     decoder: Decoder,
     /// For each field of the file, the schema column it fills.
     field_columns: Vec<Option<usize>>,
     record: Record,
-    /// Records read so far, header excluded.
+    /// Data records read so far: header and trailer records excluded.
     records: u64,
+    /// The trailer, once read: its line, and what it says.
+    trailer: Option<(u64, Vec<Problem>, Claims)>,
+    /// The sum of the trailer's total column over valid data records, and
+    /// whether every data record was valid (otherwise the sum says nothing).
+    total: f64,
+    all_valid: bool,
+}
+
+/// What a trailer record says of the file.
+#[derive(Default)]
+struct Claims {
+    count: Option<u64>,
+    total: Option<f64>,
 }
 
 impl<'s, R: Read> CsvSource<'s, R> {
@@ -27,7 +41,7 @@ impl<'s, R: Read> CsvSource<'s, R> {
     /// read further.
     pub fn open(
         schema: &'s Schema,
-        layout: &CsvLayout,
+        layout: &'s CsvLayout,
         input: R,
         encoding: Encoding,
     ) -> Result<Result<Self, Vec<Problem>>, ReadError> {
@@ -40,17 +54,41 @@ impl<'s, R: Read> CsvSource<'s, R> {
             },
         );
         let mut decoder = Decoder::new(encoding);
-        if let Some(positions) = &layout.positions {
-            return Ok(Ok(CsvSource {
-                schema,
-                reader,
-                decoder,
-                field_columns: positions.clone(),
-                record: Record::default(),
-                records: 0,
-            }));
-        }
+        let source = |reader, decoder, field_columns, record| CsvSource {
+            schema,
+            trailer_record: layout.trailer_record.as_ref(),
+            reader,
+            decoder,
+            field_columns,
+            record,
+            records: 0,
+            trailer: None,
+            total: 0.0,
+            all_valid: true,
+        };
         let mut header = Record::default();
+        if let Some(expected) = &layout.header_record {
+            let found = reader.next(&mut header)?;
+            let tagged = found == Next::Record
+                && expected
+                    .tag
+                    .as_ref()
+                    .is_none_or(|tag| first_field_is(&header, tag));
+            if !tagged {
+                let what = match &expected.tag {
+                    Some(tag) => format!("a first record starting `{tag}`"),
+                    None => "a header record".to_string(),
+                };
+                return Ok(Err(vec![Problem::file(
+                    header.line.max(1),
+                    Code::HeaderRecordMissing,
+                    format!("the file does not start with its header record: {what} was expected"),
+                )]));
+            }
+        }
+        if let Some(positions) = &layout.positions {
+            return Ok(Ok(source(reader, decoder, positions.clone(), header)));
+        }
         let header_problem = |code, message| vec![Problem::file(1, code, message)];
         match reader.next(&mut header)? {
             Next::Record => {}
@@ -81,15 +119,59 @@ impl<'s, R: Read> CsvSource<'s, R> {
             Ok(field_columns) => field_columns,
             Err(problems) => return Ok(Err(problems)),
         };
-        Ok(Ok(CsvSource {
-            schema,
-            reader,
-            decoder,
-            field_columns,
-            record: header,
-            records: 0,
-        }))
+        Ok(Ok(source(reader, decoder, field_columns, header)))
     }
+
+    /// Notes what a trailer record says; problems with the record itself
+    /// are kept for the end of the file.
+    fn read_trailer(&mut self, trailer: &TrailerRecord) {
+        let line = self.record.line;
+        let fields: Vec<&[u8]> = self.record.iter().collect();
+        let mut problems = Vec::new();
+        let mut number = |field: usize, code: Code, what: &str| -> Option<f64> {
+            let text = fields
+                .get(field)
+                .and_then(|f| std::str::from_utf8(f).ok())
+                .map(str::trim);
+            match text
+                .and_then(|t| t.parse::<f64>().ok())
+                .filter(|n| n.is_finite())
+            {
+                Some(n) => Some(n),
+                None => {
+                    problems.push(Problem {
+                        line,
+                        column: None,
+                        field: Some(field + 1),
+                        code,
+                        message: format!(
+                            "the trailer's {what} (field {}) is not a number",
+                            field + 1
+                        ),
+                    });
+                    None
+                }
+            }
+        };
+        let claims = Claims {
+            count: trailer
+                .count_field
+                .and_then(|f| number(f, Code::TrailerCount, "record count"))
+                .map(|n| n as u64),
+            total: trailer
+                .total
+                .and_then(|(f, _)| number(f, Code::TrailerTotal, "control total")),
+        };
+        self.trailer = Some((line, problems, claims));
+    }
+}
+
+/// Whether a record's first field is `tag` (spaces around it ignored).
+fn first_field_is(record: &Record, tag: &str) -> bool {
+    record
+        .iter()
+        .next()
+        .is_some_and(|f| f.trim_ascii() == tag.as_bytes())
 }
 
 impl<R: Read> RecordSource for CsvSource<'_, R> {
@@ -114,19 +196,87 @@ impl<R: Read> RecordSource for CsvSource<'_, R> {
                     "a quoted field opened on line {line} is never closed: the rest of the file was read into it"
                 ),
             ),
-            Next::Record => Some(check_record(
-                self.schema,
-                &self.field_columns,
-                &mut self.decoder,
-                self.record.line,
-                self.record.iter(),
-            )?),
+            Next::Record => {
+                if let Some(trailer) = self.trailer_record
+                    && first_field_is(&self.record, &trailer.tag)
+                    && self.trailer.is_none()
+                {
+                    self.read_trailer(trailer);
+                    return self.next_outcome();
+                }
+                if let Some((trailer_line, ..)) = &self.trailer {
+                    self.all_valid = false;
+                    return Ok(invalid(
+                        self.record.line,
+                        Code::AfterTrailer,
+                        format!("a record after the trailer record on line {trailer_line}"),
+                    ));
+                }
+                let outcome = check_record(
+                    self.schema,
+                    &self.field_columns,
+                    &mut self.decoder,
+                    self.record.line,
+                    self.record.iter(),
+                )?;
+                if let (Some(trailer), Outcome::Valid(row)) = (self.trailer_record, &outcome)
+                    && let Some((_, column)) = trailer.total
+                {
+                    self.total += row.values[column].as_number().unwrap_or(0.0);
+                }
+                Some(outcome)
+            }
         };
+        if !matches!(outcome, Some(Outcome::Valid(_))) {
+            self.all_valid = false;
+        }
         self.records += 1;
         Ok(outcome)
     }
 
     fn records(&self) -> u64 {
         self.records
+    }
+
+    fn finish(&mut self) -> Vec<Problem> {
+        let Some(trailer) = self.trailer_record else {
+            return Vec::new();
+        };
+        let Some((line, mut problems, claims)) = self.trailer.take() else {
+            return vec![Problem::file(
+                self.record.line,
+                Code::TrailerRecordMissing,
+                format!(
+                    "the file does not end with a trailer record starting `{}`: it may be cut short",
+                    trailer.tag
+                ),
+            )];
+        };
+        if let Some(count) = claims.count
+            && count != self.records
+        {
+            problems.push(Problem::file(
+                line,
+                Code::TrailerCount,
+                format!(
+                    "the trailer counts {count} records; the file holds {}",
+                    self.records
+                ),
+            ));
+        }
+        if let Some(total) = claims.total
+            && self.all_valid
+            && (total - self.total).abs() > 1e-6 * total.abs().max(1.0)
+        {
+            problems.push(Problem::file(
+                line,
+                Code::TrailerTotal,
+                format!(
+                    "the trailer's control total is {total}; the records add up to {}",
+                    self.total
+                ),
+            ));
+        }
+        problems
     }
 }

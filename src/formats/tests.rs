@@ -4,7 +4,7 @@
 use super::*;
 use crate::schema::{
     ColumnKind, ColumnSpec, CsvLayout, DEFAULT_MAX_FIELD_BYTES, DEFAULT_MAX_RECORD_BYTES,
-    ExtraColumns, MissingColumns, NameMatch,
+    ExtraColumns, HeaderRecord, MissingColumns, NameMatch, TrailerRecord,
 };
 use crate::validate::{Row, Value};
 
@@ -18,6 +18,8 @@ fn schema(columns: Vec<ColumnSpec>) -> Schema {
             delimiter: b',',
             quote: b'"',
             positions: None,
+            header_record: None,
+            trailer_record: None,
         }),
         max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
         max_field_bytes: DEFAULT_MAX_FIELD_BYTES,
@@ -51,6 +53,7 @@ fn run_with(
             Outcome::Invalid(p) => problems.extend(p),
         }
     }
+    problems.extend(rows.finish());
     Ok((valid, problems))
 }
 
@@ -171,6 +174,8 @@ fn bom_crlf_other_delimiters_and_spaced_names() {
         delimiter: b'~',
         quote: b'"',
         positions: None,
+        header_record: None,
+        trailer_record: None,
     });
     let input = b"\xEF\xBB\xBFUNIQUE REFERENCE~Request: Route of Access\r\nX1~GP\r\n\r\n";
     let (rows, problems) = run(&s, input);
@@ -393,6 +398,8 @@ fn a_file_without_a_header_is_read_by_position_from_its_first_line() {
         delimiter: b'|',
         quote: b'"',
         positions: Some(vec![Some(0), None, Some(1)]),
+        header_record: None,
+        trailer_record: None,
     });
     let (rows, problems) = run(&s, b"\xEF\xBB\xBFA1|skip|Ann\nA2|skip|Bo\nA3|short\n");
     assert_eq!(
@@ -408,4 +415,64 @@ fn a_file_without_a_header_is_read_by_position_from_its_first_line() {
         (problems[0].line, problems[0].code.as_str()),
         (3, "field_count")
     );
+}
+
+/// A tilde-delimited extract: `HDR` record, column names, data, `TRL` record
+/// with the count of data records and the total of `qty`.
+fn extract_schema() -> Schema {
+    let mut s = schema(vec![
+        text_column("item", false),
+        column(
+            "qty",
+            ColumnKind::Integer {
+                min: None,
+                max: None,
+            },
+        ),
+    ]);
+    s.layout = Layout::Csv(CsvLayout {
+        delimiter: b'~',
+        quote: b'"',
+        positions: None,
+        header_record: Some(HeaderRecord {
+            tag: Some("HDR".into()),
+        }),
+        trailer_record: Some(TrailerRecord {
+            tag: "TRL".into(),
+            count_field: Some(1),
+            total: Some((2, 1)),
+        }),
+    });
+    s
+}
+
+/// Every problem as (line, code).
+fn codes(problems: &[Problem]) -> Vec<(u64, &str)> {
+    problems.iter().map(|p| (p.line, p.code.as_str())).collect()
+}
+
+#[test]
+fn header_and_trailer_records_frame_the_data_and_the_trailer_counts_it() {
+    let s = extract_schema();
+    let (rows, problems) = run(&s, b"HDR~A81001~20261203\nitem~qty\nx~2\ny~5\nTRL~2~7\n");
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1].line, 4);
+
+    let (_, problems) = run(&s, b"HDR~A81001\nitem~qty\nx~2\ny~5\nTRL~3~7\n");
+    assert_eq!(codes(&problems), [(5, "trailer_count")]);
+    let (_, problems) = run(&s, b"HDR~A81001\nitem~qty\nx~2\ny~5\nTRL~2~8\n");
+    assert_eq!(codes(&problems), [(5, "trailer_total")]);
+    let (_, problems) = run(&s, b"HDR~A81001\nitem~qty\nx~2\ny~5\n");
+    assert_eq!(
+        codes(&problems),
+        [(5, "trailer_record_missing")],
+        "where it was due"
+    );
+    let (_, problems) = run(&s, b"HDR~A81001\nitem~qty\nx~2\nTRL~1~2\ny~5\n");
+    assert_eq!(codes(&problems), [(5, "after_trailer")]);
+    let (_, problems) = run(&s, b"HDR~A81001\nitem~qty\nx~2\nTRL~one~2\n");
+    assert_eq!(codes(&problems), [(4, "trailer_count")]);
+    let (_, problems) = run(&s, b"item~qty\nx~2\nTRL~1~2\n");
+    assert_eq!(codes(&problems), [(1, "header_record_missing")]);
 }

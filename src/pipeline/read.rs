@@ -56,6 +56,7 @@ impl std::io::Read for Stoppable<'_> {
 /// Whether a file whose reading went as `attempt` says is loaded.
 pub(super) fn accepts(feed: &Feed, attempt: &Attempt) -> bool {
     attempt.failure.is_none()
+        && !attempt.whole_file_problem
         && (attempt.problem_count == 0
             || (feed.on_error == OnError::SkipInvalidRows && attempt.rows_loaded > 0))
 }
@@ -73,6 +74,9 @@ pub(super) struct Attempt {
     pub(super) rows_loaded: u64,
     pub(super) records: u64,
     pub(super) problem_count: u64,
+    /// A problem with the file as a whole (a trailer that does not match
+    /// its records): nothing is loaded, whatever `on_error` says.
+    pub(super) whole_file_problem: bool,
     pub(super) problems: Vec<Problem>,
 }
 
@@ -209,6 +213,7 @@ impl Processor {
             sink.send(pending);
         }
         for p in rows.finish() {
+            attempt.whole_file_problem = true;
             attempt.note(p, max_problems);
         }
         attempt.rows_read = rows.records();

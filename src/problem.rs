@@ -150,6 +150,12 @@ codes! {
         "the trailer's control total differs from the sum of its column";
     AfterTrailer = "after_trailer", "validate",
         "a record after the trailer record";
+    RequiredWhen = "required_when", "validate",
+        "empty, though a rule of the feed requires a value when another column is as it says";
+    ForbiddenWhen = "forbidden_when", "validate",
+        "a value, though a rule of the feed forbids one when another column is as it says";
+    Comparison = "comparison", "validate",
+        "two columns of a record fail a rule comparing them (such as end before start)";
     NotInCodeList = "not_in_code_list", "validate",
         "not one of the column's `values`";
     NotBoolean = "not_boolean", "validate",

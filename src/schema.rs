@@ -144,6 +144,19 @@ pub struct ColumnSpec {
     pub kind: ColumnKind,
 }
 
+impl ColumnSpec {
+    /// Codes of this column compare without regard to case.
+    pub fn ignores_case(&self) -> bool {
+        matches!(
+            self.kind,
+            ColumnKind::Code {
+                ignore_case: true,
+                ..
+            }
+        )
+    }
+}
+
 #[cfg(test)]
 impl ColumnSpec {
     /// An optional, non-identifying column, for tests.
@@ -170,6 +183,82 @@ pub struct Schema {
     pub missing_columns: MissingColumns,
     pub names: NameMatch,
     pub columns: Vec<ColumnSpec>,
+    /// Checks across the columns of one record, after each column's own.
+    pub rules: Vec<Rule>,
+}
+
+/// A check across columns, by column index.
+#[derive(Debug, Clone)]
+pub enum Rule {
+    /// `column` must have a value (`required`), or must be empty, when
+    /// `condition` holds.
+    Presence {
+        column: usize,
+        required: bool,
+        condition: Condition,
+    },
+    /// `left op right`, checked when both have values.
+    Compare {
+        left: usize,
+        op: Comparison,
+        right: usize,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Condition {
+    pub column: usize,
+    pub test: Test,
+}
+
+#[derive(Debug, Clone)]
+pub enum Test {
+    OneOf(Vec<String>),
+    NoneOf(Vec<String>),
+    Empty,
+    NotEmpty,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Comparison {
+    Less,
+    LessOrEqual,
+    Equal,
+    NotEqual,
+    GreaterOrEqual,
+    Greater,
+}
+
+impl Comparison {
+    /// The operators, longest first so `>=` is not read as `>`.
+    pub const ALL: [(&'static str, Comparison); 6] = [
+        (">=", Comparison::GreaterOrEqual),
+        ("<=", Comparison::LessOrEqual),
+        ("!=", Comparison::NotEqual),
+        (">", Comparison::Greater),
+        ("<", Comparison::Less),
+        ("=", Comparison::Equal),
+    ];
+
+    pub fn symbol(self) -> &'static str {
+        Comparison::ALL
+            .iter()
+            .find(|(_, c)| *c == self)
+            .map(|(s, _)| *s)
+            .expect("every comparison has a symbol")
+    }
+
+    pub fn holds(self, ordering: std::cmp::Ordering) -> bool {
+        use std::cmp::Ordering::*;
+        match self {
+            Comparison::Less => ordering == Less,
+            Comparison::LessOrEqual => ordering != Greater,
+            Comparison::Equal => ordering == Equal,
+            Comparison::NotEqual => ordering != Equal,
+            Comparison::GreaterOrEqual => ordering != Less,
+            Comparison::Greater => ordering == Greater,
+        }
+    }
 }
 
 /// How a file's bytes are split into records and fields: one variant a

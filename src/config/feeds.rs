@@ -100,6 +100,11 @@ impl Checker<'_> {
             "max_field_size",
         ) as usize;
         let mut schema = self.schema(raw.csv.unwrap_or_default(), raw.columns, base);
+        schema.rules = raw
+            .rules
+            .into_iter()
+            .filter_map(|rule| self.rule(rule, &schema.columns))
+            .collect();
         schema.max_record_bytes = max_record_bytes;
         schema.max_field_bytes = max_field_bytes.min(max_record_bytes);
         let mapping = self.mapping(raw.map.unwrap_or_default(), &schema);
@@ -291,6 +296,7 @@ impl Checker<'_> {
             missing_columns,
             names,
             columns: specs,
+            rules: Vec::new(),
         }
     }
 

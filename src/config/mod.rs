@@ -11,6 +11,7 @@ mod feeds;
 mod logins;
 mod mapping;
 mod raw;
+mod rules;
 mod sftp;
 mod sources;
 mod types;
@@ -34,8 +35,9 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::records::{Expect, Mapping, MappingChecker};
 use crate::schema::{
-    ColumnKind, ColumnSpec, CsvLayout, DateTimeFormat, Encoding, ExtraColumns, HeaderRecord,
-    Layout, MissingColumns, NameMatch, Schema, TrailerRecord,
+    ColumnKind, ColumnSpec, Comparison, Condition, CsvLayout, DateTimeFormat, Encoding,
+    ExtraColumns, HeaderRecord, Layout, MissingColumns, NameMatch, Rule, Schema, Test,
+    TrailerRecord,
 };
 
 impl Config {

@@ -198,6 +198,31 @@ pub struct Feed {
     pub columns: Spanned<Vec<Spanned<Column>>>,
     /// Which columns become which record fields.
     pub map: Option<crate::records::RawMap>,
+    /// Checks across the columns of a record.
+    #[serde(default)]
+    pub rules: Vec<Spanned<Rule>>,
+}
+
+/// `[[feeds.NAME.rules]]`: `require` or `forbid` a column `when` another is
+/// as `is`, `is_not` or `is_empty` says; or `check` two columns (`end >= start`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// A column that must have a value when the condition holds.
+    pub require: Option<Spanned<String>>,
+    /// A column that must be empty when the condition holds.
+    pub forbid: Option<Spanned<String>>,
+    /// The column the condition looks at.
+    pub when: Option<Spanned<String>>,
+    /// The condition holds when `when` is one of these.
+    pub is: Option<Spanned<Vec<String>>>,
+    /// The condition holds when `when` is none of these (or empty).
+    pub is_not: Option<Spanned<Vec<String>>>,
+    /// The condition holds when `when` is empty (`true`) or has a value (`false`).
+    pub is_empty: Option<Spanned<bool>>,
+    /// Two columns compared, `LEFT OP RIGHT` with OP one of `<` `<=` `=` `!=` `>=` `>`,
+    /// spaces around it; checked when both have values.
+    pub check: Option<Spanned<String>>,
 }
 
 /// `[feeds.NAME.csv]`

@@ -641,3 +641,59 @@ fn trailer_records_are_checked_against_the_columns() {
         "{got:?}"
     );
 }
+
+/// The shipped config with `rules` appended to its NEWS2 feed.
+fn with_rules(rules: &str) -> String {
+    let anchor = "[feeds.news2.map.service_user]";
+    assert!(SHIPPED.contains(anchor));
+    SHIPPED.replacen(anchor, &format!("{rules}\n\n{anchor}"), 1)
+}
+
+#[test]
+fn rules_name_columns_of_the_feed_and_compare_only_what_compares() {
+    let text = with_rules(
+        "[[feeds.news2.rules]]\nrequire = \"nhs_number\"\nwhen = \"gender\"\nis = [\"1\", \"2\"]\n\n\
+         [[feeds.news2.rules]]\nforbid = \"spo2\"\nwhen = \"on_oxygen\"\nis_empty = true\n\n\
+         [[feeds.news2.rules]]\ncheck = \"observed_at >= date_of_birth\"",
+    );
+    let config = Config::parse(Path::new("/opt/dg/config/dropgate.toml"), &text).unwrap();
+    let rules = &config.feeds["news2"].schema.rules;
+    assert_eq!(rules.len(), 3);
+    assert!(matches!(
+        rules[2],
+        Rule::Compare {
+            op: Comparison::GreaterOrEqual,
+            ..
+        }
+    ));
+
+    for (rule, expected) in [
+        (
+            "[[feeds.news2.rules]]\nrequire = \"nhs_numbr\"\nwhen = \"gender\"\nis = [\"1\"]",
+            "no column `nhs_numbr` in this feed",
+        ),
+        (
+            "[[feeds.news2.rules]]\nrequire = \"nhs_number\"\nwhen = \"gender\"",
+            "`when` needs one of `is`, `is_not` (a non-empty list) or `is_empty`",
+        ),
+        (
+            "[[feeds.news2.rules]]\nrequire = \"nhs_number\"\nis = [\"1\"]",
+            "a `require` or `forbid` rule needs `when`",
+        ),
+        (
+            "[[feeds.news2.rules]]\ncheck = \"pulse >= date_of_birth\"",
+            "`check`: a column of type integer cannot be compared with one of type date (`>=`)",
+        ),
+        (
+            "[[feeds.news2.rules]]\ncheck = \"pulse>=spo2\"",
+            "a `check` is `LEFT OP RIGHT`",
+        ),
+        (
+            "[[feeds.news2.rules]]\nrequire = \"pulse\"\ncheck = \"pulse >= spo2\"",
+            "a rule has one of `require`, `forbid` or `check`",
+        ),
+    ] {
+        let got = errors(&with_rules(rule));
+        assert!(got.iter().any(|e| e.contains(expected)), "{rule}: {got:?}");
+    }
+}

@@ -3,8 +3,9 @@
 
 use super::*;
 use crate::schema::{
-    ColumnKind, ColumnSpec, CsvLayout, DEFAULT_MAX_FIELD_BYTES, DEFAULT_MAX_RECORD_BYTES,
-    ExtraColumns, HeaderRecord, MissingColumns, NameMatch, TrailerRecord,
+    ColumnKind, ColumnSpec, Comparison, Condition, CsvLayout, DEFAULT_MAX_FIELD_BYTES,
+    DEFAULT_MAX_RECORD_BYTES, ExtraColumns, HeaderRecord, MissingColumns, NameMatch, Rule, Test,
+    TrailerRecord,
 };
 use crate::validate::{Row, Value};
 
@@ -28,6 +29,7 @@ fn schema(columns: Vec<ColumnSpec>) -> Schema {
         missing_columns: MissingColumns::Error,
         names: NameMatch::Exact,
         columns,
+        rules: Vec::new(),
     }
 }
 
@@ -475,4 +477,103 @@ fn header_and_trailer_records_frame_the_data_and_the_trailer_counts_it() {
     assert_eq!(codes(&problems), [(4, "trailer_count")]);
     let (_, problems) = run(&s, b"item~qty\nx~2\nTRL~1~2\n");
     assert_eq!(codes(&problems), [(1, "header_record_missing")]);
+}
+
+/// A social-care event: type, start and end dates, and an assessment method.
+fn event_schema() -> Schema {
+    let date = |name| {
+        column(
+            name,
+            ColumnKind::Date {
+                format: "%Y-%m-%d".into(),
+            },
+        )
+    };
+    let mut s = schema(vec![
+        column(
+            "Event Type",
+            ColumnKind::Code {
+                values: vec!["Service".into(), "Assessment".into(), "Review".into()],
+                ignore_case: false,
+            },
+        ),
+        date("Event Start Date"),
+        date("Event End Date"),
+        text_column("Method of Assessment", false),
+    ]);
+    s.rules = vec![
+        // "Event end date required unless the event type is Service".
+        Rule::Presence {
+            column: 2,
+            required: true,
+            condition: Condition {
+                column: 0,
+                test: Test::NoneOf(vec!["Service".into()]),
+            },
+        },
+        // "Method of assessment required when the event type is Assessment",
+        // and only then.
+        Rule::Presence {
+            column: 3,
+            required: true,
+            condition: Condition {
+                column: 0,
+                test: Test::OneOf(vec!["Assessment".into()]),
+            },
+        },
+        Rule::Presence {
+            column: 3,
+            required: false,
+            condition: Condition {
+                column: 0,
+                test: Test::NoneOf(vec!["Assessment".into()]),
+            },
+        },
+        Rule::Compare {
+            left: 2,
+            op: Comparison::GreaterOrEqual,
+            right: 1,
+        },
+    ];
+    s
+}
+
+#[test]
+fn conditional_and_cross_field_rules_are_checked_per_record() {
+    let s = event_schema();
+    let header = "Event Type,Event Start Date,Event End Date,Method of Assessment\n";
+    let good = format!(
+        "{header}Service,2026-01-01,,\nAssessment,2026-01-01,2026-01-02,Face to face\nReview,2026-01-01,2026-01-01,\n"
+    );
+    let (rows, problems) = run(&s, good.as_bytes());
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(rows.len(), 3);
+
+    let bad = format!(
+        "{header}Review,2026-01-01,,\nAssessment,2026-01-01,2026-01-02,\nService,2026-01-01,,Phone\nReview,2026-01-05,2026-01-04,\nReview,2026-13-01,,\n"
+    );
+    let (_, problems) = run(&s, bad.as_bytes());
+    let found: Vec<(u64, &str, Option<&str>)> = problems
+        .iter()
+        .map(|p| (p.line, p.code.as_str(), p.column.as_deref()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (2, "required_when", Some("Event End Date")),
+            (3, "required_when", Some("Method of Assessment")),
+            (4, "forbidden_when", Some("Method of Assessment")),
+            (5, "comparison", Some("Event End Date")),
+            // A record whose own values fail is not judged by the rules too.
+            (6, "not_date", Some("Event Start Date")),
+        ]
+    );
+    assert_eq!(
+        problems[0].message,
+        "`Event End Date` is required when `Event Type` is not Service"
+    );
+    assert_eq!(
+        problems[3].message,
+        "the rule `Event End Date >= Event Start Date` does not hold"
+    );
 }

@@ -4,6 +4,7 @@
 //! values or every problem found in that record, whatever the file's
 //! layout; the formats under `formats/` read records and call it.
 
+mod rules;
 mod value;
 
 use std::borrow::Cow;
@@ -345,6 +346,11 @@ pub fn check_record<'a>(
             Ok(v) => values[index] = v,
             Err((code, message)) => problems.push(problem(code, message)),
         }
+    }
+    // Rules read the values the columns' own checks made; a record whose
+    // columns failed would only add problems that follow from those.
+    if problems.is_empty() {
+        rules::check(schema, line, &values, &mut problems);
     }
     Ok(if problems.is_empty() {
         Outcome::Valid(Row { line, values })

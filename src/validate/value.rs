@@ -21,6 +21,21 @@ impl Value {
         }
     }
 
+    /// The value as text, for comparing with codes a rule names; `None` when empty.
+    pub fn to_text(&self) -> Option<std::borrow::Cow<'_, str>> {
+        use std::borrow::Cow;
+        match self {
+            Value::Empty => None,
+            Value::Text(s) => Some(Cow::Borrowed(s)),
+            Value::Integer(n) => Some(n.to_string().into()),
+            Value::Decimal(n) => Some(n.to_string().into()),
+            Value::Date(d) => Some(d.to_string().into()),
+            Value::DateTime(d) => Some(d.to_rfc3339().into()),
+            Value::Bool(b) => Some(b.to_string().into()),
+            Value::Nhs(n) => Some(n.digits().into()),
+        }
+    }
+
     pub fn as_number(&self) -> Option<f64> {
         match self {
             Value::Integer(n) => Some(*n as f64),

@@ -1,0 +1,133 @@
+//! `[[feeds.NAME.rules]]`: checks across the columns of one record.
+
+use super::*;
+
+impl Checker<'_> {
+    pub(super) fn rule(&mut self, raw: Spanned<raw::Rule>, columns: &[ColumnSpec]) -> Option<Rule> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        match (&raw.require, &raw.forbid, &raw.check) {
+            (Some(column), None, None) => self.presence(column, true, &raw, columns),
+            (None, Some(column), None) => self.presence(column, false, &raw, columns),
+            (None, None, Some(check)) => {
+                for (given, option) in [
+                    (raw.when.as_ref().map(|s| s.span()), "when"),
+                    (raw.is.as_ref().map(|s| s.span()), "is"),
+                    (raw.is_not.as_ref().map(|s| s.span()), "is_not"),
+                    (raw.is_empty.as_ref().map(|s| s.span()), "is_empty"),
+                ] {
+                    if let Some(at) = given {
+                        self.error(at, format!("`{option}` does not apply to a `check` rule"));
+                    }
+                }
+                self.comparison(check, columns)
+            }
+            _ => {
+                self.error(
+                    span,
+                    "a rule has one of `require`, `forbid` or `check`".to_string(),
+                );
+                None
+            }
+        }
+    }
+
+    fn column_index(&mut self, name: &Spanned<String>, columns: &[ColumnSpec]) -> Option<usize> {
+        let found = columns.iter().position(|c| &c.name == name.get_ref());
+        if found.is_none() && !self.broken_columns.contains(name.get_ref()) {
+            self.at(name, format!("no column `{}` in this feed", name.get_ref()));
+        }
+        found
+    }
+
+    fn presence(
+        &mut self,
+        column: &Spanned<String>,
+        required: bool,
+        raw: &raw::Rule,
+        columns: &[ColumnSpec],
+    ) -> Option<Rule> {
+        let target = self.column_index(column, columns);
+        let Some(when) = &raw.when else {
+            self.at(column, "a `require` or `forbid` rule needs `when`");
+            return None;
+        };
+        let subject = self.column_index(when, columns);
+        let test = match (&raw.is, &raw.is_not, &raw.is_empty) {
+            (Some(codes), None, None) if !codes.get_ref().is_empty() => {
+                Test::OneOf(codes.get_ref().clone())
+            }
+            (None, Some(codes), None) if !codes.get_ref().is_empty() => {
+                Test::NoneOf(codes.get_ref().clone())
+            }
+            (None, None, Some(empty)) if *empty.get_ref() => Test::Empty,
+            (None, None, Some(_)) => Test::NotEmpty,
+            _ => {
+                self.at(
+                    when,
+                    "`when` needs one of `is`, `is_not` (a non-empty list) or `is_empty`",
+                );
+                return None;
+            }
+        };
+        if let (Some(target), Some(subject)) = (target, subject)
+            && target == subject
+        {
+            self.at(column, "a rule's column cannot be its own condition");
+            return None;
+        }
+        Some(Rule::Presence {
+            column: target?,
+            required,
+            condition: Condition {
+                column: subject?,
+                test,
+            },
+        })
+    }
+
+    fn comparison(&mut self, check: &Spanned<String>, columns: &[ColumnSpec]) -> Option<Rule> {
+        let text = check.get_ref();
+        let Some((left, symbol, right, op)) = Comparison::ALL.iter().find_map(|(symbol, op)| {
+            let (left, right) = text.split_once(&format!(" {symbol} "))?;
+            Some((left.trim(), *symbol, right.trim(), *op))
+        }) else {
+            self.at(
+                check,
+                "a `check` is `LEFT OP RIGHT`: two column names and one of < <= = != >= > between them, with spaces",
+            );
+            return None;
+        };
+        let mut find = |name: &str| {
+            let found = columns.iter().position(|c| c.name == name);
+            if found.is_none() && !self.broken_columns.contains(name) {
+                self.at(check, format!("`check`: no column `{name}` in this feed"));
+            }
+            found
+        };
+        let (left, right) = (find(left)?, find(right)?);
+        let kind = |i: usize| &columns[i].kind;
+        let comparable = matches!(
+            (kind(left), kind(right)),
+            (
+                ColumnKind::Date { .. } | ColumnKind::DateTime { .. },
+                ColumnKind::Date { .. } | ColumnKind::DateTime { .. }
+            ) | (
+                ColumnKind::Integer { .. } | ColumnKind::Decimal { .. },
+                ColumnKind::Integer { .. } | ColumnKind::Decimal { .. }
+            ) | (ColumnKind::Time { .. }, ColumnKind::Time { .. })
+        );
+        if !comparable {
+            self.at(
+                check,
+                format!(
+                    "`check`: a column of type {} cannot be compared with one of type {} (`{symbol}`)",
+                    kind(left).describe(),
+                    kind(right).describe()
+                ),
+            );
+            return None;
+        }
+        Some(Rule::Compare { left, op, right })
+    }
+}

@@ -7,7 +7,9 @@
 //! does not hide mistakes in the others.
 
 mod authorized_keys;
+mod columns;
 mod feeds;
+mod framing;
 mod logins;
 mod mapping;
 mod raw;

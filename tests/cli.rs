@@ -155,3 +155,39 @@ fn files_filters_by_state_and_feed() {
     let out = d.dg(&["files", "--state", "lost"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn schema_check_reads_a_sample_as_its_feed_would_and_records_nothing() {
+    let d = Deployment::new();
+    let good = d.write_input("sample.csv", news2_csv(6, 3, 0).as_bytes());
+    let encrypted = d.encrypt(&good, false);
+    for sample in [&good, &encrypted] {
+        let out = d.dg(&["schema", "check", "news2", sample.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stdout).contains("would be loaded"),
+            "{}",
+            text(&out.stdout)
+        );
+        assert!(
+            text(&out.stdout).contains("6 read, 6 valid"),
+            "{}",
+            text(&out.stdout)
+        );
+    }
+
+    let mut bad = news2_csv(3, 3, 0);
+    bad = bad.replacen(",A,", ",Q,", 1);
+    let bad = d.write_input("bad.csv", bad.as_bytes());
+    let out = d.dg(&["schema", "check", "news2", bad.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["would_be"], "quarantined");
+    assert_eq!(report["problems"][0]["code"], "not_in_code_list");
+    assert_eq!(report["problems"][0]["line"], 2);
+
+    let out = d.dg(&["schema", "check", "nosuchfeed", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    assert!(text(&out.stderr).contains("no feed `nosuchfeed`; the configuration has: news2"));
+    assert!(d.files().is_empty(), "a sample is never recorded");
+}

@@ -113,12 +113,36 @@ pub(super) enum Command {
         after_help = "Example:\n  dropgate hash-password < password.txt\n\nPrints an argon2id PHC string; the password itself is never stored."
     )]
     HashPassword,
+    /// Check sample files against a feed's schema.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  dropgate schema check news2 sample.csv"
+    )]
+    Schema(Schema),
     /// Look up service users.
     #[command(
         subcommand,
         after_help = "Example:\n  dropgate patients find --nhs-number '943 476 5919'"
     )]
     Patients(Patients),
+}
+
+#[derive(Subcommand)]
+pub(super) enum Schema {
+    /// Read a sample as FEED would (decrypting it if it is age-encrypted) and print every
+    /// problem; nothing is loaded or recorded.
+    #[command(
+        after_help = "Example:\n  dropgate schema check news2 news2_20261122.csv\n\nExit status 0 when the file would be loaded, 1 when it would be quarantined, 2 for an unknown feed or file."
+    )]
+    Check {
+        /// Feed, as configured under [feeds.NAME].
+        feed: String,
+        /// The sample file.
+        file: std::path::PathBuf,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]

@@ -4,7 +4,7 @@
 mod args;
 mod print;
 
-use args::{Cli, Command, Patients};
+use args::{Cli, Command, Patients, Schema};
 use print::{exit_for, print_banner, print_files, print_outcome, print_person, show};
 
 use std::path::{Path, PathBuf};
@@ -18,7 +18,8 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 
 use dropgate::config::Config;
 use dropgate::domain::nhs_number::NhsNumber;
-use dropgate::ledger::{FileFilter, Ledger, SystemClock};
+use dropgate::ledger::{FileFilter, FileState, Ledger, SystemClock};
+use dropgate::pipeline::Processor;
 use dropgate::text::escaped;
 use dropgate::{daemon, keys};
 
@@ -213,6 +214,28 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 print_outcome(&file);
             }
             Ok(exit_for(&[file]))
+        }
+        Command::Schema(Schema::Check { feed, file, json }) => {
+            let config = Arc::new(config_or_exit!(&cli.config));
+            let Some(feed) = config.feeds.get(&feed) else {
+                let known: Vec<&str> = config.feeds.keys().map(String::as_str).collect();
+                bail!(
+                    "no feed `{feed}`; the configuration has: {}",
+                    known.join(", ")
+                );
+            };
+            if !file.is_file() {
+                bail!("{}: not a file", file.display());
+            }
+            let identity = keys::load_identity(&config.keys.age_identity)?;
+            let processor = Processor::new(config.clone(), identity);
+            let outcome = processor.check_sample(feed, &file);
+            print::sample(&file, &outcome, json)?;
+            Ok(if outcome.state == FileState::Loaded {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Patients(Patients::Find { who, json }) => {
             let config = config_or_exit!(&cli.config);

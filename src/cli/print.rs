@@ -1,10 +1,11 @@
 //! What commands print for a person: tables, files, people, the banner.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use dropgate::config::Config;
 use dropgate::keys;
-use dropgate::ledger::{FileRow, FileState, Ledger, PersonView};
+use dropgate::ledger::{FileRow, FileState, Ledger, Outcome, PersonView};
 use dropgate::text::escaped;
 
 pub(super) fn exit_for(files: &[FileRow]) -> ExitCode {
@@ -126,22 +127,74 @@ pub(super) fn show(ledger: &Ledger, id: i64, json: bool) -> anyhow::Result<ExitC
             problems.len()
         );
         for p in &problems {
-            let place = match (&p.column, p.field) {
-                (Some(c), Some(f)) => format!("line {}, column `{c}` (field {f})", p.line),
-                (Some(c), None) => format!("line {}, column `{c}`", p.line),
-                (None, Some(f)) => format!("line {}, field {f}", p.line),
-                (None, None) if p.line == 0 => "file".to_string(),
-                (None, None) => format!("line {}", p.line),
-            };
-            println!(
-                "  {}: {} [{}]",
-                escaped(&place),
-                escaped(&p.message),
-                p.code
+            print_problem(
+                p.line,
+                p.column.as_deref(),
+                p.field.map(|f| f as usize),
+                &p.message,
+                &p.code,
             );
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One problem on one line: where, what, and its code.
+fn print_problem(line: u64, column: Option<&str>, field: Option<usize>, message: &str, code: &str) {
+    let place = match (column, field) {
+        (Some(c), Some(f)) => format!("line {line}, column `{c}` (field {f})"),
+        (Some(c), None) => format!("line {line}, column `{c}`"),
+        (None, Some(f)) => format!("line {line}, field {f}"),
+        (None, None) if line == 0 => "file".to_string(),
+        (None, None) => format!("line {line}"),
+    };
+    println!("  {}: {} [{code}]", escaped(&place), escaped(message));
+}
+
+/// What `schema check` found in a sample.
+pub(super) fn sample(path: &Path, outcome: &Outcome, json: bool) -> anyhow::Result<()> {
+    if json {
+        let value = serde_json::json!({
+            "file": path.display().to_string(),
+            "would_be": outcome.state,
+            "reason": outcome.reason,
+            "rows_read": outcome.rows_read,
+            "rows_valid": outcome.rows_loaded,
+            "problem_count": outcome.problem_count,
+            "problems": outcome.problems,
+        });
+        println!("{}", serde_json::to_string(&value)?);
+        return Ok(());
+    }
+    let verdict = match (&outcome.state, &outcome.reason) {
+        (FileState::Loaded, _) => "would be loaded".to_string(),
+        (state, Some(reason)) => format!("would be {state} ({reason})"),
+        (state, None) => format!("would be {state}"),
+    };
+    println!("{}: {verdict}", escaped(&path.display().to_string()));
+    if let Some(read) = outcome.rows_read {
+        println!(
+            "  rows      {read} read, {} valid",
+            outcome.rows_loaded.unwrap_or(0)
+        );
+    }
+    if !outcome.problems.is_empty() {
+        println!(
+            "problems ({} found, {} listed):",
+            outcome.problem_count,
+            outcome.problems.len()
+        );
+        for p in &outcome.problems {
+            print_problem(
+                p.line,
+                p.column.as_deref(),
+                p.field,
+                &p.message,
+                p.code.as_str(),
+            );
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn print_person(person: &PersonView) {

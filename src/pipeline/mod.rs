@@ -117,6 +117,16 @@ pub struct Processed {
     pub records: u64,
 }
 
+/// Counts the rows a sample would load, and keeps none.
+struct Counted(u64);
+
+impl read::RowSink for Counted {
+    fn send(&mut self, rows: Vec<Records>) -> bool {
+        self.0 += rows.len() as u64;
+        true
+    }
+}
+
 /// A small file as the reader thread left it for the loader.
 enum ReadAhead<'c> {
     /// No feed, or more than one, matches it.
@@ -492,6 +502,23 @@ impl Processor {
             attempt.records = load::load(rows, &mut writer)?.records;
         }
         Ok(Some(self.judge(feed, attempt)))
+    }
+
+    /// Reads a sample file as its feed would, loading nothing: the outcome
+    /// it would have, with every problem. The ledger is not touched.
+    pub fn check_sample(&self, feed: &Feed, path: &std::path::Path) -> Outcome {
+        let never = AtomicBool::new(false);
+        let mut encoding = feed.schema.encoding;
+        loop {
+            let mut rows = Counted(0);
+            let mut attempt = catch_panic(|| self.read(feed, path, encoding, &never, &mut rows));
+            if attempt.encoding_changed {
+                encoding = Encoding::Windows1252;
+                continue;
+            }
+            attempt.rows_loaded = rows.0;
+            return self.judge(feed, attempt);
+        }
     }
 
     /// A large file, in a transaction of its own that begins only when its

@@ -267,6 +267,23 @@ impl Comparison {
 pub enum Layout {
     /// Delimited text with a header record naming the columns.
     Csv(CsvLayout),
+    /// One record a line, each column at fixed characters.
+    Fixed(FixedLayout),
+}
+
+#[derive(Debug, Clone)]
+pub struct FixedLayout {
+    /// For each column: its first character (from 0) and its length.
+    pub spans: Vec<(usize, usize)>,
+    /// Spaces around a value are padding, not data.
+    pub trim: bool,
+}
+
+impl FixedLayout {
+    /// The characters a record must have to hold every column.
+    pub fn width(&self) -> usize {
+        self.spans.iter().map(|(s, l)| s + l).max().unwrap_or(0)
+    }
 }
 
 #[derive(Debug, Clone)]

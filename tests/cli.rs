@@ -191,3 +191,55 @@ fn schema_check_reads_a_sample_as_its_feed_would_and_records_nothing() {
     assert!(text(&out.stderr).contains("no feed `nosuchfeed`; the configuration has: news2"));
     assert!(d.files().is_empty(), "a sample is never recorded");
 }
+
+#[test]
+fn a_fixed_width_feed_is_checked_by_character_positions() {
+    let config = format!(
+        "{}\n[feeds.gp]\npartner = \"demo-carehome\"\nmatch = [\"gp_*.txt\"]\nencryption = \"none\"\nformat = \"fixed\"\n\n\
+         [feeds.gp.fixed]\nencoding = \"windows-1252\"\n\n\
+         [[feeds.gp.columns]]\nname = \"nhs\"\ntype = \"nhs_number\"\nstart = 1\nlength = 10\n\n\
+         [[feeds.gp.columns]]\nname = \"practice\"\ntype = \"ods_code\"\nstart = 11\nend = 16\n\n\
+         [[feeds.gp.columns]]\nname = \"issued\"\ntype = \"date\"\nformat = \"%Y%m%d\"\nstart = 17\nlength = 8\n",
+        fast(SHIPPED_CONFIG)
+    );
+    let d = Deployment::with_config(&config);
+    let good = d.write_input(
+        "gp_1.txt",
+        format!(
+            "{}A81001{}\r\n{}B82002{}\r\n",
+            nhs_number(1),
+            "20261201",
+            nhs_number(2),
+            "20261202"
+        )
+        .as_bytes(),
+    );
+    let out = d.dg(&["schema", "check", "gp", good.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("2 read, 2 valid"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let bad = d.write_input(
+        "gp_2.txt",
+        format!("{}A8-001{}\n", nhs_number(1), "20261301").as_bytes(),
+    );
+    let out = d.dg(&["schema", "check", "gp", bad.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let codes: Vec<&str> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["not_ods_code", "not_date"]);
+}

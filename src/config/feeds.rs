@@ -62,14 +62,29 @@ impl Checker<'_> {
                 Encryption::Age
             }
         };
-        if let Some(format) = &raw.format
-            && format.get_ref() != "csv"
-        {
-            self.at(
-                format,
-                format!("unknown format `{}`, expected `csv`", format.get_ref()),
-            );
-        }
+        let fixed = match raw.format.as_ref().map(|f| f.get_ref().as_str()) {
+            None | Some("csv") => {
+                if let Some(section) = &raw.fixed {
+                    self.at(section, "`[feeds.NAME.fixed]` needs `format = \"fixed\"`");
+                }
+                false
+            }
+            Some("fixed") => {
+                if raw.csv.is_some() {
+                    let at = raw.format.as_ref().expect("given");
+                    self.at(at, "a fixed-width feed has no `[feeds.NAME.csv]` section");
+                }
+                true
+            }
+            Some(other) => {
+                let at = raw.format.as_ref().expect("given");
+                self.at(
+                    at,
+                    format!("unknown format `{other}`, expected `csv` or `fixed`"),
+                );
+                false
+            }
+        };
         let on_error = match raw.on_error.as_ref().map(|s| s.get_ref().as_str()) {
             None | Some("reject_file") => OnError::RejectFile,
             Some("skip_invalid_rows") => OnError::SkipInvalidRows,
@@ -96,7 +111,12 @@ impl Checker<'_> {
             1 << 30,
             "max_field_size",
         ) as usize;
-        let mut schema = self.schema(raw.csv.unwrap_or_default(), raw.columns, base);
+        let mut schema = if fixed {
+            let section = raw.fixed.map(Spanned::into_inner).unwrap_or_default();
+            self.fixed_schema(section, raw.columns, base)
+        } else {
+            self.schema(raw.csv.unwrap_or_default(), raw.columns, base)
+        };
         schema.rules = raw
             .rules
             .into_iter()
@@ -117,6 +137,24 @@ impl Checker<'_> {
             schema,
             mapping,
         })
+    }
+
+    pub(super) fn encoding(&mut self, given: Option<&Spanned<String>>) -> Encoding {
+        match given.map(|s| s.get_ref().as_str()) {
+            None | Some("utf-8") | Some("utf8") => Encoding::Utf8,
+            Some("windows-1252") | Some("cp1252") => Encoding::Windows1252,
+            Some("auto") => Encoding::Auto,
+            Some(other) => {
+                let span = given.map(|s| s.span()).unwrap_or(0..0);
+                self.error(
+                    span,
+                    format!(
+                        "unknown encoding `{other}`, expected `utf-8`, `windows-1252` or `auto`"
+                    ),
+                );
+                Encoding::Utf8
+            }
+        }
     }
 
     pub(super) fn schema(
@@ -172,21 +210,7 @@ impl Checker<'_> {
                 }
             }
         }
-        let encoding = match csv.encoding.as_ref().map(|s| s.get_ref().as_str()) {
-            None | Some("utf-8") | Some("utf8") => Encoding::Utf8,
-            Some("windows-1252") | Some("cp1252") => Encoding::Windows1252,
-            Some("auto") => Encoding::Auto,
-            Some(other) => {
-                let span = csv.encoding.as_ref().map(|s| s.span()).unwrap_or(0..0);
-                self.error(
-                    span,
-                    format!(
-                        "unknown encoding `{other}`, expected `utf-8`, `windows-1252` or `auto`"
-                    ),
-                );
-                Encoding::Utf8
-            }
-        };
+        let encoding = self.encoding(csv.encoding.as_ref());
         let extra_columns = match csv.extra_columns.as_ref().map(|s| s.get_ref().as_str()) {
             None | Some("error") => ExtraColumns::Error,
             Some("ignore") => ExtraColumns::Ignore,
@@ -219,6 +243,18 @@ impl Checker<'_> {
                     &column.name,
                     format!("column `{}` is declared twice{how}", column.name.get_ref()),
                 );
+            }
+            for (option, given) in [
+                ("start", column.start.as_ref().map(|v| v.span())),
+                ("length", column.length.as_ref().map(|v| v.span())),
+                ("end", column.end.as_ref().map(|v| v.span())),
+            ] {
+                if let Some(span) = given {
+                    self.error(
+                        span,
+                        format!("`{option}` applies only to `format = \"fixed\"`"),
+                    );
+                }
             }
             let position = match &column.position {
                 Some(p) if has_header => {

@@ -9,6 +9,7 @@
 mod authorized_keys;
 mod columns;
 mod feeds;
+mod fixed;
 mod framing;
 mod logins;
 mod mapping;
@@ -38,7 +39,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use crate::records::{Expect, Mapping, MappingChecker};
 use crate::schema::{
     ColumnKind, ColumnSpec, Comparison, Condition, CsvLayout, DateTimeFormat, Encoding,
-    ExtraColumns, HeaderRecord, Layout, MissingColumns, NameMatch, Rule, Schema, Test,
+    ExtraColumns, FixedLayout, HeaderRecord, Layout, MissingColumns, NameMatch, Rule, Schema, Test,
     TrailerRecord,
 };
 

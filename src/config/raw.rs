@@ -183,7 +183,7 @@ pub struct Feed {
     pub patterns: Spanned<Vec<Spanned<String>>>,
     /// `age` (must be encrypted), `none` (plaintext), or `optional` (decided by the file's content). Default `age`.
     pub encryption: Option<Spanned<String>>,
-    /// File format: `csv`.
+    /// File format: `csv` or `fixed` (fixed-width). Default `csv`.
     pub format: Option<Spanned<String>>,
     /// `reject_file` (any error quarantines the whole file) or `skip_invalid_rows`. Default `reject_file`.
     pub on_error: Option<Spanned<String>>,
@@ -194,6 +194,8 @@ pub struct Feed {
     pub max_field_size: Option<Spanned<String>>,
     /// CSV dialect.
     pub csv: Option<Csv>,
+    /// Fixed-width settings (`format = "fixed"`).
+    pub fixed: Option<Spanned<Fixed>>,
     /// Declared columns, in any order; the header must name each of them.
     pub columns: Spanned<Vec<Spanned<Column>>>,
     /// Which columns become which record fields.
@@ -223,6 +225,16 @@ pub struct Rule {
     /// Two columns compared, `LEFT OP RIGHT` with OP one of `<` `<=` `=` `!=` `>=` `>`,
     /// spaces around it; checked when both have values.
     pub check: Option<Spanned<String>>,
+}
+
+/// `[feeds.NAME.fixed]`
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Fixed {
+    /// `utf-8` (BOM optional; positions count characters), `windows-1252`, or `auto`. Default `utf-8`.
+    pub encoding: Option<Spanned<String>>,
+    /// Spaces around a value are padding and are removed. Default true.
+    pub trim: Option<bool>,
 }
 
 /// `[feeds.NAME.csv]`
@@ -280,6 +292,12 @@ pub struct TrailerRecord {
 pub struct Column {
     /// Header name, exactly as in the file (spaces and punctuation allowed).
     pub name: Spanned<String>,
+    /// `format = "fixed"`: the column's first character, counting from 1.
+    pub start: Option<Spanned<i64>>,
+    /// `format = "fixed"`: the column's width in characters (or give `end`).
+    pub length: Option<Spanned<i64>>,
+    /// `format = "fixed"`: the column's last character, counting from 1.
+    pub end: Option<Spanned<i64>>,
     /// Files without a header (`header = false`): the field this column is,
     /// counting from 1. Default: the order the columns are declared in.
     pub position: Option<Spanned<i64>>,

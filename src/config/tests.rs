@@ -542,7 +542,9 @@ fn files_without_a_header_take_columns_by_position_or_in_declared_order() {
         1,
     );
     let config = Config::parse(Path::new("/opt/dg/config/dropgate.toml"), &headerless).unwrap();
-    let Layout::Csv(layout) = &config.feeds["news2"].schema.layout;
+    let Layout::Csv(layout) = &config.feeds["news2"].schema.layout else {
+        panic!("a CSV feed");
+    };
     let positions = layout.positions.as_ref().expect("by position");
     assert_eq!(positions.len(), 14);
     assert!(positions.iter().enumerate().all(|(i, c)| *c == Some(i)));
@@ -609,7 +611,9 @@ fn trailer_records_are_checked_against_the_columns() {
         1,
     );
     let config = Config::parse(Path::new("/opt/dg/config/dropgate.toml"), &framed).unwrap();
-    let Layout::Csv(layout) = &config.feeds["news2"].schema.layout;
+    let Layout::Csv(layout) = &config.feeds["news2"].schema.layout else {
+        panic!("a CSV feed");
+    };
     let trailer = layout.trailer_record.as_ref().unwrap();
     assert_eq!(
         (trailer.tag.as_str(), trailer.count_field),
@@ -696,4 +700,66 @@ fn rules_name_columns_of_the_feed_and_compare_only_what_compares() {
         let got = errors(&with_rules(rule));
         assert!(got.iter().any(|e| e.contains(expected)), "{rule}: {got:?}");
     }
+}
+
+/// The shipped config with a fixed-width feed `gp` added.
+fn with_fixed_feed(columns: &str) -> String {
+    format!(
+        "{SHIPPED}\n[feeds.gp]\npartner = \"demo-carehome\"\nmatch = [\"gp_*.txt\"]\nencryption = \"none\"\nformat = \"fixed\"\n\n\
+         [feeds.gp.fixed]\nencoding = \"windows-1252\"\n\n{columns}"
+    )
+}
+
+#[test]
+fn fixed_width_columns_have_start_and_length_or_end_and_never_overlap() {
+    let text = with_fixed_feed(
+        "[[feeds.gp.columns]]\nname = \"nhs\"\ntype = \"nhs_number\"\nstart = 1\nlength = 10\n\n\
+         [[feeds.gp.columns]]\nname = \"ods\"\ntype = \"ods_code\"\nstart = 11\nend = 16",
+    );
+    let config = Config::parse(Path::new("/opt/dg/config/dropgate.toml"), &text).unwrap();
+    let feed = &config.feeds["gp"];
+    let Layout::Fixed(layout) = &feed.schema.layout else {
+        panic!("a fixed-width feed");
+    };
+    assert_eq!(layout.spans, [(0, 10), (10, 6)]);
+    assert!(layout.trim);
+    assert_eq!(feed.schema.encoding, Encoding::Windows1252);
+
+    for (columns, expected) in [
+        (
+            "[[feeds.gp.columns]]\nname = \"a\"\ntype = \"string\"\nstart = 1\nlength = 10\n\n\
+             [[feeds.gp.columns]]\nname = \"b\"\ntype = \"string\"\nstart = 10\nlength = 2",
+            "fixed-width columns `a` and `b` overlap",
+        ),
+        (
+            "[[feeds.gp.columns]]\nname = \"a\"\ntype = \"string\"\nstart = 1",
+            "column `a`: give `length` or `end`, one of them",
+        ),
+        (
+            "[[feeds.gp.columns]]\nname = \"a\"\ntype = \"string\"",
+            "column `a`: a fixed-width column needs `start` and `length` (or `end`)",
+        ),
+        (
+            "[[feeds.gp.columns]]\nname = \"a\"\ntype = \"string\"\nstart = 5\nend = 4",
+            "`end` is at or after `start`",
+        ),
+    ] {
+        let got = errors(&with_fixed_feed(columns));
+        assert!(
+            got.iter().any(|e| e.contains(expected)),
+            "{columns}: {got:?}"
+        );
+    }
+
+    let csv_with_start = SHIPPED.replacen(
+        "name = \"resident_id\"\n",
+        "name = \"resident_id\"\nstart = 1\n",
+        1,
+    );
+    let got = errors(&csv_with_start);
+    assert!(
+        got.iter()
+            .any(|e| e.contains("`start` applies only to `format = \"fixed\"`")),
+        "{got:?}"
+    );
 }

@@ -5,6 +5,7 @@
 
 mod csv;
 mod csv_reader;
+mod fixed;
 
 use std::io::Read;
 
@@ -38,6 +39,9 @@ pub fn open<'s, R: Read + 's>(
     match &schema.layout {
         Layout::Csv(layout) => Ok(csv::CsvSource::open(schema, layout, input, encoding)?
             .map(|source| Box::new(source) as Box<dyn RecordSource + 's>)),
+        Layout::Fixed(layout) => Ok(Ok(Box::new(fixed::FixedSource::open(
+            schema, layout, input, encoding,
+        )))),
     }
 }
 

@@ -2,6 +2,7 @@
 //! encodings and the caps, end to end.
 
 use super::*;
+use crate::schema::FixedLayout;
 use crate::schema::{
     ColumnKind, ColumnSpec, Comparison, Condition, CsvLayout, DEFAULT_MAX_FIELD_BYTES,
     DEFAULT_MAX_RECORD_BYTES, ExtraColumns, HeaderRecord, MissingColumns, NameMatch, Rule, Test,
@@ -576,4 +577,64 @@ fn conditional_and_cross_field_rules_are_checked_per_record() {
         problems[3].message,
         "the rule `Event End Date >= Event Start Date` does not hold"
     );
+}
+
+/// A fixed-width extract: NHS number at 1–10, name at 11–20, quantity at 21–24.
+fn fixed_schema(trim: bool) -> Schema {
+    let mut s = schema(vec![
+        column("nhs_number", ColumnKind::NhsNumber),
+        text_column("name", false),
+        column(
+            "qty",
+            ColumnKind::Integer {
+                min: None,
+                max: None,
+            },
+        ),
+    ]);
+    s.layout = Layout::Fixed(FixedLayout {
+        spans: vec![(0, 10), (10, 10), (20, 4)],
+        trim,
+    });
+    s
+}
+
+#[test]
+fn fixed_width_records_are_cut_by_character_and_their_padding_trimmed() {
+    let s = fixed_schema(true);
+    let input = "9434765919Zoë       0012\r\n\n9434765870Ann Lee   12  \n94347659\n".as_bytes();
+    let (rows, problems) = run(&s, input);
+    assert_eq!(rows.len(), 2, "{problems:?}");
+    assert_eq!(
+        rows[0].values[1],
+        Value::Text("Zoë".into()),
+        "a character, not a byte"
+    );
+    assert_eq!(rows[0].values[2], Value::Integer(12));
+    assert_eq!(rows[1].line, 3, "blank lines are counted, not read");
+    assert_eq!(rows[1].values[1], Value::Text("Ann Lee".into()));
+    assert_eq!(codes(&problems), [(4, "field_count")]);
+    assert_eq!(
+        problems[0].message,
+        "the record is 8 characters long; the layout needs 24"
+    );
+
+    let (rows, _) = run(&fixed_schema(false), b"9434765870Ann Lee   0012\n");
+    assert_eq!(
+        rows[0].values[1],
+        Value::Text("Ann Lee   ".into()),
+        "kept as sent"
+    );
+}
+
+#[test]
+fn a_fixed_width_line_over_the_cap_is_a_problem_and_never_held_whole() {
+    let mut s = fixed_schema(true);
+    s.max_record_bytes = 64;
+    let mut input = vec![b'x'; 10_000];
+    input.extend_from_slice(b"\n9434765870Ann Lee   0012\n");
+    let (rows, problems) = run(&s, &input);
+    assert_eq!(codes(&problems), [(1, "record_too_large")]);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].line, 2);
 }

@@ -1,0 +1,112 @@
+//! `format = "fixed"`: each column at its own characters of a line.
+
+use super::*;
+
+/// The widest record a fixed-width layout may describe, in characters.
+const MAX_WIDTH: i64 = 1 << 20;
+
+impl Checker<'_> {
+    pub(super) fn fixed_schema(
+        &mut self,
+        section: raw::Fixed,
+        columns: Spanned<Vec<Spanned<raw::Column>>>,
+        base: &Path,
+    ) -> Schema {
+        let encoding = self.encoding(section.encoding.as_ref());
+        if columns.get_ref().is_empty() {
+            self.at(&columns, "a feed needs at least one column");
+        }
+        let mut specs = Vec::new();
+        let mut spans: Vec<(usize, usize, String, Range<usize>)> = Vec::new();
+        for column in columns.into_inner() {
+            let column = column.into_inner();
+            let name = column.name.get_ref().clone();
+            let at = column.name.span();
+            if let Some(position) = &column.position {
+                self.at(position, "`position` applies to CSV files without a header; a fixed-width column has `start` and `length`");
+            }
+            let span = self.fixed_span(&column);
+            if specs.iter().any(|s: &ColumnSpec| s.name == name) {
+                self.at(&column.name, format!("column `{name}` is declared twice"));
+            }
+            match self.column(column, base) {
+                Some(spec) => {
+                    specs.push(spec);
+                    spans.push(
+                        span.map_or((0, 0, name.clone(), at.clone()), |(s, l)| (s, l, name, at)),
+                    );
+                }
+                None => {
+                    self.broken_columns.insert(name);
+                }
+            }
+        }
+        let mut sorted: Vec<&(usize, usize, String, Range<usize>)> = spans.iter().collect();
+        sorted.sort_by_key(|(start, length, ..)| (*start, *length));
+        for pair in sorted.windows(2) {
+            let ((a_start, a_len, a, _), (b_start, _, b, b_at)) = (pair[0], pair[1]);
+            if a_start + a_len > *b_start && *a_len > 0 {
+                self.error(
+                    b_at.clone(),
+                    format!("fixed-width columns `{a}` and `{b}` overlap"),
+                );
+            }
+        }
+        Schema {
+            layout: Layout::Fixed(FixedLayout {
+                spans: spans.into_iter().map(|(s, l, ..)| (s, l)).collect(),
+                trim: section.trim.unwrap_or(true),
+            }),
+            max_record_bytes: crate::schema::DEFAULT_MAX_RECORD_BYTES,
+            max_field_bytes: crate::schema::DEFAULT_MAX_FIELD_BYTES,
+            encoding,
+            extra_columns: ExtraColumns::Ignore,
+            missing_columns: MissingColumns::Error,
+            names: NameMatch::Exact,
+            columns: specs,
+            rules: Vec::new(),
+        }
+    }
+
+    /// A column's first character (from 0) and length, from `start` with
+    /// `length` or `end`.
+    fn fixed_span(&mut self, column: &raw::Column) -> Option<(usize, usize)> {
+        let name = column.name.get_ref();
+        let in_range = |n: &Spanned<i64>| (1..=MAX_WIDTH).contains(n.get_ref());
+        let Some(start) = &column.start else {
+            self.at(
+                &column.name,
+                format!(
+                    "column `{name}`: a fixed-width column needs `start` and `length` (or `end`)"
+                ),
+            );
+            return None;
+        };
+        if !in_range(start) {
+            self.at(start, format!("`start` is 1 to {MAX_WIDTH}"));
+            return None;
+        }
+        let length = match (&column.length, &column.end) {
+            (Some(length), None) if in_range(length) => *length.get_ref(),
+            (None, Some(end)) if in_range(end) && end.get_ref() >= start.get_ref() => {
+                end.get_ref() - start.get_ref() + 1
+            }
+            (Some(length), None) => {
+                self.at(length, format!("`length` is 1 to {MAX_WIDTH}"));
+                return None;
+            }
+            (None, Some(end)) => {
+                self.at(end, "`end` is at or after `start`");
+                return None;
+            }
+            _ => {
+                self.at(
+                    start,
+                    format!("column `{name}`: give `length` or `end`, one of them"),
+                );
+                return None;
+            }
+        };
+        Some((*start.get_ref() as usize - 1, length as usize))
+    }
+}

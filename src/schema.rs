@@ -12,6 +12,9 @@ pub enum Encoding {
     /// UTF-8, with or without a byte-order mark.
     Utf8,
     Windows1252,
+    /// ISO-8859-1: each byte the character of the same number (so bytes
+    /// 0x80–0x9F are control characters, where Windows-1252 has `€`, `“`, …).
+    Latin1,
     /// UTF-8 when the whole file is valid UTF-8, Windows-1252 otherwise.
     Auto,
 }

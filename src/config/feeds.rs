@@ -143,13 +143,14 @@ impl Checker<'_> {
         match given.map(|s| s.get_ref().as_str()) {
             None | Some("utf-8") | Some("utf8") => Encoding::Utf8,
             Some("windows-1252") | Some("cp1252") => Encoding::Windows1252,
+            Some("iso-8859-1") | Some("latin1") => Encoding::Latin1,
             Some("auto") => Encoding::Auto,
             Some(other) => {
                 let span = given.map(|s| s.span()).unwrap_or(0..0);
                 self.error(
                     span,
                     format!(
-                        "unknown encoding `{other}`, expected `utf-8`, `windows-1252` or `auto`"
+                        "unknown encoding `{other}`, expected `utf-8`, `windows-1252`, `iso-8859-1` or `auto`"
                     ),
                 );
                 Encoding::Utf8

@@ -231,7 +231,7 @@ pub struct Rule {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Fixed {
-    /// `utf-8` (BOM optional; positions count characters), `windows-1252`, or `auto`. Default `utf-8`.
+    /// `utf-8` (BOM optional; positions count characters), `windows-1252`, `iso-8859-1`, or `auto`. Default `utf-8`.
     pub encoding: Option<Spanned<String>>,
     /// Spaces around a value are padding and are removed. Default true.
     pub trim: Option<bool>,
@@ -254,7 +254,7 @@ pub struct Csv {
     /// Declared columns the header lacks: `error`, or `allow` (an optional
     /// column reads as empty; a required one is still an error). Default `error`.
     pub missing_columns: Option<Spanned<String>>,
-    /// `utf-8` (BOM optional), `windows-1252`, or `auto`. Default `utf-8`.
+    /// `utf-8` (BOM optional), `windows-1252`, `iso-8859-1`, or `auto`. Default `utf-8`.
     pub encoding: Option<Spanned<String>>,
     /// Columns in the file that the schema does not declare: `error` or `ignore`. Default `error`.
     pub extra_columns: Option<Spanned<String>>,

@@ -638,3 +638,19 @@ fn a_fixed_width_line_over_the_cap_is_a_problem_and_never_held_whole() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].line, 2);
 }
+
+#[test]
+fn iso_8859_1_reads_each_byte_as_its_own_character() {
+    let mut s = schema(vec![text_column("name", false)]);
+    // 0xE9 is é in both; 0x80 is € in Windows-1252 but a control in ISO-8859-1.
+    let input = b"name\nRen\xE9e\n";
+    s.encoding = Encoding::Latin1;
+    let (rows, problems) = run(&s, input);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(rows[0].values[0], Value::Text("Renée".into()));
+    let (rows, _) = run(&s, b"name\n\x80\n");
+    assert_eq!(rows[0].values[0], Value::Text("\u{80}".into()));
+    s.encoding = Encoding::Windows1252;
+    let (rows, _) = run(&s, b"name\n\x80\n");
+    assert_eq!(rows[0].values[0], Value::Text("€".into()));
+}

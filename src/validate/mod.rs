@@ -68,6 +68,11 @@ impl Decoder {
                     .decode_without_bom_handling(bytes)
                     .0,
             ),
+            Encoding::Latin1 => Decoded::Text(if bytes.is_ascii() {
+                Cow::Borrowed(std::str::from_utf8(bytes).expect("ASCII is UTF-8"))
+            } else {
+                Cow::Owned(bytes.iter().map(|&b| char::from(b)).collect())
+            }),
             Encoding::Utf8 => match std::str::from_utf8(bytes) {
                 Ok(s) => Decoded::Text(Cow::Borrowed(s)),
                 Err(_) => Decoded::Invalid,

@@ -209,4 +209,64 @@ mod tests {
             assert_eq!(phone(bad), None, "{bad}");
         }
     }
+
+    /// Postcodes of every outward shape: `A9`, `A99`, `A9A`, `AA9`, `AA99`, `AA9A`.
+    fn valid_postcode() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let first = proptest::sample::select(b"ABCDEFGHIJKLMNOPRSTUWYZ".to_vec());
+        let second = proptest::sample::select(b"ABCDEFGHKLMNOPQRSTUVWXY".to_vec());
+        let third = proptest::sample::select(b"ABCDEFGHJKPSTUW".to_vec());
+        let fourth = proptest::sample::select(b"ABEHMNPRVWXY".to_vec());
+        let inward_letter = proptest::sample::select(b"ABDEFGHJLNPQRSTUWXYZ".to_vec());
+        let digit = (0u8..10).prop_map(|d| b'0' + d);
+        let outward = prop_oneof![
+            (first.clone(), digit.clone()).prop_map(|(a, n)| vec![a, n]),
+            (first.clone(), digit.clone(), digit.clone()).prop_map(|(a, n, m)| vec![a, n, m]),
+            (first.clone(), digit.clone(), third).prop_map(|(a, n, l)| vec![a, n, l]),
+            (first.clone(), second.clone(), digit.clone()).prop_map(|(a, l, n)| vec![a, l, n]),
+            (first.clone(), second.clone(), digit.clone(), digit.clone())
+                .prop_map(|(a, l, n, m)| vec![a, l, n, m]),
+            (first, second, digit.clone(), fourth).prop_map(|(a, l, n, k)| vec![a, l, n, k]),
+        ];
+        (outward, digit, inward_letter.clone(), inward_letter).prop_map(|(o, n, x, y)| {
+            format!(
+                "{} {}{}{}",
+                String::from_utf8(o).unwrap(),
+                n as char,
+                x as char,
+                y as char
+            )
+        })
+    }
+
+    proptest::proptest! {
+        /// A valid postcode, in any case and with spaces anywhere, comes
+        /// back in the one normal form.
+        #[test]
+        fn postcodes_normalise_whatever_their_case_and_spacing(
+            postcode_text in valid_postcode(),
+            lower in proptest::collection::vec(proptest::bool::ANY, 8),
+            spaces in proptest::collection::vec(0usize..3, 8),
+        ) {
+            let messy: String = postcode_text
+                .chars()
+                .filter(|c| *c != ' ')
+                .zip(lower.iter().zip(&spaces))
+                .map(|(c, (&low, &n))| {
+                    let c = if low { c.to_ascii_lowercase() } else { c };
+                    format!("{}{c}", " ".repeat(n))
+                })
+                .collect();
+            proptest::prop_assert_eq!(postcode(&messy), Some(postcode_text));
+        }
+
+        /// Normalising is idempotent, and refuses what it cannot normalise,
+        /// for any text at all.
+        #[test]
+        fn normalising_a_postcode_twice_changes_nothing(text in "\\PC{0,12}") {
+            if let Some(normal) = postcode(&text) {
+                proptest::prop_assert_eq!(postcode(&normal), Some(normal.clone()));
+            }
+        }
+    }
 }

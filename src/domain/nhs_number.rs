@@ -218,4 +218,42 @@ mod tests {
             }
         }
     }
+
+    proptest::proptest! {
+        /// Every nine digits whose check digit is not 10 make exactly one
+        /// NHS number, however it is spaced.
+        #[test]
+        fn the_computed_check_digit_always_validates(
+            nine in proptest::array::uniform9(0u8..10),
+            spaced in proptest::bool::ANY,
+        ) {
+            proptest::prop_assume!(nine.iter().any(|&d| d != 0));
+            let Some(check) = check_digit(&nine) else {
+                return Ok(());
+            };
+            let digits: String = nine.iter().chain(std::iter::once(&check)).map(|d| char::from(b'0' + d)).collect();
+            let text = if spaced {
+                format!("{} {} {}", &digits[..3], &digits[3..6], &digits[6..])
+            } else {
+                digits.clone()
+            };
+            proptest::prop_assert_eq!(NhsNumber::parse(&text).map(|n| n.digits()), Ok(digits));
+        }
+
+        /// Modulus 11 catches every change of a single digit.
+        #[test]
+        fn any_one_digit_changed_is_refused(
+            nine in proptest::array::uniform9(0u8..10),
+            at in 0usize..10,
+            by in 1u8..10,
+        ) {
+            let Some(check) = check_digit(&nine) else {
+                return Ok(());
+            };
+            let mut ten: Vec<u8> = nine.iter().copied().chain(std::iter::once(check)).collect();
+            ten[at] = (ten[at] + by) % 10;
+            let text: String = ten.iter().map(|d| char::from(b'0' + d)).collect();
+            proptest::prop_assert!(NhsNumber::parse(&text).is_err(), "{}", text);
+        }
+    }
 }

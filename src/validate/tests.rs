@@ -208,3 +208,29 @@ fn postcodes_email_and_phone_numbers_are_normalised_and_never_echoed() {
         }
     }
 }
+
+proptest::proptest! {
+    /// Any date written in a column's format reads back as that date.
+    #[test]
+    fn dates_round_trip_through_their_format(
+        days in 0i32..(200 * 366),
+        format in proptest::sample::select(vec!["%Y-%m-%d", "%d/%m/%Y", "%Y%m%d", "%d-%b-%Y"]),
+    ) {
+        let date = chrono::NaiveDate::from_ymd_opt(1900, 1, 1).unwrap()
+            + chrono::Duration::days(i64::from(days));
+        let text = date.format(format).to_string();
+        let kind = ColumnKind::Date { format: format.into() };
+        proptest::prop_assert_eq!(one(kind, &text), Ok(Value::Date(date)));
+    }
+
+    /// Compact timestamps (`CCYYMMDDHHMMSS`) read back as that instant.
+    #[test]
+    fn compact_timestamps_round_trip(seconds in 0i64..4_000_000_000) {
+        let at = chrono::DateTime::from_timestamp(seconds, 0).unwrap();
+        let text = at.format("%Y%m%d%H%M%S").to_string();
+        let kind = ColumnKind::DateTime {
+            format: DateTimeFormat::Chrono("%Y%m%d%H%M%S".into()),
+        };
+        proptest::prop_assert_eq!(one(kind, &text), Ok(Value::DateTime(at.fixed_offset())));
+    }
+}

@@ -156,6 +156,10 @@ codes! {
         "a value, though a rule of the feed forbids one when another column is as it says";
     Comparison = "comparison", "validate",
         "two columns of a record fail a rule comparing them (such as end before start)";
+    NotUnique = "not_unique", "validate",
+        "the values of a `unique` set of columns repeat an earlier record's";
+    UniqueTooMany = "unique_too_many", "validate",
+        "too many records to check a `unique` set (over 500,000 in one file)";
     NotInCodeList = "not_in_code_list", "validate",
         "not one of the column's `values`";
     NotBoolean = "not_boolean", "validate",

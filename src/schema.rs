@@ -173,6 +173,31 @@ impl ColumnSpec {
     }
 }
 
+#[cfg(test)]
+impl Schema {
+    /// Comma-separated with a header, UTF-8, the default caps, no rules.
+    pub(crate) fn for_tests(columns: Vec<ColumnSpec>) -> Schema {
+        Schema {
+            layout: Layout::Csv(CsvLayout {
+                delimiter: b',',
+                quote: b'"',
+                positions: None,
+                header_record: None,
+                trailer_record: None,
+            }),
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            max_field_bytes: DEFAULT_MAX_FIELD_BYTES,
+            encoding: Encoding::Utf8,
+            extra_columns: ExtraColumns::Error,
+            missing_columns: MissingColumns::Error,
+            names: NameMatch::Exact,
+            columns,
+            rules: Vec::new(),
+            unique: Vec::new(),
+        }
+    }
+}
+
 /// The declared shape of a feed's files: how records are laid out, how
 /// bytes become text, and the columns with their checks.
 #[derive(Debug, Clone)]
@@ -188,6 +213,8 @@ pub struct Schema {
     pub columns: Vec<ColumnSpec>,
     /// Checks across the columns of one record, after each column's own.
     pub rules: Vec<Rule>,
+    /// Sets of columns whose values together must not repeat within a file.
+    pub unique: Vec<Vec<usize>>,
 }
 
 /// A check across columns, by column index.

@@ -243,3 +243,41 @@ fn a_fixed_width_feed_is_checked_by_character_positions() {
         .collect();
     assert_eq!(codes, ["not_ods_code", "not_date"]);
 }
+
+#[test]
+fn a_unique_set_finds_a_record_sent_twice_in_one_file() {
+    let config = fast(SHIPPED_CONFIG).replacen(
+        "on_error = \"reject_file\"",
+        "on_error = \"reject_file\"\nunique = [[\"resident_id\", \"observed_at\"]]",
+        1,
+    );
+    let d = Deployment::with_config(&config);
+    let csv = news2_csv(4, 2, 0);
+    let again = csv.lines().nth(2).unwrap().to_string();
+    let sample = d.write_input("twice.csv", format!("{csv}{again}\n").as_bytes());
+    let out = d.dg(&[
+        "schema",
+        "check",
+        "news2",
+        sample.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["problems"][0]["code"], "not_unique");
+    assert_eq!(report["problems"][0]["line"], 6);
+    assert_eq!(
+        report["problems"][0]["message"],
+        "the same `resident_id` and `observed_at` as line 3; they must not repeat within a file"
+    );
+
+    let unknown = config.replacen("\"observed_at\"]]", "\"observed\"]]", 1);
+    d.write_config(&unknown);
+    let out = d.dg(&["check-config"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("`unique`: no column `observed` in this feed"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -122,6 +122,13 @@ impl Checker<'_> {
             .into_iter()
             .filter_map(|rule| self.rule(rule, &schema.columns))
             .collect();
+        schema.unique = raw
+            .unique
+            .map(Spanned::into_inner)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|set| self.unique_set(&set, &schema.columns))
+            .collect();
         schema.max_record_bytes = max_record_bytes;
         schema.max_field_bytes = max_field_bytes.min(max_record_bytes);
         let mapping = self.mapping(raw.map.unwrap_or_default(), &schema);
@@ -331,6 +338,7 @@ impl Checker<'_> {
             names,
             columns: specs,
             rules: Vec::new(),
+            unique: Vec::new(),
         }
     }
 }

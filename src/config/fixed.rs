@@ -65,6 +65,7 @@ impl Checker<'_> {
             names: NameMatch::Exact,
             columns: specs,
             rules: Vec::new(),
+            unique: Vec::new(),
         }
     }
 

@@ -203,6 +203,9 @@ pub struct Feed {
     /// Checks across the columns of a record.
     #[serde(default)]
     pub rules: Vec<Spanned<Rule>>,
+    /// Sets of columns whose values together must not repeat within a file,
+    /// e.g. `[["resident_id", "observed_at"]]`.
+    pub unique: Option<Spanned<Vec<Spanned<Vec<String>>>>>,
 }
 
 /// `[[feeds.NAME.rules]]`: `require` or `forbid` a column `when` another is

@@ -1,4 +1,5 @@
-//! `[[feeds.NAME.rules]]`: checks across the columns of one record.
+//! `[[feeds.NAME.rules]]`: checks across the columns of one record; and
+//! `unique`, sets of columns that must not repeat within a file.
 
 use super::*;
 
@@ -129,5 +130,28 @@ impl Checker<'_> {
             return None;
         }
         Some(Rule::Compare { left, op, right })
+    }
+
+    pub(super) fn unique_set(
+        &mut self,
+        set: &Spanned<Vec<String>>,
+        columns: &[ColumnSpec],
+    ) -> Option<Vec<usize>> {
+        if set.get_ref().is_empty() {
+            self.at(set, "a `unique` set names at least one column");
+            return None;
+        }
+        let mut indexes = Vec::new();
+        for name in set.get_ref() {
+            match columns.iter().position(|c| &c.name == name) {
+                Some(i) if indexes.contains(&i) => {
+                    self.at(set, format!("`unique`: column `{name}` is named twice"));
+                }
+                Some(i) => indexes.push(i),
+                None if self.broken_columns.contains(name) => {}
+                None => self.at(set, format!("`unique`: no column `{name}` in this feed")),
+            }
+        }
+        (indexes.len() == set.get_ref().len()).then_some(indexes)
     }
 }

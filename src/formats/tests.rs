@@ -4,9 +4,8 @@
 use super::*;
 use crate::schema::FixedLayout;
 use crate::schema::{
-    ColumnKind, ColumnSpec, Comparison, Condition, CsvLayout, DEFAULT_MAX_FIELD_BYTES,
-    DEFAULT_MAX_RECORD_BYTES, ExtraColumns, HeaderRecord, MissingColumns, NameMatch, Rule, Test,
-    TrailerRecord,
+    ColumnKind, ColumnSpec, Comparison, Condition, CsvLayout, ExtraColumns, HeaderRecord,
+    MissingColumns, NameMatch, Rule, Test, TrailerRecord,
 };
 use crate::validate::{Row, Value};
 
@@ -15,23 +14,7 @@ fn column(name: &str, kind: ColumnKind) -> ColumnSpec {
 }
 
 fn schema(columns: Vec<ColumnSpec>) -> Schema {
-    Schema {
-        layout: Layout::Csv(CsvLayout {
-            delimiter: b',',
-            quote: b'"',
-            positions: None,
-            header_record: None,
-            trailer_record: None,
-        }),
-        max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
-        max_field_bytes: DEFAULT_MAX_FIELD_BYTES,
-        encoding: Encoding::Utf8,
-        extra_columns: ExtraColumns::Error,
-        missing_columns: MissingColumns::Error,
-        names: NameMatch::Exact,
-        columns,
-        rules: Vec::new(),
-    }
+    Schema::for_tests(columns)
 }
 
 /// Every outcome of a file: rows that passed, and all problems.

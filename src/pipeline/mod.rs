@@ -36,7 +36,7 @@ use crate::records::{self, Records, Writer};
 use crate::schema::Encoding;
 use crate::spool::{self, Spool};
 use crate::text;
-use crate::validate::ReadError;
+use crate::validate::{ReadError, Uniqueness};
 
 mod outcome;
 mod read;

@@ -169,10 +169,22 @@ impl Processor {
             }
         };
         let mut pending = Vec::with_capacity(ROWS_PER_BATCH);
+        let mut uniqueness = Uniqueness::new(&feed.schema);
         loop {
             // Shutdown is seen as a failed read (`Stoppable`), within one
             // block of input.
-            match rows.next_outcome() {
+            let next = rows.next_outcome().map(|outcome| match outcome {
+                Some(crate::validate::Outcome::Valid(row)) if !feed.schema.unique.is_empty() => {
+                    let repeats = uniqueness.check(&row);
+                    Some(if repeats.is_empty() {
+                        crate::validate::Outcome::Valid(row)
+                    } else {
+                        crate::validate::Outcome::Invalid(repeats)
+                    })
+                }
+                other => other,
+            });
+            match next {
                 Ok(Some(crate::validate::Outcome::Valid(row))) => {
                     // Under reject_file one bad row dooms the file: keep
                     // validating to report every problem, stop mapping.
@@ -212,7 +224,7 @@ impl Processor {
         if !pending.is_empty() {
             sink.send(pending);
         }
-        for p in rows.finish() {
+        for p in rows.finish().into_iter().chain(uniqueness.finish()) {
             attempt.whole_file_problem = true;
             attempt.note(p, max_problems);
         }

@@ -5,7 +5,10 @@
 //! layout; the formats under `formats/` read records and call it.
 
 mod rules;
+mod unique;
 mod value;
+
+pub use unique::Uniqueness;
 
 use std::borrow::Cow;
 

@@ -173,10 +173,10 @@ impl ColumnSpec {
     }
 }
 
-#[cfg(test)]
 impl Schema {
-    /// Comma-separated with a header, UTF-8, the default caps, no rules.
-    pub(crate) fn for_tests(columns: Vec<ColumnSpec>) -> Schema {
+    /// Comma-separated with a header, UTF-8, the default caps, no rules:
+    /// the shape a header record's checked fields are read with, and tests'.
+    pub fn plain(columns: Vec<ColumnSpec>) -> Schema {
         Schema {
             layout: Layout::Csv(CsvLayout {
                 delimiter: b',',
@@ -333,6 +333,9 @@ pub struct CsvLayout {
 pub struct HeaderRecord {
     /// What its first field holds; without one, the first record is it.
     pub tag: Option<String>,
+    /// Its fields that are checked (an extract date, a sender's code): each
+    /// field's position (from 0) and its check.
+    pub fields: Vec<(usize, ColumnSpec)>,
 }
 
 #[derive(Debug, Clone)]

@@ -316,9 +316,9 @@ impl Checker<'_> {
                 );
             }
         }
-        let header_record = csv.header_record.map(|h| HeaderRecord {
-            tag: h.into_inner().tag.and_then(|t| self.record_tag(&t)),
-        });
+        let header_record = csv
+            .header_record
+            .map(|h| self.header_record(h.into_inner(), base));
         let trailer_record = csv
             .trailer_record
             .and_then(|t| self.trailer_record(t.into_inner(), &specs));

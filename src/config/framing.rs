@@ -15,6 +15,41 @@ impl Checker<'_> {
         Some(text.to_string())
     }
 
+    pub(super) fn header_record(&mut self, raw: raw::HeaderRecord, base: &Path) -> HeaderRecord {
+        let tag = raw.tag.and_then(|t| self.record_tag(&t));
+        let mut fields = Vec::new();
+        for field in raw.fields {
+            let field = field.into_inner();
+            let position = match &field.position {
+                Some(p) if (1..=MAX_POSITION).contains(p.get_ref()) => {
+                    if tag.is_some() && *p.get_ref() == 1 {
+                        self.at(p, "field 1 of a tagged header record is its tag");
+                    }
+                    Some(*p.get_ref() as usize - 1)
+                }
+                Some(p) => {
+                    self.at(p, format!("position must be 1 to {MAX_POSITION}"));
+                    None
+                }
+                None => {
+                    self.at(
+                        &field.name,
+                        format!(
+                            "header record field `{}` needs a `position`",
+                            field.name.get_ref()
+                        ),
+                    );
+                    None
+                }
+            };
+            let spec = self.column(field, base);
+            if let (Some(position), Some(spec)) = (position, spec) {
+                fields.push((position, spec));
+            }
+        }
+        HeaderRecord { tag, fields }
+    }
+
     pub(super) fn trailer_record(
         &mut self,
         raw: raw::TrailerRecord,

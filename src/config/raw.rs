@@ -273,6 +273,9 @@ pub struct Csv {
 pub struct HeaderRecord {
     /// What its first field holds (`HDR`). Without it, the first record is the header record.
     pub tag: Option<Spanned<String>>,
+    /// Its fields to check, each like a column with a `position` (from 1).
+    #[serde(default)]
+    pub fields: Vec<Spanned<Column>>,
 }
 
 /// `[feeds.NAME.csv.trailer_record]`

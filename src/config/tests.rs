@@ -606,6 +606,7 @@ fn trailer_records_are_checked_against_the_columns() {
     let framed = SHIPPED.replacen(
         "[feeds.news2.csv]\n",
         "[feeds.news2.csv.header_record]\ntag = \"HDR\"\n\n\
+         [[feeds.news2.csv.header_record.fields]]\nname = \"extract_date\"\ntype = \"date\"\nformat = \"%Y%m%d\"\nposition = 3\nrequired = true\n\n\
          [feeds.news2.csv.trailer_record]\ntag = \"TRL\"\ncount_field = 2\ntotal_field = 3\ntotal_of = \"pulse\"\n\n\
          [feeds.news2.csv]\n",
         1,
@@ -619,9 +620,16 @@ fn trailer_records_are_checked_against_the_columns() {
         (trailer.tag.as_str(), trailer.count_field),
         ("TRL", Some(1))
     );
-    assert_eq!(
-        layout.header_record.as_ref().unwrap().tag.as_deref(),
-        Some("HDR")
+    let header_record = layout.header_record.as_ref().unwrap();
+    assert_eq!(header_record.tag.as_deref(), Some("HDR"));
+    assert_eq!(header_record.fields.len(), 1);
+    assert_eq!(header_record.fields[0].0, 2);
+    let on_tag = framed.replacen("position = 3", "position = 1", 1);
+    let got = errors(&on_tag);
+    assert!(
+        got.iter()
+            .any(|e| e.contains("field 1 of a tagged header record is its tag")),
+        "{got:?}"
     );
 
     let not_numeric = framed.replacen("total_of = \"pulse\"", "total_of = \"gender\"", 1);

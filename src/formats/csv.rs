@@ -6,7 +6,7 @@ use std::io::{BufReader, Read};
 use super::RecordSource;
 use super::csv_reader::{Dialect, Next, Record, RecordReader};
 use crate::problem::{Code, Problem};
-use crate::schema::{CsvLayout, Encoding, Schema, TrailerRecord};
+use crate::schema::{CsvLayout, Encoding, HeaderRecord, Schema, TrailerRecord};
 use crate::validate::{Decoder, Outcome, ReadError, check_record, match_header};
 
 /// Streams a CSV file through the schema, one record at a time.
@@ -84,6 +84,10 @@ impl<'s, R: Read> CsvSource<'s, R> {
                     Code::HeaderRecordMissing,
                     format!("the file does not start with its header record: {what} was expected"),
                 )]));
+            }
+            let problems = check_header_fields(expected, &header, &mut decoder)?;
+            if !problems.is_empty() {
+                return Ok(Err(problems));
             }
         }
         if let Some(positions) = &layout.positions {
@@ -164,6 +168,51 @@ impl<'s, R: Read> CsvSource<'s, R> {
         };
         self.trailer = Some((line, problems, claims));
     }
+}
+
+/// Checks the header record's declared fields, as columns are checked.
+fn check_header_fields(
+    expected: &HeaderRecord,
+    record: &Record,
+    decoder: &mut Decoder,
+) -> Result<Vec<Problem>, ReadError> {
+    if expected.fields.is_empty() {
+        return Ok(Vec::new());
+    }
+    let fields: Vec<&[u8]> = record.iter().collect();
+    let width = expected
+        .fields
+        .iter()
+        .map(|(p, _)| p + 1)
+        .max()
+        .unwrap_or(0);
+    let mut field_columns = vec![None; fields.len().max(width)];
+    for (index, (position, _)) in expected.fields.iter().enumerate() {
+        field_columns[*position] = Some(index);
+    }
+    if fields.len() < width {
+        return Ok(vec![Problem::file(
+            record.line,
+            Code::FieldCount,
+            format!(
+                "the header record has {} fields; its checked fields need {width}",
+                fields.len()
+            ),
+        )]);
+    }
+    let shape = Schema::plain(expected.fields.iter().map(|(_, c)| c.clone()).collect());
+    Ok(
+        match check_record(
+            &shape,
+            &field_columns,
+            decoder,
+            record.line,
+            fields.into_iter(),
+        )? {
+            Outcome::Valid(_) => Vec::new(),
+            Outcome::Invalid(problems) => problems,
+        },
+    )
 }
 
 /// Whether a record's first field is `tag` (spaces around it ignored).

@@ -14,7 +14,7 @@ fn column(name: &str, kind: ColumnKind) -> ColumnSpec {
 }
 
 fn schema(columns: Vec<ColumnSpec>) -> Schema {
-    Schema::for_tests(columns)
+    Schema::plain(columns)
 }
 
 /// Every outcome of a file: rows that passed, and all problems.
@@ -422,6 +422,7 @@ fn extract_schema() -> Schema {
         positions: None,
         header_record: Some(HeaderRecord {
             tag: Some("HDR".into()),
+            fields: vec![(1, column("sender", ColumnKind::OdsCode))],
         }),
         trailer_record: Some(TrailerRecord {
             tag: "TRL".into(),
@@ -461,6 +462,16 @@ fn header_and_trailer_records_frame_the_data_and_the_trailer_counts_it() {
     assert_eq!(codes(&problems), [(4, "trailer_count")]);
     let (_, problems) = run(&s, b"item~qty\nx~2\nTRL~1~2\n");
     assert_eq!(codes(&problems), [(1, "header_record_missing")]);
+    // The header record's own fields are checked as columns are.
+    let (rows, problems) = run(&s, b"HDR~A8-1001\nitem~qty\nx~2\nTRL~1~2\n");
+    assert_eq!(codes(&problems), [(1, "not_ods_code")]);
+    assert_eq!(problems[0].column.as_deref(), Some("sender"));
+    assert!(
+        rows.is_empty(),
+        "a file whose header record fails is not read on"
+    );
+    let (_, problems) = run(&s, b"HDR\nitem~qty\nx~2\nTRL~1~2\n");
+    assert_eq!(codes(&problems), [(1, "field_count")]);
 }
 
 /// A social-care event: type, start and end dates, and an assessment method.

@@ -126,7 +126,7 @@ mod tests {
                 },
             )
         };
-        let mut s = Schema::for_tests(vec![text("id"), text("at"), text("note")]);
+        let mut s = Schema::plain(vec![text("id"), text("at"), text("note")]);
         s.unique = vec![vec![0, 1]];
         s
     }

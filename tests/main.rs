@@ -10,6 +10,7 @@ mod ftpd;
 mod hostile;
 mod ingest;
 mod remote;
+mod sample_feeds;
 mod sftp;
 mod sshd;
 mod structure;

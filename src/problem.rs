@@ -156,6 +156,8 @@ codes! {
         "a value, though a rule of the feed forbids one when another column is as it says";
     Comparison = "comparison", "validate",
         "two columns of a record fail a rule comparing them (such as end before start)";
+    AgeOutOfRange = "age_out_of_range", "validate",
+        "an age, from a date of birth to another date of the record, outside a rule's bounds";
     NotUnique = "not_unique", "validate",
         "the values of a `unique` set of columns repeat an earlier record's";
     UniqueTooMany = "unique_too_many", "validate",

@@ -233,6 +233,14 @@ pub enum Rule {
         op: Comparison,
         right: usize,
     },
+    /// The age in whole years from the date in `born` to the date in `on`
+    /// lies within `min..=max`; checked when both have values.
+    Age {
+        born: usize,
+        on: usize,
+        min: Option<u32>,
+        max: Option<u32>,
+    },
 }
 
 #[derive(Debug, Clone)]

@@ -68,6 +68,7 @@ fn a_social_care_client_level_return_with_conditional_fields() {
             (8, "not_in_code_list"),
             (8, "not_postcode"),
             (8, "too_many_decimals"),
+            (9, "age_out_of_range"),
         ])
     );
 }

@@ -228,6 +228,15 @@ pub struct Rule {
     /// Two columns compared, `LEFT OP RIGHT` with OP one of `<` `<=` `=` `!=` `>=` `>`,
     /// spaces around it; checked when both have values.
     pub check: Option<Spanned<String>>,
+    /// A date-of-birth column whose age on the date in `on` must lie within
+    /// `min_years` and `max_years`.
+    pub age_of: Option<Spanned<String>>,
+    /// The date or datetime column the age is reckoned on.
+    pub on: Option<Spanned<String>>,
+    /// `age_of`: the youngest allowed, in whole years.
+    pub min_years: Option<Spanned<i64>>,
+    /// `age_of`: the oldest allowed, in whole years.
+    pub max_years: Option<Spanned<i64>>,
 }
 
 /// `[feeds.NAME.fixed]`

@@ -7,6 +7,33 @@ impl Checker<'_> {
     pub(super) fn rule(&mut self, raw: Spanned<raw::Rule>, columns: &[ColumnSpec]) -> Option<Rule> {
         let span = raw.span();
         let raw = raw.into_inner();
+        let kinds = [
+            raw.require.is_some(),
+            raw.forbid.is_some(),
+            raw.check.is_some(),
+            raw.age_of.is_some(),
+        ];
+        if kinds.iter().filter(|k| **k).count() != 1 {
+            self.error(
+                span,
+                "a rule has one of `require`, `forbid`, `check` or `age_of`".to_string(),
+            );
+            return None;
+        }
+        for (given, option) in [
+            (raw.on.as_ref().map(|s| s.span()), "on"),
+            (raw.min_years.as_ref().map(|s| s.span()), "min_years"),
+            (raw.max_years.as_ref().map(|s| s.span()), "max_years"),
+        ] {
+            if let Some(at) = given
+                && raw.age_of.is_none()
+            {
+                self.error(at, format!("`{option}` applies only to an `age_of` rule"));
+            }
+        }
+        if let Some(born) = &raw.age_of {
+            return self.age(born, &raw, columns);
+        }
         match (&raw.require, &raw.forbid, &raw.check) {
             (Some(column), None, None) => self.presence(column, true, &raw, columns),
             (None, Some(column), None) => self.presence(column, false, &raw, columns),
@@ -26,11 +53,63 @@ impl Checker<'_> {
             _ => {
                 self.error(
                     span,
-                    "a rule has one of `require`, `forbid` or `check`".to_string(),
+                    "a rule has one of `require`, `forbid`, `check` or `age_of`".to_string(),
                 );
                 None
             }
         }
+    }
+
+    fn age(
+        &mut self,
+        born: &Spanned<String>,
+        raw: &raw::Rule,
+        columns: &[ColumnSpec],
+    ) -> Option<Rule> {
+        let is_date = |i: usize| {
+            matches!(
+                columns[i].kind,
+                ColumnKind::Date { .. } | ColumnKind::DateTime { .. }
+            )
+        };
+        let born_at = self.column_index(born, columns);
+        let Some(on) = &raw.on else {
+            self.at(
+                born,
+                "an `age_of` rule needs `on`, the date the age is reckoned on",
+            );
+            return None;
+        };
+        let on_at = self.column_index(on, columns);
+        let mut years = |given: &Option<Spanned<i64>>| match given {
+            Some(n) if (0..=200).contains(n.get_ref()) => Some(*n.get_ref() as u32),
+            Some(n) => {
+                self.at(n, "an age is 0 to 200 years");
+                None
+            }
+            None => None,
+        };
+        let (min, max) = (years(&raw.min_years), years(&raw.max_years));
+        if min.is_none() && max.is_none() {
+            self.at(
+                born,
+                "an `age_of` rule needs `min_years`, `max_years` or both",
+            );
+            return None;
+        }
+        let (born_at, on_at) = (born_at?, on_at?);
+        for (index, name) in [(born_at, born), (on_at, on)] {
+            if !is_date(index) {
+                self.at(name, format!("`{}` is not a date column", name.get_ref()));
+                return None;
+            }
+        }
+        Some(Rule::Age {
+            born: born_at,
+            on: on_at,
+            min,
+            max,
+        })
     }
 
     fn column_index(&mut self, name: &Spanned<String>, columns: &[ColumnSpec]) -> Option<usize> {

@@ -697,12 +697,24 @@ fn rules_name_columns_of_the_feed_and_compare_only_what_compares() {
             "`check`: a column of type integer cannot be compared with one of type date (`>=`)",
         ),
         (
+            "[[feeds.news2.rules]]\nage_of = \"date_of_birth\"\non = \"gender\"\nmax_years = 120",
+            "`gender` is not a date column",
+        ),
+        (
+            "[[feeds.news2.rules]]\nage_of = \"date_of_birth\"\non = \"observed_at\"",
+            "an `age_of` rule needs `min_years`, `max_years` or both",
+        ),
+        (
+            "[[feeds.news2.rules]]\ncheck = \"pulse >= spo2\"\non = \"observed_at\"",
+            "`on` applies only to an `age_of` rule",
+        ),
+        (
             "[[feeds.news2.rules]]\ncheck = \"pulse>=spo2\"",
             "a `check` is `LEFT OP RIGHT`",
         ),
         (
             "[[feeds.news2.rules]]\nrequire = \"pulse\"\ncheck = \"pulse >= spo2\"",
-            "a rule has one of `require`, `forbid` or `check`",
+            "a rule has one of `require`, `forbid`, `check` or `age_of`",
         ),
     ] {
         let got = errors(&with_rules(rule));

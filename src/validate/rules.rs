@@ -39,6 +39,36 @@ pub(super) fn check(schema: &Schema, line: u64, values: &[Value], problems: &mut
                     ),
                 });
             }
+            Rule::Age { born, on, min, max } => {
+                let (Some(born_on), Some(at)) = (date_of(&values[*born]), date_of(&values[*on]))
+                else {
+                    continue;
+                };
+                let age = years_between(born_on, at);
+                let below = min.is_some_and(|m| age < i64::from(m));
+                let above = max.is_some_and(|m| age > i64::from(m));
+                if below || above {
+                    let bounds = match (min, max) {
+                        (Some(lo), Some(hi)) => format!("{lo} to {hi}"),
+                        (Some(lo), None) => format!("at least {lo}"),
+                        (None, Some(hi)) => format!("at most {hi}"),
+                        (None, None) => unreachable!("an age rule has a bound"),
+                    };
+                    // The age itself is not given: with the other date it
+                    // would tell the date of birth.
+                    problems.push(Problem {
+                        line,
+                        column: Some(name(*born).clone()),
+                        field: None,
+                        code: Code::AgeOutOfRange,
+                        message: format!(
+                            "the age from `{}` to `{}` is not {bounds} years",
+                            name(*born),
+                            name(*on)
+                        ),
+                    });
+                }
+            }
             Rule::Compare { left, op, right } => {
                 let Some(ordering) = compare(&values[*left], &values[*right]) else {
                     continue;
@@ -106,5 +136,39 @@ fn compare(left: &Value, right: &Value) -> Option<Ordering> {
         (Value::DateTime(a), Value::Date(b)) => Some(a.date_naive().cmp(b)),
         (Value::Text(a), Value::Text(b)) => Some(a.cmp(b)),
         _ => left.as_number()?.partial_cmp(&right.as_number()?),
+    }
+}
+
+fn date_of(value: &Value) -> Option<chrono::NaiveDate> {
+    match value {
+        Value::Date(d) => Some(*d),
+        Value::DateTime(d) => Some(d.date_naive()),
+        _ => None,
+    }
+}
+
+/// Whole years from `born` to `at` (negative when `at` is earlier).
+fn years_between(born: chrono::NaiveDate, at: chrono::NaiveDate) -> i64 {
+    use chrono::Datelike;
+    let mut years = i64::from(at.year()) - i64::from(born.year());
+    if (at.month(), at.day()) < (born.month(), born.day()) {
+        years -= 1;
+    }
+    years
+}
+
+#[cfg(test)]
+mod tests {
+    use super::years_between;
+    use chrono::NaiveDate;
+
+    #[test]
+    fn an_age_counts_whole_years_to_the_birthday() {
+        let d = |y, m, day| NaiveDate::from_ymd_opt(y, m, day).unwrap();
+        assert_eq!(years_between(d(1940, 3, 15), d(2026, 3, 14)), 85);
+        assert_eq!(years_between(d(1940, 3, 15), d(2026, 3, 15)), 86);
+        assert_eq!(years_between(d(2000, 2, 29), d(2026, 2, 28)), 25);
+        assert_eq!(years_between(d(2000, 2, 29), d(2026, 3, 1)), 26);
+        assert_eq!(years_between(d(2026, 1, 2), d(2026, 1, 1)), -1);
     }
 }

@@ -569,3 +569,37 @@ fn an_extract_with_header_and_trailer_records_loads_and_a_cut_one_is_quarantined
     let report = quarantine_report(&d);
     assert_eq!(report["problems"][0]["code"], "trailer_record_missing");
 }
+
+#[test]
+fn a_person_is_found_by_family_name_and_date_of_birth_whatever_the_accents() {
+    let d = Deployment::new();
+    // Resident 1 becomes Ó Briain; resident 2 keeps its name.
+    let body = news2_csv(4, 2, 0).replace(",Family1,", ",Ó Briain,");
+    let file = d.write_input("news2_names.csv", body.as_bytes());
+    assert!(d.ingest(&[&file]).status.success());
+    let born = d.string("SELECT date_of_birth FROM service_users WHERE local_id = 'R0001'");
+
+    let find = |args: &[&str]| {
+        let mut all = vec![
+            "patients",
+            "find",
+            "--date-of-birth",
+            born.as_str(),
+            "--json",
+        ];
+        all.extend_from_slice(args);
+        d.dg(&all)
+    };
+    let out = find(&["--family-name", "o'briain"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let found: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(found.as_array().unwrap().len(), 1);
+    assert_eq!(found[0]["details"][0]["local_id"], "R0001");
+
+    let out = find(&["--family-name", "OBRIAIN", "--gender", "9"]);
+    assert_eq!(out.status.code(), Some(1), "no such gender: no match");
+    let out = find(&["--family-name", "Family2"]);
+    assert_eq!(out.status.code(), Some(1), "another birthday: no match");
+    let out = d.dg(&["patients", "find", "--family-name", "x"]);
+    assert_eq!(out.status.code(), Some(2), "a name needs a date of birth");
+}

@@ -149,7 +149,7 @@ pub(super) enum Schema {
 pub(super) enum Patients {
     /// Find a person and all their linked detail ids, with record counts.
     #[command(
-        after_help = "Example:\n  dropgate patients find --nhs-number '943 476 5919'\n  dropgate patients find --local-id demo-carehome:R0001 --json"
+        after_help = "Example:\n  dropgate patients find --nhs-number '943 476 5919'\n  dropgate patients find --local-id demo-carehome:R0001 --json\n  dropgate patients find --family-name 'o brien' --date-of-birth 1941-02-01\n\nA name search prints every person it matches (a JSON array with --json)."
     )]
     Find {
         #[command(flatten)]
@@ -160,8 +160,8 @@ pub(super) enum Patients {
     },
 }
 
+/// Exactly one of --nhs-number, --local-id or --family-name (checked when run).
 #[derive(Args)]
-#[group(required = true, multiple = false)]
 pub(super) struct Who {
     /// NHS number (spaces and hyphens allowed).
     #[arg(long)]
@@ -169,4 +169,17 @@ pub(super) struct Who {
     /// SOURCE:ID, the sender's own identifier.
     #[arg(long)]
     pub(super) local_id: Option<String>,
+    /// Family name, matched without regard to case, accents, spaces or apostrophes;
+    /// with --date-of-birth.
+    #[arg(long, requires = "date_of_birth")]
+    pub(super) family_name: Option<String>,
+    /// YYYY-MM-DD, with --family-name.
+    #[arg(long, requires = "family_name")]
+    pub(super) date_of_birth: Option<String>,
+    /// Narrows a --family-name search to this gender code.
+    #[arg(long, requires = "family_name")]
+    pub(super) gender: Option<String>,
+    /// Narrows a --family-name search to this postcode (any spacing or case).
+    #[arg(long, requires = "family_name")]
+    pub(super) postcode: Option<String>,
 }

@@ -18,7 +18,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 
 use dropgate::config::Config;
 use dropgate::domain::nhs_number::NhsNumber;
-use dropgate::ledger::{FileFilter, FileState, Ledger, SystemClock};
+use dropgate::ledger::{FileFilter, FileState, Ledger, NameSearch, SystemClock};
 use dropgate::pipeline::Processor;
 use dropgate::text::escaped;
 use dropgate::{daemon, keys};
@@ -240,6 +240,17 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Patients(Patients::Find { who, json }) => {
             let config = config_or_exit!(&cli.config);
             let ledger = open_ledger(&config)?;
+            let given = [
+                who.nhs_number.is_some(),
+                who.local_id.is_some(),
+                who.family_name.is_some(),
+            ];
+            if given.iter().filter(|g| **g).count() != 1 {
+                bail!("give one of --nhs-number, --local-id or --family-name");
+            }
+            if let Some(family_name) = &who.family_name {
+                return find_by_name(&ledger, family_name, &who, json);
+            }
             let person = match (&who.nhs_number, &who.local_id) {
                 (Some(n), _) => {
                     let n =
@@ -252,7 +263,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                     };
                     ledger.person_by_local_id(source, id)?
                 }
-                (None, None) => unreachable!("clap requires one of the two"),
+                (None, None) => unreachable!("one of the three was given"),
             };
             let Some(person) = person else {
                 eprintln!("no such person");
@@ -266,6 +277,44 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `patients find --family-name … --date-of-birth …`: every person matched.
+fn find_by_name(
+    ledger: &Ledger,
+    family_name: &str,
+    who: &args::Who,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let date_of_birth = who.date_of_birth.as_deref().unwrap_or_default();
+    if chrono::NaiveDate::parse_from_str(date_of_birth, "%Y-%m-%d").is_err() {
+        bail!("--date-of-birth takes YYYY-MM-DD");
+    }
+    let postcode = match &who.postcode {
+        Some(p) => Some(
+            dropgate::domain::contact::postcode(p)
+                .ok_or_else(|| anyhow::anyhow!("--postcode: not a UK postcode"))?,
+        ),
+        None => None,
+    };
+    let persons = ledger.persons_by_name(&NameSearch {
+        family_name,
+        date_of_birth,
+        gender: who.gender.as_deref(),
+        postcode: postcode.as_deref(),
+    })?;
+    if json {
+        println!("{}", serde_json::to_string(&persons)?);
+    } else {
+        for person in &persons {
+            print_person(person);
+        }
+    }
+    if persons.is_empty() {
+        eprintln!("no such person");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn ingest(config: Arc<Config>, source: &str, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {

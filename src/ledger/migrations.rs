@@ -30,6 +30,10 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
         "0008_observation_sets_inline",
         include_str!("migrations/0008_observation_sets_inline.sql"),
     ),
+    (
+        "0009_service_users_by_birth",
+        include_str!("migrations/0009_service_users_by_birth.sql"),
+    ),
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {

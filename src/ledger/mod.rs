@@ -33,7 +33,7 @@ use batch::loaded_copy;
 #[cfg(test)]
 use migrations::MIGRATIONS;
 use migrations::migrate;
-pub use records::{DetailView, PersonView};
+pub use records::{DetailView, NameSearch, PersonView};
 pub use status::{DeliveryEvent, PollReport, SourceStatus, Status};
 
 /// How long (in ms) a connection waits for another's write transaction.
@@ -336,6 +336,10 @@ impl Ledger {
 
     pub fn person_by_local_id(&self, source: &str, local_id: &str) -> Result<Option<PersonView>> {
         records::person_by_local_id(&self.conn, source, local_id)
+    }
+
+    pub fn persons_by_name(&self, search: &NameSearch<'_>) -> Result<Vec<PersonView>> {
+        records::persons_by_name(&self.conn, search)
     }
 
     /// The raw connection, for benchmarks that compare against bare SQLite.

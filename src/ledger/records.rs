@@ -50,6 +50,62 @@ pub(super) fn person_by_local_id(
     person.map(|p| person_view(conn, p)).transpose()
 }
 
+/// What a person is searched by when their NHS number is not known.
+pub struct NameSearch<'a> {
+    pub family_name: &'a str,
+    /// `YYYY-MM-DD`.
+    pub date_of_birth: &'a str,
+    pub gender: Option<&'a str>,
+    /// In its normal form (`SW1A 1AA`).
+    pub postcode: Option<&'a str>,
+}
+
+/// Every person with a detail born on the date whose family name matches,
+/// ignoring case and accents (and whose gender and postcode match, when
+/// given).
+pub(super) fn persons_by_name(
+    conn: &Connection,
+    search: &NameSearch<'_>,
+) -> Result<Vec<PersonView>> {
+    let wanted = folded(search.family_name);
+    let mut stmt = conn.prepare(
+        "SELECT person_id, family_name, gender, postcode FROM service_users
+         WHERE date_of_birth = ?1 ORDER BY person_id",
+    )?;
+    let mut persons: Vec<i64> = Vec::new();
+    let rows = stmt.query_map([search.date_of_birth], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, Option<String>>(1)?,
+            r.get::<_, Option<String>>(2)?,
+            r.get::<_, Option<String>>(3)?,
+        ))
+    })?;
+    for row in rows {
+        let (person, family_name, gender, postcode) = row?;
+        let matches = family_name.is_some_and(|n| folded(&n) == wanted)
+            && search.gender.is_none_or(|g| gender.as_deref() == Some(g))
+            && search
+                .postcode
+                .is_none_or(|p| postcode.as_deref() == Some(p));
+        if matches && !persons.contains(&person) {
+            persons.push(person);
+        }
+    }
+    persons.into_iter().map(|p| person_view(conn, p)).collect()
+}
+
+/// A name as compared: letters without their accents, in lower case,
+/// without spaces, hyphens or apostrophes (`O'Brien` = `obrien`).
+fn folded(name: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    use unicode_normalization::char::is_combining_mark;
+    name.nfd()
+        .filter(|c| !is_combining_mark(*c) && c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
 fn person_view(conn: &Connection, person_id: i64) -> Result<PersonView> {
     let nhs_number: Option<String> = conn.query_row(
         "SELECT nhs_number FROM persons WHERE id = ?1",

@@ -601,18 +601,23 @@ fn check_range(
     let below = min.is_some_and(|m| n < m);
     let above = max.is_some_and(|m| n > m);
     if below || above {
-        let range = match (min, max) {
-            (Some(lo), Some(hi)) => format!("{lo} to {hi}"),
-            (Some(lo), None) => format!("at least {lo}"),
-            (None, Some(hi)) => format!("at most {hi}"),
-            (None, None) => unreachable!("out of range needs a bound"),
-        };
+        let range = bounds(min, max);
         return Err((
             Code::OutOfRange,
             format!("value{} is outside {range}", shown()),
         ));
     }
     Ok(())
+}
+
+/// `1 to 5`, `at least 1` or `at most 5`: the bounds a value broke.
+fn bounds<T: std::fmt::Display>(min: Option<T>, max: Option<T>) -> String {
+    match (min, max) {
+        (Some(lo), Some(hi)) => format!("{lo} to {hi}"),
+        (Some(lo), None) => format!("at least {lo}"),
+        (None, Some(hi)) => format!("at most {hi}"),
+        (None, None) => "within no bounds".to_string(),
+    }
 }
 
 #[cfg(test)]

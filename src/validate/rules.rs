@@ -48,12 +48,7 @@ pub(super) fn check(schema: &Schema, line: u64, values: &[Value], problems: &mut
                 let below = min.is_some_and(|m| age < i64::from(m));
                 let above = max.is_some_and(|m| age > i64::from(m));
                 if below || above {
-                    let bounds = match (min, max) {
-                        (Some(lo), Some(hi)) => format!("{lo} to {hi}"),
-                        (Some(lo), None) => format!("at least {lo}"),
-                        (None, Some(hi)) => format!("at most {hi}"),
-                        (None, None) => unreachable!("an age rule has a bound"),
-                    };
+                    let bounds = super::bounds(*min, *max);
                     // The age itself is not given: with the other date it
                     // would tell the date of birth.
                     problems.push(Problem {

@@ -603,3 +603,34 @@ fn a_person_is_found_by_family_name_and_date_of_birth_whatever_the_accents() {
     let out = d.dg(&["patients", "find", "--family-name", "x"]);
     assert_eq!(out.status.code(), Some(2), "a name needs a date of birth");
 }
+
+#[test]
+fn patients_show_lists_a_persons_details_and_observations_with_file_and_line() {
+    let d = Deployment::new();
+    let file = d.write_input("news2_show.csv", news2_csv(6, 2, 0).as_bytes());
+    assert!(d.ingest(&[&file]).status.success());
+    let detail = d
+        .count("SELECT detail_id FROM service_users WHERE local_id = 'R0001'")
+        .to_string();
+    let out = d.dg(&["patients", "show", &detail, "--observations", "5", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["details"][0]["local_id"], "R0001");
+    assert_eq!(shown["details"][0]["line"], 2);
+    let observations = shown["observations"].as_array().unwrap();
+    assert_eq!(observations.len(), 5, "as many as asked");
+    // Resident 1 has every other row: three sets of eight observations each.
+    assert_eq!(shown["observations_total"], 3 * 8);
+    let newest = &observations[0];
+    assert_eq!(newest["line"], 6, "the newest set first");
+    assert_eq!(newest["file_id"], 1);
+
+    let out = d.dg(&["patients", "show", &detail]);
+    assert!(
+        text(&out.stdout).contains("observations (24 in all, the newest 24 listed)"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = d.dg(&["patients", "show", "999999"]);
+    assert_eq!(out.status.code(), Some(1));
+}

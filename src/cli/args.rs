@@ -158,6 +158,20 @@ pub(super) enum Patients {
         #[arg(long)]
         json: bool,
     },
+    /// Show everything recorded of the person a detail id belongs to, each record with its file and line.
+    #[command(
+        after_help = "Example:\n  dropgate patients show 17\n  dropgate patients show 17 --observations 1000 --json\n\nDetail ids are listed by `dropgate patients find`. Exit status 1 when there is no such detail."
+    )]
+    Show {
+        /// A detail id (any of the person's).
+        detail: i64,
+        /// The newest observations to list.
+        #[arg(long, default_value_t = 50)]
+        observations: usize,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Exactly one of --nhs-number, --local-id or --family-name (checked when run).

@@ -5,7 +5,9 @@ mod args;
 mod print;
 
 use args::{Cli, Command, Patients, Schema};
-use print::{exit_for, print_banner, print_files, print_outcome, print_person, show};
+use print::{
+    exit_for, print_banner, print_files, print_outcome, print_person, print_person_records, show,
+};
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -236,6 +238,24 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Command::Patients(Patients::Show {
+            detail,
+            observations,
+            json,
+        }) => {
+            let config = config_or_exit!(&cli.config);
+            let ledger = open_ledger(&config)?;
+            let Some(records) = ledger.person_records(detail, observations)? else {
+                eprintln!("no such detail");
+                return Ok(ExitCode::from(1));
+            };
+            if json {
+                println!("{}", serde_json::to_string(&records)?);
+            } else {
+                print_person_records(&records);
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Patients(Patients::Find { who, json }) => {
             let config = config_or_exit!(&cli.config);

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use dropgate::config::Config;
 use dropgate::keys;
-use dropgate::ledger::{FileRow, FileState, Ledger, Outcome, PersonView};
+use dropgate::ledger::{FileRow, FileState, Ledger, Outcome, PersonRecords, PersonView};
 use dropgate::text::escaped;
 
 pub(super) fn exit_for(files: &[FileRow]) -> ExitCode {
@@ -213,6 +213,41 @@ pub(super) fn print_person(person: &PersonView) {
             d.care_transactions,
             d.red_bags,
             d.alerts
+        );
+    }
+}
+
+pub(super) fn print_person_records(records: &PersonRecords) {
+    print_person(&records.person);
+    let or_dash = |v: &Option<String>| escaped(v.as_deref().unwrap_or("-")).into_owned();
+    for d in &records.details {
+        println!(
+            "  detail {:>6}  {} {}, born {}, gender {}, postcode {}  (file {}, line {})",
+            d.detail_id,
+            or_dash(&d.given_name),
+            or_dash(&d.family_name),
+            or_dash(&d.date_of_birth),
+            or_dash(&d.gender),
+            or_dash(&d.postcode),
+            d.file_id,
+            d.line
+        );
+    }
+    println!(
+        "observations ({} in all, the newest {} listed):",
+        records.observations_total,
+        records.observations.len()
+    );
+    for o in &records.observations {
+        println!(
+            "  {}  detail {:>6}  {:<20} {} {}  (file {}, line {})",
+            o.observed_at,
+            o.detail_id,
+            o.code,
+            escaped(&o.value),
+            o.unit.as_deref().unwrap_or(""),
+            o.file_id,
+            o.line
         );
     }
 }

@@ -33,7 +33,9 @@ use batch::loaded_copy;
 #[cfg(test)]
 use migrations::MIGRATIONS;
 use migrations::migrate;
-pub use records::{DetailView, NameSearch, PersonView};
+pub use records::{
+    DetailRecord, DetailView, NameSearch, ObservationRecord, PersonRecords, PersonView,
+};
 pub use status::{DeliveryEvent, PollReport, SourceStatus, Status};
 
 /// How long (in ms) a connection waits for another's write transaction.
@@ -340,6 +342,16 @@ impl Ledger {
 
     pub fn persons_by_name(&self, search: &NameSearch<'_>) -> Result<Vec<PersonView>> {
         records::persons_by_name(&self.conn, search)
+    }
+
+    /// The person holding a detail, with their records (at most
+    /// `observations` of their observations, newest first).
+    pub fn person_records(
+        &self,
+        detail_id: i64,
+        observations: usize,
+    ) -> Result<Option<PersonRecords>> {
+        records::person_records(&self.conn, detail_id, observations)
     }
 
     /// The raw connection, for benchmarks that compare against bare SQLite.

@@ -106,6 +106,119 @@ fn folded(name: &str) -> String {
         .collect()
 }
 
+/// Everything recorded of the person a detail belongs to, each record with
+/// the file and line it came from.
+#[derive(Debug, Serialize)]
+pub struct PersonRecords {
+    pub person: PersonView,
+    pub details: Vec<DetailRecord>,
+    /// Newest first, at most the number asked for.
+    pub observations: Vec<ObservationRecord>,
+    /// How many observations there are in all.
+    pub observations_total: u64,
+}
+
+/// A service user as one source sent them.
+#[derive(Debug, Serialize)]
+pub struct DetailRecord {
+    pub detail_id: i64,
+    pub source: String,
+    pub local_id: String,
+    pub nhs_number: Option<String>,
+    pub family_name: Option<String>,
+    pub given_name: Option<String>,
+    pub date_of_birth: Option<String>,
+    pub gender: Option<String>,
+    pub postcode: Option<String>,
+    pub file_id: i64,
+    pub line: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ObservationRecord {
+    pub detail_id: i64,
+    pub observed_at: String,
+    pub code: String,
+    pub value: String,
+    pub unit: Option<String>,
+    pub file_id: i64,
+    pub line: i64,
+}
+
+/// The person holding `detail_id`, with their records; `None` for no such detail.
+pub(super) fn person_records(
+    conn: &Connection,
+    detail_id: i64,
+    observations: usize,
+) -> Result<Option<PersonRecords>> {
+    let person: Option<i64> = conn
+        .query_row(
+            "SELECT person_id FROM service_users WHERE detail_id = ?1",
+            [detail_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(person) = person else {
+        return Ok(None);
+    };
+    let mut stmt = conn.prepare(
+        "SELECT detail_id, source, local_id, nhs_number, family_name, given_name,
+                date_of_birth, gender, postcode, file_id, line
+         FROM service_users WHERE person_id = ?1 ORDER BY detail_id",
+    )?;
+    let details = stmt
+        .query_map([person], |r| {
+            Ok(DetailRecord {
+                detail_id: r.get(0)?,
+                source: r.get(1)?,
+                local_id: r.get(2)?,
+                nhs_number: r.get(3)?,
+                family_name: r.get(4)?,
+                given_name: r.get(5)?,
+                date_of_birth: r.get(6)?,
+                gender: r.get(7)?,
+                postcode: r.get(8)?,
+                file_id: r.get(9)?,
+                line: r.get(10)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut stmt = conn.prepare(
+        "SELECT o.detail_id, o.observed_at, o.code, coalesce(o.value_text, o.value_num), o.unit,
+                o.file_id, o.line
+         FROM observation_records o JOIN service_users s ON s.detail_id = o.detail_id
+         WHERE s.person_id = ?1
+         ORDER BY o.observed_at DESC, o.set_id DESC, o.code LIMIT ?2",
+    )?;
+    let observations = stmt
+        .query_map(params![person, observations as i64], |r| {
+            let value: rusqlite::types::Value = r.get(3)?;
+            Ok(ObservationRecord {
+                detail_id: r.get(0)?,
+                observed_at: r.get(1)?,
+                code: r.get(2)?,
+                value: match value {
+                    rusqlite::types::Value::Integer(n) => n.to_string(),
+                    rusqlite::types::Value::Real(x) => x.to_string(),
+                    rusqlite::types::Value::Text(t) => t,
+                    _ => String::new(),
+                },
+                unit: r.get(4)?,
+                file_id: r.get(5)?,
+                line: r.get(6)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let person_view = person_view(conn, person)?;
+    let observations_total = person_view.details.iter().map(|d| d.observations).sum();
+    Ok(Some(PersonRecords {
+        person: person_view,
+        details,
+        observations,
+        observations_total,
+    }))
+}
+
 fn person_view(conn: &Connection, person_id: i64) -> Result<PersonView> {
     let nhs_number: Option<String> = conn.query_row(
         "SELECT nhs_number FROM persons WHERE id = ?1",

@@ -18,7 +18,12 @@ pub struct FixedSource<'s, R: Read> {
     utf8: bool,
     /// Field `i` fills column `i`.
     field_columns: Vec<Option<usize>>,
+    /// The characters a record must have to hold every column.
+    width: usize,
     line: Vec<u8>,
+    /// Byte offsets of the line's first `width + 1` character boundaries,
+    /// when characters are not bytes.
+    offsets: Vec<usize>,
     /// Lines read so far, blank ones included.
     lines: u64,
     records: u64,
@@ -44,7 +49,9 @@ impl<'s, R: Read> FixedSource<'s, R> {
             decoder: Decoder::new(encoding),
             utf8: matches!(encoding, Encoding::Utf8 | Encoding::Auto),
             field_columns: (0..schema.columns.len()).map(Some).collect(),
+            width: layout.width(),
             line: Vec::new(),
+            offsets: Vec::new(),
             lines: 0,
             records: 0,
         }
@@ -84,6 +91,10 @@ impl<'s, R: Read> FixedSource<'s, R> {
         if self.line.last() == Some(&b'\r') {
             self.line.pop();
         }
+        // A byte-order mark is not the first character of the first record.
+        if self.lines == 1 && self.utf8 && self.line.starts_with(b"\xEF\xBB\xBF") {
+            self.line.drain(..3);
+        }
         Ok(if too_large {
             Line::TooLarge
         } else {
@@ -91,19 +102,22 @@ impl<'s, R: Read> FixedSource<'s, R> {
         })
     }
 
-    /// Byte offsets of each character of the line (and its end), when
-    /// characters are not bytes.
-    fn char_offsets(&self) -> Option<Vec<usize>> {
-        if !self.utf8 || self.line.is_ascii() {
-            return None;
-        }
-        let text = std::str::from_utf8(&self.line).ok()?;
-        Some(
+    /// How many characters the line has, counting no further than the
+    /// layout's width; where characters are not bytes, notes the byte
+    /// offset of each of them (and of the end) in `offsets`.
+    fn count_characters(&mut self) -> usize {
+        self.offsets.clear();
+        let text = match std::str::from_utf8(&self.line) {
+            Ok(text) if self.utf8 && !self.line.is_ascii() => text,
+            _ => return self.line.len(),
+        };
+        self.offsets.extend(
             text.char_indices()
                 .map(|(i, _)| i)
                 .chain(std::iter::once(text.len()))
-                .collect(),
-        )
+                .take(self.width + 1),
+        );
+        self.offsets.len() - 1
     }
 }
 
@@ -128,9 +142,8 @@ impl<R: Read> RecordSource for FixedSource<'_, R> {
                 ),
             )])));
         }
-        let offsets = self.char_offsets();
-        let chars = offsets.as_ref().map_or(self.line.len(), |o| o.len() - 1);
-        let needed = self.layout.width();
+        let chars = self.count_characters();
+        let needed = self.width;
         if chars < needed {
             return Ok(Some(Outcome::Invalid(vec![Problem::file(
                 number,
@@ -138,7 +151,8 @@ impl<R: Read> RecordSource for FixedSource<'_, R> {
                 format!("the record is {chars} characters long; the layout needs {needed}"),
             )])));
         }
-        let byte = |char_index: usize| offsets.as_ref().map_or(char_index, |o| o[char_index]);
+        let offsets = &self.offsets;
+        let byte = |char_index: usize| offsets.get(char_index).copied().unwrap_or(char_index);
         let fields: Vec<&[u8]> = self
             .layout
             .spans

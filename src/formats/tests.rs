@@ -648,3 +648,11 @@ fn iso_8859_1_reads_each_byte_as_its_own_character() {
     let (rows, _) = run(&s, b"name\n\x80\n");
     assert_eq!(rows[0].values[0], Value::Text("€".into()));
 }
+
+#[test]
+fn a_byte_order_mark_does_not_shift_a_fixed_width_first_record() {
+    let s = fixed_schema(true);
+    let (rows, problems) = run(&s, b"\xEF\xBB\xBF9434765919Ann       0012\n");
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(rows[0].values[1], Value::Text("Ann".into()));
+}

@@ -25,6 +25,54 @@ pub enum ExtraColumns {
     Ignore,
 }
 
+/// A column's allowed codes, in the order declared, with an index: a list
+/// read from a file may hold many thousands, and every value is looked up.
+#[derive(Debug, Clone)]
+pub struct CodeList {
+    codes: Vec<String>,
+    ignore_case: bool,
+    /// Each code (in ASCII lower case when case is ignored) and its place;
+    /// the first of codes that differ only in case.
+    index: std::collections::HashMap<String, usize>,
+}
+
+impl CodeList {
+    pub fn new(codes: Vec<String>, ignore_case: bool) -> CodeList {
+        let mut index = std::collections::HashMap::with_capacity(codes.len());
+        for (place, code) in codes.iter().enumerate() {
+            let key = if ignore_case {
+                code.to_ascii_lowercase()
+            } else {
+                code.clone()
+            };
+            index.entry(key).or_insert(place);
+        }
+        CodeList {
+            codes,
+            ignore_case,
+            index,
+        }
+    }
+
+    /// The code `text` is, as declared.
+    pub fn find(&self, text: &str) -> Option<&str> {
+        let place = if self.ignore_case {
+            self.index.get(&text.to_ascii_lowercase())
+        } else {
+            self.index.get(text)
+        };
+        place.map(|&p| self.codes[p].as_str())
+    }
+
+    pub fn codes(&self) -> &[String] {
+        &self.codes
+    }
+
+    pub fn ignores_case(&self) -> bool {
+        self.ignore_case
+    }
+}
+
 /// How header names are matched to declared column names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NameMatch {
@@ -93,8 +141,7 @@ pub enum ColumnKind {
         format: DateTimeFormat,
     },
     Code {
-        values: Vec<String>,
-        ignore_case: bool,
+        values: CodeList,
     },
     Boolean {
         true_values: Vec<String>,
@@ -150,13 +197,7 @@ pub struct ColumnSpec {
 impl ColumnSpec {
     /// Codes of this column compare without regard to case.
     pub fn ignores_case(&self) -> bool {
-        matches!(
-            self.kind,
-            ColumnKind::Code {
-                ignore_case: true,
-                ..
-            }
-        )
+        matches!(&self.kind, ColumnKind::Code { values } if values.ignores_case())
     }
 }
 

@@ -126,8 +126,7 @@ impl Checker<'_> {
                     }
                 };
                 ColumnKind::Code {
-                    values,
-                    ignore_case: c.ignore_case.unwrap_or(false),
+                    values: CodeList::new(values, c.ignore_case.unwrap_or(false)),
                 }
             }
             "boolean" => {

@@ -38,7 +38,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::records::{Expect, Mapping, MappingChecker};
 use crate::schema::{
-    ColumnKind, ColumnSpec, Comparison, Condition, CsvLayout, DateTimeFormat, Encoding,
+    CodeList, ColumnKind, ColumnSpec, Comparison, Condition, CsvLayout, DateTimeFormat, Encoding,
     ExtraColumns, FixedLayout, HeaderRecord, Layout, MissingColumns, NameMatch, Rule, Schema, Test,
     TrailerRecord,
 };

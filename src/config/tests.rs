@@ -501,14 +501,14 @@ fn a_code_list_can_live_in_a_file_next_to_the_config() {
     let ColumnKind::Code { values, .. } = column_of(&config, "extra").kind else {
         panic!("a code column");
     };
-    assert_eq!(values, ["A", "B", "Z"]);
+    assert_eq!(values.codes(), ["A", "B", "Z"]);
 
     let text = with_column("name = \"extra\"\ntype = \"code\"\nvalues_file = \"plain.txt\"");
     let config = Config::parse(&config_path, &text).unwrap();
     let ColumnKind::Code { values, .. } = column_of(&config, "extra").kind else {
         panic!("a code column");
     };
-    assert_eq!(values, ["X1", "X2"]);
+    assert_eq!(values.codes(), ["X1", "X2"]);
 
     let text = with_column("name = \"extra\"\ntype = \"code\"\nvalues_file = \"missing.csv\"");
     let got = match Config::parse(&config_path, &text) {

@@ -2,7 +2,7 @@
 //! encodings and the caps, end to end.
 
 use super::*;
-use crate::schema::FixedLayout;
+use crate::schema::{CodeList, FixedLayout};
 use crate::schema::{
     ColumnKind, ColumnSpec, Comparison, Condition, CsvLayout, ExtraColumns, HeaderRecord,
     MissingColumns, NameMatch, Rule, Test, TrailerRecord,
@@ -488,8 +488,10 @@ fn event_schema() -> Schema {
         column(
             "Event Type",
             ColumnKind::Code {
-                values: vec!["Service".into(), "Assessment".into(), "Review".into()],
-                ignore_case: false,
+                values: CodeList::new(
+                    vec!["Service".into(), "Assessment".into(), "Review".into()],
+                    false,
+                ),
             },
         ),
         date("Event Start Date"),

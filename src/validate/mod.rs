@@ -520,25 +520,17 @@ pub fn check_value(column: &ColumnSpec, text: &str) -> Result<Value, ValueProble
                 )
             })
         }
-        ColumnKind::Code {
-            values,
-            ignore_case,
-        } => {
-            let found = values.iter().find(|v| {
-                if *ignore_case {
-                    v.eq_ignore_ascii_case(trimmed)
-                } else {
-                    v.as_str() == trimmed
-                }
-            });
-            match found {
-                Some(code) => Ok(Value::Text(code.clone())),
-                None => Err((
-                    Code::NotInCodeList,
-                    format!("value{} is not one of {}", shown(), code_list(values)),
-                )),
-            }
-        }
+        ColumnKind::Code { values } => match values.find(trimmed) {
+            Some(code) => Ok(Value::Text(code.to_string())),
+            None => Err((
+                Code::NotInCodeList,
+                format!(
+                    "value{} is not one of {}",
+                    shown(),
+                    code_list(values.codes())
+                ),
+            )),
+        },
         ColumnKind::Boolean {
             true_values,
             false_values,

@@ -1,5 +1,5 @@
 use super::*;
-use crate::schema::DateTimeFormat;
+use crate::schema::{CodeList, DateTimeFormat};
 
 fn column(name: &str, kind: ColumnKind) -> ColumnSpec {
     ColumnSpec::optional(name, kind)
@@ -73,8 +73,7 @@ fn dates_and_datetimes_follow_their_format() {
 #[test]
 fn code_lists_are_case_sensitive_unless_told_otherwise() {
     let code = |ignore_case| ColumnKind::Code {
-        values: vec!["A".into(), "V".into()],
-        ignore_case,
+        values: CodeList::new(vec!["A".into(), "V".into()], ignore_case),
     };
     assert!(one(code(false), "A").is_ok());
     assert_eq!(one(code(false), "a").unwrap_err().0, "not_in_code_list");
@@ -138,8 +137,7 @@ fn required_and_optional_empties() {
 #[test]
 fn quoted_values_are_short_and_escaped() {
     let kind = || ColumnKind::Code {
-        values: (0..40).map(|n| n.to_string()).collect(),
-        ignore_case: false,
+        values: CodeList::new((0..40).map(|n| n.to_string()).collect(), false),
     };
     let (code, message) = one(kind(), &format!("x\u{202E}y\n{}", "w".repeat(500))).unwrap_err();
     assert_eq!(code, "not_in_code_list");

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, LocalResult, NaiveDateTime, Offset, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
 
 #[derive(Debug, Clone)]
@@ -95,12 +95,46 @@ impl Cron {
         })
     }
 
-    /// The first time strictly after `now`.
+    /// The first time strictly after `now`, reading the expression on the
+    /// wall clock as crontab does: a time the spring change skips runs once,
+    /// when the clocks go forward; a time the autumn change repeats runs
+    /// once, at its first occurrence.
     pub fn next_after(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.schedule
-            .after(&now.with_timezone(&self.zone))
-            .next()
-            .map(|t| t.with_timezone(&Utc))
+        // The expression is walked in naive wall-clock time (as if UTC, which
+        // has no changes), and each wall-clock time is then placed in the zone.
+        let wall_now = now.with_timezone(&self.zone).naive_local().and_utc();
+        // A repeated hour puts `wall_now` back before times already run: skip
+        // those. Bounded, in case an expression names only past times.
+        for wall in self.schedule.after(&wall_now).take(10_000) {
+            let at = match self.zone.from_local_datetime(&wall.naive_utc()) {
+                LocalResult::Single(t) => t.with_timezone(&Utc),
+                LocalResult::Ambiguous(first, _) => first.with_timezone(&Utc),
+                LocalResult::None => self.end_of_gap(wall.naive_utc()),
+            };
+            if at > now {
+                return Some(at);
+            }
+        }
+        None
+    }
+
+    /// The instant clocks went forward past `wall`, a wall-clock time that
+    /// does not exist.
+    fn end_of_gap(&self, wall: NaiveDateTime) -> DateTime<Utc> {
+        let before = self
+            .zone
+            .offset_from_utc_datetime(&(wall - TimeDelta::hours(24)));
+        // `wall` read at the offset in force before the change lies after the
+        // change; walk back a minute at a time to where the change happened.
+        let mut at = wall.and_utc() - TimeDelta::seconds(i64::from(before.fix().local_minus_utc()));
+        let step = TimeDelta::minutes(1);
+        for _ in 0..(24 * 60) {
+            if (at - step).with_timezone(&self.zone).naive_local() < wall {
+                break;
+            }
+            at -= step;
+        }
+        at.with_timezone(&Utc)
     }
 }
 
@@ -177,13 +211,45 @@ mod tests {
         );
     }
 
+    /// Every time the timetable names from `from` up to `until`, as a run loop sees them.
+    fn runs(cron: &Cron, from: &str, until: &str) -> Vec<DateTime<Utc>> {
+        let mut at = utc(from);
+        let mut out = Vec::new();
+        while let Some(next) = cron.next_after(at).filter(|n| *n < utc(until)) {
+            out.push(next);
+            at = next;
+        }
+        out
+    }
+
     #[test]
-    fn a_time_the_spring_change_skips_does_not_run_that_day() {
-        // 01:30 does not exist in London on 29 March 2026.
+    fn a_time_the_spring_change_skips_runs_once_when_the_clocks_go_forward() {
+        // 01:30 does not exist in London on 29 March 2026 (01:00 GMT -> 02:00 BST).
         let half_one = london("30 1 * * *");
         assert_eq!(
-            half_one.next_after(utc("2026-03-28T02:00:00Z")),
-            Some(utc("2026-03-30T00:30:00Z"))
+            runs(&half_one, "2026-03-28T02:00:00Z", "2026-03-30T12:00:00Z"),
+            [utc("2026-03-29T01:00:00Z"), utc("2026-03-30T00:30:00Z")]
+        );
+    }
+
+    #[test]
+    fn a_time_the_autumn_change_repeats_runs_once() {
+        // 01:30 happens twice in London on 25 October 2026 (02:00 BST -> 01:00 GMT).
+        let half_one = london("30 1 * * *");
+        assert_eq!(
+            runs(&half_one, "2026-10-24T12:00:00Z", "2026-10-26T12:00:00Z"),
+            [utc("2026-10-25T00:30:00Z"), utc("2026-10-26T01:30:00Z")]
+        );
+        // Started between the two 01:30s, it waits for the next night.
+        assert_eq!(
+            half_one.next_after(utc("2026-10-25T01:00:00Z")),
+            Some(utc("2026-10-26T01:30:00Z"))
+        );
+        // An hourly timetable runs at each of the repeated hour's times once.
+        let hourly = london("0 * * * *");
+        assert_eq!(
+            runs(&hourly, "2026-10-24T23:30:00Z", "2026-10-25T02:30:00Z"),
+            [utc("2026-10-25T00:00:00Z"), utc("2026-10-25T02:00:00Z")]
         );
     }
 

@@ -38,6 +38,8 @@ pub enum DaemonError {
     UnknownSource { name: String, known: String },
     #[error("{path}: {message}")]
     Input { path: String, message: String },
+    #[error(transparent)]
+    Publish(#[from] crate::publish::PublishError),
 }
 
 /// Opens everything `run` needs: keys, spool folders, ledger; finishes what a
@@ -231,7 +233,22 @@ pub async fn run(
         }
     }
 
-    tracing::info!(sources = config.sources.len(), "ready");
+    if !config.schedules.is_empty() {
+        let key = crate::publish::signing_key(&config.keys.signing_key)?;
+        let mut ledger = Ledger::open(&config.daemon.ledger, Arc::new(SystemClock))?;
+        crate::publish::recover(&config, &mut ledger, key.public_key())?;
+        sources.spawn(crate::publish::run_schedules(
+            config.clone(),
+            Arc::new(key),
+            shutdown_rx.clone(),
+        ));
+    }
+
+    tracing::info!(
+        sources = config.sources.len(),
+        schedules = config.schedules.len(),
+        "ready"
+    );
     shutdown.await;
     tracing::info!("shutting down: finishing the files in hand");
     let _ = shutdown_tx.send(true);

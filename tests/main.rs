@@ -5,6 +5,7 @@ mod harness;
 
 mod cli;
 mod daemon;
+mod exports;
 mod ftp;
 mod ftpd;
 mod hostile;

@@ -119,6 +119,47 @@ pub(super) enum Command {
         after_help = "Example:\n  dropgate schema check news2 sample.csv"
     )]
     Schema(Schema),
+    /// Make a schedule's export now, by the same path as its timetable; the run is marked manual.
+    #[command(
+        after_help = "Example:\n  dropgate export demo-nightly\n\nExit status 0 when the export is complete, 1 when no grant in force allows it, 2 on an error."
+    )]
+    Export {
+        /// Schedule, as configured under [schedules.NAME].
+        schedule: String,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List every schedule with its last run and its next.
+    #[command(after_help = "Example:\n  dropgate schedules\n  dropgate schedules --json")]
+    Schedules {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List every grant: which controller lets which consumer have what, and its last use.
+    #[command(after_help = "Example:\n  dropgate grants")]
+    Grants {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the `allowed_signers` line consumers use to verify exports with `ssh-keygen -Y verify`.
+    #[command(
+        after_help = "Example:\n  dropgate signing-key > allowed_signers\n  ssh-keygen -Y verify -f allowed_signers -I dropgate -n dropgate-export -s manifest.json.sig < manifest.json"
+    )]
+    SigningKey,
+    /// Check an export folder as the stock tools would: both signatures, every file's SHA-256 and size.
+    #[command(
+        after_help = "Example:\n  dropgate verify spool/outbox/demo-hospital/demo-nightly-20261203T013000Z-7\n  dropgate verify ./export --allowed-signers allowed_signers\n\nExit status 0 when it verifies, 1 when it does not (the reason is printed)."
+    )]
+    Verify {
+        /// The export folder (holding manifest.json).
+        folder: PathBuf,
+        /// OpenSSH allowed_signers file; default: this dropgate's own signing key.
+        #[arg(long)]
+        allowed_signers: Option<PathBuf>,
+    },
     /// Look up service users.
     #[command(
         subcommand,

@@ -3,6 +3,7 @@
 
 mod args;
 mod print;
+mod publishing;
 
 use args::{Cli, Command, Patients, Schema};
 use print::{
@@ -238,6 +239,29 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Command::Export { schedule, json } => {
+            let config = config_or_exit!(&cli.config);
+            publishing::export(&config, &schedule, json)
+        }
+        Command::Schedules { json } => {
+            let config = config_or_exit!(&cli.config);
+            publishing::schedules(&config, &open_ledger(&config)?, json)
+        }
+        Command::Grants { json } => {
+            let config = config_or_exit!(&cli.config);
+            publishing::grants(&config, &open_ledger(&config)?, json)
+        }
+        Command::SigningKey => {
+            let config = config_or_exit!(&cli.config);
+            publishing::signing_key(&config)
+        }
+        Command::Verify {
+            folder,
+            allowed_signers,
+        } => {
+            let config = config_or_exit!(&cli.config);
+            publishing::verify(&config, &folder, allowed_signers.as_deref())
         }
         Command::Patients(Patients::Show {
             detail,

@@ -13,6 +13,7 @@ mod fixed;
 mod framing;
 mod logins;
 mod mapping;
+mod publishing;
 mod raw;
 mod rules;
 mod sftp;
@@ -272,17 +273,13 @@ impl Checker<'_> {
             let name = key.get_ref().to_string();
             match name.as_str() {
                 "daemon" | "keys" | "partners" | "sources" | "feeds" | "sftp_server"
-                | "destinations" => {
+                | "destinations" | "controllers" | "grants" | "schedules" => {
                     sections.insert(name, value);
                 }
-                "schedules" | "grants" => self.error(
-                    key.span(),
-                    format!("`{name}` is not supported by this version of dropgate"),
-                ),
                 _ => self.error(
                     key.span(),
                     format!(
-                        "unknown section `{name}`, expected one of `daemon`, `keys`, `partners`, `sources`, `feeds`, `sftp_server`, `destinations`"
+                        "unknown section `{name}`, expected one of `daemon`, `keys`, `partners`, `sources`, `feeds`, `sftp_server`, `destinations`, `controllers`, `grants`, `schedules`"
                     ),
                 ),
             }
@@ -308,6 +305,12 @@ impl Checker<'_> {
             self.entries("feed", sections.remove("feeds"));
         let destinations: Vec<(Spanned<String>, raw::Destination)> =
             self.entries("destination", sections.remove("destinations"));
+        let controllers: Vec<(Spanned<String>, raw::Controller)> =
+            self.entries("controller", sections.remove("controllers"));
+        let grants: Vec<(Spanned<String>, raw::Grant)> =
+            self.entries("grant", sections.remove("grants"));
+        let schedules: Vec<(Spanned<String>, raw::Schedule)> =
+            self.entries("schedule", sections.remove("schedules"));
         let destinations: BTreeMap<String, Destination> = destinations
             .into_iter()
             .filter_map(|(name, d)| {
@@ -325,6 +328,20 @@ impl Checker<'_> {
             signing_key: resolve(base, keys.signing_key.as_deref(), "keys/signing_ed25519"),
             ssh_host_key: resolve(base, keys.ssh_host_key.as_deref(), "keys/ssh_host_ed25519"),
         };
+        let controllers: BTreeMap<String, Controller> = controllers
+            .into_iter()
+            .map(|(name, c)| {
+                let controller = Controller {
+                    name: c.name.unwrap_or_else(|| name.get_ref().clone()),
+                };
+                (name.into_inner(), controller)
+            })
+            .collect();
+        let partner_controllers: Vec<_> = partners
+            .iter()
+            .map(|(name, p)| (name.clone(), p.controller.clone()))
+            .collect();
+        self.partner_controllers(&partner_controllers, &controllers);
         let partners: BTreeMap<String, Partner> = partners
             .into_iter()
             .map(|(name, p)| {
@@ -332,6 +349,7 @@ impl Checker<'_> {
                     name: p.name.unwrap_or_else(|| name.get_ref().clone()),
                     ods_code: p.ods_code.map(Spanned::into_inner),
                     sftp: p.sftp.map(|s| self.partner_sftp(name.get_ref(), s, base)),
+                    controller: p.controller.map(Spanned::into_inner),
                 };
                 (name.into_inner(), partner)
             })
@@ -357,6 +375,21 @@ impl Checker<'_> {
                 checked_feeds.insert(name.into_inner(), feed);
             }
         }
+        let grants: BTreeMap<String, Grant> = grants
+            .into_iter()
+            .filter_map(|(name, g)| {
+                let grant =
+                    self.grant(name.get_ref(), g, &controllers, &partners, &checked_feeds)?;
+                Some((name.into_inner(), grant))
+            })
+            .collect();
+        let schedules: BTreeMap<String, ExportSchedule> = schedules
+            .into_iter()
+            .filter_map(|(name, s)| {
+                let schedule = self.schedule(name.get_ref(), s, &partners, &grants)?;
+                Some((name.into_inner(), schedule))
+            })
+            .collect();
         let daemon = daemon?;
         Some(Config {
             file: path.to_path_buf(),
@@ -367,6 +400,9 @@ impl Checker<'_> {
             feeds: checked_feeds,
             sftp_server,
             destinations,
+            controllers,
+            grants,
+            schedules,
             warnings: Vec::new(),
         })
     }

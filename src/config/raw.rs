@@ -45,6 +45,56 @@ pub struct Partner {
     pub ods_code: Option<Spanned<String>>,
     /// An account on the embedded SFTP server; the user name is the partner name.
     pub sftp: Option<PartnerSftp>,
+    /// The data controller (`[controllers.NAME]`) the records from this partner's files
+    /// belong to. Without one, they are never exported.
+    pub controller: Option<Spanned<String>>,
+}
+
+/// `[controllers.NAME]`: an organisation that decides who receives the data it controls.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Controller {
+    /// Human-readable name shown in `dropgate grants`.
+    pub name: Option<String>,
+}
+
+/// `[grants.NAME]`: a controller's decision that a consumer may receive some of its data.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    /// The data controller (`[controllers.NAME]`) whose data this releases.
+    pub controller: Spanned<String>,
+    /// The partner receiving it.
+    pub consumer: Spanned<String>,
+    /// Record kinds released: `service_user`, `observations`.
+    pub records: Spanned<Vec<Spanned<String>>>,
+    /// Only records from these feeds. Default: every feed of the controller's partners.
+    pub feeds: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Why the consumer may have the data, as the controller recorded it.
+    pub purpose: Spanned<String>,
+    /// First day in force, `YYYY-MM-DD` in `[daemon] time_zone`.
+    pub valid_from: Spanned<String>,
+    /// Last day in force, `YYYY-MM-DD`. Default: until the grant is removed.
+    pub valid_until: Option<Spanned<String>>,
+}
+
+/// `[schedules.NAME]`: an export made on a timetable for one consumer.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    /// The partner the export is for; it needs an SFTP account with `outbox = true`.
+    pub consumer: Spanned<String>,
+    /// When to run: a cron expression in `[daemon] time_zone` (5 fields, or 6-7 with seconds).
+    pub cron: Spanned<String>,
+    /// `incremental` (what was loaded since this schedule's last complete export) or
+    /// `snapshot` (everything granted). Default `incremental`.
+    pub mode: Option<Spanned<String>>,
+    /// Output formats: `fhir_ndjson`, `csv`.
+    pub formats: Spanned<Vec<Spanned<String>>>,
+    /// Record kinds to export; each needs a grant to the consumer.
+    pub records: Spanned<Vec<Spanned<String>>>,
+    /// After downtime: `once` (run the missed export once at start) or `skip`. Default `once`.
+    pub catch_up: Option<Spanned<String>>,
 }
 
 /// `[partners.NAME.sftp]`

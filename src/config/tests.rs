@@ -203,12 +203,109 @@ fn syntax_errors_carry_positions() {
 }
 
 #[test]
-fn unknown_and_unsupported_sections_are_errors() {
-    let got = errors("[daemons]\n[schedules.x]\ncron = \"0 7 * * *\"\n");
+fn unknown_sections_are_errors() {
+    let got = errors("[daemons]\n");
     assert!(got[0].contains("1:2: unknown section `daemons`"), "{got:?}");
+}
+
+#[test]
+fn a_schedule_needs_a_grant_for_every_kind_it_exports() {
+    // The care home has an outbox but no grant gives it anything.
+    let text = format!(
+        "{SHIPPED}\n[schedules.back]\nconsumer = \"demo-carehome\"\ncron = \"0 6 * * *\"\nformats = [\"csv\"]\nrecords = [\"observations\"]\n"
+    );
+    let got = errors(&text);
+    assert_eq!(got.len(), 1, "{got:?}");
     assert!(
-        got[1].contains("2:2: `schedules` is not supported"),
+        got[0].contains("no grant gives `demo-carehome` `observations` records"),
         "{got:?}"
+    );
+}
+
+#[test]
+fn schedules_and_grants_are_checked_field_by_field() {
+    let text = format!(
+        "{SHIPPED}
+[grants.bad]
+controller = \"nobody\"
+consumer = \"stranger\"
+records = [\"observations\", \"x_rays\"]
+feeds = [\"news2\", \"nope\"]
+purpose = \" \"
+valid_from = \"2026-13-01\"
+
+[grants.backwards]
+controller = \"demo-controller\"
+consumer = \"demo-hospital\"
+records = [\"observations\"]
+purpose = \"care\"
+valid_from = \"2026-06-01\"
+valid_until = \"2026-05-31\"
+
+[schedules.odd]
+consumer = \"demo-hospital\"
+cron = \"30 1 * *\"
+formats = [\"hl7v2\"]
+records = [\"observations\"]
+catch_up = \"twice\"
+"
+    );
+    let got = errors(&text).join("\n");
+    for expected in [
+        "grant `bad`: controller `nobody` is not declared under [controllers]",
+        "grant `bad`: consumer `stranger` is not a partner",
+        "grant `bad`: unknown record kind `x_rays`, expected one of `service_user`, `observations`",
+        "grant `bad`: no feed `nope`",
+        "grant `bad`: `purpose` must say why",
+        "valid_from must be a date, `YYYY-MM-DD`",
+        "grant `backwards`: valid_until is before valid_from",
+        "schedule `odd`: `30 1 * *` has 4 fields",
+        "schedule `odd`: catch_up `twice` must be `once` or `skip`",
+    ] {
+        assert!(got.contains(expected), "missing {expected:?} in:\n{got}");
+    }
+    // A wrong catch_up stops the schedule's other checks: the format is checked alone.
+    let text = format!(
+        "{SHIPPED}\n[schedules.odd]\nconsumer = \"demo-hospital\"\ncron = \"30 1 * * *\"\nformats = [\"hl7v2\"]\nrecords = [\"observations\"]\n"
+    );
+    let got = errors(&text).join("\n");
+    assert!(
+        got.contains(
+            "schedule `odd`: unknown format `hl7v2`, expected one of `fhir_ndjson`, `csv`"
+        ),
+        "{got}"
+    );
+}
+
+#[test]
+fn a_partners_controller_must_be_declared() {
+    let text = SHIPPED.replace(
+        "controller = \"demo-controller\"     #",
+        "controller = \"demo-ctrl\"     #",
+    );
+    let got = errors(&text);
+    assert!(
+        got.iter().any(|e| e.contains(
+            "partner `demo-carehome`: controller `demo-ctrl` is not declared under [controllers]"
+        )),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn the_shipped_schedule_exports_what_its_grant_gives() {
+    let config = Config::parse(Path::new("/etc/dropgate/dropgate.toml"), SHIPPED).unwrap();
+    let schedule = &config.schedules["demo-nightly"];
+    assert_eq!(schedule.consumer, "demo-hospital");
+    assert_eq!(schedule.mode, ExportMode::Incremental);
+    assert_eq!(schedule.catch_up, CatchUp::Once);
+    let grant = &config.grants["demo-hospital-direct-care"];
+    assert_eq!(grant.controller, "demo-controller");
+    assert!(grant.in_force(chrono::NaiveDate::from_ymd_opt(2026, 12, 3).unwrap()));
+    assert!(!grant.in_force(chrono::NaiveDate::from_ymd_opt(2025, 12, 31).unwrap()));
+    assert_eq!(
+        config.partners["demo-carehome"].controller.as_deref(),
+        Some("demo-controller")
     );
 }
 

@@ -19,6 +19,9 @@ pub struct Config {
     /// Present when any partner has an SFTP account.
     pub sftp_server: Option<SftpServer>,
     pub destinations: BTreeMap<String, Destination>,
+    pub controllers: BTreeMap<String, Controller>,
+    pub grants: BTreeMap<String, Grant>,
+    pub schedules: BTreeMap<String, ExportSchedule>,
     /// Allowed but dangerous settings, as `PATH:LINE:COL: warning: ...`.
     pub warnings: Vec<ConfigError>,
 }
@@ -54,6 +57,72 @@ pub struct Partner {
     pub name: String,
     pub ods_code: Option<String>,
     pub sftp: Option<PartnerSftp>,
+    /// The data controller its records belong to.
+    pub controller: Option<String>,
+}
+
+/// An organisation that decides who receives the data it controls.
+#[derive(Debug)]
+pub struct Controller {
+    pub name: String,
+}
+
+/// A controller's decision that a consumer may receive some of its data.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub name: String,
+    pub controller: String,
+    pub consumer: String,
+    pub records: Vec<crate::records::Kind>,
+    /// Only records from these feeds; `None` for every feed.
+    pub feeds: Option<Vec<String>>,
+    pub purpose: String,
+    pub valid_from: chrono::NaiveDate,
+    pub valid_until: Option<chrono::NaiveDate>,
+}
+
+impl Grant {
+    /// Whether the grant is in force on `day` (a date in the configured time zone).
+    pub fn in_force(&self, day: chrono::NaiveDate) -> bool {
+        self.valid_from <= day && self.valid_until.is_none_or(|until| day <= until)
+    }
+}
+
+/// An export made on a timetable for one consumer.
+#[derive(Debug, Clone)]
+pub struct ExportSchedule {
+    pub name: String,
+    pub consumer: String,
+    pub cron: crate::schedule::Cron,
+    pub mode: ExportMode,
+    pub formats: Vec<crate::export::Format>,
+    pub records: Vec<crate::records::Kind>,
+    pub catch_up: CatchUp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportMode {
+    /// What was loaded since the schedule's last complete export.
+    Incremental,
+    /// Everything granted.
+    Snapshot,
+}
+
+impl ExportMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExportMode::Incremental => "incremental",
+            ExportMode::Snapshot => "snapshot",
+        }
+    }
+}
+
+/// What a schedule does about runs missed while dropgate was not running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatchUp {
+    /// The latest missed run happens once, at start.
+    Once,
+    Skip,
 }
 
 /// A partner's account on the embedded SFTP server.

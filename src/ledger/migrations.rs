@@ -34,6 +34,7 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
         "0009_service_users_by_birth",
         include_str!("migrations/0009_service_users_by_birth.sql"),
     ),
+    ("0010_exports", include_str!("migrations/0010_exports.sql")),
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {

@@ -11,6 +11,7 @@
 
 mod audit;
 mod batch;
+mod exports;
 mod files;
 mod migrations;
 mod records;
@@ -30,6 +31,7 @@ use audit::append_audit;
 pub use audit::{AuditEvent, AuditRow, QueuedAuditEvent};
 pub use batch::Batch;
 use batch::loaded_copy;
+pub use exports::{LoadedFile, RunEnd, RunOutcome, RunRow, RunStart, Snapshot};
 #[cfg(test)]
 use migrations::MIGRATIONS;
 use migrations::migrate;

@@ -15,9 +15,38 @@ use rusqlite::Connection;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::ledger::Result;
+use crate::ledger::{LoadedFile, Result};
 use crate::schema::ColumnKind;
 use crate::validate::Row;
+
+/// The kinds of record dropgate keeps, by the name the config uses for each
+/// (`[feeds.NAME.map.KIND]`, a grant's or a schedule's `records`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    ServiceUser,
+    Observations,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 2] = [Kind::ServiceUser, Kind::Observations];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::ServiceUser => service_user::KIND,
+            Kind::Observations => observations::KIND,
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// `[feeds.NAME.map]`: record fields filled from columns, a section per kind.
 #[derive(Debug, Deserialize, Default)]
@@ -141,6 +170,63 @@ pub fn map_row(mapping: &Mapping, mut row: Row) -> Records {
         service_user,
         observations,
     }
+}
+
+/// A record as an export hands it to each output format.
+#[derive(Debug, Clone, Copy)]
+pub enum Exported<'a> {
+    ServiceUser(&'a service_user::StoredUser),
+    ObservationSet(&'a observations::StoredSet),
+}
+
+/// Which records of which partners and feeds an export may include.
+pub trait Allowed {
+    fn allows(&self, kind: Kind, partner: &str, feed: Option<&str>) -> bool;
+}
+
+/// Hands `each` every record of `kinds` that `files` (in load order) wrote
+/// and `allowed` lets through. Observation sets come first; then the service
+/// users the files wrote, and those the sets refer to, each once.
+pub fn export<E: From<crate::ledger::LedgerError>>(
+    conn: &Connection,
+    files: &[LoadedFile],
+    kinds: &[Kind],
+    allowed: &dyn Allowed,
+    each: &mut dyn FnMut(Exported<'_>) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    let mut referenced = std::collections::BTreeSet::new();
+    if kinds.contains(&Kind::Observations) {
+        for file in files {
+            if !allowed.allows(Kind::Observations, &file.partner, file.feed.as_deref()) {
+                continue;
+            }
+            observations::for_each_written_by(conn, file.id, &mut |set| {
+                referenced.insert(set.detail_id);
+                each(Exported::ObservationSet(set))
+            })?;
+        }
+    }
+    if kinds.contains(&Kind::ServiceUser) {
+        let lets_through = |u: &service_user::StoredUser| {
+            allowed.allows(Kind::ServiceUser, &u.partner, u.feed.as_deref())
+        };
+        for file in files {
+            for user in service_user::written_by(conn, file.id)? {
+                referenced.remove(&user.detail_id);
+                if lets_through(&user) {
+                    each(Exported::ServiceUser(&user))?;
+                }
+            }
+        }
+        for detail_id in referenced {
+            if let Some(user) = service_user::by_detail(conn, detail_id)?
+                && lets_through(&user)
+            {
+                each(Exported::ServiceUser(&user))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Writes one file's records, kind by kind, counting the rows written.

@@ -304,3 +304,110 @@ impl<'c> Writer<'c> {
         Ok(set.observations.len() as u64)
     }
 }
+
+/// An observation set as an export reads it.
+#[derive(Debug, Clone)]
+pub struct StoredSet {
+    pub set_id: i64,
+    pub detail_id: i64,
+    /// RFC 3339, UTC.
+    pub observed_at: String,
+    pub observations: Vec<Observation>,
+    pub file_id: i64,
+    pub line: i64,
+}
+
+/// Hands each observation set a file wrote to `each`, in the order written.
+pub fn for_each_written_by<E: From<crate::ledger::LedgerError>>(
+    conn: &Connection,
+    file_id: i64,
+    each: &mut dyn FnMut(&StoredSet) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    let read = || -> Result<_> {
+        Ok(conn.prepare_cached(
+            "SELECT id, detail_id, observed_at, line, respiratory_rate, oxygen_saturation,
+                    supplemental_oxygen, systolic_bp, diastolic_bp, heart_rate, consciousness,
+                    body_temperature, news2_score
+             FROM observation_sets WHERE file_id = ?1 ORDER BY id",
+        )?)
+    };
+    let mut stmt = read()?;
+    let mut rows = stmt.query([file_id]).map_err(|e| E::from(e.into()))?;
+    let mut set = StoredSet {
+        set_id: 0,
+        detail_id: 0,
+        observed_at: String::new(),
+        observations: Vec::with_capacity(Code::ALL.len()),
+        file_id,
+        line: 0,
+    };
+    while let Some(row) = rows.next().map_err(|e| E::from(e.into()))? {
+        let fill = |set: &mut StoredSet| -> rusqlite::Result<()> {
+            set.set_id = row.get(0)?;
+            set.detail_id = row.get(1)?;
+            set.observed_at = row.get(2)?;
+            set.line = row.get(3)?;
+            set.observations.clear();
+            for (i, code) in Code::ALL.into_iter().enumerate() {
+                use rusqlite::types::ValueRef;
+                let value = match row.get_ref(4 + i)? {
+                    ValueRef::Integer(n) => ObservedValue::Number(n as f64),
+                    ValueRef::Real(n) => ObservedValue::Number(n),
+                    ValueRef::Text(t) => {
+                        ObservedValue::Text(String::from_utf8_lossy(t).into_owned())
+                    }
+                    ValueRef::Null | ValueRef::Blob(_) => continue,
+                };
+                set.observations.push(Observation { code, value });
+            }
+            Ok(())
+        };
+        fill(&mut set).map_err(|e| E::from(e.into()))?;
+        each(&set)?;
+    }
+    Ok(())
+}
+
+impl Code {
+    /// LOINC code, where the measure has one.
+    pub fn loinc(self) -> Option<&'static str> {
+        match self {
+            Code::Vital(Vital::RespirationRate) => Some("9279-1"),
+            Code::Vital(Vital::Spo2) => Some("2708-6"),
+            Code::Vital(Vital::SystolicBp) => Some("8480-6"),
+            Code::Vital(Vital::DiastolicBp) => Some("8462-4"),
+            Code::Vital(Vital::Pulse) => Some("8867-4"),
+            Code::Vital(Vital::Temperature) => Some("8310-5"),
+            _ => None,
+        }
+    }
+
+    /// SNOMED CT concept, where the measure has one.
+    pub fn snomed(self) -> Option<&'static str> {
+        match self {
+            Code::Vital(Vital::RespirationRate) => Some("86290005"),
+            Code::Vital(Vital::Spo2) => Some("103228002"),
+            Code::Vital(Vital::SystolicBp) => Some("72313002"),
+            Code::Vital(Vital::DiastolicBp) => Some("1091811000000102"),
+            Code::Vital(Vital::Pulse) => Some("364075005"),
+            Code::Vital(Vital::Temperature) => Some("276885007"),
+            Code::News2Score => Some("1104051000000101"),
+            _ => None,
+        }
+    }
+
+    /// A name people read.
+    pub fn display(self) -> &'static str {
+        match self {
+            Code::Vital(Vital::RespirationRate) => "Respiratory rate",
+            Code::Vital(Vital::Spo2) => "Oxygen saturation",
+            Code::Vital(Vital::OnOxygen) => "Supplemental oxygen",
+            Code::Vital(Vital::SystolicBp) => "Systolic blood pressure",
+            Code::Vital(Vital::DiastolicBp) => "Diastolic blood pressure",
+            Code::Vital(Vital::Pulse) => "Heart rate",
+            Code::Vital(Vital::Consciousness) => "Level of consciousness (ACVPU)",
+            Code::Vital(Vital::Temperature) => "Body temperature",
+            Code::News2Score => "NEWS2 total score",
+        }
+    }
+}

@@ -102,3 +102,24 @@ fn observation_code_ids_match_the_ledger() {
         .unwrap();
     assert_eq!(rows, Code::ALL.len() as i64);
 }
+
+#[test]
+fn export_codings_match_the_ledgers_observation_codes() {
+    use crate::records::observations::Code;
+    let ledger = crate::ledger::testing::ledger();
+    let mut ledger = ledger;
+    let conn = ledger.connection();
+    for code in Code::ALL {
+        let (name, unit, loinc, snomed): (String, Option<String>, Option<String>, Option<String>) =
+            conn.query_row(
+                "SELECT code, unit, loinc, snomed FROM observation_codes WHERE id = ?1",
+                [code.id()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(name, code.name());
+        assert_eq!(unit.as_deref(), code.unit(), "{name}");
+        assert_eq!(loinc.as_deref(), code.loinc(), "{name}");
+        assert_eq!(snomed.as_deref(), code.snomed(), "{name}");
+    }
+}

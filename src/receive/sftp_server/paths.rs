@@ -20,7 +20,9 @@ pub(super) enum Place {
     Inbox,
     InboxFile(String),
     Outbox,
-    OutboxFile(String),
+    /// An export's folder, or a file in the outbox or in such a folder:
+    /// `name` or `folder/name`.
+    OutboxEntry(String),
 }
 
 /// Resolves a client path against the virtual root; anything that could
@@ -47,7 +49,8 @@ pub(super) fn resolve(path: &str, outbox: bool) -> Result<Place, StatusReply> {
         [INBOX] => Ok(Place::Inbox),
         [INBOX, name] => Ok(Place::InboxFile((*name).to_string())),
         [OUTBOX] if outbox => Ok(Place::Outbox),
-        [OUTBOX, name] if outbox => Ok(Place::OutboxFile((*name).to_string())),
+        [OUTBOX, name] if outbox => Ok(Place::OutboxEntry((*name).to_string())),
+        [OUTBOX, folder, name] if outbox => Ok(Place::OutboxEntry(format!("{folder}/{name}"))),
         _ => Err(StatusCode::NoSuchFile.with_message("no such file")),
     }
 }
@@ -86,9 +89,13 @@ mod tests {
         );
         assert_eq!(
             resolve("/outbox/x.csv", true).unwrap(),
-            Place::OutboxFile("x.csv".into())
+            Place::OutboxEntry("x.csv".into())
         );
-        for elsewhere in ["/etc/passwd", "/inbox/sub/a.csv", "/outbox"] {
+        assert_eq!(
+            resolve("/outbox/export-1/manifest.json", true).unwrap(),
+            Place::OutboxEntry("export-1/manifest.json".into())
+        );
+        for elsewhere in ["/etc/passwd", "/inbox/sub/a.csv", "/outbox", "/outbox/a/b"] {
             assert_eq!(
                 resolve(elsewhere, false).unwrap_err().status_code,
                 StatusCode::NoSuchFile,

@@ -29,7 +29,7 @@ impl russh_sftp::server::Handler for Inbox {
             Place::Inbox => format!("/{INBOX}"),
             Place::InboxFile(name) => format!("/{INBOX}/{name}"),
             Place::Outbox => format!("/{OUTBOX}"),
-            Place::OutboxFile(name) => format!("/{OUTBOX}/{name}"),
+            Place::OutboxEntry(name) => format!("/{OUTBOX}/{name}"),
         };
         Ok(Name {
             id,
@@ -58,7 +58,7 @@ impl russh_sftp::server::Handler for Inbox {
                     })
                     .collect()
             }
-            // Exports addressed to the partner; files being written start with a dot.
+            // Exports addressed to the partner; those being written start with a dot.
             Place::Outbox => listing(
                 self.outbox
                     .as_deref()
@@ -67,7 +67,17 @@ impl russh_sftp::server::Handler for Inbox {
             .into_iter()
             .filter(|f| !f.filename.starts_with('.'))
             .collect(),
-            Place::InboxFile(_) | Place::OutboxFile(_) => {
+            Place::OutboxEntry(name) if self.exported(&name)?.is_dir() => listing(
+                &self
+                    .outbox
+                    .as_deref()
+                    .expect("resolved only with an outbox")
+                    .join(&name),
+            )?
+            .into_iter()
+            .filter(|f| !f.filename.starts_with('.'))
+            .collect(),
+            Place::InboxFile(_) | Place::OutboxEntry(_) => {
                 return Err(StatusCode::Failure.with_message("not a directory"));
             }
         };
@@ -101,7 +111,14 @@ impl russh_sftp::server::Handler for Inbox {
                         .ok_or_else(|| StatusCode::NoSuchFile.with_message("no such file"))?,
                 }
             }
-            Place::OutboxFile(name) => file_attrs(&self.exported(&name)?),
+            Place::OutboxEntry(name) => {
+                let meta = self.exported(&name)?;
+                if meta.is_dir() {
+                    directory_attrs()
+                } else {
+                    file_attrs(&meta)
+                }
+            }
         };
         Ok(Attrs { id, attrs })
     }
@@ -133,7 +150,7 @@ impl russh_sftp::server::Handler for Inbox {
     ) -> Result<Handle, Self::Error> {
         let name = match self.resolve("open", &filename)? {
             Place::InboxFile(name) => name,
-            Place::OutboxFile(name) => {
+            Place::OutboxEntry(name) => {
                 if pflags.intersects(
                     OpenFlags::WRITE | OpenFlags::APPEND | OpenFlags::CREATE | OpenFlags::TRUNCATE,
                 ) {
@@ -142,7 +159,9 @@ impl russh_sftp::server::Handler for Inbox {
                         StatusCode::PermissionDenied.with_message("outbox/ is read-only"),
                     ));
                 }
-                self.exported(&name)?;
+                if self.exported(&name)?.is_dir() {
+                    return Err(StatusCode::Failure.with_message("a folder, not a file"));
+                }
                 let slot = self.room_for_handle("open", true)?.expect("a file slot");
                 let path = self
                     .outbox

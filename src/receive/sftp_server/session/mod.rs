@@ -191,11 +191,16 @@ impl Inbox {
         }
     }
 
-    /// An export in the outbox: a regular file, not one still being written.
+    /// An export in the outbox, or its folder; never one still being written
+    /// (those are hidden behind a leading dot until complete).
     fn exported(&self, name: &str) -> Result<fs::Metadata, StatusReply> {
         let outbox = self.outbox.as_ref().expect("resolved only with an outbox");
+        if name.split('/').any(|part| part.starts_with('.')) {
+            return Err(StatusCode::NoSuchFile.with_message("no such file"));
+        }
         let meta = fs::symlink_metadata(outbox.join(name)).map_err(io_failure)?;
-        if name.starts_with('.') || !meta.is_file() {
+        let nested = name.contains('/');
+        if !(meta.is_file() || meta.is_dir() && !nested) {
             return Err(StatusCode::NoSuchFile.with_message("no such file"));
         }
         Ok(meta)
@@ -322,10 +327,14 @@ impl Inbox {
 fn listing(dir: &std::path::Path) -> Result<Vec<SftpFile>, StatusReply> {
     let mut entries = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_failure)?.flatten() {
-        if let (Ok(meta), Some(name)) = (entry.metadata(), entry.file_name().to_str())
-            && meta.is_file()
-        {
-            entries.push(SftpFile::new(name, file_attrs(&meta)));
+        let Ok(meta) = entry.metadata() else { continue };
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if meta.is_file() {
+            entries.push(SftpFile::new(&name, file_attrs(&meta)));
+        } else if meta.is_dir() {
+            entries.push(SftpFile::new(&name, directory_attrs()));
         }
     }
     Ok(entries)

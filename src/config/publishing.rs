@@ -1,0 +1,255 @@
+//! `[controllers]`, `[grants]` and `[schedules]`: who owns the data, who may
+//! receive which of it, and when exports are made.
+
+use super::*;
+use crate::config::ExportSchedule as Checked;
+use crate::export::Format;
+use crate::records::Kind;
+
+impl Checker<'_> {
+    pub(super) fn partner_controllers(
+        &mut self,
+        raw: &[(Spanned<String>, Option<Spanned<String>>)],
+        controllers: &BTreeMap<String, Controller>,
+    ) {
+        for (partner, controller) in raw {
+            if let Some(controller) = controller
+                && !controllers.contains_key(controller.get_ref())
+            {
+                self.at(
+                    controller,
+                    format!(
+                        "partner `{}`: controller `{}` is not declared under [controllers]",
+                        partner.get_ref(),
+                        controller.get_ref()
+                    ),
+                );
+            }
+        }
+    }
+
+    fn kinds(&mut self, raw: &Spanned<Vec<Spanned<String>>>, what: &str) -> Vec<Kind> {
+        if raw.get_ref().is_empty() {
+            self.at(
+                raw,
+                format!("{what}: `records` needs at least one record kind"),
+            );
+        }
+        let mut kinds = Vec::new();
+        for name in raw.get_ref() {
+            match Kind::from_name(name.get_ref()) {
+                Some(kind) if !kinds.contains(&kind) => kinds.push(kind),
+                Some(_) => self.at(
+                    name,
+                    format!("{what}: `{}` is listed twice", name.get_ref()),
+                ),
+                None => self.at(
+                    name,
+                    format!(
+                        "{what}: unknown record kind `{}`, expected one of {}",
+                        name.get_ref(),
+                        Kind::ALL.map(|k| format!("`{k}`")).join(", ")
+                    ),
+                ),
+            }
+        }
+        kinds
+    }
+
+    fn day(&mut self, raw: &Spanned<String>, what: &str) -> Option<chrono::NaiveDate> {
+        match chrono::NaiveDate::parse_from_str(raw.get_ref(), "%Y-%m-%d") {
+            Ok(day) => Some(day),
+            Err(_) => {
+                self.at(raw, format!("{what} must be a date, `YYYY-MM-DD`"));
+                None
+            }
+        }
+    }
+
+    pub(super) fn grant(
+        &mut self,
+        name: &str,
+        raw: raw::Grant,
+        controllers: &BTreeMap<String, Controller>,
+        partners: &BTreeMap<String, Partner>,
+        feeds: &BTreeMap<String, Feed>,
+    ) -> Option<Grant> {
+        let what = format!("grant `{name}`");
+        let mut ok = true;
+        let controller = raw.controller.get_ref();
+        if !controllers.contains_key(controller) {
+            self.at(
+                &raw.controller,
+                format!("{what}: controller `{controller}` is not declared under [controllers]"),
+            );
+            ok = false;
+        }
+        if !partners.contains_key(raw.consumer.get_ref()) {
+            self.at(
+                &raw.consumer,
+                format!(
+                    "{what}: consumer `{}` is not a partner",
+                    raw.consumer.get_ref()
+                ),
+            );
+            ok = false;
+        }
+        let records = self.kinds(&raw.records, &what);
+        let grant_feeds = raw.feeds.map(|list| {
+            let mut names = Vec::new();
+            for feed in list.get_ref() {
+                let owner = feeds
+                    .get(feed.get_ref())
+                    .and_then(|f| partners.get(&f.partner))
+                    .map(|p| p.controller.as_deref());
+                match owner {
+                    None => self.at(feed, format!("{what}: no feed `{}`", feed.get_ref())),
+                    Some(owner) if owner != Some(controller.as_str()) => self.at(
+                        feed,
+                        format!(
+                            "{what}: feed `{}` comes from a partner whose data `{controller}` does not control",
+                            feed.get_ref()
+                        ),
+                    ),
+                    Some(_) => names.push(feed.get_ref().clone()),
+                }
+            }
+            names
+        });
+        if raw.purpose.get_ref().trim().is_empty() {
+            self.at(&raw.purpose, format!("{what}: `purpose` must say why"));
+        }
+        let valid_from = self.day(&raw.valid_from, "valid_from");
+        let valid_until = match &raw.valid_until {
+            Some(until) => Some(self.day(until, "valid_until")?),
+            None => None,
+        };
+        let valid_from = valid_from?;
+        if let (Some(until), Some(raw_until)) = (valid_until, &raw.valid_until)
+            && until < valid_from
+        {
+            self.at(
+                raw_until,
+                format!("{what}: valid_until is before valid_from"),
+            );
+        }
+        (ok && !records.is_empty()).then(|| Grant {
+            name: name.to_string(),
+            controller: controller.clone(),
+            consumer: raw.consumer.into_inner(),
+            records,
+            feeds: grant_feeds,
+            purpose: raw.purpose.into_inner(),
+            valid_from,
+            valid_until,
+        })
+    }
+
+    pub(super) fn schedule(
+        &mut self,
+        name: &str,
+        raw: raw::Schedule,
+        partners: &BTreeMap<String, Partner>,
+        grants: &BTreeMap<String, Grant>,
+    ) -> Option<Checked> {
+        let what = format!("schedule `{name}`");
+        let consumer = raw.consumer.get_ref();
+        match partners.get(consumer) {
+            None => {
+                self.at(
+                    &raw.consumer,
+                    format!("{what}: consumer `{consumer}` is not a partner"),
+                );
+                return None;
+            }
+            Some(p) if !p.sftp.as_ref().is_some_and(|s| s.outbox) => {
+                self.at(
+                    &raw.consumer,
+                    format!(
+                        "{what}: exports are delivered into the consumer's outbox; give `{consumer}` an SFTP account with `outbox = true`"
+                    ),
+                );
+            }
+            Some(_) => {}
+        }
+        let cron = match crate::schedule::Cron::parse(raw.cron.get_ref(), self.time_zone) {
+            Ok(cron) => Some(cron),
+            Err(e) => {
+                self.at(&raw.cron, format!("{what}: {e}"));
+                None
+            }
+        };
+        let mode = match raw.mode.as_ref().map(|m| m.get_ref().as_str()) {
+            None | Some("incremental") => ExportMode::Incremental,
+            Some("snapshot") => ExportMode::Snapshot,
+            Some(other) => {
+                let mode = raw.mode.as_ref().expect("matched Some");
+                self.at(
+                    mode,
+                    format!("{what}: mode `{other}` must be `incremental` or `snapshot`"),
+                );
+                return None;
+            }
+        };
+        let catch_up = match raw.catch_up.as_ref().map(|m| m.get_ref().as_str()) {
+            None | Some("once") => CatchUp::Once,
+            Some("skip") => CatchUp::Skip,
+            Some(other) => {
+                let at = raw.catch_up.as_ref().expect("matched Some");
+                self.at(
+                    at,
+                    format!("{what}: catch_up `{other}` must be `once` or `skip`"),
+                );
+                return None;
+            }
+        };
+        if raw.formats.get_ref().is_empty() {
+            self.at(
+                &raw.formats,
+                format!("{what}: `formats` needs at least one format"),
+            );
+        }
+        let mut formats = Vec::new();
+        for format in raw.formats.get_ref() {
+            match Format::from_name(format.get_ref()) {
+                Some(f) if !formats.contains(&f) => formats.push(f),
+                Some(_) => self.at(
+                    format,
+                    format!("{what}: `{}` is listed twice", format.get_ref()),
+                ),
+                None => self.at(
+                    format,
+                    format!(
+                        "{what}: unknown format `{}`, expected one of {}",
+                        format.get_ref(),
+                        Format::ALL.map(|f| format!("`{}`", f.name())).join(", ")
+                    ),
+                ),
+            }
+        }
+        let records = self.kinds(&raw.records, &what);
+        // No grant, no data: a kind no grant gives this consumer is refused here.
+        for (kind, at) in records.iter().zip(raw.records.get_ref()) {
+            let granted = grants
+                .values()
+                .any(|g| g.consumer == *consumer && g.records.contains(kind));
+            if !granted {
+                self.at(
+                    at,
+                    format!(
+                        "{what}: no grant gives `{consumer}` `{kind}` records; a data controller's grant under [grants] must come first"
+                    ),
+                );
+            }
+        }
+        Some(Checked {
+            name: name.to_string(),
+            consumer: consumer.clone(),
+            cron: cron?,
+            mode,
+            formats,
+            records,
+            catch_up,
+        })
+    }
+}

@@ -1,0 +1,123 @@
+//! Export: the output seam. Records a consumer may receive are handed, one
+//! at a time, to each output format the schedule names; each writes its
+//! files into a staging folder. The manifest, its signature and the move
+//! into place are the same for every format (see `publish`).
+//!
+//! A new output format is a module here plus its line in [`Format`].
+
+pub mod csv;
+pub mod fhir;
+pub mod manifest;
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::records::Exported;
+
+/// The output formats, by the name a schedule's `formats` uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// FHIR R4 resources, one NDJSON file per resource type (Bulk Data style).
+    FhirNdjson,
+    /// One CSV file per record kind.
+    Csv,
+}
+
+impl Format {
+    pub const ALL: [Format; 2] = [Format::FhirNdjson, Format::Csv];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::FhirNdjson => "fhir_ndjson",
+            Format::Csv => "csv",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Format> {
+        Format::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// A writer of this format's files into `folder`.
+    pub fn output(self, folder: &Path) -> Box<dyn Output> {
+        match self {
+            Format::FhirNdjson => Box::new(fhir::Output::new(folder)),
+            Format::Csv => Box::new(csv::Output::new(folder)),
+        }
+    }
+}
+
+/// One output format: given every exported record, writes its files.
+pub trait Output {
+    /// Writes one record.
+    fn write(&mut self, record: &Exported<'_>) -> io::Result<()>;
+
+    /// Flushes and syncs every file written; lists them.
+    fn finish(self: Box<Self>) -> io::Result<Vec<OutputFile>>;
+}
+
+/// A file an output wrote.
+#[derive(Debug, Clone)]
+pub struct OutputFile {
+    pub path: PathBuf,
+    /// What it holds: a FHIR resource type, or a record kind.
+    pub kind: String,
+    /// Resources or rows in it.
+    pub count: u64,
+}
+
+/// A file an output is writing, counting what goes into it.
+pub(crate) struct CountedFile {
+    path: PathBuf,
+    kind: String,
+    writer: BufWriter<File>,
+    count: u64,
+}
+
+impl CountedFile {
+    pub(crate) fn create(folder: &Path, name: &str, kind: &str) -> io::Result<CountedFile> {
+        let path = folder.join(name);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        Ok(CountedFile {
+            path,
+            kind: kind.to_string(),
+            writer: BufWriter::with_capacity(256 * 1024, file),
+            count: 0,
+        })
+    }
+
+    /// Where the next item goes; counts it.
+    pub(crate) fn next(&mut self) -> &mut BufWriter<File> {
+        self.count += 1;
+        &mut self.writer
+    }
+
+    /// Where a line that is not an item (a header) goes.
+    pub(crate) fn writer(&mut self) -> &mut BufWriter<File> {
+        &mut self.writer
+    }
+
+    pub(crate) fn finish(mut self) -> io::Result<OutputFile> {
+        self.writer.flush()?;
+        self.writer.get_ref().sync_all()?;
+        Ok(OutputFile {
+            path: self.path,
+            kind: self.kind,
+            count: self.count,
+        })
+    }
+}
+
+/// A number as people write it: no `.0` on whole numbers.
+pub(crate) fn number(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 1e15 {
+        format!("{}", n as i64)
+    } else {
+        format!("{n}")
+    }
+}

@@ -1,0 +1,352 @@
+//! Export runs: each run is a row written when it starts and finished when
+//! its export is in place, with the grants that allowed it; the range of
+//! loads it covered is its watermark.
+
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use serde::Serialize;
+
+use super::*;
+
+/// A run about to start.
+pub struct RunStart<'a> {
+    pub schedule: &'a str,
+    pub consumer: &'a str,
+    /// The timetable's time it is for; `None` when made by hand.
+    pub planned_at: Option<DateTime<Utc>>,
+    pub mode: &'a str,
+    pub watermark_from: i64,
+    /// The export's folder name is this, a dash and the run's id.
+    pub export_id_prefix: &'a str,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunOutcome {
+    Complete,
+    /// No grant in force allowed it.
+    Refused,
+    Failed,
+    /// dropgate stopped while it ran; the run is made again.
+    Interrupted,
+}
+
+impl RunOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunOutcome::Complete => "complete",
+            RunOutcome::Refused => "refused",
+            RunOutcome::Failed => "failed",
+            RunOutcome::Interrupted => "interrupted",
+        }
+    }
+
+    fn parse(text: &str) -> Option<RunOutcome> {
+        [
+            RunOutcome::Complete,
+            RunOutcome::Refused,
+            RunOutcome::Failed,
+            RunOutcome::Interrupted,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == text)
+    }
+}
+
+/// The end of a run.
+pub struct RunEnd<'a> {
+    pub outcome: RunOutcome,
+    pub watermark_to: Option<i64>,
+    pub manifest_sha256: Option<&'a str>,
+    pub counts: Option<serde_json::Value>,
+    pub grants: &'a [String],
+    /// Why it was refused or failed (no identifiers).
+    pub detail: Option<serde_json::Value>,
+}
+
+/// A run as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRow {
+    pub id: i64,
+    pub schedule: String,
+    pub consumer: String,
+    pub planned_at: Option<String>,
+    pub manual: bool,
+    pub mode: String,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub outcome: Option<RunOutcome>,
+    pub watermark_from: i64,
+    pub watermark_to: Option<i64>,
+    pub export_id: String,
+    pub counts: Option<serde_json::Value>,
+    pub detail: Option<serde_json::Value>,
+}
+
+const SELECT_RUN: &str = "SELECT id, schedule, consumer, planned_at, manual, mode, started_at,
+        ended_at, outcome, watermark_from, watermark_to, export_id, counts, detail
+     FROM export_runs";
+
+fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
+    let json = |i: usize| -> rusqlite::Result<Option<serde_json::Value>> {
+        Ok(r.get::<_, Option<String>>(i)?
+            .and_then(|t| serde_json::from_str(&t).ok()))
+    };
+    Ok(RunRow {
+        id: r.get(0)?,
+        schedule: r.get(1)?,
+        consumer: r.get(2)?,
+        planned_at: r.get(3)?,
+        manual: r.get::<_, i64>(4)? == 1,
+        mode: r.get(5)?,
+        started_at: r.get(6)?,
+        ended_at: r.get(7)?,
+        outcome: r
+            .get::<_, Option<String>>(8)?
+            .and_then(|o| RunOutcome::parse(&o)),
+        watermark_from: r.get(9)?,
+        watermark_to: r.get(10)?,
+        export_id: r.get(11)?,
+        counts: json(12)?,
+        detail: json(13)?,
+    })
+}
+
+impl Ledger {
+    /// Where the schedule's next incremental export starts: the end of its
+    /// last complete one.
+    pub fn export_watermark(&self, schedule: &str) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT watermark_to FROM export_runs
+                 WHERE schedule = ?1 AND outcome = 'complete' ORDER BY id DESC LIMIT 1",
+                [schedule],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .optional()?
+            .flatten()
+            .unwrap_or(0))
+    }
+
+    /// Writes a run's start; returns its id and its export's folder name.
+    pub fn begin_export_run(&mut self, run: &RunStart<'_>) -> Result<(i64, String)> {
+        let now = self.now();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // The id is known only once inserted; the name holds it, so it is unique.
+        let unique = format!(
+            "{}-pending-{:016x}",
+            run.export_id_prefix,
+            rand::random::<u64>()
+        );
+        tx.execute(
+            "INSERT INTO export_runs (schedule, consumer, planned_at, manual, mode, started_at,
+                                      watermark_from, export_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                run.schedule,
+                run.consumer,
+                run.planned_at.map(timestamp),
+                i64::from(run.planned_at.is_none()),
+                run.mode,
+                now,
+                run.watermark_from,
+                unique
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        let export_id = format!("{}-{id}", run.export_id_prefix);
+        tx.execute(
+            "UPDATE export_runs SET export_id = ?2 WHERE id = ?1",
+            params![id, export_id],
+        )?;
+        tx.commit()?;
+        Ok((id, export_id))
+    }
+
+    /// Ends a run, records the grants it used, and audits it, together.
+    pub fn finish_export_run(&mut self, id: i64, end: &RunEnd<'_>) -> Result<()> {
+        let now = self.now();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (schedule, consumer, export_id): (String, String, String) = tx.query_row(
+            "SELECT schedule, consumer, export_id FROM export_runs WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        tx.execute(
+            "UPDATE export_runs SET ended_at = ?2, outcome = ?3, watermark_to = ?4,
+                    manifest_sha256 = ?5, counts = ?6, detail = ?7
+             WHERE id = ?1",
+            params![
+                id,
+                now,
+                end.outcome.as_str(),
+                end.watermark_to,
+                end.manifest_sha256,
+                end.counts.as_ref().map(|c| c.to_string()),
+                end.detail.as_ref().map(|d| d.to_string())
+            ],
+        )?;
+        for grant in end.grants {
+            tx.execute(
+                "INSERT OR IGNORE INTO export_grants (run_id, grant_name) VALUES (?1, ?2)",
+                params![id, grant],
+            )?;
+        }
+        let mut detail = serde_json::json!({
+            "schedule": schedule,
+            "export_id": export_id,
+            "outcome": end.outcome.as_str(),
+            "grants": end.grants,
+        });
+        if let Some(counts) = &end.counts {
+            detail["counts"] = counts.clone();
+        }
+        if let Some(why) = &end.detail {
+            detail["detail"] = why.clone();
+        }
+        let action = match end.outcome {
+            RunOutcome::Refused => "export_refused",
+            _ => "export",
+        };
+        append_audit(
+            &tx,
+            &now,
+            &AuditEvent {
+                partner: Some(&consumer),
+                action,
+                detail: Some(detail),
+                ..AuditEvent::default()
+            },
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Runs that started and never ended: dropgate stopped during them.
+    pub fn unfinished_export_runs(&self) -> Result<Vec<RunRow>> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!("{SELECT_RUN} WHERE ended_at IS NULL ORDER BY id"))?;
+        let rows = stmt.query_map([], run_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The schedule's newest runs, newest first.
+    pub fn export_runs(&self, schedule: &str, limit: usize) -> Result<Vec<RunRow>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "{SELECT_RUN} WHERE schedule = ?1 ORDER BY id DESC LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(params![schedule, limit as i64], run_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The timetable time of the schedule's newest run that ended (other
+    /// than by interruption), or of its oldest interrupted one still to be
+    /// made again: the time from which missed runs are counted.
+    pub fn export_settled_until(&self, schedule: &str) -> Result<Option<(String, bool)>> {
+        let settled: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT max(planned_at) FROM export_runs
+                 WHERE schedule = ?1 AND planned_at IS NOT NULL
+                   AND outcome IN ('complete', 'refused', 'failed')",
+                [schedule],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        let interrupted: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT min(planned_at) FROM export_runs
+                 WHERE schedule = ?1 AND planned_at IS NOT NULL AND outcome = 'interrupted'
+                   AND planned_at > coalesce(?2, '')",
+                params![schedule, settled],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        Ok(match (settled, interrupted) {
+            (_, Some(i)) => Some((i, false)),
+            (Some(s), None) => Some((s, true)),
+            (None, None) => None,
+        })
+    }
+
+    /// When each grant was last used by a complete export.
+    pub fn grant_last_used(&self, grant: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT max(r.ended_at) FROM export_grants g JOIN export_runs r ON r.id = g.run_id
+                 WHERE g.grant_name = ?1 AND r.outcome = 'complete'",
+                [grant],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    /// A read transaction: what an export reads is one consistent snapshot.
+    pub fn snapshot(&mut self) -> Result<Snapshot<'_>> {
+        Ok(Snapshot {
+            tx: self.conn.transaction()?,
+        })
+    }
+}
+
+/// A loaded file whose records an export may read.
+#[derive(Debug, Clone)]
+pub struct LoadedFile {
+    pub id: i64,
+    pub partner: String,
+    pub feed: Option<String>,
+}
+
+/// One consistent view of the ledger, for reading an export's records.
+pub struct Snapshot<'c> {
+    tx: rusqlite::Transaction<'c>,
+}
+
+impl Snapshot<'_> {
+    /// The files whose `loaded` event is in `(from, to]`, in load order.
+    pub fn loaded_files(&self, from: i64, to: i64) -> Result<Vec<LoadedFile>> {
+        let mut stmt = self.tx.prepare(
+            "SELECT f.id, f.partner, f.feed FROM file_events e JOIN files f ON f.id = e.file_id
+             WHERE e.event = 'loaded' AND e.id > ?1 AND e.id <= ?2 ORDER BY e.id",
+        )?;
+        let rows = stmt.query_map(params![from, to], |r| {
+            Ok(LoadedFile {
+                id: r.get(0)?,
+                partner: r.get(1)?,
+                feed: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The newest `loaded` event in this snapshot: everything loaded so far
+    /// is at or below it. Events are numbered in commit order (one writer at
+    /// a time), so no load can later appear below it.
+    pub fn loaded_high_water(&self) -> Result<i64> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT id FROM file_events WHERE event = 'loaded' ORDER BY id DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0))
+    }
+
+    /// The connection, for each record kind's reader (as for its writer).
+    pub fn connection(&self) -> &Connection {
+        &self.tx
+    }
+}

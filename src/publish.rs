@@ -1,0 +1,608 @@
+//! Publish: a schedule's export, made on its timetable or by hand. The order
+//! is written once, in [`make`]: the grants in force → a run row → the
+//! records loaded since the watermark, through each output format, into a
+//! staging folder → the manifest and its signature → the folder moved into
+//! the consumer's outbox → the run finished, with its grants, in the ledger.
+//!
+//! A crash at any point leaves either no export (the staging folder is
+//! removed at the next start and the run made again) or one complete export
+//! whose run is then finished from its manifest: never two.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use russh::keys::ssh_key::{PrivateKey, PublicKey};
+use tokio::sync::watch;
+
+use crate::config::{CatchUp, Config, ExportMode, ExportSchedule, Grant};
+use crate::export::manifest::{self, Manifest, Watermark};
+use crate::export::{Output, OutputFile};
+use crate::ledger::{Clock, Ledger, LedgerError, RunEnd, RunOutcome, RunStart, SystemClock};
+use crate::records::{self, Allowed, Kind};
+use crate::schedule::Cron;
+use crate::spool::Spool;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("export {export_id}: {source}")]
+    Io {
+        export_id: String,
+        source: std::io::Error,
+    },
+    #[error("signing key {path}: {message}")]
+    Key { path: PathBuf, message: String },
+    #[error("unknown schedule `{name}` (configured: {known})")]
+    UnknownSchedule { name: String, known: String },
+}
+
+/// Why a run is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The timetable's time it is for.
+    Planned(DateTime<Utc>),
+    /// `dropgate export SCHEDULE`.
+    Manual,
+}
+
+/// What a run made.
+#[derive(Debug)]
+pub struct Made {
+    pub run_id: i64,
+    pub export_id: String,
+    pub outcome: RunOutcome,
+    /// The export in the consumer's outbox, when complete.
+    pub folder: Option<PathBuf>,
+    pub manifest: Option<Manifest>,
+    /// Why it was refused.
+    pub reason: Option<String>,
+}
+
+/// Reads the key that signs exports.
+pub fn signing_key(path: &Path) -> Result<PrivateKey, PublishError> {
+    PrivateKey::read_openssh_file(path).map_err(|e| PublishError::Key {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// The public half, to verify exports with.
+pub fn verifying_key(path: &Path) -> Result<PublicKey, PublishError> {
+    Ok(signing_key(path)?.public_key().clone())
+}
+
+/// Which partners' (and feeds') records each kind may include, from the
+/// grants in force.
+struct Granted<'c> {
+    config: &'c Config,
+    grants: Vec<&'c Grant>,
+}
+
+impl Allowed for Granted<'_> {
+    fn allows(&self, kind: Kind, partner: &str, feed: Option<&str>) -> bool {
+        let controller = self
+            .config
+            .partners
+            .get(partner)
+            .and_then(|p| p.controller.as_deref());
+        self.grants.iter().any(|g| {
+            g.records.contains(&kind)
+                && Some(g.controller.as_str()) == controller
+                && g.feeds
+                    .as_ref()
+                    .is_none_or(|feeds| feed.is_some_and(|f| feeds.iter().any(|x| x == f)))
+        })
+    }
+}
+
+fn outbox(config: &Config, consumer: &str) -> PathBuf {
+    Spool::new(&config.daemon.spool).outboxes().join(consumer)
+}
+
+fn staging(outbox: &Path, export_id: &str) -> PathBuf {
+    // Hidden from the consumer's listing until it is complete and signed.
+    outbox.join(format!(".{export_id}.partial"))
+}
+
+/// Makes one export of `schedule` now.
+pub fn make(
+    config: &Config,
+    ledger: &mut Ledger,
+    key: &PrivateKey,
+    schedule: &ExportSchedule,
+    trigger: Trigger,
+    now: DateTime<Utc>,
+) -> Result<Made, PublishError> {
+    let day = now.with_timezone(&config.daemon.time_zone).date_naive();
+    let grants: Vec<&Grant> = config
+        .grants
+        .values()
+        .filter(|g| g.consumer == schedule.consumer && g.in_force(day))
+        .filter(|g| g.records.iter().any(|k| schedule.records.contains(k)))
+        .collect();
+    let grant_names: Vec<String> = grants.iter().map(|g| g.name.clone()).collect();
+    let watermark_from = match schedule.mode {
+        ExportMode::Incremental => ledger.export_watermark(&schedule.name)?,
+        ExportMode::Snapshot => 0,
+    };
+    let prefix = format!("{}-{}", schedule.name, now.format("%Y%m%dT%H%M%SZ"));
+    let (run_id, export_id) = ledger.begin_export_run(&RunStart {
+        schedule: &schedule.name,
+        consumer: &schedule.consumer,
+        planned_at: match trigger {
+            Trigger::Planned(at) => Some(at),
+            Trigger::Manual => None,
+        },
+        mode: schedule.mode.as_str(),
+        watermark_from,
+        export_id_prefix: &prefix,
+    })?;
+    // No grant, no data: every kind the schedule names needs one in force today.
+    let ungranted: Vec<Kind> = schedule
+        .records
+        .iter()
+        .copied()
+        .filter(|k| !grants.iter().any(|g| g.records.contains(k)))
+        .collect();
+    if !ungranted.is_empty() {
+        let reason = format!(
+            "no grant in force on {day} gives `{}` {}",
+            schedule.consumer,
+            ungranted
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        tracing::warn!(schedule = %schedule.name, %reason, "export refused");
+        ledger.finish_export_run(
+            run_id,
+            &RunEnd {
+                outcome: RunOutcome::Refused,
+                watermark_to: None,
+                manifest_sha256: None,
+                counts: None,
+                grants: &grant_names,
+                detail: Some(serde_json::json!({ "reason": reason })),
+            },
+        )?;
+        return Ok(Made {
+            run_id,
+            export_id,
+            outcome: RunOutcome::Refused,
+            folder: None,
+            manifest: None,
+            reason: Some(reason),
+        });
+    }
+    let outbox = outbox(config, &schedule.consumer);
+    let staged = staging(&outbox, &export_id);
+    let io = |source| PublishError::Io {
+        export_id: export_id.clone(),
+        source,
+    };
+    let built = build(
+        config,
+        ledger,
+        key,
+        schedule,
+        trigger,
+        now,
+        &grants,
+        watermark_from,
+        &export_id,
+        &staged,
+    )
+    .and_then(|manifest| {
+        let placed = outbox.join(&export_id);
+        std::fs::rename(&staged, &placed).map_err(io)?;
+        sync_dir(&outbox).map_err(io)?;
+        Ok((manifest, placed))
+    });
+    let (manifest, placed, manifest_sha) = match built {
+        Ok(((manifest, sha), placed)) => (manifest, placed, sha),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staged);
+            tracing::error!(schedule = %schedule.name, error = %e, "export failed");
+            ledger.finish_export_run(
+                run_id,
+                &RunEnd {
+                    outcome: RunOutcome::Failed,
+                    watermark_to: None,
+                    manifest_sha256: None,
+                    counts: None,
+                    grants: &grant_names,
+                    detail: Some(serde_json::json!({ "error": e.to_string() })),
+                },
+            )?;
+            return Err(e);
+        }
+    };
+    ledger.finish_export_run(
+        run_id,
+        &RunEnd {
+            outcome: RunOutcome::Complete,
+            watermark_to: Some(manifest.watermark.to),
+            manifest_sha256: Some(&manifest_sha),
+            counts: Some(counts(&manifest)),
+            grants: &grant_names,
+            detail: None,
+        },
+    )?;
+    tracing::info!(schedule = %schedule.name, export = %export_id, files = manifest.output.len(), "export complete");
+    Ok(Made {
+        run_id,
+        export_id,
+        outcome: RunOutcome::Complete,
+        folder: Some(placed),
+        manifest: Some(manifest),
+        reason: None,
+    })
+}
+
+fn counts(manifest: &Manifest) -> serde_json::Value {
+    manifest
+        .output
+        .iter()
+        .map(|e| (e.url.clone(), serde_json::json!(e.count)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// Writes the export into `staged`, signed; returns its manifest and the
+/// manifest's SHA-256.
+#[allow(clippy::too_many_arguments)]
+fn build(
+    config: &Config,
+    ledger: &mut Ledger,
+    key: &PrivateKey,
+    schedule: &ExportSchedule,
+    trigger: Trigger,
+    now: DateTime<Utc>,
+    grants: &[&Grant],
+    watermark_from: i64,
+    export_id: &str,
+    staged: &Path,
+) -> Result<(Manifest, String), PublishError> {
+    let io = |source| PublishError::Io {
+        export_id: export_id.to_string(),
+        source,
+    };
+    let _ = std::fs::remove_dir_all(staged);
+    // Readable by dropgate alone: the SFTP server serves it to the consumer.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(staged)
+        .map_err(io)?;
+    let mut outputs: Vec<Box<dyn Output>> =
+        schedule.formats.iter().map(|f| f.output(staged)).collect();
+    let allowed = Granted {
+        config,
+        grants: grants.to_vec(),
+    };
+    let watermark_to = {
+        let snapshot = ledger.snapshot()?;
+        let to = snapshot.loaded_high_water()?;
+        let files = snapshot.loaded_files(watermark_from, to)?;
+        records::export::<PublishError>(
+            snapshot.connection(),
+            &files,
+            &schedule.records,
+            &allowed,
+            &mut |record| {
+                for output in &mut outputs {
+                    output.write(&record).map_err(io)?;
+                }
+                Ok(())
+            },
+        )?;
+        to
+    };
+    let mut files: Vec<OutputFile> = Vec::new();
+    for output in outputs {
+        files.extend(output.finish().map_err(io)?);
+    }
+    let manifest = Manifest {
+        transaction_time: now.to_rfc3339_opts(SecondsFormat::Secs, true),
+        request: match trigger {
+            Trigger::Planned(at) => format!(
+                "schedule {} at {}",
+                schedule.name,
+                at.to_rfc3339_opts(SecondsFormat::Secs, true)
+            ),
+            Trigger::Manual => format!("dropgate export {}", schedule.name),
+        },
+        requires_access_token: false,
+        output: manifest::entries(&files).map_err(io)?,
+        error: Vec::new(),
+        export_id: export_id.to_string(),
+        schedule: schedule.name.clone(),
+        consumer: schedule.consumer.clone(),
+        mode: schedule.mode.as_str().to_string(),
+        grants: grants.iter().map(|g| g.name.clone()).collect(),
+        watermark: Watermark {
+            from: watermark_from,
+            to: watermark_to,
+        },
+    };
+    let sha = manifest::write_signed(staged, &manifest, key).map_err(io)?;
+    sync_dir(staged).map_err(io)?;
+    Ok((manifest, sha))
+}
+
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    std::fs::File::open(path)?.sync_all()
+}
+
+/// Finishes runs a stop interrupted: a run whose export reached the outbox
+/// complete is finished from its manifest; any other is marked interrupted
+/// (to be made again) and its staging folder removed.
+pub fn recover(config: &Config, ledger: &mut Ledger, key: &PublicKey) -> Result<(), PublishError> {
+    for run in ledger.unfinished_export_runs()? {
+        let outbox = outbox(config, &run.consumer);
+        let placed = outbox.join(&run.export_id);
+        match manifest::verify(&placed, std::slice::from_ref(key)) {
+            Ok(manifest) => {
+                let sha = std::fs::read(placed.join(manifest::MANIFEST))
+                    .map(|b| crate::digest::sha256_hex(&b))
+                    .ok();
+                ledger.finish_export_run(
+                    run.id,
+                    &RunEnd {
+                        outcome: RunOutcome::Complete,
+                        watermark_to: Some(manifest.watermark.to),
+                        manifest_sha256: sha.as_deref(),
+                        counts: Some(counts(&manifest)),
+                        grants: &manifest.grants,
+                        detail: Some(
+                            serde_json::json!({ "finished": "at start, from its manifest" }),
+                        ),
+                    },
+                )?;
+                tracing::info!(export = %run.export_id, "an export made before a stop was finished from its manifest");
+            }
+            Err(_) => {
+                let _ = std::fs::remove_dir_all(staging(&outbox, &run.export_id));
+                if placed.exists() {
+                    // Not ours, or damaged: kept for an admin to look at, never offered again.
+                    let _ = std::fs::rename(
+                        &placed,
+                        staging(&outbox, &run.export_id).with_extension("damaged"),
+                    );
+                }
+                ledger.finish_export_run(
+                    run.id,
+                    &RunEnd {
+                        outcome: RunOutcome::Interrupted,
+                        watermark_to: None,
+                        manifest_sha256: None,
+                        counts: None,
+                        grants: &[],
+                        detail: None,
+                    },
+                )?;
+                tracing::warn!(export = %run.export_id, "an export interrupted by a stop is discarded");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The timetable time a schedule should catch up on at start: the latest
+/// time in its timetable after the last run that ended (or from an
+/// interrupted one, inclusive) up to `now`. `None` when nothing was missed
+/// or the schedule has never run.
+pub fn missed(
+    cron: &Cron,
+    settled: Option<(DateTime<Utc>, bool)>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let (anchor, done) = settled?;
+    // An interrupted run's own time is still due.
+    let mut at = if done {
+        anchor
+    } else {
+        anchor - chrono::TimeDelta::seconds(1)
+    };
+    let mut latest = None;
+    // Bounded: a once-a-second timetable after a long stop still ends.
+    for _ in 0..1_000_000 {
+        match cron.next_after(at) {
+            Some(next) if next <= now => {
+                latest = Some(next);
+                at = next;
+            }
+            _ => break,
+        }
+    }
+    latest
+}
+
+fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Runs every schedule on its timetable until `shutdown` turns true:
+/// first the missed run each one's `catch_up` asks for, then each time the
+/// timetable names.
+pub async fn run_schedules(
+    config: Arc<Config>,
+    key: Arc<PrivateKey>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for schedule in config.schedules.values() {
+        tracing::info!(schedule = %schedule.name, consumer = %schedule.consumer, cron = %crate::schedule::Schedule::Cron(Box::new(schedule.cron.clone())), "exporting");
+        tasks.spawn(run_schedule(
+            config.clone(),
+            key.clone(),
+            schedule.name.clone(),
+            shutdown.clone(),
+        ));
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn run_schedule(
+    config: Arc<Config>,
+    key: Arc<PrivateKey>,
+    name: String,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let schedule = config.schedules[&name].clone();
+    let make_at = |trigger: Trigger| {
+        let (config, key, schedule) = (config.clone(), key.clone(), schedule.clone());
+        tokio::task::spawn_blocking(move || {
+            let clock = Arc::new(SystemClock);
+            let made = Ledger::open(&config.daemon.ledger, clock.clone())
+                .map_err(PublishError::from)
+                .and_then(|mut ledger| {
+                    make(&config, &mut ledger, &key, &schedule, trigger, clock.now())
+                });
+            if let Err(e) = made {
+                tracing::error!(schedule = %schedule.name, error = %e, "export run failed");
+            }
+        })
+    };
+    if schedule.catch_up == CatchUp::Once {
+        let settled = Ledger::open(&config.daemon.ledger, Arc::new(SystemClock))
+            .and_then(|l| l.export_settled_until(&name));
+        match settled {
+            Ok(settled) => {
+                let settled = settled.and_then(|(at, done)| Some((parse_time(&at)?, done)));
+                if let Some(slot) = missed(&schedule.cron, settled, Utc::now()) {
+                    tracing::info!(schedule = %name, planned = %slot, "making the export missed while stopped");
+                    let _ = make_at(Trigger::Planned(slot)).await;
+                }
+            }
+            Err(e) => {
+                tracing::error!(schedule = %name, error = %e, "cannot read the schedule's runs")
+            }
+        }
+    }
+    loop {
+        let now = Utc::now();
+        let Some(next) = schedule.cron.next_after(now) else {
+            return;
+        };
+        let wait = (next - now).to_std().unwrap_or_default();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
+        }
+        // Finished even when shutdown comes meanwhile: a run is short, and a
+        // half-made one would only be discarded and made again.
+        let _ = make_at(Trigger::Planned(next)).await;
+        if *shutdown.borrow() {
+            return;
+        }
+    }
+}
+
+/// `dropgate export SCHEDULE`: one run now, marked manual.
+pub fn export_now(
+    config: &Config,
+    name: &str,
+    clock: Arc<dyn Clock>,
+) -> Result<Made, PublishError> {
+    let Some(schedule) = config.schedules.get(name) else {
+        return Err(PublishError::UnknownSchedule {
+            name: name.to_string(),
+            known: config
+                .schedules
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    };
+    let key = signing_key(&config.keys.signing_key)?;
+    let mut ledger = Ledger::open(&config.daemon.ledger, clock.clone())?;
+    recover(config, &mut ledger, key.public_key())?;
+    make(
+        config,
+        &mut ledger,
+        &key,
+        schedule,
+        Trigger::Manual,
+        clock.now(),
+    )
+}
+
+/// Grants by name with when each was last used.
+pub fn grants_with_use(
+    config: &Config,
+    ledger: &Ledger,
+) -> Result<BTreeMap<String, Option<String>>, PublishError> {
+    config
+        .grants
+        .keys()
+        .map(|name| Ok((name.clone(), ledger.grant_last_used(name)?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(text: &str) -> DateTime<Utc> {
+        parse_time(text).unwrap()
+    }
+
+    fn half_one() -> Cron {
+        Cron::parse("30 1 * * *", chrono_tz::Europe::London).unwrap()
+    }
+
+    #[test]
+    fn a_schedule_that_never_ran_has_nothing_to_catch_up() {
+        assert_eq!(missed(&half_one(), None, utc("2026-12-03T09:00:00Z")), None);
+    }
+
+    #[test]
+    fn after_downtime_only_the_latest_missed_time_runs() {
+        // Last run the night of 28 November; stopped until 3 December.
+        let settled = Some((utc("2026-11-28T01:30:00Z"), true));
+        assert_eq!(
+            missed(&half_one(), settled, utc("2026-12-03T09:00:00Z")),
+            Some(utc("2026-12-03T01:30:00Z"))
+        );
+        // Restarted before tonight's time, after last night's had run: nothing.
+        let settled = Some((utc("2026-12-03T01:30:00Z"), true));
+        assert_eq!(
+            missed(&half_one(), settled, utc("2026-12-03T09:00:00Z")),
+            None
+        );
+    }
+
+    #[test]
+    fn a_run_a_stop_interrupted_is_made_again_once() {
+        let interrupted = Some((utc("2026-12-03T01:30:00Z"), false));
+        assert_eq!(
+            missed(&half_one(), interrupted, utc("2026-12-03T01:31:00Z")),
+            Some(utc("2026-12-03T01:30:00Z"))
+        );
+    }
+
+    #[test]
+    fn catching_up_across_the_clock_changes_finds_each_night_once() {
+        // Spring: 01:30 does not exist on 29 March 2026; that night's run is at 02:00 BST.
+        let settled = Some((utc("2026-03-28T01:30:00Z"), true));
+        assert_eq!(
+            missed(&half_one(), settled, utc("2026-03-29T05:00:00Z")),
+            Some(utc("2026-03-29T01:00:00Z"))
+        );
+        // Autumn: 01:30 happens twice on 25 October 2026; the first was run.
+        let settled = Some((utc("2026-10-25T00:30:00Z"), true));
+        assert_eq!(
+            missed(&half_one(), settled, utc("2026-10-25T05:00:00Z")),
+            None
+        );
+    }
+}

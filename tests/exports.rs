@@ -1,0 +1,462 @@
+//! Exports: made only under a grant in force, incremental by watermark,
+//! signed, checked with stock `ssh-keygen -Y verify` and `sha256sum -c`,
+//! valid FHIR by Python's `fhir.resources`, fetched with stock `sftp`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::*;
+
+/// Loads a NEWS2 file of `rows` rows over `residents` residents.
+fn load(d: &Deployment, name: &str, rows: u32, residents: u32, seed: u32) {
+    let file = d.write_input(name, news2_csv(rows, residents, seed).as_bytes());
+    let out = d.ingest(&[&file]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// `dropgate export demo-nightly --json`, expected to succeed.
+fn export(d: &Deployment) -> Value {
+    let out = d.dg(&["export", "demo-nightly", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn folder(made: &Value) -> PathBuf {
+    PathBuf::from(
+        made["folder"]
+            .as_str()
+            .expect("a complete export has a folder"),
+    )
+}
+
+fn count_of(made: &Value, url: &str) -> Option<u64> {
+    made["manifest"]["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["url"] == url)
+        .map(|e| e["count"].as_u64().unwrap())
+}
+
+fn allowed_signers(d: &Deployment) -> PathBuf {
+    let out = d.dg(&["signing-key"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    d.write_input("allowed_signers", &out.stdout)
+}
+
+/// `ssh-keygen -Y verify` of `name` in `folder` against its `.sig`.
+fn ssh_keygen_verify(signers: &Path, folder: &Path, name: &str) -> std::process::Output {
+    Command::new("ssh-keygen")
+        .args(["-Y", "verify", "-f"])
+        .arg(signers)
+        .args(["-I", "dropgate", "-n", "dropgate-export", "-s"])
+        .arg(folder.join(format!("{name}.sig")))
+        .stdin(fs::File::open(folder.join(name)).unwrap())
+        .output()
+        .expect("ssh-keygen must be installed (scripts/test installs it)")
+}
+
+fn sha256sum_check(folder: &Path) -> std::process::Output {
+    Command::new("sha256sum")
+        .args(["-c", "SHA256SUMS"])
+        .current_dir(folder)
+        .output()
+        .expect("sha256sum must be installed (scripts/test installs it)")
+}
+
+#[test]
+fn an_export_is_signed_and_checks_with_stock_ssh_keygen_and_sha256sum() {
+    let d = Deployment::new();
+    load(&d, "news2_a.csv", 3, 2, 0);
+    let made = export(&d);
+    let folder = folder(&made);
+    let signers = allowed_signers(&d);
+    assert!(
+        text(&fs::read(&signers).unwrap())
+            .starts_with("dropgate namespaces=\"dropgate-export\" ssh-ed25519 ")
+    );
+    for name in ["manifest.json", "SHA256SUMS"] {
+        let out = ssh_keygen_verify(&signers, &folder, name);
+        assert!(
+            out.status.success(),
+            "{name}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        assert!(text(&out.stdout).contains("Good \"dropgate-export\" signature for dropgate"));
+    }
+    let out = sha256sum_check(&folder);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    for file in [
+        "Patient.ndjson",
+        "Observation.ndjson",
+        "service_user.csv",
+        "observations.csv",
+        "manifest.json",
+    ] {
+        assert!(
+            text(&out.stdout).contains(&format!("{file}: OK")),
+            "{}",
+            text(&out.stdout)
+        );
+    }
+    let out = d.dg(&[
+        "verify",
+        folder.to_str().unwrap(),
+        "--allowed-signers",
+        signers.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+
+    // The manifest in the Bulk Data shape, with what dropgate adds.
+    let manifest: Value =
+        serde_json::from_slice(&fs::read(folder.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["requiresAccessToken"], false);
+    assert_eq!(
+        manifest["grants"],
+        serde_json::json!(["demo-hospital-direct-care"])
+    );
+    assert_eq!(manifest["schedule"], "demo-nightly");
+    let patients = manifest["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "Patient")
+        .unwrap();
+    assert_eq!(patients["count"], 2);
+    assert_eq!(
+        patients["bytes"].as_u64().unwrap(),
+        fs::metadata(folder.join("Patient.ndjson")).unwrap().len()
+    );
+
+    // Another key is not an allowed signer.
+    let stranger = new_key(&d, "stranger");
+    let line = format!(
+        "dropgate namespaces=\"dropgate-export\" {}\n",
+        public_key_line(&stranger.with_extension("pub"))
+    );
+    let other_signers = d.write_input("other_signers", line.as_bytes());
+    assert!(
+        !ssh_keygen_verify(&other_signers, &folder, "manifest.json")
+            .status
+            .success()
+    );
+    let out = d.dg(&[
+        "verify",
+        folder.to_str().unwrap(),
+        "--allowed-signers",
+        other_signers.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("not by any allowed signer"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // One changed byte: both tools say which file.
+    let observations = folder.join("Observation.ndjson");
+    let mut bytes = fs::read(&observations).unwrap();
+    bytes[10] ^= 1;
+    fs::write(&observations, bytes).unwrap();
+    let out = sha256sum_check(&folder);
+    assert!(!out.status.success());
+    assert!(text(&out.stdout).contains("Observation.ndjson: FAILED"));
+    let out = d.dg(&["verify", folder.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("Observation.ndjson: SHA-256 is"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn every_fhir_resource_validates_with_python_fhir_resources() {
+    let d = Deployment::new();
+    load(&d, "news2_a.csv", 5, 3, 0);
+    let folder = folder(&export(&d));
+    let script = r#"
+import json, sys
+from fhir.resources.R4B.patient import Patient
+from fhir.resources.R4B.observation import Observation
+folder = sys.argv[1]
+counts = {}
+for name, model in (("Patient", Patient), ("Observation", Observation)):
+    with open(f"{folder}/{name}.ndjson") as f:
+        for line in f:
+            resource = model.model_validate(json.loads(line))
+            counts[name] = counts.get(name, 0) + 1
+            if name == "Patient":
+                assert any(i.system == "https://fhir.nhs.uk/Id/nhs-number" for i in resource.identifier)
+            if name == "Observation" and resource.code.coding and any(c.code == "1104051000000101" for c in resource.code.coding):
+                counts["members"] = counts.get("members", 0) + len(resource.hasMember)
+print(json.dumps(counts))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(&folder)
+        .stdin(Stdio::null())
+        .output()
+        .expect("python3 with fhir.resources (scripts/test installs it)");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let counts: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Seven measurements and the NEWS2 total per set; the total links the seven.
+    assert_eq!(
+        counts,
+        serde_json::json!({"Patient": 3, "Observation": 5 * 8, "members": 5 * 7})
+    );
+}
+
+#[test]
+fn an_incremental_export_holds_only_what_was_loaded_since_the_last() {
+    let d = Deployment::new();
+    load(&d, "news2_a.csv", 4, 2, 0);
+    let first = export(&d);
+    assert_eq!(count_of(&first, "Observation.ndjson"), Some(4 * 8));
+    assert_eq!(count_of(&first, "observations.csv"), Some(4 * 8));
+    assert_eq!(count_of(&first, "service_user.csv"), Some(2));
+
+    let second = export(&d);
+    assert_eq!(
+        second["manifest"]["output"],
+        serde_json::json!([]),
+        "nothing new"
+    );
+    let to = first["manifest"]["watermark"]["to"].clone();
+    assert_eq!(second["manifest"]["watermark"]["from"], to);
+
+    // A new resident's file: only its sets and its one service user.
+    load(&d, "news2_b.csv", 2, 1, 100);
+    let third = export(&d);
+    assert_eq!(third["manifest"]["watermark"]["from"], to);
+    assert_eq!(count_of(&third, "Observation.ndjson"), Some(2 * 8));
+    assert_eq!(count_of(&third, "Patient.ndjson"), Some(1));
+    let csv = fs::read_to_string(folder(&third).join("observations.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 2 * 8);
+    assert!(
+        csv.starts_with("set_id,detail_id,observed_at,code,value,unit,loinc,snomed,file_id,line\n")
+    );
+    // Three runs, all complete and each with its grant.
+    assert_eq!(
+        d.count("SELECT count(*) FROM export_runs WHERE outcome = 'complete' AND manual = 1"),
+        3
+    );
+    assert_eq!(
+        d.count(
+            "SELECT count(*) FROM export_grants WHERE grant_name = 'demo-hospital-direct-care'"
+        ),
+        3
+    );
+    let out = d.dg(&["grants"]);
+    assert!(
+        text(&out.stdout).contains("last used 20"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn an_expired_grant_refuses_the_next_run_and_says_why() {
+    let config = fast(SHIPPED_CONFIG).replace(
+        "# valid_until = \"2027-12-31\"",
+        "valid_until = \"2026-01-31\"",
+    );
+    let d = Deployment::with_config(&config);
+    load(&d, "news2_a.csv", 2, 1, 0);
+    let out = d.dg(&["export", "demo-nightly"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("refused (no grant in force on"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(text(&out.stdout).contains("`service_user`, `observations`"));
+    assert_eq!(
+        d.count("SELECT count(*) FROM export_runs WHERE outcome = 'refused'"),
+        1
+    );
+    assert!(
+        audit_actions(&d)
+            .iter()
+            .any(|(action, _, _)| action == "export_refused")
+    );
+    let outbox = d.path("spool/outbox/demo-hospital");
+    assert!(!outbox.exists() || file_names(&outbox).is_empty());
+    let out = d.dg(&["grants"]);
+    assert!(
+        text(&out.stdout).contains("(not in force today)"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn the_consumer_fetches_its_export_with_stock_sftp_and_no_one_else_can() {
+    let d = Deployment::new();
+    load(&d, "news2_a.csv", 3, 2, 0);
+    let made = export(&d);
+    let export_id = made["export_id"].as_str().unwrap().to_string();
+    let daemon = d.start();
+    let port = daemon.sftp_port();
+    let hospital_key = d.path("config/keys/demo-hospital").display().to_string();
+    let local = d.path("fetched");
+    fs::create_dir_all(&local).unwrap();
+    let out = sftp_as(
+        &d,
+        port,
+        "demo-hospital",
+        &hospital_key,
+        &format!("ls outbox\nget -r outbox/{export_id} {}\n", local.display()),
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).contains(&export_id));
+    let fetched = local.join(&export_id);
+    let out = sha256sum_check(&fetched);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert!(
+        ssh_keygen_verify(&allowed_signers(&d), &fetched, "manifest.json")
+            .status
+            .success()
+    );
+    // Each file fetched is an audit event.
+    wait_for("download audit events", Duration::from_secs(10), || {
+        audit_actions(&d)
+            .iter()
+            .filter(|(a, _, _)| a == "download")
+            .count()
+            >= 8
+    });
+
+    // The care home's own outbox does not hold it, and no path reaches the hospital's.
+    let carehome = demo_key(&d);
+    for attempt in [
+        format!("get outbox/{export_id}/manifest.json {}\n", local.display()),
+        format!(
+            "get outbox/../demo-hospital/{export_id}/manifest.json {}\n",
+            local.display()
+        ),
+        format!("ls outbox/{export_id}\n"),
+    ] {
+        let out = sftp(&d, port, &carehome, &attempt);
+        assert!(!out.status.success(), "{attempt}: {}", text(&out.stdout));
+    }
+    // Nothing in the outbox can be written or removed.
+    let out = sftp_as(
+        &d,
+        port,
+        "demo-hospital",
+        &hospital_key,
+        &format!("rm outbox/{export_id}/manifest.json\n"),
+    );
+    assert!(!out.status.success());
+    assert!(fetched.join("manifest.json").exists());
+    daemon.terminate();
+}
+
+#[test]
+fn the_daemon_exports_on_the_timetable_and_catches_up_once_after_a_stop() {
+    // Every two seconds, so the test sees timetable runs.
+    let config = fast(SHIPPED_CONFIG).replace("cron = \"30 1 * * *\"", "cron = \"*/2 * * * * *\"");
+    let d = Deployment::with_config(&config);
+    load(&d, "news2_a.csv", 2, 1, 0);
+    let daemon = d.start();
+    let runs = || {
+        d.count("SELECT count(*) FROM export_runs WHERE outcome = 'complete' AND manual = 0 AND planned_at IS NOT NULL")
+    };
+    wait_for("a timetable export", Duration::from_secs(20), || {
+        runs() >= 1
+    });
+    daemon.kill9();
+    let before = runs();
+    // Stopped across several timetable times: one catch-up run at start, not one per time missed.
+    std::thread::sleep(Duration::from_secs(5));
+    let daemon = d.start();
+    wait_for("the catch-up export", Duration::from_secs(20), || {
+        runs() > before
+    });
+    let log = daemon.terminate();
+    assert!(
+        log.contains("making the export missed while stopped"),
+        "{log}"
+    );
+    let after = runs();
+    assert!(after - before <= 3, "{before} then {after} runs");
+    // Exactly one run holds the loaded file's records; the others found nothing new.
+    assert_eq!(
+        d.count("SELECT count(*) FROM export_runs WHERE counts LIKE '%Observation.ndjson%'"),
+        1
+    );
+    let outbox = d.path("spool/outbox/demo-hospital");
+    assert!(
+        file_names(&outbox).iter().all(|n| !n.starts_with('.')),
+        "{:?}",
+        file_names(&outbox)
+    );
+}
+
+#[test]
+fn an_export_interrupted_by_a_stop_is_never_offered_twice_nor_half() {
+    let d = Deployment::new();
+    load(&d, "news2_a.csv", 2, 1, 0);
+    let first = export(&d);
+    let first_id = first["export_id"].as_str().unwrap().to_string();
+    // As a stop leaves it between the move into the outbox and the ledger's commit.
+    {
+        let conn = rusqlite::Connection::open(d.path("spool/ledger.db")).unwrap();
+        conn.execute_batch(
+            "UPDATE export_runs SET ended_at = NULL, outcome = NULL, watermark_to = NULL;
+             DELETE FROM export_grants;",
+        )
+        .unwrap();
+        // And a second run stopped while it was still being written.
+        conn.execute(
+            "INSERT INTO export_runs (schedule, consumer, manual, mode, started_at, watermark_from, export_id)
+             VALUES ('demo-nightly', 'demo-hospital', 1, 'incremental', '2026-12-03T01:30:00.000Z', 0, 'half')",
+            [],
+        )
+        .unwrap();
+    }
+    let partial = d.path("spool/outbox/demo-hospital/.half.partial");
+    fs::create_dir_all(&partial).unwrap();
+    fs::write(partial.join("Observation.ndjson"), b"{").unwrap();
+
+    let next = export(&d);
+    assert_eq!(
+        d.string(&format!(
+            "SELECT outcome FROM export_runs WHERE export_id = '{first_id}'"
+        )),
+        "complete"
+    );
+    assert_eq!(
+        d.string("SELECT outcome FROM export_runs WHERE export_id = 'half'"),
+        "interrupted"
+    );
+    assert!(!partial.exists());
+    // The recovered run's watermark holds: the next export has nothing new.
+    assert_eq!(
+        next["manifest"]["watermark"]["from"],
+        first["manifest"]["watermark"]["to"]
+    );
+    assert_eq!(next["manifest"]["output"], serde_json::json!([]));
+    let outbox = d.path("spool/outbox/demo-hospital");
+    let mut names = file_names(&outbox);
+    names.sort();
+    let mut expected = vec![first_id, next["export_id"].as_str().unwrap().to_string()];
+    expected.sort();
+    assert_eq!(names, expected);
+}

@@ -1,10 +1,15 @@
 //! What the benchmarks share: options, scratch space, input files.
 
 use std::fs::{self, File};
+use std::io::Read;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
 use std::time::Duration;
+use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, Result, bail, ensure};
 use dropgate::digest::hex;
@@ -183,4 +188,77 @@ pub fn sync() -> Result<()> {
 
 pub fn mb_per_s(bytes: u64, wall: Duration) -> f64 {
     bytes as f64 / 1e6 / wall.as_secs_f64()
+}
+
+/// How often a measured child's peak memory is sampled.
+pub const POLL: Duration = Duration::from_millis(20);
+
+/// Reads a child's pipe to the end on its own thread, so a full pipe never
+/// stalls the child while we wait for it.
+fn collect(mut stream: impl Read + Send + 'static) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text);
+        text
+    })
+}
+
+/// The peak resident set size so far, from the kernel's high-water mark.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()
+}
+
+pub struct Measured {
+    pub status: ExitStatus,
+    pub started: SystemTime,
+    pub wall: Duration,
+    pub peak_rss_kib: u64,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs a command to completion, timing it and sampling its peak RSS.
+///
+/// VmHWM is a high-water mark, so sampling only misses growth in the last
+/// interval before exit (the kernel drops it once the process is a zombie).
+pub fn run_measured(mut command: Command) -> Result<Measured> {
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let started = SystemTime::now();
+    let clock = Instant::now();
+    let mut child = command.spawn().context("starting dropgate")?;
+    let stdout = collect(child.stdout.take().expect("stdout is piped"));
+    let stderr = collect(child.stderr.take().expect("stderr is piped"));
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        let pid = child.id();
+        thread::spawn(move || {
+            let mut peak = 0;
+            while !done.load(Ordering::Relaxed) {
+                peak = peak_rss_kib(pid).map_or(peak, |kib| kib.max(peak));
+                thread::sleep(POLL);
+            }
+            peak
+        })
+    };
+    // Waiting here, not in the sampling loop, keeps the wall time exact.
+    let status = child.wait()?;
+    let wall = clock.elapsed();
+    done.store(true, Ordering::Relaxed);
+    Ok(Measured {
+        status,
+        started,
+        wall,
+        peak_rss_kib: sampler.join().expect("the sampler does not panic"),
+        stdout: stdout.join().expect("the reader does not panic"),
+        stderr: stderr.join().expect("the reader does not panic"),
+    })
 }

@@ -29,11 +29,10 @@ mod harness;
 mod sshd;
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, ExitStatus, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -41,7 +40,7 @@ use anyhow::{Context, Result, bail, ensure};
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, TransactionBehavior, params};
 
-use common::progress;
+use common::{POLL, progress, run_measured};
 use dropgate::domain::news2::{self, Consciousness, ObservationSet};
 use dropgate::ledger::{Ledger, SystemClock};
 use dropgate::records::observations::{Code, Vital};
@@ -66,7 +65,6 @@ const TARGET_SHARE_OF_OPENSSH: f64 = 1.0;
 /// The cipher the OpenSSH baseline uses, as the SFTP benchmark does.
 const CIPHER: &str = "aes256-gcm@openssh.com";
 
-const POLL: Duration = Duration::from_millis(20);
 const LOAD_TIMEOUT: Duration = Duration::from_secs(120);
 fn main() -> ExitCode {
     common::exit_code(run())
@@ -444,76 +442,6 @@ fn age_encrypt(recipient: &str, plain: &Path, cipher: &Path) -> Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(())
-}
-
-/// Reads a child's pipe to the end on its own thread, so a full pipe never
-/// stalls the child while we wait for it.
-fn collect(mut stream: impl Read + Send + 'static) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stream.read_to_string(&mut text);
-        text
-    })
-}
-
-/// The peak resident set size so far, from the kernel's high-water mark.
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .strip_suffix("kB")?
-        .trim()
-        .parse()
-        .ok()
-}
-
-struct Measured {
-    status: ExitStatus,
-    started: SystemTime,
-    wall: Duration,
-    peak_rss_kib: u64,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs a command to completion, timing it and sampling its peak RSS.
-///
-/// VmHWM is a high-water mark, so sampling only misses growth in the last
-/// interval before exit (the kernel drops it once the process is a zombie).
-fn run_measured(mut command: Command) -> Result<Measured> {
-    command.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let started = SystemTime::now();
-    let clock = Instant::now();
-    let mut child = command.spawn().context("starting dropgate")?;
-    let stdout = collect(child.stdout.take().expect("stdout is piped"));
-    let stderr = collect(child.stderr.take().expect("stderr is piped"));
-    let done = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let done = done.clone();
-        let pid = child.id();
-        thread::spawn(move || {
-            let mut peak = 0;
-            while !done.load(Ordering::Relaxed) {
-                peak = peak_rss_kib(pid).map_or(peak, |kib| kib.max(peak));
-                thread::sleep(POLL);
-            }
-            peak
-        })
-    };
-    // Waiting here, not in the sampling loop, keeps the wall time exact.
-    let status = child.wait()?;
-    let wall = clock.elapsed();
-    done.store(true, Ordering::Relaxed);
-    Ok(Measured {
-        status,
-        started,
-        wall,
-        peak_rss_kib: sampler.join().expect("the sampler does not panic"),
-        stdout: stdout.join().expect("the reader does not panic"),
-        stderr: stderr.join().expect("the reader does not panic"),
-    })
 }
 
 // ---------------------------------------------------------------------------

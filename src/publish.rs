@@ -318,7 +318,7 @@ fn build(
             Trigger::Manual => format!("dropgate export {}", schedule.name),
         },
         requires_access_token: false,
-        output: manifest::entries(&files).map_err(io)?,
+        output: manifest::entries(&files),
         error: Vec::new(),
         export_id: export_id.to_string(),
         schedule: schedule.name.clone(),

@@ -23,6 +23,8 @@ pub struct Output {
     folder: PathBuf,
     patients: Option<CountedFile>,
     observations: Option<CountedFile>,
+    /// By code id - 1.
+    fragments: Vec<CodeFragments>,
 }
 
 impl Output {
@@ -31,6 +33,7 @@ impl Output {
             folder: folder.to_path_buf(),
             patients: None,
             observations: None,
+            fragments: Code::ALL.into_iter().map(CodeFragments::new).collect(),
         }
     }
 }
@@ -116,51 +119,103 @@ fn patient(u: &StoredUser) -> Value {
     resource
 }
 
+/// The parts of an Observation that depend only on its code (category, code,
+/// unit), serialised once: an export writes millions of observations, and
+/// building each as a JSON tree would cost more than reading it.
+struct CodeFragments {
+    /// From `"category"` to the comma after `"code"`'s value.
+    head: String,
+    /// `"unit":...,"system":...,"code":...` inside a `valueQuantity`, when the code has a unit.
+    unit: Option<String>,
+}
+
+impl CodeFragments {
+    fn new(code: Code) -> CodeFragments {
+        let mut coding = Vec::new();
+        if let Some(loinc) = code.loinc() {
+            coding.push(json!({ "system": LOINC, "code": loinc, "display": code.display() }));
+        }
+        if let Some(snomed) = code.snomed() {
+            coding.push(json!({ "system": SNOMED, "code": snomed, "display": code.display() }));
+        }
+        let category = match code {
+            Code::News2Score => ("survey", "Survey"),
+            Code::Vital(_) => ("vital-signs", "Vital Signs"),
+        };
+        let mut concept = json!({ "text": code.display() });
+        // FHIR allows no empty arrays: a measure without a standard code has text only.
+        if !coding.is_empty() {
+            concept["coding"] = Value::Array(coding);
+        }
+        let category = json!([{ "coding": [{ "system": CATEGORY, "code": category.0, "display": category.1 }] }]);
+        CodeFragments {
+            head: format!(",\"category\":{category},\"code\":{concept},"),
+            unit: code.unit().map(|unit| {
+                format!(
+                    ",\"unit\":{},\"system\":\"{UCUM}\",\"code\":{}",
+                    json!(unit),
+                    json!(unit)
+                )
+            }),
+        }
+    }
+}
+
 fn observation_id(set_id: i64, code: Code) -> String {
     format!("obs-{set_id}-{}", code.id())
 }
 
-fn observation(set: &StoredSet, code: Code, value: &ObservedValue) -> Value {
-    let mut coding = Vec::new();
-    if let Some(loinc) = code.loinc() {
-        coding.push(json!({ "system": LOINC, "code": loinc, "display": code.display() }));
-    }
-    if let Some(snomed) = code.snomed() {
-        coding.push(json!({ "system": SNOMED, "code": snomed, "display": code.display() }));
-    }
-    let category = match code {
-        Code::News2Score => ("survey", "Survey"),
-        Code::Vital(_) => ("vital-signs", "Vital Signs"),
-    };
-    let mut resource = json!({
-        "resourceType": "Observation",
-        "id": observation_id(set.set_id, code),
-        "status": "final",
-        "category": [{ "coding": [{ "system": CATEGORY, "code": category.0, "display": category.1 }] }],
-        "code": { "text": code.display() },
-        "subject": { "reference": format!("Patient/{}", patient_id(set.detail_id)) },
-        "effectiveDateTime": set.observed_at,
-    });
-    // FHIR allows no empty arrays: a measure without a standard code has text only.
-    if !coding.is_empty() {
-        resource["code"]["coding"] = Value::Array(coding);
-    }
+/// Writes one Observation as a line of NDJSON; the NEWS2 total links
+/// `members`, the set's other observations.
+fn write_observation(
+    out: &mut impl Write,
+    fragments: &CodeFragments,
+    set: &StoredSet,
+    code: Code,
+    value: &ObservedValue,
+    members: &[Code],
+) -> io::Result<()> {
+    write!(
+        out,
+        "{{\"resourceType\":\"Observation\",\"id\":\"obs-{}-{}\",\"status\":\"final\"{}\"subject\":{{\"reference\":\"Patient/{}\"}},\"effectiveDateTime\":",
+        set.set_id,
+        code.id(),
+        fragments.head,
+        patient_id(set.detail_id)
+    )?;
+    serde_json::to_writer(&mut *out, &set.observed_at)?;
     match (code, value) {
         (Code::Vital(Vital::OnOxygen), ObservedValue::Number(n)) => {
-            resource["valueBoolean"] = json!(*n != 0.0);
+            write!(out, ",\"valueBoolean\":{}", *n != 0.0)?;
         }
         (_, ObservedValue::Number(n)) => {
-            let mut quantity = json!({ "value": n });
-            if let Some(unit) = code.unit() {
-                quantity["unit"] = json!(unit);
-                quantity["system"] = json!(UCUM);
-                quantity["code"] = json!(unit);
+            out.write_all(b",\"valueQuantity\":{\"value\":")?;
+            serde_json::to_writer(&mut *out, n)?;
+            if let Some(unit) = &fragments.unit {
+                out.write_all(unit.as_bytes())?;
             }
-            resource["valueQuantity"] = quantity;
+            out.write_all(b"}")?;
         }
-        (_, ObservedValue::Text(t)) => resource["valueString"] = json!(t),
+        (_, ObservedValue::Text(t)) => {
+            out.write_all(b",\"valueString\":")?;
+            serde_json::to_writer(&mut *out, t)?;
+        }
     }
-    resource
+    if !members.is_empty() {
+        out.write_all(b",\"hasMember\":[")?;
+        for (i, member) in members.iter().enumerate() {
+            if i > 0 {
+                out.write_all(b",")?;
+            }
+            write!(
+                out,
+                "{{\"reference\":\"Observation/{}\"}}",
+                observation_id(set.set_id, *member)
+            )?;
+        }
+        out.write_all(b"]")?;
+    }
+    out.write_all(b"}\n")
 }
 
 impl super::Output for Output {
@@ -172,18 +227,17 @@ impl super::Output for Output {
             }
             Exported::ObservationSet(set) => {
                 let file = opened(&mut self.observations, &self.folder, "Observation")?;
-                let mut members = Vec::new();
+                let mut members = Vec::with_capacity(set.observations.len());
                 for o in &set.observations {
-                    let mut resource = observation(set, o.code, &o.value);
-                    if o.code == Code::News2Score {
-                        // The total links to the measurements it was scored from.
-                        resource["hasMember"] = Value::Array(std::mem::take(&mut members));
+                    let fragments = &self.fragments[(o.code.id() - 1) as usize];
+                    // The total links to the measurements it was scored from.
+                    let linked: &[Code] = if o.code == Code::News2Score {
+                        &members
                     } else {
-                        members.push(json!({
-                            "reference": format!("Observation/{}", observation_id(set.set_id, o.code))
-                        }));
-                    }
-                    line(file.next(), &resource)?;
+                        &[]
+                    };
+                    write_observation(file.next(), fragments, set, o.code, &o.value, linked)?;
+                    members.push(o.code);
                 }
                 Ok(())
             }

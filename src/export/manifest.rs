@@ -84,18 +84,15 @@ fn file_digest(path: &Path) -> io::Result<(String, u64)> {
 }
 
 /// Describes `files`, which are in one folder.
-pub fn entries(files: &[OutputFile]) -> io::Result<Vec<Entry>> {
+pub fn entries(files: &[OutputFile]) -> Vec<Entry> {
     files
         .iter()
-        .map(|f| {
-            let (sha256, bytes) = file_digest(&f.path)?;
-            Ok(Entry {
-                kind: f.kind.clone(),
-                url: file_name(&f.path),
-                count: f.count,
-                sha256,
-                bytes,
-            })
+        .map(|f| Entry {
+            kind: f.kind.clone(),
+            url: file_name(&f.path),
+            count: f.count,
+            sha256: f.sha256.clone(),
+            bytes: f.bytes,
         })
         .collect()
 }

@@ -12,6 +12,8 @@ pub mod manifest;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
+
+use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 use crate::records::Exported;
@@ -65,14 +67,37 @@ pub struct OutputFile {
     pub kind: String,
     /// Resources or rows in it.
     pub count: u64,
+    pub sha256: String,
+    pub bytes: u64,
 }
 
-/// A file an output is writing, counting what goes into it.
+/// A file an output is writing, counting what goes into it and hashing it
+/// on the way, so the manifest never reads a file back.
 pub(crate) struct CountedFile {
     path: PathBuf,
     kind: String,
-    writer: BufWriter<File>,
+    writer: BufWriter<Hashing>,
     count: u64,
+}
+
+/// A file that keeps the SHA-256 and length of what is written to it.
+pub(crate) struct Hashing {
+    file: File,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl Write for Hashing {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
 }
 
 impl CountedFile {
@@ -86,29 +111,38 @@ impl CountedFile {
         Ok(CountedFile {
             path,
             kind: kind.to_string(),
-            writer: BufWriter::with_capacity(256 * 1024, file),
+            writer: BufWriter::with_capacity(
+                256 * 1024,
+                Hashing {
+                    file,
+                    hasher: Sha256::new(),
+                    bytes: 0,
+                },
+            ),
             count: 0,
         })
     }
 
     /// Where the next item goes; counts it.
-    pub(crate) fn next(&mut self) -> &mut BufWriter<File> {
+    pub(crate) fn next(&mut self) -> &mut BufWriter<Hashing> {
         self.count += 1;
         &mut self.writer
     }
 
     /// Where a line that is not an item (a header) goes.
-    pub(crate) fn writer(&mut self) -> &mut BufWriter<File> {
+    pub(crate) fn writer(&mut self) -> &mut BufWriter<Hashing> {
         &mut self.writer
     }
 
-    pub(crate) fn finish(mut self) -> io::Result<OutputFile> {
-        self.writer.flush()?;
-        self.writer.get_ref().sync_all()?;
+    pub(crate) fn finish(self) -> io::Result<OutputFile> {
+        let hashing = self.writer.into_inner().map_err(|e| e.into_error())?;
+        hashing.file.sync_all()?;
         Ok(OutputFile {
             path: self.path,
             kind: self.kind,
             count: self.count,
+            sha256: crate::digest::hex(&hashing.hasher.finalize()),
+            bytes: hashing.bytes,
         })
     }
 }

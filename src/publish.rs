@@ -18,9 +18,11 @@ use russh::keys::ssh_key::{PrivateKey, PublicKey};
 use tokio::sync::watch;
 
 use crate::config::{CatchUp, Config, ExportMode, ExportSchedule, Grant};
-use crate::export::manifest::{self, Manifest, Watermark};
+use crate::export::manifest::{self, Manifest};
 use crate::export::{Output, OutputFile};
-use crate::ledger::{Clock, Ledger, LedgerError, RunEnd, RunOutcome, RunStart, SystemClock};
+use crate::ledger::{
+    Clock, Ledger, LedgerError, RunEnd, RunOutcome, RunStart, SystemClock, Watermark,
+};
 use crate::records::{self, Allowed, Kind};
 use crate::schedule::Cron;
 use crate::spool::Spool;
@@ -127,7 +129,7 @@ pub fn make(
     let grant_names: Vec<String> = grants.iter().map(|g| g.name.clone()).collect();
     let watermark_from = match schedule.mode {
         ExportMode::Incremental => ledger.export_watermark(&schedule.name)?,
-        ExportMode::Snapshot => 0,
+        ExportMode::Snapshot => Watermark::default(),
     };
     let prefix = format!("{}-{}", schedule.name, now.format("%Y%m%dT%H%M%SZ"));
     let (run_id, export_id) = ledger.begin_export_run(&RunStart {
@@ -138,7 +140,7 @@ pub fn make(
             Trigger::Manual => None,
         },
         mode: schedule.mode.as_str(),
-        watermark_from,
+        from: watermark_from,
         export_id_prefix: &prefix,
     })?;
     // No grant, no data: every kind the schedule names needs one in force today.
@@ -163,7 +165,7 @@ pub fn make(
             run_id,
             &RunEnd {
                 outcome: RunOutcome::Refused,
-                watermark_to: None,
+                to: None,
                 manifest_sha256: None,
                 counts: None,
                 grants: &grant_names,
@@ -212,7 +214,7 @@ pub fn make(
                 run_id,
                 &RunEnd {
                     outcome: RunOutcome::Failed,
-                    watermark_to: None,
+                    to: None,
                     manifest_sha256: None,
                     counts: None,
                     grants: &grant_names,
@@ -226,7 +228,7 @@ pub fn make(
         run_id,
         &RunEnd {
             outcome: RunOutcome::Complete,
-            watermark_to: Some(manifest.watermark.to),
+            to: Some(manifest.watermark.to()),
             manifest_sha256: Some(&manifest_sha),
             counts: Some(counts(&manifest)),
             grants: &grant_names,
@@ -264,7 +266,7 @@ fn build(
     trigger: Trigger,
     now: DateTime<Utc>,
     grants: &[&Grant],
-    watermark_from: i64,
+    watermark_from: Watermark,
     export_id: &str,
     staged: &Path,
 ) -> Result<(Manifest, String), PublishError> {
@@ -287,11 +289,12 @@ fn build(
     };
     let watermark_to = {
         let snapshot = ledger.snapshot()?;
-        let to = snapshot.loaded_high_water()?;
-        let files = snapshot.loaded_files(watermark_from, to)?;
+        let to = snapshot.high_water()?;
+        let files = snapshot.loaded_files(watermark_from.loads, to.loads)?;
         records::export::<PublishError>(
             snapshot.connection(),
             &files,
+            (watermark_from.sets, to.sets),
             &schedule.records,
             &allowed,
             &mut |record| {
@@ -325,10 +328,7 @@ fn build(
         consumer: schedule.consumer.clone(),
         mode: schedule.mode.as_str().to_string(),
         grants: grants.iter().map(|g| g.name.clone()).collect(),
-        watermark: Watermark {
-            from: watermark_from,
-            to: watermark_to,
-        },
+        watermark: manifest::Watermark::new(watermark_from, watermark_to),
     };
     let sha = manifest::write_signed(staged, &manifest, key).map_err(io)?;
     sync_dir(staged).map_err(io)?;
@@ -355,7 +355,7 @@ pub fn recover(config: &Config, ledger: &mut Ledger, key: &PublicKey) -> Result<
                     run.id,
                     &RunEnd {
                         outcome: RunOutcome::Complete,
-                        watermark_to: Some(manifest.watermark.to),
+                        to: Some(manifest.watermark.to()),
                         manifest_sha256: sha.as_deref(),
                         counts: Some(counts(&manifest)),
                         grants: &manifest.grants,
@@ -379,7 +379,7 @@ pub fn recover(config: &Config, ledger: &mut Ledger, key: &PublicKey) -> Result<
                     run.id,
                     &RunEnd {
                         outcome: RunOutcome::Interrupted,
-                        watermark_to: None,
+                        to: None,
                         manifest_sha256: None,
                         counts: None,
                         grants: &[],

@@ -419,14 +419,14 @@ fn an_export_interrupted_by_a_stop_is_never_offered_twice_nor_half() {
     {
         let conn = rusqlite::Connection::open(d.path("spool/ledger.db")).unwrap();
         conn.execute_batch(
-            "UPDATE export_runs SET ended_at = NULL, outcome = NULL, watermark_to = NULL;
+            "UPDATE export_runs SET ended_at = NULL, outcome = NULL, watermark_to = NULL, sets_to = NULL;
              DELETE FROM export_grants;",
         )
         .unwrap();
         // And a second run stopped while it was still being written.
         conn.execute(
-            "INSERT INTO export_runs (schedule, consumer, manual, mode, started_at, watermark_from, export_id)
-             VALUES ('demo-nightly', 'demo-hospital', 1, 'incremental', '2026-12-03T01:30:00.000Z', 0, 'half')",
+            "INSERT INTO export_runs (schedule, consumer, manual, mode, started_at, watermark_from, sets_from, export_id)
+             VALUES ('demo-nightly', 'demo-hospital', 1, 'incremental', '2026-12-03T01:30:00.000Z', 0, 0, 'half')",
             [],
         )
         .unwrap();
@@ -459,4 +459,27 @@ fn an_export_interrupted_by_a_stop_is_never_offered_twice_nor_half() {
     let mut expected = vec![first_id, next["export_id"].as_str().unwrap().to_string()];
     expected.sort();
     assert_eq!(names, expected);
+}
+
+#[test]
+fn records_no_grant_covers_are_never_exported() {
+    // A second partner whose data no controller has granted to the hospital.
+    let config = format!(
+        "{}\n[sources.other-drop]\nkind = \"local\"\npartner = \"other-home\"\npath = \"../spool/drop/other-home\"\n",
+        with_second_partner(&fast(SHIPPED_CONFIG))
+    );
+    let d = Deployment::with_config(&config);
+    load(&d, "news2_a.csv", 3, 3, 0);
+    let other = d.write_input("news2_other.csv", news2_csv(4, 4, 50).as_bytes());
+    let out = d.dg(&["ingest", "--source", "other-drop", other.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(d.count("SELECT count(*) FROM observation_sets"), 7);
+    let made = export(&d);
+    assert_eq!(count_of(&made, "Observation.ndjson"), Some(3 * 8));
+    assert_eq!(count_of(&made, "Patient.ndjson"), Some(3));
+    let patients = fs::read_to_string(folder(&made).join("Patient.ndjson")).unwrap();
+    assert!(!patients.contains("other-home"), "{patients}");
+    // Its watermark still moved past the other partner's load: it is not offered later.
+    let again = export(&d);
+    assert_eq!(again["manifest"]["output"], serde_json::json!([]));
 }

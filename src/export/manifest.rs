@@ -60,11 +60,33 @@ pub struct Entry {
     pub bytes: u64,
 }
 
-/// The range of the ledger's loads the export covers: `(from, to]`.
+/// The range of the ledger's loads the export covers, `(from, to]`, and of
+/// its observation sets, `(sets_from, sets_to]`.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct Watermark {
     pub from: i64,
     pub to: i64,
+    pub sets_from: i64,
+    pub sets_to: i64,
+}
+
+impl Watermark {
+    pub fn new(from: crate::ledger::Watermark, to: crate::ledger::Watermark) -> Watermark {
+        Watermark {
+            from: from.loads,
+            to: to.loads,
+            sets_from: from.sets,
+            sets_to: to.sets,
+        }
+    }
+
+    /// Where the next export starts.
+    pub fn to(&self) -> crate::ledger::Watermark {
+        crate::ledger::Watermark {
+            loads: self.to,
+            sets: self.sets_to,
+        }
+    }
 }
 
 fn file_digest(path: &Path) -> io::Result<(String, u64)> {

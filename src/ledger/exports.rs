@@ -14,9 +14,18 @@ pub struct RunStart<'a> {
     /// The timetable's time it is for; `None` when made by hand.
     pub planned_at: Option<DateTime<Utc>>,
     pub mode: &'a str,
-    pub watermark_from: i64,
+    pub from: Watermark,
     /// The export's folder name is this, a dash and the run's id.
     pub export_id_prefix: &'a str,
+}
+
+/// Where an export's range starts or ends, in the two sequences it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+pub struct Watermark {
+    /// Id of a `loaded` file event.
+    pub loads: i64,
+    /// Id of an observation set.
+    pub sets: i64,
 }
 
 /// How a run ended.
@@ -56,7 +65,7 @@ impl RunOutcome {
 /// The end of a run.
 pub struct RunEnd<'a> {
     pub outcome: RunOutcome,
-    pub watermark_to: Option<i64>,
+    pub to: Option<Watermark>,
     pub manifest_sha256: Option<&'a str>,
     pub counts: Option<serde_json::Value>,
     pub grants: &'a [String],
@@ -76,15 +85,15 @@ pub struct RunRow {
     pub started_at: String,
     pub ended_at: Option<String>,
     pub outcome: Option<RunOutcome>,
-    pub watermark_from: i64,
-    pub watermark_to: Option<i64>,
+    pub from: Watermark,
+    pub to: Option<Watermark>,
     pub export_id: String,
     pub counts: Option<serde_json::Value>,
     pub detail: Option<serde_json::Value>,
 }
 
 const SELECT_RUN: &str = "SELECT id, schedule, consumer, planned_at, manual, mode, started_at,
-        ended_at, outcome, watermark_from, watermark_to, export_id, counts, detail
+        ended_at, outcome, watermark_from, watermark_to, export_id, counts, detail, sets_from, sets_to
      FROM export_runs";
 
 fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
@@ -104,8 +113,14 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
         outcome: r
             .get::<_, Option<String>>(8)?
             .and_then(|o| RunOutcome::parse(&o)),
-        watermark_from: r.get(9)?,
-        watermark_to: r.get(10)?,
+        from: Watermark {
+            loads: r.get(9)?,
+            sets: r.get(14)?,
+        },
+        to: match (r.get::<_, Option<i64>>(10)?, r.get::<_, Option<i64>>(15)?) {
+            (Some(loads), Some(sets)) => Some(Watermark { loads, sets }),
+            _ => None,
+        },
         export_id: r.get(11)?,
         counts: json(12)?,
         detail: json(13)?,
@@ -115,18 +130,22 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
 impl Ledger {
     /// Where the schedule's next incremental export starts: the end of its
     /// last complete one.
-    pub fn export_watermark(&self, schedule: &str) -> Result<i64> {
+    pub fn export_watermark(&self, schedule: &str) -> Result<Watermark> {
         Ok(self
             .conn
             .query_row(
-                "SELECT watermark_to FROM export_runs
+                "SELECT watermark_to, sets_to FROM export_runs
                  WHERE schedule = ?1 AND outcome = 'complete' ORDER BY id DESC LIMIT 1",
                 [schedule],
-                |r| r.get::<_, Option<i64>>(0),
+                |r| {
+                    Ok(Watermark {
+                        loads: r.get(0)?,
+                        sets: r.get(1)?,
+                    })
+                },
             )
             .optional()?
-            .flatten()
-            .unwrap_or(0))
+            .unwrap_or_default())
     }
 
     /// Writes a run's start; returns its id and its export's folder name.
@@ -143,8 +162,8 @@ impl Ledger {
         );
         tx.execute(
             "INSERT INTO export_runs (schedule, consumer, planned_at, manual, mode, started_at,
-                                      watermark_from, export_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                                      watermark_from, export_id, sets_from)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 run.schedule,
                 run.consumer,
@@ -152,8 +171,9 @@ impl Ledger {
                 i64::from(run.planned_at.is_none()),
                 run.mode,
                 now,
-                run.watermark_from,
-                unique
+                run.from.loads,
+                unique,
+                run.from.sets
             ],
         )?;
         let id = tx.last_insert_rowid();
@@ -179,16 +199,17 @@ impl Ledger {
         )?;
         tx.execute(
             "UPDATE export_runs SET ended_at = ?2, outcome = ?3, watermark_to = ?4,
-                    manifest_sha256 = ?5, counts = ?6, detail = ?7
+                    manifest_sha256 = ?5, counts = ?6, detail = ?7, sets_to = ?8
              WHERE id = ?1",
             params![
                 id,
                 now,
                 end.outcome.as_str(),
-                end.watermark_to,
+                end.to.map(|w| w.loads),
                 end.manifest_sha256,
                 end.counts.as_ref().map(|c| c.to_string()),
-                end.detail.as_ref().map(|d| d.to_string())
+                end.detail.as_ref().map(|d| d.to_string()),
+                end.to.map(|w| w.sets)
             ],
         )?;
         for grant in end.grants {
@@ -330,11 +351,12 @@ impl Snapshot<'_> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// The newest `loaded` event in this snapshot: everything loaded so far
-    /// is at or below it. Events are numbered in commit order (one writer at
-    /// a time), so no load can later appear below it.
-    pub fn loaded_high_water(&self) -> Result<i64> {
-        Ok(self
+    /// The newest `loaded` event and observation set in this snapshot:
+    /// everything loaded so far is at or below them. Both are numbered in
+    /// commit order (one writer at a time, each new id the largest plus one),
+    /// so nothing committed later can appear below them.
+    pub fn high_water(&self) -> Result<Watermark> {
+        let loads = self
             .tx
             .query_row(
                 "SELECT id FROM file_events WHERE event = 'loaded' ORDER BY id DESC LIMIT 1",
@@ -342,7 +364,14 @@ impl Snapshot<'_> {
                 |r| r.get(0),
             )
             .optional()?
-            .unwrap_or(0))
+            .unwrap_or(0);
+        let sets: Option<i64> =
+            self.tx
+                .query_row("SELECT max(id) FROM observation_sets", [], |r| r.get(0))?;
+        Ok(Watermark {
+            loads,
+            sets: sets.unwrap_or(0),
+        })
     }
 
     /// The connection, for each record kind's reader (as for its writer).

@@ -184,27 +184,27 @@ pub trait Allowed {
     fn allows(&self, kind: Kind, partner: &str, feed: Option<&str>) -> bool;
 }
 
-/// Hands `each` every record of `kinds` that `files` (in load order) wrote
-/// and `allowed` lets through. Observation sets come first; then the service
-/// users the files wrote, and those the sets refer to, each once.
+/// Hands `each` every record of `kinds` in an export's range that `allowed`
+/// lets through: the observation sets with ids in `sets` (`(after, up_to]`),
+/// then the service users `files` (those loaded in the range, in load order)
+/// wrote, and those the sets refer to, each once.
 pub fn export<E: From<crate::ledger::LedgerError>>(
     conn: &Connection,
     files: &[LoadedFile],
+    sets: (i64, i64),
     kinds: &[Kind],
     allowed: &dyn Allowed,
     each: &mut dyn FnMut(Exported<'_>) -> std::result::Result<(), E>,
 ) -> std::result::Result<(), E> {
     let mut referenced = std::collections::BTreeSet::new();
     if kinds.contains(&Kind::Observations) {
-        for file in files {
-            if !allowed.allows(Kind::Observations, &file.partner, file.feed.as_deref()) {
-                continue;
+        observations::for_each_in(conn, sets.0, sets.1, &mut |set| {
+            if !allowed.allows(Kind::Observations, &set.partner, set.feed.as_deref()) {
+                return Ok(());
             }
-            observations::for_each_written_by(conn, file.id, &mut |set| {
-                referenced.insert(set.detail_id);
-                each(Exported::ObservationSet(set))
-            })?;
-        }
+            referenced.insert(set.detail_id);
+            each(Exported::ObservationSet(set))
+        })?;
     }
     if kinds.contains(&Kind::ServiceUser) {
         let lets_through = |u: &service_user::StoredUser| {

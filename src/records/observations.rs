@@ -315,42 +315,56 @@ pub struct StoredSet {
     pub observations: Vec<Observation>,
     pub file_id: i64,
     pub line: i64,
+    /// The partner and feed of the file it came from.
+    pub partner: String,
+    pub feed: Option<String>,
 }
 
-/// Hands each observation set a file wrote to `each`, in the order written.
-pub fn for_each_written_by<E: From<crate::ledger::LedgerError>>(
+/// Hands each observation set with an id in `(after, up_to]` to `each`, in
+/// the order written.
+pub fn for_each_in<E: From<crate::ledger::LedgerError>>(
     conn: &Connection,
-    file_id: i64,
+    after: i64,
+    up_to: i64,
     each: &mut dyn FnMut(&StoredSet) -> std::result::Result<(), E>,
 ) -> std::result::Result<(), E> {
     let read = || -> Result<_> {
         Ok(conn.prepare_cached(
-            "SELECT id, detail_id, observed_at, line, respiratory_rate, oxygen_saturation,
-                    supplemental_oxygen, systolic_bp, diastolic_bp, heart_rate, consciousness,
-                    body_temperature, news2_score
-             FROM observation_sets WHERE file_id = ?1 ORDER BY id",
+            "SELECT s.id, s.detail_id, s.observed_at, s.line, s.file_id, f.partner, f.feed,
+                    s.respiratory_rate, s.oxygen_saturation, s.supplemental_oxygen, s.systolic_bp,
+                    s.diastolic_bp, s.heart_rate, s.consciousness, s.body_temperature,
+                    s.news2_score
+             FROM observation_sets s JOIN files f ON f.id = s.file_id
+             WHERE s.id > ?1 AND s.id <= ?2 ORDER BY s.id",
         )?)
     };
     let mut stmt = read()?;
-    let mut rows = stmt.query([file_id]).map_err(|e| E::from(e.into()))?;
+    let mut rows = stmt.query([after, up_to]).map_err(|e| E::from(e.into()))?;
     let mut set = StoredSet {
         set_id: 0,
         detail_id: 0,
         observed_at: String::new(),
         observations: Vec::with_capacity(Code::ALL.len()),
-        file_id,
+        file_id: 0,
         line: 0,
+        partner: String::new(),
+        feed: None,
     };
     while let Some(row) = rows.next().map_err(|e| E::from(e.into()))? {
         let fill = |set: &mut StoredSet| -> rusqlite::Result<()> {
             set.set_id = row.get(0)?;
             set.detail_id = row.get(1)?;
-            set.observed_at = row.get(2)?;
+            set.observed_at.clear();
+            set.observed_at.push_str(row.get_ref(2)?.as_str()?);
             set.line = row.get(3)?;
+            set.file_id = row.get(4)?;
+            set.partner.clear();
+            set.partner.push_str(row.get_ref(5)?.as_str()?);
+            set.feed = row.get(6)?;
             set.observations.clear();
             for (i, code) in Code::ALL.into_iter().enumerate() {
                 use rusqlite::types::ValueRef;
-                let value = match row.get_ref(4 + i)? {
+                let value = match row.get_ref(7 + i)? {
                     ValueRef::Integer(n) => ObservedValue::Number(n as f64),
                     ValueRef::Real(n) => ObservedValue::Number(n),
                     ValueRef::Text(t) => {

@@ -1,7 +1,9 @@
 -- Exports made for consumers on schedules, or by hand. A run is written when
--- it starts and finished when its export is in place; the watermark range
--- (ids of `loaded` file events) says exactly which loads it covered, and the
--- next incremental run of the schedule starts where the last complete one ended.
+-- it starts and finished when its export is in place; the watermark ranges
+-- say exactly what it covered: the ids of `loaded` file events, and the ids
+-- of observation sets (assigned in commit order, as the events are, so a set
+-- range needs no index on the biggest table). The next incremental run of the
+-- schedule starts where the last complete one ended.
 CREATE TABLE export_runs (
     id             INTEGER PRIMARY KEY,
     schedule       TEXT NOT NULL,
@@ -15,6 +17,8 @@ CREATE TABLE export_runs (
     outcome        TEXT CHECK (outcome IN ('complete', 'refused', 'failed', 'interrupted')),
     watermark_from INTEGER NOT NULL,
     watermark_to   INTEGER,
+    sets_from      INTEGER NOT NULL,
+    sets_to        INTEGER,
     -- The folder in the consumer's outbox.
     export_id      TEXT NOT NULL UNIQUE,
     manifest_sha256 TEXT,
@@ -32,6 +36,5 @@ CREATE TABLE export_grants (
 ) WITHOUT ROWID;
 CREATE INDEX export_grants_by_grant ON export_grants(grant_name, run_id);
 
--- An export reads the records of the files loaded in its range, file by file.
-CREATE INDEX observation_sets_by_file ON observation_sets(file_id);
+-- An export reads the service users the files loaded in its range wrote.
 CREATE INDEX service_users_by_file ON service_users(file_id);

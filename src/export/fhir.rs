@@ -58,7 +58,8 @@ fn line(out: &mut impl Write, resource: &Value) -> io::Result<()> {
     out.write_all(b"\n")
 }
 
-/// The FHIR id of a service user's detail.
+/// The FHIR id of a service user's detail (written inline as `detail-N` in
+/// each Observation's subject too).
 pub fn patient_id(detail_id: i64) -> String {
     format!("detail-{detail_id}")
 }
@@ -161,10 +162,6 @@ impl CodeFragments {
     }
 }
 
-fn observation_id(set_id: i64, code: Code) -> String {
-    format!("obs-{set_id}-{}", code.id())
-}
-
 /// Writes one Observation as a line of NDJSON; the NEWS2 total links
 /// `members`, the set's other observations.
 fn write_observation(
@@ -177,11 +174,11 @@ fn write_observation(
 ) -> io::Result<()> {
     write!(
         out,
-        "{{\"resourceType\":\"Observation\",\"id\":\"obs-{}-{}\",\"status\":\"final\"{}\"subject\":{{\"reference\":\"Patient/{}\"}},\"effectiveDateTime\":",
+        "{{\"resourceType\":\"Observation\",\"id\":\"obs-{}-{}\",\"status\":\"final\"{}\"subject\":{{\"reference\":\"Patient/detail-{}\"}},\"effectiveDateTime\":",
         set.set_id,
         code.id(),
         fragments.head,
-        patient_id(set.detail_id)
+        set.detail_id
     )?;
     serde_json::to_writer(&mut *out, &set.observed_at)?;
     match (code, value) {
@@ -209,8 +206,9 @@ fn write_observation(
             }
             write!(
                 out,
-                "{{\"reference\":\"Observation/{}\"}}",
-                observation_id(set.set_id, *member)
+                "{{\"reference\":\"Observation/obs-{}-{}\"}}",
+                set.set_id,
+                member.id()
             )?;
         }
         out.write_all(b"]")?;

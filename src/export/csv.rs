@@ -67,7 +67,8 @@ fn row(out: &mut impl Write, fields: &[&str]) -> io::Result<()> {
 impl super::Output for Output {
     fn write(&mut self, record: &Exported<'_>) -> io::Result<()> {
         match record {
-            Exported::ServiceUser(u) => {
+            Exported::ServiceUser(user) => {
+                let u = &user.detail;
                 let file = opened(
                     &mut self.service_users,
                     &self.folder,
@@ -79,7 +80,7 @@ impl super::Output for Output {
                     file.next(),
                     &[
                         &u.detail_id.to_string(),
-                        &u.partner,
+                        &u.source,
                         &u.local_id,
                         &text(&u.nhs_number),
                         &text(&u.family_name),

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use super::{CountedFile, OutputFile};
+use crate::ledger::DetailRecord;
 use crate::records::Exported;
 use crate::records::observations::{Code, ObservedValue, StoredSet, Vital};
-use crate::records::service_user::StoredUser;
 
 pub const NHS_NUMBER_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
 const LOINC: &str = "http://loinc.org";
@@ -75,13 +75,13 @@ fn gender(code: &str) -> Option<&'static str> {
     }
 }
 
-fn patient(u: &StoredUser) -> Value {
+fn patient(u: &DetailRecord) -> Value {
     let mut identifier = Vec::new();
     if let Some(nhs) = &u.nhs_number {
         identifier.push(json!({ "system": NHS_NUMBER_SYSTEM, "value": nhs }));
     }
     identifier.push(json!({
-        "system": format!("urn:dropgate:partner:{}", u.partner),
+        "system": format!("urn:dropgate:partner:{}", u.source),
         "value": u.local_id,
     }));
     let mut resource = json!({
@@ -221,7 +221,7 @@ impl super::Output for Output {
         match record {
             Exported::ServiceUser(u) => {
                 let file = opened(&mut self.patients, &self.folder, "Patient")?;
-                line(file.next(), &patient(u))
+                line(file.next(), &patient(&u.detail))
             }
             Exported::ObservationSet(set) => {
                 let file = opened(&mut self.observations, &self.folder, "Observation")?;

@@ -36,7 +36,8 @@ pub use exports::{LoadedFile, RunEnd, RunOutcome, RunRow, RunStart, Snapshot, Wa
 use migrations::MIGRATIONS;
 use migrations::migrate;
 pub use records::{
-    DetailRecord, DetailView, NameSearch, ObservationRecord, PersonRecords, PersonView,
+    DETAIL_COLUMNS, DetailRecord, DetailView, NameSearch, ObservationRecord, PersonRecords,
+    PersonView,
 };
 pub use status::{DeliveryEvent, PollReport, SourceStatus, Status};
 

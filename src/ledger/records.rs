@@ -119,7 +119,7 @@ pub struct PersonRecords {
 }
 
 /// A service user as one source sent them.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct DetailRecord {
     pub detail_id: i64,
     pub source: String,
@@ -132,6 +132,29 @@ pub struct DetailRecord {
     pub postcode: Option<String>,
     pub file_id: i64,
     pub line: i64,
+}
+
+/// The columns of `service_users u` that [`DetailRecord::from_row`] reads, in order.
+pub const DETAIL_COLUMNS: &str = "u.detail_id, u.source, u.local_id, u.nhs_number, u.family_name,
+        u.given_name, u.date_of_birth, u.gender, u.postcode, u.file_id, u.line";
+
+impl DetailRecord {
+    /// Reads the [`DETAIL_COLUMNS`] at the start of a row.
+    pub fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DetailRecord> {
+        Ok(DetailRecord {
+            detail_id: r.get(0)?,
+            source: r.get(1)?,
+            local_id: r.get(2)?,
+            nhs_number: r.get(3)?,
+            family_name: r.get(4)?,
+            given_name: r.get(5)?,
+            date_of_birth: r.get(6)?,
+            gender: r.get(7)?,
+            postcode: r.get(8)?,
+            file_id: r.get(9)?,
+            line: r.get(10)?,
+        })
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -161,27 +184,11 @@ pub(super) fn person_records(
     let Some(person) = person else {
         return Ok(None);
     };
-    let mut stmt = conn.prepare(
-        "SELECT detail_id, source, local_id, nhs_number, family_name, given_name,
-                date_of_birth, gender, postcode, file_id, line
-         FROM service_users WHERE person_id = ?1 ORDER BY detail_id",
-    )?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {DETAIL_COLUMNS} FROM service_users u WHERE u.person_id = ?1 ORDER BY u.detail_id"
+    ))?;
     let details = stmt
-        .query_map([person], |r| {
-            Ok(DetailRecord {
-                detail_id: r.get(0)?,
-                source: r.get(1)?,
-                local_id: r.get(2)?,
-                nhs_number: r.get(3)?,
-                family_name: r.get(4)?,
-                given_name: r.get(5)?,
-                date_of_birth: r.get(6)?,
-                gender: r.get(7)?,
-                postcode: r.get(8)?,
-                file_id: r.get(9)?,
-                line: r.get(10)?,
-            })
-        })?
+        .query_map([person], DetailRecord::from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let mut stmt = conn.prepare(
         "SELECT o.detail_id, o.observed_at, o.code, coalesce(o.value_text, o.value_num), o.unit,

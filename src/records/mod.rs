@@ -208,11 +208,11 @@ pub fn export<E: From<crate::ledger::LedgerError>>(
     }
     if kinds.contains(&Kind::ServiceUser) {
         let lets_through = |u: &service_user::StoredUser| {
-            allowed.allows(Kind::ServiceUser, &u.partner, u.feed.as_deref())
+            allowed.allows(Kind::ServiceUser, &u.detail.source, u.feed.as_deref())
         };
         for file in files {
             for user in service_user::written_by(conn, file.id)? {
-                referenced.remove(&user.detail_id);
+                referenced.remove(&user.detail.detail_id);
                 if lets_through(&user) {
                     each(Exported::ServiceUser(&user))?;
                 }

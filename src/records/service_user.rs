@@ -11,7 +11,7 @@ use toml::Spanned;
 
 use super::{Expect, MappingChecker};
 use crate::domain::nhs_number::NhsNumber;
-use crate::ledger::Result;
+use crate::ledger::{DETAIL_COLUMNS, DetailRecord, Result};
 use crate::validate::{Row, Value};
 
 /// The section name in `[feeds.NAME.map]`.
@@ -286,58 +286,38 @@ fn new_person(conn: &Connection, nhs: Option<&String>) -> Result<i64> {
     Ok(conn.last_insert_rowid())
 }
 
-/// A service user as an export reads it.
+/// A service user as an export reads it: the detail as its source sent it,
+/// with the feed of the file that last wrote it.
 #[derive(Debug, Clone)]
 pub struct StoredUser {
-    pub detail_id: i64,
-    /// The partner whose system knows them by `local_id`.
-    pub partner: String,
-    pub local_id: String,
-    pub nhs_number: Option<String>,
-    pub family_name: Option<String>,
-    pub given_name: Option<String>,
-    /// `YYYY-MM-DD`.
-    pub date_of_birth: Option<String>,
-    pub gender: Option<String>,
-    pub postcode: Option<String>,
-    pub file_id: i64,
-    pub line: i64,
-    /// The feed of the file that last wrote them.
+    /// `source` is the partner whose system knows them by `local_id`.
+    pub detail: DetailRecord,
     pub feed: Option<String>,
 }
 
-const SELECT_STORED: &str = "SELECT u.detail_id, u.source, u.local_id, u.nhs_number, u.family_name,
-        u.given_name, u.date_of_birth, u.gender, u.postcode, u.file_id, u.line, f.feed
-     FROM service_users u JOIN files f ON f.id = u.file_id";
-
 fn stored(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredUser> {
     Ok(StoredUser {
-        detail_id: r.get(0)?,
-        partner: r.get(1)?,
-        local_id: r.get(2)?,
-        nhs_number: r.get(3)?,
-        family_name: r.get(4)?,
-        given_name: r.get(5)?,
-        date_of_birth: r.get(6)?,
-        gender: r.get(7)?,
-        postcode: r.get(8)?,
-        file_id: r.get(9)?,
-        line: r.get(10)?,
+        detail: DetailRecord::from_row(r)?,
         feed: r.get(11)?,
     })
 }
 
+fn select_stored(filter: &str) -> String {
+    format!(
+        "SELECT {DETAIL_COLUMNS}, f.feed FROM service_users u JOIN files f ON f.id = u.file_id {filter}"
+    )
+}
+
 /// The service users a file wrote (and that no later file changed).
 pub fn written_by(conn: &Connection, file_id: i64) -> Result<Vec<StoredUser>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "{SELECT_STORED} WHERE u.file_id = ?1 ORDER BY u.detail_id"
-    ))?;
+    let mut stmt =
+        conn.prepare_cached(&select_stored("WHERE u.file_id = ?1 ORDER BY u.detail_id"))?;
     let rows = stmt.query_map([file_id], stored)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// One service user by detail id.
 pub fn by_detail(conn: &Connection, detail_id: i64) -> Result<Option<StoredUser>> {
-    let mut stmt = conn.prepare_cached(&format!("{SELECT_STORED} WHERE u.detail_id = ?1"))?;
+    let mut stmt = conn.prepare_cached(&select_stored("WHERE u.detail_id = ?1"))?;
     Ok(stmt.query_row([detail_id], stored).optional()?)
 }

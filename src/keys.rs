@@ -59,7 +59,18 @@ pub fn ensure(config: &Config, force: bool) -> Result<Vec<KeyStatus>, KeyError> 
         .values()
         .filter_map(|p| p.sftp.as_ref()?.demo_key.as_deref())
         .map(|path| ("partner demo key", path, write_ssh_key as CreateKey));
-    for (what, path, create) in wanted.into_iter().chain(demo_keys) {
+    let demo_identities = config
+        .partners
+        .values()
+        .filter_map(|p| p.age.as_ref()?.demo_identity.as_deref())
+        .map(|path| {
+            (
+                "partner demo age identity",
+                path,
+                write_demo_age_identity as CreateKey,
+            )
+        });
+    for (what, path, create) in wanted.into_iter().chain(demo_keys).chain(demo_identities) {
         let exists = path.exists();
         if force || !exists {
             create(path)?;
@@ -104,6 +115,14 @@ fn write_age_identity(path: &Path) -> Result<(), KeyError> {
     );
     let file = private_file(path)?;
     commit(path, file, text.as_bytes())
+}
+
+/// A partner's demonstration identity, with its recipient beside it in `.pub`.
+fn write_demo_age_identity(path: &Path) -> Result<(), KeyError> {
+    write_age_identity(path)?;
+    let identity = load_identity(path)?;
+    let pub_path = PathBuf::from(format!("{}.pub", path.display()));
+    fs::write(&pub_path, format!("{}\n", identity.to_public())).map_err(io_error(&pub_path))
 }
 
 fn write_ssh_key(path: &Path) -> Result<(), KeyError> {

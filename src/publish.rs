@@ -17,9 +17,11 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use russh::keys::ssh_key::{PrivateKey, PublicKey};
 use tokio::sync::watch;
 
-use crate::config::{CatchUp, Config, ExportMode, ExportSchedule, Grant};
+use crate::config::{
+    AgeRecipients, CatchUp, Config, ExportMode, ExportSchedule, Grant, parse_age_recipients,
+};
 use crate::export::manifest::{self, Manifest};
-use crate::export::{Output, OutputFile};
+use crate::export::{Output, OutputFile, Target};
 use crate::ledger::{
     Clock, Ledger, LedgerError, RunEnd, RunOutcome, RunStart, SystemClock, Watermark,
 };
@@ -38,6 +40,8 @@ pub enum PublishError {
     },
     #[error("signing key {path}: {message}")]
     Key { path: PathBuf, message: String },
+    #[error("age recipients of `{consumer}`: {message}")]
+    Recipients { consumer: String, message: String },
     #[error("unknown schedule `{name}` (configured: {known})")]
     UnknownSchedule { name: String, known: String },
 }
@@ -281,8 +285,15 @@ fn build(
         .mode(0o700)
         .create(staged)
         .map_err(io)?;
+    let target = Target {
+        folder: staged.to_path_buf(),
+        recipients: match schedule.encrypt {
+            true => Some(recipients(config, &schedule.consumer)?),
+            false => None,
+        },
+    };
     let mut outputs: Vec<Box<dyn Output>> =
-        schedule.formats.iter().map(|f| f.output(staged)).collect();
+        schedule.formats.iter().map(|f| f.output(&target)).collect();
     let allowed = Granted {
         config,
         grants: grants.to_vec(),
@@ -333,6 +344,37 @@ fn build(
     let sha = manifest::write_signed(staged, &manifest, key).map_err(io)?;
     sync_dir(staged).map_err(io)?;
     Ok((manifest, sha))
+}
+
+/// The consumer's age recipients, read now (a demo identity's may have been
+/// made since the config was read).
+fn recipients(
+    config: &Config,
+    consumer: &str,
+) -> Result<Arc<[age::x25519::Recipient]>, PublishError> {
+    let fail = |message: String| PublishError::Recipients {
+        consumer: consumer.to_string(),
+        message,
+    };
+    let age = config
+        .partners
+        .get(consumer)
+        .and_then(|p| p.age.as_ref())
+        .ok_or_else(|| fail("no [partners.NAME.age] recipients".into()))?;
+    let mut all = Vec::new();
+    for entry in &age.recipients {
+        let parsed = match entry {
+            AgeRecipients::Line(line) => parse_age_recipients(line),
+            AgeRecipients::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| format!("{}: {e}", path.display()))
+                .and_then(|text| parse_age_recipients(&text)),
+        };
+        all.extend(parsed.map_err(fail)?);
+    }
+    if all.is_empty() {
+        return Err(fail("no recipients".into()));
+    }
+    Ok(all.into())
 }
 
 fn sync_dir(path: &Path) -> std::io::Result<()> {

@@ -483,3 +483,49 @@ fn records_no_grant_covers_are_never_exported() {
     let again = export(&d);
     assert_eq!(again["manifest"]["output"], serde_json::json!([]));
 }
+
+#[test]
+fn an_encrypted_export_decrypts_with_the_stock_age_tool_and_still_verifies() {
+    let config = fast(SHIPPED_CONFIG).replace("# encrypt = true ", "encrypt = true ");
+    let d = Deployment::with_config(&config);
+    load(&d, "news2_a.csv", 2, 2, 0);
+    let made = export(&d);
+    let folder = folder(&made);
+    let mut names = file_names(&folder);
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "Observation.ndjson.age",
+            "Patient.ndjson.age",
+            "SHA256SUMS",
+            "SHA256SUMS.sig",
+            "manifest.json",
+            "manifest.json.sig",
+            "observations.csv.age",
+            "service_user.csv.age"
+        ]
+    );
+    // The checksums are of what is on disk, so the stock check still holds.
+    assert!(sha256sum_check(&folder).status.success());
+    let out = d.dg(&["verify", folder.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    // The hospital's own identity (made by keygen) opens it with the `age` tool.
+    let out = Command::new("age")
+        .args(["-d", "-i"])
+        .arg(d.path("config/keys/demo-hospital-age.txt"))
+        .arg(folder.join("observations.csv.age"))
+        .output()
+        .expect("age must be installed (scripts/test installs it)");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), 1 + 2 * 8);
+    assert!(text(&out.stdout).starts_with("set_id,detail_id,observed_at,"));
+    // No one else's identity does.
+    let out = Command::new("age")
+        .args(["-d", "-i"])
+        .arg(d.path("config/keys/age-identity.txt"))
+        .arg(folder.join("observations.csv.age"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}

@@ -22,6 +22,7 @@ mod types;
 mod values;
 
 pub use authorized_keys::parse_authorized_line;
+pub use publishing::parse_age_recipients;
 pub use types::*;
 use values::parse_bytes;
 pub use values::show_bytes;
@@ -350,6 +351,7 @@ impl Checker<'_> {
                     ods_code: p.ods_code.map(Spanned::into_inner),
                     sftp: p.sftp.map(|s| self.partner_sftp(name.get_ref(), s, base)),
                     controller: p.controller.map(Spanned::into_inner),
+                    age: p.age.map(|a| self.partner_age(name.get_ref(), a, base)),
                 };
                 (name.into_inner(), partner)
             })

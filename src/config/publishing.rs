@@ -6,7 +6,64 @@ use crate::config::ExportSchedule as Checked;
 use crate::export::Format;
 use crate::records::Kind;
 
+/// Reads age recipients, one a line (`#` comments and blank lines skipped).
+pub fn parse_age_recipients(text: &str) -> Result<Vec<age::x25519::Recipient>, String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            l.parse::<age::x25519::Recipient>()
+                .map_err(|e| format!("not an age recipient: {e}"))
+        })
+        .collect()
+}
+
 impl Checker<'_> {
+    pub(super) fn partner_age(
+        &mut self,
+        partner: &str,
+        raw: raw::PartnerAge,
+        base: &Path,
+    ) -> PartnerAge {
+        let demo_identity = raw.demo_identity.as_deref().map(|p| join(base, p));
+        let demo_public = demo_identity
+            .as_ref()
+            .map(|p| PathBuf::from(format!("{}.pub", p.display())));
+        if raw.recipients.get_ref().is_empty() {
+            self.at(
+                &raw.recipients,
+                format!("partner `{partner}`: `age.recipients` needs at least one recipient"),
+            );
+        }
+        let mut recipients = Vec::new();
+        for entry in raw.recipients.get_ref() {
+            let text = entry.get_ref().trim();
+            if text.starts_with("age1") {
+                if let Err(e) = parse_age_recipients(text) {
+                    self.at(entry, e);
+                }
+                recipients.push(AgeRecipients::Line(text.to_string()));
+                continue;
+            }
+            let path = join(base, text);
+            match std::fs::read_to_string(&path) {
+                Ok(content) => {
+                    if let Err(e) = parse_age_recipients(&content) {
+                        self.at(entry, format!("{}: {e}", path.display()));
+                    }
+                }
+                // The demo identity's recipient is written on first run.
+                Err(_) if demo_public.as_ref() == Some(&path) => {}
+                Err(e) => self.at(entry, format!("cannot read {}: {e}", path.display())),
+            }
+            recipients.push(AgeRecipients::File(path));
+        }
+        PartnerAge {
+            recipients,
+            demo_identity,
+        }
+    }
+
     pub(super) fn partner_controllers(
         &mut self,
         raw: &[(Spanned<String>, Option<Spanned<String>>)],
@@ -228,6 +285,15 @@ impl Checker<'_> {
             }
         }
         let records = self.kinds(&raw.records, &what);
+        let encrypt = raw.encrypt.unwrap_or(false);
+        if encrypt && partners.get(consumer).is_some_and(|p| p.age.is_none()) {
+            self.at(
+                &raw.consumer,
+                format!(
+                    "{what}: `encrypt = true` needs the consumer's recipients under [partners.{consumer}.age]"
+                ),
+            );
+        }
         // No grant, no data: a kind no grant gives this consumer is refused here.
         for (kind, at) in records.iter().zip(raw.records.get_ref()) {
             let granted = grants
@@ -250,6 +316,7 @@ impl Checker<'_> {
             formats,
             records,
             catch_up,
+            encrypt,
         })
     }
 }

@@ -48,6 +48,20 @@ pub struct Partner {
     /// The data controller (`[controllers.NAME]`) the records from this partner's files
     /// belong to. Without one, they are never exported.
     pub controller: Option<Spanned<String>>,
+    /// age recipients that exports to this partner are encrypted to.
+    pub age: Option<PartnerAge>,
+}
+
+/// `[partners.NAME.age]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerAge {
+    /// Recipients: `age1...` lines, or files of them (one a line, `#` comments), as
+    /// `age-keygen -y` prints them.
+    pub recipients: Spanned<Vec<Spanned<String>>>,
+    /// A demonstration identity that `dropgate keygen` creates when missing (its
+    /// recipient written beside it with `.pub`).
+    pub demo_identity: Option<String>,
 }
 
 /// `[controllers.NAME]`: an organisation that decides who receives the data it controls.
@@ -93,6 +107,9 @@ pub struct Schedule {
     pub formats: Spanned<Vec<Spanned<String>>>,
     /// Record kinds to export; each needs a grant to the consumer.
     pub records: Spanned<Vec<Spanned<String>>>,
+    /// Encrypt each data file (not the manifest) to the consumer's `[partners.NAME.age]`
+    /// recipients. Default false.
+    pub encrypt: Option<bool>,
     /// After downtime: `once` (run the missed export once at start) or `skip`. Default `once`.
     pub catch_up: Option<Spanned<String>>,
 }

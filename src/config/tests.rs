@@ -278,6 +278,31 @@ catch_up = \"twice\"
 }
 
 #[test]
+fn an_encrypted_schedule_needs_the_consumers_recipients() {
+    let text = SHIPPED
+        .replace("# encrypt = true ", "encrypt = true ")
+        .replace(
+            "[partners.demo-hospital.age]",
+            "[partners.demo-hospital.unused]",
+        )
+        .replace("recipients = [\"keys/demo-hospital-age.txt.pub\"]\n", "")
+        .replace("demo_identity = \"keys/demo-hospital-age.txt\"\n", "");
+    let got = errors(&text).join("\n");
+    assert!(
+        got.contains(
+            "`encrypt = true` needs the consumer's recipients under [partners.demo-hospital.age]"
+        ),
+        "{got}"
+    );
+    let text = SHIPPED.replace(
+        "recipients = [\"keys/demo-hospital-age.txt.pub\"]",
+        "recipients = [\"age1notarecipient\"]",
+    );
+    let got = errors(&text).join("\n");
+    assert!(got.contains("not an age recipient"), "{got}");
+}
+
+#[test]
 fn a_partners_controller_must_be_declared() {
     let text = SHIPPED.replace(
         "controller = \"demo-controller\"     #",

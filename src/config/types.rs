@@ -59,6 +59,23 @@ pub struct Partner {
     pub sftp: Option<PartnerSftp>,
     /// The data controller its records belong to.
     pub controller: Option<String>,
+    /// Recipients exports to it are encrypted to.
+    pub age: Option<PartnerAge>,
+}
+
+/// A partner's age recipients: exports to it can be encrypted to them.
+#[derive(Debug, Clone)]
+pub struct PartnerAge {
+    /// Files (read when an export is made, so a demo identity made on first
+    /// run counts) and inline `age1...` recipients.
+    pub recipients: Vec<AgeRecipients>,
+    pub demo_identity: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub enum AgeRecipients {
+    File(PathBuf),
+    Line(String),
 }
 
 /// An organisation that decides who receives the data it controls.
@@ -98,6 +115,8 @@ pub struct ExportSchedule {
     pub formats: Vec<crate::export::Format>,
     pub records: Vec<crate::records::Kind>,
     pub catch_up: CatchUp,
+    /// Data files are encrypted to the consumer's age recipients.
+    pub encrypt: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

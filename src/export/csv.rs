@@ -3,9 +3,8 @@
 //! (`observations.csv`). The columns are listed in the README.
 
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
 
-use super::{CountedFile, OutputFile, number};
+use super::{CountedFile, OutputFile, Target, number};
 use crate::records::Exported;
 use crate::records::observations::ObservedValue;
 
@@ -14,15 +13,15 @@ const OBSERVATION_COLUMNS: &str =
     "set_id,detail_id,observed_at,code,value,unit,loinc,snomed,file_id,line";
 
 pub struct Output {
-    folder: PathBuf,
+    target: Target,
     service_users: Option<CountedFile>,
     observations: Option<CountedFile>,
 }
 
 impl Output {
-    pub fn new(folder: &Path) -> Output {
+    pub fn new(target: &Target) -> Output {
         Output {
-            folder: folder.to_path_buf(),
+            target: target.clone(),
             service_users: None,
             observations: None,
         }
@@ -32,13 +31,13 @@ impl Output {
 /// Opens the file on its first row, writing its header.
 fn opened<'f>(
     slot: &'f mut Option<CountedFile>,
-    folder: &Path,
+    target: &Target,
     name: &str,
     header: &str,
 ) -> io::Result<&'f mut CountedFile> {
     if slot.is_none() {
         let kind = name.trim_end_matches(".csv");
-        let mut file = CountedFile::create(folder, name, kind)?;
+        let mut file = CountedFile::create(target, name, kind)?;
         writeln!(file.writer(), "{header}")?;
         *slot = Some(file);
     }
@@ -71,7 +70,7 @@ impl super::Output for Output {
                 let u = &user.detail;
                 let file = opened(
                     &mut self.service_users,
-                    &self.folder,
+                    &self.target,
                     "service_user.csv",
                     SERVICE_USER_COLUMNS,
                 )?;
@@ -96,7 +95,7 @@ impl super::Output for Output {
             Exported::ObservationSet(set) => {
                 let file = opened(
                     &mut self.observations,
-                    &self.folder,
+                    &self.target,
                     "observations.csv",
                     OBSERVATION_COLUMNS,
                 )?;

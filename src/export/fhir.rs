@@ -4,11 +4,10 @@
 //! observation), so a consumer can update what it already holds.
 
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use super::{CountedFile, OutputFile};
+use super::{CountedFile, OutputFile, Target};
 use crate::ledger::DetailRecord;
 use crate::records::Exported;
 use crate::records::observations::{Code, ObservedValue, StoredSet, Vital};
@@ -20,7 +19,7 @@ const UCUM: &str = "http://unitsofmeasure.org";
 const CATEGORY: &str = "http://terminology.hl7.org/CodeSystem/observation-category";
 
 pub struct Output {
-    folder: PathBuf,
+    target: Target,
     patients: Option<CountedFile>,
     observations: Option<CountedFile>,
     /// By code id - 1.
@@ -28,9 +27,9 @@ pub struct Output {
 }
 
 impl Output {
-    pub fn new(folder: &Path) -> Output {
+    pub fn new(target: &Target) -> Output {
         Output {
-            folder: folder.to_path_buf(),
+            target: target.clone(),
             patients: None,
             observations: None,
             fragments: Code::ALL.into_iter().map(CodeFragments::new).collect(),
@@ -40,12 +39,12 @@ impl Output {
 
 fn opened<'f>(
     slot: &'f mut Option<CountedFile>,
-    folder: &Path,
+    target: &Target,
     resource: &str,
 ) -> io::Result<&'f mut CountedFile> {
     if slot.is_none() {
         *slot = Some(CountedFile::create(
-            folder,
+            target,
             &format!("{resource}.ndjson"),
             resource,
         )?);
@@ -220,11 +219,11 @@ impl super::Output for Output {
     fn write(&mut self, record: &Exported<'_>) -> io::Result<()> {
         match record {
             Exported::ServiceUser(u) => {
-                let file = opened(&mut self.patients, &self.folder, "Patient")?;
+                let file = opened(&mut self.patients, &self.target, "Patient")?;
                 line(file.next(), &patient(&u.detail))
             }
             Exported::ObservationSet(set) => {
-                let file = opened(&mut self.observations, &self.folder, "Observation")?;
+                let file = opened(&mut self.observations, &self.target, "Observation")?;
                 let mut members = Vec::with_capacity(set.observations.len());
                 for o in &set.observations {
                     let fragments = &self.fragments[(o.code.id() - 1) as usize];

@@ -14,7 +14,8 @@ use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 
 use sha2::{Digest, Sha256};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::records::Exported;
 
@@ -41,13 +42,21 @@ impl Format {
         Format::ALL.into_iter().find(|f| f.name() == name)
     }
 
-    /// A writer of this format's files into `folder`.
-    pub fn output(self, folder: &Path) -> Box<dyn Output> {
+    /// A writer of this format's files into `target`.
+    pub fn output(self, target: &Target) -> Box<dyn Output> {
         match self {
-            Format::FhirNdjson => Box::new(fhir::Output::new(folder)),
-            Format::Csv => Box::new(csv::Output::new(folder)),
+            Format::FhirNdjson => Box::new(fhir::Output::new(target)),
+            Format::Csv => Box::new(csv::Output::new(target)),
         }
     }
+}
+
+/// Where an output's files go, and whether they are encrypted on the way.
+#[derive(Clone)]
+pub struct Target {
+    pub folder: PathBuf,
+    /// Each file is age-encrypted to these, and named with `.age`, when set.
+    pub recipients: Option<Arc<[age::x25519::Recipient]>>,
 }
 
 /// One output format: given every exported record, writes its files.
@@ -76,7 +85,7 @@ pub struct OutputFile {
 pub(crate) struct CountedFile {
     path: PathBuf,
     kind: String,
-    writer: BufWriter<Hashing>,
+    writer: BufWriter<Sink>,
     count: u64,
 }
 
@@ -100,42 +109,80 @@ impl Write for Hashing {
     }
 }
 
+/// Where a file's bytes go: straight to the file, or through age first.
+pub(crate) enum Sink {
+    Plain(Hashing),
+    Age(age::stream::StreamWriter<Hashing>),
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Plain(w) => w.write(buf),
+            Sink::Age(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Plain(w) => w.flush(),
+            Sink::Age(w) => w.flush(),
+        }
+    }
+}
+
 impl CountedFile {
-    pub(crate) fn create(folder: &Path, name: &str, kind: &str) -> io::Result<CountedFile> {
-        let path = folder.join(name);
+    pub(crate) fn create(target: &Target, name: &str, kind: &str) -> io::Result<CountedFile> {
+        let name = match target.recipients {
+            Some(_) => format!("{name}.age"),
+            None => name.to_string(),
+        };
+        let path = target.folder.join(name);
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&path)?;
+        let hashing = Hashing {
+            file,
+            hasher: Sha256::new(),
+            bytes: 0,
+        };
+        let sink = match &target.recipients {
+            None => Sink::Plain(hashing),
+            Some(recipients) => {
+                let encryptor = age::Encryptor::with_recipients(
+                    recipients.iter().map(|r| r as &dyn age::Recipient),
+                )
+                .map_err(io::Error::other)?;
+                Sink::Age(encryptor.wrap_output(hashing)?)
+            }
+        };
         Ok(CountedFile {
             path,
             kind: kind.to_string(),
-            writer: BufWriter::with_capacity(
-                256 * 1024,
-                Hashing {
-                    file,
-                    hasher: Sha256::new(),
-                    bytes: 0,
-                },
-            ),
+            writer: BufWriter::with_capacity(256 * 1024, sink),
             count: 0,
         })
     }
 
     /// Where the next item goes; counts it.
-    pub(crate) fn next(&mut self) -> &mut BufWriter<Hashing> {
+    pub(crate) fn next(&mut self) -> &mut BufWriter<Sink> {
         self.count += 1;
         &mut self.writer
     }
 
     /// Where a line that is not an item (a header) goes.
-    pub(crate) fn writer(&mut self) -> &mut BufWriter<Hashing> {
+    pub(crate) fn writer(&mut self) -> &mut BufWriter<Sink> {
         &mut self.writer
     }
 
     pub(crate) fn finish(self) -> io::Result<OutputFile> {
-        let hashing = self.writer.into_inner().map_err(|e| e.into_error())?;
+        let hashing = match self.writer.into_inner().map_err(|e| e.into_error())? {
+            Sink::Plain(hashing) => hashing,
+            // Writes the last chunk and its tag.
+            Sink::Age(sealed) => sealed.finish()?,
+        };
         hashing.file.sync_all()?;
         Ok(OutputFile {
             path: self.path,

@@ -26,37 +26,76 @@ pub async fn deliver(
     parcel: &Parcel<'_>,
     ledger: &Mutex<Ledger>,
 ) -> Result<u32, RemoteError> {
-    let record = |attempt: u32, event: &str, detail: Option<serde_json::Value>| {
-        let mut ledger = ledger.lock().expect("ledger lock");
-        let written = ledger.delivery(&DeliveryEvent {
-            destination: &destination.name,
-            file_id: parcel.file_id,
-            name: parcel.name,
-            sha256: parcel.sha256,
-            size: parcel.size,
-            attempt,
-            event,
-            detail,
-        });
-        if let Err(e) = written {
-            tracing::error!(error = %e, "could not record a delivery event");
+    deliver_all(destination, None, std::slice::from_ref(parcel), ledger).await
+}
+
+/// Delivers files together, in order, in one session (into `folder`,
+/// created when missing, when given), retrying the whole shipment as the
+/// destination's settings say. Each file is recorded as delivered, or the
+/// shipment as failed, per file.
+pub async fn deliver_all(
+    destination: &Destination,
+    folder: Option<&str>,
+    parcels: &[Parcel<'_>],
+    ledger: &Mutex<Ledger>,
+) -> Result<u32, RemoteError> {
+    let remote_name = |parcel: &Parcel<'_>| match folder {
+        Some(folder) => format!("{folder}/{}", parcel.name),
+        None => parcel.name.to_string(),
+    };
+    let record =
+        |parcel: &Parcel<'_>, attempt: u32, event: &str, detail: Option<serde_json::Value>| {
+            let mut ledger = ledger.lock().expect("ledger lock");
+            let written = ledger.delivery(&DeliveryEvent {
+                destination: &destination.name,
+                file_id: parcel.file_id,
+                name: &remote_name(parcel),
+                sha256: parcel.sha256,
+                size: parcel.size,
+                attempt,
+                event,
+                detail,
+            });
+            if let Err(e) = written {
+                tracing::error!(error = %e, "could not record a delivery event");
+            }
+        };
+    let record_all = |attempt: u32, event: &str, error: &RemoteError| {
+        for parcel in parcels {
+            record(
+                parcel,
+                attempt,
+                event,
+                Some(serde_json::json!({ "error": error.to_string() })),
+            );
         }
     };
-    let seed = std::process::id() as u64 ^ parcel.size;
+    let seed = std::process::id() as u64 ^ parcels.iter().map(|p| p.size).sum::<u64>();
     let mut attempt = 1;
     loop {
         let result = async {
             let mut connection =
                 Connection::connect(&destination.endpoint, destination.timeout).await?;
-            let put = connection.put(parcel.path, parcel.name).await;
+            let shipped = async {
+                if let Some(folder) = folder {
+                    connection.make_folder(folder).await?;
+                }
+                for parcel in parcels {
+                    connection.put(parcel.path, &remote_name(parcel)).await?;
+                }
+                Ok(())
+            }
+            .await;
             connection.close().await;
-            put
+            shipped
         }
         .await;
         match result {
-            Ok(_) => {
-                record(attempt, "delivered", None);
-                tracing::info!(destination = %destination.name, attempt, "delivered");
+            Ok(()) => {
+                for parcel in parcels {
+                    record(parcel, attempt, "delivered", None);
+                }
+                tracing::info!(destination = %destination.name, files = parcels.len(), attempt, "delivered");
                 return Ok(attempt);
             }
             // A wrong host key or a refused login will not mend by retrying.
@@ -66,28 +105,16 @@ pub async fn deliver(
                 | RemoteError::Certificate { .. }
                 | RemoteError::Key { .. }),
             ) => {
-                record(
-                    attempt,
-                    "gave_up",
-                    Some(serde_json::json!({ "error": e.to_string() })),
-                );
+                record_all(attempt, "gave_up", &e);
                 return Err(e);
             }
             Err(e) if attempt >= destination.attempts => {
-                record(
-                    attempt,
-                    "gave_up",
-                    Some(serde_json::json!({ "error": e.to_string() })),
-                );
+                record_all(attempt, "gave_up", &e);
                 tracing::error!(destination = %destination.name, attempt, error = %e, "delivery given up");
                 return Err(e);
             }
             Err(e) => {
-                record(
-                    attempt,
-                    "attempt_failed",
-                    Some(serde_json::json!({ "error": e.to_string() })),
-                );
+                record_all(attempt, "attempt_failed", &e);
                 attempt += 1;
                 let wait = destination.backoff.delay(attempt, seed);
                 tracing::warn!(destination = %destination.name, attempt, wait = ?wait, error = %e, "delivery failed; retrying");

@@ -174,6 +174,7 @@ pub fn make(
                 counts: None,
                 grants: &grant_names,
                 detail: Some(serde_json::json!({ "reason": reason })),
+                destinations: &[],
             },
         )?;
         return Ok(Made {
@@ -223,6 +224,7 @@ pub fn make(
                     counts: None,
                     grants: &grant_names,
                     detail: Some(serde_json::json!({ "error": e.to_string() })),
+                    destinations: &[],
                 },
             )?;
             return Err(e);
@@ -237,6 +239,7 @@ pub fn make(
             counts: Some(counts(&manifest)),
             grants: &grant_names,
             detail: None,
+            destinations: &schedule.destinations,
         },
     )?;
     tracing::info!(schedule = %schedule.name, export = %export_id, files = manifest.output.len(), "export complete");
@@ -404,6 +407,10 @@ pub fn recover(config: &Config, ledger: &mut Ledger, key: &PublicKey) -> Result<
                         detail: Some(
                             serde_json::json!({ "finished": "at start, from its manifest" }),
                         ),
+                        destinations: config
+                            .schedules
+                            .get(&run.schedule)
+                            .map_or(&[][..], |s| &s.destinations),
                     },
                 )?;
                 tracing::info!(export = %run.export_id, "an export made before a stop was finished from its manifest");
@@ -426,6 +433,7 @@ pub fn recover(config: &Config, ledger: &mut Ledger, key: &PublicKey) -> Result<
                         counts: None,
                         grants: &[],
                         detail: None,
+                        destinations: &[],
                     },
                 )?;
                 tracing::warn!(export = %run.export_id, "an export interrupted by a stop is discarded");
@@ -433,6 +441,101 @@ pub fn recover(config: &Config, ledger: &mut Ledger, key: &PublicKey) -> Result<
         }
     }
     Ok(())
+}
+
+/// The files of a placed export in the order they are pushed: data files
+/// first, the manifest last, so a consumer that waits for `manifest.json`
+/// finds the rest already there.
+fn shipment(folder: &Path) -> Result<Vec<(PathBuf, String, String, u64)>, std::io::Error> {
+    let manifest: Manifest =
+        serde_json::from_slice(&std::fs::read(folder.join(manifest::MANIFEST))?)
+            .map_err(std::io::Error::other)?;
+    let mut files: Vec<(PathBuf, String, String, u64)> = manifest
+        .output
+        .iter()
+        .map(|e| {
+            (
+                folder.join(&e.url),
+                e.url.clone(),
+                e.sha256.clone(),
+                e.bytes,
+            )
+        })
+        .collect();
+    for name in [
+        manifest::SUMS.to_string(),
+        format!("{}.sig", manifest::SUMS),
+        format!("{}.sig", manifest::MANIFEST),
+        manifest::MANIFEST.to_string(),
+    ] {
+        let bytes = std::fs::read(folder.join(&name))?;
+        files.push((
+            folder.join(&name),
+            name,
+            crate::digest::sha256_hex(&bytes),
+            bytes.len() as u64,
+        ));
+    }
+    Ok(files)
+}
+
+/// Pushes every complete export still pending to its destinations (each
+/// into a folder named as the export), recording how each ended. Returns
+/// each push: export, destination, and the error if it was given up.
+pub async fn push_pending(
+    config: &Config,
+) -> Result<Vec<(String, String, Option<String>)>, PublishError> {
+    let ledger = std::sync::Mutex::new(Ledger::open(&config.daemon.ledger, Arc::new(SystemClock))?);
+    let pending = ledger
+        .lock()
+        .expect("ledger lock")
+        .pending_export_deliveries()?;
+    let mut done = Vec::new();
+    for push in pending {
+        let folder = outbox(config, &push.consumer).join(&push.export_id);
+        let outcome = match (
+            config.destinations.get(&push.destination),
+            shipment(&folder),
+        ) {
+            (None, _) => Err((0, "the destination is no longer configured".to_string())),
+            (_, Err(e)) => Err((0, format!("cannot read the export: {e}"))),
+            (Some(destination), Ok(files)) => {
+                let parcels: Vec<crate::forward::Parcel<'_>> = files
+                    .iter()
+                    .map(|(path, name, sha256, size)| crate::forward::Parcel {
+                        path,
+                        name,
+                        file_id: None,
+                        sha256,
+                        size: *size,
+                    })
+                    .collect();
+                crate::forward::deliver_all(destination, Some(&push.export_id), &parcels, &ledger)
+                    .await
+                    .map_err(|e| (destination.attempts, e.to_string()))
+            }
+        };
+        let (attempts, error) = match &outcome {
+            Ok(attempt) => (*attempt, None),
+            Err((attempts, error)) => (*attempts, Some(error.as_str())),
+        };
+        ledger.lock().expect("ledger lock").finish_export_delivery(
+            push.run_id,
+            &push.destination,
+            attempts,
+            error,
+        )?;
+        match error {
+            None => {
+                tracing::info!(export = %push.export_id, destination = %push.destination, "export pushed")
+            }
+            Some(e) => {
+                tracing::error!(export = %push.export_id, destination = %push.destination, error = %e, "export push given up")
+            }
+        }
+        done.push((push.export_id, push.destination, error.map(str::to_string)));
+    }
+    Ok(done)
 }
 
 /// The timetable time a schedule should catch up on at start: the latest
@@ -513,6 +616,11 @@ async fn run_schedule(
             }
         })
     };
+    let push = || async {
+        if let Err(e) = push_pending(&config).await {
+            tracing::error!(error = %e, "cannot push exports");
+        }
+    };
     if schedule.catch_up == CatchUp::Once {
         let settled = Ledger::open(&config.daemon.ledger, Arc::new(SystemClock))
             .and_then(|l| l.export_settled_until(&name));
@@ -522,6 +630,7 @@ async fn run_schedule(
                 if let Some(slot) = missed(&schedule.cron, settled, Utc::now()) {
                     tracing::info!(schedule = %name, planned = %slot, "making the export missed while stopped");
                     let _ = make_at(Trigger::Planned(slot)).await;
+                    push().await;
                 }
             }
             Err(e) => {
@@ -542,6 +651,7 @@ async fn run_schedule(
         // Finished even when shutdown comes meanwhile: a run is short, and a
         // half-made one would only be discarded and made again.
         let _ = make_at(Trigger::Planned(next)).await;
+        push().await;
         if *shutdown.borrow() {
             return;
         }

@@ -529,3 +529,98 @@ fn an_encrypted_export_decrypts_with_the_stock_age_tool_and_still_verifies() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+/// The shipped config with `demo-nightly` also pushing to destination `partner`, given as `destination`.
+fn pushing_to(destination: &str) -> String {
+    let config = fast(SHIPPED_CONFIG).replace(
+        "catch_up = \"once\"                  #",
+        "destinations = [\"partner\"]\ncatch_up = \"once\"                  #",
+    );
+    assert!(config.contains("destinations = [\"partner\"]"));
+    format!("{config}\n{destination}")
+}
+
+#[test]
+fn an_export_is_pushed_whole_to_a_real_sshd_and_a_real_pure_ftpd_manifest_last() {
+    let sshd = crate::sshd::Sshd::start();
+    fs::create_dir_all(sshd.root().join("incoming")).unwrap();
+    let sftp_destination = format!(
+        "[destinations.partner]\nkind = \"sftp\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{}\"\nprivate_key = \"{}\"\nhost_key = \"{}\"\nfolder = \"incoming\"\n",
+        sshd.port(),
+        sshd.user(),
+        sshd.client_key().display(),
+        sshd.host_key()
+    );
+    let ftpd = crate::ftpd::Ftpd::plain();
+    let ftp_incoming = ftpd.folder("incoming");
+    let ftp_destination = format!(
+        "[destinations.partner]\nkind = \"ftp\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{}\"\npassword_file = \"{}\"\ntls = \"none\"\ninsecure_plaintext = true\nfolder = \"incoming\"\n",
+        ftpd.port(),
+        crate::ftpd::USER,
+        ftpd.password_file().display()
+    );
+    for (destination, incoming) in [
+        (sftp_destination, sshd.root().join("incoming")),
+        (ftp_destination, ftp_incoming),
+    ] {
+        let d = Deployment::with_config(&pushing_to(&destination));
+        load(&d, "news2_a.csv", 3, 2, 0);
+        let made = export(&d);
+        let export_id = made["export_id"].as_str().unwrap();
+        assert_eq!(made["pushed"][0]["error"], Value::Null, "{made}");
+        let pushed = incoming.join(export_id);
+        // The copy on the server checks with the stock tools, like the outbox's.
+        let out = sha256sum_check(&pushed);
+        assert!(out.status.success(), "{}", text(&out.stdout));
+        assert!(
+            ssh_keygen_verify(&allowed_signers(&d), &pushed, "manifest.json")
+                .status
+                .success()
+        );
+        assert!(
+            file_names(&pushed).iter().all(|n| !n.ends_with(".part")),
+            "{:?}",
+            file_names(&pushed)
+        );
+        // Every file's delivery recorded; the manifest went last.
+        let last: String = d.string(
+            "SELECT name FROM delivery_events WHERE event = 'delivered' ORDER BY id DESC LIMIT 1",
+        );
+        assert_eq!(last, format!("{export_id}/manifest.json"));
+        assert_eq!(
+            d.count("SELECT count(*) FROM delivery_events WHERE event = 'delivered'"),
+            8
+        );
+        assert_eq!(d.string("SELECT state FROM export_deliveries"), "delivered");
+        let out = d.dg(&["schedules"]);
+        assert!(
+            text(&out.stdout).contains("push   partner: delivered"),
+            "{}",
+            text(&out.stdout)
+        );
+    }
+}
+
+#[test]
+fn a_push_that_fails_is_recorded_and_the_export_stays_complete() {
+    // A destination nothing listens on: the push gives up, the export stays complete.
+    let port = crate::sshd::free_port();
+    let destination = format!(
+        "[destinations.partner]\nkind = \"sftp\"\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"nobody\"\nprivate_key = \"keys/demo-carehome\"\nhost_key = \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\"\nfolder = \"incoming\"\nattempts = 2\nretry_initial = \"50ms\"\ntimeout = \"2s\"\n"
+    );
+    let d = Deployment::with_config(&pushing_to(&destination));
+    load(&d, "news2_a.csv", 2, 1, 0);
+    let out = d.dg(&["export", "demo-nightly"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("NOT pushed"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(d.string("SELECT state FROM export_deliveries"), "failed");
+    assert_eq!(
+        d.count("SELECT count(*) FROM export_runs WHERE outcome = 'complete'"),
+        1
+    );
+    assert!(d.count("SELECT count(*) FROM delivery_events WHERE event = 'gave_up'") >= 1);
+}

@@ -14,6 +14,19 @@ use dropgate::publish;
 pub(super) fn export(config: &Config, schedule: &str, json: bool) -> anyhow::Result<ExitCode> {
     dropgate::keys::ensure(config, false)?;
     let made = publish::export_now(config, schedule, Arc::new(SystemClock))?;
+    // Pushed to the schedule's destinations (and any push a stop left pending).
+    let pushes = if made.outcome == RunOutcome::Complete
+        && config
+            .schedules
+            .get(schedule)
+            .is_some_and(|s| !s.destinations.is_empty())
+    {
+        let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+        runtime.block_on(publish::push_pending(config))?
+    } else {
+        Vec::new()
+    };
+    let pushed_ok = pushes.iter().all(|(_, _, error)| error.is_none());
     if json {
         println!(
             "{}",
@@ -24,6 +37,9 @@ pub(super) fn export(config: &Config, schedule: &str, json: bool) -> anyhow::Res
                 "folder": made.folder,
                 "reason": made.reason,
                 "manifest": made.manifest,
+                "pushed": pushes.iter().map(|(export, destination, error)| serde_json::json!({
+                    "export_id": export, "destination": destination, "error": error,
+                })).collect::<Vec<_>>(),
             })
         );
     } else {
@@ -42,6 +58,15 @@ pub(super) fn export(config: &Config, schedule: &str, json: bool) -> anyhow::Res
                 if manifest.output.is_empty() {
                     println!("  nothing new since the last export");
                 }
+                for (export, destination, error) in &pushes {
+                    match error {
+                        None => println!("  pushed   {export} to {destination}"),
+                        Some(e) => println!(
+                            "  NOT pushed {export} to {destination}: {}",
+                            dropgate::text::escaped(e)
+                        ),
+                    }
+                }
             }
             _ => println!(
                 "{}: {} ({})",
@@ -52,7 +77,7 @@ pub(super) fn export(config: &Config, schedule: &str, json: bool) -> anyhow::Res
         }
     }
     Ok(match made.outcome {
-        RunOutcome::Complete => ExitCode::SUCCESS,
+        RunOutcome::Complete if pushed_ok => ExitCode::SUCCESS,
         _ => ExitCode::from(1),
     })
 }
@@ -85,13 +110,23 @@ pub(super) fn schedules(config: &Config, ledger: &Ledger, json: bool) -> anyhow:
             schedule.mode.as_str()
         );
         match last {
-            Some(run) => println!(
-                "  last   {} {}{}: {}",
-                run.started_at,
-                run.outcome.map(|o| o.as_str()).unwrap_or("running"),
-                if run.manual { " (manual)" } else { "" },
-                run.export_id
-            ),
+            Some(run) => {
+                println!(
+                    "  last   {} {}{}: {}",
+                    run.started_at,
+                    run.outcome.map(|o| o.as_str()).unwrap_or("running"),
+                    if run.manual { " (manual)" } else { "" },
+                    run.export_id
+                );
+                for (destination, state, error) in ledger.export_deliveries(run.id)? {
+                    println!(
+                        "  push   {destination}: {state}{}",
+                        error
+                            .map(|e| format!(" ({})", dropgate::text::escaped(&e)))
+                            .unwrap_or_default()
+                    );
+                }
+            }
             None => println!("  last   never"),
         }
         match next {

@@ -388,7 +388,8 @@ impl Checker<'_> {
         let schedules: BTreeMap<String, ExportSchedule> = schedules
             .into_iter()
             .filter_map(|(name, s)| {
-                let schedule = self.schedule(name.get_ref(), s, &partners, &grants)?;
+                let schedule =
+                    self.schedule(name.get_ref(), s, &partners, &grants, &destinations)?;
                 Some((name.into_inner(), schedule))
             })
             .collect();

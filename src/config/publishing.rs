@@ -208,6 +208,7 @@ impl Checker<'_> {
         raw: raw::Schedule,
         partners: &BTreeMap<String, Partner>,
         grants: &BTreeMap<String, Grant>,
+        destinations: &BTreeMap<String, Destination>,
     ) -> Option<Checked> {
         let what = format!("schedule `{name}`");
         let consumer = raw.consumer.get_ref();
@@ -286,6 +287,20 @@ impl Checker<'_> {
         }
         let records = self.kinds(&raw.records, &what);
         let encrypt = raw.encrypt.unwrap_or(false);
+        let mut pushed = Vec::new();
+        for name in raw.destinations.iter().flat_map(|d| d.get_ref()) {
+            if !destinations.contains_key(name.get_ref()) {
+                self.at(
+                    name,
+                    format!(
+                        "{what}: no destination `{}` under [destinations]",
+                        name.get_ref()
+                    ),
+                );
+            } else if !pushed.contains(name.get_ref()) {
+                pushed.push(name.get_ref().clone());
+            }
+        }
         if encrypt && partners.get(consumer).is_some_and(|p| p.age.is_none()) {
             self.at(
                 &raw.consumer,
@@ -317,6 +332,7 @@ impl Checker<'_> {
             records,
             catch_up,
             encrypt,
+            destinations: pushed,
         })
     }
 }

@@ -107,6 +107,9 @@ pub struct Schedule {
     pub formats: Spanned<Vec<Spanned<String>>>,
     /// Record kinds to export; each needs a grant to the consumer.
     pub records: Spanned<Vec<Spanned<String>>>,
+    /// Also push each export, once in the outbox, to these `[destinations.NAME]`: into
+    /// a folder named as the export, the manifest last.
+    pub destinations: Option<Spanned<Vec<Spanned<String>>>>,
     /// Encrypt each data file (not the manifest) to the consumer's `[partners.NAME.age]`
     /// recipients. Default false.
     pub encrypt: Option<bool>,

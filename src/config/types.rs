@@ -117,6 +117,8 @@ pub struct ExportSchedule {
     pub catch_up: CatchUp,
     /// Data files are encrypted to the consumer's age recipients.
     pub encrypt: bool,
+    /// `[destinations.NAME]` each export is pushed to.
+    pub destinations: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

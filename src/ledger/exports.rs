@@ -71,6 +71,17 @@ pub struct RunEnd<'a> {
     pub grants: &'a [String],
     /// Why it was refused or failed (no identifiers).
     pub detail: Option<serde_json::Value>,
+    /// Where a complete export is then pushed: each becomes a pending delivery.
+    pub destinations: &'a [String],
+}
+
+/// A complete export still to be pushed to a destination.
+#[derive(Debug, Clone)]
+pub struct PendingDelivery {
+    pub run_id: i64,
+    pub export_id: String,
+    pub consumer: String,
+    pub destination: String,
 }
 
 /// A run as stored.
@@ -212,6 +223,15 @@ impl Ledger {
                 end.to.map(|w| w.sets)
             ],
         )?;
+        if end.outcome == RunOutcome::Complete {
+            for destination in end.destinations {
+                tx.execute(
+                    "INSERT OR IGNORE INTO export_deliveries (run_id, destination, state, updated_at)
+                     VALUES (?1, ?2, 'pending', ?3)",
+                    params![id, destination, now],
+                )?;
+            }
+        }
         for grant in end.grants {
             tx.execute(
                 "INSERT OR IGNORE INTO export_grants (run_id, grant_name) VALUES (?1, ?2)",
@@ -246,6 +266,63 @@ impl Ledger {
         )?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Complete exports not yet pushed to a destination of their schedule.
+    pub fn pending_export_deliveries(&self) -> Result<Vec<PendingDelivery>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT d.run_id, r.export_id, r.consumer, d.destination
+             FROM export_deliveries d JOIN export_runs r ON r.id = d.run_id
+             WHERE d.state = 'pending' ORDER BY d.run_id, d.destination",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(PendingDelivery {
+                run_id: r.get(0)?,
+                export_id: r.get(1)?,
+                consumer: r.get(2)?,
+                destination: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// How a push ended: delivered after `attempts`, or given up with `error`.
+    pub fn finish_export_delivery(
+        &mut self,
+        run_id: i64,
+        destination: &str,
+        attempts: u32,
+        error: Option<&str>,
+    ) -> Result<()> {
+        let now = self.now();
+        self.conn.execute(
+            "UPDATE export_deliveries SET state = ?3, attempts = attempts + ?4, error = ?5,
+                    updated_at = ?6
+             WHERE run_id = ?1 AND destination = ?2",
+            params![
+                run_id,
+                destination,
+                if error.is_none() {
+                    "delivered"
+                } else {
+                    "failed"
+                },
+                attempts,
+                error,
+                now
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Each destination's push of a run: destination, state, error.
+    pub fn export_deliveries(&self, run_id: i64) -> Result<Vec<(String, String, Option<String>)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT destination, state, error FROM export_deliveries WHERE run_id = ?1
+             ORDER BY destination",
+        )?;
+        let rows = stmt.query_map([run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Runs that started and never ended: dropgate stopped during them.

@@ -31,7 +31,9 @@ use audit::append_audit;
 pub use audit::{AuditEvent, AuditRow, QueuedAuditEvent};
 pub use batch::Batch;
 use batch::loaded_copy;
-pub use exports::{LoadedFile, RunEnd, RunOutcome, RunRow, RunStart, Snapshot, Watermark};
+pub use exports::{
+    LoadedFile, PendingDelivery, RunEnd, RunOutcome, RunRow, RunStart, Snapshot, Watermark,
+};
 #[cfg(test)]
 use migrations::MIGRATIONS;
 use migrations::migrate;

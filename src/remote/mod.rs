@@ -138,6 +138,14 @@ impl Connection {
         }
     }
 
+    /// Creates `name` (a folder, relative to the endpoint's folder) unless it exists.
+    pub async fn make_folder(&mut self, name: &str) -> Result<(), RemoteError> {
+        match self {
+            Connection::Sftp(c) => c.make_folder(name).await,
+            Connection::Ftp(c) => c.make_folder(name).await,
+        }
+    }
+
     /// Ends the session politely.
     pub async fn close(self) {
         match self {
@@ -363,5 +371,14 @@ mod tests {
             let d20 = b.delay(20, seed).as_millis();
             assert!((22_500..=37_500).contains(&d20), "{d20}");
         }
+    }
+}
+
+/// Where an upload of `name` (which may be `folder/file`) is written before
+/// it is renamed: beside it, hidden behind a dot and marked `.part`.
+pub(crate) fn temporary_name(name: &str) -> String {
+    match name.rsplit_once('/') {
+        Some((folder, file)) => format!("{folder}/.{file}.part"),
+        None => format!(".{name}.part"),
     }
 }

@@ -263,10 +263,22 @@ impl Connection {
             .map_err(transfer("move to", &to))
     }
 
+    /// Creates `name` (a folder, relative to the endpoint's folder) unless it exists.
+    pub async fn make_folder(&self, name: &str) -> Result<(), RemoteError> {
+        let path = self.endpoint.path(name);
+        if self.sftp.try_exists(path.clone()).await.unwrap_or(false) {
+            return Ok(());
+        }
+        self.sftp
+            .create_dir(path.clone())
+            .await
+            .map_err(transfer("create folder", &path))
+    }
+
     /// Uploads under a temporary name, checks the size, then renames to
     /// `name`, so the receiver never sees a partial file. Returns the size.
     pub async fn put(&self, local: &Path, name: &str) -> Result<u64, RemoteError> {
-        let temporary = self.endpoint.path(&format!(".{name}.part"));
+        let temporary = self.endpoint.path(&super::temporary_name(name));
         let target = self.endpoint.path(name);
         let mut input = tokio::fs::File::open(local).await?;
         let size = input.metadata().await?.len();

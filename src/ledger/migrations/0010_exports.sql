@@ -36,5 +36,19 @@ CREATE TABLE export_grants (
 ) WITHOUT ROWID;
 CREATE INDEX export_grants_by_grant ON export_grants(grant_name, run_id);
 
+-- Each complete export's pushes to its schedule's destinations: written
+-- `pending` with the run's completion, so a push a stop interrupted is made
+-- at the next start; every attempt is also in delivery_events.
+CREATE TABLE export_deliveries (
+    run_id      INTEGER NOT NULL REFERENCES export_runs(id),
+    destination TEXT NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    error       TEXT,
+    updated_at  TEXT NOT NULL,
+    PRIMARY KEY (run_id, destination)
+) WITHOUT ROWID;
+CREATE INDEX export_deliveries_pending ON export_deliveries(state);
+
 -- An export reads the service users the files loaded in its range wrote.
 CREATE INDEX service_users_by_file ON service_users(file_id);

@@ -424,6 +424,32 @@ impl Connection {
             .map_err(transfer("remove a file", name))
     }
 
+    /// Creates `name` (a folder, relative to the endpoint's folder) unless it exists.
+    pub async fn make_folder(&mut self, name: &str) -> Result<(), RemoteError> {
+        let timeout = self.timeout;
+        let made = step(timeout, &mut self.abandoned, self.ftp.mkdir(name)).await;
+        match made {
+            Ok(()) => Ok(()),
+            // Most servers refuse MKD of a folder that exists: one we can enter is there.
+            Err(FtpError::UnexpectedResponse(response)) => {
+                if step(timeout, &mut self.abandoned, self.ftp.cwd(name))
+                    .await
+                    .is_ok()
+                {
+                    step(timeout, &mut self.abandoned, self.ftp.cdup())
+                        .await
+                        .map_err(transfer("leave a folder", name))?;
+                    Ok(())
+                } else {
+                    Err(transfer("create a folder", name)(
+                        FtpError::UnexpectedResponse(response),
+                    ))
+                }
+            }
+            Err(e) => Err(transfer("create a folder", name)(e)),
+        }
+    }
+
     /// Moves `name` into `folder` (relative to the endpoint's folder unless absolute).
     pub async fn move_to(&mut self, name: &str, folder: &str) -> Result<(), RemoteError> {
         let to = format!("{}/{name}", folder.trim_end_matches('/'));
@@ -440,7 +466,7 @@ impl Connection {
     /// `name`, so the receiver never sees a partial file. Returns the size.
     pub async fn put(&mut self, local: &Path, name: &str) -> Result<u64, RemoteError> {
         let timeout = self.timeout;
-        let temporary = format!(".{name}.part");
+        let temporary = super::temporary_name(name);
         let mut input = tokio::fs::File::open(local).await?;
         let size = input.metadata().await?.len();
         let mut stream = step(

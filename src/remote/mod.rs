@@ -334,6 +334,15 @@ fn splitmix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// Where an upload of `name` (which may be `folder/file`) is written before
+/// it is renamed: beside it, hidden behind a dot and marked `.part`.
+pub(crate) fn temporary_name(name: &str) -> String {
+    match name.rsplit_once('/') {
+        Some((folder, file)) => format!("{folder}/.{file}.part"),
+        None => format!(".{name}.part"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,13 +381,13 @@ mod tests {
             assert!((22_500..=37_500).contains(&d20), "{d20}");
         }
     }
-}
 
-/// Where an upload of `name` (which may be `folder/file`) is written before
-/// it is renamed: beside it, hidden behind a dot and marked `.part`.
-pub(crate) fn temporary_name(name: &str) -> String {
-    match name.rsplit_once('/') {
-        Some((folder, file)) => format!("{folder}/.{file}.part"),
-        None => format!(".{name}.part"),
+    #[test]
+    fn an_upload_waits_hidden_beside_its_final_name() {
+        assert_eq!(temporary_name("a.csv"), ".a.csv.part");
+        assert_eq!(
+            temporary_name("export-1/manifest.json"),
+            "export-1/.manifest.json.part"
+        );
     }
 }

@@ -688,6 +688,53 @@ pub fn export_now(
     )
 }
 
+/// How much of a complete export its consumer has fetched from the outbox.
+#[derive(Debug, serde::Serialize)]
+pub struct Retrieval {
+    /// Files fetched whole at least once, of `files`.
+    pub fetched: usize,
+    pub files: usize,
+    /// When the last of them was first fetched whole, once all were.
+    pub retrieved_at: Option<String>,
+}
+
+/// Reads the audit trail's downloads of a placed export: it is retrieved
+/// when every file in its folder has been fetched whole.
+pub fn retrieval(
+    config: &Config,
+    ledger: &Ledger,
+    consumer: &str,
+    export_id: &str,
+) -> Result<Option<Retrieval>, PublishError> {
+    let folder = outbox(config, consumer).join(export_id);
+    let Ok(listing) = std::fs::read_dir(&folder) else {
+        return Ok(None);
+    };
+    let sizes: BTreeMap<String, u64> = listing
+        .flatten()
+        .filter_map(|e| {
+            Some((
+                e.file_name().to_str()?.to_string(),
+                e.metadata().ok()?.len(),
+            ))
+        })
+        .collect();
+    let mut first_whole: BTreeMap<String, String> = BTreeMap::new();
+    for (name, bytes, at) in ledger.export_downloads(consumer, export_id)? {
+        if sizes.get(&name) == Some(&bytes) {
+            first_whole.entry(name).or_insert(at);
+        }
+    }
+    let retrieved_at = (first_whole.len() == sizes.len())
+        .then(|| first_whole.values().max().cloned())
+        .flatten();
+    Ok(Some(Retrieval {
+        fetched: first_whole.len(),
+        files: sizes.len(),
+        retrieved_at,
+    }))
+}
+
 /// Grants by name with when each was last used.
 pub fn grants_with_use(
     config: &Config,

@@ -306,6 +306,13 @@ fn the_consumer_fetches_its_export_with_stock_sftp_and_no_one_else_can() {
     load(&d, "news2_a.csv", 3, 2, 0);
     let made = export(&d);
     let export_id = made["export_id"].as_str().unwrap().to_string();
+    let retrieval = || {
+        let out = d.dg(&["schedules", "--json"]);
+        let line: Value = serde_json::from_slice(&out.stdout).unwrap();
+        line["retrieval"].clone()
+    };
+    assert_eq!(retrieval()["fetched"], 0);
+    assert_eq!(retrieval()["retrieved_at"], Value::Null);
     let daemon = d.start();
     let port = daemon.sftp_port();
     let hospital_key = d.path("config/keys/demo-hospital").display().to_string();
@@ -341,6 +348,16 @@ fn the_consumer_fetches_its_export_with_stock_sftp_and_no_one_else_can() {
             .count()
             >= 8
     });
+    // The audit trail shows the export retrieved: every file fetched whole.
+    assert_eq!(retrieval()["fetched"], 8);
+    assert_eq!(retrieval()["files"], 8);
+    assert!(retrieval()["retrieved_at"].is_string(), "{}", retrieval());
+    let out = d.dg(&["schedules"]);
+    assert!(
+        text(&out.stdout).contains("outbox retrieved at"),
+        "{}",
+        text(&out.stdout)
+    );
 
     // The care home's own outbox does not hold it, and no path reaches the hospital's.
     let carehome = demo_key(&d);

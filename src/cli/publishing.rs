@@ -97,6 +97,12 @@ pub(super) fn schedules(config: &Config, ledger: &Ledger, json: bool) -> anyhow:
                     "formats": schedule.formats.iter().map(|f| f.name()).collect::<Vec<_>>(),
                     "records": schedule.records.iter().map(|k| k.name()).collect::<Vec<_>>(),
                     "last_run": last,
+                    "retrieval": match &last {
+                        Some(run) if run.outcome == Some(RunOutcome::Complete) => {
+                            publish::retrieval(config, ledger, &run.consumer, &run.export_id)?
+                        }
+                        _ => None,
+                    },
                     "next_run": next,
                 })
             );
@@ -118,6 +124,15 @@ pub(super) fn schedules(config: &Config, ledger: &Ledger, json: bool) -> anyhow:
                     if run.manual { " (manual)" } else { "" },
                     run.export_id
                 );
+                if run.outcome == Some(RunOutcome::Complete)
+                    && let Some(r) =
+                        publish::retrieval(config, ledger, &run.consumer, &run.export_id)?
+                {
+                    match &r.retrieved_at {
+                        Some(at) => println!("  outbox retrieved at {at} ({} files)", r.files),
+                        None => println!("  outbox {} of {} files fetched", r.fetched, r.files),
+                    }
+                }
                 for (destination, state, error) in ledger.export_deliveries(run.id)? {
                     println!(
                         "  push   {destination}: {state}{}",

@@ -325,6 +325,31 @@ impl Ledger {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Every whole download by `partner` of a file of the export `export_id`
+    /// from its outbox, as the audit trail records it: file name, bytes, time.
+    pub fn export_downloads(
+        &self,
+        partner: &str,
+        export_id: &str,
+    ) -> Result<Vec<(String, u64, String)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT json_extract(detail, '$.name'), json_extract(detail, '$.bytes'), at
+             FROM audit_events
+             WHERE action = 'download' AND partner = ?1
+               AND substr(json_extract(detail, '$.name'), 1, length(?2) + 1) = ?2 || '/'
+             ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![partner, export_id], |r| {
+            let name: String = r.get(0)?;
+            Ok((
+                name[export_id.len() + 1..].to_string(),
+                r.get::<_, i64>(1)?.max(0) as u64,
+                r.get(2)?,
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Runs that started and never ended: dropgate stopped during them.
     pub fn unfinished_export_runs(&self) -> Result<Vec<RunRow>> {
         let mut stmt = self

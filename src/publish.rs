@@ -305,19 +305,19 @@ fn build(
         let snapshot = ledger.snapshot()?;
         let to = snapshot.high_water()?;
         let files = snapshot.loaded_files(watermark_from.loads, to.loads)?;
-        records::export::<PublishError>(
-            snapshot.connection(),
-            &files,
-            (watermark_from.sets, to.sets),
-            &schedule.records,
-            &allowed,
-            &mut |record| {
-                for output in &mut outputs {
-                    output.write(&record).map_err(io)?;
-                }
-                Ok(())
-            },
-        )?;
+        let scope = records::Scope {
+            files: &files,
+            sets: (watermark_from.sets, to.sets),
+            kinds: &schedule.records,
+            allowed: &allowed,
+            disclosure: schedule.disclosure,
+        };
+        records::export::<PublishError>(snapshot.connection(), &scope, &mut |record| {
+            for output in &mut outputs {
+                output.write(&record).map_err(io)?;
+            }
+            Ok(())
+        })?;
         to
     };
     let mut files: Vec<OutputFile> = Vec::new();

@@ -641,3 +641,69 @@ fn a_push_that_fails_is_recorded_and_the_export_stays_complete() {
     );
     assert!(d.count("SELECT count(*) FROM delivery_events WHERE event = 'gave_up'") >= 1);
 }
+
+#[test]
+fn a_trend_export_holds_weekly_counts_without_identifiers_and_hides_small_numbers() {
+    // The care home itself may have trend counts of its own data, and nothing else.
+    let config = format!(
+        "{}\n[grants.carehome-trend]\ncontroller = \"demo-controller\"\nconsumer = \"demo-carehome\"\nrecords = [\"trend\"]\npurpose = \"Service planning\"\nvalid_from = \"2026-01-01\"\n\n[schedules.carehome-trend]\nconsumer = \"demo-carehome\"\ncron = \"0 6 * * 1\"\nmode = \"snapshot\"\nformats = [\"csv\", \"fhir_ndjson\"]\nrecords = [\"trend\"]\n",
+        fast(SHIPPED_CONFIG)
+    );
+    let d = Deployment::with_config(&config);
+    load(&d, "news2_a.csv", 30, 5, 0);
+    load(&d, "news2_b.csv", 12, 4, 100);
+    let bad = d.write_input("news2_bad.csv", b"resident_id,nhs_number\nR1,123\n");
+    let out = d.ingest(&[&bad]);
+    assert_eq!(out.status.code(), Some(1));
+
+    let out = d.dg(&["export", "carehome-trend", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    let made: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let folder = folder(&made);
+    assert_eq!(
+        file_names(&folder)
+            .iter()
+            .filter(|n| n.ends_with(".ndjson") || n.ends_with(".csv"))
+            .collect::<Vec<_>>(),
+        ["trend.csv"]
+    );
+    let csv = fs::read_to_string(folder.join("trend.csv")).unwrap();
+    // The Monday of the week the files were received in (UTC).
+    let received: String = d.string("SELECT min(received_at) FROM files");
+    let day = chrono::NaiveDate::parse_from_str(&received[..10], "%Y-%m-%d").unwrap();
+    let monday = day
+        - chrono::Duration::days(i64::from(
+            chrono::Datelike::weekday(&day).num_days_from_monday(),
+        ));
+    let count = |measure: &str| -> String {
+        let prefix = format!("{monday},demo-carehome,news2,{measure},");
+        csv.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {measure} in\n{csv}"))
+            .to_string()
+    };
+    assert!(csv.starts_with("week_start,partner,feed,measure,count\n"));
+    assert_eq!(count("files_received"), "suppressed", "3 files");
+    assert_eq!(count("files_quarantined"), "suppressed");
+    assert_eq!(count("quarantined:validation_failed"), "suppressed");
+    assert_eq!(count("rows_loaded"), "40", "42 rounded");
+    assert_eq!(count("observations:heart_rate"), "40");
+    assert_eq!(count("observations:diastolic_bp"), "0");
+    // No identifier of any kind: names, NHS numbers, local ids, dates of birth.
+    for leak in ["Family", "Given", "R00", &nhs_number(1), "1940-01"] {
+        assert!(!csv.contains(leak), "{leak} in\n{csv}");
+    }
+    // The grant gives the care home trend counts only.
+    let refused = config.replace(
+        "formats = [\"csv\", \"fhir_ndjson\"]\nrecords = [\"trend\"]",
+        "formats = [\"csv\"]\nrecords = [\"trend\", \"observations\"]",
+    );
+    d.write_config(&refused);
+    let out = d.dg(&["check-config"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("no grant gives `demo-carehome` `observations` records"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -5,6 +5,7 @@ use super::*;
 use crate::config::ExportSchedule as Checked;
 use crate::export::Format;
 use crate::records::Kind;
+use crate::records::trend::Disclosure;
 
 /// Reads age recipients, one a line (`#` comments and blank lines skipped).
 pub fn parse_age_recipients(text: &str) -> Result<Vec<age::x25519::Recipient>, String> {
@@ -287,6 +288,31 @@ impl Checker<'_> {
         }
         let records = self.kinds(&raw.records, &what);
         let encrypt = raw.encrypt.unwrap_or(false);
+        let mut disclosure = Disclosure::default();
+        for (raw_value, slot, what_key) in [
+            (
+                &raw.suppress_below,
+                &mut disclosure.suppress_below,
+                "suppress_below",
+            ),
+            (&raw.round_to, &mut disclosure.round_to, "round_to"),
+        ] {
+            if let Some(value) = raw_value {
+                match u64::try_from(*value.get_ref()) {
+                    Ok(n) if (1..=1000).contains(&n) => *slot = n,
+                    _ => self.at(
+                        value,
+                        format!("{what}: {what_key} must be between 1 and 1000"),
+                    ),
+                }
+            }
+        }
+        if records.contains(&Kind::Trend) && !formats.contains(&Format::Csv) {
+            self.at(
+                &raw.formats,
+                format!("{what}: `trend` counts are written as CSV; add `csv` to `formats`"),
+            );
+        }
         let mut pushed = Vec::new();
         for name in raw.destinations.iter().flat_map(|d| d.get_ref()) {
             if !destinations.contains_key(name.get_ref()) {
@@ -333,6 +359,7 @@ impl Checker<'_> {
             catch_up,
             encrypt,
             destinations: pushed,
+            disclosure,
         })
     }
 }

@@ -107,6 +107,10 @@ pub struct Schedule {
     pub formats: Spanned<Vec<Spanned<String>>>,
     /// Record kinds to export; each needs a grant to the consumer.
     pub records: Spanned<Vec<Spanned<String>>>,
+    /// Trend counts below this (but above zero) are withheld as `suppressed`. Default 8.
+    pub suppress_below: Option<Spanned<i64>>,
+    /// Trend counts not withheld are rounded to the nearest multiple of this. Default 5.
+    pub round_to: Option<Spanned<i64>>,
     /// Also push each export, once in the outbox, to these `[destinations.NAME]`: into
     /// a folder named as the export, the manifest last.
     pub destinations: Option<Spanned<Vec<Spanned<String>>>>,

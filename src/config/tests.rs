@@ -254,7 +254,7 @@ catch_up = \"twice\"
     for expected in [
         "grant `bad`: controller `nobody` is not declared under [controllers]",
         "grant `bad`: consumer `stranger` is not a partner",
-        "grant `bad`: unknown record kind `x_rays`, expected one of `service_user`, `observations`",
+        "grant `bad`: unknown record kind `x_rays`, expected one of `service_user`, `observations`, `trend`",
         "grant `bad`: no feed `nope`",
         "grant `bad`: `purpose` must say why",
         "valid_from must be a date, `YYYY-MM-DD`",

@@ -119,6 +119,8 @@ pub struct ExportSchedule {
     pub encrypt: bool,
     /// `[destinations.NAME]` each export is pushed to.
     pub destinations: Vec<String>,
+    /// How trend counts are made safe to publish.
+    pub disclosure: crate::records::trend::Disclosure,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

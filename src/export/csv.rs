@@ -1,6 +1,7 @@
 //! CSV output: one file per record kind, a header line, then one row per
-//! service user (`service_user.csv`) and one per observation
-//! (`observations.csv`). The columns are listed in the README.
+//! service user (`service_user.csv`), one per observation
+//! (`observations.csv`) and one per trend count (`trend.csv`). The columns
+//! are listed in the README.
 
 use std::io::{self, Write};
 
@@ -9,6 +10,7 @@ use crate::records::Exported;
 use crate::records::observations::ObservedValue;
 
 const SERVICE_USER_COLUMNS: &str = "detail_id,partner,local_id,nhs_number,family_name,given_name,date_of_birth,gender,postcode,file_id,line";
+const TREND_COLUMNS: &str = "week_start,partner,feed,measure,count";
 const OBSERVATION_COLUMNS: &str =
     "set_id,detail_id,observed_at,code,value,unit,loinc,snomed,file_id,line";
 
@@ -16,6 +18,7 @@ pub struct Output {
     target: Target,
     service_users: Option<CountedFile>,
     observations: Option<CountedFile>,
+    trend: Option<CountedFile>,
 }
 
 impl Output {
@@ -24,6 +27,7 @@ impl Output {
             target: target.clone(),
             service_users: None,
             observations: None,
+            trend: None,
         }
     }
 }
@@ -124,12 +128,22 @@ impl super::Output for Output {
                 }
                 Ok(())
             }
+            Exported::Trend(t) => {
+                let file = opened(&mut self.trend, &self.target, "trend.csv", TREND_COLUMNS)?;
+                let count = t
+                    .count
+                    .map_or_else(|| "suppressed".to_string(), |n| n.to_string());
+                row(
+                    file.next(),
+                    &[&t.week, &t.partner, &t.feed, &t.measure, &count],
+                )
+            }
         }
     }
 
     fn finish(self: Box<Self>) -> io::Result<Vec<OutputFile>> {
         let this = *self;
-        [this.service_users, this.observations]
+        [this.service_users, this.observations, this.trend]
             .into_iter()
             .flatten()
             .map(CountedFile::finish)

@@ -238,6 +238,8 @@ impl super::Output for Output {
                 }
                 Ok(())
             }
+            // Counts, not resources: the CSV output writes them.
+            Exported::Trend(_) => Ok(()),
         }
     }
 

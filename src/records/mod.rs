@@ -8,6 +8,7 @@
 
 pub mod observations;
 pub mod service_user;
+pub mod trend;
 
 use std::ops::Range;
 
@@ -25,15 +26,18 @@ use crate::validate::Row;
 pub enum Kind {
     ServiceUser,
     Observations,
+    /// Weekly counts with no identifiers; exported only, never mapped.
+    Trend,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 2] = [Kind::ServiceUser, Kind::Observations];
+    pub const ALL: [Kind; 3] = [Kind::ServiceUser, Kind::Observations, Kind::Trend];
 
     pub fn name(self) -> &'static str {
         match self {
             Kind::ServiceUser => service_user::KIND,
             Kind::Observations => observations::KIND,
+            Kind::Trend => trend::KIND,
         }
     }
 
@@ -177,6 +181,7 @@ pub fn map_row(mapping: &Mapping, mut row: Row) -> Records {
 pub enum Exported<'a> {
     ServiceUser(&'a service_user::StoredUser),
     ObservationSet(&'a observations::StoredSet),
+    Trend(&'a trend::TrendCount),
 }
 
 /// Which records of which partners and feeds an export may include.
@@ -184,18 +189,33 @@ pub trait Allowed {
     fn allows(&self, kind: Kind, partner: &str, feed: Option<&str>) -> bool;
 }
 
-/// Hands `each` every record of `kinds` in an export's range that `allowed`
-/// lets through: the observation sets with ids in `sets` (`(after, up_to]`),
-/// then the service users `files` (those loaded in the range, in load order)
-/// wrote, and those the sets refer to, each once.
+/// What an export reads: the files loaded in its range (in load order) and
+/// the ids of the observation sets they wrote, `(after, up_to]`.
+pub struct Scope<'a> {
+    pub files: &'a [LoadedFile],
+    pub sets: (i64, i64),
+    pub kinds: &'a [Kind],
+    pub allowed: &'a dyn Allowed,
+    /// How trend counts are made safe to publish.
+    pub disclosure: trend::Disclosure,
+}
+
+/// Hands `each` every record of the scope's kinds that its `allowed` lets
+/// through: the observation sets, then the service users the files wrote
+/// and those the sets refer to, each once; then the trend counts (of every
+/// week, whatever the range).
 pub fn export<E: From<crate::ledger::LedgerError>>(
     conn: &Connection,
-    files: &[LoadedFile],
-    sets: (i64, i64),
-    kinds: &[Kind],
-    allowed: &dyn Allowed,
+    scope: &Scope<'_>,
     each: &mut dyn FnMut(Exported<'_>) -> std::result::Result<(), E>,
 ) -> std::result::Result<(), E> {
+    let Scope {
+        files,
+        sets,
+        kinds,
+        allowed,
+        disclosure,
+    } = *scope;
     let mut referenced = std::collections::BTreeSet::new();
     if kinds.contains(&Kind::Observations) {
         observations::for_each_in(conn, sets.0, sets.1, &mut |set| {
@@ -224,6 +244,16 @@ pub fn export<E: From<crate::ledger::LedgerError>>(
             {
                 each(Exported::ServiceUser(&user))?;
             }
+        }
+    }
+    if kinds.contains(&Kind::Trend) {
+        let counts = trend::counts(
+            conn,
+            &|partner, feed| allowed.allows(Kind::Trend, partner, feed),
+            disclosure,
+        )?;
+        for count in &counts {
+            each(Exported::Trend(count))?;
         }
     }
     Ok(())

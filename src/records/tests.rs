@@ -123,3 +123,22 @@ fn export_codings_match_the_ledgers_observation_codes() {
         assert_eq!(snomed.as_deref(), code.snomed(), "{name}");
     }
 }
+
+#[test]
+fn small_trend_counts_are_withheld_and_the_rest_rounded() {
+    use crate::records::trend::Disclosure;
+    let rule = Disclosure::default();
+    assert_eq!(rule.disclose(0), Some(0));
+    for small in 1..8 {
+        assert_eq!(rule.disclose(small), None, "{small}");
+    }
+    assert_eq!(rule.disclose(8), Some(10));
+    assert_eq!(rule.disclose(12), Some(10));
+    assert_eq!(rule.disclose(13), Some(15));
+    assert_eq!(rule.disclose(1_000_002), Some(1_000_000));
+    let exact = Disclosure {
+        suppress_below: 1,
+        round_to: 1,
+    };
+    assert_eq!(exact.disclose(3), Some(3));
+}

@@ -707,3 +707,93 @@ fn a_trend_export_holds_weekly_counts_without_identifiers_and_hides_small_number
         text(&out.stderr)
     );
 }
+
+#[test]
+fn exports_killed_at_any_moment_leave_each_observation_in_exactly_one_complete_export() {
+    let d = Deployment::new();
+    load(&d, "news2_a.csv", 20_000, 200, 0);
+    let total = d.count("SELECT count(*) FROM observation_records");
+    // SIGKILL at several moments of a run; a few of them may finish first.
+    for (round, delay_ms) in [30u64, 120, 250, 500, 900, 1500, 3000]
+        .into_iter()
+        .enumerate()
+    {
+        if round == 2 {
+            // More to export, so later rounds have new loads to cover.
+            load(&d, "news2_b.csv", 5_000, 50, 100_000);
+        }
+        let mut child = d
+            .command(&["export", "demo-nightly"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        child.wait().unwrap();
+    }
+    // The next run finishes or discards what the kills left, then exports the rest.
+    export(&d);
+    let total = total + 5_000 * 8;
+    let outbox = d.path("spool/outbox/demo-hospital");
+    let names = file_names(&outbox);
+    assert!(
+        names
+            .iter()
+            .all(|n| !n.starts_with('.') || n.ends_with(".damaged")),
+        "{names:?}"
+    );
+    assert_eq!(
+        d.count("SELECT count(*) FROM export_runs WHERE ended_at IS NULL"),
+        0
+    );
+    // Complete runs cover the loads one after another, with no gap and no overlap.
+    let conn = d.ledger();
+    let mut stmt = conn
+        .prepare(
+            "SELECT export_id, watermark_from, watermark_to, sets_from, sets_to FROM export_runs
+             WHERE outcome = 'complete' ORDER BY id",
+        )
+        .unwrap();
+    let runs: Vec<(String, i64, i64, i64, i64)> = stmt
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(!runs.is_empty());
+    let mut exported = 0;
+    let mut previous = (0, 0);
+    for (export_id, from, to, sets_from, sets_to) in &runs {
+        assert_eq!(
+            (*from, *sets_from),
+            previous,
+            "{export_id} starts where the last ended"
+        );
+        previous = (*to, *sets_to);
+        let folder = outbox.join(export_id);
+        let out = d.dg(&["verify", folder.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", text(&out.stdout));
+        if folder.join("Observation.ndjson").exists() {
+            exported += fs::read_to_string(folder.join("Observation.ndjson"))
+                .unwrap()
+                .lines()
+                .count() as i64;
+        }
+    }
+    eprintln!(
+        "outcomes: {:?}",
+        d.ledger()
+            .prepare("SELECT outcome FROM export_runs ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(exported, total, "every observation exactly once");
+    // Every folder offered is a complete run's; nothing else is in the outbox.
+    let offered: Vec<&String> = names.iter().filter(|n| !n.starts_with('.')).collect();
+    assert_eq!(offered.len(), runs.len(), "{names:?}");
+}

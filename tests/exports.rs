@@ -782,16 +782,6 @@ fn exports_killed_at_any_moment_leave_each_observation_in_exactly_one_complete_e
                 .count() as i64;
         }
     }
-    eprintln!(
-        "outcomes: {:?}",
-        d.ledger()
-            .prepare("SELECT outcome FROM export_runs ORDER BY id")
-            .unwrap()
-            .query_map([], |r| r.get::<_, String>(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect::<Vec<_>>()
-    );
     assert_eq!(exported, total, "every observation exactly once");
     // Every folder offered is a complete run's; nothing else is in the outbox.
     let offered: Vec<&String> = names.iter().filter(|n| !n.starts_with('.')).collect();

@@ -251,9 +251,19 @@ pub async fn run(
         ));
     }
 
+    if !config.routes.is_empty() {
+        let identity = keys::load_identity(&config.keys.age_identity)?;
+        sources.spawn(crate::route::run_routes(
+            config.clone(),
+            Arc::new(identity),
+            shutdown_rx.clone(),
+        ));
+    }
+
     tracing::info!(
         sources = config.sources.len(),
         schedules = config.schedules.len(),
+        routes = config.routes.len(),
         "ready"
     );
     shutdown.await;

@@ -22,6 +22,7 @@ pub mod publish;
 pub mod receive;
 pub mod records;
 pub mod remote;
+pub mod route;
 pub mod schedule;
 pub mod schema;
 pub mod spool;

@@ -17,9 +17,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use russh::keys::ssh_key::{PrivateKey, PublicKey};
 use tokio::sync::watch;
 
-use crate::config::{
-    AgeRecipients, CatchUp, Config, ExportMode, ExportSchedule, Grant, parse_age_recipients,
-};
+use crate::config::{AgeRecipients, CatchUp, Config, ExportMode, ExportSchedule, Grant};
 use crate::export::manifest::{self, Manifest};
 use crate::export::{Output, OutputFile, Target};
 use crate::ledger::{
@@ -364,20 +362,9 @@ fn recipients(
         .get(consumer)
         .and_then(|p| p.age.as_ref())
         .ok_or_else(|| fail("no [partners.NAME.age] recipients".into()))?;
-    let mut all = Vec::new();
-    for entry in &age.recipients {
-        let parsed = match entry {
-            AgeRecipients::Line(line) => parse_age_recipients(line),
-            AgeRecipients::File(path) => std::fs::read_to_string(path)
-                .map_err(|e| format!("{}: {e}", path.display()))
-                .and_then(|text| parse_age_recipients(&text)),
-        };
-        all.extend(parsed.map_err(fail)?);
-    }
-    if all.is_empty() {
-        return Err(fail("no recipients".into()));
-    }
-    Ok(all.into())
+    Ok(AgeRecipients::read_all(&age.recipients)
+        .map_err(fail)?
+        .into())
 }
 
 fn sync_dir(path: &Path) -> std::io::Result<()> {

@@ -151,6 +151,11 @@ impl Spool {
     }
 
     /// Exports addressed to partners, one folder each, served read-only.
+    /// Where a routed file is decrypted (and encrypted again) before it is sent.
+    pub fn routing(&self) -> PathBuf {
+        self.root.join("routing")
+    }
+
     pub fn outboxes(&self) -> PathBuf {
         self.root.join("outbox")
     }

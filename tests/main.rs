@@ -11,6 +11,7 @@ mod ftpd;
 mod hostile;
 mod ingest;
 mod remote;
+mod routes;
 mod sample_feeds;
 mod sftp;
 mod sshd;

@@ -82,8 +82,11 @@ pub(super) fn show(ledger: &Ledger, id: i64, json: bool) -> anyhow::Result<ExitC
     let file = ledger.file(id)?;
     let events = ledger.events(id)?;
     let problems = ledger.problems(id)?;
+    let routed = ledger.route_deliveries(id)?;
     if json {
-        let value = serde_json::json!({ "file": file, "events": events, "problems": problems });
+        let value = serde_json::json!({
+            "file": file, "events": events, "problems": problems, "routes": routed,
+        });
         println!("{}", serde_json::to_string(&value)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -119,6 +122,26 @@ pub(super) fn show(ledger: &Ledger, id: i64, json: bool) -> anyhow::Result<ExitC
             e.event,
             escaped(&e.detail.as_ref().map(|d| d.to_string()).unwrap_or_default())
         );
+    }
+    if !routed.is_empty() {
+        println!("forwarded:");
+        for r in &routed {
+            println!(
+                "  {:<20} to {:<16} {} after {} attempt(s){}{}",
+                r.route,
+                r.destination,
+                r.state,
+                r.attempts,
+                r.grant
+                    .as_deref()
+                    .map(|g| format!(", grant {g}"))
+                    .unwrap_or_default(),
+                r.error
+                    .as_deref()
+                    .map(|e| format!(": {}", escaped(e)))
+                    .unwrap_or_default()
+            );
+        }
     }
     if !problems.is_empty() {
         println!(

@@ -274,13 +274,13 @@ impl Checker<'_> {
             let name = key.get_ref().to_string();
             match name.as_str() {
                 "daemon" | "keys" | "partners" | "sources" | "feeds" | "sftp_server"
-                | "destinations" | "controllers" | "grants" | "schedules" => {
+                | "destinations" | "controllers" | "grants" | "schedules" | "routes" => {
                     sections.insert(name, value);
                 }
                 _ => self.error(
                     key.span(),
                     format!(
-                        "unknown section `{name}`, expected one of `daemon`, `keys`, `partners`, `sources`, `feeds`, `sftp_server`, `destinations`, `controllers`, `grants`, `schedules`"
+                        "unknown section `{name}`, expected one of `daemon`, `keys`, `partners`, `sources`, `feeds`, `sftp_server`, `destinations`, `controllers`, `grants`, `schedules`, `routes`"
                     ),
                 ),
             }
@@ -312,6 +312,8 @@ impl Checker<'_> {
             self.entries("grant", sections.remove("grants"));
         let schedules: Vec<(Spanned<String>, raw::Schedule)> =
             self.entries("schedule", sections.remove("schedules"));
+        let routes: Vec<(Spanned<String>, raw::Route)> =
+            self.entries("route", sections.remove("routes"));
         let destinations: BTreeMap<String, Destination> = destinations
             .into_iter()
             .filter_map(|(name, d)| {
@@ -393,6 +395,21 @@ impl Checker<'_> {
                 Some((name.into_inner(), schedule))
             })
             .collect();
+        let routes: BTreeMap<String, Route> = routes
+            .into_iter()
+            .filter_map(|(name, r)| {
+                let route = self.route(
+                    name.get_ref(),
+                    r,
+                    &partners,
+                    &checked_feeds,
+                    &destinations,
+                    &grants,
+                    base,
+                )?;
+                Some((name.into_inner(), route))
+            })
+            .collect();
         let daemon = daemon?;
         Some(Config {
             file: path.to_path_buf(),
@@ -406,6 +423,7 @@ impl Checker<'_> {
             controllers,
             grants,
             schedules,
+            routes,
             warnings: Vec::new(),
         })
     }

@@ -19,6 +19,27 @@ pub fn parse_age_recipients(text: &str) -> Result<Vec<age::x25519::Recipient>, S
         .collect()
 }
 
+impl AgeRecipients {
+    /// Every recipient of `list`, files read now (a demo identity's
+    /// recipient may have been written since the config was read).
+    pub fn read_all(list: &[AgeRecipients]) -> Result<Vec<age::x25519::Recipient>, String> {
+        let mut all = Vec::new();
+        for entry in list {
+            let parsed = match entry {
+                AgeRecipients::Line(line) => parse_age_recipients(line),
+                AgeRecipients::File(path) => std::fs::read_to_string(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))
+                    .and_then(|text| parse_age_recipients(&text)),
+            };
+            all.extend(parsed?);
+        }
+        if all.is_empty() {
+            return Err("no recipients".into());
+        }
+        Ok(all)
+    }
+}
+
 impl Checker<'_> {
     pub(super) fn partner_age(
         &mut self,
@@ -36,8 +57,22 @@ impl Checker<'_> {
                 format!("partner `{partner}`: `age.recipients` needs at least one recipient"),
             );
         }
+        let recipients = self.recipients(&raw.recipients, base, demo_public.as_deref());
+        PartnerAge {
+            recipients,
+            demo_identity,
+        }
+    }
+
+    /// Reads `encrypt_to`-style recipient lists: `age1...` lines or files.
+    fn recipients(
+        &mut self,
+        list: &Spanned<Vec<Spanned<String>>>,
+        base: &Path,
+        demo: Option<&Path>,
+    ) -> Vec<AgeRecipients> {
         let mut recipients = Vec::new();
-        for entry in raw.recipients.get_ref() {
+        for entry in list.get_ref() {
             let text = entry.get_ref().trim();
             if text.starts_with("age1") {
                 if let Err(e) = parse_age_recipients(text) {
@@ -53,16 +88,104 @@ impl Checker<'_> {
                         self.at(entry, format!("{}: {e}", path.display()));
                     }
                 }
-                // The demo identity's recipient is written on first run.
-                Err(_) if demo_public.as_ref() == Some(&path) => {}
+                // A demo identity's recipient is written on first run.
+                Err(_) if demo == Some(path.as_path()) => {}
                 Err(e) => self.at(entry, format!("cannot read {}: {e}", path.display())),
             }
             recipients.push(AgeRecipients::File(path));
         }
-        PartnerAge {
-            recipients,
-            demo_identity,
+        recipients
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn route(
+        &mut self,
+        name: &str,
+        raw: raw::Route,
+        partners: &BTreeMap<String, Partner>,
+        feeds: &BTreeMap<String, Feed>,
+        destinations: &BTreeMap<String, Destination>,
+        grants: &BTreeMap<String, Grant>,
+        base: &Path,
+    ) -> Option<Route> {
+        let what = format!("route `{name}`");
+        let mut ok = true;
+        let feed = feeds.get(raw.feed.get_ref());
+        if feed.is_none() {
+            self.at(
+                &raw.feed,
+                format!("{what}: no feed `{}`", raw.feed.get_ref()),
+            );
+            ok = false;
         }
+        if !destinations.contains_key(raw.destination.get_ref()) {
+            self.at(
+                &raw.destination,
+                format!(
+                    "{what}: no destination `{}` under [destinations]",
+                    raw.destination.get_ref()
+                ),
+            );
+            ok = false;
+        }
+        let consumer = raw.consumer.get_ref();
+        if !partners.contains_key(consumer) {
+            self.at(
+                &raw.consumer,
+                format!("{what}: consumer `{consumer}` is not a partner"),
+            );
+            ok = false;
+        }
+        if let Some(feed) = feed {
+            let controller = partners
+                .get(&feed.partner)
+                .and_then(|p| p.controller.as_deref());
+            let kinds = feed.kinds();
+            let granted = grants.values().any(|g| {
+                g.consumer == *consumer
+                    && Some(g.controller.as_str()) == controller
+                    && g.covers_feed(&feed.name, &kinds)
+            });
+            if ok && !granted {
+                self.at(
+                    &raw.feed,
+                    format!(
+                        "{what}: no grant gives `{consumer}` the files of feed `{}`; its partner's data controller must grant them first (the feed, or every kind it maps)",
+                        feed.name
+                    ),
+                );
+                ok = false;
+            }
+        }
+        let when = match raw.when.as_ref().map(|w| w.get_ref().as_str()) {
+            None | Some("loaded") => RouteWhen::Loaded,
+            Some("received") => RouteWhen::Received,
+            Some(other) => {
+                let at = raw.when.as_ref().expect("matched Some");
+                self.at(
+                    at,
+                    format!("{what}: when `{other}` must be `loaded` or `received`"),
+                );
+                return None;
+            }
+        };
+        let encrypt_to = raw.encrypt_to.as_ref().map(|list| {
+            if list.get_ref().is_empty() {
+                self.at(
+                    list,
+                    format!("{what}: `encrypt_to` needs at least one recipient"),
+                );
+            }
+            self.recipients(list, base, None)
+        });
+        ok.then(|| Route {
+            name: name.to_string(),
+            feed: raw.feed.into_inner(),
+            destination: raw.destination.into_inner(),
+            consumer: consumer.clone(),
+            when,
+            encrypt_to,
+        })
     }
 
     pub(super) fn partner_controllers(

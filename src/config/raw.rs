@@ -92,6 +92,25 @@ pub struct Grant {
     pub valid_until: Option<Spanned<String>>,
 }
 
+/// `[routes.NAME]`: every file of a feed forwarded to a destination, under a grant.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// The feed whose files are forwarded.
+    pub feed: Spanned<String>,
+    /// The `[destinations.NAME]` they are pushed to.
+    pub destination: Spanned<String>,
+    /// The partner receiving them: a grant in force must give it the feed.
+    pub consumer: Spanned<String>,
+    /// `loaded` (only files that passed every check; default) or `received` (every
+    /// file of the feed once it is durable and recorded, whatever its checks say).
+    pub when: Option<Spanned<String>>,
+    /// age recipients (`age1...` lines or files of them) to encrypt each file to before
+    /// it leaves. Without them the file is sent decrypted: the destination's SSH or TLS
+    /// protects it on the way.
+    pub encrypt_to: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
 /// `[schedules.NAME]`: an export made on a timetable for one consumer.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

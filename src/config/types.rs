@@ -22,6 +22,7 @@ pub struct Config {
     pub controllers: BTreeMap<String, Controller>,
     pub grants: BTreeMap<String, Grant>,
     pub schedules: BTreeMap<String, ExportSchedule>,
+    pub routes: BTreeMap<String, Route>,
     /// Allowed but dangerous settings, as `PATH:LINE:COL: warning: ...`.
     pub warnings: Vec<ConfigError>,
 }
@@ -121,6 +122,61 @@ pub struct ExportSchedule {
     pub destinations: Vec<String>,
     /// How trend counts are made safe to publish.
     pub disclosure: crate::records::trend::Disclosure,
+}
+
+/// Every file of a feed forwarded to a destination, under a grant.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    pub feed: String,
+    pub destination: String,
+    pub consumer: String,
+    pub when: RouteWhen,
+    /// Each file is encrypted to these before it leaves, when set.
+    pub encrypt_to: Option<Vec<AgeRecipients>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteWhen {
+    /// Files that passed every check.
+    Loaded,
+    /// Every file once received, whatever its checks say.
+    Received,
+}
+
+impl RouteWhen {
+    /// The file states a route forwards.
+    pub fn states(self) -> &'static [&'static str] {
+        match self {
+            RouteWhen::Loaded => &["loaded"],
+            RouteWhen::Received => &["received", "loaded", "quarantined"],
+        }
+    }
+}
+
+impl Grant {
+    /// Whether the grant covers every file of `feed`, which maps `kinds`.
+    pub fn covers_feed(&self, feed: &str, kinds: &[crate::records::Kind]) -> bool {
+        match &self.feeds {
+            Some(feeds) => feeds.iter().any(|f| f == feed),
+            None => !kinds.is_empty() && kinds.iter().all(|k| self.records.contains(k)),
+        }
+    }
+}
+
+impl Feed {
+    /// The record kinds its mapping makes.
+    pub fn kinds(&self) -> Vec<crate::records::Kind> {
+        use crate::records::Kind;
+        let mut kinds = Vec::new();
+        if self.mapping.service_user.is_some() {
+            kinds.push(Kind::ServiceUser);
+        }
+        if self.mapping.observations.is_some() {
+            kinds.push(Kind::Observations);
+        }
+        kinds
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,13 +11,12 @@
 //! the consumer has verified.
 
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use russh::keys::ssh_key::{HashAlg, LineEnding, PrivateKey, PublicKey, SshSig};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::OutputFile;
 
@@ -87,22 +86,6 @@ impl Watermark {
             sets: self.sets_to,
         }
     }
-}
-
-fn file_digest(path: &Path) -> io::Result<(String, u64)> {
-    let mut file = fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0; 256 * 1024];
-    let mut bytes = 0;
-    loop {
-        let n = file.read(&mut buffer)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-        bytes += n as u64;
-    }
-    Ok((crate::digest::hex(&hasher.finalize()), bytes))
 }
 
 /// Describes `files`, which are in one folder.
@@ -277,7 +260,7 @@ pub fn verify(folder: &Path, signers: &[PublicKey]) -> Result<Manifest, VerifyEr
         }
         let path = folder.join(&entry.url);
         let (sha256, bytes) =
-            file_digest(&path).map_err(|source| VerifyError::Io { path, source })?;
+            crate::digest::sha256_file(&path).map_err(|source| VerifyError::Io { path, source })?;
         if bytes != entry.bytes {
             return Err(VerifyError::Size {
                 file: entry.url.clone(),

@@ -35,6 +35,7 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("migrations/0009_service_users_by_birth.sql"),
     ),
     ("0010_exports", include_str!("migrations/0010_exports.sql")),
+    ("0011_routes", include_str!("migrations/0011_routes.sql")),
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {

@@ -15,6 +15,7 @@ mod exports;
 mod files;
 mod migrations;
 mod records;
+mod routes;
 mod status;
 
 use std::fmt;
@@ -41,6 +42,7 @@ pub use records::{
     DETAIL_COLUMNS, DetailRecord, DetailView, NameSearch, ObservationRecord, PersonRecords,
     PersonView,
 };
+pub use routes::{RouteDelivery, Routed};
 pub use status::{DeliveryEvent, PollReport, SourceStatus, Status};
 
 /// How long (in ms) a connection waits for another's write transaction.

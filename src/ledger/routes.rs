@@ -1,0 +1,171 @@
+//! Routes: each file of a feed forwarded to a destination, queued `pending`
+//! before it is sent and finished with how it went.
+
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use serde::Serialize;
+
+use super::*;
+
+/// A file waiting to be forwarded.
+#[derive(Debug, Clone)]
+pub struct Routed {
+    pub file_id: i64,
+    pub spool_name: String,
+    pub partner: String,
+    pub feed: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// A file's forwarding by one route, as `show` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteDelivery {
+    pub route: String,
+    pub destination: String,
+    pub state: String,
+    pub attempts: i64,
+    pub grant: Option<String>,
+    pub error: Option<String>,
+    pub updated_at: String,
+}
+
+impl Ledger {
+    /// Queues, as `pending`, every file of `feed` in one of `states` that the
+    /// route has not queued yet and that was received after the route was
+    /// first seen. Returns how many were queued.
+    pub fn queue_routed(
+        &mut self,
+        route: &str,
+        destination: &str,
+        feed: &str,
+        states: &[&str],
+    ) -> Result<usize> {
+        let now = self.now();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let after: Option<i64> = tx
+            .query_row(
+                "SELECT after_file_id FROM routes WHERE name = ?1",
+                [route],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let after = match after {
+            Some(after) => after,
+            None => {
+                // First seen now: files already here are not its to send.
+                let newest: i64 =
+                    tx.query_row("SELECT coalesce(max(id), 0) FROM files", [], |r| r.get(0))?;
+                tx.execute(
+                    "INSERT INTO routes (name, after_file_id, first_seen_at) VALUES (?1, ?2, ?3)",
+                    params![route, newest, now],
+                )?;
+                newest
+            }
+        };
+        let states = serde_json::to_string(states).expect("strings serialise");
+        let queued = tx.execute(
+            "INSERT OR IGNORE INTO route_deliveries (file_id, route, destination, state, updated_at)
+             SELECT id, ?1, ?2, 'pending', ?3 FROM files
+             WHERE feed = ?4 AND id > ?5
+               AND state IN (SELECT value FROM json_each(?6))
+               AND id NOT IN (SELECT file_id FROM route_deliveries WHERE route = ?1)",
+            params![route, destination, now, feed, after, states],
+        )?;
+        tx.commit()?;
+        Ok(queued)
+    }
+
+    /// The route's pending files, oldest first.
+    pub fn pending_routed(&self, route: &str) -> Result<Vec<Routed>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT f.id, f.spool_name, f.partner, f.feed, f.sha256, f.size
+             FROM route_deliveries d JOIN files f ON f.id = d.file_id
+             WHERE d.route = ?1 AND d.state = 'pending' ORDER BY d.file_id",
+        )?;
+        let rows = stmt.query_map([route], |r| {
+            Ok(Routed {
+                file_id: r.get(0)?,
+                spool_name: r.get(1)?,
+                partner: r.get(2)?,
+                feed: r.get(3)?,
+                sha256: r.get(4)?,
+                size: r.get::<_, i64>(5)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// How a file's forwarding ended: `delivered`, `failed` or `refused`;
+    /// a refusal is audited.
+    pub fn finish_routed(
+        &mut self,
+        file_id: i64,
+        route: &str,
+        state: &str,
+        attempts: u32,
+        grant: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<()> {
+        let now = self.now();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (partner, destination): (String, String) = tx.query_row(
+            "SELECT f.partner, d.destination FROM route_deliveries d JOIN files f ON f.id = d.file_id
+             WHERE d.file_id = ?1 AND d.route = ?2",
+            params![file_id, route],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        tx.execute(
+            "UPDATE route_deliveries SET state = ?3, attempts = attempts + ?4, grant_name = ?5,
+                    error = ?6, updated_at = ?7
+             WHERE file_id = ?1 AND route = ?2",
+            params![file_id, route, state, attempts, grant, error, now],
+        )?;
+        append_audit(
+            &tx,
+            &now,
+            &AuditEvent {
+                partner: Some(&partner),
+                action: if state == "refused" {
+                    "route_refused"
+                } else {
+                    "route"
+                },
+                file_id: Some(file_id),
+                detail: Some(serde_json::json!({
+                    "route": route,
+                    "destination": destination,
+                    "state": state,
+                    "grant": grant,
+                    "error": error,
+                })),
+                ..AuditEvent::default()
+            },
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every route's forwarding of a file.
+    pub fn route_deliveries(&self, file_id: i64) -> Result<Vec<RouteDelivery>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT route, destination, state, attempts, grant_name, error, updated_at
+             FROM route_deliveries WHERE file_id = ?1 ORDER BY route",
+        )?;
+        let rows = stmt.query_map([file_id], |r| {
+            Ok(RouteDelivery {
+                route: r.get(0)?,
+                destination: r.get(1)?,
+                state: r.get(2)?,
+                attempts: r.get(3)?,
+                grant: r.get(4)?,
+                error: r.get(5)?,
+                updated_at: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}

@@ -1,0 +1,217 @@
+//! Route: the files of a feed forwarded to a destination as they arrive,
+//! each under a grant in force. A file is queued `pending` in the ledger,
+//! decrypted (and encrypted to the route's recipients, when it has them)
+//! into `spool/routing/`, pushed with the destination's retries, and
+//! finished as `delivered`, `failed` or `refused`. Each route runs on its
+//! own, so a failing destination holds up no other.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::config::{AgeRecipients, Config, Route};
+use crate::decrypt;
+use crate::forward::{self, Parcel};
+use crate::ledger::{Ledger, Routed, SystemClock};
+use crate::schema::Layout;
+use crate::spool::Spool;
+
+/// How often a route looks for new files.
+const POLL: Duration = Duration::from_secs(1);
+
+/// Runs every route until `shutdown` turns true.
+pub async fn run_routes(
+    config: Arc<Config>,
+    identity: Arc<age::x25519::Identity>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for route in config.routes.values() {
+        tracing::info!(route = %route.name, feed = %route.feed, destination = %route.destination, "forwarding");
+        tasks.spawn(run_route(
+            config.clone(),
+            identity.clone(),
+            route.name.clone(),
+            shutdown.clone(),
+        ));
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn run_route(
+    config: Arc<Config>,
+    identity: Arc<age::x25519::Identity>,
+    name: String,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let route = config.routes[&name].clone();
+    loop {
+        if let Err(e) = forward_pending(&config, &identity, &route).await {
+            tracing::error!(route = %route.name, error = %e, "forwarding failed; trying again");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(POLL) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Queues the route's new files and forwards every pending one.
+pub async fn forward_pending(
+    config: &Config,
+    identity: &age::x25519::Identity,
+    route: &Route,
+) -> Result<(), crate::ledger::LedgerError> {
+    let ledger = Mutex::new(Ledger::open(&config.daemon.ledger, Arc::new(SystemClock))?);
+    let pending = {
+        let mut ledger = ledger.lock().expect("ledger lock");
+        ledger.queue_routed(
+            &route.name,
+            &route.destination,
+            &route.feed,
+            route.when.states(),
+        )?;
+        ledger.pending_routed(&route.name)?
+    };
+    let Some(destination) = config.destinations.get(&route.destination) else {
+        return Ok(());
+    };
+    for file in pending {
+        let finish = |state: &str, attempts: u32, grant: Option<&str>, error: Option<&str>| {
+            ledger.lock().expect("ledger lock").finish_routed(
+                file.file_id,
+                &route.name,
+                state,
+                attempts,
+                grant,
+                error,
+            )
+        };
+        // No grant, no data: checked for every file, on the day it is sent.
+        let Some(grant) = grant_in_force(config, route, &file) else {
+            let why = format!(
+                "no grant in force gives `{}` the files of feed `{}`",
+                route.consumer, route.feed
+            );
+            tracing::warn!(route = %route.name, file_id = file.file_id, "{why}");
+            finish("refused", 0, None, Some(&why))?;
+            continue;
+        };
+        let prepared = match prepare(config, identity, route, &file) {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                finish("failed", 0, Some(&grant), Some(&e.to_string()))?;
+                continue;
+            }
+        };
+        let (sha256, size) = match crate::digest::sha256_file(&prepared.path) {
+            Ok(digest) => digest,
+            Err(e) => {
+                let _ = std::fs::remove_file(&prepared.path);
+                finish("failed", 0, Some(&grant), Some(&e.to_string()))?;
+                continue;
+            }
+        };
+        let parcel = Parcel {
+            path: &prepared.path,
+            name: &prepared.name,
+            file_id: Some(file.file_id),
+            sha256: &sha256,
+            size,
+        };
+        let sent = forward::deliver(destination, &parcel, &ledger).await;
+        let _ = std::fs::remove_file(&prepared.path);
+        match sent {
+            Ok(attempt) => finish("delivered", attempt, Some(&grant), None)?,
+            Err(e) => finish(
+                "failed",
+                destination.attempts,
+                Some(&grant),
+                Some(&e.to_string()),
+            )?,
+        }
+    }
+    Ok(())
+}
+
+/// The grant, in force today, that lets the route's consumer have the file.
+fn grant_in_force(config: &Config, route: &Route, file: &Routed) -> Option<String> {
+    let day = chrono::Utc::now()
+        .with_timezone(&config.daemon.time_zone)
+        .date_naive();
+    let controller = config.partners.get(&file.partner)?.controller.as_deref()?;
+    let kinds = config.feeds.get(&file.feed)?.kinds();
+    config
+        .grants
+        .values()
+        .find(|g| {
+            g.consumer == route.consumer
+                && g.controller == controller
+                && g.in_force(day)
+                && g.covers_feed(&file.feed, &kinds)
+        })
+        .map(|g| g.name.clone())
+}
+
+/// A routed file ready to send: its path, and the name it is sent under.
+struct Prepared {
+    path: PathBuf,
+    name: String,
+}
+
+/// Decrypts the payload and writes it for sending, encrypted to the route's
+/// recipients when it has them. Sent under dropgate's own name, never the
+/// sender's (which may carry identifiers): `FEED-FILEID.csv` (or `.txt` for
+/// fixed width), plus `.age` when encrypted.
+fn prepare(
+    config: &Config,
+    identity: &age::x25519::Identity,
+    route: &Route,
+    file: &Routed,
+) -> io::Result<Prepared> {
+    let spool = Spool::new(&config.daemon.spool);
+    let feed = config
+        .feeds
+        .get(&file.feed)
+        .ok_or_else(|| io::Error::other("the feed is no longer configured"))?;
+    let (_, payload) = spool
+        .find(&file.spool_name)
+        .ok_or_else(|| io::Error::other("the payload is in no spool folder"))?;
+    let plaintext = decrypt::open(File::open(&payload)?, feed.encryption, identity)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    let extension = match feed.schema.layout {
+        Layout::Csv(_) => "csv",
+        Layout::Fixed(_) => "txt",
+    };
+    let mut name = format!("{}-{}.{extension}", file.feed, file.file_id);
+    let folder = spool.routing();
+    std::fs::create_dir_all(&folder)?;
+    let path = folder.join(format!("{}-{}", route.name, file.file_id));
+    let out = File::create(&path)?;
+    let mut reader = plaintext.reader;
+    match &route.encrypt_to {
+        None => {
+            let mut out = io::BufWriter::new(out);
+            io::copy(&mut reader, &mut out)?;
+            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        }
+        Some(list) => {
+            let recipients = AgeRecipients::read_all(list).map_err(io::Error::other)?;
+            let encryptor = age::Encryptor::with_recipients(
+                recipients.iter().map(|r| r as &dyn age::Recipient),
+            )
+            .map_err(io::Error::other)?;
+            let mut sealed = encryptor.wrap_output(io::BufWriter::new(out))?;
+            io::copy(&mut reader, &mut sealed)?;
+            let mut out = sealed.finish()?;
+            out.flush()?;
+            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            name.push_str(".age");
+        }
+    }
+    Ok(Prepared { path, name })
+}

@@ -1,0 +1,190 @@
+//! Routes: files of a feed forwarded to a real server as they load, under a
+//! grant in force, encrypted to the route's recipient, once.
+
+use std::fs;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::harness::*;
+use crate::sshd::Sshd;
+
+/// The shipped config with destination `hospital` (the given sshd) and
+/// route `to-hospital` of feed news2, encrypted to the recipient in `recipient_file`.
+fn routed(server: &Sshd, recipient_file: &str, grant_until: Option<&str>) -> String {
+    let mut config = fast(SHIPPED_CONFIG);
+    if let Some(until) = grant_until {
+        config = config.replace(
+            "# valid_until = \"2027-12-31\"",
+            &format!("valid_until = \"{until}\""),
+        );
+    }
+    format!(
+        "{config}\n[destinations.hospital]\nkind = \"sftp\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{}\"\nprivate_key = \"{}\"\nhost_key = \"{}\"\nfolder = \"incoming\"\nattempts = 2\nretry_initial = \"100ms\"\n\n[routes.to-hospital]\nfeed = \"news2\"\ndestination = \"hospital\"\nconsumer = \"demo-hospital\"\nencrypt_to = [\"{recipient_file}\"]\n",
+        server.port(),
+        server.user(),
+        server.client_key().display(),
+        server.host_key()
+    )
+}
+
+/// An identity made by the stock `age-keygen`; returns (identity path, recipient file path).
+fn age_keygen(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let identity = dir.join("hospital-age.txt");
+    let out = Command::new("age-keygen")
+        .arg("-o")
+        .arg(&identity)
+        .output()
+        .expect("age-keygen must be installed (scripts/test installs age)");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let recipient = Command::new("age-keygen")
+        .arg("-y")
+        .arg(&identity)
+        .output()
+        .unwrap();
+    let recipient_file = dir.join("hospital-age.pub");
+    fs::write(&recipient_file, &recipient.stdout).unwrap();
+    (identity, recipient_file)
+}
+
+fn route_state(d: &Deployment, file_id: i64) -> Option<String> {
+    d.ledger()
+        .query_row(
+            "SELECT state FROM route_deliveries WHERE file_id = ?1",
+            [file_id],
+            |r| r.get(0),
+        )
+        .ok()
+}
+
+#[test]
+fn loaded_files_are_forwarded_encrypted_to_the_routes_recipient_and_nothing_else() {
+    let server = Sshd::start();
+    let incoming = server.root().join("incoming");
+    fs::create_dir_all(&incoming).unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let (identity, recipient_file) = age_keygen(keys.path());
+    let d = Deployment::with_config(&routed(&server, recipient_file.to_str().unwrap(), None));
+
+    // Loaded before the route was ever running: history is not the route's to send.
+    let before = d.write_input("news2_before.csv", news2_csv(2, 1, 0).as_bytes());
+    assert!(d.ingest(&[&before]).status.success());
+    let daemon = d.start();
+
+    let body = news2_csv(3, 2, 10);
+    let plain = d.write_input("news2_routed.csv", body.as_bytes());
+    let sealed = d.encrypt(&plain, false);
+    d.drop_file("news2_routed.csv.age", &fs::read(&sealed).unwrap());
+    d.drop_file("news2_bad.csv", b"resident_id,nhs_number\nR1,123\n");
+    wait_for("the routed file", Duration::from_secs(30), || {
+        route_state(&d, 2).as_deref() == Some("delivered")
+    });
+    // Sent under dropgate's name, encrypted to the hospital: the stock tool opens it.
+    assert_eq!(file_names(&incoming), ["news2-2.csv.age"]);
+    let out = Command::new("age")
+        .args(["-d", "-i"])
+        .arg(&identity)
+        .arg(incoming.join("news2-2.csv.age"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), body, "the plaintext the care home sent");
+    // The file loaded before the route, and the quarantined one, are not forwarded.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(route_state(&d, 1), None);
+    let bad = d.count("SELECT id FROM files WHERE state = 'quarantined'");
+    assert_eq!(route_state(&d, bad), None);
+    assert_eq!(file_names(&incoming), ["news2-2.csv.age"]);
+
+    let shown = d.show(2);
+    assert_eq!(shown["routes"][0]["state"], "delivered");
+    assert_eq!(shown["routes"][0]["grant"], "demo-hospital-direct-care");
+    assert_eq!(
+        d.count("SELECT count(*) FROM delivery_events WHERE file_id = 2 AND event = 'delivered'"),
+        1
+    );
+    assert!(
+        audit_actions(&d)
+            .iter()
+            .any(|(a, _, id)| a == "route" && *id == Some(2))
+    );
+
+    // As a stop leaves a forwarding it interrupted: sent at the next start, once.
+    daemon.terminate();
+    fs::remove_file(incoming.join("news2-2.csv.age")).unwrap();
+    rusqlite::Connection::open(d.path("spool/ledger.db"))
+        .unwrap()
+        .execute("UPDATE route_deliveries SET state = 'pending'", [])
+        .unwrap();
+    let daemon = d.start();
+    wait_for("the pending forwarding", Duration::from_secs(30), || {
+        route_state(&d, 2).as_deref() == Some("delivered")
+    });
+    daemon.terminate();
+    assert_eq!(file_names(&incoming), ["news2-2.csv.age"]);
+    assert!(
+        fs::read_dir(d.path("spool/routing"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "no decrypted copy left"
+    );
+}
+
+#[test]
+fn a_route_whose_grant_has_expired_forwards_nothing_and_says_why() {
+    let server = Sshd::start();
+    let incoming = server.root().join("incoming");
+    fs::create_dir_all(&incoming).unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let (_, recipient_file) = age_keygen(keys.path());
+    let config = routed(
+        &server,
+        recipient_file.to_str().unwrap(),
+        Some("2026-01-31"),
+    );
+    let d = Deployment::with_config(&config);
+    let daemon = d.start();
+    d.drop_file("news2_x.csv", news2_csv(2, 1, 0).as_bytes());
+    wait_for("the refusal", Duration::from_secs(30), || {
+        route_state(&d, 1).as_deref() == Some("refused")
+    });
+    daemon.terminate();
+    assert!(file_names(&incoming).is_empty());
+    assert!(
+        audit_actions(&d)
+            .iter()
+            .any(|(a, _, _)| a == "route_refused")
+    );
+    let out = d.dg(&["show", "1"]);
+    assert!(
+        text(&out.stdout)
+            .contains("no grant in force gives `demo-hospital` the files of feed `news2`"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn check_config_refuses_a_route_no_grant_allows() {
+    let server = Sshd::start();
+    let config = routed(
+        &server,
+        "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p",
+        None,
+    )
+    .replace(
+        "consumer = \"demo-hospital\"\nencrypt_to",
+        "consumer = \"demo-carehome\"\nencrypt_to",
+    );
+    let d = Deployment::new();
+    d.write_config(&config);
+    let out = d.dg(&["check-config"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains(
+            "route `to-hospital`: no grant gives `demo-carehome` the files of feed `news2`"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+}

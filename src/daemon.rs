@@ -177,7 +177,9 @@ pub async fn run(
     config: Arc<Config>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
-    let (identity, ledger) = prepare(&config)?;
+    let (identity, mut ledger) = prepare(&config)?;
+    // Before any source lands a file: a new route forwards what comes after.
+    ledger.register_routes(config.routes.keys().map(String::as_str))?;
     let spool = Spool::new(&config.daemon.spool);
     let processor = Processor::new(config.clone(), identity);
     let landings = processor.landings();

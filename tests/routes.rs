@@ -75,15 +75,21 @@ fn loaded_files_are_forwarded_encrypted_to_the_routes_recipient_and_nothing_else
     let sealed = d.encrypt(&plain, false);
     d.drop_file("news2_routed.csv.age", &fs::read(&sealed).unwrap());
     d.drop_file("news2_bad.csv", b"resident_id,nhs_number\nR1,123\n");
+    wait_for("both files to be settled", Duration::from_secs(30), || {
+        d.count("SELECT count(*) FROM files WHERE state <> 'received'") == 3
+    });
+    // Landed in one batch, the two dropped files may take either id.
+    let id = d.count("SELECT id FROM files WHERE name = 'news2_routed.csv.age'");
+    let sent = format!("news2-{id}.csv.age");
     wait_for("the routed file", Duration::from_secs(30), || {
-        route_state(&d, 2).as_deref() == Some("delivered")
+        route_state(&d, id).as_deref() == Some("delivered")
     });
     // Sent under dropgate's name, encrypted to the hospital: the stock tool opens it.
-    assert_eq!(file_names(&incoming), ["news2-2.csv.age"]);
+    assert_eq!(file_names(&incoming), [sent.as_str()]);
     let out = Command::new("age")
         .args(["-d", "-i"])
         .arg(&identity)
-        .arg(incoming.join("news2-2.csv.age"))
+        .arg(incoming.join(&sent))
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -93,34 +99,40 @@ fn loaded_files_are_forwarded_encrypted_to_the_routes_recipient_and_nothing_else
     assert_eq!(route_state(&d, 1), None);
     let bad = d.count("SELECT id FROM files WHERE state = 'quarantined'");
     assert_eq!(route_state(&d, bad), None);
-    assert_eq!(file_names(&incoming), ["news2-2.csv.age"]);
+    assert_eq!(file_names(&incoming), [sent.as_str()]);
 
-    let shown = d.show(2);
+    let shown = d.show(id);
     assert_eq!(shown["routes"][0]["state"], "delivered");
     assert_eq!(shown["routes"][0]["grant"], "demo-hospital-direct-care");
     assert_eq!(
-        d.count("SELECT count(*) FROM delivery_events WHERE file_id = 2 AND event = 'delivered'"),
+        d.count(&format!(
+            "SELECT count(*) FROM delivery_events WHERE file_id = {id} AND event = 'delivered'"
+        )),
         1
     );
     assert!(
         audit_actions(&d)
             .iter()
-            .any(|(a, _, id)| a == "route" && *id == Some(2))
+            .any(|(a, _, file)| a == "route" && *file == Some(id))
     );
+    // The grant's last use is this forwarding: no export has been made.
+    let out = d.dg(&["grants", "--json"]);
+    let grant: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(grant["last_used"], shown["routes"][0]["updated_at"]);
 
     // As a stop leaves a forwarding it interrupted: sent at the next start, once.
     daemon.terminate();
-    fs::remove_file(incoming.join("news2-2.csv.age")).unwrap();
+    fs::remove_file(incoming.join(&sent)).unwrap();
     rusqlite::Connection::open(d.path("spool/ledger.db"))
         .unwrap()
         .execute("UPDATE route_deliveries SET state = 'pending'", [])
         .unwrap();
     let daemon = d.start();
     wait_for("the pending forwarding", Duration::from_secs(30), || {
-        route_state(&d, 2).as_deref() == Some("delivered")
+        route_state(&d, id).as_deref() == Some("delivered")
     });
     daemon.terminate();
-    assert_eq!(file_names(&incoming), ["news2-2.csv.age"]);
+    assert_eq!(file_names(&incoming), [sent.as_str()]);
     assert!(
         fs::read_dir(d.path("spool/routing"))
             .unwrap()

@@ -401,13 +401,19 @@ impl Ledger {
         })
     }
 
-    /// When each grant was last used by a complete export.
+    /// When a grant last let data leave: a complete export, or a file a
+    /// route delivered.
     pub fn grant_last_used(&self, grant: &str) -> Result<Option<String>> {
         Ok(self
             .conn
             .query_row(
-                "SELECT max(r.ended_at) FROM export_grants g JOIN export_runs r ON r.id = g.run_id
-                 WHERE g.grant_name = ?1 AND r.outcome = 'complete'",
+                "SELECT max(at) FROM (
+                     SELECT max(r.ended_at) AS at FROM export_grants g
+                     JOIN export_runs r ON r.id = g.run_id
+                     WHERE g.grant_name = ?1 AND r.outcome = 'complete'
+                     UNION ALL
+                     SELECT max(updated_at) FROM route_deliveries
+                     WHERE grant_name = ?1 AND state = 'delivered')",
                 [grant],
                 |r| r.get(0),
             )

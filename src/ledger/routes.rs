@@ -29,7 +29,43 @@ pub struct RouteDelivery {
     pub updated_at: String,
 }
 
+/// The newest file when the route was first seen, recording it now if it
+/// never was: files already here are not the route's to send.
+fn first_seen(tx: &rusqlite::Transaction<'_>, route: &str, now: &str) -> Result<i64> {
+    let after: Option<i64> = tx
+        .query_row(
+            "SELECT after_file_id FROM routes WHERE name = ?1",
+            [route],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(after) = after {
+        return Ok(after);
+    }
+    let newest: i64 = tx.query_row("SELECT coalesce(max(id), 0) FROM files", [], |r| r.get(0))?;
+    tx.execute(
+        "INSERT INTO routes (name, after_file_id, first_seen_at) VALUES (?1, ?2, ?3)",
+        params![route, newest, now],
+    )?;
+    Ok(newest)
+}
+
 impl Ledger {
+    /// Records the routes not seen before as starting now. The daemon does
+    /// this before any source can land a file, so a route forwards exactly
+    /// the files received after it first ran.
+    pub fn register_routes<'a>(&mut self, routes: impl IntoIterator<Item = &'a str>) -> Result<()> {
+        let now = self.now();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for route in routes {
+            first_seen(&tx, route, &now)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Queues, as `pending`, every file of `feed` in one of `states` that the
     /// route has not queued yet and that was received after the route was
     /// first seen. Returns how many were queued.
@@ -44,26 +80,7 @@ impl Ledger {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let after: Option<i64> = tx
-            .query_row(
-                "SELECT after_file_id FROM routes WHERE name = ?1",
-                [route],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let after = match after {
-            Some(after) => after,
-            None => {
-                // First seen now: files already here are not its to send.
-                let newest: i64 =
-                    tx.query_row("SELECT coalesce(max(id), 0) FROM files", [], |r| r.get(0))?;
-                tx.execute(
-                    "INSERT INTO routes (name, after_file_id, first_seen_at) VALUES (?1, ?2, ?3)",
-                    params![route, newest, now],
-                )?;
-                newest
-            }
-        };
+        let after = first_seen(&tx, route, &now)?;
         let states = serde_json::to_string(states).expect("strings serialise");
         let queued = tx.execute(
             "INSERT OR IGNORE INTO route_deliveries (file_id, route, destination, state, updated_at)

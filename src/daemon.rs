@@ -253,6 +253,12 @@ pub async fn run(
         ));
     }
 
+    if config.partners.values().any(|p| p.receipts.is_some()) {
+        sources.spawn(crate::receipt::run_receipts(
+            config.clone(),
+            shutdown_rx.clone(),
+        ));
+    }
     if !config.routes.is_empty() {
         let identity = keys::load_identity(&config.keys.age_identity)?;
         sources.spawn(crate::route::run_routes(

@@ -19,6 +19,7 @@ pub mod load;
 pub mod pipeline;
 pub mod problem;
 pub mod publish;
+pub mod receipt;
 pub mod receive;
 pub mod records;
 pub mod remote;

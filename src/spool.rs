@@ -151,6 +151,11 @@ impl Spool {
     }
 
     /// Exports addressed to partners, one folder each, served read-only.
+    /// `receipts/<partner>/`: a receipt for each file a partner sent.
+    pub fn receipts(&self) -> PathBuf {
+        self.root.join("receipts")
+    }
+
     /// Where a routed file is decrypted (and encrypted again) before it is sent.
     pub fn routing(&self) -> PathBuf {
         self.root.join("routing")

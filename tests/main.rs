@@ -10,6 +10,7 @@ mod ftp;
 mod ftpd;
 mod hostile;
 mod ingest;
+mod receipts;
 mod remote;
 mod routes;
 mod sample_feeds;

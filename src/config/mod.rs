@@ -354,6 +354,9 @@ impl Checker<'_> {
                     sftp: p.sftp.map(|s| self.partner_sftp(name.get_ref(), s, base)),
                     controller: p.controller.map(Spanned::into_inner),
                     age: p.age.map(|a| self.partner_age(name.get_ref(), a, base)),
+                    receipts: p
+                        .receipts
+                        .map(|r| self.partner_receipts(name.get_ref(), r, &destinations, base)),
                 };
                 (name.into_inner(), partner)
             })

@@ -188,6 +188,30 @@ impl Checker<'_> {
         })
     }
 
+    pub(super) fn partner_receipts(
+        &mut self,
+        partner: &str,
+        raw: raw::PartnerReceipts,
+        destinations: &BTreeMap<String, Destination>,
+        base: &Path,
+    ) -> Receipts {
+        if let Some(destination) = &raw.destination
+            && !destinations.contains_key(destination.get_ref())
+        {
+            self.at(
+                destination,
+                format!(
+                    "partner `{partner}`: no destination `{}` under [destinations] for its receipts",
+                    destination.get_ref()
+                ),
+            );
+        }
+        Receipts {
+            folder: raw.folder.as_deref().map(|f| join(base, f)),
+            destination: raw.destination.map(Spanned::into_inner),
+        }
+    }
+
     pub(super) fn partner_controllers(
         &mut self,
         raw: &[(Spanned<String>, Option<Spanned<String>>)],

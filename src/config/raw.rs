@@ -50,6 +50,19 @@ pub struct Partner {
     pub controller: Option<Spanned<String>>,
     /// age recipients that exports to this partner are encrypted to.
     pub age: Option<PartnerAge>,
+    /// A receipt for every file taken from this partner (present = on).
+    pub receipts: Option<PartnerReceipts>,
+}
+
+/// `[partners.NAME.receipts]`: each receipt is written to the partner's read-only
+/// `receipts/` on the embedded SFTP server (when it has an account), and also:
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerReceipts {
+    /// A local folder to copy each receipt into (for partners that drop into folders).
+    pub folder: Option<String>,
+    /// A `[destinations.NAME]` to push each receipt to (for partners that push to us).
+    pub destination: Option<Spanned<String>>,
 }
 
 /// `[partners.NAME.age]`

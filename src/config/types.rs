@@ -62,6 +62,15 @@ pub struct Partner {
     pub controller: Option<String>,
     /// Recipients exports to it are encrypted to.
     pub age: Option<PartnerAge>,
+    /// Where its receipts go, when it gets them.
+    pub receipts: Option<Receipts>,
+}
+
+/// Where a partner's receipts go besides the spool (and its SFTP `receipts/`).
+#[derive(Debug, Clone, Default)]
+pub struct Receipts {
+    pub folder: Option<PathBuf>,
+    pub destination: Option<String>,
 }
 
 /// A partner's age recipients: exports to it can be encrypted to them.

@@ -332,17 +332,19 @@ impl Ledger {
         partner: &str,
         export_id: &str,
     ) -> Result<Vec<(String, u64, String)>> {
+        // Downloads are audited by their path below the partner's root.
+        let prefix = format!("outbox/{export_id}/");
         let mut stmt = self.conn.prepare(
             "SELECT json_extract(detail, '$.name'), json_extract(detail, '$.bytes'), at
              FROM audit_events
              WHERE action = 'download' AND partner = ?1
-               AND substr(json_extract(detail, '$.name'), 1, length(?2) + 1) = ?2 || '/'
+               AND substr(json_extract(detail, '$.name'), 1, length(?2)) = ?2
              ORDER BY id",
         )?;
-        let rows = stmt.query_map(params![partner, export_id], |r| {
+        let rows = stmt.query_map(params![partner, prefix], |r| {
             let name: String = r.get(0)?;
             Ok((
-                name[export_id.len() + 1..].to_string(),
+                name[prefix.len()..].to_string(),
                 r.get::<_, i64>(1)?.max(0) as u64,
                 r.get(2)?,
             ))

@@ -273,3 +273,48 @@ fn latest(ids: impl Iterator<Item = rusqlite::Result<i64>>) -> Result<Option<i64
     }
     Ok(newest)
 }
+
+impl Ledger {
+    /// Settled files of `partners` (ids from `from_id`) that have no receipt
+    /// yet, oldest first, at most `limit`.
+    pub fn settled_without_receipt(
+        &self,
+        partners: &[&str],
+        from_id: i64,
+        limit: usize,
+    ) -> Result<Vec<FileRow>> {
+        let partners = serde_json::to_string(partners).expect("strings serialise");
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {FILE_COLUMNS} FROM files
+             WHERE id >= ?1 AND state <> 'received'
+               AND partner IN (SELECT value FROM json_each(?2))
+               AND NOT EXISTS (SELECT 1 FROM file_events e
+                               WHERE e.file_id = files.id AND e.event = 'receipt_written')
+             ORDER BY id LIMIT ?3"
+        ))?;
+        let rows = stmt.query_map(params![from_id, partners, limit as i64], file_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The oldest file not yet settled, or the next id to come: no file
+    /// below it can still change state.
+    pub fn settled_below(&self) -> Result<i64> {
+        Ok(self.conn.query_row(
+            "SELECT coalesce((SELECT min(id) FROM files WHERE state = 'received'),
+                             (SELECT coalesce(max(id), 0) + 1 FROM files))",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Records in the file's history that its receipt was written.
+    pub fn receipt_written(&mut self, file_id: i64, detail: &serde_json::Value) -> Result<()> {
+        let now = self.now();
+        self.conn
+            .prepare_cached(
+                "INSERT INTO file_events (file_id, at, event, detail) VALUES (?1, ?2, 'receipt_written', ?3)",
+            )?
+            .execute(params![file_id, now, detail.to_string()])?;
+        Ok(())
+    }
+}

@@ -8,6 +8,8 @@ pub(super) struct Accounts {
     pub(super) keys: HashMap<String, Vec<PublicKey>>,
     /// Partners that see a read-only `outbox/`.
     pub(super) outboxes: Vec<String>,
+    /// Partners that see a read-only `receipts/`.
+    pub(super) receipts: Vec<String>,
     /// Argon2 hashes of partners that may also log in with a password.
     pub(super) passwords: HashMap<String, String>,
 }
@@ -19,6 +21,9 @@ impl Accounts {
             let Some(sftp) = &p.sftp else { continue };
             if sftp.outbox {
                 accounts.outboxes.push(partner.clone());
+            }
+            if p.receipts.is_some() {
+                accounts.receipts.push(partner.clone());
             }
             if let Some(hash) = &sftp.password_hash {
                 accounts.passwords.insert(partner.clone(), hash.clone());

@@ -1,5 +1,6 @@
 //! One SSH connection: logins, channels, and the SFTP subsystem.
 
+use super::paths::Shelf;
 use super::*;
 
 /// One SSH connection.
@@ -186,13 +187,15 @@ impl russh::server::Handler for Connection {
         };
         session.channel_success(channel_id)?;
         self.subsystems += 1;
-        let outbox = self
-            .shared
-            .accounts
-            .outboxes
-            .contains(&partner)
-            .then(|| self.shared.outboxes.join(&partner));
-        let inbox = Inbox::new(self.shared.clone(), partner, self.peer(), outbox)?;
+        let accounts = &self.shared.accounts;
+        let mut shelves = Vec::new();
+        if accounts.outboxes.contains(&partner) {
+            shelves.push((Shelf::Outbox, self.shared.outboxes.join(&partner)));
+        }
+        if accounts.receipts.contains(&partner) {
+            shelves.push((Shelf::Receipts, self.shared.receipts.join(&partner)));
+        }
+        let inbox = Inbox::new(self.shared.clone(), partner, self.peer(), shelves)?;
         russh_sftp::server::run(channel.into_stream(), inbox).await;
         Ok(())
     }

@@ -89,6 +89,8 @@ struct Shared {
     uploads: Uploads,
     /// `spool/outbox/`: one folder of exports per partner.
     outboxes: PathBuf,
+    /// `spool/receipts/`: one folder of receipts per partner.
+    receipts: PathBuf,
     limits: SftpServer,
     guard: Mutex<Guard>,
     /// Files open for SFTP handles, against `file_budget`.
@@ -155,6 +157,7 @@ pub async fn bind(config: &Config, intake: Arc<Intake>) -> Result<Option<Bound>,
         intake,
         uploads,
         outboxes: spool.outboxes(),
+        receipts: spool.receipts(),
         limits: limits.clone(),
         guard: Mutex::new(guard),
         open_files: AtomicUsize::new(0),

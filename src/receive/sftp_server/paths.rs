@@ -1,12 +1,29 @@
-//! Client paths inside a partner's virtual root: `inbox/`, `outbox/` and
-//! nothing else; anything that could leave it is refused.
+//! Client paths inside a partner's virtual root: `inbox/`, and the
+//! read-only `outbox/` and `receipts/` of partners that have them; anything
+//! that could leave it is refused.
 
 use russh_sftp::protocol::StatusCode;
 use russh_sftp::server::StatusReply;
 
 pub(super) const INBOX: &str = "inbox";
 
-pub(super) const OUTBOX: &str = "outbox";
+/// A read-only folder dropgate fills for the partner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Shelf {
+    /// Exports addressed to the partner, each a folder.
+    Outbox,
+    /// A receipt for each file the partner sent.
+    Receipts,
+}
+
+impl Shelf {
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Shelf::Outbox => "outbox",
+            Shelf::Receipts => "receipts",
+        }
+    }
+}
 
 /// Longest file name accepted (as most file systems).
 const MAX_NAME_BYTES: usize = 255;
@@ -19,15 +36,15 @@ pub(super) enum Place {
     Root,
     Inbox,
     InboxFile(String),
-    Outbox,
-    /// An export's folder, or a file in the outbox or in such a folder:
-    /// `name` or `folder/name`.
-    OutboxEntry(String),
+    Shelf(Shelf),
+    /// A file or folder on a shelf, or a file in such a folder: `name` or
+    /// `folder/name`.
+    ShelfEntry(Shelf, String),
 }
 
 /// Resolves a client path against the virtual root; anything that could
 /// leave it is refused.
-pub(super) fn resolve(path: &str, outbox: bool) -> Result<Place, StatusReply> {
+pub(super) fn resolve(path: &str, shelves: &[Shelf]) -> Result<Place, StatusReply> {
     let refuse = |why: &str| StatusCode::PermissionDenied.with_message(why);
     if path.contains('\0') {
         return Err(refuse("NUL in path"));
@@ -48,9 +65,17 @@ pub(super) fn resolve(path: &str, outbox: bool) -> Result<Place, StatusReply> {
         [] => Ok(Place::Root),
         [INBOX] => Ok(Place::Inbox),
         [INBOX, name] => Ok(Place::InboxFile((*name).to_string())),
-        [OUTBOX] if outbox => Ok(Place::Outbox),
-        [OUTBOX, name] if outbox => Ok(Place::OutboxEntry((*name).to_string())),
-        [OUTBOX, folder, name] if outbox => Ok(Place::OutboxEntry(format!("{folder}/{name}"))),
+        [first, rest @ ..] if rest.len() <= 2 => {
+            let Some(shelf) = shelves.iter().copied().find(|s| s.name() == *first) else {
+                return Err(StatusCode::NoSuchFile.with_message("no such file"));
+            };
+            Ok(match rest {
+                [] => Place::Shelf(shelf),
+                [name] => Place::ShelfEntry(shelf, (*name).to_string()),
+                [folder, name] => Place::ShelfEntry(shelf, format!("{folder}/{name}")),
+                _ => unreachable!("at most two parts"),
+            })
+        }
         _ => Err(StatusCode::NoSuchFile.with_message("no such file")),
     }
 }
@@ -61,12 +86,12 @@ mod tests {
 
     #[test]
     fn paths_stay_inside_the_virtual_root() {
-        assert_eq!(resolve("/", false).unwrap(), Place::Root);
-        assert_eq!(resolve(".", false).unwrap(), Place::Root);
-        assert_eq!(resolve("inbox", false).unwrap(), Place::Inbox);
-        assert_eq!(resolve("/inbox/./", false).unwrap(), Place::Inbox);
+        assert_eq!(resolve("/", &[]).unwrap(), Place::Root);
+        assert_eq!(resolve(".", &[]).unwrap(), Place::Root);
+        assert_eq!(resolve("inbox", &[]).unwrap(), Place::Inbox);
+        assert_eq!(resolve("/inbox/./", &[]).unwrap(), Place::Inbox);
         assert_eq!(
-            resolve("//inbox//a.csv", false).unwrap(),
+            resolve("//inbox//a.csv", &[]).unwrap(),
             Place::InboxFile("a.csv".into())
         );
         for bad in [
@@ -76,28 +101,32 @@ mod tests {
             &"x".repeat(5000),
         ] {
             assert_eq!(
-                resolve(bad, false).unwrap_err().status_code,
+                resolve(bad, &[]).unwrap_err().status_code,
                 StatusCode::PermissionDenied,
                 "{bad:?}"
             );
         }
         assert_eq!(
-            resolve(&format!("/inbox/{}", "n".repeat(300)), false)
+            resolve(&format!("/inbox/{}", "n".repeat(300)), &[])
                 .unwrap_err()
                 .status_code,
             StatusCode::PermissionDenied
         );
         assert_eq!(
-            resolve("/outbox/x.csv", true).unwrap(),
-            Place::OutboxEntry("x.csv".into())
+            resolve("/outbox/x.csv", &[Shelf::Outbox]).unwrap(),
+            Place::ShelfEntry(Shelf::Outbox, "x.csv".into())
         );
         assert_eq!(
-            resolve("/outbox/export-1/manifest.json", true).unwrap(),
-            Place::OutboxEntry("export-1/manifest.json".into())
+            resolve("/outbox/export-1/manifest.json", &[Shelf::Outbox]).unwrap(),
+            Place::ShelfEntry(Shelf::Outbox, "export-1/manifest.json".into())
         );
-        for elsewhere in ["/etc/passwd", "/inbox/sub/a.csv", "/outbox", "/outbox/a/b"] {
+        assert_eq!(
+            resolve("/receipts", &[Shelf::Outbox, Shelf::Receipts]).unwrap(),
+            Place::Shelf(Shelf::Receipts)
+        );
+        for elsewhere in ["/etc/passwd", "/inbox/sub/a.csv", "/outbox", "/receipts/a"] {
             assert_eq!(
-                resolve(elsewhere, false).unwrap_err().status_code,
+                resolve(elsewhere, &[]).unwrap_err().status_code,
                 StatusCode::NoSuchFile,
                 "{elsewhere}"
             );

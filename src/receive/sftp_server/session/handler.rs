@@ -28,8 +28,8 @@ impl russh_sftp::server::Handler for Inbox {
             Place::Root => "/".to_string(),
             Place::Inbox => format!("/{INBOX}"),
             Place::InboxFile(name) => format!("/{INBOX}/{name}"),
-            Place::Outbox => format!("/{OUTBOX}"),
-            Place::OutboxEntry(name) => format!("/{OUTBOX}/{name}"),
+            Place::Shelf(shelf) => format!("/{}", shelf.name()),
+            Place::ShelfEntry(shelf, name) => format!("/{}/{name}", shelf.name()),
         };
         Ok(Name {
             id,
@@ -41,8 +41,8 @@ impl russh_sftp::server::Handler for Inbox {
         let entries = match self.resolve("opendir", &path)? {
             Place::Root => {
                 let mut entries = vec![SftpFile::new(INBOX, directory_attrs())];
-                if self.outbox.is_some() {
-                    entries.push(SftpFile::new(OUTBOX, directory_attrs()));
+                for (shelf, _) in &self.shelves {
+                    entries.push(SftpFile::new(shelf.name(), directory_attrs()));
                 }
                 entries
             }
@@ -58,26 +58,18 @@ impl russh_sftp::server::Handler for Inbox {
                     })
                     .collect()
             }
-            // Exports addressed to the partner; those being written start with a dot.
-            Place::Outbox => listing(
-                self.outbox
-                    .as_deref()
-                    .expect("resolved only with an outbox"),
-            )?
-            .into_iter()
-            .filter(|f| !f.filename.starts_with('.'))
-            .collect(),
-            Place::OutboxEntry(name) if self.exported(&name)?.is_dir() => listing(
-                &self
-                    .outbox
-                    .as_deref()
-                    .expect("resolved only with an outbox")
-                    .join(&name),
-            )?
-            .into_iter()
-            .filter(|f| !f.filename.starts_with('.'))
-            .collect(),
-            Place::InboxFile(_) | Place::OutboxEntry(_) => {
+            // Exports or receipts for the partner; those being written start with a dot.
+            Place::Shelf(shelf) => listing(self.shelf(shelf))?
+                .into_iter()
+                .filter(|f| !f.filename.starts_with('.'))
+                .collect(),
+            Place::ShelfEntry(shelf, name) if self.shelved(shelf, &name)?.is_dir() => {
+                listing(&self.shelf(shelf).join(&name))?
+                    .into_iter()
+                    .filter(|f| !f.filename.starts_with('.'))
+                    .collect()
+            }
+            Place::InboxFile(_) | Place::ShelfEntry(..) => {
                 return Err(StatusCode::Failure.with_message("not a directory"));
             }
         };
@@ -98,7 +90,7 @@ impl russh_sftp::server::Handler for Inbox {
 
     async fn stat(&mut self, id: u32, path: String) -> Result<Attrs, Self::Error> {
         let attrs = match self.resolve("stat", &path)? {
-            Place::Root | Place::Inbox | Place::Outbox => directory_attrs(),
+            Place::Root | Place::Inbox | Place::Shelf(_) => directory_attrs(),
             Place::InboxFile(name) => {
                 let uploads = &self.shared.uploads;
                 let staged = uploads
@@ -111,8 +103,8 @@ impl russh_sftp::server::Handler for Inbox {
                         .ok_or_else(|| StatusCode::NoSuchFile.with_message("no such file"))?,
                 }
             }
-            Place::OutboxEntry(name) => {
-                let meta = self.exported(&name)?;
+            Place::ShelfEntry(shelf, name) => {
+                let meta = self.shelved(shelf, &name)?;
                 if meta.is_dir() {
                     directory_attrs()
                 } else {
@@ -150,24 +142,22 @@ impl russh_sftp::server::Handler for Inbox {
     ) -> Result<Handle, Self::Error> {
         let name = match self.resolve("open", &filename)? {
             Place::InboxFile(name) => name,
-            Place::OutboxEntry(name) => {
+            Place::ShelfEntry(shelf, name) => {
                 if pflags.intersects(
                     OpenFlags::WRITE | OpenFlags::APPEND | OpenFlags::CREATE | OpenFlags::TRUNCATE,
                 ) {
                     return Err(self.refuse(
                         "open",
-                        StatusCode::PermissionDenied.with_message("outbox/ is read-only"),
+                        StatusCode::PermissionDenied
+                            .with_message(format!("{}/ is read-only", shelf.name())),
                     ));
                 }
-                if self.exported(&name)?.is_dir() {
+                if self.shelved(shelf, &name)?.is_dir() {
                     return Err(StatusCode::Failure.with_message("a folder, not a file"));
                 }
                 let slot = self.room_for_handle("open", true)?.expect("a file slot");
-                let path = self
-                    .outbox
-                    .as_ref()
-                    .expect("resolved only with an outbox")
-                    .join(&name);
+                let path = self.shelf(shelf).join(&name);
+                let name = format!("{}/{name}", shelf.name());
                 let file = File::open(path).map_err(io_failure)?;
                 let handle = self.handle(Open::Download {
                     name,

@@ -17,7 +17,7 @@ use russh_sftp::protocol::{
 use russh_sftp::server::StatusReply;
 use sha2::{Digest, Sha256};
 
-use super::paths::{INBOX, OUTBOX, Place, resolve};
+use super::paths::{INBOX, Place, Shelf, resolve};
 use super::uploads::{Landing, Opened, Refusal};
 use super::{FileSlot, SOURCE, Shared};
 use crate::digest::hex;
@@ -61,8 +61,8 @@ pub(super) struct Inbox {
     shared: Arc<Shared>,
     partner: String,
     peer: String,
-    /// The partner's read-only outbox, when it has one.
-    outbox: Option<PathBuf>,
+    /// The partner's read-only folders (outbox, receipts) that it has.
+    shelves: Vec<(Shelf, PathBuf)>,
     handles: HashMap<String, Open>,
     next_handle: u64,
     /// Uploads of this session already taken by dropgate, by name: clients
@@ -76,14 +76,14 @@ impl Inbox {
         shared: Arc<Shared>,
         partner: String,
         peer: String,
-        outbox: Option<PathBuf>,
+        shelves: Vec<(Shelf, PathBuf)>,
     ) -> Result<Inbox, std::io::Error> {
         fs::create_dir_all(shared.uploads.path(&partner, ""))?;
-        if let Some(outbox) = &outbox {
-            fs::create_dir_all(outbox)?;
+        for (_, folder) in &shelves {
+            fs::create_dir_all(folder)?;
         }
         Ok(Inbox {
-            outbox,
+            shelves,
             shared,
             partner,
             peer,
@@ -106,7 +106,8 @@ impl Inbox {
 
     /// Resolves a client path, auditing any attempt to leave the root.
     fn resolve(&mut self, operation: &str, path: &str) -> Result<Place, StatusReply> {
-        resolve(path, self.outbox.is_some()).map_err(|e| self.refuse(operation, e))
+        let shelves: Vec<Shelf> = self.shelves.iter().map(|(s, _)| *s).collect();
+        resolve(path, &shelves).map_err(|e| self.refuse(operation, e))
     }
 
     /// Audits a refused operation (permission denied) and returns the reply.
@@ -191,14 +192,22 @@ impl Inbox {
         }
     }
 
-    /// An export in the outbox, or its folder; never one still being written
-    /// (those are hidden behind a leading dot until complete).
-    fn exported(&self, name: &str) -> Result<fs::Metadata, StatusReply> {
-        let outbox = self.outbox.as_ref().expect("resolved only with an outbox");
+    /// The folder behind a shelf the partner has (resolved only then).
+    fn shelf(&self, shelf: Shelf) -> &std::path::Path {
+        self.shelves
+            .iter()
+            .find(|(s, _)| *s == shelf)
+            .map(|(_, folder)| folder.as_path())
+            .expect("resolved only for the partner's shelves")
+    }
+
+    /// A file or folder on a shelf; never one still being written (those
+    /// are hidden behind a leading dot until complete).
+    fn shelved(&self, shelf: Shelf, name: &str) -> Result<fs::Metadata, StatusReply> {
         if name.split('/').any(|part| part.starts_with('.')) {
             return Err(StatusCode::NoSuchFile.with_message("no such file"));
         }
-        let meta = fs::symlink_metadata(outbox.join(name)).map_err(io_failure)?;
+        let meta = fs::symlink_metadata(self.shelf(shelf).join(name)).map_err(io_failure)?;
         let nested = name.contains('/');
         if !(meta.is_file() || meta.is_dir() && !nested) {
             return Err(StatusCode::NoSuchFile.with_message("no such file"));

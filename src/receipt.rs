@@ -1,0 +1,240 @@
+//! Receipts: for every file taken from a partner that asks for them, once
+//! the file is settled (loaded, duplicate or quarantined), a JSON receipt
+//! where the partner can read it: `spool/receipts/<partner>/`, shown as its
+//! read-only `receipts/` on the embedded SFTP server, a copy in a local
+//! folder and a push to a destination when configured. Writing it is an
+//! event in the file's history. Problems are as the ledger keeps them, so a
+//! receipt never holds a value of an identifier column.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::forward::{self, Parcel};
+use crate::ledger::{FileRow, Ledger, LedgerError, StoredProblem, SystemClock};
+use crate::spool::{Spool, sync_dir};
+
+/// How often settled files are looked for.
+const POLL: Duration = Duration::from_secs(1);
+/// Receipts written in one pass, at most.
+const BATCH: usize = 500;
+
+/// The receipt of one file, as the partner reads it.
+#[derive(Debug, Serialize)]
+pub struct Receipt<'a> {
+    /// The receipt format's version.
+    pub receipt: u32,
+    pub file_id: i64,
+    /// The name the partner sent it under.
+    pub name: &'a str,
+    pub sha256: &'a str,
+    pub size: u64,
+    pub received_at: &'a str,
+    pub settled_at: &'a str,
+    pub feed: Option<&'a str>,
+    /// `loaded`, `duplicate` or `quarantined`.
+    pub state: &'a str,
+    pub reason: Option<&'a str>,
+    pub duplicate_of: Option<i64>,
+    pub rows: Rows,
+    pub records: u64,
+    /// Every problem found, of which `problems` lists those kept.
+    pub problems_total: u64,
+    pub problems: &'a [StoredProblem],
+}
+
+#[derive(Debug, Serialize)]
+pub struct Rows {
+    pub read: u64,
+    pub loaded: u64,
+    pub rejected: u64,
+}
+
+impl<'a> Receipt<'a> {
+    pub fn new(file: &'a FileRow, problems: &'a [StoredProblem]) -> Receipt<'a> {
+        let read = file.rows_read.unwrap_or(0);
+        let loaded = file.rows_loaded.unwrap_or(0);
+        Receipt {
+            receipt: 1,
+            file_id: file.id,
+            name: &file.name,
+            sha256: &file.sha256,
+            size: file.size,
+            received_at: &file.received_at,
+            settled_at: &file.updated_at,
+            feed: file.feed.as_deref(),
+            state: file.state.as_str(),
+            reason: file.reason.as_deref(),
+            duplicate_of: file.duplicate_of,
+            rows: Rows {
+                read,
+                loaded,
+                rejected: read.saturating_sub(loaded),
+            },
+            records: file.records,
+            problems_total: file.problems,
+            problems,
+        }
+    }
+}
+
+/// `<sent name>.receipt.json`: the last part of the name the partner used,
+/// so a newer file of the same name replaces the receipt of the older.
+pub fn receipt_name(file: &FileRow) -> String {
+    let base = file.name.rsplit('/').next().unwrap_or(&file.name);
+    let base = base.trim_start_matches('.');
+    if base.is_empty() {
+        format!("file-{}.receipt.json", file.id)
+    } else {
+        format!("{base}.receipt.json")
+    }
+}
+
+/// Written beside under a hidden name, synced, then renamed into place.
+fn write_into(folder: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(folder)?;
+    let hidden = folder.join(format!(".{name}.tmp"));
+    crate::spool::write_durably(&hidden, bytes)?;
+    std::fs::rename(&hidden, folder.join(name))?;
+    sync_dir(folder)
+}
+
+/// A receipt written, to push.
+struct Written {
+    partner: String,
+    file_id: i64,
+    name: String,
+    path: std::path::PathBuf,
+    sha256: String,
+    size: u64,
+}
+
+/// Writes the receipts of every settled file from `from_id` on; returns
+/// those written (for pushing) and the next `from_id`.
+fn write_pending(
+    config: &Config,
+    ledger: &mut Ledger,
+    from_id: i64,
+) -> Result<(Vec<Written>, i64), LedgerError> {
+    let partners: Vec<&str> = config
+        .partners
+        .iter()
+        .filter(|(_, p)| p.receipts.is_some())
+        .map(|(name, _)| name.as_str())
+        .collect();
+    // Read first: a file settling meanwhile is above it and found next time.
+    let next_from = ledger.settled_below()?;
+    let spool = Spool::new(&config.daemon.spool);
+    let files = ledger.settled_without_receipt(&partners, from_id, BATCH)?;
+    // A full batch may have left some behind: the next pass starts here again.
+    let next_from = if files.len() == BATCH {
+        from_id
+    } else {
+        next_from
+    };
+    let mut written = Vec::new();
+    for file in files {
+        let problems = ledger.problems(file.id)?;
+        let receipt = Receipt::new(&file, &problems);
+        let mut json = serde_json::to_vec_pretty(&receipt).expect("a receipt serialises");
+        json.push(b'\n');
+        let name = receipt_name(&file);
+        let folder = spool.receipts().join(&file.partner);
+        let settings = config.partners[&file.partner]
+            .receipts
+            .as_ref()
+            .expect("only partners with receipts");
+        let mut places = vec![folder.clone()];
+        places.extend(settings.folder.clone());
+        let mut failed = None;
+        for place in &places {
+            if let Err(e) = write_into(place, &name, &json) {
+                failed = Some(format!("{}: {e}", place.display()));
+            }
+        }
+        if let Some(error) = failed {
+            // Tried again next pass; the spool or the folder may be full.
+            tracing::error!(file_id = file.id, error = %error, "cannot write a receipt");
+            return Ok((written, from_id.min(file.id)));
+        }
+        ledger.receipt_written(
+            file.id,
+            &serde_json::json!({ "receipt": name, "state": file.state.as_str() }),
+        )?;
+        if settings.destination.is_some() {
+            written.push(Written {
+                partner: file.partner.clone(),
+                file_id: file.id,
+                path: folder.join(&name),
+                sha256: crate::digest::sha256_hex(&json),
+                size: json.len() as u64,
+                name,
+            });
+        }
+    }
+    Ok((written, next_from))
+}
+
+/// Writes receipts as files settle, until `shutdown` turns true.
+pub async fn run_receipts(config: Arc<Config>, mut shutdown: watch::Receiver<bool>) {
+    // From the first file at start: receipts a stop left unwritten are written now.
+    let mut from_id = 0;
+    loop {
+        let pass = {
+            let config = config.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut ledger = Ledger::open(&config.daemon.ledger, Arc::new(SystemClock))?;
+                write_pending(&config, &mut ledger, from_id)
+            })
+            .await
+            .expect("the receipt writer does not panic")
+        };
+        match pass {
+            Ok((written, next)) => {
+                from_id = next;
+                push(&config, written).await;
+            }
+            Err(e) => tracing::error!(error = %e, "cannot write receipts; trying again"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(POLL) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Pushes receipts to their partners' destinations; each attempt is a
+/// delivery event of the file the receipt is for.
+async fn push(config: &Config, written: Vec<Written>) {
+    if written.is_empty() {
+        return;
+    }
+    let Ok(ledger) = Ledger::open(&config.daemon.ledger, Arc::new(SystemClock)) else {
+        return;
+    };
+    let ledger = Mutex::new(ledger);
+    for receipt in written {
+        let destination = config.partners[&receipt.partner]
+            .receipts
+            .as_ref()
+            .and_then(|r| r.destination.as_ref())
+            .and_then(|d| config.destinations.get(d));
+        let Some(destination) = destination else {
+            continue;
+        };
+        let parcel = Parcel {
+            path: &receipt.path,
+            name: &receipt.name,
+            file_id: Some(receipt.file_id),
+            sha256: &receipt.sha256,
+            size: receipt.size,
+        };
+        if let Err(e) = forward::deliver(destination, &parcel, &ledger).await {
+            tracing::error!(file_id = receipt.file_id, error = %e, "a receipt was not pushed");
+        }
+    }
+}

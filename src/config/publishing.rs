@@ -157,18 +157,15 @@ impl Checker<'_> {
                 ok = false;
             }
         }
-        let when = match raw.when.as_ref().map(|w| w.get_ref().as_str()) {
-            None | Some("loaded") => RouteWhen::Loaded,
-            Some("received") => RouteWhen::Received,
-            Some(other) => {
-                let at = raw.when.as_ref().expect("matched Some");
-                self.at(
-                    at,
-                    format!("{what}: when `{other}` must be `loaded` or `received`"),
-                );
-                return None;
-            }
-        };
+        let when = self.choice(
+            &raw.when,
+            &what,
+            "when",
+            &[
+                ("loaded", RouteWhen::Loaded),
+                ("received", RouteWhen::Received),
+            ],
+        )?;
         let encrypt_to = raw.encrypt_to.as_ref().map(|list| {
             if list.get_ref().is_empty() {
                 self.at(
@@ -259,6 +256,32 @@ impl Checker<'_> {
             }
         }
         kinds
+    }
+
+    /// One of `options` by name (the first when absent), or `None` (reported).
+    fn choice<T: Copy>(
+        &mut self,
+        raw: &Option<Spanned<String>>,
+        what: &str,
+        key: &str,
+        options: &[(&str, T)],
+    ) -> Option<T> {
+        let Some(value) = raw else {
+            return Some(options[0].1);
+        };
+        if let Some((_, chosen)) = options.iter().find(|(name, _)| name == value.get_ref()) {
+            return Some(*chosen);
+        }
+        let names: Vec<String> = options.iter().map(|(n, _)| format!("`{n}`")).collect();
+        self.at(
+            value,
+            format!(
+                "{what}: {key} `{}` must be {}",
+                value.get_ref(),
+                names.join(" or ")
+            ),
+        );
+        None
     }
 
     fn day(&mut self, raw: &Spanned<String>, what: &str) -> Option<chrono::NaiveDate> {
@@ -385,30 +408,21 @@ impl Checker<'_> {
                 None
             }
         };
-        let mode = match raw.mode.as_ref().map(|m| m.get_ref().as_str()) {
-            None | Some("incremental") => ExportMode::Incremental,
-            Some("snapshot") => ExportMode::Snapshot,
-            Some(other) => {
-                let mode = raw.mode.as_ref().expect("matched Some");
-                self.at(
-                    mode,
-                    format!("{what}: mode `{other}` must be `incremental` or `snapshot`"),
-                );
-                return None;
-            }
-        };
-        let catch_up = match raw.catch_up.as_ref().map(|m| m.get_ref().as_str()) {
-            None | Some("once") => CatchUp::Once,
-            Some("skip") => CatchUp::Skip,
-            Some(other) => {
-                let at = raw.catch_up.as_ref().expect("matched Some");
-                self.at(
-                    at,
-                    format!("{what}: catch_up `{other}` must be `once` or `skip`"),
-                );
-                return None;
-            }
-        };
+        let mode = self.choice(
+            &raw.mode,
+            &what,
+            "mode",
+            &[
+                ("incremental", ExportMode::Incremental),
+                ("snapshot", ExportMode::Snapshot),
+            ],
+        )?;
+        let catch_up = self.choice(
+            &raw.catch_up,
+            &what,
+            "catch_up",
+            &[("once", CatchUp::Once), ("skip", CatchUp::Skip)],
+        )?;
         if raw.formats.get_ref().is_empty() {
             self.at(
                 &raw.formats,

@@ -67,6 +67,16 @@ pub struct TrendCount {
 
 type Key = (String, String, String, String);
 
+/// A grouped row's week, partner and feed (its first three columns), when
+/// `allowed` lets the partner's counts out.
+fn place(
+    r: &rusqlite::Row<'_>,
+    allowed: &dyn Fn(&str, Option<&str>) -> bool,
+) -> rusqlite::Result<Option<(String, String, String)>> {
+    let (week, partner, feed): (String, String, Option<String>) = (r.get(0)?, r.get(1)?, r.get(2)?);
+    Ok(allowed(&partner, feed.as_deref()).then(|| (week, partner, feed.unwrap_or_default())))
+}
+
 /// Counts everything in the ledger from the partners (and feeds) `allowed`
 /// lets through, in order of week, partner, feed and measure.
 pub fn counts(
@@ -87,12 +97,9 @@ pub fn counts(
     ))?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
-        let (week, partner, feed): (String, String, Option<String>) =
-            (r.get(0)?, r.get(1)?, r.get(2)?);
-        if !allowed(&partner, feed.as_deref()) {
+        let Some((week, partner, feed)) = place(r, allowed)? else {
             continue;
-        }
-        let feed = feed.unwrap_or_default();
+        };
         let (state, reason): (String, Option<String>) = (r.get(3)?, r.get(4)?);
         let (files, rows_loaded, records): (i64, i64, i64) = (r.get(5)?, r.get(6)?, r.get(7)?);
         let (files, rows_loaded, records) = (
@@ -131,12 +138,9 @@ pub fn counts(
     ))?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
-        let (week, partner, feed): (String, String, Option<String>) =
-            (r.get(0)?, r.get(1)?, r.get(2)?);
-        if !allowed(&partner, feed.as_deref()) {
+        let Some((week, partner, feed)) = place(r, allowed)? else {
             continue;
-        }
-        let feed = feed.unwrap_or_default();
+        };
         for (i, code) in Code::ALL.iter().enumerate() {
             let n: i64 = r.get(3 + i)?;
             add(

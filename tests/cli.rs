@@ -281,3 +281,59 @@ fn a_unique_set_finds_a_record_sent_twice_in_one_file() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn schema_infer_drafts_a_feed_that_check_config_accepts_and_the_sample_passes() {
+    let d = Deployment::new();
+    let mut sample = String::from("Client ID;NHS No;Birth Date;Event Type;Start;Score;Postcode\n");
+    let events = ["Assessment", "Review", "Service"];
+    for i in 0..30u32 {
+        sample.push_str(&format!(
+            "C{i:04};{};{:02}/03/1941;{};2026-11-{:02} 09:30:00;{}.5;SW1A 1AA\n",
+            nhs_number(i + 1),
+            1 + i % 28,
+            events[(i % 3) as usize],
+            1 + i % 28,
+            i % 7
+        ));
+    }
+    let path = d.write_input("clt_sample.csv", sample.as_bytes());
+    let out = d.dg(&[
+        "schema",
+        "infer",
+        "--partner",
+        "demo-carehome",
+        "--feed",
+        "clt",
+        path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let draft = text(&out.stdout);
+    for expected in [
+        "delimiter = \";\"",
+        "name = \"NHS No\"\ntype = \"nhs_number\"",
+        "name = \"Birth Date\"\ntype = \"date\"\nformat = \"%d/%m/%Y\"",
+        "values = [\"Assessment\", \"Review\", \"Service\"]",
+        "type = \"datetime\"\nformat = \"%Y-%m-%d %H:%M:%S\"",
+        "type = \"decimal\"",
+        "type = \"postcode\"",
+    ] {
+        assert!(draft.contains(expected), "no {expected:?} in\n{draft}");
+    }
+    // No value of a text column (the client ids) and no NHS number is printed.
+    assert!(
+        !draft.contains("C0001") && !draft.contains(&nhs_number(1)),
+        "{draft}"
+    );
+    // Added to the configuration as drafted, it is accepted, and the sample passes.
+    d.write_config(&format!("{}\n{draft}", fast(SHIPPED_CONFIG)));
+    let out = d.dg(&["check-config"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = d.dg(&["schema", "check", "clt", path.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}

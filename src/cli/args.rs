@@ -170,6 +170,24 @@ pub(super) enum Command {
 
 #[derive(Subcommand)]
 pub(super) enum Schema {
+    /// Draft a feed section from a sample CSV file: each column's type guessed from its
+    /// values, every guess marked REVIEW. Prints TOML to add to the configuration.
+    #[command(
+        after_help = "Example:\n  dropgate schema infer --partner demo-carehome --feed clt sample.csv >> config/dropgate.toml\n  dropgate check-config && dropgate schema check clt sample.csv\n\nThe sample is read, never recorded; no value of a text column is printed."
+    )]
+    Infer {
+        /// The sample (plaintext CSV; decrypt an age file first).
+        file: std::path::PathBuf,
+        /// Name of the drafted feed.
+        #[arg(long, default_value = "drafted")]
+        feed: String,
+        /// Partner that sends it, as configured under [partners.NAME].
+        #[arg(long)]
+        partner: String,
+        /// Data rows read at most.
+        #[arg(long, default_value_t = 100_000)]
+        rows: u64,
+    },
     /// Read a sample as FEED would (decrypting it if it is age-encrypted) and print every
     /// problem; nothing is loaded or recorded.
     #[command(

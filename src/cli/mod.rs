@@ -218,6 +218,29 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(exit_for(&[file]))
         }
+        Command::Schema(Schema::Infer {
+            file,
+            feed,
+            partner,
+            rows,
+        }) => {
+            let input = std::fs::File::open(&file)
+                .with_context(|| format!("opening {}", file.display()))?;
+            let draft = dropgate::formats::infer::infer_csv(
+                std::io::BufReader::new(input),
+                &dropgate::formats::infer::InferOptions {
+                    feed: &feed,
+                    partner: &partner,
+                    max_rows: rows,
+                },
+            )?;
+            print!("{}", draft.toml);
+            eprintln!(
+                "drafted feed `{feed}`: {} columns from {} rows; review every line marked REVIEW",
+                draft.columns, draft.rows
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Schema(Schema::Check { feed, file, json }) => {
             let config = Arc::new(config_or_exit!(&cli.config));
             let Some(feed) = config.feeds.get(&feed) else {

@@ -6,6 +6,7 @@
 mod csv;
 mod csv_reader;
 mod fixed;
+pub mod infer;
 
 use std::io::Read;
 

@@ -298,17 +298,29 @@ fn schema_infer_drafts_a_feed_that_check_config_accepts_and_the_sample_passes() 
         ));
     }
     let path = d.write_input("clt_sample.csv", sample.as_bytes());
-    let out = d.dg(&[
-        "schema",
-        "infer",
-        "--partner",
-        "demo-carehome",
-        "--feed",
-        "clt",
-        path.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let draft = text(&out.stdout);
+    let infer = |extra: &[&str]| {
+        let mut args = vec![
+            "schema",
+            "infer",
+            "--partner",
+            "demo-carehome",
+            "--feed",
+            "clt",
+        ];
+        args.extend(extra);
+        args.push(path.to_str().unwrap());
+        let out = d.dg(&args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    // By default no value of the sample is printed, not even a code list's.
+    let cautious = infer(&[]);
+    assert!(!cautious.contains("Assessment"), "{cautious}");
+    assert!(
+        cautious.contains("3 distinct short values: a `code` column?"),
+        "{cautious}"
+    );
+    let draft = infer(&["--code-lists"]);
     for expected in [
         "delimiter = \";\"",
         "name = \"NHS No\"\ntype = \"nhs_number\"",

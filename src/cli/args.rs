@@ -173,7 +173,7 @@ pub(super) enum Schema {
     /// Draft a feed section from a sample CSV file: each column's type guessed from its
     /// values, every guess marked REVIEW. Prints TOML to add to the configuration.
     #[command(
-        after_help = "Example:\n  dropgate schema infer --partner demo-carehome --feed clt sample.csv >> config/dropgate.toml\n  dropgate check-config && dropgate schema check clt sample.csv\n\nThe sample is read, never recorded; no value of a text column is printed."
+        after_help = "Example:\n  dropgate schema infer --partner demo-carehome --feed clt sample.csv >> config/dropgate.toml\n  dropgate check-config && dropgate schema check clt sample.csv\n\nThe sample is read, never recorded; no value from it is printed unless --code-lists is given."
     )]
     Infer {
         /// The sample (plaintext CSV; decrypt an age file first).
@@ -187,6 +187,10 @@ pub(super) enum Schema {
         /// Data rows read at most.
         #[arg(long, default_value_t = 100_000)]
         rows: u64,
+        /// Print the values of columns that look like code lists (short values that repeat).
+        /// Only for samples whose such columns hold no personal details.
+        #[arg(long)]
+        code_lists: bool,
     },
     /// Read a sample as FEED would (decrypting it if it is age-encrypted) and print every
     /// problem; nothing is loaded or recorded.

@@ -223,6 +223,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             feed,
             partner,
             rows,
+            code_lists,
         }) => {
             let input = std::fs::File::open(&file)
                 .with_context(|| format!("opening {}", file.display()))?;
@@ -232,6 +233,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                     feed: &feed,
                     partner: &partner,
                     max_rows: rows,
+                    code_lists,
                 },
             )?;
             print!("{}", draft.toml);

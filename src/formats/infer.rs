@@ -1,6 +1,7 @@
 //! `dropgate schema infer`: a feed section drafted from a sample CSV file.
 //! Each column's type is the narrowest that every value in the sample fits;
-//! code lists are offered only for short values that repeat often, and every
+//! code lists are offered, when asked for, only for short values that repeat
+//! often (no value is printed otherwise), and every
 //! column is drafted as an identifier (its values never quoted in problems)
 //! until an admin says otherwise. Every guess is marked `REVIEW`.
 
@@ -17,6 +18,9 @@ pub struct InferOptions<'a> {
     pub partner: &'a str,
     /// Data rows read at most.
     pub max_rows: u64,
+    /// Print the values of columns that look like code lists. Off by default:
+    /// a column of surnames in a sample of a few residents looks the same.
+    pub code_lists: bool,
 }
 
 /// A drafted feed section.
@@ -175,7 +179,7 @@ impl Column {
         }
     }
 
-    fn draft(&self, feed: &str, out: &mut String) {
+    fn draft(&self, feed: &str, code_lists: bool, out: &mut String) {
         let _ = writeln!(out, "[[feeds.{feed}.columns]]");
         let _ = writeln!(out, "name = {}", toml_string(&self.name));
         let shape = self.shapes.first().copied().filter(|_| self.filled > 0);
@@ -193,6 +197,14 @@ impl Column {
                 if matches!(shape, Shape::Integer | Shape::Decimal) {
                     let _ = writeln!(out, "# REVIEW: add `min` and `max`");
                 }
+            }
+            (None, Some(codes)) if !code_lists => {
+                let _ = writeln!(out, "type = \"string\"");
+                let _ = writeln!(
+                    out,
+                    "# REVIEW: {} distinct short values: a `code` column? (values not shown; `--code-lists` shows them)",
+                    codes.len()
+                );
             }
             (None, Some(codes)) => {
                 let values: Vec<String> = codes.keys().map(|c| toml_string(c)).collect();
@@ -332,7 +344,7 @@ pub fn infer_csv(mut input: impl BufRead, options: &InferOptions<'_>) -> Result<
     let _ = writeln!(out, "encoding = \"{encoding}\"");
     out.push('\n');
     for column in &columns {
-        column.draft(feed, &mut out);
+        column.draft(feed, options.code_lists, &mut out);
     }
     Ok(Draft {
         toml: out,

@@ -689,6 +689,10 @@ fn a_trend_export_holds_weekly_counts_without_identifiers_and_hides_small_number
     assert_eq!(count("rows_loaded"), "40", "42 rounded");
     assert_eq!(count("observations:heart_rate"), "40");
     assert_eq!(count("observations:diastolic_bp"), "0");
+    // 42 sets of seven measurements and a total; the second file's four
+    // residents are among the first's five.
+    assert_eq!(count("records:observations"), "335", "336 rounded");
+    assert_eq!(count("records:service_user"), "suppressed", "5");
     // No identifier of any kind: names, NHS numbers, local ids, dates of birth.
     for leak in ["Family", "Given", "R00", &nhs_number(1), "1940-01"] {
         assert!(!csv.contains(leak), "{leak} in\n{csv}");

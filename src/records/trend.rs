@@ -58,7 +58,7 @@ pub struct TrendCount {
     /// Empty when the file matched no feed.
     pub feed: String,
     /// `files_received`, `files_loaded`, `files_quarantined`, `files_duplicate`,
-    /// `quarantined:REASON`, `rows_loaded`, `records`, `observations:CODE`,
+    /// `quarantined:REASON`, `rows_loaded`, `records`, `records:KIND`, `observations:CODE`,
     /// `news2_band:0`, `news2_band:1-4`, `news2_band:5-6`, `news2_band:7+`.
     pub measure: String,
     /// `None` when withheld by the disclosure rule.
@@ -141,16 +141,25 @@ pub fn counts(
         let Some((week, partner, feed)) = place(r, allowed)? else {
             continue;
         };
+        let mut observations = 0;
         for (i, code) in Code::ALL.iter().enumerate() {
-            let n: i64 = r.get(3 + i)?;
+            let n = r.get::<_, i64>(3 + i)?.max(0) as u64;
+            observations += n;
             add(
                 &week,
                 &partner,
                 &feed,
                 format!("observations:{}", code.name()),
-                n as u64,
+                n,
             );
         }
+        add(
+            &week,
+            &partner,
+            &feed,
+            "records:observations".into(),
+            observations,
+        );
         for (i, band) in ["0", "1-4", "5-6", "7+"].iter().enumerate() {
             let n: Option<i64> = r.get(3 + Code::ALL.len() + i)?;
             add(
@@ -161,6 +170,25 @@ pub fn counts(
                 n.unwrap_or(0).max(0) as u64,
             );
         }
+    }
+    // Service users by the week of the file that last wrote them.
+    let mut stmt = conn.prepare(
+        "SELECT date(f.received_at, '-6 days', 'weekday 1'), f.partner, f.feed, count(*)
+         FROM service_users u JOIN files f ON f.id = u.file_id GROUP BY 1, 2, 3",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let Some((week, partner, feed)) = place(r, allowed)? else {
+            continue;
+        };
+        let n: i64 = r.get(3)?;
+        add(
+            &week,
+            &partner,
+            &feed,
+            "records:service_user".into(),
+            n.max(0) as u64,
+        );
     }
     Ok(raw
         .into_iter()

@@ -260,6 +260,9 @@ pub async fn run(
         ));
     }
     if !config.routes.is_empty() {
+        // Decrypted copies a stop left behind: their files are still pending
+        // and are prepared again.
+        let _ = std::fs::remove_dir_all(spool.routing());
         let identity = keys::load_identity(&config.keys.age_identity)?;
         sources.spawn(crate::route::run_routes(
             config.clone(),

@@ -40,6 +40,10 @@ pub enum PublishError {
     Key { path: PathBuf, message: String },
     #[error("age recipients of `{consumer}`: {message}")]
     Recipients { consumer: String, message: String },
+    #[error(
+        "a run of schedule `{schedule}` is being made by another process; try again when it ends"
+    )]
+    InProgress { schedule: String },
     #[error("unknown schedule `{name}` (configured: {known})")]
     UnknownSchedule { name: String, known: String },
 }
@@ -103,6 +107,38 @@ impl Allowed for Granted<'_> {
     }
 }
 
+/// A schedule's lock, held while one of its runs is made or recovered, by
+/// whichever process (the daemon, `dropgate export`). The kernel releases it
+/// when the holder dies, so a run whose schedule is not locked is one a stop
+/// interrupted, and a held one is in progress.
+struct ScheduleLock {
+    _file: std::fs::File,
+}
+
+impl ScheduleLock {
+    /// The lock, or `None` when another holder has it.
+    fn try_take(config: &Config, schedule: &str) -> std::io::Result<Option<ScheduleLock>> {
+        use std::os::fd::AsRawFd;
+        let folder = Spool::new(&config.daemon.spool).locks();
+        std::fs::create_dir_all(&folder)?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(folder.join(format!("schedule-{schedule}.lock")))?;
+        // SAFETY: flock on a descriptor this function owns; no memory is involved.
+        let taken = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if taken == 0 {
+            return Ok(Some(ScheduleLock { _file: file }));
+        }
+        let error = std::io::Error::last_os_error();
+        match error.raw_os_error() {
+            Some(libc::EWOULDBLOCK) => Ok(None),
+            _ => Err(error),
+        }
+    }
+}
+
 fn outbox(config: &Config, consumer: &str) -> PathBuf {
     Spool::new(&config.daemon.spool).outboxes().join(consumer)
 }
@@ -121,6 +157,20 @@ pub fn make(
     trigger: Trigger,
     now: DateTime<Utc>,
 ) -> Result<Made, PublishError> {
+    // One run of a schedule at a time, whoever makes it: two would read the
+    // same watermark and send the same records twice.
+    let lock =
+        ScheduleLock::try_take(config, &schedule.name).map_err(|source| PublishError::Io {
+            export_id: schedule.name.clone(),
+            source,
+        })?;
+    let Some(_lock) = lock else {
+        return Err(PublishError::InProgress {
+            schedule: schedule.name.clone(),
+        });
+    };
+    // Runs of this schedule left unfinished are a stopped holder's: settle them first.
+    recover_runs(config, ledger, key.public_key(), Some(&schedule.name))?;
     let day = now.with_timezone(&config.daemon.time_zone).date_naive();
     let grants: Vec<&Grant> = config
         .grants
@@ -375,7 +425,38 @@ fn sync_dir(path: &Path) -> std::io::Result<()> {
 /// complete is finished from its manifest; any other is marked interrupted
 /// (to be made again) and its staging folder removed.
 pub fn recover(config: &Config, ledger: &mut Ledger, key: &PublicKey) -> Result<(), PublishError> {
-    for run in ledger.unfinished_export_runs()? {
+    let unfinished: std::collections::BTreeSet<String> = ledger
+        .unfinished_export_runs()?
+        .into_iter()
+        .map(|run| run.schedule)
+        .collect();
+    for schedule in unfinished {
+        let lock =
+            ScheduleLock::try_take(config, &schedule).map_err(|source| PublishError::Io {
+                export_id: schedule.clone(),
+                source,
+            })?;
+        // Held: a run in progress elsewhere, not one a stop interrupted.
+        if let Some(_lock) = lock {
+            recover_runs(config, ledger, key, Some(&schedule))?;
+        }
+    }
+    Ok(())
+}
+
+/// Settles the unfinished runs (of `only` that schedule); the caller holds
+/// their schedules' locks.
+fn recover_runs(
+    config: &Config,
+    ledger: &mut Ledger,
+    key: &PublicKey,
+    only: Option<&str>,
+) -> Result<(), PublishError> {
+    let runs = ledger.unfinished_export_runs()?;
+    for run in runs
+        .into_iter()
+        .filter(|r| only.is_none_or(|s| s == r.schedule))
+    {
         let outbox = outbox(config, &run.consumer);
         let placed = outbox.join(&run.export_id);
         match manifest::verify(&placed, std::slice::from_ref(key)) {
@@ -472,6 +553,11 @@ fn shipment(folder: &Path) -> Result<Vec<(PathBuf, String, String, u64)>, std::i
 pub async fn push_pending(
     config: &Config,
 ) -> Result<Vec<(String, String, Option<String>)>, PublishError> {
+    // Schedules finish together and the start-up push may overlap them: one
+    // push of the pending exports at a time, or a file could be sent twice
+    // at once through one temporary name.
+    static PUSHING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _pushing = PUSHING.lock().await;
     let ledger = std::sync::Mutex::new(Ledger::open(&config.daemon.ledger, Arc::new(SystemClock))?);
     let pending = ledger
         .lock()

@@ -83,21 +83,24 @@ impl<'a> Receipt<'a> {
 }
 
 /// `<sent name>.receipt.json`: the last part of the name the partner used,
-/// so a newer file of the same name replaces the receipt of the older.
+/// so a newer file of the same name replaces the receipt of the older; or
+/// `file-<id>.receipt.json` when that name would be too long for a file.
 pub fn receipt_name(file: &FileRow) -> String {
     let base = file.name.rsplit('/').next().unwrap_or(&file.name);
     let base = base.trim_start_matches('.');
-    if base.is_empty() {
+    let named = format!("{base}.receipt.json");
+    if base.is_empty() || named.len() > 255 {
         format!("file-{}.receipt.json", file.id)
     } else {
-        format!("{base}.receipt.json")
+        named
     }
 }
 
-/// Written beside under a hidden name, synced, then renamed into place.
-fn write_into(folder: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+/// Written beside under a hidden name (of dropgate's own, as short as the
+/// file's id), synced, then renamed into place.
+fn write_into(folder: &Path, file_id: i64, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(folder)?;
-    let hidden = folder.join(format!(".{name}.tmp"));
+    let hidden = folder.join(format!(".receipt-{file_id}.tmp"));
     crate::spool::write_durably(&hidden, bytes)?;
     std::fs::rename(&hidden, folder.join(name))?;
     sync_dir(folder)
@@ -131,7 +134,7 @@ fn write_pending(
     let spool = Spool::new(&config.daemon.spool);
     let files = ledger.settled_without_receipt(&partners, from_id, BATCH)?;
     // A full batch may have left some behind: the next pass starts here again.
-    let next_from = if files.len() == BATCH {
+    let mut next_from = if files.len() == BATCH {
         from_id
     } else {
         next_from
@@ -152,18 +155,21 @@ fn write_pending(
         places.extend(settings.folder.clone());
         let mut failed = None;
         for place in &places {
-            if let Err(e) = write_into(place, &name, &json) {
-                failed = Some(format!("{}: {e}", place.display()));
+            if let Err(e) = write_into(place, file.id, &name, &json) {
+                failed = Some(e);
             }
         }
         if let Some(error) = failed {
-            // Tried again next pass; the spool or the folder may be full.
-            tracing::error!(file_id = file.id, error = %error, "cannot write a receipt");
-            return Ok((written, from_id.min(file.id)));
+            // Tried again next pass (the spool or the folder may be full); the
+            // files after it are not held up. The error names no file.
+            tracing::error!(file_id = file.id, error = %error.kind(), "cannot write a receipt");
+            next_from = next_from.min(file.id);
+            continue;
         }
+        // The receipt's name holds the sender's file name: not in the history.
         ledger.receipt_written(
             file.id,
-            &serde_json::json!({ "receipt": name, "state": file.state.as_str() }),
+            &serde_json::json!({ "state": file.state.as_str() }),
         )?;
         if settings.destination.is_some() {
             written.push(Written {
@@ -236,5 +242,32 @@ async fn push(config: &Config, written: Vec<Written>) {
         if let Err(e) = forward::deliver(destination, &parcel, &ledger).await {
             tracing::error!(file_id = receipt.file_id, error = %e, "a receipt was not pushed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(id: i64, name: &str) -> FileRow {
+        let mut ledger = crate::ledger::testing::ledger();
+        let id_made = crate::ledger::testing::received(&mut ledger, name);
+        let mut row = ledger.file(id_made).unwrap();
+        row.id = id;
+        row
+    }
+
+    #[test]
+    fn a_receipt_is_named_after_the_file_unless_that_name_cannot_be_a_file() {
+        assert_eq!(
+            receipt_name(&file(7, "news2_a.csv")),
+            "news2_a.csv.receipt.json"
+        );
+        assert_eq!(
+            receipt_name(&file(7, "sub/news2_a.csv")),
+            "news2_a.csv.receipt.json"
+        );
+        let long = "n".repeat(250);
+        assert_eq!(receipt_name(&file(7, &long)), "file-7.receipt.json");
     }
 }

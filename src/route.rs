@@ -7,6 +7,7 @@
 
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -49,9 +50,14 @@ async fn run_route(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let route = config.routes[&name].clone();
+    // Files below it were settled when last looked at: from the first at start.
+    let mut from_id = 0;
     loop {
-        if let Err(e) = forward_pending(&config, &identity, &route).await {
-            tracing::error!(route = %route.name, error = %e, "forwarding failed; trying again");
+        match forward_pending(&config, &identity, &route, from_id).await {
+            Ok(next) => from_id = next,
+            Err(e) => {
+                tracing::error!(route = %route.name, error = %e, "forwarding failed; trying again")
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
@@ -60,36 +66,47 @@ async fn run_route(
     }
 }
 
-/// Queues the route's new files and forwards every pending one.
+/// Queues the route's new files (from `from_id` on) and forwards every
+/// pending one; returns where the next look starts. The ledger and file work
+/// runs off the async workers, so a long load holding the ledger's write
+/// lock, or a large file being decrypted, stalls no other source.
 pub async fn forward_pending(
     config: &Config,
     identity: &age::x25519::Identity,
     route: &Route,
-) -> Result<(), crate::ledger::LedgerError> {
-    let ledger = Mutex::new(Ledger::open(&config.daemon.ledger, Arc::new(SystemClock))?);
-    let pending = {
+    from_id: i64,
+) -> Result<i64, crate::ledger::LedgerError> {
+    let ledger = Mutex::new(blocking(|| {
+        Ledger::open(&config.daemon.ledger, Arc::new(SystemClock))
+    })?);
+    let (pending, next_from) = blocking(|| -> Result<_, crate::ledger::LedgerError> {
         let mut ledger = ledger.lock().expect("ledger lock");
+        // Read first: a file settling meanwhile is above it and found next time.
+        let next_from = ledger.settled_below()?;
         ledger.queue_routed(
             &route.name,
             &route.destination,
             &route.feed,
             route.when.states(),
+            from_id,
         )?;
-        ledger.pending_routed(&route.name)?
-    };
+        Ok((ledger.pending_routed(&route.name)?, next_from))
+    })?;
     let Some(destination) = config.destinations.get(&route.destination) else {
-        return Ok(());
+        return Ok(from_id);
     };
     for file in pending {
         let finish = |state: &str, attempts: u32, grant: Option<&str>, error: Option<&str>| {
-            ledger.lock().expect("ledger lock").finish_routed(
-                file.file_id,
-                &route.name,
-                state,
-                attempts,
-                grant,
-                error,
-            )
+            blocking(|| {
+                ledger.lock().expect("ledger lock").finish_routed(
+                    file.file_id,
+                    &route.name,
+                    state,
+                    attempts,
+                    grant,
+                    error,
+                )
+            })
         };
         // No grant, no data: checked for every file, on the day it is sent.
         let Some(grant) = grant_in_force(config, route, &file) else {
@@ -101,14 +118,14 @@ pub async fn forward_pending(
             finish("refused", 0, None, Some(&why))?;
             continue;
         };
-        let prepared = match prepare(config, identity, route, &file) {
+        let prepared = match blocking(|| prepare(config, identity, route, &file)) {
             Ok(prepared) => prepared,
             Err(e) => {
                 finish("failed", 0, Some(&grant), Some(&e.to_string()))?;
                 continue;
             }
         };
-        let (sha256, size) = match crate::digest::sha256_file(&prepared.path) {
+        let (sha256, size) = match blocking(|| crate::digest::sha256_file(&prepared.path)) {
             Ok(digest) => digest,
             Err(e) => {
                 let _ = std::fs::remove_file(&prepared.path);
@@ -135,7 +152,12 @@ pub async fn forward_pending(
             )?,
         }
     }
-    Ok(())
+    Ok(next_from)
+}
+
+/// Runs blocking work (the ledger, files) without holding up the async workers.
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(work)
 }
 
 /// The grant, in force today, that lets the route's consumer have the file.
@@ -191,7 +213,13 @@ fn prepare(
     let folder = spool.routing();
     std::fs::create_dir_all(&folder)?;
     let path = folder.join(format!("{}-{}", route.name, file.file_id));
-    let out = File::create(&path)?;
+    // Decrypted data: readable by dropgate alone, and removed once sent.
+    let out = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)?;
     let mut reader = plaintext.reader;
     match &route.encrypt_to {
         None => {

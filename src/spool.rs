@@ -151,6 +151,11 @@ impl Spool {
     }
 
     /// Exports addressed to partners, one folder each, served read-only.
+    /// Lock files: one per export schedule, held while a run is made.
+    pub fn locks(&self) -> PathBuf {
+        self.root.join("locks")
+    }
+
     /// `receipts/<partner>/`: a receipt for each file a partner sent.
     pub fn receipts(&self) -> PathBuf {
         self.root.join("receipts")

@@ -791,3 +791,60 @@ fn exports_killed_at_any_moment_leave_each_observation_in_exactly_one_complete_e
     let offered: Vec<&String> = names.iter().filter(|n| !n.starts_with('.')).collect();
     assert_eq!(offered.len(), runs.len(), "{names:?}");
 }
+
+#[test]
+fn a_run_another_process_is_making_is_neither_recovered_nor_repeated() {
+    let d = Deployment::new();
+    load(&d, "news2_a.csv", 2, 1, 0);
+    // Another maker holds the schedule's lock (the stock `flock` tool here), with
+    // its run begun but not ended.
+    let locks = d.path("spool/locks");
+    fs::create_dir_all(&locks).unwrap();
+    // `-o`: the lock stays with `flock` itself, so killing it releases the lock.
+    let mut holder = Command::new("flock")
+        .arg("-o")
+        .arg(locks.join("schedule-demo-nightly.lock"))
+        .args(["sleep", "30"])
+        .spawn()
+        .expect("flock must be installed (scripts/test installs util-linux)");
+    wait_for("the lock", Duration::from_secs(10), || {
+        let probe = Command::new("flock")
+            .args(["-n"])
+            .arg(locks.join("schedule-demo-nightly.lock"))
+            .arg("true")
+            .status()
+            .unwrap();
+        !probe.success()
+    });
+    rusqlite::Connection::open(d.path("spool/ledger.db"))
+        .unwrap()
+        .execute(
+            "INSERT INTO export_runs (schedule, consumer, manual, mode, started_at, watermark_from, sets_from, export_id)
+             VALUES ('demo-nightly', 'demo-hospital', 1, 'incremental', '2026-12-03T01:30:00.000Z', 0, 0, 'elsewhere')",
+            [],
+        )
+        .unwrap();
+    let out = d.dg(&["export", "demo-nightly"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("is being made by another process"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        d.count(
+            "SELECT count(*) FROM export_runs WHERE ended_at IS NULL AND export_id = 'elsewhere'"
+        ),
+        1,
+        "left to its maker"
+    );
+    // Once the holder is gone, its run is settled and the export made.
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let made = export(&d);
+    assert_eq!(count_of(&made, "Observation.ndjson"), Some(2 * 8));
+    assert_eq!(
+        d.string("SELECT outcome FROM export_runs WHERE export_id = 'elsewhere'"),
+        "interrupted"
+    );
+}

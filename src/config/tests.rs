@@ -303,6 +303,39 @@ fn an_encrypted_schedule_needs_the_consumers_recipients() {
 }
 
 #[test]
+fn a_grant_of_counts_does_not_let_a_route_send_a_feeds_files() {
+    // The grant names the feed, but gives trend counts only: raw files hold more.
+    let text = format!(
+        "{SHIPPED}
+[grants.counts]
+controller = \"demo-controller\"
+consumer = \"demo-carehome\"
+records = [\"trend\"]
+feeds = [\"news2\"]
+purpose = \"planning\"
+valid_from = \"2026-01-01\"
+
+[destinations.back]
+kind = \"sftp\"
+host = \"127.0.0.1\"
+user = \"x\"
+private_key = \"keys/demo-carehome\"
+host_key = \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\"
+
+[routes.back]
+feed = \"news2\"
+destination = \"back\"
+consumer = \"demo-carehome\"
+"
+    );
+    let got = errors(&text).join("\n");
+    assert!(
+        got.contains("route `back`: no grant gives `demo-carehome` the files of feed `news2`"),
+        "{got}"
+    );
+}
+
+#[test]
 fn a_partners_controller_must_be_declared() {
     let text = SHIPPED.replace(
         "controller = \"demo-controller\"     #",

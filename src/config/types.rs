@@ -164,12 +164,16 @@ impl RouteWhen {
 }
 
 impl Grant {
-    /// Whether the grant covers every file of `feed`, which maps `kinds`.
+    /// Whether the grant covers every file of `feed`, which maps `kinds`: the
+    /// grant must give each of those kinds (a raw file holds them all) and,
+    /// when it names feeds, this one.
     pub fn covers_feed(&self, feed: &str, kinds: &[crate::records::Kind]) -> bool {
-        match &self.feeds {
-            Some(feeds) => feeds.iter().any(|f| f == feed),
-            None => !kinds.is_empty() && kinds.iter().all(|k| self.records.contains(k)),
-        }
+        let every_kind = !kinds.is_empty() && kinds.iter().all(|k| self.records.contains(k));
+        every_kind
+            && self
+                .feeds
+                .as_ref()
+                .is_none_or(|feeds| feeds.iter().any(|f| f == feed))
     }
 }
 

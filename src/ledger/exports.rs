@@ -208,10 +208,11 @@ impl Ledger {
             [id],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
-        tx.execute(
+        // A run ends once: never after another process has settled it.
+        let ended = tx.execute(
             "UPDATE export_runs SET ended_at = ?2, outcome = ?3, watermark_to = ?4,
                     manifest_sha256 = ?5, counts = ?6, detail = ?7, sets_to = ?8
-             WHERE id = ?1",
+             WHERE id = ?1 AND ended_at IS NULL",
             params![
                 id,
                 now,
@@ -223,6 +224,9 @@ impl Ledger {
                 end.to.map(|w| w.sets)
             ],
         )?;
+        if ended == 0 {
+            return Err(LedgerError::RunEnded(id));
+        }
         if end.outcome == RunOutcome::Complete {
             for destination in end.destinations {
                 tx.execute(

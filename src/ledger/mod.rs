@@ -82,6 +82,8 @@ pub enum LedgerError {
     NewerSchema { found: i64, known: usize },
     #[error("no file with id {0}")]
     NotFound(i64),
+    #[error("export run {0} has already ended")]
+    RunEnded(i64),
     #[error("file {id} is {state}, not {expected}")]
     WrongState {
         id: i64,

@@ -69,26 +69,52 @@ impl Ledger {
     /// Queues, as `pending`, every file of `feed` in one of `states` that the
     /// route has not queued yet and that was received after the route was
     /// first seen. Returns how many were queued.
+    ///
+    /// Only files from `from_id` on are looked at (those below are settled and
+    /// were looked at before), and the write lock is taken only when there is
+    /// something to queue: a large load holding it never stalls a route's look.
     pub fn queue_routed(
         &mut self,
         route: &str,
         destination: &str,
         feed: &str,
         states: &[&str],
+        from_id: i64,
     ) -> Result<usize> {
+        const NEW: &str = "FROM files
+             WHERE feed = ?1 AND id > ?2 AND id >= ?3
+               AND state IN (SELECT value FROM json_each(?4))
+               AND id NOT IN (SELECT file_id FROM route_deliveries WHERE route = ?5)";
         let now = self.now();
+        let states = serde_json::to_string(states).expect("strings serialise");
+        let after: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT after_file_id FROM routes WHERE name = ?1",
+                [route],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(after) = after {
+            let waiting: i64 = self.conn.query_row(
+                &format!("SELECT count(*) {NEW}"),
+                params![feed, after, from_id, states, route],
+                |r| r.get(0),
+            )?;
+            if waiting == 0 {
+                return Ok(0);
+            }
+        }
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let after = first_seen(&tx, route, &now)?;
-        let states = serde_json::to_string(states).expect("strings serialise");
         let queued = tx.execute(
-            "INSERT OR IGNORE INTO route_deliveries (file_id, route, destination, state, updated_at)
-             SELECT id, ?1, ?2, 'pending', ?3 FROM files
-             WHERE feed = ?4 AND id > ?5
-               AND state IN (SELECT value FROM json_each(?6))
-               AND id NOT IN (SELECT file_id FROM route_deliveries WHERE route = ?1)",
-            params![route, destination, now, feed, after, states],
+            &format!(
+                "INSERT OR IGNORE INTO route_deliveries (file_id, route, destination, state, updated_at)
+                 SELECT id, ?5, ?6, 'pending', ?7 {NEW}"
+            ),
+            params![feed, after, from_id, states, route, destination, now],
         )?;
         tx.commit()?;
         Ok(queued)

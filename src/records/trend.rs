@@ -108,7 +108,9 @@ pub fn counts(
             records.max(0) as u64,
         );
         add(&week, &partner, &feed, "files_received".into(), files);
-        add(&week, &partner, &feed, format!("files_{state}"), files);
+        if state != "received" {
+            add(&week, &partner, &feed, format!("files_{state}"), files);
+        }
         if state == "quarantined" {
             // Only the fixed reason codes: nothing a sender wrote.
             let reason = reason

@@ -157,7 +157,12 @@ impl russh_sftp::server::Handler for Inbox {
                 }
                 let slot = self.room_for_handle("open", true)?.expect("a file slot");
                 let path = self.shelf(shelf).join(&name);
-                let name = format!("{}/{name}", shelf.name());
+                // Outbox names are dropgate's own (exports); a receipt is named
+                // after the partner's file, so its download is audited without it.
+                let name = match shelf {
+                    Shelf::Outbox => format!("{}/{name}", shelf.name()),
+                    Shelf::Receipts => shelf.name().to_string(),
+                };
                 let file = File::open(path).map_err(io_failure)?;
                 let handle = self.handle(Open::Download {
                     name,
@@ -285,7 +290,6 @@ impl russh_sftp::server::Handler for Inbox {
             }
             Some(Open::Download { name, sent, .. }) => {
                 tracing::info!(partner = %self.partner, remote = %self.peer, "SFTP download");
-                // Outbox names are dropgate's own (exports), not the partner's.
                 self.audit(
                     "download",
                     None,

@@ -262,6 +262,12 @@ pub fn make(
         Ok(((manifest, sha), placed)) => (manifest, placed, sha),
         Err(e) => {
             let _ = std::fs::remove_dir_all(&staged);
+            // Placed but not made durable: taken back out of the consumer's
+            // sight, since the run that made it is not complete.
+            let placed = outbox.join(&export_id);
+            if placed.exists() {
+                let _ = std::fs::rename(&placed, staged.with_extension("failed"));
+            }
             tracing::error!(schedule = %schedule.name, error = %e, "export failed");
             ledger.finish_export_run(
                 run_id,

@@ -200,10 +200,16 @@ fn prepare(
         .feeds
         .get(&file.feed)
         .ok_or_else(|| io::Error::other("the feed is no longer configured"))?;
-    let (_, payload) = spool
-        .find(&file.spool_name)
-        .ok_or_else(|| io::Error::other("the payload is in no spool folder"))?;
-    let plaintext = decrypt::open(File::open(&payload)?, feed.encryption, identity)
+    // Processing may move a received payload between the look and the open:
+    // looked for again once.
+    let open = || {
+        let (_, payload) = spool
+            .find(&file.spool_name)
+            .ok_or_else(|| io::Error::other("the payload is in no spool folder"))?;
+        File::open(payload)
+    };
+    let payload = open().or_else(|_| open())?;
+    let plaintext = decrypt::open(payload, feed.encryption, identity)
         .map_err(|e| io::Error::other(e.to_string()))?;
     let extension = match feed.schema.layout {
         Layout::Csv(_) => "csv",

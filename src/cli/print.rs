@@ -308,13 +308,28 @@ pub(super) fn print_banner(config: &Config) -> anyhow::Result<()> {
                     .as_ref()
                     .map(|k| format!("-i {} ", k.display()))
                     .unwrap_or_default();
+                // Partners that send files, and consumers that only fetch exports.
+                let sends = config.feeds.values().any(|f| &f.partner == name);
+                let (what, then) = match (sends, account.outbox) {
+                    (true, _) | (false, false) => ("SFTP drop ", "then: put FILE inbox/"),
+                    (false, true) => ("SFTP fetch", "then: get -r outbox/"),
+                };
                 println!(
-                    "  SFTP drop      sftp {key}-P {} {name}@{}   then: put FILE inbox/",
+                    "  {what}     sftp {key}-P {} {name}@{}   {then}",
                     sftp.listen.port(),
                     sftp.listen.ip()
                 );
             }
         }
+    }
+    for schedule in config.schedules.values() {
+        println!(
+            "  export         {} for {}: {} (now: dropgate export {})",
+            schedule.name,
+            schedule.consumer,
+            dropgate::schedule::Schedule::Cron(Box::new(schedule.cron.clone())),
+            schedule.name
+        );
     }
     println!(
         "Encrypt with:   age -r {} -o news2_x.csv.age news2_x.csv",

@@ -162,6 +162,12 @@ fn a_route_whose_grant_has_expired_forwards_nothing_and_says_why() {
     });
     daemon.terminate();
     assert!(file_names(&incoming).is_empty());
+    let out = d.dg(&["status"]);
+    assert!(
+        text(&out.stdout).contains("forwarded:\n  to-hospital              refused    1"),
+        "{}",
+        text(&out.stdout)
+    );
     assert!(
         audit_actions(&d)
             .iter()

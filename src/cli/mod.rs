@@ -161,6 +161,18 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             for (state, count) in &status.files {
                 println!("  {state:<12} {count}");
             }
+            for (title, rows) in [
+                ("forwarded:", &status.routes),
+                ("export pushes:", &status.pushes),
+            ] {
+                if rows.is_empty() {
+                    continue;
+                }
+                println!("{title}");
+                for (name, state, count) in rows {
+                    println!("  {name:<24} {state:<10} {count}");
+                }
+            }
             println!("sources:");
             for name in config.sources.keys() {
                 match status.sources.iter().find(|s| &s.source == name) {

@@ -36,6 +36,10 @@ pub struct Status {
     pub sources: Vec<SourceStatus>,
     /// Files per state.
     pub files: Vec<(String, u64)>,
+    /// Forwardings per route and state: `(route, state, count)`.
+    pub routes: Vec<(String, String, u64)>,
+    /// Export pushes per destination and state: `(destination, state, count)`.
+    pub pushes: Vec<(String, String, u64)>,
 }
 
 #[derive(Debug, Serialize)]
@@ -138,7 +142,23 @@ impl Ledger {
         let files = stmt
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
-        Ok(Status { sources, files })
+        let counted = |sql: &str| -> Result<Vec<(String, String, u64)>> {
+            let mut stmt = self.conn.prepare(sql)?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        };
+        let routes = counted(
+            "SELECT route, state, count(*) FROM route_deliveries GROUP BY 1, 2 ORDER BY 1, 2",
+        )?;
+        let pushes = counted(
+            "SELECT destination, state, count(*) FROM export_deliveries GROUP BY 1, 2 ORDER BY 1, 2",
+        )?;
+        Ok(Status {
+            sources,
+            files,
+            routes,
+            pushes,
+        })
     }
 
     /// Records a ban on an address until the given time.

@@ -2,8 +2,9 @@
 //! each under a grant in force. A file is queued `pending` in the ledger,
 //! decrypted (and encrypted to the route's recipients, when it has them)
 //! into `spool/routing/`, pushed with the destination's retries, and
-//! finished as `delivered`, `failed` or `refused`. Each route runs on its
-//! own, so a failing destination holds up no other.
+//! finished as `delivered`, `failed` or `refused`. A failed one is tried
+//! again every 15 minutes for a day after its file arrived. Each route runs
+//! on its own, so a failing destination holds up no other.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -23,6 +24,10 @@ use crate::spool::Spool;
 
 /// How often a route looks for new files.
 const POLL: Duration = Duration::from_secs(1);
+/// A forwarding that used up its attempts is tried again after this long...
+const RETRY_FAILED_AFTER: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
+/// ...while its file was received less than this long ago; then it stays failed.
+const RETRY_FAILED_FOR: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 
 /// Runs every route until `shutdown` turns true.
 pub async fn run_routes(
@@ -83,6 +88,12 @@ pub async fn forward_pending(
         let mut ledger = ledger.lock().expect("ledger lock");
         // Read first: a file settling meanwhile is above it and found next time.
         let next_from = ledger.settled_below()?;
+        let now = chrono::Utc::now();
+        ledger.retry_failed_routed(
+            &route.name,
+            now - RETRY_FAILED_AFTER,
+            now - RETRY_FAILED_FOR,
+        )?;
         ledger.queue_routed(
             &route.name,
             &route.destination,

@@ -120,6 +120,33 @@ impl Ledger {
         Ok(queued)
     }
 
+    /// Puts the route's failed forwardings back in the queue when they last
+    /// failed before `failed_before` and their file was received after
+    /// `received_after`: a destination that was down is tried again, for a while.
+    pub fn retry_failed_routed(
+        &mut self,
+        route: &str,
+        failed_before: DateTime<Utc>,
+        received_after: DateTime<Utc>,
+    ) -> Result<usize> {
+        let (failed_before, received_after) = (timestamp(failed_before), timestamp(received_after));
+        let waiting: i64 = self.conn.query_row(
+            "SELECT count(*) FROM route_deliveries d JOIN files f ON f.id = d.file_id
+             WHERE d.route = ?1 AND d.state = 'failed' AND d.updated_at < ?2 AND f.received_at > ?3",
+            params![route, failed_before, received_after],
+            |r| r.get(0),
+        )?;
+        if waiting == 0 {
+            return Ok(0);
+        }
+        Ok(self.conn.execute(
+            "UPDATE route_deliveries SET state = 'pending'
+             WHERE route = ?1 AND state = 'failed' AND updated_at < ?2
+               AND file_id IN (SELECT id FROM files WHERE received_at > ?3)",
+            params![route, failed_before, received_after],
+        )?)
+    }
+
     /// The route's pending files, oldest first.
     pub fn pending_routed(&self, route: &str) -> Result<Vec<Routed>> {
         let mut stmt = self.conn.prepare(

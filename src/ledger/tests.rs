@@ -282,3 +282,50 @@ fn the_look_ups_made_for_every_file_are_not_prepared_again_on_every_use() {
         );
     }
 }
+
+#[test]
+fn a_failed_forwarding_is_queued_again_only_while_its_file_is_recent() {
+    let mut ledger = testing::ledger();
+    ledger.register_routes(["to-gp"]).unwrap();
+    let id = testing::received(&mut ledger, "a.csv");
+    assert_eq!(
+        ledger
+            .queue_routed("to-gp", "gp", "news2", &["received"], 0)
+            .unwrap(),
+        1
+    );
+    ledger
+        .finish_routed(
+            id,
+            "to-gp",
+            "failed",
+            3,
+            Some("g"),
+            Some("refused by the server"),
+        )
+        .unwrap();
+    assert!(ledger.pending_routed("to-gp").unwrap().is_empty());
+    let now = Utc::now();
+    let minute = chrono::TimeDelta::minutes(1);
+    // Failed too recently: left alone.
+    assert_eq!(
+        ledger
+            .retry_failed_routed("to-gp", now - minute, now - minute * 60)
+            .unwrap(),
+        0
+    );
+    // The file arrived too long ago: left failed.
+    assert_eq!(
+        ledger
+            .retry_failed_routed("to-gp", now + minute, now + minute)
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        ledger
+            .retry_failed_routed("to-gp", now + minute, now - minute * 60)
+            .unwrap(),
+        1
+    );
+    assert_eq!(ledger.pending_routed("to-gp").unwrap()[0].file_id, id);
+}

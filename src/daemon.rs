@@ -239,13 +239,11 @@ pub async fn run(
         let key = crate::publish::signing_key(&config.keys.signing_key)?;
         let mut ledger = Ledger::open(&config.daemon.ledger, Arc::new(SystemClock))?;
         crate::publish::recover(&config, &mut ledger, key.public_key())?;
-        // Pushes a stop interrupted are made again first.
-        let pending = config.clone();
-        sources.spawn(async move {
-            if let Err(e) = crate::publish::push_pending(&pending).await {
-                tracing::error!(error = %e, "cannot push exports");
-            }
-        });
+        // Pushes a stop interrupted are made at once, failed ones again later.
+        sources.spawn(crate::publish::push_until_stopped(
+            config.clone(),
+            shutdown_rx.clone(),
+        ));
         sources.spawn(crate::publish::run_schedules(
             config.clone(),
             Arc::new(key),

@@ -48,6 +48,13 @@ pub enum PublishError {
     UnknownSchedule { name: String, known: String },
 }
 
+/// A push that used up its attempts is tried again after this long...
+const RETRY_FAILED_AFTER: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
+/// ...while its export was made less than this long ago; then it stays failed.
+const RETRY_FAILED_FOR: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+/// How often the daemon looks for pushes to make again.
+const PUSH_POLL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Why a run is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
@@ -565,6 +572,12 @@ pub async fn push_pending(
     static PUSHING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _pushing = PUSHING.lock().await;
     let ledger = std::sync::Mutex::new(Ledger::open(&config.daemon.ledger, Arc::new(SystemClock))?);
+    {
+        // A destination that was down is tried again, for a while.
+        let now = Utc::now();
+        let mut ledger = ledger.lock().expect("ledger lock");
+        ledger.retry_failed_pushes(now - RETRY_FAILED_AFTER, now - RETRY_FAILED_FOR)?;
+    }
     let pending = ledger
         .lock()
         .expect("ledger lock")
@@ -615,6 +628,20 @@ pub async fn push_pending(
         done.push((push.export_id, push.destination, error.map(str::to_string)));
     }
     Ok(done)
+}
+
+/// Makes the pending pushes now, then every minute (failed ones come back
+/// after a while), until `shutdown` turns true.
+pub async fn push_until_stopped(config: Arc<Config>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if let Err(e) = push_pending(&config).await {
+            tracing::error!(error = %e, "cannot push exports");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PUSH_POLL) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 /// The timetable time a schedule should catch up on at start: the latest

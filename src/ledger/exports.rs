@@ -290,6 +290,33 @@ impl Ledger {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Puts failed pushes back in the queue when they last failed before
+    /// `failed_before` and their export was made after `made_after`.
+    pub fn retry_failed_pushes(
+        &mut self,
+        failed_before: DateTime<Utc>,
+        made_after: DateTime<Utc>,
+    ) -> Result<usize> {
+        let (failed_before, made_after) = (timestamp(failed_before), timestamp(made_after));
+        // Read first: the write lock is taken only when there is one to retry.
+        let waiting: i64 = self.conn.query_row(
+            "SELECT count(*) FROM export_deliveries
+             WHERE state = 'failed' AND updated_at < ?1
+               AND run_id IN (SELECT id FROM export_runs WHERE ended_at > ?2)",
+            params![failed_before, made_after],
+            |r| r.get(0),
+        )?;
+        if waiting == 0 {
+            return Ok(0);
+        }
+        Ok(self.conn.execute(
+            "UPDATE export_deliveries SET state = 'pending'
+             WHERE state = 'failed' AND updated_at < ?1
+               AND run_id IN (SELECT id FROM export_runs WHERE ended_at > ?2)",
+            params![failed_before, made_after],
+        )?)
+    }
+
     /// How a push ended: delivered after `attempts`, or given up with `error`.
     pub fn finish_export_delivery(
         &mut self,

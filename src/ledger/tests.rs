@@ -329,3 +329,61 @@ fn a_failed_forwarding_is_queued_again_only_while_its_file_is_recent() {
     );
     assert_eq!(ledger.pending_routed("to-gp").unwrap()[0].file_id, id);
 }
+
+#[test]
+fn a_failed_push_is_queued_again_only_while_its_export_is_recent() {
+    let mut ledger = testing::ledger();
+    let (run, _) = ledger
+        .begin_export_run(&RunStart {
+            schedule: "nightly",
+            consumer: "hospital",
+            planned_at: None,
+            mode: "incremental",
+            from: Watermark::default(),
+            export_id_prefix: "nightly-x",
+        })
+        .unwrap();
+    ledger
+        .finish_export_run(
+            run,
+            &RunEnd {
+                outcome: RunOutcome::Complete,
+                to: Some(Watermark::default()),
+                manifest_sha256: None,
+                counts: None,
+                grants: &[],
+                detail: None,
+                destinations: &["gp".to_string()],
+            },
+        )
+        .unwrap();
+    assert_eq!(ledger.pending_export_deliveries().unwrap().len(), 1);
+    ledger
+        .finish_export_delivery(run, "gp", 3, Some("connection refused"))
+        .unwrap();
+    assert!(ledger.pending_export_deliveries().unwrap().is_empty());
+    let now = Utc::now();
+    let minute = chrono::TimeDelta::minutes(1);
+    assert_eq!(
+        ledger
+            .retry_failed_pushes(now - minute, now - minute * 60)
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        ledger
+            .retry_failed_pushes(now + minute, now + minute)
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        ledger
+            .retry_failed_pushes(now + minute, now - minute * 60)
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        ledger.pending_export_deliveries().unwrap()[0].destination,
+        "gp"
+    );
+}

@@ -25,7 +25,7 @@ use crate::ledger::{
 };
 use crate::records::{self, Allowed, Kind};
 use crate::schedule::Cron;
-use crate::spool::Spool;
+use crate::spool::{Spool, sync_dir};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -177,7 +177,7 @@ pub fn make(
         });
     };
     // Runs of this schedule left unfinished are a stopped holder's: settle them first.
-    recover_runs(config, ledger, key.public_key(), Some(&schedule.name))?;
+    recover_runs(config, ledger, key.public_key(), &schedule.name)?;
     let day = now.with_timezone(&config.daemon.time_zone).date_naive();
     let grants: Vec<&Grant> = config
         .grants
@@ -430,10 +430,6 @@ fn recipients(
         .into())
 }
 
-fn sync_dir(path: &Path) -> std::io::Result<()> {
-    std::fs::File::open(path)?.sync_all()
-}
-
 /// Finishes runs a stop interrupted: a run whose export reached the outbox
 /// complete is finished from its manifest; any other is marked interrupted
 /// (to be made again) and its staging folder removed.
@@ -451,25 +447,21 @@ pub fn recover(config: &Config, ledger: &mut Ledger, key: &PublicKey) -> Result<
             })?;
         // Held: a run in progress elsewhere, not one a stop interrupted.
         if let Some(_lock) = lock {
-            recover_runs(config, ledger, key, Some(&schedule))?;
+            recover_runs(config, ledger, key, &schedule)?;
         }
     }
     Ok(())
 }
 
-/// Settles the unfinished runs (of `only` that schedule); the caller holds
-/// their schedules' locks.
+/// Settles the unfinished runs of `schedule`; the caller holds its lock.
 fn recover_runs(
     config: &Config,
     ledger: &mut Ledger,
     key: &PublicKey,
-    only: Option<&str>,
+    schedule: &str,
 ) -> Result<(), PublishError> {
     let runs = ledger.unfinished_export_runs()?;
-    for run in runs
-        .into_iter()
-        .filter(|r| only.is_none_or(|s| s == r.schedule))
-    {
+    for run in runs.into_iter().filter(|r| r.schedule == schedule) {
         let outbox = outbox(config, &run.consumer);
         let placed = outbox.join(&run.export_id);
         match manifest::verify(&placed, std::slice::from_ref(key)) {

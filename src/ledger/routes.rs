@@ -32,14 +32,7 @@ pub struct RouteDelivery {
 /// The newest file when the route was first seen, recording it now if it
 /// never was: files already here are not the route's to send.
 fn first_seen(tx: &rusqlite::Transaction<'_>, route: &str, now: &str) -> Result<i64> {
-    let after: Option<i64> = tx
-        .query_row(
-            "SELECT after_file_id FROM routes WHERE name = ?1",
-            [route],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if let Some(after) = after {
+    if let Some(after) = route_start(tx, route)? {
         return Ok(after);
     }
     let newest: i64 = tx.query_row("SELECT coalesce(max(id), 0) FROM files", [], |r| r.get(0))?;
@@ -48,6 +41,17 @@ fn first_seen(tx: &rusqlite::Transaction<'_>, route: &str, now: &str) -> Result<
         params![route, newest, now],
     )?;
     Ok(newest)
+}
+
+/// The newest file when the route was first seen, if it was.
+fn route_start(conn: &Connection, route: &str) -> Result<Option<i64>> {
+    Ok(conn
+        .query_row(
+            "SELECT after_file_id FROM routes WHERE name = ?1",
+            [route],
+            |r| r.get(0),
+        )
+        .optional()?)
 }
 
 impl Ledger {
@@ -87,15 +91,7 @@ impl Ledger {
                AND id NOT IN (SELECT file_id FROM route_deliveries WHERE route = ?5)";
         let now = self.now();
         let states = serde_json::to_string(states).expect("strings serialise");
-        let after: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT after_file_id FROM routes WHERE name = ?1",
-                [route],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if let Some(after) = after {
+        if let Some(after) = route_start(&self.conn, route)? {
             let waiting: i64 = self.conn.query_row(
                 &format!("SELECT count(*) {NEW}"),
                 params![feed, after, from_id, states, route],

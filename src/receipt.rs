@@ -189,16 +189,26 @@ fn write_pending(
 pub async fn run_receipts(config: Arc<Config>, mut shutdown: watch::Receiver<bool>) {
     // From the first file at start: receipts a stop left unwritten are written now.
     let mut from_id = 0;
+    // One connection for every pass, opened again only after it failed to open.
+    let mut kept: Option<Ledger> = None;
     loop {
-        let pass = {
+        let (pass, ledger) = {
             let config = config.clone();
             tokio::task::spawn_blocking(move || {
-                let mut ledger = Ledger::open(&config.daemon.ledger, Arc::new(SystemClock))?;
-                write_pending(&config, &mut ledger, from_id)
+                let mut ledger = match kept {
+                    Some(ledger) => ledger,
+                    None => match Ledger::open(&config.daemon.ledger, Arc::new(SystemClock)) {
+                        Ok(ledger) => ledger,
+                        Err(e) => return (Err(e), None),
+                    },
+                };
+                let pass = write_pending(&config, &mut ledger, from_id);
+                (pass, Some(ledger))
             })
             .await
             .expect("the receipt writer does not panic")
         };
+        kept = ledger;
         match pass {
             Ok((written, next)) => {
                 from_id = next;

@@ -57,8 +57,22 @@ async fn run_route(
     let route = config.routes[&name].clone();
     // Files below it were settled when last looked at: from the first at start.
     let mut from_id = 0;
+    // One connection for every look, opened again only after it failed to open.
+    let mut ledger: Option<Mutex<Ledger>> = None;
     loop {
-        match forward_pending(&config, &identity, &route, from_id).await {
+        if ledger.is_none() {
+            match blocking(|| Ledger::open(&config.daemon.ledger, Arc::new(SystemClock))) {
+                Ok(opened) => ledger = Some(Mutex::new(opened)),
+                Err(e) => {
+                    tracing::error!(route = %route.name, error = %e, "cannot open the ledger")
+                }
+            }
+        }
+        let looked = match &ledger {
+            Some(ledger) => forward_pending(&config, ledger, &identity, &route, from_id).await,
+            None => Ok(from_id),
+        };
+        match looked {
             Ok(next) => from_id = next,
             Err(e) => {
                 tracing::error!(route = %route.name, error = %e, "forwarding failed; trying again")
@@ -77,13 +91,11 @@ async fn run_route(
 /// lock, or a large file being decrypted, stalls no other source.
 pub async fn forward_pending(
     config: &Config,
+    ledger: &Mutex<Ledger>,
     identity: &age::x25519::Identity,
     route: &Route,
     from_id: i64,
 ) -> Result<i64, crate::ledger::LedgerError> {
-    let ledger = Mutex::new(blocking(|| {
-        Ledger::open(&config.daemon.ledger, Arc::new(SystemClock))
-    })?);
     let (pending, next_from) = blocking(|| -> Result<_, crate::ledger::LedgerError> {
         let mut ledger = ledger.lock().expect("ledger lock");
         // Read first: a file settling meanwhile is above it and found next time.
@@ -151,7 +163,7 @@ pub async fn forward_pending(
             sha256: &sha256,
             size,
         };
-        let sent = forward::deliver(destination, &parcel, &ledger).await;
+        let sent = forward::deliver(destination, &parcel, ledger).await;
         let _ = std::fs::remove_file(&prepared.path);
         match sent {
             Ok(attempt) => finish("delivered", attempt, Some(&grant), None)?,

@@ -43,7 +43,12 @@ pub enum InferError {
     TooLarge(u64),
     #[error("line {0}: a quoted field is never closed")]
     UnclosedQuote(u64),
+    #[error("the header names more than {MAX_COLUMNS} columns")]
+    TooManyColumns,
 }
+
+/// Columns drafted at most: each keeps its own statistics.
+const MAX_COLUMNS: usize = 4096;
 
 /// Distinct values kept per column to offer a code list.
 const MAX_CODES: usize = 12;
@@ -285,6 +290,9 @@ pub fn infer_csv(mut input: impl BufRead, options: &InferOptions<'_>) -> Result<
         }
     };
     let mut columns: Vec<Column> = match reader.next(&mut record)? {
+        Next::Record if record.iter().len() > MAX_COLUMNS => {
+            return Err(InferError::TooManyColumns);
+        }
         Next::Record => record
             .iter()
             .enumerate()

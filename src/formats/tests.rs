@@ -658,3 +658,19 @@ fn a_byte_order_mark_does_not_shift_a_fixed_width_first_record() {
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(rows[0].values[1], Value::Text("Ann".into()));
 }
+
+#[test]
+fn schema_infer_refuses_a_header_too_wide_to_draft() {
+    use crate::formats::infer::{InferError, InferOptions, infer_csv};
+    let wide = format!("{}\n1\n", ",".repeat(5000));
+    let options = InferOptions {
+        feed: "wide",
+        partner: "p",
+        max_rows: 10,
+        code_lists: false,
+    };
+    assert!(matches!(
+        infer_csv(wide.as_bytes(), &options),
+        Err(InferError::TooManyColumns)
+    ));
+}

@@ -198,23 +198,26 @@ pub(super) fn person_records(
          ORDER BY o.observed_at DESC, o.set_id DESC, o.code LIMIT ?2",
     )?;
     let observations = stmt
-        .query_map(params![person, observations as i64], |r| {
-            let value: rusqlite::types::Value = r.get(3)?;
-            Ok(ObservationRecord {
-                detail_id: r.get(0)?,
-                observed_at: r.get(1)?,
-                code: r.get(2)?,
-                value: match value {
-                    rusqlite::types::Value::Integer(n) => n.to_string(),
-                    rusqlite::types::Value::Real(x) => x.to_string(),
-                    rusqlite::types::Value::Text(t) => t,
-                    _ => String::new(),
-                },
-                unit: r.get(4)?,
-                file_id: r.get(5)?,
-                line: r.get(6)?,
-            })
-        })?
+        .query_map(
+            params![person, i64::try_from(observations).unwrap_or(i64::MAX)],
+            |r| {
+                let value: rusqlite::types::Value = r.get(3)?;
+                Ok(ObservationRecord {
+                    detail_id: r.get(0)?,
+                    observed_at: r.get(1)?,
+                    code: r.get(2)?,
+                    value: match value {
+                        rusqlite::types::Value::Integer(n) => n.to_string(),
+                        rusqlite::types::Value::Real(x) => x.to_string(),
+                        rusqlite::types::Value::Text(t) => t,
+                        _ => String::new(),
+                    },
+                    unit: r.get(4)?,
+                    file_id: r.get(5)?,
+                    line: r.get(6)?,
+                })
+            },
+        )?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let person_view = person_view(conn, person)?;
     let observations_total = person_view.details.iter().map(|d| d.observations).sum();

@@ -482,18 +482,20 @@ impl Processor {
         if batch.state(file.id)? != FileState::Received {
             return Ok(None);
         }
-        let feed = match &read {
-            ReadAhead::NoFeed(outcome) => return Ok(Some((**outcome).clone())),
+        let (feed, read) = match read {
+            ReadAhead::NoFeed(outcome) => return Ok(Some(*outcome)),
             ReadAhead::Cancelled => return Ok(None),
-            ReadAhead::Missing(feed) | ReadAhead::Read { feed, .. } => *feed,
+            ReadAhead::Missing(feed) => (feed, None),
+            ReadAhead::Read {
+                feed,
+                attempt,
+                rows,
+            } => (feed, Some((attempt, rows))),
         };
         if let Some(first) = batch.loaded_copy(&feed.name, &file.sha256, file.id)? {
             return Ok(Some(duplicate(feed, first)));
         }
-        let ReadAhead::Read {
-            mut attempt, rows, ..
-        } = read
-        else {
+        let Some((mut attempt, rows)) = read else {
             return Ok(Some(payload_missing(feed)));
         };
         attempt.rows_loaded = rows.iter().map(|b| b.len() as u64).sum();

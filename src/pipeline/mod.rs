@@ -118,6 +118,7 @@ pub struct Processed {
 }
 
 /// Counts the rows a sample would load, and keeps none.
+#[derive(Default)]
 struct Counted(u64);
 
 impl read::RowSink for Counted {
@@ -451,22 +452,34 @@ impl Processor {
         let Some(payload) = self.spool.received_payload(&file.spool_name) else {
             return ReadAhead::Missing(feed);
         };
+        let (attempt, rows) = self.read_whole::<Vec<Vec<Records>>>(feed, &payload, stop);
+        if attempt.cancelled {
+            return ReadAhead::Cancelled;
+        }
+        ReadAhead::Read {
+            feed,
+            attempt,
+            rows,
+        }
+    }
+
+    /// Reads a whole file into a fresh `S`; read again as Windows-1252 when
+    /// an `auto` file turns out not to be UTF-8 part way through.
+    fn read_whole<S: read::RowSink + Default>(
+        &self,
+        feed: &Feed,
+        path: &std::path::Path,
+        stop: &AtomicBool,
+    ) -> (Attempt, S) {
         let mut encoding = feed.schema.encoding;
         loop {
-            let mut rows: Vec<Vec<Records>> = Vec::new();
-            let attempt = catch_panic(|| self.read(feed, &payload, encoding, stop, &mut rows));
-            if attempt.cancelled {
-                return ReadAhead::Cancelled;
-            }
-            if attempt.encoding_changed {
+            let mut sink = S::default();
+            let attempt = catch_panic(|| self.read(feed, path, encoding, stop, &mut sink));
+            if attempt.encoding_changed && !attempt.cancelled {
                 encoding = Encoding::Windows1252;
                 continue;
             }
-            return ReadAhead::Read {
-                feed,
-                attempt,
-                rows,
-            };
+            return (attempt, sink);
         }
     }
 
@@ -510,17 +523,9 @@ impl Processor {
     /// it would have, with every problem. The ledger is not touched.
     pub fn check_sample(&self, feed: &Feed, path: &std::path::Path) -> Outcome {
         let never = AtomicBool::new(false);
-        let mut encoding = feed.schema.encoding;
-        loop {
-            let mut rows = Counted(0);
-            let mut attempt = catch_panic(|| self.read(feed, path, encoding, &never, &mut rows));
-            if attempt.encoding_changed {
-                encoding = Encoding::Windows1252;
-                continue;
-            }
-            attempt.rows_loaded = rows.0;
-            return self.judge(feed, attempt);
-        }
+        let (mut attempt, rows) = self.read_whole::<Counted>(feed, path, &never);
+        attempt.rows_loaded = rows.0;
+        self.judge(feed, attempt)
     }
 
     /// A large file, in a transaction of its own that begins only when its

@@ -6,7 +6,7 @@
 //! event in the file's history. Problems are as the ledger keeps them, so a
 //! receipt never holds a value of an identifier column.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -97,13 +97,18 @@ pub fn receipt_name(file: &FileRow) -> String {
 }
 
 /// Written beside under a hidden name (of dropgate's own, as short as the
-/// file's id), synced, then renamed into place.
+/// file's id), synced, then renamed into place. The folder is synced once
+/// for the whole pass, before the pass is recorded.
 fn write_into(folder: &Path, file_id: i64, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
     std::fs::create_dir_all(folder)?;
     let hidden = folder.join(format!(".receipt-{file_id}.tmp"));
-    crate::spool::write_durably(&hidden, bytes)?;
-    std::fs::rename(&hidden, folder.join(name))?;
-    sync_dir(folder)
+    {
+        let mut file = std::fs::File::create(&hidden)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&hidden, folder.join(name))
 }
 
 /// A receipt written, to push.
@@ -140,6 +145,10 @@ fn write_pending(
         next_from
     };
     let mut written = Vec::new();
+    // Each receipt's own file is synced as it is written; each folder once,
+    // after them all; the pass is then recorded in one transaction.
+    let mut done: Vec<(i64, &'static str)> = Vec::new();
+    let mut folders: Vec<PathBuf> = Vec::new();
     for file in files {
         let problems = ledger.problems(file.id)?;
         let receipt = Receipt::new(&file, &problems);
@@ -166,11 +175,12 @@ fn write_pending(
             next_from = next_from.min(file.id);
             continue;
         }
-        // The receipt's name holds the sender's file name: not in the history.
-        ledger.receipt_written(
-            file.id,
-            &serde_json::json!({ "state": file.state.as_str() }),
-        )?;
+        for place in places {
+            if !folders.contains(&place) {
+                folders.push(place);
+            }
+        }
+        done.push((file.id, file.state.as_str()));
         if settings.destination.is_some() {
             written.push(Written {
                 partner: file.partner.clone(),
@@ -182,6 +192,21 @@ fn write_pending(
             });
         }
     }
+    for folder in &folders {
+        if let Err(error) = sync_dir(folder) {
+            // None of this pass is recorded: every receipt is written again
+            // next pass, replacing its unsynced self.
+            tracing::error!(error = %error.kind(), "cannot sync a receipts folder");
+            let first = done.first().map_or(next_from, |d| d.0);
+            return Ok((Vec::new(), next_from.min(first)));
+        }
+    }
+    // The receipt's name holds the sender's file name: not in the history.
+    let events: Vec<(i64, serde_json::Value)> = done
+        .iter()
+        .map(|(id, state)| (*id, serde_json::json!({ "state": state })))
+        .collect();
+    ledger.receipts_written(&events)?;
     Ok((written, next_from))
 }
 

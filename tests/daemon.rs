@@ -98,6 +98,30 @@ fn a_file_written_slowly_is_taken_only_when_complete() {
 }
 
 #[test]
+fn a_file_renamed_into_the_folder_is_taken_without_waiting_for_min_age() {
+    let d = Deployment::with_config(
+        &fast(SHIPPED_CONFIG).replace("min_age = \"300ms\"", "min_age = \"1h\""),
+    );
+    let _daemon = d.start();
+    let outside = d.path("news2_outside.csv");
+    fs::write(&outside, news2_csv(4, 2, 0)).unwrap();
+    fs::write(
+        d.drop_folder().join("news2_in_place.csv"),
+        news2_csv(4, 2, 100),
+    )
+    .unwrap();
+    fs::rename(&outside, d.drop_folder().join("news2_renamed.csv")).unwrap();
+    wait_for("the renamed file", Duration::from_secs(10), || {
+        d.count("SELECT count(*) FROM files WHERE state = 'loaded'") == 1
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let files = d.files();
+    assert_eq!(files.len(), 1, "{:?}", states(&d));
+    assert_eq!(files[0]["name"], "news2_renamed.csv");
+    assert!(d.drop_folder().join("news2_in_place.csv").exists());
+}
+
+#[test]
 fn files_dropped_while_stopped_are_taken_at_start() {
     let d = Deployment::new();
     drop(d.start().terminate());

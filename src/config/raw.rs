@@ -220,8 +220,8 @@ pub struct Source {
     pub path: Option<Spanned<String>>,
     /// Also take files from sub-folders (`local`). Default false.
     pub recursive: Option<bool>,
-    /// A file must be this old on dropgate's clock, with an unchanged size, before it is taken.
-    /// Default `1s` (`local`), `30s` (`sftp`).
+    /// A file must be this old on dropgate's clock, with an unchanged size, before it is taken;
+    /// a file renamed into a local folder is taken at once. Default `1s` (`local`), `30s` (`sftp`).
     pub min_age: Option<Spanned<String>>,
     /// How often pending files are re-checked for completeness (`local`). Default `250ms`.
     pub check_interval: Option<Spanned<String>>,

@@ -307,14 +307,23 @@ impl Ledger {
         )?)
     }
 
-    /// Records in the file's history that its receipt was written.
-    pub fn receipt_written(&mut self, file_id: i64, detail: &serde_json::Value) -> Result<()> {
+    /// Records in each file's history that its receipt was written, in one
+    /// transaction.
+    pub fn receipts_written(&mut self, written: &[(i64, serde_json::Value)]) -> Result<()> {
+        if written.is_empty() {
+            return Ok(());
+        }
         let now = self.now();
-        self.conn
-            .prepare_cached(
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
                 "INSERT INTO file_events (file_id, at, event, detail) VALUES (?1, ?2, 'receipt_written', ?3)",
-            )?
-            .execute(params![file_id, now, detail.to_string()])?;
+            )?;
+            for (file_id, detail) in written {
+                insert.execute(params![file_id, now, detail.to_string()])?;
+            }
+        }
+        tx.commit()?;
         Ok(())
     }
 }

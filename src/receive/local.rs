@@ -1,10 +1,11 @@
 //! A watched local folder.
 //!
 //! Change events (inotify) make a file a candidate quickly; a periodic rescan
-//! finds any whose events were lost. A candidate is taken once its size and
-//! modification time were the same at two checks and it has stayed that way
-//! for `min_age` on dropgate's own clock, so the sender's clock and slow
-//! writers do not matter.
+//! finds any whose events were lost. A file renamed into the folder is taken
+//! at the next check: the rename is the sender's "done". Any other candidate
+//! is taken once its size and modification time were the same at two checks
+//! and it has stayed that way for `min_age` on dropgate's own clock, so the
+//! sender's clock and slow writers do not matter.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -41,11 +42,14 @@ pub async fn watch(
         tracing::error!(source = %name, path = %settings.path.display(), error = %e, "cannot create the drop folder");
         return;
     }
-    let (events_tx, mut events) = mpsc::unbounded_channel::<PathBuf>();
+    // Each changed path, and whether it was renamed into place.
+    let (events_tx, mut events) = mpsc::unbounded_channel::<(PathBuf, bool)>();
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event {
+            let renamed_to = renamed_to(&event);
             for path in event.paths {
-                let _ = events_tx.send(path);
+                let renamed_in = renamed_to.as_ref() == Some(&path);
+                let _ = events_tx.send((path, renamed_in));
             }
         }
     })
@@ -73,11 +77,14 @@ pub async fn watch(
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
-            Some(path) = events.recv() => {
+            Some((path, renamed_in)) = events.recv() => {
                 if eligible(&settings, &path) {
-                    candidates
+                    let candidate = candidates
                         .entry(path)
                         .or_insert_with(|| Settling::new(UNSEEN, Instant::now()));
+                    if renamed_in {
+                        candidate.renamed_in();
+                    }
                 }
             }
             _ = rescan.tick() => {
@@ -125,6 +132,17 @@ pub async fn watch(
                 }
             }
         }
+    }
+}
+
+/// The path a rename event moved a file to, if it is one.
+fn renamed_to(event: &notify::Event) -> Option<PathBuf> {
+    use notify::EventKind;
+    use notify::event::{ModifyKind, RenameMode};
+    match event.kind {
+        EventKind::Modify(ModifyKind::Name(RenameMode::To)) => event.paths.first().cloned(),
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => event.paths.last().cloned(),
+        _ => None,
     }
 }
 

@@ -21,12 +21,15 @@ pub fn is_temporary_name(file_name: &str) -> bool {
 /// The one rule for "a sender has finished writing this file", shared by
 /// every polled or watched source: the same stamp (size and modification
 /// time) at two checks, and unchanged for `min_age` on dropgate's own clock,
-/// so neither the sender's clock nor a slow writer matters.
+/// so neither the sender's clock nor a slow writer matters. A file renamed
+/// into a watched folder is complete at its first check instead: the rename
+/// is how a sender says it has finished.
 #[derive(Debug, Clone)]
 pub struct Settling<S> {
     stamp: S,
     since: Instant,
     unchanged: u32,
+    renamed_in: bool,
 }
 
 impl<S: PartialEq> Settling<S> {
@@ -36,12 +39,22 @@ impl<S: PartialEq> Settling<S> {
             stamp,
             since: now,
             unchanged: 0,
+            renamed_in: false,
         }
+    }
+
+    /// The file was renamed into place: complete at the next check.
+    pub fn renamed_in(&mut self) {
+        self.renamed_in = true;
     }
 
     /// Notes the stamp seen at a check made `now`; true once the file counts
     /// as complete. A check at the instant it was first seen does not count.
     pub fn check(&mut self, stamp: S, now: Instant, min_age: Duration) -> bool {
+        if std::mem::take(&mut self.renamed_in) {
+            *self = Settling::new(stamp, now);
+            return true;
+        }
         if stamp != self.stamp {
             *self = Settling::new(stamp, now);
             return false;
@@ -52,10 +65,12 @@ impl<S: PartialEq> Settling<S> {
         self.unchanged >= 1 && now.duration_since(self.since) >= min_age
     }
 
-    /// Starts waiting again (the file changed while it was being taken).
+    /// Starts waiting again (the file changed while it was being taken), by
+    /// the rule for a file written in place.
     pub fn restart(&mut self, now: Instant) {
         self.since = now;
         self.unchanged = 0;
+        self.renamed_in = false;
     }
 }
 
@@ -79,5 +94,22 @@ mod tests {
         assert!(file.check(20, at(1100), min_age));
         file.restart(at(1200));
         assert!(!file.check(20, at(1300), min_age));
+    }
+
+    #[test]
+    fn a_file_renamed_into_place_is_complete_at_its_first_check_unless_it_changes_while_taken() {
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        let min_age = Duration::from_millis(500);
+        let mut file = Settling::new(0u64, at(0));
+        file.renamed_in();
+        assert!(file.check(10, at(0), min_age), "complete at once");
+        file.restart(at(10));
+        assert!(
+            !file.check(10, at(20), min_age),
+            "changed while taken: by the usual rule"
+        );
+        assert!(!file.check(10, at(400), min_age));
+        assert!(file.check(10, at(520), min_age));
     }
 }

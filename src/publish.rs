@@ -36,6 +36,11 @@ pub enum PublishError {
         export_id: String,
         source: std::io::Error,
     },
+    #[error("the push lock in {path}: {source}")]
+    PushLock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("signing key {path}: {message}")]
     Key { path: PathBuf, message: String },
     #[error("age recipients of `{consumer}`: {message}")]
@@ -114,35 +119,62 @@ impl Allowed for Granted<'_> {
     }
 }
 
-/// A schedule's lock, held while one of its runs is made or recovered, by
-/// whichever process (the daemon, `dropgate export`). The kernel releases it
-/// when the holder dies, so a run whose schedule is not locked is one a stop
-/// interrupted, and a held one is in progress.
-struct ScheduleLock {
+/// A lock in `spool/locks/`, shared by every process on the spool (the
+/// daemon, `dropgate export`); the kernel releases it when the holder dies.
+/// A schedule's is held while one of its runs is made or recovered, so a run
+/// whose schedule is not locked is one a stop interrupted. The push lock is
+/// held while pending exports are pushed, so no export goes out twice at once.
+struct SpoolLock {
     _file: std::fs::File,
 }
 
-impl ScheduleLock {
-    /// The lock, or `None` when another holder has it.
-    fn try_take(config: &Config, schedule: &str) -> std::io::Result<Option<ScheduleLock>> {
-        use std::os::fd::AsRawFd;
-        let folder = Spool::new(&config.daemon.spool).locks();
-        std::fs::create_dir_all(&folder)?;
-        let file = std::fs::OpenOptions::new()
+impl SpoolLock {
+    fn open(folder: &Path, name: &str) -> std::io::Result<std::fs::File> {
+        std::fs::create_dir_all(folder)?;
+        std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(false)
-            .open(folder.join(format!("schedule-{schedule}.lock")))?;
-        // SAFETY: flock on a descriptor this function owns; no memory is involved.
-        let taken = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if taken == 0 {
-            return Ok(Some(ScheduleLock { _file: file }));
+            .open(folder.join(format!("{name}.lock")))
+    }
+
+    fn flock(file: &std::fs::File, operation: libc::c_int) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        loop {
+            // SAFETY: flock on a descriptor the caller owns; no memory is involved.
+            if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
+                return Ok(());
+            }
+            let error = std::io::Error::last_os_error();
+            if error.kind() != std::io::ErrorKind::Interrupted {
+                return Err(error);
+            }
         }
-        let error = std::io::Error::last_os_error();
-        match error.raw_os_error() {
-            Some(libc::EWOULDBLOCK) => Ok(None),
-            _ => Err(error),
+    }
+
+    /// A schedule's lock, or `None` when another holder has it.
+    fn try_schedule(config: &Config, schedule: &str) -> std::io::Result<Option<SpoolLock>> {
+        let folder = Spool::new(&config.daemon.spool).locks();
+        let file = Self::open(&folder, &format!("schedule-{schedule}"))?;
+        match Self::flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
+            Ok(()) => Ok(Some(SpoolLock { _file: file })),
+            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
+            Err(e) => Err(e),
         }
+    }
+
+    /// The push lock in the locks `folder`, waiting while another process
+    /// pushes.
+    fn push(folder: &Path) -> std::io::Result<SpoolLock> {
+        let file = Self::open(folder, "push")?;
+        match Self::flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
+            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {
+                tracing::warn!("another process is pushing exports; waiting for it to finish");
+                Self::flock(&file, libc::LOCK_EX)?;
+            }
+            taken => taken?,
+        }
+        Ok(SpoolLock { _file: file })
     }
 }
 
@@ -167,7 +199,7 @@ pub fn make(
     // One run of a schedule at a time, whoever makes it: two would read the
     // same watermark and send the same records twice.
     let lock =
-        ScheduleLock::try_take(config, &schedule.name).map_err(|source| PublishError::Io {
+        SpoolLock::try_schedule(config, &schedule.name).map_err(|source| PublishError::Io {
             export_id: schedule.name.clone(),
             source,
         })?;
@@ -441,7 +473,7 @@ pub fn recover(config: &Config, ledger: &mut Ledger, key: &PublicKey) -> Result<
         .collect();
     for schedule in unfinished {
         let lock =
-            ScheduleLock::try_take(config, &schedule).map_err(|source| PublishError::Io {
+            SpoolLock::try_schedule(config, &schedule).map_err(|source| PublishError::Io {
                 export_id: schedule.clone(),
                 source,
             })?;
@@ -558,11 +590,20 @@ fn shipment(folder: &Path) -> Result<Vec<(PathBuf, String, String, u64)>, std::i
 pub async fn push_pending(
     config: &Config,
 ) -> Result<Vec<(String, String, Option<String>)>, PublishError> {
-    // Schedules finish together and the start-up push may overlap them: one
-    // push of the pending exports at a time, or a file could be sent twice
+    // Schedules finish together, the start-up push may overlap them, and
+    // `dropgate export` pushes too: one push of the pending exports at a time
+    // in this process, and across processes, or a file could be sent twice
     // at once through one temporary name.
     static PUSHING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _pushing = PUSHING.lock().await;
+    let _push_lock = {
+        let folder = Spool::new(&config.daemon.spool).locks();
+        let path = folder.clone();
+        tokio::task::spawn_blocking(move || SpoolLock::push(&folder))
+            .await
+            .expect("taking a lock does not panic")
+            .map_err(|source| PublishError::PushLock { path, source })?
+    };
     let ledger = std::sync::Mutex::new(Ledger::open(&config.daemon.ledger, Arc::new(SystemClock))?);
     {
         // A destination that was down is tried again, for a while.

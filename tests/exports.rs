@@ -848,3 +848,64 @@ fn a_run_another_process_is_making_is_neither_recovered_nor_repeated() {
         "interrupted"
     );
 }
+
+#[test]
+fn a_push_waits_while_another_process_pushes() {
+    let sshd = crate::sshd::Sshd::start();
+    fs::create_dir_all(sshd.root().join("incoming")).unwrap();
+    let destination = format!(
+        "[destinations.partner]\nkind = \"sftp\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{}\"\nprivate_key = \"{}\"\nhost_key = \"{}\"\nfolder = \"incoming\"\n",
+        sshd.port(),
+        sshd.user(),
+        sshd.client_key().display(),
+        sshd.host_key()
+    );
+    let d = Deployment::with_config(&pushing_to(&destination));
+    load(&d, "news2_a.csv", 2, 1, 0);
+    let locks = d.path("spool/locks");
+    fs::create_dir_all(&locks).unwrap();
+    let mut holder = Command::new("flock")
+        .arg("-o")
+        .arg(locks.join("push.lock"))
+        .args(["sleep", "30"])
+        .spawn()
+        .expect("flock must be installed (scripts/test installs util-linux)");
+    wait_for("the lock", Duration::from_secs(10), || {
+        let probe = Command::new("flock")
+            .args(["-n"])
+            .arg(locks.join("push.lock"))
+            .arg("true")
+            .status()
+            .unwrap();
+        !probe.success()
+    });
+    let mut exporter = d
+        .command(&["export", "demo-nightly"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the export to be made", Duration::from_secs(10), || {
+        d.count("SELECT count(*) FROM export_runs WHERE outcome = 'complete'") == 1
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(
+        exporter.try_wait().unwrap().is_none(),
+        "finished while another process held the push lock"
+    );
+    assert_eq!(
+        d.count("SELECT count(*) FROM delivery_events"),
+        0,
+        "pushed while another process held the push lock"
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let out = exporter.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("another process is pushing exports"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(d.string("SELECT state FROM export_deliveries"), "delivered");
+}

@@ -557,17 +557,22 @@ fn pushing_to(destination: &str) -> String {
     format!("{config}\n{destination}")
 }
 
-#[test]
-fn an_export_is_pushed_whole_to_a_real_sshd_and_a_real_pure_ftpd_manifest_last() {
-    let sshd = crate::sshd::Sshd::start();
-    fs::create_dir_all(sshd.root().join("incoming")).unwrap();
-    let sftp_destination = format!(
+/// Destination `partner`: the `incoming` folder of a real sshd.
+fn sftp_destination(sshd: &crate::sshd::Sshd) -> String {
+    format!(
         "[destinations.partner]\nkind = \"sftp\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{}\"\nprivate_key = \"{}\"\nhost_key = \"{}\"\nfolder = \"incoming\"\n",
         sshd.port(),
         sshd.user(),
         sshd.client_key().display(),
         sshd.host_key()
-    );
+    )
+}
+
+#[test]
+fn an_export_is_pushed_whole_to_a_real_sshd_and_a_real_pure_ftpd_manifest_last() {
+    let sshd = crate::sshd::Sshd::start();
+    fs::create_dir_all(sshd.root().join("incoming")).unwrap();
+    let sftp_destination = sftp_destination(&sshd);
     let ftpd = crate::ftpd::Ftpd::plain();
     let ftp_incoming = ftpd.folder("incoming");
     let ftp_destination = format!(
@@ -792,30 +797,36 @@ fn exports_killed_at_any_moment_leave_each_observation_in_exactly_one_complete_e
     assert_eq!(offered.len(), runs.len(), "{names:?}");
 }
 
-#[test]
-fn a_run_another_process_is_making_is_neither_recovered_nor_repeated() {
-    let d = Deployment::new();
-    load(&d, "news2_a.csv", 2, 1, 0);
-    // Another maker holds the schedule's lock (the stock `flock` tool here), with
-    // its run begun but not ended.
-    let locks = d.path("spool/locks");
-    fs::create_dir_all(&locks).unwrap();
+/// Another process (the stock `flock` tool) holding a lock in `spool/locks/`
+/// until it is killed.
+fn hold_lock(d: &Deployment, name: &str) -> std::process::Child {
+    let lock = d.path("spool/locks").join(name);
+    fs::create_dir_all(lock.parent().unwrap()).unwrap();
     // `-o`: the lock stays with `flock` itself, so killing it releases the lock.
-    let mut holder = Command::new("flock")
+    let holder = Command::new("flock")
         .arg("-o")
-        .arg(locks.join("schedule-demo-nightly.lock"))
+        .arg(&lock)
         .args(["sleep", "30"])
         .spawn()
         .expect("flock must be installed (scripts/test installs util-linux)");
     wait_for("the lock", Duration::from_secs(10), || {
         let probe = Command::new("flock")
-            .args(["-n"])
-            .arg(locks.join("schedule-demo-nightly.lock"))
+            .arg("-n")
+            .arg(&lock)
             .arg("true")
             .status()
             .unwrap();
         !probe.success()
     });
+    holder
+}
+
+#[test]
+fn a_run_another_process_is_making_is_neither_recovered_nor_repeated() {
+    let d = Deployment::new();
+    load(&d, "news2_a.csv", 2, 1, 0);
+    // Another maker holds the schedule's lock, with its run begun but not ended.
+    let mut holder = hold_lock(&d, "schedule-demo-nightly.lock");
     rusqlite::Connection::open(d.path("spool/ledger.db"))
         .unwrap()
         .execute(
@@ -853,32 +864,10 @@ fn a_run_another_process_is_making_is_neither_recovered_nor_repeated() {
 fn a_push_waits_while_another_process_pushes() {
     let sshd = crate::sshd::Sshd::start();
     fs::create_dir_all(sshd.root().join("incoming")).unwrap();
-    let destination = format!(
-        "[destinations.partner]\nkind = \"sftp\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{}\"\nprivate_key = \"{}\"\nhost_key = \"{}\"\nfolder = \"incoming\"\n",
-        sshd.port(),
-        sshd.user(),
-        sshd.client_key().display(),
-        sshd.host_key()
-    );
+    let destination = sftp_destination(&sshd);
     let d = Deployment::with_config(&pushing_to(&destination));
     load(&d, "news2_a.csv", 2, 1, 0);
-    let locks = d.path("spool/locks");
-    fs::create_dir_all(&locks).unwrap();
-    let mut holder = Command::new("flock")
-        .arg("-o")
-        .arg(locks.join("push.lock"))
-        .args(["sleep", "30"])
-        .spawn()
-        .expect("flock must be installed (scripts/test installs util-linux)");
-    wait_for("the lock", Duration::from_secs(10), || {
-        let probe = Command::new("flock")
-            .args(["-n"])
-            .arg(locks.join("push.lock"))
-            .arg("true")
-            .status()
-            .unwrap();
-        !probe.success()
-    });
+    let mut holder = hold_lock(&d, "push.lock");
     let mut exporter = d
         .command(&["export", "demo-nightly"])
         .stdout(Stdio::piped())

@@ -20,8 +20,12 @@ use crate::spool::{Spool, sync_dir};
 
 /// How often settled files are looked for.
 const POLL: Duration = Duration::from_secs(1);
-/// Receipts written in one pass, at most.
+/// Receipts written, or found to push, in one pass, at most.
 const BATCH: usize = 500;
+/// A receipt whose push gave up is tried again this long after...
+const PUSH_RETRY_AFTER: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
+/// ...for this long after it was written.
+const PUSH_FOR: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 
 /// The receipt of one file, as the partner reads it.
 #[derive(Debug, Serialize)]
@@ -111,23 +115,20 @@ fn write_into(folder: &Path, file_id: i64, name: &str, bytes: &[u8]) -> std::io:
     std::fs::rename(&hidden, folder.join(name))
 }
 
-/// A receipt written, to push.
-struct Written {
-    partner: String,
+/// A receipt to push: written afresh beside the partner's receipts under a
+/// hidden name, removed once pushed.
+struct Due {
+    destination: String,
     file_id: i64,
     name: String,
-    path: std::path::PathBuf,
+    path: PathBuf,
     sha256: String,
     size: u64,
 }
 
 /// Writes the receipts of every settled file from `from_id` on; returns
-/// those written (for pushing) and the next `from_id`.
-fn write_pending(
-    config: &Config,
-    ledger: &mut Ledger,
-    from_id: i64,
-) -> Result<(Vec<Written>, i64), LedgerError> {
+/// the next `from_id`.
+fn write_pending(config: &Config, ledger: &mut Ledger, from_id: i64) -> Result<i64, LedgerError> {
     let partners: Vec<&str> = config
         .partners
         .iter()
@@ -144,7 +145,6 @@ fn write_pending(
     } else {
         next_from
     };
-    let mut written = Vec::new();
     // Each receipt's own file is synced as it is written; each folder once,
     // after them all; the pass is then recorded in one transaction.
     let mut done: Vec<(i64, &'static str)> = Vec::new();
@@ -181,16 +181,6 @@ fn write_pending(
             }
         }
         done.push((file.id, file.state.as_str()));
-        if settings.destination.is_some() {
-            written.push(Written {
-                partner: file.partner.clone(),
-                file_id: file.id,
-                path: folder.join(&name),
-                sha256: crate::digest::sha256_hex(&json),
-                size: json.len() as u64,
-                name,
-            });
-        }
     }
     for folder in &folders {
         if let Err(error) = sync_dir(folder) {
@@ -198,7 +188,7 @@ fn write_pending(
             // next pass, replacing its unsynced self.
             tracing::error!(error = %error.kind(), "cannot sync a receipts folder");
             let first = done.first().map_or(next_from, |d| d.0);
-            return Ok((Vec::new(), next_from.min(first)));
+            return Ok(next_from.min(first));
         }
     }
     // The receipt's name holds the sender's file name: not in the history.
@@ -207,39 +197,193 @@ fn write_pending(
         .map(|(id, state)| (*id, serde_json::json!({ "state": state })))
         .collect();
     ledger.receipts_written(&events)?;
-    Ok((written, next_from))
+    Ok(next_from)
 }
 
-/// Writes receipts as files settle, until `shutdown` turns true.
+/// Pushes of receipts found due from a floor: where the next scan starts.
+struct PushScan {
+    from: i64,
+    /// The floor stays at the first receipt not yet delivered, to try again
+    /// those whose push gave up.
+    keeps_undelivered: bool,
+}
+
+impl PushScan {
+    /// The receipts due from the floor; the floor moves on past a full batch,
+    /// else back to `settled_from` (below it no receipt is still to come).
+    fn due(
+        &mut self,
+        config: &Config,
+        ledger: &Ledger,
+        settled_from: i64,
+        gave_up_after: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<(Vec<Due>, bool), LedgerError> {
+        let now = chrono::Utc::now();
+        let spool = Spool::new(&config.daemon.spool);
+        let mut due = Vec::new();
+        let mut full = false;
+        let mut last = self.from;
+        for (partner, settings) in &config.partners {
+            let Some(destination) = settings
+                .receipts
+                .as_ref()
+                .and_then(|r| r.destination.as_ref())
+            else {
+                continue;
+            };
+            let files = ledger.receipt_pushes_due(
+                partner,
+                destination,
+                self.from,
+                now - PUSH_FOR,
+                gave_up_after,
+                BATCH,
+            )?;
+            full |= files.len() == BATCH;
+            for file in files {
+                last = last.max(file.id);
+                let problems = ledger.problems(file.id)?;
+                let mut json = serde_json::to_vec_pretty(&Receipt::new(&file, &problems))
+                    .expect("a receipt serialises");
+                json.push(b'\n');
+                let path = spool
+                    .receipts()
+                    .join(partner)
+                    .join(format!(".receipt-{}.push", file.id));
+                if let Err(error) = std::fs::create_dir_all(path.parent().expect("in a folder"))
+                    .and_then(|()| std::fs::write(&path, &json))
+                {
+                    tracing::error!(file_id = file.id, error = %error.kind(), "cannot stage a receipt to push");
+                    continue;
+                }
+                due.push(Due {
+                    destination: destination.clone(),
+                    file_id: file.id,
+                    name: receipt_name(&file),
+                    path,
+                    sha256: crate::digest::sha256_hex(&json),
+                    size: json.len() as u64,
+                });
+            }
+        }
+        self.from = if full {
+            last + 1
+        } else if self.keeps_undelivered {
+            let mut floor = settled_from;
+            for (partner, settings) in &config.partners {
+                if let Some(destination) = settings
+                    .receipts
+                    .as_ref()
+                    .and_then(|r| r.destination.as_ref())
+                    && let Some(first) = ledger
+                        .receipt_pushes_due(
+                            partner,
+                            destination,
+                            self.from,
+                            now - PUSH_FOR,
+                            None,
+                            1,
+                        )?
+                        .first()
+                {
+                    floor = floor.min(first.id);
+                }
+            }
+            floor
+        } else {
+            settled_from
+        };
+        Ok((due, full))
+    }
+}
+
+/// Where the receipt writer is: the first file that may still need its
+/// receipt written, and where pushes are looked for.
+struct Progress {
+    from_id: i64,
+    /// New receipts, every pass.
+    fresh: PushScan,
+    /// Also those whose push gave up, every [`PUSH_RETRY_AFTER`].
+    retry: PushScan,
+}
+
+impl Progress {
+    /// One pass: receipts written, then the pushes due. Returns them, and
+    /// whether the retry scan (made when `retrying`) got through them all.
+    fn pass(
+        &mut self,
+        config: &Config,
+        ledger: &mut Ledger,
+        retrying: bool,
+    ) -> Result<(Vec<Due>, bool), LedgerError> {
+        let settled_from = self.from_id;
+        self.from_id = write_pending(config, ledger, self.from_id)?;
+        let recently = chrono::Utc::now() - PUSH_RETRY_AFTER;
+        let (mut due, _) = self
+            .fresh
+            .due(config, ledger, settled_from, Some(recently))?;
+        if !retrying {
+            return Ok((due, false));
+        }
+        let (again, full) = self
+            .retry
+            .due(config, ledger, settled_from, Some(recently))?;
+        due.extend(again);
+        Ok((due, !full))
+    }
+}
+
+/// Writes receipts as files settle and pushes those of partners with a
+/// destination, until `shutdown` turns true. Pushes are found in the ledger
+/// (a receipt not yet delivered), so a stop or an outage loses none: new
+/// ones every pass, and every [`PUSH_RETRY_AFTER`] also those whose push
+/// gave up, for [`PUSH_FOR`] after the receipt was written.
 pub async fn run_receipts(config: Arc<Config>, mut shutdown: watch::Receiver<bool>) {
-    // From the first file at start: receipts a stop left unwritten are written now.
-    let mut from_id = 0;
+    // From the first file at start: receipts a stop left unwritten are
+    // written now, and pushes it left undone are made now.
+    let mut progress = Progress {
+        from_id: 0,
+        fresh: PushScan {
+            from: 0,
+            keeps_undelivered: false,
+        },
+        retry: PushScan {
+            from: 0,
+            keeps_undelivered: true,
+        },
+    };
+    let mut retry_at = tokio::time::Instant::now();
     // One connection for every pass, opened again only after it failed to open.
     let mut kept: Option<Ledger> = None;
     loop {
-        let (pass, ledger) = {
+        let retrying = tokio::time::Instant::now() >= retry_at;
+        let (pass, ledger, moved_on) = {
             let config = config.clone();
             tokio::task::spawn_blocking(move || {
                 let mut ledger = match kept {
                     Some(ledger) => ledger,
                     None => match Ledger::open(&config.daemon.ledger, Arc::new(SystemClock)) {
                         Ok(ledger) => ledger,
-                        Err(e) => return (Err(e), None),
+                        Err(e) => return (Err(e), None, progress),
                     },
                 };
-                let pass = write_pending(&config, &mut ledger, from_id);
-                (pass, Some(ledger))
+                let pass = progress.pass(&config, &mut ledger, retrying);
+                (pass, Some(ledger), progress)
             })
             .await
             .expect("the receipt writer does not panic")
         };
         kept = ledger;
+        progress = moved_on;
         match pass {
-            Ok((written, next)) => {
-                from_id = next;
-                push(&config, written).await;
+            Ok((due, retried)) => {
+                if retried {
+                    retry_at =
+                        tokio::time::Instant::now() + PUSH_RETRY_AFTER.to_std().expect("positive");
+                }
+                push(&config, due).await;
             }
-            Err(e) => tracing::error!(error = %e, "cannot write receipts; trying again"),
+            Err(e) => tracing::error!(error = %e, "cannot write or push receipts; trying again"),
         }
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
@@ -248,23 +392,23 @@ pub async fn run_receipts(config: Arc<Config>, mut shutdown: watch::Receiver<boo
     }
 }
 
-/// Pushes receipts to their partners' destinations; each attempt is a
-/// delivery event of the file the receipt is for.
-async fn push(config: &Config, written: Vec<Written>) {
-    if written.is_empty() {
+/// Pushes receipts to their partners' destinations, one at a time in the
+/// order found (a receipt found twice in one pass is pushed once); each
+/// attempt is a delivery event of the file the receipt is for.
+async fn push(config: &Config, due: Vec<Due>) {
+    if due.is_empty() {
         return;
     }
     let Ok(ledger) = Ledger::open(&config.daemon.ledger, Arc::new(SystemClock)) else {
         return;
     };
     let ledger = Mutex::new(ledger);
-    for receipt in written {
-        let destination = config.partners[&receipt.partner]
-            .receipts
-            .as_ref()
-            .and_then(|r| r.destination.as_ref())
-            .and_then(|d| config.destinations.get(d));
-        let Some(destination) = destination else {
+    let mut pushed = std::collections::HashSet::new();
+    for receipt in due {
+        if !pushed.insert((receipt.file_id, receipt.destination.clone())) {
+            continue;
+        }
+        let Some(destination) = config.destinations.get(&receipt.destination) else {
             continue;
         };
         let parcel = Parcel {
@@ -275,8 +419,9 @@ async fn push(config: &Config, written: Vec<Written>) {
             size: receipt.size,
         };
         if let Err(e) = forward::deliver(destination, &parcel, &ledger).await {
-            tracing::error!(file_id = receipt.file_id, error = %e, "a receipt was not pushed");
+            tracing::error!(file_id = receipt.file_id, error = %e, "a receipt was not pushed; it is tried again later");
         }
+        let _ = std::fs::remove_file(&receipt.path);
     }
 }
 

@@ -139,3 +139,57 @@ fn a_receipt_a_stop_left_unwritten_is_written_at_the_next_start() {
         1
     );
 }
+
+#[test]
+fn receipts_not_yet_pushed_are_pushed_from_the_ledger_once_a_destination_takes_them() {
+    let d = Deployment::new();
+    let file = d.write_input("news2_waiting.csv", news2_csv(2, 1, 0).as_bytes());
+    assert!(d.ingest(&[&file]).status.success());
+    // Written while the care home had no destination for receipts.
+    let daemon = d.start();
+    wait_for("the receipt", Duration::from_secs(30), || {
+        receipt(&d, "news2_waiting.csv").is_some()
+    });
+    daemon.terminate();
+    // Now it has one: a real sshd. The receipt still owed is pushed at start.
+    let sshd = crate::sshd::Sshd::start();
+    fs::create_dir_all(sshd.root().join("incoming")).unwrap();
+    let config = format!(
+        "{}\n[destinations.carehome-sftp]\nkind = \"sftp\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{}\"\nprivate_key = \"{}\"\nhost_key = \"{}\"\nfolder = \"incoming\"\n",
+        fast(SHIPPED_CONFIG).replace(
+            "# destination = \"carehome-sftp\"",
+            "destination = \"carehome-sftp\""
+        ),
+        sshd.port(),
+        sshd.user(),
+        sshd.client_key().display(),
+        sshd.host_key()
+    );
+    assert!(config.contains("\ndestination = \"carehome-sftp\""));
+    d.write_config(&config);
+    let pushed = sshd.root().join("incoming/news2_waiting.csv.receipt.json");
+    let daemon = d.start();
+    wait_for("the pushed receipt", Duration::from_secs(30), || {
+        pushed.exists()
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    daemon.terminate();
+    let sent: Value = serde_json::from_slice(&fs::read(&pushed).unwrap()).unwrap();
+    assert_eq!(sent["name"], "news2_waiting.csv");
+    assert_eq!(sent["state"], "loaded");
+    assert_eq!(
+        d.count(
+            "SELECT count(*) FROM delivery_events
+             WHERE event = 'delivered' AND destination = 'carehome-sftp'
+               AND name = 'news2_waiting.csv.receipt.json'"
+        ),
+        1,
+        "pushed once, not again every pass"
+    );
+    // The staging copy is gone; the partner's own receipt stays.
+    assert!(
+        file_names(&d.path("spool/receipts/demo-carehome"))
+            .iter()
+            .all(|n| !n.ends_with(".push")),
+    );
+}

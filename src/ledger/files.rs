@@ -307,6 +307,47 @@ impl Ledger {
         )?)
     }
 
+    /// The partner's files from `from_id` on whose receipt was written after
+    /// `written_after` and is not yet delivered to `destination`, oldest
+    /// first; with `gave_up_after`, also leaving out those whose last push
+    /// gave up after it (tried again later). A push is a delivery event of
+    /// the file, under a name ending in `.receipt.json`.
+    pub fn receipt_pushes_due(
+        &self,
+        partner: &str,
+        destination: &str,
+        from_id: i64,
+        written_after: DateTime<Utc>,
+        gave_up_after: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> Result<Vec<FileRow>> {
+        // With no waiting, a give-up "after" the end of time leaves none out.
+        let gave_up_after = gave_up_after.map_or_else(|| "9999".to_string(), timestamp);
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {FILE_COLUMNS} FROM files
+             WHERE id >= ?1 AND partner = ?2
+               AND EXISTS (SELECT 1 FROM file_events e
+                           WHERE e.file_id = files.id AND e.event = 'receipt_written' AND e.at > ?4)
+               AND NOT EXISTS (SELECT 1 FROM delivery_events d
+                               WHERE d.file_id = files.id AND d.destination = ?3
+                                 AND d.name LIKE '%.receipt.json'
+                                 AND (d.event = 'delivered' OR (d.event = 'gave_up' AND d.at > ?5)))
+             ORDER BY id LIMIT ?6"
+        ))?;
+        let rows = stmt.query_map(
+            params![
+                from_id,
+                partner,
+                destination,
+                timestamp(written_after),
+                gave_up_after,
+                limit as i64
+            ],
+            file_row,
+        )?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Records in each file's history that its receipt was written, in one
     /// transaction.
     pub fn receipts_written(&mut self, written: &[(i64, serde_json::Value)]) -> Result<()> {

@@ -387,3 +387,61 @@ fn a_failed_push_is_queued_again_only_while_its_export_is_recent() {
         "gp"
     );
 }
+
+#[test]
+fn a_receipt_push_is_due_until_delivered_waits_after_giving_up_and_ends_with_its_window() {
+    let mut ledger = testing::ledger();
+    let a = testing::received(&mut ledger, "a.csv");
+    let b = testing::received(&mut ledger, "b.csv");
+    let _no_receipt = testing::received(&mut ledger, "c.csv");
+    ledger
+        .receipts_written(&[(a, serde_json::json!({})), (b, serde_json::json!({}))])
+        .unwrap();
+    let now = Utc::now();
+    let minute = chrono::TimeDelta::minutes(1);
+    let due = |ledger: &Ledger, written_after, gave_up_after| -> Vec<i64> {
+        ledger
+            .receipt_pushes_due("care", "home", 0, written_after, gave_up_after, 10)
+            .unwrap()
+            .iter()
+            .map(|f| f.id)
+            .collect()
+    };
+    assert_eq!(due(&ledger, now - minute, Some(now - minute)), [a, b]);
+    assert!(
+        due(&ledger, now + minute, None).is_empty(),
+        "written too long ago"
+    );
+    assert!(
+        ledger
+            .receipt_pushes_due("other", "home", 0, now - minute, None, 10)
+            .unwrap()
+            .is_empty()
+    );
+    let event = |file_id, name, event| DeliveryEvent {
+        destination: "home",
+        file_id: Some(file_id),
+        name,
+        sha256: "00",
+        size: 1,
+        attempt: 1,
+        event,
+        detail: None,
+    };
+    // The raw file forwarded to the same destination is not the receipt.
+    ledger
+        .delivery(&event(a, "news2-1.csv", "delivered"))
+        .unwrap();
+    ledger
+        .delivery(&event(b, "b.csv.receipt.json", "delivered"))
+        .unwrap();
+    ledger
+        .delivery(&event(a, "a.csv.receipt.json", "gave_up"))
+        .unwrap();
+    assert!(
+        due(&ledger, now - minute, Some(now - minute)).is_empty(),
+        "gave up just now: later"
+    );
+    assert_eq!(due(&ledger, now - minute, Some(now + minute)), [a]);
+    assert_eq!(due(&ledger, now - minute, None), [a], "still undelivered");
+}

@@ -103,6 +103,24 @@ fn loaded_files_are_forwarded_encrypted_to_the_routes_recipient_and_nothing_else
 
     let shown = d.show(id);
     assert_eq!(shown["routes"][0]["state"], "delivered");
+    // `files` says how each file's forwardings stand; a file not routed has none.
+    let listed = d.files();
+    let forwarded = |id: i64| {
+        listed
+            .iter()
+            .find(|f| f["id"] == id)
+            .map(|f| f["forwarded"].clone())
+            .unwrap()
+    };
+    assert_eq!(forwarded(id), serde_json::json!({ "delivered": 1 }));
+    assert_eq!(forwarded(bad), serde_json::Value::Null);
+    let out = d.dg(&["files"]);
+    let line = text(&out.stdout)
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{id} ")))
+        .map(str::to_string)
+        .unwrap();
+    assert!(line.contains(" delivered "), "{line}");
     assert_eq!(shown["routes"][0]["grant"], "demo-hospital-direct-care");
     assert_eq!(
         d.count(&format!(
@@ -162,6 +180,10 @@ fn a_route_whose_grant_has_expired_forwards_nothing_and_says_why() {
     });
     daemon.terminate();
     assert!(file_names(&incoming).is_empty());
+    assert_eq!(
+        d.files()[0]["forwarded"],
+        serde_json::json!({ "refused": 1 })
+    );
     let out = d.dg(&["status"]);
     assert!(
         text(&out.stdout).contains("forwarded:\n  to-hospital              refused    1"),

@@ -206,12 +206,15 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = config_or_exit!(&cli.config);
             let ledger = open_ledger(&config)?;
             let rows = ledger.files(&FileFilter { state, feed })?;
+            let forwarded = ledger.forwarding_states()?;
             if json {
                 for row in &rows {
-                    println!("{}", serde_json::to_string(row)?);
+                    let mut value = serde_json::to_value(row)?;
+                    value["forwarded"] = serde_json::json!(forwarded.get(&row.id));
+                    println!("{value}");
                 }
             } else {
-                print_files(&rows);
+                print_files(&rows, &forwarded);
             }
             Ok(ExitCode::SUCCESS)
         }

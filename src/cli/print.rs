@@ -54,14 +54,17 @@ pub(super) fn print_outcome(file: &FileRow) {
     }
 }
 
-pub(super) fn print_files(rows: &[FileRow]) {
+pub(super) fn print_files(
+    rows: &[FileRow],
+    forwarded: &std::collections::HashMap<i64, std::collections::BTreeMap<String, u64>>,
+) {
     println!(
-        "{:>6}  {:<11}  {:<12}  {:<20}  {:>9}  {:>10}  {:<24}  NAME",
-        "ID", "STATE", "FEED", "SOURCE", "RECORDS", "SIZE", "RECEIVED"
+        "{:>6}  {:<11}  {:<12}  {:<20}  {:>9}  {:>10}  {:<24}  {:<14}  NAME",
+        "ID", "STATE", "FEED", "SOURCE", "RECORDS", "SIZE", "RECEIVED", "FORWARDED"
     );
     for f in rows {
         println!(
-            "{:>6}  {:<11}  {:<12}  {:<20}  {:>9}  {:>10}  {:<24}  {}{}",
+            "{:>6}  {:<11}  {:<12}  {:<20}  {:>9}  {:>10}  {:<24}  {:<14}  {}{}",
             f.id,
             f.state,
             f.feed.as_deref().unwrap_or("-"),
@@ -69,12 +72,29 @@ pub(super) fn print_files(rows: &[FileRow]) {
             f.records,
             f.size,
             f.received_at,
+            forwarding(forwarded.get(&f.id)),
             escaped(&f.name),
             f.reason
                 .as_deref()
                 .map(|r| format!("  ({r})"))
                 .unwrap_or_default()
         );
+    }
+}
+
+/// A file's forwardings in a few words: `-` for none, the state when all
+/// its routes are in one, else each state with its count.
+fn forwarding(states: Option<&std::collections::BTreeMap<String, u64>>) -> String {
+    match states {
+        None => "-".to_string(),
+        Some(states) if states.len() == 1 && states.values().all(|&n| n == 1) => {
+            states.keys().next().expect("one").clone()
+        }
+        Some(states) => states
+            .iter()
+            .map(|(state, n)| format!("{n} {state}"))
+            .collect::<Vec<_>>()
+            .join(", "),
     }
 }
 

@@ -234,4 +234,28 @@ impl Ledger {
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
+
+    /// How each forwarded file's forwardings stand: per file, the count of
+    /// its routes in each state (`pending`, `delivered`, `failed`, `refused`).
+    pub fn forwarding_states(
+        &self,
+    ) -> Result<std::collections::HashMap<i64, std::collections::BTreeMap<String, u64>>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT file_id, state, count(*) FROM route_deliveries GROUP BY file_id, state",
+        )?;
+        let mut states: std::collections::HashMap<i64, std::collections::BTreeMap<String, u64>> =
+            std::collections::HashMap::new();
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, u64>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (file_id, state, count) = row?;
+            states.entry(file_id).or_default().insert(state, count);
+        }
+        Ok(states)
+    }
 }

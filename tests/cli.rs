@@ -349,3 +349,26 @@ fn schema_infer_drafts_a_feed_that_check_config_accepts_and_the_sample_passes() 
         text(&out.stderr)
     );
 }
+
+#[test]
+fn a_listing_whose_reader_has_gone_ends_quietly() {
+    let d = Deployment::new();
+    let file = d.write_input("news2_a.csv", news2_csv(2, 1, 0).as_bytes());
+    assert!(d.ingest(&[&file]).status.success());
+    // The reading end is closed before the listing is written, as `| head` does.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = d
+        .command(&["files"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(13), "{:?}", out.status);
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
+}

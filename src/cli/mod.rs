@@ -48,6 +48,15 @@ pub fn main() -> ExitCode {
         .finish()
         .with(dependencies_at_info)
         .init();
+    if !matches!(cli.command, Command::Run) {
+        // A listing piped into `head` ends quietly when the reader goes, as
+        // other command-line tools do. The daemon keeps SIGPIPE ignored, so
+        // a peer that hangs up is an error on that connection alone.
+        // SAFETY: called before any thread is started; restores the default.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match execute(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -51,6 +51,8 @@ pub enum PublishError {
     InProgress { schedule: String },
     #[error("unknown schedule `{name}` (configured: {known})")]
     UnknownSchedule { name: String, known: String },
+    #[error("cannot send {export_id} again: {reason}")]
+    NotResent { export_id: String, reason: String },
 }
 
 /// A push that used up its attempts is tried again after this long...
@@ -825,6 +827,73 @@ pub fn export_now(
         Trigger::Manual,
         clock.now(),
     )
+}
+
+/// Queues a complete export to be pushed again, to `to` or to each of its
+/// schedule's destinations, when the export still verifies with the signing
+/// key and every grant it was made under is in force today: sending it
+/// again is a new disclosure. Returns the destinations queued; the caller
+/// pushes them.
+pub fn resend(
+    config: &Config,
+    export_id: &str,
+    to: Option<&str>,
+    clock: Arc<dyn Clock>,
+) -> Result<Vec<String>, PublishError> {
+    let refuse = |reason: String| PublishError::NotResent {
+        export_id: export_id.to_string(),
+        reason,
+    };
+    let mut ledger = Ledger::open(&config.daemon.ledger, clock.clone())?;
+    let run = ledger
+        .export_run_by_export_id(export_id)?
+        .ok_or_else(|| refuse("no export has this id".into()))?;
+    if run.outcome != Some(RunOutcome::Complete) {
+        return Err(refuse("it is not a complete export".into()));
+    }
+    let schedule = config.schedules.get(&run.schedule).ok_or_else(|| {
+        refuse(format!(
+            "schedule `{}` is no longer configured",
+            run.schedule
+        ))
+    })?;
+    let destinations: Vec<String> = match to {
+        Some(to) if schedule.destinations.iter().any(|d| d == to) => vec![to.to_string()],
+        Some(to) => {
+            return Err(refuse(format!(
+                "`{to}` is not a destination of schedule `{}`",
+                schedule.name
+            )));
+        }
+        None => schedule.destinations.clone(),
+    };
+    if destinations.is_empty() {
+        return Err(refuse(format!(
+            "schedule `{}` has no destinations; `{}` fetches it from its outbox",
+            schedule.name, run.consumer
+        )));
+    }
+    let day = clock
+        .now()
+        .with_timezone(&config.daemon.time_zone)
+        .date_naive();
+    for grant in ledger.export_run_grants(run.id)? {
+        let in_force = config
+            .grants
+            .get(&grant)
+            .is_some_and(|g| g.consumer == run.consumer && g.in_force(day));
+        if !in_force {
+            return Err(refuse(format!("grant `{grant}` is no longer in force")));
+        }
+    }
+    let key = signing_key(&config.keys.signing_key)?;
+    let folder = outbox(config, &run.consumer).join(&run.export_id);
+    manifest::verify(&folder, std::slice::from_ref(key.public_key()))
+        .map_err(|e| refuse(format!("it no longer verifies: {e}")))?;
+    for destination in &destinations {
+        ledger.resend_export(&run, destination)?;
+    }
+    Ok(destinations)
 }
 
 /// How much of a complete export its consumer has fetched from the outbox.

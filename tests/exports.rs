@@ -898,3 +898,77 @@ fn a_push_waits_while_another_process_pushes() {
     );
     assert_eq!(d.string("SELECT state FROM export_deliveries"), "delivered");
 }
+
+#[test]
+fn an_export_is_sent_again_by_hand_only_while_it_verifies_and_its_grant_is_in_force() {
+    let sshd = crate::sshd::Sshd::start();
+    let incoming = sshd.root().join("incoming");
+    fs::create_dir_all(&incoming).unwrap();
+    let config = pushing_to(&sftp_destination(&sshd));
+    let d = Deployment::with_config(&config);
+    load(&d, "news2_a.csv", 3, 2, 0);
+    let made = export(&d);
+    let export_id = made["export_id"].as_str().unwrap().to_string();
+    assert_eq!(made["pushed"][0]["error"], Value::Null, "{made}");
+    // The consumer lost its copy: sent again, whole and verifiable.
+    fs::remove_dir_all(incoming.join(&export_id)).unwrap();
+    let out = d.dg(&["resend", &export_id]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains(&format!("{export_id}: pushed to partner")),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(sha256sum_check(&incoming.join(&export_id)).status.success());
+    assert_eq!(
+        d.count("SELECT count(*) FROM delivery_events WHERE event = 'delivered'"),
+        16,
+        "every file twice: once made, once sent again"
+    );
+    assert_eq!(
+        d.count("SELECT count(*) FROM audit_events WHERE action = 'export_resend'"),
+        1
+    );
+    // Only to the schedule's own destinations.
+    let out = d.dg(&["resend", &export_id, "--to", "elsewhere"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("`elsewhere` is not a destination of schedule `demo-nightly`")
+    );
+    // Not once what it holds has changed.
+    let observations = d
+        .path("spool/outbox/demo-hospital")
+        .join(&export_id)
+        .join("Observation.ndjson");
+    let original = fs::read(&observations).unwrap();
+    fs::write(&observations, b"{}\n").unwrap();
+    let out = d.dg(&["resend", &export_id]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("no longer verifies"),
+        "{}",
+        text(&out.stderr)
+    );
+    fs::write(&observations, original).unwrap();
+    // Not once the grant it was made under has ended.
+    d.write_config(&config.replace(
+        "# valid_until = \"2027-12-31\"",
+        "valid_until = \"2026-06-30\"",
+    ));
+    let out = d.dg(&["resend", &export_id]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("grant `demo-hospital-direct-care` is no longer in force"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        d.count("SELECT count(*) FROM audit_events WHERE action = 'export_resend'"),
+        1
+    );
+}

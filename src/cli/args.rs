@@ -130,6 +130,17 @@ pub(super) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Push a complete export again to its schedule's destinations (or one of them); refused unless it still verifies and its grants are still in force.
+    #[command(
+        after_help = "Example:\n  dropgate resend demo-nightly-20261203T013000Z-1 --to hospital-sftp\n\nExit status 0 when every push is delivered, 1 when one is not, 2 when the export cannot be sent again."
+    )]
+    Resend {
+        /// Export id, as `dropgate schedules` and the outbox folder name show it.
+        export_id: String,
+        /// Only this destination of the export's schedule.
+        #[arg(long)]
+        to: Option<String>,
+    },
     /// List every schedule with its last run and its next.
     #[command(after_help = "Example:\n  dropgate schedules\n  dropgate schedules --json")]
     Schedules {

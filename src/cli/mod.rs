@@ -293,6 +293,10 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = config_or_exit!(&cli.config);
             publishing::export(&config, &schedule, json)
         }
+        Command::Resend { export_id, to } => {
+            let config = config_or_exit!(&cli.config);
+            publishing::resend(&config, &export_id, to.as_deref())
+        }
         Command::Schedules { json } => {
             let config = config_or_exit!(&cli.config);
             publishing::schedules(&config, &open_ledger(&config)?, json)

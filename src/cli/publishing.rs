@@ -82,6 +82,47 @@ pub(super) fn export(config: &Config, schedule: &str, json: bool) -> anyhow::Res
     })
 }
 
+/// `dropgate resend`: queued again by the ledger, then pushed here (holding
+/// the push lock, like the daemon, which may push it first); how each push
+/// ended is read back from the ledger.
+pub(super) fn resend(
+    config: &Config,
+    export_id: &str,
+    to: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let queued = publish::resend(config, export_id, to, Arc::new(SystemClock))?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    runtime.block_on(publish::push_pending(config))?;
+    let ledger = Ledger::open(&config.daemon.ledger, Arc::new(SystemClock))?;
+    let run = ledger
+        .export_run_by_export_id(export_id)?
+        .context("the export's run")?;
+    let deliveries = ledger.export_deliveries(run.id)?;
+    let mut all_delivered = true;
+    for destination in &queued {
+        match deliveries.iter().find(|(to, _, _)| to == destination) {
+            Some((_, state, _)) if state == "delivered" => {
+                println!("{export_id}: pushed to {destination}");
+            }
+            other => {
+                all_delivered = false;
+                let why = other
+                    .and_then(|(_, _, error)| error.as_deref())
+                    .unwrap_or("not delivered");
+                println!(
+                    "{export_id}: NOT pushed to {destination}: {}",
+                    dropgate::text::escaped(why)
+                );
+            }
+        }
+    }
+    Ok(if all_delivered {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 pub(super) fn schedules(config: &Config, ledger: &Ledger, json: bool) -> anyhow::Result<ExitCode> {
     let now = chrono::Utc::now();
     for schedule in config.schedules.values() {

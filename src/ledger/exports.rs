@@ -290,6 +290,57 @@ impl Ledger {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// The run that made this export.
+    pub fn export_run_by_export_id(&self, export_id: &str) -> Result<Option<RunRow>> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("{SELECT_RUN} WHERE export_id = ?1"),
+                [export_id],
+                run_row,
+            )
+            .optional()?)
+    }
+
+    /// The grants a run was made under.
+    pub fn export_run_grants(&self, run_id: i64) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT grant_name FROM export_grants WHERE run_id = ?1 ORDER BY grant_name",
+        )?;
+        let rows = stmt.query_map([run_id], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Queues an export's push to `destination` again, asked for by hand, in
+    /// the audit trail with the same transaction.
+    pub fn resend_export(&mut self, run: &RunRow, destination: &str) -> Result<()> {
+        let now = self.now();
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO export_deliveries (run_id, destination, state, updated_at)
+             VALUES (?1, ?2, 'pending', ?3)
+             ON CONFLICT (run_id, destination) DO UPDATE
+                SET state = 'pending', attempts = 0, error = NULL, updated_at = ?3",
+            params![run.id, destination, now],
+        )?;
+        append_audit(
+            &tx,
+            &now,
+            &AuditEvent {
+                partner: Some(&run.consumer),
+                action: "export_resend",
+                detail: Some(serde_json::json!({
+                    "schedule": run.schedule,
+                    "export_id": run.export_id,
+                    "destination": destination,
+                })),
+                ..AuditEvent::default()
+            },
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Puts failed pushes back in the queue when they last failed before
     /// `failed_before` and their export was made after `made_after`.
     pub fn retry_failed_pushes(

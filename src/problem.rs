@@ -150,6 +150,18 @@ codes! {
         "the trailer's control total differs from the sum of its column";
     AfterTrailer = "after_trailer", "validate",
         "a record after the trailer record";
+    XmlMalformed = "xml_malformed", "validate",
+        "the XML is not well-formed, or names a namespace prefix it never declared";
+    XmlDtd = "xml_dtd", "validate",
+        "the XML declares a document type: DTDs and entities are refused, never expanded";
+    XmlEntity = "xml_entity", "validate",
+        "an entity reference other than XML's five and character references";
+    XmlTooDeep = "xml_too_deep", "validate",
+        "elements nested deeper than the feed's `max_depth`";
+    XmlTooManyAttributes = "xml_too_many_attributes", "validate",
+        "an element with more attributes than the feed's `max_attributes`";
+    XmlRepeated = "xml_repeated", "validate",
+        "a column's element or attribute appears more than once in one record";
     RequiredWhen = "required_when", "validate",
         "empty, though a rule of the feed requires a value when another column is as it says";
     ForbiddenWhen = "forbidden_when", "validate",

@@ -237,6 +237,7 @@ fn prepare(
     let extension = match feed.schema.layout {
         Layout::Csv(_) => "csv",
         Layout::Fixed(_) => "txt",
+        Layout::Xml(_) => "xml",
     };
     let mut name = format!("{}-{}.{extension}", file.feed, file.file_id);
     let folder = spool.routing();

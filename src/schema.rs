@@ -348,6 +348,36 @@ pub enum Layout {
     Csv(CsvLayout),
     /// One record a line, each column at fixed characters.
     Fixed(FixedLayout),
+    /// An XML document: each record an element at one path, each column a
+    /// child element's text or an attribute within it.
+    Xml(XmlLayout),
+}
+
+/// An element or attribute name: its namespace (`None` for none) and local name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XmlName {
+    pub namespace: Option<String>,
+    pub local: String,
+}
+
+/// Where a column's value is, from the record element: the elements down to
+/// it (none for the record element itself), then its text or an attribute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XmlPath {
+    pub elements: Vec<XmlName>,
+    pub attribute: Option<XmlName>,
+}
+
+#[derive(Debug, Clone)]
+pub struct XmlLayout {
+    /// The record element's path from the root element (the root first).
+    pub record: Vec<XmlName>,
+    /// For each column, where its value is.
+    pub paths: Vec<XmlPath>,
+    /// Deepest element nesting a file may have.
+    pub max_depth: usize,
+    /// Most attributes (namespace declarations included) one element may have.
+    pub max_attributes: usize,
 }
 
 #[derive(Debug, Clone)]

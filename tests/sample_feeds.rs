@@ -100,3 +100,43 @@ fn a_pharmacy_extract_framed_by_header_and_trailer_records() {
         (Some(1), pairs(&[(3, "trailer_count")]))
     );
 }
+
+#[test]
+fn a_red_bag_summary_in_xml_with_a_namespace() {
+    let d = deployment();
+    assert_eq!(
+        check(&d, "redbag", "redbag_valid.xml"),
+        (Some(0), Vec::new())
+    );
+    // A default namespace is the same namespace: the records are found.
+    assert_eq!(
+        check(&d, "redbag", "redbag_broken.xml"),
+        (
+            Some(1),
+            pairs(&[
+                (4, "nhs_number_check_digit"),
+                (4, "not_date"),
+                (8, "required"),
+                (8, "not_in_code_list"),
+            ])
+        )
+    );
+    // A DTD is refused before anything in it is looked at.
+    assert_eq!(
+        check(&d, "redbag", "redbag_dtd.xml"),
+        (Some(1), pairs(&[(2, "xml_dtd")]))
+    );
+    // Loaded end to end: the service users it names are in the ledger.
+    let out = d.ingest(&[&fixture("redbag_valid.xml")]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert_eq!(d.count("SELECT count(*) FROM service_users"), 2);
+    assert_eq!(
+        d.string("SELECT family_name FROM service_users WHERE local_id = 'R0001'"),
+        "O'Neill"
+    );
+}

@@ -62,29 +62,39 @@ impl Checker<'_> {
                 Encryption::Age
             }
         };
-        let fixed = match raw.format.as_ref().map(|f| f.get_ref().as_str()) {
-            None | Some("csv") => {
-                if let Some(section) = &raw.fixed {
-                    self.at(section, "`[feeds.NAME.fixed]` needs `format = \"fixed\"`");
-                }
-                false
-            }
-            Some("fixed") => {
-                if raw.csv.is_some() {
-                    let at = raw.format.as_ref().expect("given");
-                    self.at(at, "a fixed-width feed has no `[feeds.NAME.csv]` section");
-                }
-                true
-            }
+        #[derive(PartialEq)]
+        enum Format {
+            Csv,
+            Fixed,
+            Xml,
+        }
+        let format = match raw.format.as_ref().map(|f| f.get_ref().as_str()) {
+            None | Some("csv") => Format::Csv,
+            Some("fixed") => Format::Fixed,
+            Some("xml") => Format::Xml,
             Some(other) => {
                 let at = raw.format.as_ref().expect("given");
                 self.at(
                     at,
-                    format!("unknown format `{other}`, expected `csv` or `fixed`"),
+                    format!("unknown format `{other}`, expected `csv`, `fixed` or `xml`"),
                 );
-                false
+                Format::Csv
             }
         };
+        if format != Format::Fixed
+            && let Some(section) = &raw.fixed
+        {
+            self.at(section, "`[feeds.NAME.fixed]` needs `format = \"fixed\"`");
+        }
+        if format != Format::Xml
+            && let Some(section) = &raw.xml
+        {
+            self.at(section, "`[feeds.NAME.xml]` needs `format = \"xml\"`");
+        }
+        if format != Format::Csv && raw.csv.is_some() {
+            let at = raw.format.as_ref().expect("given");
+            self.at(at, "only a CSV feed has a `[feeds.NAME.csv]` section");
+        }
         let on_error = match raw.on_error.as_ref().map(|s| s.get_ref().as_str()) {
             None | Some("reject_file") => OnError::RejectFile,
             Some("skip_invalid_rows") => OnError::SkipInvalidRows,
@@ -111,11 +121,13 @@ impl Checker<'_> {
             1 << 30,
             "max_field_size",
         ) as usize;
-        let mut schema = if fixed {
-            let section = raw.fixed.map(Spanned::into_inner).unwrap_or_default();
-            self.fixed_schema(section, raw.columns, base)
-        } else {
-            self.schema(raw.csv.unwrap_or_default(), raw.columns, base)
+        let mut schema = match format {
+            Format::Fixed => {
+                let section = raw.fixed.map(Spanned::into_inner).unwrap_or_default();
+                self.fixed_schema(section, raw.columns, base)
+            }
+            Format::Xml => self.xml_schema(raw.xml, raw.columns, base),
+            Format::Csv => self.schema(raw.csv.unwrap_or_default(), raw.columns, base),
         };
         schema.rules = raw
             .rules
@@ -263,6 +275,9 @@ impl Checker<'_> {
                         format!("`{option}` applies only to `format = \"fixed\"`"),
                     );
                 }
+            }
+            if let Some(path) = &column.path {
+                self.at(path, "`path` applies only to `format = \"xml\"`");
             }
             let position = match &column.position {
                 Some(p) if has_header => {

@@ -25,6 +25,9 @@ impl Checker<'_> {
             if let Some(position) = &column.position {
                 self.at(position, "`position` applies to CSV files without a header; a fixed-width column has `start` and `length`");
             }
+            if let Some(path) = &column.path {
+                self.at(path, "`path` applies only to `format = \"xml\"`");
+            }
             let span = self.fixed_span(&column);
             if specs.iter().any(|s: &ColumnSpec| s.name == name) {
                 self.at(&column.name, format!("column `{name}` is declared twice"));

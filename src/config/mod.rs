@@ -20,6 +20,7 @@ mod sftp;
 mod sources;
 mod types;
 mod values;
+mod xml;
 
 pub use authorized_keys::parse_authorized_line;
 pub use publishing::parse_age_recipients;

@@ -289,7 +289,7 @@ pub struct Feed {
     pub patterns: Spanned<Vec<Spanned<String>>>,
     /// `age` (must be encrypted), `none` (plaintext), or `optional` (decided by the file's content). Default `age`.
     pub encryption: Option<Spanned<String>>,
-    /// File format: `csv` or `fixed` (fixed-width). Default `csv`.
+    /// File format: `csv`, `fixed` (fixed-width) or `xml`. Default `csv`.
     pub format: Option<Spanned<String>>,
     /// `reject_file` (any error quarantines the whole file) or `skip_invalid_rows`. Default `reject_file`.
     pub on_error: Option<Spanned<String>>,
@@ -302,6 +302,8 @@ pub struct Feed {
     pub csv: Option<Csv>,
     /// Fixed-width settings (`format = "fixed"`).
     pub fixed: Option<Spanned<Fixed>>,
+    /// XML settings (`format = "xml"`).
+    pub xml: Option<Spanned<Xml>>,
     /// Declared columns, in any order; the header must name each of them.
     pub columns: Spanned<Vec<Spanned<Column>>>,
     /// Which columns become which record fields.
@@ -353,6 +355,24 @@ pub struct Fixed {
     pub encoding: Option<Spanned<String>>,
     /// Spaces around a value are padding and are removed. Default true.
     pub trim: Option<bool>,
+}
+
+/// `[feeds.NAME.xml]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Xml {
+    /// The record element's path from the root element, `/`-separated, each
+    /// name `prefix:local` with a prefix of `namespaces` or none, e.g.
+    /// `/t:Transfers/t:Transfer`.
+    pub record: Spanned<String>,
+    /// Prefixes for the namespaces the paths name: `{ t = "urn:example:transfer" }`.
+    /// They need not be the prefixes the documents use.
+    #[serde(default)]
+    pub namespaces: std::collections::BTreeMap<String, String>,
+    /// Deepest element nesting a file may have. Default 32.
+    pub max_depth: Option<Spanned<i64>>,
+    /// Most attributes one element may have. Default 64.
+    pub max_attributes: Option<Spanned<i64>>,
 }
 
 /// `[feeds.NAME.csv]`
@@ -419,6 +439,10 @@ pub struct Column {
     pub length: Option<Spanned<i64>>,
     /// `format = "fixed"`: the column's last character, counting from 1.
     pub end: Option<Spanned<i64>>,
+    /// `format = "xml"`: where the value is, from the record element: child
+    /// elements `/`-separated, then `@attribute` for an attribute (`t:Name/t:Family`,
+    /// `@id`). Default: a child element named as the column.
+    pub path: Option<Spanned<String>>,
     /// Files without a header (`header = false`): the field this column is,
     /// counting from 1. Default: the order the columns are declared in.
     pub position: Option<Spanned<i64>>,

@@ -938,3 +938,86 @@ fn fixed_width_columns_have_start_and_length_or_end_and_never_overlap() {
         "{got:?}"
     );
 }
+
+/// The shipped config with an XML feed `bag` added.
+fn with_xml_feed(section: &str, columns: &str) -> String {
+    format!(
+        "{SHIPPED}\n[feeds.bag]\npartner = \"demo-carehome\"\nmatch = [\"bag_*.xml\"]\nencryption = \"none\"\nformat = \"xml\"\n\n\
+         [feeds.bag.xml]\n{section}\n\n{columns}"
+    )
+}
+
+#[test]
+fn xml_paths_name_elements_and_a_last_attribute_with_the_feeds_prefixes() {
+    use crate::schema::XmlName;
+    let section = "record = \"/b:Bag/b:Item\"\nnamespaces = { b = \"urn:b\" }\nmax_depth = 10";
+    let text = with_xml_feed(
+        section,
+        "[[feeds.bag.columns]]\nname = \"id\"\npath = \"@id\"\ntype = \"string\"\n\n\
+         [[feeds.bag.columns]]\nname = \"family\"\npath = \"b:Name/b:Family\"\ntype = \"string\"\n\n\
+         [[feeds.bag.columns]]\nname = \"Note\"\ntype = \"string\"",
+    );
+    let config = Config::parse(Path::new("/opt/dg/config/dropgate.toml"), &text).unwrap();
+    let Layout::Xml(layout) = &config.feeds["bag"].schema.layout else {
+        panic!("an XML feed");
+    };
+    let b = |local: &str| XmlName {
+        namespace: Some("urn:b".into()),
+        local: local.into(),
+    };
+    assert_eq!(layout.record, [b("Bag"), b("Item")]);
+    assert_eq!(layout.max_depth, 10);
+    assert_eq!(layout.paths[0].attribute.as_ref().unwrap().local, "id");
+    assert_eq!(layout.paths[1].elements, [b("Name"), b("Family")]);
+    assert_eq!(
+        layout.paths[2].elements[0].local, "Note",
+        "no path: a child named as the column"
+    );
+
+    let column = |path: &str| {
+        format!("[[feeds.bag.columns]]\nname = \"a\"\npath = \"{path}\"\ntype = \"string\"")
+    };
+    for (section, columns, expected) in [
+        (
+            section,
+            column("x:Name"),
+            "prefix `x` is not in `[feeds.NAME.xml] namespaces`",
+        ),
+        (
+            section,
+            column("@id/b:Name"),
+            "`@attribute` comes last in a column's `path`",
+        ),
+        (section, column("b:Na me"), "is not a path of XML names"),
+        (
+            section,
+            "[[feeds.bag.columns]]\nname = \"a\"\nstart = 1\ntype = \"string\"".to_string(),
+            "`start` does not apply to an XML column",
+        ),
+        (
+            "record = \"/\"",
+            column("a"),
+            "`record` names at least the root element",
+        ),
+        (
+            &format!("{section}\nmax_attributes = 0"),
+            column("a"),
+            "`max_attributes` is 1 to 1024",
+        ),
+    ] {
+        let got = errors(&with_xml_feed(section, &columns));
+        assert!(
+            got.iter().any(|e| e.contains(expected)),
+            "{columns}: {got:?}"
+        );
+    }
+    let csv_path = SHIPPED.replace(
+        "name = \"gender\"\ntype = \"code\"",
+        "name = \"gender\"\npath = \"@g\"\ntype = \"code\"",
+    );
+    assert!(
+        errors(&csv_path)
+            .iter()
+            .any(|e| e.contains("`path` applies only to `format = \"xml\"`"))
+    );
+}

@@ -7,6 +7,7 @@ mod csv;
 mod csv_reader;
 mod fixed;
 pub mod infer;
+mod xml;
 
 use std::io::Read;
 
@@ -41,6 +42,9 @@ pub fn open<'s, R: Read + 's>(
         Layout::Csv(layout) => Ok(csv::CsvSource::open(schema, layout, input, encoding)?
             .map(|source| Box::new(source) as Box<dyn RecordSource + 's>)),
         Layout::Fixed(layout) => Ok(Ok(Box::new(fixed::FixedSource::open(
+            schema, layout, input, encoding,
+        )))),
+        Layout::Xml(layout) => Ok(Ok(Box::new(xml::XmlSource::open(
             schema, layout, input, encoding,
         )))),
     }

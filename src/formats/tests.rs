@@ -674,3 +674,139 @@ fn schema_infer_refuses_a_header_too_wide_to_draft() {
         Err(InferError::TooManyColumns)
     ));
 }
+
+/// A hospital transfer summary: records are `t:Transfer` under `t:Transfers`,
+/// with the NHS number as a child's text, the id as an attribute, and the
+/// family name two levels down.
+fn xml_schema() -> Schema {
+    use crate::schema::{XmlLayout, XmlName, XmlPath};
+    let t = |local: &str| XmlName {
+        namespace: Some("urn:example:transfer".into()),
+        local: local.into(),
+    };
+    let plain = |local: &str| XmlName {
+        namespace: None,
+        local: local.into(),
+    };
+    let mut s = schema(vec![
+        column("nhs_number", ColumnKind::NhsNumber),
+        text_column("id", false),
+        text_column("family", false),
+    ]);
+    s.layout = Layout::Xml(XmlLayout {
+        record: vec![t("Transfers"), t("Transfer")],
+        paths: vec![
+            XmlPath {
+                elements: vec![t("NHSNumber")],
+                attribute: None,
+            },
+            XmlPath {
+                elements: vec![],
+                attribute: Some(plain("id")),
+            },
+            XmlPath {
+                elements: vec![t("Name"), t("Family")],
+                attribute: None,
+            },
+        ],
+        max_depth: 8,
+        max_attributes: 4,
+    });
+    s
+}
+
+#[test]
+fn xml_records_are_elements_at_their_path_with_fields_from_children_and_attributes() {
+    let s = xml_schema();
+    // The document's prefix is its own: the namespace is what matches.
+    let input = br#"<?xml version="1.0" encoding="UTF-8"?>
+<x:Transfers xmlns:x="urn:example:transfer">
+  <x:Transfer id="T1">
+    <x:NHSNumber>9434765919</x:NHSNumber>
+    <x:Name><x:Family>O&apos;Brien &amp; Co&#33;</x:Family></x:Name>
+    <x:Note>not a column</x:Note>
+  </x:Transfer>
+  <Transfer id="not ours: no namespace"/>
+  <x:Transfer id="T2">
+    <x:NHSNumber>9434765918</x:NHSNumber>
+  </x:Transfer>
+</x:Transfers>
+"#;
+    let (rows, problems) = run(&s, input);
+    assert_eq!(rows.len(), 1, "{problems:?}");
+    assert_eq!(rows[0].line, 3, "where the record element starts");
+    assert_eq!(rows[0].values[1], Value::Text("T1".into()));
+    assert_eq!(rows[0].values[2], Value::Text("O'Brien & Co!".into()));
+    assert_eq!(codes(&problems), [(9, "nhs_number_check_digit")]);
+}
+
+#[test]
+fn an_xml_dtd_is_refused_before_anything_is_expanded() {
+    let s = xml_schema();
+    let input = br#"<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;">]>
+<t:Transfers xmlns:t="urn:example:transfer"><t:Transfer id="&lol2;"/></t:Transfers>
+"#;
+    let (rows, problems) = run(&s, input);
+    assert!(rows.is_empty());
+    assert_eq!(codes(&problems), [(2, "xml_dtd")]);
+    assert!(
+        problems[0].message.starts_with("line 2, column 1:"),
+        "{}",
+        problems[0].message
+    );
+}
+
+#[test]
+fn xml_entities_depth_attributes_and_sizes_are_capped_with_their_place() {
+    let mut s = xml_schema();
+    let open = r#"<t:Transfers xmlns:t="urn:example:transfer">"#;
+    // An undeclared entity is a problem of its record, never looked up.
+    let input = format!(
+        "{open}\n<t:Transfer id=\"1\"><t:NHSNumber>&ext;</t:NHSNumber></t:Transfer></t:Transfers>"
+    );
+    let (_, problems) = run(&s, input.as_bytes());
+    assert_eq!(codes(&problems), [(2, "xml_entity")]);
+
+    let deep = format!("{open}\n{}", "<a>".repeat(20));
+    let (_, problems) = run(&s, deep.as_bytes());
+    assert_eq!(codes(&problems), [(2, "xml_too_deep")]);
+    assert!(
+        problems[0].message.starts_with("line 2, column 22:"),
+        "{}",
+        problems[0].message
+    );
+
+    let many = format!("{open}<t:Transfer a=\"1\" b=\"2\" c=\"3\" d=\"4\" e=\"5\"/></t:Transfers>");
+    let (_, problems) = run(&s, many.as_bytes());
+    assert_eq!(codes(&problems), [(1, "xml_too_many_attributes")]);
+
+    s.max_record_bytes = 1024;
+    s.max_field_bytes = 64;
+    let long_field = format!(
+        "{open}<t:Transfer id=\"{}\"><t:Name><t:Family>{}</t:Family></t:Name></t:Transfer></t:Transfers>",
+        "1",
+        "y".repeat(100)
+    );
+    let (_, problems) = run(&s, long_field.as_bytes());
+    assert_eq!(codes(&problems), [(1, "field_too_large")]);
+    // One text far beyond the limit: the read stops, it is never held whole.
+    let huge = format!("{open}<t:Transfer>{}", "z".repeat(1 << 20));
+    let (_, problems) = run(&s, huge.as_bytes());
+    assert_eq!(codes(&problems), [(1, "xml_malformed")]);
+    assert!(
+        problems[0].message.contains("max_record_size"),
+        "{}",
+        problems[0].message
+    );
+
+    let repeated = format!(
+        "{open}<t:Transfer><t:NHSNumber>9434765919</t:NHSNumber><t:NHSNumber>9434765919</t:NHSNumber></t:Transfer></t:Transfers>"
+    );
+    let (_, problems) = run(&s, repeated.as_bytes());
+    assert_eq!(codes(&problems), [(1, "xml_repeated")]);
+
+    let broken = format!("{open}\n<t:Transfer></t:Other></t:Transfers>");
+    let (_, problems) = run(&s, broken.as_bytes());
+    assert_eq!(codes(&problems), [(2, "xml_malformed")]);
+}

@@ -1,0 +1,475 @@
+//! XML: each record an element found by its path from the root, each column
+//! a child element's text or an attribute within the record, namespaces by
+//! the prefixes the feed declares. Streamed with quick-xml. A document type
+//! declaration is refused outright, so nothing is ever expanded (no entity
+//! bombs, no external entities); an entity reference other than XML's five
+//! is a problem; nesting, attributes and any single item's size are capped.
+//! Every problem gives the line (and, for the document's structure, the
+//! column) where it is.
+
+use std::collections::VecDeque;
+use std::io::{self, BufReader, Read};
+
+use quick_xml::NsReader;
+use quick_xml::events::Event;
+use quick_xml::name::ResolveResult;
+
+use super::RecordSource;
+use crate::problem::{Code, Problem};
+use crate::schema::{Encoding, Schema, XmlLayout, XmlName};
+use crate::validate::{Decoder, Outcome, ReadError, check_record};
+
+/// Bytes of the input read ahead at a time.
+const READ_AHEAD: usize = 64 << 10;
+
+pub struct XmlSource<'s, R: Read> {
+    schema: &'s Schema,
+    layout: &'s XmlLayout,
+    reader: NsReader<BufReader<Counted<R>>>,
+    buf: Vec<u8>,
+    /// The open elements, the root first.
+    open: Vec<XmlName>,
+    /// The record being read, when the reader is inside one.
+    record: Option<Record>,
+    field_columns: Vec<Option<usize>>,
+    decoder: Decoder,
+    records: u64,
+    /// Problems that ended the reading of the file.
+    fatal: Vec<Problem>,
+    done: bool,
+}
+
+struct Record {
+    line: u64,
+    /// Each column's value; `None` while not met.
+    values: Vec<Option<Vec<u8>>>,
+    /// The column whose element is open, its text being read.
+    reading: Option<usize>,
+    problems: Vec<Problem>,
+}
+
+/// What an event came to, owned, so the reader can be asked about
+/// positions before it is acted on.
+enum Item {
+    Start {
+        name: XmlName,
+        attributes: Vec<(XmlName, Result<String, String>)>,
+        attribute_count: usize,
+    },
+    End,
+    Text(Vec<u8>),
+    Reference(Result<String, String>),
+    DocType,
+    Other,
+    Eof,
+}
+
+impl<'s, R: Read> XmlSource<'s, R> {
+    pub fn open(
+        schema: &'s Schema,
+        layout: &'s XmlLayout,
+        input: R,
+        _encoding: Encoding,
+    ) -> XmlSource<'s, R> {
+        // Any one tag, text, comment or CDATA section is held whole while it
+        // is read: beyond a record's limit (and what is read ahead) the
+        // input fails instead.
+        let cap = schema.max_record_bytes as u64 + READ_AHEAD as u64;
+        let counted = Counted {
+            inner: input,
+            offset: 0,
+            since_item: 0,
+            cap,
+            newlines: VecDeque::new(),
+            line: 1,
+            line_start: 0,
+        };
+        let mut reader = NsReader::from_reader(BufReader::with_capacity(READ_AHEAD, counted));
+        let config = reader.config_mut();
+        config.expand_empty_elements = true;
+        config.check_end_names = true;
+        XmlSource {
+            schema,
+            layout,
+            reader,
+            buf: Vec::new(),
+            open: Vec::new(),
+            record: None,
+            field_columns: (0..schema.columns.len()).map(Some).collect(),
+            decoder: Decoder::new(Encoding::Utf8),
+            records: 0,
+            fatal: Vec::new(),
+            done: false,
+        }
+    }
+
+    /// The line and column (in bytes, from 1) of a byte offset of the input.
+    fn position(&mut self, offset: u64) -> (u64, u64) {
+        self.reader.get_mut().get_mut().position(offset)
+    }
+
+    /// Ends the reading of the file with a problem at `offset`.
+    fn stop(&mut self, offset: u64, code: Code, message: &str) {
+        let (line, column) = self.position(offset);
+        self.fatal.push(Problem::file(
+            line,
+            code,
+            format!("line {line}, column {column}: {message}"),
+        ));
+        self.done = true;
+    }
+
+    fn next_item(&mut self) -> Result<Item, quick_xml::Error> {
+        self.buf.clear();
+        let (resolved, event) = self.reader.read_resolved_event_into(&mut self.buf)?;
+        let name_of = |resolved: ResolveResult<'_>, local: &[u8]| -> Result<XmlName, String> {
+            let namespace = match resolved {
+                ResolveResult::Unbound => None,
+                ResolveResult::Bound(ns) => Some(String::from_utf8_lossy(ns.0).into_owned()),
+                ResolveResult::Unknown(_) => {
+                    return Err("a namespace prefix the document never declared".into());
+                }
+            };
+            Ok(XmlName {
+                namespace,
+                local: String::from_utf8_lossy(local).into_owned(),
+            })
+        };
+        Ok(match event {
+            Event::Start(start) => {
+                let name = name_of(resolved, start.local_name().as_ref())
+                    .map_err(|e| quick_xml::Error::Io(io::Error::other(e).into()))?;
+                let mut attributes = Vec::new();
+                let mut attribute_count = 0;
+                for attribute in start.attributes() {
+                    attribute_count += 1;
+                    if attribute_count > self.layout.max_attributes {
+                        break;
+                    }
+                    let attribute = attribute.map_err(quick_xml::Error::InvalidAttr)?;
+                    if attribute.key.as_namespace_binding().is_some() {
+                        continue;
+                    }
+                    let (ns, local) = self.reader.resolve_attribute(attribute.key);
+                    let name = name_of(ns, local.as_ref())
+                        .map_err(|e| quick_xml::Error::Io(io::Error::other(e).into()))?;
+                    let value = attribute
+                        .unescape_value()
+                        .map(|v| v.into_owned())
+                        .map_err(|e| e.to_string());
+                    attributes.push((name, value));
+                }
+                Item::Start {
+                    name,
+                    attributes,
+                    attribute_count,
+                }
+            }
+            Event::End(_) => Item::End,
+            Event::Text(text) => Item::Text(text.to_vec()),
+            Event::CData(data) => Item::Text(data.to_vec()),
+            Event::GeneralRef(reference) => Item::Reference(match reference.resolve_char_ref() {
+                Ok(Some(c)) => Ok(c.to_string()),
+                Ok(None) => match &*reference {
+                    b"lt" => Ok("<".into()),
+                    b"gt" => Ok(">".into()),
+                    b"amp" => Ok("&".into()),
+                    b"apos" => Ok("'".into()),
+                    b"quot" => Ok("\"".into()),
+                    _ => Err("an entity reference other than XML's five".into()),
+                },
+                Err(e) => Err(e.to_string()),
+            }),
+            Event::DocType(_) => Item::DocType,
+            Event::Eof => Item::Eof,
+            _ => Item::Other,
+        })
+    }
+
+    /// The column whose value is at this element path within the record
+    /// (`relative`), read from its text.
+    fn text_column(&self, relative: &[XmlName]) -> Option<usize> {
+        self.layout
+            .paths
+            .iter()
+            .position(|p| p.attribute.is_none() && p.elements == relative)
+    }
+
+    /// Sets a column's value; false (and a problem) when it has one already.
+    fn set(&self, record: &mut Record, column: usize, value: Vec<u8>) -> bool {
+        if record.values[column].is_some() {
+            let name = &self.schema.columns[column].name;
+            record.problems.push(Problem::file(
+                record.line,
+                Code::XmlRepeated,
+                format!("column `{name}` appears more than once in the record"),
+            ));
+            return false;
+        }
+        record.values[column] = Some(value);
+        true
+    }
+
+    /// The record just closed, checked.
+    fn finish_record(&mut self, record: Record) -> Result<Outcome, ReadError> {
+        self.records += 1;
+        if !record.problems.is_empty() {
+            return Ok(Outcome::Invalid(record.problems));
+        }
+        let fields: Vec<&[u8]> = record
+            .values
+            .iter()
+            .map(|v| v.as_deref().unwrap_or(b""))
+            .collect();
+        check_record(
+            self.schema,
+            &self.field_columns,
+            &mut self.decoder,
+            record.line,
+            fields.iter().copied(),
+        )
+    }
+}
+
+impl<R: Read> RecordSource for XmlSource<'_, R> {
+    fn next_outcome(&mut self) -> Result<Option<Outcome>, ReadError> {
+        while !self.done {
+            let offset = self.reader.buffer_position();
+            // Also keeps the line breaks remembered to those read ahead.
+            self.position(offset);
+            self.reader.get_mut().get_mut().since_item = 0;
+            let item = match self.next_item() {
+                Ok(item) => item,
+                Err(quick_xml::Error::Io(e)) if e.kind() != io::ErrorKind::Other => {
+                    return Err(ReadError::Io(io::Error::new(e.kind(), e.to_string())));
+                }
+                Err(e) => {
+                    let message = match &e {
+                        quick_xml::Error::Io(e) => e.to_string(),
+                        other => format!("not well-formed XML: {other}"),
+                    };
+                    let at = self.reader.error_position().max(offset);
+                    self.stop(at, Code::XmlMalformed, &message);
+                    break;
+                }
+            };
+            match item {
+                Item::DocType => {
+                    self.stop(
+                        offset,
+                        Code::XmlDtd,
+                        "a document type declaration; DTDs and entities are refused",
+                    );
+                }
+                Item::Start {
+                    name,
+                    attributes,
+                    attribute_count,
+                } => {
+                    if self.open.len() == self.layout.max_depth {
+                        let max = self.layout.max_depth;
+                        self.stop(
+                            offset,
+                            Code::XmlTooDeep,
+                            &format!("elements nested deeper than {max} (`max_depth`)"),
+                        );
+                        continue;
+                    }
+                    if attribute_count > self.layout.max_attributes {
+                        let max = self.layout.max_attributes;
+                        self.stop(
+                            offset,
+                            Code::XmlTooManyAttributes,
+                            &format!(
+                                "an element with more than {max} attributes (`max_attributes`)"
+                            ),
+                        );
+                        continue;
+                    }
+                    self.open.push(name);
+                    let depth = self.layout.record.len();
+                    let mut record = match self.record.take() {
+                        Some(record) => record,
+                        None if self.open == self.layout.record => {
+                            let (line, _) = self.position(offset);
+                            Record {
+                                line,
+                                values: vec![None; self.schema.columns.len()],
+                                reading: None,
+                                problems: Vec::new(),
+                            }
+                        }
+                        None => continue,
+                    };
+                    let relative = &self.open[depth..];
+                    record.reading = self.text_column(relative);
+                    if let Some(column) = record.reading {
+                        // Met now, so a second element of the column is told apart
+                        // from text coming in pieces.
+                        if !self.set(&mut record, column, Vec::new()) {
+                            record.reading = None;
+                        }
+                    }
+                    for (attribute, value) in attributes {
+                        let column = self.layout.paths.iter().position(|p| {
+                            p.elements == relative && p.attribute.as_ref() == Some(&attribute)
+                        });
+                        let Some(column) = column else { continue };
+                        match value {
+                            Ok(value) => {
+                                self.set(&mut record, column, value.into_bytes());
+                            }
+                            Err(_) => {
+                                let name = &self.schema.columns[column].name;
+                                record.problems.push(Problem::file(
+                                    record.line,
+                                    Code::XmlEntity,
+                                    format!(
+                                        "column `{name}`: an entity reference other than XML's five"
+                                    ),
+                                ));
+                            }
+                        }
+                    }
+                    self.record = Some(record);
+                }
+                Item::End => {
+                    let closing_record =
+                        self.open.len() == self.layout.record.len() && self.record.is_some();
+                    self.open.pop();
+                    if closing_record {
+                        let record = self.record.take().expect("inside a record");
+                        return self.finish_record(record).map(Some);
+                    }
+                    if let Some(record) = &mut self.record {
+                        record.reading = None;
+                    }
+                }
+                Item::Text(text) => {
+                    let Some(mut record) = self.record.take() else {
+                        continue;
+                    };
+                    if let Some(column) = record.reading {
+                        append(&mut record, column, &text, self.schema.max_field_bytes);
+                    }
+                    self.record = Some(record);
+                }
+                Item::Reference(value) => {
+                    let Some(mut record) = self.record.take() else {
+                        if value.is_err() {
+                            self.stop(
+                                offset,
+                                Code::XmlEntity,
+                                "an entity reference other than XML's five",
+                            );
+                        }
+                        continue;
+                    };
+                    match (value, record.reading) {
+                        (Ok(value), Some(column)) => {
+                            append(
+                                &mut record,
+                                column,
+                                value.as_bytes(),
+                                self.schema.max_field_bytes,
+                            );
+                        }
+                        (Ok(_), None) => {}
+                        (Err(_), _) => {
+                            let (line, column) = self.position(offset);
+                            record.problems.push(Problem::file(
+                                line,
+                                Code::XmlEntity,
+                                format!("line {line}, column {column}: an entity reference other than XML's five"),
+                            ));
+                        }
+                    }
+                    self.record = Some(record);
+                }
+                Item::Eof => {
+                    if !self.open.is_empty() {
+                        self.stop(
+                            offset,
+                            Code::XmlMalformed,
+                            "the document ends inside an element",
+                        );
+                    }
+                    self.done = true;
+                }
+                Item::Other => {}
+            }
+        }
+        Ok(None)
+    }
+
+    fn records(&self) -> u64 {
+        self.records
+    }
+
+    fn finish(&mut self) -> Vec<Problem> {
+        std::mem::take(&mut self.fatal)
+    }
+}
+
+/// Adds text to a column's value (text may come in pieces around entity
+/// references), up to the field limit.
+fn append(record: &mut Record, column: usize, text: &[u8], max: usize) {
+    let value = record.values[column].get_or_insert_with(Vec::new);
+    if value.len() + text.len() > max {
+        record.problems.push(Problem::file(
+            record.line,
+            Code::FieldTooLarge,
+            format!("a field is longer than the feed's limit of {max} bytes (`max_field_size`)"),
+        ));
+        return;
+    }
+    value.extend_from_slice(text);
+}
+
+/// The input, counting what is read: where its lines start, so an offset can
+/// be told as a line and column, and how much has been read since the last
+/// item began, so no single item grows without bound.
+struct Counted<R> {
+    inner: R,
+    offset: u64,
+    since_item: u64,
+    cap: u64,
+    /// Offsets of line breaks read but not yet passed by a position asked for.
+    newlines: VecDeque<u64>,
+    line: u64,
+    line_start: u64,
+}
+
+impl<R> Counted<R> {
+    /// Offsets asked for never go back.
+    fn position(&mut self, offset: u64) -> (u64, u64) {
+        while let Some(&newline) = self.newlines.front() {
+            if newline >= offset {
+                break;
+            }
+            self.newlines.pop_front();
+            self.line += 1;
+            self.line_start = newline + 1;
+        }
+        (self.line, offset.saturating_sub(self.line_start) + 1)
+    }
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.since_item > self.cap {
+            return Err(io::Error::other(
+                "an element tag, text, comment or CDATA section longer than the feed's `max_record_size`",
+            ));
+        }
+        let n = self.inner.read(out)?;
+        for (i, &b) in out[..n].iter().enumerate() {
+            if b == b'\n' {
+                self.newlines.push_back(self.offset + i as u64);
+            }
+        }
+        self.offset += n as u64;
+        self.since_item += n as u64;
+        Ok(n)
+    }
+}

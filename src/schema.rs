@@ -372,8 +372,14 @@ pub struct XmlPath {
 pub struct XmlLayout {
     /// The record element's path from the root element (the root first).
     pub record: Vec<XmlName>,
-    /// For each column, where its value is.
+    /// A repeating group's path from the record element (empty: none): each
+    /// of its elements is a record of its own, with the record element's
+    /// other columns repeated in each.
+    pub repeat: Vec<XmlName>,
+    /// For each column, where its value is: from the repeating group's
+    /// element when `in_repeat`, else from the record element.
     pub paths: Vec<XmlPath>,
+    pub in_repeat: Vec<bool>,
     /// Deepest element nesting a file may have.
     pub max_depth: usize,
     /// Most attributes (namespace declarations included) one element may have.

@@ -365,6 +365,11 @@ pub struct Xml {
     /// name `prefix:local` with a prefix of `namespaces` or none, e.g.
     /// `/t:Transfers/t:Transfer`.
     pub record: Spanned<String>,
+    /// A repeating group within the record element, e.g. `rb:Medicines/rb:Medicine`:
+    /// each of its elements becomes a record of its own, the record element's
+    /// other columns repeated in each. Columns whose `path` starts with it are the
+    /// group's own.
+    pub repeat: Option<Spanned<String>>,
     /// Prefixes for the namespaces the paths name: `{ t = "urn:example:transfer" }`.
     /// They need not be the prefixes the documents use.
     #[serde(default)]

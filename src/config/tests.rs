@@ -974,6 +974,20 @@ fn xml_paths_name_elements_and_a_last_attribute_with_the_feeds_prefixes() {
         "no path: a child named as the column"
     );
 
+    // Columns under the repeating group are the group element's own.
+    let text = with_xml_feed(
+        &format!("{section}\nrepeat = \"b:Meds/b:Med\""),
+        "[[feeds.bag.columns]]\nname = \"id\"\npath = \"@id\"\ntype = \"string\"\n\n\
+         [[feeds.bag.columns]]\nname = \"code\"\npath = \"b:Meds/b:Med/@code\"\ntype = \"string\"",
+    );
+    let config = Config::parse(Path::new("/opt/dg/config/dropgate.toml"), &text).unwrap();
+    let Layout::Xml(layout) = &config.feeds["bag"].schema.layout else {
+        panic!("an XML feed");
+    };
+    assert_eq!(layout.repeat, [b("Meds"), b("Med")]);
+    assert_eq!(layout.in_repeat, [false, true]);
+    assert!(layout.paths[1].elements.is_empty());
+
     let column = |path: &str| {
         format!("[[feeds.bag.columns]]\nname = \"a\"\npath = \"{path}\"\ntype = \"string\"")
     };

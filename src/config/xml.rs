@@ -37,9 +37,20 @@ impl Checker<'_> {
             }
             None => Vec::new(),
         };
+        let repeat = match &section.repeat {
+            Some(repeat) => match self.xml_names(repeat, &namespaces, false) {
+                Some((elements, _)) if !elements.is_empty() => elements,
+                Some(_) => {
+                    self.at(repeat, "`repeat` names at least one element");
+                    Vec::new()
+                }
+                None => Vec::new(),
+            },
+            None => Vec::new(),
+        };
         let max_depth =
             self.xml_limit(section.max_depth, DEFAULT_MAX_DEPTH, MAX_DEPTH, "max_depth");
-        if record.len() > max_depth {
+        if record.len() + repeat.len() > max_depth {
             self.at(&section.record, "`record` is deeper than `max_depth`");
         }
         let max_attributes = self.xml_limit(
@@ -50,6 +61,7 @@ impl Checker<'_> {
         );
         let mut specs = Vec::new();
         let mut paths: Vec<XmlPath> = Vec::new();
+        let mut in_repeat = Vec::new();
         for column in columns.into_inner() {
             let column = column.into_inner();
             let name = column.name.get_ref().clone();
@@ -70,12 +82,22 @@ impl Checker<'_> {
                 Some(path) => self.xml_names(path, &namespaces, true),
                 None => self.xml_names(&Spanned::new(0..0, name.clone()), &namespaces, true),
             };
-            let path = path.map(|(elements, attribute)| XmlPath {
-                elements,
-                attribute,
+            let mut grouped = false;
+            let path = path.map(|(mut elements, attribute)| {
+                if !repeat.is_empty() && elements.starts_with(&repeat) {
+                    grouped = true;
+                    elements.drain(..repeat.len());
+                }
+                XmlPath {
+                    elements,
+                    attribute,
+                }
             });
             if let Some(path) = &path
-                && paths.contains(path)
+                && paths
+                    .iter()
+                    .zip(&in_repeat)
+                    .any(|(p, g)| p == path && *g == grouped)
             {
                 self.at(
                     &column.name,
@@ -89,6 +111,7 @@ impl Checker<'_> {
                 (Some(spec), Some(path)) => {
                     specs.push(spec);
                     paths.push(path);
+                    in_repeat.push(grouped);
                 }
                 _ => {
                     self.broken_columns.insert(name);
@@ -98,7 +121,9 @@ impl Checker<'_> {
         Schema {
             layout: Layout::Xml(XmlLayout {
                 record,
+                repeat,
                 paths,
+                in_repeat,
                 max_depth,
                 max_attributes,
             }),

@@ -709,6 +709,8 @@ fn xml_schema() -> Schema {
                 attribute: None,
             },
         ],
+        repeat: vec![],
+        in_repeat: vec![false; 3],
         max_depth: 8,
         max_attributes: 4,
     });
@@ -809,4 +811,83 @@ fn xml_entities_depth_attributes_and_sizes_are_capped_with_their_place() {
     let broken = format!("{open}\n<t:Transfer></t:Other></t:Transfers>");
     let (_, problems) = run(&s, broken.as_bytes());
     assert_eq!(codes(&problems), [(2, "xml_malformed")]);
+}
+
+#[test]
+fn a_repeating_group_in_xml_makes_a_record_of_each_element_with_the_shared_columns() {
+    use crate::schema::{XmlLayout, XmlName, XmlPath};
+    let t = |local: &str| XmlName {
+        namespace: None,
+        local: local.into(),
+    };
+    let mut s = schema(vec![
+        text_column("id", false),
+        text_column("code", false),
+        text_column("medicine", false),
+        text_column("ward", false),
+    ]);
+    s.layout = Layout::Xml(XmlLayout {
+        record: vec![t("Bag"), t("Resident")],
+        repeat: vec![t("Medicines"), t("Medicine")],
+        paths: vec![
+            XmlPath {
+                elements: vec![],
+                attribute: Some(t("id")),
+            },
+            XmlPath {
+                elements: vec![],
+                attribute: Some(t("code")),
+            },
+            XmlPath {
+                elements: vec![t("Name")],
+                attribute: None,
+            },
+            XmlPath {
+                elements: vec![t("Ward")],
+                attribute: None,
+            },
+        ],
+        in_repeat: vec![false, true, true, false],
+        max_depth: 8,
+        max_attributes: 4,
+    });
+    let input = br#"<Bag>
+<Resident id="R1">
+  <Medicines>
+    <Medicine code="322236009"><Name>Paracetamol</Name></Medicine>
+    <Medicine code="387207008"><Name>Ibuprofen</Name></Medicine>
+  </Medicines>
+  <Ward>Elm</Ward>
+</Resident>
+<Resident id="R2"><Ward>Oak</Ward></Resident>
+</Bag>"#;
+    let (rows, problems) = run(&s, input);
+    assert!(problems.is_empty(), "{problems:?}");
+    let text = |v: &Value| match v {
+        Value::Text(t) => t.clone(),
+        other => format!("{other:?}"),
+    };
+    let got: Vec<(u64, Vec<String>)> = rows
+        .iter()
+        .map(|r| (r.line, r.values.iter().map(text).collect()))
+        .collect();
+    assert_eq!(
+        got[0],
+        (
+            4,
+            vec![
+                "R1".into(),
+                "322236009".into(),
+                "Paracetamol".into(),
+                "Elm".into()
+            ]
+        ),
+        "a later shared column is in every record of the group"
+    );
+    assert_eq!(got[1].0, 5);
+    assert_eq!(got[1].1[2], "Ibuprofen");
+    assert_eq!(got[1].1[3], "Elm");
+    assert_eq!(got[2].0, 9, "no group element: the record element alone");
+    assert_eq!(got[2].1[0], "R2");
+    assert_eq!(got.len(), 3);
 }

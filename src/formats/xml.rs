@@ -34,6 +34,9 @@ pub struct XmlSource<'s, R: Read> {
     field_columns: Vec<Option<usize>>,
     decoder: Decoder,
     records: u64,
+    /// Records of the last record element still to hand out (one per
+    /// element of its repeating group).
+    pending: VecDeque<Outcome>,
     /// Problems that ended the reading of the file.
     fatal: Vec<Problem>,
     done: bool,
@@ -41,11 +44,52 @@ pub struct XmlSource<'s, R: Read> {
 
 struct Record {
     line: u64,
-    /// Each column's value; `None` while not met.
+    /// Each column's value; `None` while not met. Columns of the repeating
+    /// group have theirs in `repeats`.
     values: Vec<Option<Vec<u8>>>,
+    /// Each element of the repeating group met: its line and values.
+    repeats: Vec<(u64, Vec<Option<Vec<u8>>>)>,
+    /// Inside an element of the repeating group.
+    in_repeat: bool,
     /// The column whose element is open, its text being read.
     reading: Option<usize>,
+    /// What the values and repeats hold, against the record's limit.
+    bytes: usize,
     problems: Vec<Problem>,
+}
+
+impl Record {
+    /// Where a column's value goes: its group element's, or the record's.
+    fn slot(&mut self, layout: &XmlLayout, column: usize) -> Option<&mut Option<Vec<u8>>> {
+        if layout.in_repeat[column] {
+            if !self.in_repeat {
+                return None;
+            }
+            self.repeats
+                .last_mut()
+                .map(|(_, values)| &mut values[column])
+        } else {
+            Some(&mut self.values[column])
+        }
+    }
+
+    /// Counts bytes held against the record's limit; false once over it.
+    fn hold(&mut self, bytes: usize, max: usize) -> bool {
+        self.bytes += bytes;
+        if self.bytes <= max {
+            return true;
+        }
+        if !self.problems.iter().any(|p| p.code == Code::RecordTooLarge) {
+            self.problems.push(Problem::file(
+                self.line,
+                Code::RecordTooLarge,
+                format!(
+                    "the record holds more than the feed's limit of {max} bytes (`max_record_size`)"
+                ),
+            ));
+        }
+        false
+    }
 }
 
 /// What an event came to, owned, so the reader can be asked about
@@ -98,6 +142,7 @@ impl<'s, R: Read> XmlSource<'s, R> {
             field_columns: (0..schema.columns.len()).map(Some).collect(),
             decoder: Decoder::new(Encoding::Utf8),
             records: 0,
+            pending: VecDeque::new(),
             fatal: Vec::new(),
             done: false,
         }
@@ -186,18 +231,38 @@ impl<'s, R: Read> XmlSource<'s, R> {
         })
     }
 
-    /// The column whose value is at this element path within the record
-    /// (`relative`), read from its text.
-    fn text_column(&self, relative: &[XmlName]) -> Option<usize> {
-        self.layout
-            .paths
-            .iter()
-            .position(|p| p.attribute.is_none() && p.elements == relative)
+    /// The element path within the record as the columns name it: from the
+    /// repeating group's element when inside one (`true`), else as it is.
+    fn within<'p>(&self, relative: &'p [XmlName]) -> (&'p [XmlName], bool) {
+        let repeat = &self.layout.repeat;
+        if !repeat.is_empty() && relative.starts_with(repeat) {
+            (&relative[repeat.len()..], true)
+        } else {
+            (relative, false)
+        }
+    }
+
+    /// The column whose value is this element's text or, with `attribute`,
+    /// that attribute of it.
+    fn column_at(&self, relative: &[XmlName], attribute: Option<&XmlName>) -> Option<usize> {
+        let (path, in_repeat) = self.within(relative);
+        (0..self.layout.paths.len()).find(|&c| {
+            let p = &self.layout.paths[c];
+            self.layout.in_repeat[c] == in_repeat
+                && p.elements == path
+                && p.attribute.as_ref() == attribute
+        })
     }
 
     /// Sets a column's value; false (and a problem) when it has one already.
     fn set(&self, record: &mut Record, column: usize, value: Vec<u8>) -> bool {
-        if record.values[column].is_some() {
+        if !record.hold(value.len(), self.schema.max_record_bytes) {
+            return false;
+        }
+        let Some(slot) = record.slot(self.layout, column) else {
+            return false;
+        };
+        if slot.is_some() {
             let name = &self.schema.columns[column].name;
             record.problems.push(Problem::file(
                 record.line,
@@ -206,34 +271,80 @@ impl<'s, R: Read> XmlSource<'s, R> {
             ));
             return false;
         }
-        record.values[column] = Some(value);
+        *slot = Some(value);
         true
     }
 
-    /// The record just closed, checked.
-    fn finish_record(&mut self, record: Record) -> Result<Outcome, ReadError> {
-        self.records += 1;
-        if !record.problems.is_empty() {
-            return Ok(Outcome::Invalid(record.problems));
+    /// Adds text to a column's value (text may come in pieces around entity
+    /// references), up to the field limit.
+    fn append(&self, record: &mut Record, column: usize, text: &[u8]) {
+        let max = self.schema.max_field_bytes;
+        if !record.hold(text.len(), self.schema.max_record_bytes) {
+            return;
         }
-        let fields: Vec<&[u8]> = record
-            .values
-            .iter()
-            .map(|v| v.as_deref().unwrap_or(b""))
-            .collect();
-        check_record(
-            self.schema,
-            &self.field_columns,
-            &mut self.decoder,
-            record.line,
-            fields.iter().copied(),
-        )
+        let line = record.line;
+        let Some(value) = record.slot(self.layout, column) else {
+            return;
+        };
+        let value = value.get_or_insert_with(Vec::new);
+        if value.len() + text.len() > max {
+            record.problems.push(Problem::file(
+                line,
+                Code::FieldTooLarge,
+                format!(
+                    "a field is longer than the feed's limit of {max} bytes (`max_field_size`)"
+                ),
+            ));
+            return;
+        }
+        value.extend_from_slice(text);
+    }
+
+    /// The record element just closed, checked: one record, or one for
+    /// each element of its repeating group, queued in `pending`.
+    fn finish_record(&mut self, record: Record) -> Result<(), ReadError> {
+        if !record.problems.is_empty() {
+            self.records += 1;
+            self.pending.push_back(Outcome::Invalid(record.problems));
+            return Ok(());
+        }
+        let whole = [(record.line, Vec::new())];
+        let groups = if record.repeats.is_empty() {
+            &whole[..]
+        } else {
+            &record.repeats[..]
+        };
+        for (line, repeated) in groups {
+            let fields: Vec<&[u8]> = (0..record.values.len())
+                .map(|c| {
+                    let value = if self.layout.in_repeat[c] {
+                        repeated.get(c).and_then(Option::as_deref)
+                    } else {
+                        record.values[c].as_deref()
+                    };
+                    value.unwrap_or(b"")
+                })
+                .collect();
+            self.records += 1;
+            let outcome = check_record(
+                self.schema,
+                &self.field_columns,
+                &mut self.decoder,
+                *line,
+                fields.iter().copied(),
+            )?;
+            self.pending.push_back(outcome);
+        }
+        Ok(())
     }
 }
 
 impl<R: Read> RecordSource for XmlSource<'_, R> {
     fn next_outcome(&mut self) -> Result<Option<Outcome>, ReadError> {
-        while !self.done {
+        while !self.done || !self.pending.is_empty() {
+            if let Some(outcome) = self.pending.pop_front() {
+                return Ok(Some(outcome));
+            }
             let offset = self.reader.buffer_position();
             // Also keeps the line breaks remembered to those read ahead.
             self.position(offset);
@@ -295,14 +406,27 @@ impl<R: Read> RecordSource for XmlSource<'_, R> {
                             Record {
                                 line,
                                 values: vec![None; self.schema.columns.len()],
+                                repeats: Vec::new(),
+                                in_repeat: false,
                                 reading: None,
+                                bytes: 0,
                                 problems: Vec::new(),
                             }
                         }
                         None => continue,
                     };
                     let relative = &self.open[depth..];
-                    record.reading = self.text_column(relative);
+                    if !self.layout.repeat.is_empty() && relative == self.layout.repeat {
+                        let (line, _) = self.position(offset);
+                        let columns = self.schema.columns.len();
+                        // Each group element counts against the record's limit.
+                        if record.hold(columns * 24, self.schema.max_record_bytes) {
+                            record.repeats.push((line, vec![None; columns]));
+                            record.in_repeat = true;
+                        }
+                    }
+                    let relative = &self.open[depth..];
+                    record.reading = self.column_at(relative, None);
                     if let Some(column) = record.reading {
                         // Met now, so a second element of the column is told apart
                         // from text coming in pieces.
@@ -311,9 +435,7 @@ impl<R: Read> RecordSource for XmlSource<'_, R> {
                         }
                     }
                     for (attribute, value) in attributes {
-                        let column = self.layout.paths.iter().position(|p| {
-                            p.elements == relative && p.attribute.as_ref() == Some(&attribute)
-                        });
+                        let column = self.column_at(relative, Some(&attribute));
                         let Some(column) = column else { continue };
                         match value {
                             Ok(value) => {
@@ -334,15 +456,21 @@ impl<R: Read> RecordSource for XmlSource<'_, R> {
                     self.record = Some(record);
                 }
                 Item::End => {
-                    let closing_record =
-                        self.open.len() == self.layout.record.len() && self.record.is_some();
+                    let depth = self.layout.record.len();
+                    let closing_record = self.open.len() == depth && self.record.is_some();
+                    let closing_group = !self.layout.repeat.is_empty()
+                        && self.open.get(depth..) == Some(&self.layout.repeat[..]);
                     self.open.pop();
                     if closing_record {
                         let record = self.record.take().expect("inside a record");
-                        return self.finish_record(record).map(Some);
+                        self.finish_record(record)?;
+                        continue;
                     }
                     if let Some(record) = &mut self.record {
                         record.reading = None;
+                        if closing_group {
+                            record.in_repeat = false;
+                        }
                     }
                 }
                 Item::Text(text) => {
@@ -350,7 +478,7 @@ impl<R: Read> RecordSource for XmlSource<'_, R> {
                         continue;
                     };
                     if let Some(column) = record.reading {
-                        append(&mut record, column, &text, self.schema.max_field_bytes);
+                        self.append(&mut record, column, &text);
                     }
                     self.record = Some(record);
                 }
@@ -367,12 +495,7 @@ impl<R: Read> RecordSource for XmlSource<'_, R> {
                     };
                     match (value, record.reading) {
                         (Ok(value), Some(column)) => {
-                            append(
-                                &mut record,
-                                column,
-                                value.as_bytes(),
-                                self.schema.max_field_bytes,
-                            );
+                            self.append(&mut record, column, value.as_bytes());
                         }
                         (Ok(_), None) => {}
                         (Err(_), _) => {
@@ -409,21 +532,6 @@ impl<R: Read> RecordSource for XmlSource<'_, R> {
     fn finish(&mut self) -> Vec<Problem> {
         std::mem::take(&mut self.fatal)
     }
-}
-
-/// Adds text to a column's value (text may come in pieces around entity
-/// references), up to the field limit.
-fn append(record: &mut Record, column: usize, text: &[u8], max: usize) {
-    let value = record.values[column].get_or_insert_with(Vec::new);
-    if value.len() + text.len() > max {
-        record.problems.push(Problem::file(
-            record.line,
-            Code::FieldTooLarge,
-            format!("a field is longer than the feed's limit of {max} bytes (`max_field_size`)"),
-        ));
-        return;
-    }
-    value.extend_from_slice(text);
 }
 
 /// The input, counting what is read: where its lines start, so an offset can

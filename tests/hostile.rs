@@ -653,3 +653,59 @@ f.close()
     );
     assert_payloads_match_ledger(&d);
 }
+
+#[test]
+fn xml_bombs_external_entities_deep_nesting_and_a_huge_element_are_refused_in_bounded_memory() {
+    let feed = "\n[feeds.bag]\npartner = \"demo-carehome\"\nmatch = [\"bag_*.xml\"]\nencryption = \"none\"\nformat = \"xml\"\n\n\
+                [feeds.bag.xml]\nrecord = \"/Bag/Item\"\n\n\
+                [[feeds.bag.columns]]\nname = \"id\"\npath = \"@id\"\ntype = \"string\"\n";
+    let d = Deployment::with_config(&format!("{}{feed}", fast(SHIPPED_CONFIG)));
+    let daemon = d.start();
+    let mut laughs =
+        String::from("<?xml version=\"1.0\"?>\n<!DOCTYPE Bag [\n <!ENTITY lol \"lol\">\n");
+    for i in 1..=9 {
+        let previous = if i == 1 {
+            "lol".to_string()
+        } else {
+            format!("lol{}", i - 1)
+        };
+        laughs.push_str(&format!(
+            " <!ENTITY lol{i} \"{}\">\n",
+            format!("&{previous};").repeat(10)
+        ));
+    }
+    laughs.push_str("]>\n<Bag><Item id=\"&lol9;\"/></Bag>\n");
+    let external = "<?xml version=\"1.0\"?>\n<!DOCTYPE Bag [<!ENTITY x SYSTEM \"file:///etc/passwd\">]>\n<Bag><Item id=\"&x;\"/></Bag>\n";
+    let deep = format!("<Bag>\n{}", "<Item>".repeat(100_000));
+    let huge_path = d.path("bag_huge.xml");
+    {
+        let mut huge = File::create(&huge_path).unwrap();
+        huge.write_all(b"<Bag>\n<Item id=\"1\">").unwrap();
+        let chunk = vec![b'z'; 1 << 20];
+        for _ in 0..100 {
+            huge.write_all(&chunk).unwrap();
+        }
+        huge.write_all(b"</Item></Bag>\n").unwrap();
+    }
+    d.drop_file("bag_laughs.xml", laughs.as_bytes());
+    d.drop_file("bag_external.xml", external.as_bytes());
+    d.drop_file("bag_deep.xml", deep.as_bytes());
+    fs::rename(&huge_path, d.drop_folder().join("bag_huge.xml")).unwrap();
+    wait_for(
+        "all four to be quarantined",
+        Duration::from_secs(60),
+        || quarantined(&d) == 4,
+    );
+    let code_of = |name: &str| {
+        let id = d.count(&format!("SELECT id FROM files WHERE name = '{name}'"));
+        problem_codes(&d, id)
+    };
+    assert_eq!(code_of("bag_laughs.xml"), [(2, "xml_dtd".to_string())]);
+    assert_eq!(code_of("bag_external.xml"), [(2, "xml_dtd".to_string())]);
+    assert_eq!(code_of("bag_deep.xml"), [(2, "xml_too_deep".to_string())]);
+    assert_eq!(code_of("bag_huge.xml"), [(2, "xml_malformed".to_string())]);
+    let huge_id = d.count("SELECT id FROM files WHERE name = 'bag_huge.xml'");
+    assert!(report(&d, huge_id).contains("max_record_size"));
+    assert!(!ledger_text(&d).contains("passwd"));
+    assert_bounded_memory(&daemon);
+}

@@ -490,14 +490,14 @@ pub fn check_value(column: &ColumnSpec, text: &str) -> Result<Value, ValueProble
                 "not a UK telephone number, nor `+` and 8 to 15 digits".into(),
             )
         }),
-        ColumnKind::Date { format } => chrono::NaiveDate::parse_from_str(trimmed, format)
-            .map(Value::Date)
-            .map_err(|_| {
+        ColumnKind::Date { format } => {
+            parse_date(trimmed, format).map(Value::Date).ok_or_else(|| {
                 (
                     Code::NotDate,
                     format!("value{} is not a date in the form `{format}`", shown()),
                 )
-            }),
+            })
+        }
         ColumnKind::DateTime { format } => {
             let parsed = match format {
                 DateTimeFormat::Iso8601 => chrono::DateTime::parse_from_rfc3339(trimmed).ok(),
@@ -614,3 +614,29 @@ fn bounds<T: std::fmt::Display>(min: Option<T>, max: Option<T>) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// A date in a column's format. The commonest formats are read by hand when
+/// the value has exactly their shape, which gives chrono's answer without
+/// interpreting the format again for every value; anything else, chrono reads.
+pub(crate) fn parse_date(value: &str, format: &str) -> Option<chrono::NaiveDate> {
+    let b = value.as_bytes();
+    let number = |range: std::ops::Range<usize>| -> Option<u32> {
+        b.get(range)?.iter().try_fold(0u32, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    let ymd = match (format, b.len()) {
+        ("%Y-%m-%d", 10) if b[4] == b'-' && b[7] == b'-' => {
+            (number(0..4), number(5..7), number(8..10))
+        }
+        ("%d/%m/%Y", 10) if b[2] == b'/' && b[5] == b'/' => {
+            (number(6..10), number(3..5), number(0..2))
+        }
+        ("%Y%m%d", 8) => (number(0..4), number(4..6), number(6..8)),
+        _ => (None, None, None),
+    };
+    if let (Some(year), Some(month), Some(day)) = ymd {
+        return chrono::NaiveDate::from_ymd_opt(i32::try_from(year).ok()?, month, day);
+    }
+    chrono::NaiveDate::parse_from_str(value, format).ok()
+}

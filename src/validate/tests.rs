@@ -221,6 +221,19 @@ proptest::proptest! {
         proptest::prop_assert_eq!(one(kind, &text), Ok(Value::Date(date)));
     }
 
+    /// The hand-read date formats answer as chrono does, for any digits in
+    /// their shape (impossible dates included) and anything else.
+    #[test]
+    fn dates_read_by_hand_agree_with_chrono(
+        value in "[0-9]{2}/[0-9]{2}/[0-9]{4}|[0-9]{4}-[0-9]{2}-[0-9]{2}|[0-9]{8}|[0-9/ -]{0,11}",
+        format in proptest::sample::select(vec!["%Y-%m-%d", "%d/%m/%Y", "%Y%m%d"]),
+    ) {
+        proptest::prop_assert_eq!(
+            super::parse_date(&value, format),
+            chrono::NaiveDate::parse_from_str(&value, format).ok()
+        );
+    }
+
     /// Compact timestamps (`CCYYMMDDHHMMSS`) read back as that instant.
     #[test]
     fn compact_timestamps_round_trip(seconds in 0i64..4_000_000_000) {

@@ -13,7 +13,7 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// The shipped configuration with the three sample feeds added.
+/// The shipped configuration with the four sample feeds added.
 fn deployment() -> Deployment {
     let d = Deployment::new();
     fs::copy(fixture("clt_gender.csv"), d.path("config/clt_gender.csv")).unwrap();

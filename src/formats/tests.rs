@@ -891,3 +891,23 @@ fn a_repeating_group_in_xml_makes_a_record_of_each_element_with_the_shared_colum
     assert_eq!(got[2].1[0], "R2");
     assert_eq!(got.len(), 3);
 }
+
+#[test]
+fn a_record_repeating_an_element_or_a_bad_reference_holds_few_problems() {
+    let mut s = xml_schema();
+    s.max_record_bytes = 64 << 20;
+    let open = r#"<t:Transfers xmlns:t="urn:example:transfer"><t:Transfer>"#;
+    let input = format!(
+        "{open}{}{}</t:Transfer></t:Transfers>",
+        "<t:NHSNumber>9434765919</t:NHSNumber>".repeat(100_000),
+        "<t:Name><t:Family>&x;</t:Family></t:Name>".repeat(100_000),
+    );
+    let (_, problems) = run(&s, input.as_bytes());
+    assert!(problems.len() <= 64, "{} problems kept", problems.len());
+    let kinds: std::collections::BTreeSet<&str> =
+        problems.iter().map(|p| p.code.as_str()).collect();
+    assert!(
+        kinds.contains("xml_repeated") && kinds.contains("xml_entity"),
+        "{kinds:?}"
+    );
+}

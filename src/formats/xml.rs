@@ -19,6 +19,8 @@ use crate::problem::{Code, Problem};
 use crate::schema::{Encoding, Schema, XmlLayout, XmlName};
 use crate::validate::{Decoder, Outcome, ReadError, check_record};
 
+/// Problems of one record's structure kept, at most.
+const MAX_RECORD_PROBLEMS: usize = 64;
 /// Bytes of the input read ahead at a time.
 const READ_AHEAD: usize = 64 << 10;
 
@@ -79,16 +81,27 @@ impl Record {
         if self.bytes <= max {
             return true;
         }
-        if !self.problems.iter().any(|p| p.code == Code::RecordTooLarge) {
-            self.problems.push(Problem::file(
-                self.line,
-                Code::RecordTooLarge,
-                format!(
-                    "the record holds more than the feed's limit of {max} bytes (`max_record_size`)"
-                ),
-            ));
-        }
+        self.note(Problem::file(
+            self.line,
+            Code::RecordTooLarge,
+            format!(
+                "the record holds more than the feed's limit of {max} bytes (`max_record_size`)"
+            ),
+        ));
         false
+    }
+
+    /// Keeps a problem of the record's structure, unless the same one is
+    /// kept already or [`MAX_RECORD_PROBLEMS`] are: a record repeating an
+    /// element or a bad reference a million times holds no more.
+    fn note(&mut self, problem: Problem) {
+        let known = self
+            .problems
+            .iter()
+            .any(|p| p.code == problem.code && p.message == problem.message);
+        if !known && self.problems.len() < MAX_RECORD_PROBLEMS {
+            self.problems.push(problem);
+        }
     }
 }
 
@@ -264,7 +277,7 @@ impl<'s, R: Read> XmlSource<'s, R> {
         };
         if slot.is_some() {
             let name = &self.schema.columns[column].name;
-            record.problems.push(Problem::file(
+            record.note(Problem::file(
                 record.line,
                 Code::XmlRepeated,
                 format!("column `{name}` appears more than once in the record"),
@@ -288,7 +301,7 @@ impl<'s, R: Read> XmlSource<'s, R> {
         };
         let value = value.get_or_insert_with(Vec::new);
         if value.len() + text.len() > max {
-            record.problems.push(Problem::file(
+            record.note(Problem::file(
                 line,
                 Code::FieldTooLarge,
                 format!(
@@ -443,7 +456,7 @@ impl<R: Read> RecordSource for XmlSource<'_, R> {
                             }
                             Err(_) => {
                                 let name = &self.schema.columns[column].name;
-                                record.problems.push(Problem::file(
+                                record.note(Problem::file(
                                     record.line,
                                     Code::XmlEntity,
                                     format!(
@@ -500,7 +513,7 @@ impl<R: Read> RecordSource for XmlSource<'_, R> {
                         (Ok(_), None) => {}
                         (Err(_), _) => {
                             let (line, column) = self.position(offset);
-                            record.problems.push(Problem::file(
+                            record.note(Problem::file(
                                 line,
                                 Code::XmlEntity,
                                 format!("line {line}, column {column}: an entity reference other than XML's five"),

@@ -399,28 +399,28 @@ async fn push(config: &Config, due: Vec<Due>) {
     if due.is_empty() {
         return;
     }
-    let Ok(ledger) = Ledger::open(&config.daemon.ledger, Arc::new(SystemClock)) else {
-        return;
-    };
-    let ledger = Mutex::new(ledger);
+    // Without the ledger nothing is pushed (every push is recorded there);
+    // the staged copies still go.
+    let ledger = Ledger::open(&config.daemon.ledger, Arc::new(SystemClock))
+        .ok()
+        .map(Mutex::new);
     let mut pushed = std::collections::HashSet::new();
     for receipt in due {
-        if !pushed.insert((receipt.file_id, receipt.destination.clone())) {
-            continue;
+        let first = pushed.insert((receipt.file_id, receipt.destination.clone()));
+        let destination = config.destinations.get(&receipt.destination);
+        if let (true, Some(destination), Some(ledger)) = (first, destination, &ledger) {
+            let parcel = Parcel {
+                path: &receipt.path,
+                name: &receipt.name,
+                file_id: Some(receipt.file_id),
+                sha256: &receipt.sha256,
+                size: receipt.size,
+            };
+            if let Err(e) = forward::deliver(destination, &parcel, ledger).await {
+                tracing::error!(file_id = receipt.file_id, error = %e, "a receipt was not pushed; it is tried again later");
+            }
         }
-        let Some(destination) = config.destinations.get(&receipt.destination) else {
-            continue;
-        };
-        let parcel = Parcel {
-            path: &receipt.path,
-            name: &receipt.name,
-            file_id: Some(receipt.file_id),
-            sha256: &receipt.sha256,
-            size: receipt.size,
-        };
-        if let Err(e) = forward::deliver(destination, &parcel, &ledger).await {
-            tracing::error!(file_id = receipt.file_id, error = %e, "a receipt was not pushed; it is tried again later");
-        }
+        // The staged copy goes whatever happened: the next push stages it afresh.
         let _ = std::fs::remove_file(&receipt.path);
     }
 }

@@ -832,14 +832,14 @@ pub fn export_now(
 /// Queues a complete export to be pushed again, to `to` or to each of its
 /// schedule's destinations, when the export still verifies with the signing
 /// key and every grant it was made under is in force today: sending it
-/// again is a new disclosure. Returns the destinations queued; the caller
-/// pushes them.
+/// again is a new disclosure. Returns the run and the destinations queued;
+/// the caller pushes them.
 pub fn resend(
     config: &Config,
     export_id: &str,
     to: Option<&str>,
     clock: Arc<dyn Clock>,
-) -> Result<Vec<String>, PublishError> {
+) -> Result<(i64, Vec<String>), PublishError> {
     let refuse = |reason: String| PublishError::NotResent {
         export_id: export_id.to_string(),
         reason,
@@ -893,7 +893,7 @@ pub fn resend(
     for destination in &destinations {
         ledger.resend_export(&run, destination)?;
     }
-    Ok(destinations)
+    Ok((run.id, destinations))
 }
 
 /// How much of a complete export its consumer has fetched from the outbox.

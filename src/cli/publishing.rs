@@ -90,14 +90,11 @@ pub(super) fn resend(
     export_id: &str,
     to: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
-    let queued = publish::resend(config, export_id, to, Arc::new(SystemClock))?;
+    let (run_id, queued) = publish::resend(config, export_id, to, Arc::new(SystemClock))?;
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(publish::push_pending(config))?;
     let ledger = Ledger::open(&config.daemon.ledger, Arc::new(SystemClock))?;
-    let run = ledger
-        .export_run_by_export_id(export_id)?
-        .context("the export's run")?;
-    let deliveries = ledger.export_deliveries(run.id)?;
+    let deliveries = ledger.export_deliveries(run_id)?;
     let mut all_delivered = true;
     for destination in &queued {
         match deliveries.iter().find(|(to, _, _)| to == destination) {

@@ -52,11 +52,14 @@ fn run() -> Result<()> {
         &[],
     )?;
     let scratch = common::scratch("formats-")?;
+    let fixtures = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/feeds.toml"),
+    )?;
     let config = format!(
         "{}\n{}\n{}",
         harness::fast(harness::SHIPPED_CONFIG),
-        wide_feed(),
-        xml_feed()
+        wide_feed(&fixtures),
+        xml_feed(&fixtures)
     );
     let deployment = Deployment::with_config(&config);
     let check = deployment.dg(&["check-config"]);
@@ -173,11 +176,7 @@ fn run() -> Result<()> {
 /// The sample client-level feed, without its per-file uniqueness (checked
 /// for at most 500,000 records), with 39 more typed columns and its clients
 /// mapped to service users.
-fn wide_feed() -> String {
-    let fixtures = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/feeds.toml"),
-    )
-    .expect("the sample feeds");
+fn wide_feed(fixtures: &str) -> String {
     let start = fixtures.find("[feeds.clt]").expect("the clt feed");
     let end = fixtures[start..]
         .find("\n# A demographic trace")
@@ -210,11 +209,7 @@ fn wide_feed() -> String {
 }
 
 /// The red-bag feed of the sample feeds.
-fn xml_feed() -> String {
-    let fixtures = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/feeds.toml"),
-    )
-    .expect("the sample feeds");
+fn xml_feed(fixtures: &str) -> String {
     let start = fixtures.find("[feeds.redbag]").expect("the red-bag feed");
     fixtures[start..].to_string()
 }

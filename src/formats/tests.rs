@@ -811,6 +811,15 @@ fn xml_entities_depth_attributes_and_sizes_are_capped_with_their_place() {
     let broken = format!("{open}\n<t:Transfer></t:Other></t:Transfers>");
     let (_, problems) = run(&s, broken.as_bytes());
     assert_eq!(codes(&problems), [(2, "xml_malformed")]);
+    // The document's own names are never quoted: a partner controls them.
+    let named = format!("{open}\n<t:Transfer></t:N9434765919></t:Transfers>");
+    let (_, problems) = run(&s, named.as_bytes());
+    assert_eq!(codes(&problems), [(2, "xml_malformed")]);
+    assert!(
+        !problems[0].message.contains("9434765919"),
+        "{}",
+        problems[0].message
+    );
 }
 
 #[test]

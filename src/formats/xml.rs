@@ -368,10 +368,7 @@ impl<R: Read> RecordSource for XmlSource<'_, R> {
                     return Err(ReadError::Io(io::Error::new(e.kind(), e.to_string())));
                 }
                 Err(e) => {
-                    let message = match &e {
-                        quick_xml::Error::Io(e) => e.to_string(),
-                        other => format!("not well-formed XML: {other}"),
-                    };
+                    let message = malformed(&e);
                     let at = self.reader.error_position().max(offset);
                     self.stop(at, Code::XmlMalformed, &message);
                     break;
@@ -545,6 +542,36 @@ impl<R: Read> RecordSource for XmlSource<'_, R> {
     fn finish(&mut self) -> Vec<Problem> {
         std::mem::take(&mut self.fatal)
     }
+}
+
+/// What is wrong with the document, in words of our own: quick-xml's own
+/// messages quote the document's names and references, which a partner
+/// controls (and which may be long), so they are never passed on.
+fn malformed(error: &quick_xml::Error) -> String {
+    use quick_xml::errors::{Error, IllFormedError};
+    let what = match error {
+        // Ours (the size cap, an undeclared prefix) or the reader's: no document text.
+        Error::Io(e) => return e.to_string(),
+        // Fixed texts, naming no part of the document.
+        Error::Syntax(syntax) => return format!("not well-formed XML: {syntax}"),
+        Error::IllFormed(IllFormedError::MissingDeclVersion(_)) => {
+            "the XML declaration lacks its version"
+        }
+        Error::IllFormed(IllFormedError::MissingDoctypeName) => "a document type without a name",
+        Error::IllFormed(IllFormedError::MissingEndTag(_)) => "an element is never closed",
+        Error::IllFormed(IllFormedError::UnmatchedEndTag(_)) => {
+            "an end tag with no element open to close"
+        }
+        Error::IllFormed(IllFormedError::MismatchedEndTag { .. }) => {
+            "an end tag that does not close the element open there"
+        }
+        Error::IllFormed(_) => "malformed markup",
+        Error::InvalidAttr(_) => "a malformed attribute",
+        Error::Encoding(_) => "text that is not UTF-8",
+        Error::Escape(_) => "a malformed character or entity reference",
+        Error::Namespace(_) => "a malformed namespace declaration",
+    };
+    format!("not well-formed XML: {what}")
 }
 
 /// The input, counting what is read: where its lines start, so an offset can

@@ -7,7 +7,8 @@ mod publishing;
 
 use args::{Cli, Command, Patients, Schema};
 use print::{
-    exit_for, print_banner, print_files, print_outcome, print_person, print_person_records, show,
+    CareView, ShownPerson, care_records_of, exit_for, print_banner, print_files, print_outcome, print_person,
+    print_person_records, show,
 };
 
 use std::path::{Path, PathBuf};
@@ -322,15 +323,20 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         }) => {
             let config = config_or_exit!(&cli.config);
-            let ledger = open_ledger(&config)?;
+            let mut ledger = open_ledger(&config)?;
             let Some(records) = ledger.person_records(detail, observations)? else {
                 eprintln!("no such detail");
                 return Ok(ExitCode::from(1));
             };
+            let care = care_records_of(ledger.connection(), &records)?;
             if json {
-                println!("{}", serde_json::to_string(&records)?);
+                let shown = ShownPerson {
+                    records: &records,
+                    care_records: care.iter().map(CareView::from).collect(),
+                };
+                println!("{}", serde_json::to_string(&shown)?);
             } else {
-                print_person_records(&records);
+                print_person_records(&records, &care);
             }
             Ok(ExitCode::SUCCESS)
         }

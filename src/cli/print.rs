@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use dropgate::config::Config;
 use dropgate::keys;
 use dropgate::ledger::{FileRow, FileState, Ledger, Outcome, PersonRecords, PersonView};
+use dropgate::records::Kind;
+use dropgate::records::care::{self, StoredCare};
 use dropgate::text::escaped;
 
 pub(super) fn exit_for(files: &[FileRow]) -> ExitCode {
@@ -260,7 +262,60 @@ pub(super) fn print_person(person: &PersonView) {
     }
 }
 
-pub(super) fn print_person_records(records: &PersonRecords) {
+/// The person's records of the described kinds, kind by kind, each detail's in turn.
+pub(super) fn care_records_of(
+    conn: &rusqlite::Connection,
+    records: &PersonRecords,
+) -> anyhow::Result<Vec<StoredCare>> {
+    let mut found = Vec::new();
+    for spec in Kind::described().filter(|s| s.about_person) {
+        for d in &records.details {
+            found.extend(care::about_detail(conn, spec, d.detail_id)?);
+        }
+    }
+    Ok(found)
+}
+
+/// `patients show --json`: the person's records, then those of the other kinds.
+#[derive(serde::Serialize)]
+pub(super) struct ShownPerson<'a> {
+    #[serde(flatten)]
+    pub records: &'a PersonRecords,
+    pub care_records: Vec<CareView<'a>>,
+}
+
+#[derive(serde::Serialize)]
+pub(super) struct CareView<'a> {
+    kind: &'static str,
+    id: i64,
+    detail_id: Option<i64>,
+    partner: &'a str,
+    fields: std::collections::BTreeMap<&'static str, &'a str>,
+    file_id: i64,
+    line: u64,
+}
+
+impl<'a> From<&'a StoredCare> for CareView<'a> {
+    fn from(r: &'a StoredCare) -> CareView<'a> {
+        let spec = r.kind.spec().expect("a described kind");
+        CareView {
+            kind: r.kind.name(),
+            id: r.id,
+            detail_id: r.detail_id,
+            partner: &r.partner,
+            fields: spec
+                .fields
+                .iter()
+                .zip(&r.values)
+                .filter_map(|(f, v)| Some((f.key, v.as_deref()?)))
+                .collect(),
+            file_id: r.file_id,
+            line: r.line,
+        }
+    }
+}
+
+pub(super) fn print_person_records(records: &PersonRecords, care: &[StoredCare]) {
     print_person(&records.person);
     let or_dash = |v: &Option<String>| escaped(v.as_deref().unwrap_or("-")).into_owned();
     for d in &records.details {
@@ -291,6 +346,26 @@ pub(super) fn print_person_records(records: &PersonRecords) {
             o.unit.as_deref().unwrap_or(""),
             o.file_id,
             o.line
+        );
+    }
+    let mut kind = None;
+    for r in care {
+        if kind != Some(r.kind) {
+            println!("{}:", r.kind);
+            kind = Some(r.kind);
+        }
+        let view = CareView::from(r);
+        let fields: Vec<String> = view
+            .fields
+            .iter()
+            .map(|(k, v)| format!("{k}={}", escaped(v)))
+            .collect();
+        println!(
+            "  detail {:>6}  {}  (file {}, line {})",
+            r.detail_id.unwrap_or_default(),
+            fields.join("  "),
+            r.file_id,
+            r.line
         );
     }
 }

@@ -204,43 +204,20 @@ impl Checker<'_> {
     /// line `code,label` is a header). Blank lines and lines starting `#`
     /// are skipped.
     fn code_list_file(&mut self, column: &str, file: &Spanned<String>, base: &Path) -> Vec<String> {
-        let path = join(base, file.get_ref());
-        let text = match std::fs::metadata(&path) {
-            Ok(m) if m.len() > MAX_CODE_LIST_BYTES => {
-                self.at(
-                    file,
-                    format!(
-                        "column `{column}`: {} is larger than {MAX_CODE_LIST_BYTES} bytes",
-                        path.display()
-                    ),
-                );
-                return Vec::new();
-            }
-            _ => match std::fs::read(&path) {
-                Ok(bytes) => bytes,
-                Err(e) => {
-                    self.at(
-                        file,
-                        format!("column `{column}`: cannot read {}: {e}", path.display()),
-                    );
-                    return Vec::new();
-                }
-            },
-        };
-        let Ok(text) = String::from_utf8(text) else {
-            self.at(
-                file,
-                format!("column `{column}`: {} is not UTF-8 text", path.display()),
-            );
+        let what = format!("column `{column}`");
+        let Some(text) = self.small_text_file(&what, file, base) else {
             return Vec::new();
         };
+        let path = join(base, file.get_ref());
         let mut codes = Vec::new();
         for (index, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let (code, labelled) = first_field(line);
+            let mut fields = csv_fields(line);
+            let labelled = fields.len() > 1;
+            let code = fields.swap_remove(0);
             if code.is_empty() || (index == 0 && labelled && code == "code") {
                 continue;
             }
@@ -253,6 +230,82 @@ impl Checker<'_> {
             );
         }
         codes
+    }
+
+    /// A small UTF-8 file next to the config (a code list, a translation).
+    pub(super) fn small_text_file(
+        &mut self,
+        what: &str,
+        file: &Spanned<String>,
+        base: &Path,
+    ) -> Option<String> {
+        let path = join(base, file.get_ref());
+        let bytes = match std::fs::metadata(&path) {
+            Ok(m) if m.len() > MAX_CODE_LIST_BYTES => {
+                self.at(
+                    file,
+                    format!(
+                        "{what}: {} is larger than {MAX_CODE_LIST_BYTES} bytes",
+                        path.display()
+                    ),
+                );
+                return None;
+            }
+            _ => match std::fs::read(&path) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    self.at(file, format!("{what}: cannot read {}: {e}", path.display()));
+                    return None;
+                }
+            },
+        };
+        match String::from_utf8(bytes) {
+            Ok(text) => Some(text),
+            Err(_) => {
+                self.at(file, format!("{what}: {} is not UTF-8 text", path.display()));
+                None
+            }
+        }
+    }
+
+    /// `source,target` pairs from a translation file.
+    pub(super) fn translation_pairs(
+        &mut self,
+        what: &str,
+        file: &Spanned<String>,
+        base: &Path,
+    ) -> Option<Vec<(String, String)>> {
+        let text = self.small_text_file(what, file, base)?;
+        let mut pairs = Vec::new();
+        for (index, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let fields = csv_fields(line);
+            match fields.as_slice() {
+                [source, target] if index == 0 && source == "source" && target == "target" => {}
+                [source, target] if !source.is_empty() && !target.is_empty() => {
+                    pairs.push((source.clone(), target.clone()))
+                }
+                _ => {
+                    self.at(
+                        file,
+                        format!(
+                            "{what}: line {} of {} is not `source,target`",
+                            index + 1,
+                            file.get_ref()
+                        ),
+                    );
+                    return None;
+                }
+            }
+        }
+        if pairs.is_empty() {
+            self.at(file, format!("{what}: {} holds no pairs", file.get_ref()));
+            return None;
+        }
+        Some(pairs)
     }
 
     pub(super) fn check_chrono_format(&mut self, format: &Spanned<String>) {
@@ -268,27 +321,28 @@ impl Checker<'_> {
 
 /// The first field of a `code,label` line (quoted as CSV quotes, or not),
 /// and whether more fields follow.
-fn first_field(line: &str) -> (String, bool) {
-    if let Some(quoted) = line.strip_prefix('"') {
-        let mut code = String::new();
-        let mut chars = quoted.chars().peekable();
-        while let Some(c) = chars.next() {
-            match c {
-                '"' if chars.peek() == Some(&'"') => {
-                    chars.next();
-                    code.push('"');
-                }
-                '"' => {
-                    let rest: String = chars.collect();
-                    return (code, rest.trim_start().starts_with(','));
-                }
-                _ => code.push(c),
+/// The fields of one line of a small CSV file next to the config, unquoted
+/// and trimmed.
+fn csv_fields(line: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
             }
+            '"' if quoted => quoted = false,
+            '"' if field.trim().is_empty() => {
+                field.clear();
+                quoted = true;
+            }
+            ',' if !quoted => fields.push(std::mem::take(&mut field).trim().to_string()),
+            _ => field.push(c),
         }
-        return (code, false);
     }
-    match line.split_once(',') {
-        Some((code, _)) => (code.trim().to_string(), true),
-        None => (line.to_string(), false),
-    }
+    fields.push(field.trim().to_string());
+    fields
 }

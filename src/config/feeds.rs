@@ -143,7 +143,7 @@ impl Checker<'_> {
             .collect();
         schema.max_record_bytes = max_record_bytes;
         schema.max_field_bytes = max_field_bytes.min(max_record_bytes);
-        let mapping = self.mapping(raw.map.unwrap_or_default(), &schema);
+        let mapping = self.mapping(raw.map.unwrap_or_default(), &schema, base);
         if self.errors.len() > errors_before {
             return None;
         }

@@ -4,10 +4,16 @@
 use super::*;
 
 impl Checker<'_> {
-    pub(super) fn mapping(&mut self, map: crate::records::RawMap, schema: &Schema) -> Mapping {
+    pub(super) fn mapping(
+        &mut self,
+        map: crate::records::RawMap,
+        schema: &Schema,
+        base: &Path,
+    ) -> Mapping {
         let mut columns = MappedColumns {
             checker: self,
             schema,
+            base,
             used: BTreeMap::new(),
         };
         Mapping::check(map, &mut columns)
@@ -18,8 +24,10 @@ impl Checker<'_> {
 struct MappedColumns<'c, 't, 's> {
     checker: &'c mut Checker<'t>,
     schema: &'s Schema,
-    /// column name -> the `kind.field` it fills
-    used: BTreeMap<String, String>,
+    /// The config's folder, which translation files are next to.
+    base: &'s Path,
+    /// (kind, column name) -> the `kind.field` it fills
+    used: BTreeMap<(String, String), String>,
 }
 
 impl MappingChecker for MappedColumns<'_, '_, '_> {
@@ -31,18 +39,14 @@ impl MappingChecker for MappedColumns<'_, '_, '_> {
         expect: Expect,
     ) -> Option<usize> {
         let name = column.get_ref();
-        let Some(index) = self.schema.columns.iter().position(|c| &c.name == name) else {
-            if self.checker.broken_columns.contains(name) {
-                return None;
-            }
-            self.checker.at(
-                column,
-                format!("{kind}.{field} maps column `{name}`, which the feed does not declare"),
-            );
-            return None;
-        };
+        let index = self.declared(kind, field, column)?;
         let target = format!("{kind}.{field}");
-        if let Some(first) = self.used.insert(name.clone(), target.clone()) {
+        // One column may fill fields of several kinds (a row gives several
+        // records), but two fields of one kind from one column is a slip.
+        if let Some(first) = self
+            .used
+            .insert((kind.to_string(), name.clone()), target.clone())
+        {
             self.checker.at(
                 column,
                 format!("column `{name}` is mapped twice: to {first} and to {target}"),
@@ -60,6 +64,30 @@ impl MappingChecker for MappedColumns<'_, '_, '_> {
             );
         }
         Some(index)
+    }
+
+    fn declared(&mut self, kind: &str, field: &str, column: &Spanned<String>) -> Option<usize> {
+        let name = column.get_ref();
+        let index = self.schema.columns.iter().position(|c| &c.name == name);
+        if index.is_none() && !self.checker.broken_columns.contains(name) {
+            self.checker.at(
+                column,
+                format!("{kind}.{field} names column `{name}`, which the feed does not declare"),
+            );
+        }
+        index
+    }
+
+    fn codes(&self, index: usize) -> Option<Vec<String>> {
+        match &self.schema.columns[index].kind {
+            ColumnKind::Code { values } => Some(values.codes().to_vec()),
+            _ => None,
+        }
+    }
+
+    fn translation_file(&mut self, file: &Spanned<String>) -> Option<Vec<(String, String)>> {
+        self.checker
+            .translation_pairs("translate_file", file, self.base)
     }
 
     fn error_at(&mut self, span: Range<usize>, message: &str) {

@@ -136,7 +136,7 @@ local_id = "ident"
             at(text, "0\n[feeds.b.map")
         ),
         format!(
-            "{file}:{}: service_user.local_id maps column `ident`, which the feed does not declare",
+            "{file}:{}: service_user.local_id names column `ident`, which the feed does not declare",
             at(text, "\"ident")
         ),
     ];

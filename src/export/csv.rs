@@ -1,12 +1,15 @@
 //! CSV output: one file per record kind, a header line, then one row per
 //! service user (`service_user.csv`), one per observation
-//! (`observations.csv`) and one per trend count (`trend.csv`). The columns
-//! are listed in the README.
+//! (`observations.csv`), one per trend count (`trend.csv`), and one per
+//! record of each other kind (`KIND.csv`: its id, its service user's detail
+//! id, the partner, its fields in the config's order, file and line). The
+//! columns are listed in the README.
 
 use std::io::{self, Write};
 
 use super::{CountedFile, OutputFile, Target, number};
-use crate::records::Exported;
+use crate::records::care::StoredCare;
+use crate::records::{Exported, Kind};
 use crate::records::observations::ObservedValue;
 
 const SERVICE_USER_COLUMNS: &str = "detail_id,partner,local_id,nhs_number,family_name,given_name,date_of_birth,gender,postcode,file_id,line";
@@ -19,6 +22,8 @@ pub struct Output {
     service_users: Option<CountedFile>,
     observations: Option<CountedFile>,
     trend: Option<CountedFile>,
+    /// By kind, in `Kind` order.
+    care: std::collections::BTreeMap<Kind, CountedFile>,
 }
 
 impl Output {
@@ -28,6 +33,7 @@ impl Output {
             service_users: None,
             observations: None,
             trend: None,
+            care: Default::default(),
         }
     }
 }
@@ -65,6 +71,41 @@ fn row(out: &mut impl Write, fields: &[&str]) -> io::Result<()> {
         field(out, value)?;
     }
     out.write_all(b"\n")
+}
+
+impl Output {
+    fn care(&mut self, record: &StoredCare) -> io::Result<()> {
+        let spec = record.kind.spec().expect("a described kind");
+        if !self.care.contains_key(&record.kind) {
+            let mut header = vec!["id"];
+            if spec.about_person {
+                header.push("detail_id");
+            }
+            header.push("partner");
+            header.extend(spec.fields.iter().map(|f| f.key));
+            header.extend(["file_id", "line"]);
+            let mut slot = None;
+            opened(
+                &mut slot,
+                &self.target,
+                &format!("{}.csv", record.kind),
+                &header.join(","),
+            )?;
+            self.care.insert(record.kind, slot.expect("opened"));
+        }
+        let file = self.care.get_mut(&record.kind).expect("opened above");
+        let id = record.id.to_string();
+        let detail_id = record.detail_id.map(|d| d.to_string());
+        let (file_id, line) = (record.file_id.to_string(), record.line.to_string());
+        let mut fields: Vec<&str> = vec![&id];
+        if let Some(detail_id) = &detail_id {
+            fields.push(detail_id);
+        }
+        fields.push(&record.partner);
+        fields.extend(record.values.iter().map(|v| v.as_deref().unwrap_or("")));
+        fields.extend([file_id.as_str(), line.as_str()]);
+        row(file.next(), &fields)
+    }
 }
 
 impl super::Output for Output {
@@ -128,6 +169,7 @@ impl super::Output for Output {
                 }
                 Ok(())
             }
+            Exported::Care(record) => self.care(record),
             Exported::Trend(t) => {
                 let file = opened(&mut self.trend, &self.target, "trend.csv", TREND_COLUMNS)?;
                 let count = t
@@ -143,9 +185,11 @@ impl super::Output for Output {
 
     fn finish(self: Box<Self>) -> io::Result<Vec<OutputFile>> {
         let this = *self;
-        [this.service_users, this.observations, this.trend]
+        [this.service_users, this.observations]
             .into_iter()
             .flatten()
+            .chain(this.care.into_values())
+            .chain(this.trend)
             .map(CountedFile::finish)
             .collect()
     }

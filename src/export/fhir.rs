@@ -1,5 +1,6 @@
-//! FHIR R4 NDJSON output in the Bulk Data style: `Patient.ndjson` and
-//! `Observation.ndjson`, one resource per line. Ids are stable across
+//! FHIR R4 NDJSON output in the Bulk Data style: `Patient.ndjson`,
+//! `Observation.ndjson` and a file for each other resource type the
+//! records make (`fhir_care`), one resource per line. Ids are stable across
 //! exports (`detail-N` for a service user's detail, `obs-SET-CODE` for an
 //! observation), so a consumer can update what it already holds.
 
@@ -13,6 +14,7 @@ use crate::records::Exported;
 use crate::records::observations::{Code, ObservedValue, StoredSet, Vital};
 
 pub const NHS_NUMBER_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
+pub const ODS_SYSTEM: &str = "https://fhir.nhs.uk/Id/ods-organization-code";
 const LOINC: &str = "http://loinc.org";
 const SNOMED: &str = "http://snomed.info/sct";
 const UCUM: &str = "http://unitsofmeasure.org";
@@ -22,6 +24,8 @@ pub struct Output {
     target: Target,
     patients: Option<CountedFile>,
     observations: Option<CountedFile>,
+    /// The other resource types, by name.
+    others: std::collections::BTreeMap<&'static str, CountedFile>,
     /// By code id - 1.
     fragments: Vec<CodeFragments>,
 }
@@ -32,6 +36,7 @@ impl Output {
             target: target.clone(),
             patients: None,
             observations: None,
+            others: Default::default(),
             fragments: Code::ALL.into_iter().map(CodeFragments::new).collect(),
         }
     }
@@ -238,6 +243,18 @@ impl super::Output for Output {
                 }
                 Ok(())
             }
+            Exported::Care(record) => {
+                for (resource, value) in super::fhir_care::resources(record) {
+                    if !self.others.contains_key(resource) {
+                        let mut slot = None;
+                        opened(&mut slot, &self.target, resource)?;
+                        self.others.insert(resource, slot.expect("opened"));
+                    }
+                    let file = self.others.get_mut(resource).expect("opened above");
+                    line(file.next(), &value)?;
+                }
+                Ok(())
+            }
             // Counts, not resources: the CSV output writes them.
             Exported::Trend(_) => Ok(()),
         }
@@ -248,6 +265,7 @@ impl super::Output for Output {
         [this.patients, this.observations]
             .into_iter()
             .flatten()
+            .chain(this.others.into_values())
             .map(CountedFile::finish)
             .collect()
     }

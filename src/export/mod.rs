@@ -7,6 +7,7 @@
 
 pub mod csv;
 pub mod fhir;
+mod fhir_care;
 pub mod manifest;
 
 use std::fs::File;

@@ -36,6 +36,10 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
     ),
     ("0010_exports", include_str!("migrations/0010_exports.sql")),
     ("0011_routes", include_str!("migrations/0011_routes.sql")),
+    (
+        "0012_care_records",
+        include_str!("migrations/0012_care_records.sql"),
+    ),
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {

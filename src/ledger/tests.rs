@@ -263,6 +263,73 @@ fn observations_written_before_the_inline_layout_survive_its_migration() {
 }
 
 #[test]
+fn care_records_written_in_the_first_layout_survive_its_migration() {
+    let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+    let before = MIGRATIONS
+        .iter()
+        .position(|(name, _)| *name == "0012_care_records")
+        .unwrap();
+    for (name, sql) in &MIGRATIONS[..before] {
+        conn.execute_batch(sql)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    conn.pragma_update(None, "user_version", before as i64)
+        .unwrap();
+    conn.execute_batch(
+        "PRAGMA foreign_keys = OFF;
+         INSERT INTO staff (id, source, staff_id, name, role, organisation, file_id, line)
+             VALUES (4, 'home', 'S17', 'A Carer', 'carer', 'ABC12', 3, 2);
+         INSERT INTO care_record_entries (id, detail_id, recorded_at, author_id, entry_type, text, file_id, line)
+             VALUES (5, 7, '2026-11-22T08:00:00Z', 4, 'note', 'ate well', 3, 3);
+         INSERT INTO care_transactions (id, detail_id, kind, start_at, end_at, provider, file_id, line)
+             VALUES (6, 7, 'visit', '2026-11-21', NULL, 'District nurses', 3, 4);
+         INSERT INTO alerts (id, detail_id, alert_type, severity, start_at, end_at, file_id, line)
+             VALUES (8, 7, 'allergy', 'high', '2020-01-01', NULL, 3, 5);
+         INSERT INTO red_bags (id, detail_id, transfer_at, reason, medications, allergies,
+                               resuscitation_status, communication_needs, belongings, contacts, file_id, line)
+             VALUES (9, 7, '2026-11-22T09:00:00Z', 'fall', 'paracetamol', 'penicillin', 'dnacpr',
+                     'hearing aid', 'glasses', 'daughter', 3, 6);",
+    )
+    .unwrap();
+    migrations::migrate(&mut conn).unwrap();
+    let one = |sql: &str| -> String {
+        conn.query_row(sql, [], |r| r.get::<_, String>(0))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    };
+    assert_eq!(
+        one("SELECT staff_id || name || role || organisation || file_id || line FROM staff WHERE id = 4"),
+        "S17A CarercarerABC1232"
+    );
+    assert_eq!(
+        one("SELECT detail_id || recorded_at || author || entry_type || text || file_id || line
+             FROM care_record_entries WHERE id = 5"),
+        "72026-11-22T08:00:00ZS17noteate well33",
+        "the author is the staff id it pointed at"
+    );
+    assert_eq!(
+        one("SELECT transaction_type || start_at || provider || line FROM care_transactions WHERE id = 6"),
+        "visit2026-11-21District nurses4"
+    );
+    assert_eq!(
+        one("SELECT alert_type || severity || start_at || line || coalesce(description, '-') FROM alerts WHERE id = 8"),
+        "allergyhigh2020-01-015-"
+    );
+    assert_eq!(
+        one("SELECT transferred_at || reason || medications || allergies || resuscitation
+                    || communication_needs || belongings || contacts || line FROM red_bags WHERE id = 9"),
+        "2026-11-22T09:00:00Zfallparacetamolpenicillindnacprhearing aidglassesdaughter6"
+    );
+    let left: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE name LIKE '%_0002'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(left, 0, "the old tables are gone");
+}
+
+#[test]
 fn the_look_ups_made_for_every_file_are_not_prepared_again_on_every_use() {
     let mut l = ledger();
     for i in 0..5u64 {

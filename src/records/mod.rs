@@ -2,12 +2,20 @@
 //! that maps a feed's columns to it, its typed record, how a row becomes one
 //! and how it is written to the ledger. The kinds are listed once, here.
 //!
-//! A new kind is a module here plus its lines in this registry: a field of
-//! [`RawMap`], [`Mapping`] and [`Records`], and a call in [`map_row`] and
-//! [`Writer::write`].
+//! A kind that is its fields and no more is a module with a [`care::Spec`]
+//! plus its lines in this registry: a [`Kind`] and a field of [`RawMap`].
+//! Service users and observations, which are more, also have a field of
+//! [`Mapping`] and [`Records`] and a call in [`map_row`] and [`Writer::write`].
 
+pub mod alert;
+pub mod care;
+pub mod care_record_entry;
+pub mod care_transaction;
+pub mod fields;
 pub mod observations;
+pub mod red_bag;
 pub mod service_user;
+pub mod staff;
 pub mod trend;
 
 use std::ops::Range;
@@ -26,19 +34,55 @@ use crate::validate::Row;
 pub enum Kind {
     ServiceUser,
     Observations,
+    Staff,
+    CareRecordEntry,
+    CareTransaction,
+    Alert,
+    RedBag,
     /// Weekly counts with no identifiers; exported only, never mapped.
     Trend,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::ServiceUser, Kind::Observations, Kind::Trend];
+    pub const ALL: [Kind; 8] = [
+        Kind::ServiceUser,
+        Kind::Observations,
+        Kind::Staff,
+        Kind::CareRecordEntry,
+        Kind::CareTransaction,
+        Kind::Alert,
+        Kind::RedBag,
+        Kind::Trend,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Kind::ServiceUser => service_user::KIND,
             Kind::Observations => observations::KIND,
+            Kind::Staff => staff::KIND,
+            Kind::CareRecordEntry => care_record_entry::KIND,
+            Kind::CareTransaction => care_transaction::KIND,
+            Kind::Alert => alert::KIND,
+            Kind::RedBag => red_bag::KIND,
             Kind::Trend => trend::KIND,
         }
+    }
+
+    /// How a kind that is its fields and no more is described.
+    pub fn spec(self) -> Option<&'static care::Spec> {
+        match self {
+            Kind::Staff => Some(&staff::SPEC),
+            Kind::CareRecordEntry => Some(&care_record_entry::SPEC),
+            Kind::CareTransaction => Some(&care_transaction::SPEC),
+            Kind::Alert => Some(&alert::SPEC),
+            Kind::RedBag => Some(&red_bag::SPEC),
+            Kind::ServiceUser | Kind::Observations | Kind::Trend => None,
+        }
+    }
+
+    /// The kinds described by a [`care::Spec`].
+    pub fn described() -> impl Iterator<Item = &'static care::Spec> {
+        Kind::ALL.into_iter().filter_map(Kind::spec)
     }
 
     pub fn from_name(name: &str) -> Option<Kind> {
@@ -60,6 +104,16 @@ pub struct RawMap {
     pub service_user: Option<service_user::RawMapping>,
     /// Each row carries a set of vital-sign observations.
     pub observations: Option<observations::RawMapping>,
+    /// Each row names a member of staff.
+    pub staff: Option<Spanned<fields::RawFields>>,
+    /// Each row is a note or assessment about the service user.
+    pub care_record_entry: Option<Spanned<fields::RawFields>>,
+    /// Each row is an episode of care for the service user.
+    pub care_transaction: Option<Spanned<fields::RawFields>>,
+    /// Each row is an alert about the service user.
+    pub alert: Option<Spanned<fields::RawFields>>,
+    /// Each row is a hospital transfer pack for the service user.
+    pub red_bag: Option<Spanned<fields::RawFields>>,
 }
 
 /// A feed's mapping, checked: for each kind it makes, which columns fill
@@ -68,6 +122,8 @@ pub struct RawMap {
 pub struct Mapping {
     pub service_user: Option<service_user::Mapping>,
     pub observations: Option<observations::Mapping>,
+    /// The described kinds the feed makes.
+    pub care: Vec<care::Mapping>,
 }
 
 impl Mapping {
@@ -86,9 +142,31 @@ impl Mapping {
                 "observations need `map.service_user` to say whose they are",
             );
         }
+        let described = [
+            (&staff::SPEC, raw.staff),
+            (&care_record_entry::SPEC, raw.care_record_entry),
+            (&care_transaction::SPEC, raw.care_transaction),
+            (&alert::SPEC, raw.alert),
+            (&red_bag::SPEC, raw.red_bag),
+        ];
+        let mut care = Vec::new();
+        for (spec, raw) in described {
+            let Some(raw) = raw else { continue };
+            if spec.about_person && service_user.is_none() {
+                checker.error_at(
+                    raw.span(),
+                    &format!(
+                        "map.{} needs `map.service_user` to say whose it is",
+                        spec.kind
+                    ),
+                );
+            }
+            care.push(care::Mapping::check(spec, raw, checker));
+        }
         Mapping {
             service_user,
             observations: observations.map(|(_, m)| m),
+            care,
         }
     }
 }
@@ -100,6 +178,8 @@ pub enum Expect {
     NhsNumber,
     Date,
     DateTime,
+    /// A date, or a date and time.
+    When,
     Number,
     Boolean,
 }
@@ -111,6 +191,7 @@ impl Expect {
             Expect::NhsNumber => "nhs_number",
             Expect::Date => "date",
             Expect::DateTime => "datetime",
+            Expect::When => "date or datetime",
             Expect::Number => "integer or decimal",
             Expect::Boolean => "boolean",
         }
@@ -123,6 +204,10 @@ impl Expect {
             Expect::NhsNumber => matches!(kind, ColumnKind::NhsNumber),
             Expect::Date => matches!(kind, ColumnKind::Date { .. }),
             Expect::DateTime => matches!(kind, ColumnKind::DateTime { .. }),
+            Expect::When => matches!(
+                kind,
+                ColumnKind::Date { .. } | ColumnKind::DateTime { .. }
+            ),
             Expect::Number => matches!(
                 kind,
                 ColumnKind::Integer { .. } | ColumnKind::Decimal { .. }
@@ -145,6 +230,17 @@ pub trait MappingChecker {
         expect: Expect,
     ) -> Option<usize>;
 
+    /// The schema column `column` names, checked to exist only (it may be
+    /// named by other settings too); `None` (reported) when it does not.
+    fn declared(&mut self, kind: &str, field: &str, column: &Spanned<String>) -> Option<usize>;
+
+    /// The codes of the schema column at `index`, when it is a `code` column.
+    fn codes(&self, index: usize) -> Option<Vec<String>>;
+
+    /// The `source,target` pairs of a translation file next to the config;
+    /// `None` (reported) when it cannot be read.
+    fn translation_file(&mut self, file: &Spanned<String>) -> Option<Vec<(String, String)>>;
+
     /// Reports a problem with the setting at `span`.
     fn error_at(&mut self, span: Range<usize>, message: &str);
 }
@@ -156,6 +252,8 @@ pub struct Records {
     pub service_user: Option<service_user::ServiceUser>,
     /// Observations taken together at one time.
     pub observations: Option<observations::ObservationSet>,
+    /// The described kinds' records.
+    pub care: Vec<care::CareRecord>,
 }
 
 /// Turns one checked row into records.
@@ -165,6 +263,11 @@ pub fn map_row(mapping: &Mapping, mut row: Row) -> Records {
         .observations
         .as_ref()
         .and_then(|m| observations::map(m, &row));
+    let care = mapping
+        .care
+        .iter()
+        .filter_map(|m| care::map(m, &row))
+        .collect();
     let service_user = mapping
         .service_user
         .as_ref()
@@ -173,6 +276,7 @@ pub fn map_row(mapping: &Mapping, mut row: Row) -> Records {
         line: row.line,
         service_user,
         observations,
+        care,
     }
 }
 
@@ -181,6 +285,7 @@ pub fn map_row(mapping: &Mapping, mut row: Row) -> Records {
 pub enum Exported<'a> {
     ServiceUser(&'a service_user::StoredUser),
     ObservationSet(&'a observations::StoredSet),
+    Care(&'a care::StoredCare),
     Trend(&'a trend::TrendCount),
 }
 
@@ -226,6 +331,19 @@ pub fn export<E: From<crate::ledger::LedgerError>>(
             each(Exported::ObservationSet(set))
         })?;
     }
+    for spec in Kind::described().filter(|s| kinds.contains(&s.kind)) {
+        for file in files {
+            if !allowed.allows(spec.kind, &file.partner, file.feed.as_deref()) {
+                continue;
+            }
+            care::written_by(conn, spec, file.id, &file.partner, &mut |record| {
+                if let Some(detail_id) = record.detail_id {
+                    referenced.insert(detail_id);
+                }
+                each(Exported::Care(&record))
+            })?;
+        }
+    }
     if kinds.contains(&Kind::ServiceUser) {
         let lets_through = |u: &service_user::StoredUser| {
             allowed.allows(Kind::ServiceUser, &u.detail.source, u.feed.as_deref())
@@ -263,6 +381,7 @@ pub fn export<E: From<crate::ledger::LedgerError>>(
 pub struct Writer<'c> {
     service_users: service_user::Writer<'c>,
     observations: observations::Writer<'c>,
+    care: care::Writer<'c>,
     pub records: u64,
 }
 
@@ -271,19 +390,26 @@ impl<'c> Writer<'c> {
         Ok(Writer {
             service_users: service_user::Writer::new(conn, file_id, source),
             observations: observations::Writer::new(conn, file_id)?,
+            care: care::Writer::new(conn, file_id, source),
             records: 0,
         })
     }
 
     pub fn write(&mut self, records: &Records) -> Result<()> {
-        // Every other kind is about a service user: without one, nothing is written.
-        let Some(user) = &records.service_user else {
-            return Ok(());
+        // Every kind but staff is about a service user: without one, it is not written.
+        let detail_id = match &records.service_user {
+            Some(user) => {
+                let (detail_id, written) = self.service_users.write(user, records.line)?;
+                self.records += written;
+                Some(detail_id)
+            }
+            None => None,
         };
-        let (detail_id, written) = self.service_users.write(user, records.line)?;
-        self.records += written;
-        if let Some(set) = &records.observations {
+        if let (Some(detail_id), Some(set)) = (detail_id, &records.observations) {
             self.records += self.observations.write(detail_id, set, records.line)?;
+        }
+        for record in &records.care {
+            self.records += self.care.write(record, detail_id, records.line)?;
         }
         Ok(())
     }

@@ -18,6 +18,7 @@ fn user(local_id: &str, nhs: Option<&str>) -> Records {
             postcode: None,
         }),
         observations: None,
+        care: Vec::new(),
     }
 }
 

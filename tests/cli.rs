@@ -9,6 +9,12 @@ fn check_config_accepts_the_shipped_config() {
     let d = Deployment::with_config(SHIPPED_CONFIG);
     let out = d.dg(&["check-config"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // Each feed with what it makes, for whoever reads it at 7am.
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("feed news2        from demo-carehome, 14 columns, makes service_user, observations"),
+        "{stdout}"
+    );
 }
 
 #[test]

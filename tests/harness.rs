@@ -138,6 +138,17 @@ impl Deployment {
         self.ledger().query_row(sql, [], |r| r.get(0)).unwrap()
     }
 
+    /// Every text value a query selects, in order.
+    pub fn strings(&self, sql: &str) -> Vec<String> {
+        let ledger = self.ledger();
+        let mut statement = ledger.prepare(sql).unwrap();
+        statement
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
     /// Starts `dropgate run` and waits until it says it is ready.
     pub fn start(&self) -> Daemon {
         self.start_with(|_| {})

@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
 
 use crate::harness::*;
 
@@ -16,9 +17,14 @@ fn fixture(name: &str) -> PathBuf {
 /// The shipped configuration with the four sample feeds added.
 fn deployment() -> Deployment {
     let d = Deployment::new();
-    fs::copy(fixture("clt_gender.csv"), d.path("config/clt_gender.csv")).unwrap();
+    for file in ["clt_gender.csv", "clt_event_types.csv"] {
+        fs::copy(fixture(file), d.path(&format!("config/{file}"))).unwrap();
+    }
     let feeds = fs::read_to_string(fixture("feeds.toml")).unwrap();
-    d.write_config(&format!("{}\n{feeds}", fast(SHIPPED_CONFIG)));
+    // The hospital is granted, and its nightly export holds, every kind.
+    let every_kind = r#"records = ["service_user", "observations", "staff", "care_record_entry", "care_transaction", "alert", "red_bag"]"#;
+    let shipped = fast(SHIPPED_CONFIG).replace(r#"records = ["service_user", "observations"]"#, every_kind);
+    d.write_config(&format!("{shipped}\n{feeds}"));
     let check = d.dg(&["check-config"]);
     assert!(check.status.success(), "{}", text(&check.stderr));
     d
@@ -138,5 +144,135 @@ fn a_red_bag_summary_in_xml_with_a_namespace() {
     assert_eq!(
         d.string("SELECT family_name FROM service_users WHERE local_id = 'R0001'"),
         "O'Neill"
+    );
+    // The resident with a <Transfer> has a red bag, its code translated, and
+    // an allergy alert; the one without has neither.
+    assert_eq!(
+        d.string(
+            "SELECT r.transferred_at || '|' || r.resuscitation || '|' || r.line || '|' || u.local_id
+             FROM red_bags r JOIN service_users u USING (detail_id)"
+        ),
+        "2026-12-03T07:45:00Z|dnacpr|5|R0001"
+    );
+    assert_eq!(
+        d.string(
+            "SELECT a.alert_type || '|' || a.severity || '|' || a.description || '|' || u.local_id
+             FROM alerts a JOIN service_users u USING (detail_id)"
+        ),
+        "allergy|high|Penicillin|R0001"
+    );
+}
+
+#[test]
+fn a_client_level_return_gives_a_person_and_a_care_transaction_a_row() {
+    let d = deployment();
+    let out = d.ingest(&[&fixture("clt_valid.csv")]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let rows = d.count("SELECT count(*) FROM files WHERE rows_loaded > 0");
+    assert_eq!(rows, 1);
+    // Translated from the file next to the config; the provider a fixed value.
+    let events: Vec<String> = d.strings(
+        "SELECT u.local_id || ' ' || t.transaction_type || ' ' || t.start_at || ' '
+                || coalesce(t.end_at, '-') || ' ' || t.provider || ' ' || t.line
+         FROM care_transactions t JOIN service_users u USING (detail_id) ORDER BY t.id",
+    );
+    assert_eq!(
+        events[..4],
+        [
+            "C0001 referral 2026-01-02 2026-01-02 Adult Social Care 2",
+            "C0001 assessment 2026-01-05 2026-01-06 Adult Social Care 3",
+            "C0001 service_event 2026-01-10 - Adult Social Care 4",
+            "C0002 review 2026-01-03 2026-01-03 Adult Social Care 5",
+        ]
+    );
+    // `patients show` lists them with the file and line each came from.
+    let detail = d.count("SELECT detail_id FROM service_users WHERE local_id = 'C0001'");
+    let out = d.dg(&["patients", "show", &detail.to_string(), "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let care = shown["care_records"].as_array().unwrap();
+    assert_eq!(care.len(), 3);
+    assert_eq!(care[1]["kind"], "care_transaction");
+    assert_eq!(care[1]["fields"]["type"], "assessment");
+    assert_eq!(care[1]["line"], 3);
+    let out = d.dg(&["patients", "show", &detail.to_string()]);
+    assert!(
+        text(&out.stdout).contains("care_transaction:\n"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn every_kind_is_exported_as_csv_and_as_fhir_that_fhir_resources_accepts() {
+    let d = deployment();
+    for sample in ["clt_valid.csv", "redbag_valid.xml", "notes_valid.csv"] {
+        let out = d.ingest(&[&fixture(sample)]);
+        assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    }
+    let out = d.dg(&["export", "demo-nightly", "--json"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let made: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let folder = PathBuf::from(made["folder"].as_str().unwrap());
+    let transactions = d.count("SELECT count(*) FROM care_transactions");
+    let csv = fs::read_to_string(folder.join("care_transaction.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("id,detail_id,partner,type,start,end,provider,file_id,line")
+    );
+    assert_eq!(lines.count() as i64, transactions);
+    let red_bag = fs::read_to_string(folder.join("red_bag.csv")).unwrap();
+    assert!(red_bag.contains(",dnacpr,"), "{red_bag}");
+    let script = r#"
+import json, sys
+from fhir.resources.R4B.encounter import Encounter
+from fhir.resources.R4B.flag import Flag
+from fhir.resources.R4B.composition import Composition
+from fhir.resources.R4B.patient import Patient
+from fhir.resources.R4B.documentreference import DocumentReference
+from fhir.resources.R4B.practitioner import Practitioner
+from fhir.resources.R4B.practitionerrole import PractitionerRole
+folder = sys.argv[1]
+counts = {}
+models = (("Encounter", Encounter), ("Flag", Flag), ("Composition", Composition), ("Patient", Patient),
+          ("DocumentReference", DocumentReference), ("Practitioner", Practitioner),
+          ("PractitionerRole", PractitionerRole))
+for name, model in models:
+    with open(f"{folder}/{name}.ndjson") as f:
+        for line in f:
+            resource = model.model_validate(json.loads(line))
+            counts[name] = counts.get(name, 0) + 1
+            if name == "Composition":
+                counts["sections"] = len(resource.section)
+            if name == "DocumentReference" and resource.author[0].identifier.value == "S18":
+                counts["note"] = resource.content[0].attachment.data.decode()
+            if name == "Practitioner" and resource.identifier[0].value == "S18":
+                counts["name"] = resource.name[0].text
+print(json.dumps(counts))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(&folder)
+        .stdin(Stdio::null())
+        .output()
+        .expect("python3 with fhir.resources (scripts/test installs it)");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let counts: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let patients = d.count("SELECT count(*) FROM service_users");
+    // Reason, medications, allergies, resuscitation and contacts: five sections.
+    assert_eq!(
+        counts,
+        serde_json::json!({
+            "Encounter": transactions, "Flag": 1, "Composition": 1, "sections": 5, "Patient": patients,
+            "DocumentReference": 3, "Practitioner": 2, "PractitionerRole": 2,
+            "note": "Family visit planned for Friday.", "name": "Okafor",
+        })
+    );
+    // Staff are one each, however many notes name them; the role translated
+    // or the default, the name joined from what is there.
+    assert_eq!(
+        d.strings("SELECT staff_id || '|' || name || '|' || role FROM staff ORDER BY staff_id"),
+        ["S17|Amy Lee|Registered nurse", "S18|Okafor|Staff"]
     );
 }

@@ -109,6 +109,20 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 config.sources.len(),
                 config.feeds.len()
             );
+            for feed in config.feeds.values() {
+                let kinds: Vec<&str> = feed.mapping.kinds().iter().map(|k| k.name()).collect();
+                println!(
+                    "  feed {:<12} from {}, {} columns, makes {}",
+                    feed.name,
+                    feed.partner,
+                    feed.schema.columns.len(),
+                    if kinds.is_empty() {
+                        "no records (checked and archived only)".to_string()
+                    } else {
+                        kinds.join(", ")
+                    }
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Run => {

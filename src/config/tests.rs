@@ -254,7 +254,7 @@ catch_up = \"twice\"
     for expected in [
         "grant `bad`: controller `nobody` is not declared under [controllers]",
         "grant `bad`: consumer `stranger` is not a partner",
-        "grant `bad`: unknown record kind `x_rays`, expected one of `service_user`, `observations`, `trend`",
+        "grant `bad`: unknown record kind `x_rays`, expected one of `service_user`, `observations`, `staff`, `care_record_entry`, `care_transaction`, `alert`, `red_bag`, `trend`",
         "grant `bad`: no feed `nope`",
         "grant `bad`: `purpose` must say why",
         "valid_from must be a date, `YYYY-MM-DD`",
@@ -1033,5 +1033,175 @@ fn xml_paths_name_elements_and_a_last_attribute_with_the_feeds_prefixes() {
         errors(&csv_path)
             .iter()
             .any(|e| e.contains("`path` applies only to `format = \"xml\"`"))
+    );
+}
+
+/// The shipped config with `section` added after the news2 feed's mapping.
+fn with_map(section: &str) -> String {
+    let anchor = "news2 = true\n";
+    assert!(SHIPPED.contains(anchor));
+    SHIPPED.replacen(anchor, &format!("{anchor}\n{section}\n"), 1)
+}
+
+#[test]
+fn a_coded_record_field_takes_only_dropgates_codes() {
+    let cases = [
+        (
+            "[feeds.news2.map.alert]\ntype = \"consciousness\"",
+            "alert.type takes one of `allergy`, `safeguarding`, `risk`, `clinical`, `other`, but the column's code `A` is none of them: translate the column's codes, or give a `default`",
+        ),
+        (
+            "[feeds.news2.map.alert]\ntype = { column = \"consciousness\", translate = { A = \"risk\" } }",
+            "the column's code `C` is none of them: the translation does not give it one",
+        ),
+        (
+            "[feeds.news2.map.alert]\ntype = { column = \"consciousness\", translate = { A = \"danger\" } }",
+            "alert.type: translation `danger` is not one of",
+        ),
+        (
+            "[feeds.news2.map.alert]\ntype = \"family_name\"",
+            "alert.type takes one of `allergy`, `safeguarding`, `risk`, `clinical`, `other`: map a `code` column, `translate` it, or give a `default`",
+        ),
+        (
+            "[feeds.news2.map.alert]\ntype = { value = \"allergy\" }\ncolour = \"gender\"",
+            "map.alert: unknown field `colour`, expected `type`, `severity`, `description`, `start`, `end` or `when`",
+        ),
+        (
+            "[feeds.news2.map.alert]\nseverity = { value = \"high\" }",
+            "map.alert needs `type`",
+        ),
+        (
+            "[feeds.news2.map.alert]\ntype = { value = \"risk\" }\nstart = { value = \"2026-01-01\" }",
+            "alert.start takes a date or datetime column, not a fixed `value`",
+        ),
+        (
+            "[feeds.news2.map.alert]\ntype = { value = \"risk\" }\nstart = { column = \"observed_at\", default = \"x\" }",
+            "alert.start takes a date or datetime column as it is: no `value`, `concat`, `translate` or `default`",
+        ),
+        (
+            "[feeds.news2.map.alert]\ntype = { value = \"risk\" }\nstart = \"family_name\"",
+            "alert.start needs a date or datetime column, but `family_name` is declared as",
+        ),
+        (
+            "[feeds.news2.map.alert]\ntype = { value = \"risk\", column = \"gender\" }",
+            "alert.type: give exactly one of `column`, `value` and `concat`",
+        ),
+        (
+            "[feeds.news2.map.alert]\ntype = { value = \"risk\" }\nwhen = \"no_such\"",
+            "alert.when names column `no_such`, which the feed does not declare",
+        ),
+        (
+            "[feeds.news2.map.alert]\ntype = { value = \"risk\" }\ndescription = { concat = [\"family_name\", \"family_name\"] }",
+            "column `family_name` is mapped twice: to alert.description and to alert.description",
+        ),
+    ];
+    for (section, expected) in cases {
+        let text = with_map(section);
+        let got = errors(&text);
+        assert!(
+            got.iter().any(|e| e.contains(expected)),
+            "{section}\n{got:#?}"
+        );
+    }
+    // A code column fully translated, a join of two columns, and `when`.
+    let text = with_map(
+        r#"[feeds.news2.map.alert]
+when = "consciousness"
+type = { column = "consciousness", translate = { A = "risk", C = "clinical", V = "clinical", P = "clinical", U = "clinical" } }
+description = { concat = ["family_name", "given_name"], separator = ", " }
+start = "observed_at"
+severity = { value = "high" }"#,
+    );
+    let config = Config::parse(Path::new("/etc/dropgate/dropgate.toml"), &text).unwrap();
+    let mapping = &config.feeds["news2"].mapping;
+    assert_eq!(mapping.care.len(), 1);
+    let alert = &mapping.care[0];
+    let columns = &config.feeds["news2"].schema.columns;
+    let index = |name: &str| columns.iter().position(|c| c.name == name).unwrap();
+    let mut values = vec![crate::validate::Value::Empty; columns.len()];
+    values[index("consciousness")] = crate::validate::Value::Text("V".into());
+    values[index("family_name")] = crate::validate::Value::Text("Smith".into());
+    values[index("observed_at")] = crate::validate::Value::DateTime(
+        chrono::DateTime::parse_from_rfc3339("2026-12-03T09:30:00+01:00").unwrap(),
+    );
+    let row = crate::validate::Row { line: 7, values };
+    let record = crate::records::care::map(alert, &row).expect("a record");
+    assert_eq!(
+        record.values,
+        [
+            Some("clinical".to_string()),
+            Some("high".to_string()),
+            Some("Smith".to_string()),
+            Some("2026-12-03T08:30:00Z".to_string()),
+            None,
+        ]
+    );
+    let mut quiet = row.clone();
+    quiet.values[index("consciousness")] = crate::validate::Value::Empty;
+    assert_eq!(crate::records::care::map(alert, &quiet), None, "`when` is empty");
+}
+
+#[test]
+fn a_kind_about_a_person_needs_the_service_user_mapped_and_staff_do_not() {
+    let text = with_map("[feeds.news2.map.alert]\ntype = { value = \"risk\" }")
+        .replace("[feeds.news2.map.service_user]", "[feeds.news2.map.staff]")
+        .replace("local_id = \"resident_id\"", "staff_id = \"resident_id\"")
+        .replace("nhs_number = \"nhs_number\"\n", "")
+        .replace("date_of_birth = \"date_of_birth\"\n", "")
+        .replace("gender = \"gender\"\n", "")
+        .replace("family_name = \"family_name\"\n", "")
+        .replace("given_name = \"given_name\"\n", "name = \"given_name\"\n")
+        .replace("[feeds.news2.map.observations]", "[feeds.news2.map.ignored]");
+    let got = errors(&text);
+    assert!(
+        got.iter()
+            .any(|e| e.contains("map.alert needs `map.service_user` to say whose it is")),
+        "{got:#?}"
+    );
+    assert!(
+        !got.iter().any(|e| e.contains("map.staff")),
+        "staff stand alone: {got:#?}"
+    );
+}
+
+#[test]
+fn a_translation_can_live_in_a_file_next_to_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("acvpu.csv"),
+        "source,target\n# ACVPU to alert types\nA,risk\n\"C\",clinical\nV,clinical\nP , clinical\nU,clinical\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("broken.csv"), "A,risk\nC\n").unwrap();
+    let config_path = dir.path().join("dropgate.toml");
+    let section = |file: &str| {
+        with_map(&format!(
+            "[feeds.news2.map.alert]\ntype = {{ column = \"consciousness\", translate_file = \"{file}\" }}"
+        ))
+    };
+    let config = Config::parse(&config_path, &section("acvpu.csv")).unwrap();
+    let crate::records::fields::Field::Column {
+        translate: Some(table),
+        ..
+    } = config.feeds["news2"].mapping.care[0].fields[0].clone().unwrap()
+    else {
+        panic!("a translated column");
+    };
+    assert_eq!(table.len(), 5);
+    assert_eq!(table["P"], "clinical");
+    let errors = |file: &str| match Config::parse(&config_path, &section(file)) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+    };
+    let got = errors("broken.csv");
+    assert!(
+        got.iter()
+            .any(|e| e.contains("line 2 of broken.csv is not `source,target`")),
+        "{got:#?}"
+    );
+    let got = errors("missing.csv");
+    assert!(
+        got.iter().any(|e| e.contains("cannot read")),
+        "{got:#?}"
     );
 }

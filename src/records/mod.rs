@@ -171,6 +171,22 @@ impl Mapping {
     }
 }
 
+impl Mapping {
+    /// The kinds of record the feed makes, in [`Kind`] order.
+    pub fn kinds(&self) -> Vec<Kind> {
+        let mut kinds: Vec<Kind> = self
+            .service_user
+            .as_ref()
+            .map(|_| Kind::ServiceUser)
+            .into_iter()
+            .chain(self.observations.as_ref().map(|_| Kind::Observations))
+            .chain(self.care.iter().map(|m| m.spec.kind))
+            .collect();
+        kinds.sort();
+        kinds
+    }
+}
+
 /// The kind of value a record field takes, to check the column mapped to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {

@@ -12,7 +12,9 @@ fn check_config_accepts_the_shipped_config() {
     // Each feed with what it makes, for whoever reads it at 7am.
     let stdout = text(&out.stdout);
     assert!(
-        stdout.contains("feed news2        from demo-carehome, 14 columns, makes service_user, observations"),
+        stdout.contains(
+            "feed news2        from demo-carehome, 14 columns, makes service_user, observations"
+        ),
         "{stdout}"
     );
 }

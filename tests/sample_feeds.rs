@@ -23,7 +23,8 @@ fn deployment() -> Deployment {
     let feeds = fs::read_to_string(fixture("feeds.toml")).unwrap();
     // The hospital is granted, and its nightly export holds, every kind.
     let every_kind = r#"records = ["service_user", "observations", "staff", "care_record_entry", "care_transaction", "alert", "red_bag"]"#;
-    let shipped = fast(SHIPPED_CONFIG).replace(r#"records = ["service_user", "observations"]"#, every_kind);
+    let shipped =
+        fast(SHIPPED_CONFIG).replace(r#"records = ["service_user", "observations"]"#, every_kind);
     d.write_config(&format!("{shipped}\n{feeds}"));
     let check = d.dg(&["check-config"]);
     assert!(check.status.success(), "{}", text(&check.stderr));
@@ -167,7 +168,12 @@ fn a_red_bag_summary_in_xml_with_a_namespace() {
 fn a_client_level_return_gives_a_person_and_a_care_transaction_a_row() {
     let d = deployment();
     let out = d.ingest(&[&fixture("clt_valid.csv")]);
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     let rows = d.count("SELECT count(*) FROM files WHERE rows_loaded > 0");
     assert_eq!(rows, 1);
     // Translated from the file next to the config; the provider a fixed value.
@@ -208,10 +214,20 @@ fn every_kind_is_exported_as_csv_and_as_fhir_that_fhir_resources_accepts() {
     let d = deployment();
     for sample in ["clt_valid.csv", "redbag_valid.xml", "notes_valid.csv"] {
         let out = d.ingest(&[&fixture(sample)]);
-        assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
     }
     let out = d.dg(&["export", "demo-nightly", "--json"]);
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     let made: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let folder = PathBuf::from(made["folder"].as_str().unwrap());
     let transactions = d.count("SELECT count(*) FROM care_transactions");

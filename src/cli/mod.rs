@@ -7,8 +7,8 @@ mod publishing;
 
 use args::{Cli, Command, Patients, Schema};
 use print::{
-    CareView, ShownPerson, care_records_of, exit_for, print_banner, print_files, print_outcome, print_person,
-    print_person_records, show,
+    CareView, ShownPerson, care_records_of, exit_for, print_banner, print_files, print_outcome,
+    print_person, print_person_records, show,
 };
 
 use std::path::{Path, PathBuf};

@@ -262,7 +262,10 @@ impl Checker<'_> {
         match String::from_utf8(bytes) {
             Ok(text) => Some(text),
             Err(_) => {
-                self.at(file, format!("{what}: {} is not UTF-8 text", path.display()));
+                self.at(
+                    file,
+                    format!("{what}: {} is not UTF-8 text", path.display()),
+                );
                 None
             }
         }

@@ -1138,7 +1138,11 @@ severity = { value = "high" }"#,
     );
     let mut quiet = row.clone();
     quiet.values[index("consciousness")] = crate::validate::Value::Empty;
-    assert_eq!(crate::records::care::map(alert, &quiet), None, "`when` is empty");
+    assert_eq!(
+        crate::records::care::map(alert, &quiet),
+        None,
+        "`when` is empty"
+    );
 }
 
 #[test]
@@ -1151,7 +1155,10 @@ fn a_kind_about_a_person_needs_the_service_user_mapped_and_staff_do_not() {
         .replace("gender = \"gender\"\n", "")
         .replace("family_name = \"family_name\"\n", "")
         .replace("given_name = \"given_name\"\n", "name = \"given_name\"\n")
-        .replace("[feeds.news2.map.observations]", "[feeds.news2.map.ignored]");
+        .replace(
+            "[feeds.news2.map.observations]",
+            "[feeds.news2.map.ignored]",
+        );
     let got = errors(&text);
     assert!(
         got.iter()
@@ -1183,7 +1190,9 @@ fn a_translation_can_live_in_a_file_next_to_the_config() {
     let crate::records::fields::Field::Column {
         translate: Some(table),
         ..
-    } = config.feeds["news2"].mapping.care[0].fields[0].clone().unwrap()
+    } = config.feeds["news2"].mapping.care[0].fields[0]
+        .clone()
+        .unwrap()
     else {
         panic!("a translated column");
     };
@@ -1200,8 +1209,5 @@ fn a_translation_can_live_in_a_file_next_to_the_config() {
         "{got:#?}"
     );
     let got = errors("missing.csv");
-    assert!(
-        got.iter().any(|e| e.contains("cannot read")),
-        "{got:#?}"
-    );
+    assert!(got.iter().any(|e| e.contains("cannot read")), "{got:#?}");
 }

@@ -9,8 +9,8 @@ use std::io::{self, Write};
 
 use super::{CountedFile, OutputFile, Target, number};
 use crate::records::care::StoredCare;
-use crate::records::{Exported, Kind};
 use crate::records::observations::ObservedValue;
+use crate::records::{Exported, Kind};
 
 const SERVICE_USER_COLUMNS: &str = "detail_id,partner,local_id,nhs_number,family_name,given_name,date_of_birth,gender,postcode,file_id,line";
 const TREND_COLUMNS: &str = "week_start,partner,feed,measure,count";

@@ -143,8 +143,7 @@ fn flag(record: &StoredCare) -> Value {
         resource["period"] = period;
     }
     if let Some(severity) = record.get("severity") {
-        resource["extension"] =
-            json!([{ "url": ALERT_SEVERITY_EXTENSION, "valueCode": severity }]);
+        resource["extension"] = json!([{ "url": ALERT_SEVERITY_EXTENSION, "valueCode": severity }]);
     }
     resource
 }

@@ -297,21 +297,29 @@ fn care_records_written_in_the_first_layout_survive_its_migration() {
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
     };
     assert_eq!(
-        one("SELECT staff_id || name || role || organisation || file_id || line FROM staff WHERE id = 4"),
+        one(
+            "SELECT staff_id || name || role || organisation || file_id || line FROM staff WHERE id = 4"
+        ),
         "S17A CarercarerABC1232"
     );
     assert_eq!(
-        one("SELECT detail_id || recorded_at || author || entry_type || text || file_id || line
-             FROM care_record_entries WHERE id = 5"),
+        one(
+            "SELECT detail_id || recorded_at || author || entry_type || text || file_id || line
+             FROM care_record_entries WHERE id = 5"
+        ),
         "72026-11-22T08:00:00ZS17noteate well33",
         "the author is the staff id it pointed at"
     );
     assert_eq!(
-        one("SELECT transaction_type || start_at || provider || line FROM care_transactions WHERE id = 6"),
+        one(
+            "SELECT transaction_type || start_at || provider || line FROM care_transactions WHERE id = 6"
+        ),
         "visit2026-11-21District nurses4"
     );
     assert_eq!(
-        one("SELECT alert_type || severity || start_at || line || coalesce(description, '-') FROM alerts WHERE id = 8"),
+        one(
+            "SELECT alert_type || severity || start_at || line || coalesce(description, '-') FROM alerts WHERE id = 8"
+        ),
         "allergyhigh2020-01-015-"
     );
     assert_eq!(

@@ -22,6 +22,12 @@ pub static SPEC: Spec = Spec {
         FieldSpec::of("start", Expect::When),
         FieldSpec::of("end", Expect::When),
     ],
-    columns: &["alert_type", "severity", "description", "start_at", "end_at"],
+    columns: &[
+        "alert_type",
+        "severity",
+        "description",
+        "start_at",
+        "end_at",
+    ],
     about_person: true,
 };

@@ -113,10 +113,7 @@ impl Mapping {
         }
         for (i, field) in spec.fields.iter().enumerate() {
             if field.required && !given.contains(&i) {
-                checker.error_at(
-                    span.clone(),
-                    &format!("map.{kind} needs `{}`", field.key),
-                );
+                checker.error_at(span.clone(), &format!("map.{kind} needs `{}`", field.key));
             }
         }
         Mapping { spec, fields, when }
@@ -131,9 +128,7 @@ fn when_column(
 ) -> Option<usize> {
     let span = raw.span();
     match raw.into_inner() {
-        RawField::Column(name) => {
-            checker.declared(kind, "when", &Spanned::new(span, name))
-        }
+        RawField::Column(name) => checker.declared(kind, "when", &Spanned::new(span, name)),
         RawField::Table(_) => {
             checker.error_at(span, &format!("map.{kind}: `when` names one column"));
             None
@@ -285,7 +280,14 @@ pub fn written_by<E: From<LedgerError>>(
     partner: &str,
     each: &mut dyn FnMut(StoredCare) -> std::result::Result<(), E>,
 ) -> std::result::Result<(), E> {
-    read_rows(conn, spec, "file_id = ?1", file_id, &|_| partner.to_string(), each)
+    read_rows(
+        conn,
+        spec,
+        "file_id = ?1",
+        file_id,
+        &|_| partner.to_string(),
+        each,
+    )
 }
 
 /// The records of `spec`'s kind about a service user's detail.
@@ -297,9 +299,16 @@ pub fn about_detail(conn: &Connection, spec: &Spec, detail_id: i64) -> Result<Ve
         })
         .unwrap_or_default()
     };
-    read_rows::<LedgerError>(conn, spec, "detail_id = ?1", detail_id, &partner_of, &mut |r| {
-        found.push(r);
-        Ok(())
-    })?;
+    read_rows::<LedgerError>(
+        conn,
+        spec,
+        "detail_id = ?1",
+        detail_id,
+        &partner_of,
+        &mut |r| {
+            found.push(r);
+            Ok(())
+        },
+    )?;
     Ok(found)
 }

@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use chrono::SecondsFormat;
-use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use toml::Spanned;
 
 use super::{Expect, MappingChecker};
@@ -156,9 +156,7 @@ impl Field {
                     (text, _) => text,
                 };
                 match (text, vocabulary) {
-                    (Some(text), Some(codes)) if !codes.contains(&text.as_str()) => {
-                        default.clone()
-                    }
+                    (Some(text), Some(codes)) if !codes.contains(&text.as_str()) => default.clone(),
                     (None, _) => default.clone(),
                     (text, _) => text,
                 }
@@ -215,8 +213,12 @@ pub fn check(
     };
     let table = match raw.into_inner() {
         RawField::Column(name) => {
-            let index =
-                checker.column(kind, spec.key, &Spanned::new(span.clone(), name), spec.expect)?;
+            let index = checker.column(
+                kind,
+                spec.key,
+                &Spanned::new(span.clone(), name),
+                spec.expect,
+            )?;
             return coded_column(&what, spec, index, None, None, span, checker);
         }
         RawField::Table(table) => table,
@@ -297,8 +299,15 @@ pub fn check(
             default: table.default,
         });
     }
-    let name = table.column.expect("exactly one source, and not the others");
-    let index = checker.column(kind, spec.key, &Spanned::new(span.clone(), name), spec.expect)?;
+    let name = table
+        .column
+        .expect("exactly one source, and not the others");
+    let index = checker.column(
+        kind,
+        spec.key,
+        &Spanned::new(span.clone(), name),
+        spec.expect,
+    )?;
     let translate = match (table.translate, table.translate_file) {
         (Some(_), Some(_)) => {
             return report(
@@ -337,7 +346,10 @@ fn outside(what: &str, spec: &FieldSpec, setting: &str, value: &str) -> Option<S
 }
 
 fn list<'a>(items: impl Iterator<Item = &'a &'a str>) -> String {
-    items.map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
+    items
+        .map(|c| format!("`{c}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A column field, checked to give only the field's codes when it is coded:
@@ -372,8 +384,7 @@ fn coded_column(
             };
             becomes.is_some_and(|c| vocabulary.contains(&c.as_str()))
         };
-        if let Some(code) = codes.iter().find(|code| !becomes_a_code(code))
-        {
+        if let Some(code) = codes.iter().find(|code| !becomes_a_code(code)) {
             let how = if translate.is_some() {
                 "the translation does not give it one"
             } else {

@@ -220,10 +220,7 @@ impl Expect {
             Expect::NhsNumber => matches!(kind, ColumnKind::NhsNumber),
             Expect::Date => matches!(kind, ColumnKind::Date { .. }),
             Expect::DateTime => matches!(kind, ColumnKind::DateTime { .. }),
-            Expect::When => matches!(
-                kind,
-                ColumnKind::Date { .. } | ColumnKind::DateTime { .. }
-            ),
+            Expect::When => matches!(kind, ColumnKind::Date { .. } | ColumnKind::DateTime { .. }),
             Expect::Number => matches!(
                 kind,
                 ColumnKind::Integer { .. } | ColumnKind::Decimal { .. }

@@ -22,7 +22,7 @@ fn deployment() -> Deployment {
     }
     let feeds = fs::read_to_string(fixture("feeds.toml")).unwrap();
     // The hospital is granted, and its nightly export holds, every kind.
-    let every_kind = r#"records = ["service_user", "observations", "staff", "care_record_entry", "care_transaction", "alert", "red_bag"]"#;
+    let every_kind = r#"records = ["service_user", "observations", "staff", "care_record_entry", "care_transaction", "alert", "red_bag", "trend"]"#;
     let shipped =
         fast(SHIPPED_CONFIG).replace(r#"records = ["service_user", "observations"]"#, every_kind);
     d.write_config(&format!("{shipped}\n{feeds}"));
@@ -238,6 +238,15 @@ fn every_kind_is_exported_as_csv_and_as_fhir_that_fhir_resources_accepts() {
         Some("id,detail_id,partner,type,start,end,provider,file_id,line")
     );
     assert_eq!(lines.count() as i64, transactions);
+    // The trend counts each kind, by week, partner and feed (small numbers withheld).
+    let trend = fs::read_to_string(folder.join("trend.csv")).unwrap();
+    for measure in [
+        ",clt,records:care_transaction,",
+        ",redbag,records:red_bag,",
+        ",notes,records:staff,",
+    ] {
+        assert!(trend.contains(measure), "{measure} in {trend}");
+    }
     let red_bag = fs::read_to_string(folder.join("red_bag.csv")).unwrap();
     assert!(red_bag.contains(",dnacpr,"), "{red_bag}");
     let script = r#"

@@ -1,6 +1,7 @@
 //! Trend: what arrived each week, per partner and feed, as counts with no
 //! identifiers: files by outcome (and quarantines by reason), rows and
-//! records loaded, observations by code and NEWS2 totals by band. Weeks start
+//! records loaded (in all and by kind), observations by code and NEWS2 totals
+//! by band. Weeks start
 //! on Monday and are those in which the files were received (UTC).
 //!
 //! Small numbers are hidden before a count leaves: see [`Disclosure`].
@@ -173,24 +174,29 @@ pub fn counts(
             );
         }
     }
-    // Service users by the week of the file that last wrote them.
-    let mut stmt = conn.prepare(
-        "SELECT date(f.received_at, '-6 days', 'weekday 1'), f.partner, f.feed, count(*)
-         FROM service_users u JOIN files f ON f.id = u.file_id GROUP BY 1, 2, 3",
-    )?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        let Some((week, partner, feed)) = place(r, allowed)? else {
-            continue;
-        };
-        let n: i64 = r.get(3)?;
-        add(
-            &week,
-            &partner,
-            &feed,
-            "records:service_user".into(),
-            n.max(0) as u64,
-        );
+    // Service users (and staff) by the week of the file that last wrote
+    // them; the other kinds by the week of the file that wrote them.
+    let tables = std::iter::once(("service_users", super::Kind::ServiceUser))
+        .chain(super::Kind::described().map(|spec| (spec.table, spec.kind)));
+    for (table, kind) in tables {
+        let mut stmt = conn.prepare(&format!(
+            "SELECT date(f.received_at, '-6 days', 'weekday 1'), f.partner, f.feed, count(*)
+             FROM {table} t JOIN files f ON f.id = t.file_id GROUP BY 1, 2, 3"
+        ))?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let Some((week, partner, feed)) = place(r, allowed)? else {
+                continue;
+            };
+            let n: i64 = r.get(3)?;
+            add(
+                &week,
+                &partner,
+                &feed,
+                format!("records:{kind}"),
+                n.max(0) as u64,
+            );
+        }
     }
     Ok(raw
         .into_iter()

@@ -1,8 +1,8 @@
 //! Trend: what arrived each week, per partner and feed, as counts with no
 //! identifiers: files by outcome (and quarantines by reason), rows and
 //! records loaded (in all and by kind), observations by code and NEWS2 totals
-//! by band. Weeks start
-//! on Monday and are those in which the files were received (UTC).
+//! by band. Weeks start on Monday and are those in which the files were
+//! received (UTC).
 //!
 //! Small numbers are hidden before a count leaves: see [`Disclosure`].
 

@@ -238,7 +238,8 @@ pub async fn run(
     if !config.schedules.is_empty() {
         let key = crate::publish::signing_key(&config.keys.signing_key)?;
         let mut ledger = Ledger::open(&config.daemon.ledger, Arc::new(SystemClock))?;
-        crate::publish::recover(&config, &mut ledger, key.public_key())?;
+        let own_keys = crate::publish::own_keys(&config.keys.signing_key)?;
+        crate::publish::recover(&config, &mut ledger, &own_keys)?;
         // Pushes a stop interrupted are made at once, failed ones again later.
         sources.spawn(crate::publish::push_until_stopped(
             config.clone(),

@@ -72,6 +72,9 @@ pub fn ensure(config: &Config, force: bool) -> Result<Vec<KeyStatus>, KeyError> 
         });
     for (what, path, create) in wanted.into_iter().chain(demo_keys).chain(demo_identities) {
         let exists = path.exists();
+        if force && exists && path == keys.signing_key {
+            retire_signing_key(path)?;
+        }
         if force || !exists {
             create(path)?;
         }
@@ -82,6 +85,35 @@ pub fn ensure(config: &Config, force: bool) -> Result<Vec<KeyStatus>, KeyError> 
         });
     }
     Ok(done)
+}
+
+/// Where the public halves of replaced signing keys are kept, one OpenSSH
+/// line each: an export signed before a `keygen --force` is still the
+/// daemon's own when it looks at it again after a stop.
+pub fn retired_signing_keys(signing_key: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.retired", signing_key.display()))
+}
+
+fn retire_signing_key(path: &Path) -> Result<(), KeyError> {
+    let ssh = |message: String| KeyError::Ssh {
+        path: path.to_path_buf(),
+        message,
+    };
+    let key = PrivateKey::read_openssh_file(path).map_err(|e| ssh(e.to_string()))?;
+    let public = key
+        .public_key()
+        .to_openssh()
+        .map_err(|e| ssh(e.to_string()))?;
+    let retired = retired_signing_keys(path);
+    let mut file = fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&retired)
+        .map_err(io_error(&retired))?;
+    let when = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
+    std::io::Write::write_all(&mut file, format!("{public} retired-{when}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(io_error(&retired))
 }
 
 fn private_file(path: &Path) -> Result<fs::File, KeyError> {

@@ -97,6 +97,38 @@ pub fn verifying_key(path: &Path) -> Result<PublicKey, PublishError> {
     Ok(signing_key(path)?.public_key().clone())
 }
 
+/// Every key the daemon has signed exports with: the current one, then
+/// those `keygen --force` retired.
+pub fn own_keys(path: &Path) -> Result<Vec<PublicKey>, PublishError> {
+    let mut keys = vec![verifying_key(path)?];
+    keys.extend(retired_keys(path)?);
+    Ok(keys)
+}
+
+/// The signing keys `keygen --force` replaced, oldest first.
+fn retired_keys(path: &Path) -> Result<Vec<PublicKey>, PublishError> {
+    let mut keys = Vec::new();
+    let retired = crate::keys::retired_signing_keys(path);
+    let text = match std::fs::read_to_string(&retired) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(keys),
+        Err(e) => {
+            return Err(PublishError::Key {
+                path: retired,
+                message: e.to_string(),
+            });
+        }
+    };
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let key = PublicKey::from_openssh(line).map_err(|e| PublishError::Key {
+            path: retired.clone(),
+            message: e.to_string(),
+        })?;
+        keys.push(key);
+    }
+    Ok(keys)
+}
+
 /// Which partners' (and feeds') records each kind may include, from the
 /// grants in force.
 struct Granted<'c> {
@@ -211,7 +243,9 @@ pub fn make(
         });
     };
     // Runs of this schedule left unfinished are a stopped holder's: settle them first.
-    recover_runs(config, ledger, key.public_key(), &schedule.name)?;
+    let mut own = vec![key.public_key().clone()];
+    own.extend(retired_keys(&config.keys.signing_key)?);
+    recover_runs(config, ledger, &own, &schedule.name)?;
     let day = now.with_timezone(&config.daemon.time_zone).date_naive();
     let grants: Vec<&Grant> = config
         .grants
@@ -467,7 +501,12 @@ fn recipients(
 /// Finishes runs a stop interrupted: a run whose export reached the outbox
 /// complete is finished from its manifest; any other is marked interrupted
 /// (to be made again) and its staging folder removed.
-pub fn recover(config: &Config, ledger: &mut Ledger, key: &PublicKey) -> Result<(), PublishError> {
+/// `keys`: every key the daemon has signed with ([`own_keys`]).
+pub fn recover(
+    config: &Config,
+    ledger: &mut Ledger,
+    keys: &[PublicKey],
+) -> Result<(), PublishError> {
     let unfinished: std::collections::BTreeSet<String> = ledger
         .unfinished_export_runs()?
         .into_iter()
@@ -481,7 +520,7 @@ pub fn recover(config: &Config, ledger: &mut Ledger, key: &PublicKey) -> Result<
             })?;
         // Held: a run in progress elsewhere, not one a stop interrupted.
         if let Some(_lock) = lock {
-            recover_runs(config, ledger, key, &schedule)?;
+            recover_runs(config, ledger, keys, &schedule)?;
         }
     }
     Ok(())
@@ -491,14 +530,14 @@ pub fn recover(config: &Config, ledger: &mut Ledger, key: &PublicKey) -> Result<
 fn recover_runs(
     config: &Config,
     ledger: &mut Ledger,
-    key: &PublicKey,
+    keys: &[PublicKey],
     schedule: &str,
 ) -> Result<(), PublishError> {
     let runs = ledger.unfinished_export_runs()?;
     for run in runs.into_iter().filter(|r| r.schedule == schedule) {
         let outbox = outbox(config, &run.consumer);
         let placed = outbox.join(&run.export_id);
-        match manifest::verify(&placed, std::slice::from_ref(key)) {
+        match manifest::verify(&placed, keys) {
             Ok(manifest) => {
                 let sha = std::fs::read(placed.join(manifest::MANIFEST))
                     .map(|b| crate::digest::sha256_hex(&b))
@@ -818,7 +857,7 @@ pub fn export_now(
     };
     let key = signing_key(&config.keys.signing_key)?;
     let mut ledger = Ledger::open(&config.daemon.ledger, clock.clone())?;
-    recover(config, &mut ledger, key.public_key())?;
+    recover(config, &mut ledger, &own_keys(&config.keys.signing_key)?)?;
     make(
         config,
         &mut ledger,

@@ -718,6 +718,58 @@ fn a_trend_export_holds_weekly_counts_without_identifiers_and_hides_small_number
 }
 
 #[test]
+fn an_export_placed_before_a_stop_is_still_finished_after_the_signing_key_is_replaced() {
+    let d = Deployment::new();
+    load(&d, "news2_a.csv", 2, 1, 0);
+    let first = export(&d);
+    let first_id = first["export_id"].as_str().unwrap().to_string();
+    let old_line = fs::read(allowed_signers(&d)).unwrap();
+    let old_signers = d.write_input("allowed_signers_before", &old_line);
+    // As a stop leaves it between the move into the outbox and the ledger's commit.
+    {
+        let conn = rusqlite::Connection::open(d.path("spool/ledger.db")).unwrap();
+        conn.execute_batch(
+            "UPDATE export_runs SET ended_at = NULL, outcome = NULL, watermark_to = NULL, sets_to = NULL;
+             DELETE FROM export_grants;",
+        )
+        .unwrap();
+    }
+    let out = d.dg(&["keygen", "--force"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let retired = fs::read_to_string(d.path("config/keys/signing_ed25519.retired")).unwrap();
+    let old_key = fs::read_to_string(&old_signers).unwrap();
+    let old_key: Vec<&str> = old_key.split_whitespace().collect();
+    assert!(retired.contains(old_key[old_key.len() - 1]), "{retired}");
+
+    let next = export(&d);
+    // Signed by the retired key, it is still the daemon's own: finished, not set aside.
+    assert_eq!(
+        d.string(&format!(
+            "SELECT outcome FROM export_runs WHERE export_id = '{first_id}'"
+        )),
+        "complete"
+    );
+    assert_eq!(next["manifest"]["output"], serde_json::json!([]));
+    assert!(
+        d.path(&format!("spool/outbox/demo-hospital/{first_id}"))
+            .exists()
+    );
+    // The new export is signed by the new key, which the old line does not verify.
+    let placed = folder(&next);
+    let new_signers = allowed_signers(&d);
+    assert!(
+        ssh_keygen_verify(&new_signers, &placed, "manifest.json")
+            .status
+            .success()
+    );
+    assert!(
+        !ssh_keygen_verify(&old_signers, &placed, "manifest.json")
+            .status
+            .success()
+    );
+}
+
+#[test]
 fn exports_killed_at_any_moment_leave_each_observation_in_exactly_one_complete_export() {
     let d = Deployment::new();
     load(&d, "news2_a.csv", 20_000, 200, 0);

@@ -336,6 +336,33 @@ consumer = \"demo-carehome\"
 }
 
 #[test]
+fn a_route_needs_a_grant_of_every_kind_the_feed_maps_also_the_newer_ones() {
+    let route = "
+[destinations.ward]
+kind = \"sftp\"
+host = \"127.0.0.1\"
+user = \"x\"
+private_key = \"keys/demo-carehome\"
+host_key = \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\"
+
+[routes.ward]
+feed = \"news2\"
+destination = \"ward\"
+consumer = \"demo-hospital\"
+";
+    // The shipped grant gives the hospital service users and observations:
+    // enough for the news2 feed as shipped.
+    assert_eq!(errors(&format!("{SHIPPED}{route}")), Vec::<String>::new());
+    // Once the feed also makes alerts, its files hold what no grant gives.
+    let text = with_map("[feeds.news2.map.alert]\ntype = { value = \"risk\" }");
+    let got = errors(&format!("{text}{route}")).join("\n");
+    assert!(
+        got.contains("route `ward`: no grant gives `demo-hospital` the files of feed `news2`"),
+        "{got}"
+    );
+}
+
+#[test]
 fn a_partners_controller_must_be_declared() {
     let text = SHIPPED.replace(
         "controller = \"demo-controller\"     #",

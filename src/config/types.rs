@@ -180,15 +180,7 @@ impl Grant {
 impl Feed {
     /// The record kinds its mapping makes.
     pub fn kinds(&self) -> Vec<crate::records::Kind> {
-        use crate::records::Kind;
-        let mut kinds = Vec::new();
-        if self.mapping.service_user.is_some() {
-            kinds.push(Kind::ServiceUser);
-        }
-        if self.mapping.observations.is_some() {
-            kinds.push(Kind::Observations);
-        }
-        kinds
+        self.mapping.kinds()
     }
 }
 

@@ -176,6 +176,11 @@ fn a_client_level_return_gives_a_person_and_a_care_transaction_a_row() {
     );
     let rows = d.count("SELECT count(*) FROM files WHERE rows_loaded > 0");
     assert_eq!(rows, 1);
+    // A code the translation names is translated, the others kept as they are.
+    assert_eq!(
+        d.strings("SELECT local_id || ' ' || gender FROM service_users ORDER BY local_id"),
+        ["C0001 2", "C0002 0"]
+    );
     // Translated from the file next to the config; the provider a fixed value.
     let events: Vec<String> = d.strings(
         "SELECT u.local_id || ' ' || t.transaction_type || ' ' || t.start_at || ' '

@@ -44,7 +44,8 @@ pub struct RawFieldTable {
     /// As `translate`, from a file next to the config: a `source,target`
     /// pair a line (`#` comments and a `source,target` header skipped).
     pub translate_file: Option<String>,
-    /// When the column is empty, or holds a code the translation lacks.
+    /// When the column is empty, or holds a code the translation lacks
+    /// (without one, such a code is kept as it is).
     pub default: Option<String>,
 }
 
@@ -151,8 +152,14 @@ impl Field {
                 vocabulary,
             } => {
                 let text = stored_text(&row.values[*index]);
+                // A code the table lacks is the default, or else kept as it is
+                // (a coded field's table was checked to lack none).
                 let text = match (text, translate) {
-                    (Some(text), Some(table)) => table.get(&text).cloned(),
+                    (Some(text), Some(table)) => match table.get(&text) {
+                        Some(translated) => Some(translated.clone()),
+                        None if default.is_some() => default.clone(),
+                        None => Some(text),
+                    },
                     (text, _) => text,
                 };
                 match (text, vocabulary) {
@@ -177,6 +184,25 @@ impl Field {
                 }
             }
         }
+    }
+}
+
+impl Field {
+    /// As [`Field::value`], but a column's text taken as it is is moved out
+    /// of the row rather than copied: for a field whose column fills no other.
+    pub fn take(&self, row: &mut Row) -> Option<String> {
+        if let Field::Column {
+            index,
+            translate: None,
+            default: None,
+            vocabulary: None,
+        } = self
+            && let Value::Text(_) = &row.values[*index]
+            && let Value::Text(text) = std::mem::replace(&mut row.values[*index], Value::Empty)
+        {
+            return Some(text);
+        }
+        self.value(row)
     }
 }
 

@@ -9,6 +9,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::fields::{self, Field, FieldSpec, RawField};
 use super::{Expect, MappingChecker};
 use crate::domain::nhs_number::NhsNumber;
 use crate::ledger::{DETAIL_COLUMNS, DetailRecord, Result};
@@ -17,46 +18,54 @@ use crate::validate::{Row, Value};
 /// The section name in `[feeds.NAME.map]`.
 pub const KIND: &str = "service_user";
 
-/// `[feeds.NAME.map.service_user]`: column names for each field.
+/// `[feeds.NAME.map.service_user]`: what fills each field. The text fields
+/// take any form of [`fields::RawField`] (a column, a translated column,
+/// a fixed value, columns joined); the NHS number and the date of birth
+/// take a column of their type.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMapping {
     /// The sender's own identifier for the person (required).
-    pub local_id: Spanned<String>,
+    pub local_id: Spanned<RawField>,
     pub nhs_number: Option<Spanned<String>>,
-    pub family_name: Option<Spanned<String>>,
-    pub given_name: Option<Spanned<String>>,
+    pub family_name: Option<Spanned<RawField>>,
+    pub given_name: Option<Spanned<RawField>>,
     pub date_of_birth: Option<Spanned<String>>,
-    pub gender: Option<Spanned<String>>,
-    pub postcode: Option<Spanned<String>>,
+    pub gender: Option<Spanned<RawField>>,
+    pub postcode: Option<Spanned<RawField>>,
 }
 
-/// Which columns fill which fields (column indexes into the schema).
+/// How each field is filled (columns are indexes into the schema).
 #[derive(Debug)]
 pub struct Mapping {
-    pub local_id: usize,
+    pub local_id: Option<Field>,
     pub nhs_number: Option<usize>,
-    pub family_name: Option<usize>,
-    pub given_name: Option<usize>,
+    pub family_name: Option<Field>,
+    pub given_name: Option<Field>,
     pub date_of_birth: Option<usize>,
-    pub gender: Option<usize>,
-    pub postcode: Option<usize>,
+    pub gender: Option<Field>,
+    pub postcode: Option<Field>,
 }
 
 impl Mapping {
     /// Checks each mapped column against the schema.
     pub fn check(raw: RawMapping, checker: &mut dyn MappingChecker) -> Mapping {
-        let mut field = |name: &str, column: Option<Spanned<String>>, expect: Expect| {
+        let mut column = |name: &str, column: Option<Spanned<String>>, expect: Expect| {
             column.and_then(|c| checker.column(KIND, name, &c, expect))
         };
+        let nhs_number = column("nhs_number", raw.nhs_number, Expect::NhsNumber);
+        let date_of_birth = column("date_of_birth", raw.date_of_birth, Expect::Date);
+        let mut text = |name: &'static str, raw: Option<Spanned<RawField>>| {
+            raw.and_then(|raw| fields::check(KIND, &FieldSpec::text(name), raw, checker))
+        };
         Mapping {
-            local_id: field("local_id", Some(raw.local_id), Expect::Text).unwrap_or(0),
-            nhs_number: field("nhs_number", raw.nhs_number, Expect::NhsNumber),
-            family_name: field("family_name", raw.family_name, Expect::Text),
-            given_name: field("given_name", raw.given_name, Expect::Text),
-            date_of_birth: field("date_of_birth", raw.date_of_birth, Expect::Date),
-            gender: field("gender", raw.gender, Expect::Text),
-            postcode: field("postcode", raw.postcode, Expect::Text),
+            local_id: text("local_id", Some(raw.local_id)),
+            nhs_number,
+            family_name: text("family_name", raw.family_name),
+            given_name: text("given_name", raw.given_name),
+            date_of_birth,
+            gender: text("gender", raw.gender),
+            postcode: text("postcode", raw.postcode),
         }
     }
 }
@@ -73,12 +82,10 @@ pub struct ServiceUser {
     pub postcode: Option<String>,
 }
 
-/// Moves a text value out of the row (a column is mapped at most once).
-fn take_text(row: &mut Row, column: Option<usize>) -> Option<String> {
-    match column.map(|c| std::mem::replace(&mut row.values[c], Value::Empty)) {
-        Some(Value::Text(s)) => Some(s),
-        _ => None,
-    }
+/// A text field's value, moved out of the row when it is a column's as it
+/// is (each column fills at most one field of a service user).
+fn take_text(row: &mut Row, field: Option<&Field>) -> Option<String> {
+    field.and_then(|f| f.take(row))
 }
 
 /// The service user a row describes.
@@ -92,11 +99,11 @@ pub fn map(mapping: &Mapping, row: &mut Row) -> ServiceUser {
             Some(Value::Date(d)) => Some(*d),
             _ => None,
         },
-        local_id: take_text(row, Some(mapping.local_id)).unwrap_or_default(),
-        family_name: take_text(row, mapping.family_name),
-        given_name: take_text(row, mapping.given_name),
-        gender: take_text(row, mapping.gender),
-        postcode: take_text(row, mapping.postcode),
+        local_id: take_text(row, mapping.local_id.as_ref()).unwrap_or_default(),
+        family_name: take_text(row, mapping.family_name.as_ref()),
+        given_name: take_text(row, mapping.given_name.as_ref()),
+        gender: take_text(row, mapping.gender.as_ref()),
+        postcode: take_text(row, mapping.postcode.as_ref()),
     }
 }
 

@@ -143,3 +143,66 @@ fn small_trend_counts_are_withheld_and_the_rest_rounded() {
     };
     assert_eq!(exact.disclose(3), Some(3));
 }
+
+#[test]
+fn a_field_is_a_column_translated_or_defaulted_a_fixed_value_or_columns_joined() {
+    use crate::validate::{Row, Value};
+    use fields::Field;
+    let row = Row {
+        line: 4,
+        values: vec![
+            Value::Text("M".into()),
+            Value::Empty,
+            Value::Text("Ann".into()),
+            Value::Date(chrono::NaiveDate::from_ymd_opt(2026, 2, 1).unwrap()),
+        ],
+    };
+    let table = |pairs: &[(&str, &str)]| {
+        Some(
+            pairs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+        )
+    };
+    let column = |index, translate, default: Option<&str>, vocabulary| Field::Column {
+        index,
+        translate,
+        default: default.map(String::from),
+        vocabulary,
+    };
+    let cases: [(Field, Option<&str>); 9] = [
+        (column(0, None, None, None), Some("M")),
+        (column(0, table(&[("M", "1")]), None, None), Some("1")),
+        // A code the table lacks: the default, or else as it is.
+        (column(0, table(&[("F", "2")]), Some("9"), None), Some("9")),
+        (column(0, table(&[("F", "2")]), None, None), Some("M")),
+        (column(1, None, Some("unknown"), None), Some("unknown")),
+        (column(1, None, None, None), None),
+        // A coded field never holds a value outside its codes.
+        (
+            column(0, None, Some("other"), Some(&["other", "risk"])),
+            Some("other"),
+        ),
+        (Field::Fixed("care home".into()), Some("care home")),
+        (
+            Field::Concat {
+                columns: vec![2, 1, 3],
+                separator: " / ".into(),
+                default: None,
+            },
+            Some("Ann / 2026-02-01"),
+        ),
+    ];
+    for (field, expected) in cases {
+        assert_eq!(field.value(&row).as_deref(), expected, "{field:?}");
+        let mut taken = row.clone();
+        assert_eq!(field.take(&mut taken).as_deref(), expected, "{field:?}");
+    }
+    let empty = Field::Concat {
+        columns: vec![1],
+        separator: " ".into(),
+        default: Some("none".into()),
+    };
+    assert_eq!(empty.value(&row).as_deref(), Some("none"));
+}

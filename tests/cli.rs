@@ -83,6 +83,8 @@ fn every_command_has_help_with_an_example() {
         vec!["status"],
         vec!["patients"],
         vec!["patients", "find"],
+        vec!["patients", "link"],
+        vec!["patients", "unlink"],
     ] {
         let mut args = command.clone();
         args.push("--help");

@@ -385,9 +385,9 @@ fn a_file_no_feed_matches_is_quarantined_then_replayed_after_a_config_fix() {
     assert_eq!(d.dg(&["replay", &id]).status.code(), Some(2));
 }
 
-#[test]
-fn patients_are_linked_across_sources_by_nhs_number() {
-    let config = format!(
+/// The shipped config with a second partner, `gp`, sending the same feed.
+fn with_gp() -> String {
+    format!(
         "{}\n[partners.gp]\n\n[sources.gp-drop]\nkind = \"local\"\npartner = \"gp\"\npath = \"../spool/drop/gp\"\n\n[feeds.gp-news2]{}",
         fast(SHIPPED_CONFIG),
         SHIPPED_CONFIG
@@ -396,8 +396,134 @@ fn patients_are_linked_across_sources_by_nhs_number() {
             .unwrap()
             .replace("feeds.news2", "feeds.gp-news2")
             .replace("partner = \"demo-carehome\"", "partner = \"gp\"")
+    )
+}
+
+/// `patients find --local-id SOURCE:ID --json`: (person id, its detail ids).
+fn person_of(d: &Deployment, local_id: &str) -> (i64, Vec<i64>) {
+    let out = d.dg(&["patients", "find", "--local-id", local_id, "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let person: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let details = person["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["detail_id"].as_i64().unwrap())
+        .collect();
+    (person["person_id"].as_i64().unwrap(), details)
+}
+
+#[test]
+fn an_admin_links_and_unlinks_details_by_hand_and_later_files_keep_the_decision() {
+    let d = Deployment::with_config(&with_gp());
+    let home = d.write_input("news2_home.csv", news2_csv(4, 2, 0).as_bytes());
+    assert!(d.ingest(&[&home]).status.success());
+    let gp_file = |name: &str, rows: u32| {
+        let body = news2_csv(rows, 1, 0).replace("R0001,", "GP-77,");
+        let gp = d.write_input(name, body.as_bytes());
+        let out = d.dg(&["ingest", "--source", "gp-drop", gp.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", text(&out.stdout));
+    };
+    gp_file("news2_gp.csv", 2);
+    let (person, details) = person_of(&d, "gp:GP-77");
+    assert_eq!(details.len(), 2, "linked by NHS number");
+    let (home_detail, gp_detail) = (details[0], details[1]);
+    let (other_person, other_details) = person_of(&d, "demo-carehome:R0002");
+    assert_ne!(other_person, person);
+
+    // A reason holding an NHS number is refused: the audit trail must not carry one.
+    let number = nhs_number(1);
+    let spaced = format!("{} {} {}", &number[..3], &number[3..6], &number[6..]);
+    let out = d.dg(&[
+        "patients",
+        "unlink",
+        &gp_detail.to_string(),
+        "--reason",
+        &format!("NHS no {spaced} is shared"),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("holds an NHS number"));
+
+    let out = d.dg(&[
+        "patients",
+        "unlink",
+        &gp_detail.to_string(),
+        "--reason",
+        "GP record is another resident, ticket 77",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (gp_person, gp_details) = person_of(&d, "gp:GP-77");
+    assert_ne!(gp_person, person);
+    assert_eq!(gp_details, [gp_detail], "the detail id never changes");
+    assert_eq!(
+        person_of(&d, "demo-carehome:R0001"),
+        (person, vec![home_detail])
     );
-    let d = Deployment::with_config(&config);
+    // A later file with the same NHS number does not undo it.
+    gp_file("news2_gp_2.csv", 3);
+    assert_eq!(person_of(&d, "gp:GP-77").0, gp_person);
+    // Nothing left to unlink from; two persons with different numbers are not one.
+    let out = d.dg(&[
+        "patients",
+        "unlink",
+        &gp_detail.to_string(),
+        "--reason",
+        "again",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = d.dg(&[
+        "patients",
+        "link",
+        &home_detail.to_string(),
+        &other_details[0].to_string(),
+        "--reason",
+        "mistake",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("different NHS numbers"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = d.dg(&[
+        "patients",
+        "link",
+        &home_detail.to_string(),
+        &gp_detail.to_string(),
+        "--reason",
+        "confirmed with the home, ticket 78",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        person_of(&d, "gp:GP-77"),
+        (person, vec![home_detail, gp_detail])
+    );
+    let out = d.dg(&[
+        "patients",
+        "link",
+        &home_detail.to_string(),
+        &gp_detail.to_string(),
+        "--reason",
+        "again",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "already one person");
+
+    // Each change is an audit event saying who and why, and nothing else of the person.
+    let events = d.strings(
+        "SELECT action || ' ' || detail FROM audit_events WHERE action LIKE 'patients_%' ORDER BY id",
+    );
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(events[0].starts_with("patients_unlink "), "{events:?}");
+    assert!(events[0].contains("\"reason\":\"GP record is another resident, ticket 77\""));
+    assert!(events[0].contains("\"by\":\""), "{events:?}");
+    assert!(events[1].starts_with("patients_link "), "{events:?}");
+    assert!(!events.iter().any(|e| e.contains(&number)), "{events:?}");
+}
+
+#[test]
+fn patients_are_linked_across_sources_by_nhs_number() {
+    let d = Deployment::with_config(&with_gp());
     let home = d.write_input("news2_home.csv", news2_csv(4, 1, 0).as_bytes());
     assert!(d.ingest(&[&home]).status.success());
     let gp_body = news2_csv(2, 1, 0).replace("R0001,", "GP-77,");

@@ -246,6 +246,29 @@ pub(super) enum Patients {
         #[arg(long)]
         json: bool,
     },
+    /// Link two details as one person by hand: every detail of the second's person joins the first's.
+    #[command(
+        after_help = "Example:\n  dropgate patients link 17 42 --reason \"same resident: confirmed with the home's manager, ticket 1234\"\n\nLater files never undo it by NHS number. Refused (exit 1) when the two persons carry different NHS numbers. Recorded as an audit event with who and why; the reason must not hold patient identifiers (one that holds an NHS number is refused)."
+    )]
+    Link {
+        /// The detail whose person stays.
+        detail: i64,
+        /// The detail whose person joins it.
+        other: i64,
+        /// Why, for the audit trail (no patient identifiers).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Give a detail a person of its own by hand, undoing a link.
+    #[command(
+        after_help = "Example:\n  dropgate patients unlink 42 --reason \"two residents shared an NHS number in error, ticket 1235\"\n\nLater files never link it again by NHS number. Recorded as an audit event with who and why."
+    )]
+    Unlink {
+        detail: i64,
+        /// Why, for the audit trail (no patient identifiers).
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 /// Exactly one of --nhs-number, --local-id or --family-name (checked when run).

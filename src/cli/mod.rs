@@ -354,6 +354,26 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Patients(Patients::Link {
+            detail,
+            other,
+            reason,
+        }) => {
+            let config = config_or_exit!(&cli.config);
+            let Some(reason) = audit_reason(&reason) else {
+                return Ok(ExitCode::from(2));
+            };
+            let mut ledger = open_ledger(&config)?;
+            linked(ledger.link_details(detail, other, &operator(), &reason)?)
+        }
+        Command::Patients(Patients::Unlink { detail, reason }) => {
+            let config = config_or_exit!(&cli.config);
+            let Some(reason) = audit_reason(&reason) else {
+                return Ok(ExitCode::from(2));
+            };
+            let mut ledger = open_ledger(&config)?;
+            linked(ledger.unlink_detail(detail, &operator(), &reason)?)
+        }
         Command::Patients(Patients::Find { who, json }) => {
             let config = config_or_exit!(&cli.config);
             let ledger = open_ledger(&config)?;
@@ -498,4 +518,96 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
             _ = interrupt.recv() => {}
         }
     })
+}
+
+/// Prints what a link or unlink did, or why it did nothing (exit 1).
+fn linked(
+    outcome: Result<dropgate::ledger::LinkChange, dropgate::ledger::LinkRefused>,
+) -> anyhow::Result<ExitCode> {
+    match outcome {
+        Ok(change) => {
+            let details: Vec<String> = change.details.iter().map(|d| d.to_string()).collect();
+            println!(
+                "person {} now holds detail{} {} (recorded in the audit trail)",
+                change.person_id,
+                if details.len() == 1 { "" } else { "s" },
+                details.join(", ")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(refused) => {
+            eprintln!("{refused}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// Who runs this command, for the audit trail: the login name (the one
+/// `sudo` was run by, when it was) and the user id.
+fn operator() -> String {
+    // SAFETY: getuid cannot fail and has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    let name = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_default();
+    let name: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
+    if name.is_empty() {
+        format!("uid {uid}")
+    } else {
+        format!("{name} (uid {uid})")
+    }
+}
+
+/// A reason an admin gives for the audit trail, refused (with why, on
+/// stderr) when empty, longer than 500 characters, holding control
+/// characters, or holding what reads as a valid NHS number: the audit trail
+/// must not carry patient identifiers.
+fn audit_reason(reason: &str) -> Option<String> {
+    let reason = reason.trim();
+    let refuse = |why: &str| {
+        eprintln!("--reason {why}");
+        None
+    };
+    if reason.is_empty() {
+        return refuse("must say why");
+    }
+    if reason.chars().count() > 500 {
+        return refuse("must be at most 500 characters");
+    }
+    if reason.chars().any(char::is_control) {
+        return refuse("must be one line of text");
+    }
+    if holds_nhs_number(reason) {
+        return refuse("holds an NHS number; the audit trail must not carry patient identifiers");
+    }
+    Some(reason.to_string())
+}
+
+/// Whether ten digits in a row (spaces or hyphens between them allowed)
+/// make a valid NHS number.
+fn holds_nhs_number(text: &str) -> bool {
+    let mut digits: Vec<u8> = Vec::new();
+    let mut last_was_digit = false;
+    let mut found = false;
+    let check = |digits: &[u8]| {
+        digits.windows(10).any(|w| {
+            let candidate: String = w.iter().map(|d| char::from(b'0' + d)).collect();
+            dropgate::domain::nhs_number::NhsNumber::parse(&candidate).is_ok()
+        })
+    };
+    for c in text.chars() {
+        match c {
+            '0'..='9' => {
+                digits.push(c as u8 - b'0');
+                last_was_digit = true;
+            }
+            ' ' | '-' if last_was_digit => last_was_digit = false,
+            _ => {
+                found |= check(&digits);
+                digits.clear();
+                last_was_digit = false;
+            }
+        }
+    }
+    found || check(&digits)
 }

@@ -40,6 +40,10 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
         "0012_care_records",
         include_str!("migrations/0012_care_records.sql"),
     ),
+    (
+        "0013_links_by_hand",
+        include_str!("migrations/0013_links_by_hand.sql"),
+    ),
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {

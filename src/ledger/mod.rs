@@ -39,8 +39,8 @@ pub use exports::{
 use migrations::MIGRATIONS;
 use migrations::migrate;
 pub use records::{
-    DETAIL_COLUMNS, DetailRecord, DetailView, NameSearch, ObservationRecord, PersonRecords,
-    PersonView,
+    DETAIL_COLUMNS, DetailRecord, DetailView, LinkChange, LinkRefused, NameSearch,
+    ObservationRecord, PersonRecords, PersonView,
 };
 pub use routes::{RouteDelivery, Routed};
 pub use status::{DeliveryEvent, PollReport, SourceStatus, Status};
@@ -361,6 +361,72 @@ impl Ledger {
         observations: usize,
     ) -> Result<Option<PersonRecords>> {
         records::person_records(&self.conn, detail_id, observations)
+    }
+
+    /// `patients link`: makes the persons of two details one, by hand, with
+    /// an audit event saying who and why, in one transaction.
+    pub fn link_details(
+        &mut self,
+        detail: i64,
+        other: i64,
+        by: &str,
+        reason: &str,
+    ) -> Result<std::result::Result<LinkChange, LinkRefused>> {
+        self.change_link("patients_link", by, reason, [detail, other], |tx| {
+            records::link(tx, detail, other)
+        })
+    }
+
+    /// `patients unlink`: gives a detail a person of its own, by hand, with
+    /// an audit event saying who and why, in one transaction.
+    pub fn unlink_detail(
+        &mut self,
+        detail: i64,
+        by: &str,
+        reason: &str,
+    ) -> Result<std::result::Result<LinkChange, LinkRefused>> {
+        self.change_link("patients_unlink", by, reason, [detail, detail], |tx| {
+            records::unlink(tx, detail)
+        })
+    }
+
+    fn change_link(
+        &mut self,
+        action: &str,
+        by: &str,
+        reason: &str,
+        named: [i64; 2],
+        change: impl FnOnce(
+            &rusqlite::Transaction<'_>,
+        ) -> Result<std::result::Result<LinkChange, LinkRefused>>,
+    ) -> Result<std::result::Result<LinkChange, LinkRefused>> {
+        let now = self.now();
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let changed = match change(&tx)? {
+            Ok(changed) => changed,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let mut named = named.to_vec();
+        named.dedup();
+        audit::append_audit(
+            &tx,
+            &now,
+            &AuditEvent {
+                action,
+                detail: Some(serde_json::json!({
+                    "by": by,
+                    "reason": reason,
+                    "details": named,
+                    "person_id": changed.person_id,
+                    "previous_person_id": changed.previous_person_id,
+                })),
+                ..AuditEvent::default()
+            },
+        )?;
+        tx.commit()?;
+        Ok(Ok(changed))
     }
 
     /// The raw connection, for benchmarks that compare against bare SQLite.

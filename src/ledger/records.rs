@@ -269,3 +269,118 @@ fn person_view(conn: &Connection, person_id: i64) -> Result<PersonView> {
         details,
     })
 }
+
+/// Why `patients link` or `unlink` did nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkRefused {
+    #[error("no detail {0}")]
+    NoSuchDetail(i64),
+    #[error("details {0} and {1} are already one person")]
+    AlreadyLinked(i64, i64),
+    #[error(
+        "details {0} and {1} belong to persons with different NHS numbers: they are not one person"
+    )]
+    DifferentNhsNumbers(i64, i64),
+    #[error("detail {0} is the only detail of its person: there is nothing to unlink it from")]
+    Alone(i64),
+}
+
+/// What a link or an unlink did, for its audit event and the admin.
+#[derive(Debug, Serialize)]
+pub struct LinkChange {
+    /// The person the detail (or both details) now belong to.
+    pub person_id: i64,
+    /// The person it left (on a link, merged into `person_id` and gone).
+    pub previous_person_id: i64,
+    /// Every detail now of `person_id`.
+    pub details: Vec<i64>,
+}
+
+fn person_of(conn: &Connection, detail_id: i64) -> Result<Option<(i64, Option<String>)>> {
+    Ok(conn
+        .query_row(
+            "SELECT p.id, p.nhs_number FROM service_users u JOIN persons p ON p.id = u.person_id
+             WHERE u.detail_id = ?1",
+            [detail_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?)
+}
+
+fn details_of(conn: &Connection, person_id: i64) -> Result<Vec<i64>> {
+    let mut stmt = conn
+        .prepare("SELECT detail_id FROM service_users WHERE person_id = ?1 ORDER BY detail_id")?;
+    let details = stmt
+        .query_map([person_id], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(details)
+}
+
+/// Makes `other`'s person one with `detail`'s: every detail of the one
+/// joins the other, marked as linked by hand; the NHS number, if only one
+/// had it, goes with them.
+pub(super) fn link(
+    tx: &rusqlite::Transaction<'_>,
+    detail: i64,
+    other: i64,
+) -> Result<std::result::Result<LinkChange, LinkRefused>> {
+    let Some((keep, keep_nhs)) = person_of(tx, detail)? else {
+        return Ok(Err(LinkRefused::NoSuchDetail(detail)));
+    };
+    let Some((merged, merged_nhs)) = person_of(tx, other)? else {
+        return Ok(Err(LinkRefused::NoSuchDetail(other)));
+    };
+    if keep == merged {
+        return Ok(Err(LinkRefused::AlreadyLinked(detail, other)));
+    }
+    if let (Some(a), Some(b)) = (&keep_nhs, &merged_nhs)
+        && a != b
+    {
+        return Ok(Err(LinkRefused::DifferentNhsNumbers(detail, other)));
+    }
+    tx.execute(
+        "UPDATE service_users SET person_id = ?1, linked_by_hand = 1 WHERE person_id = ?2",
+        params![keep, merged],
+    )?;
+    tx.execute(
+        "UPDATE service_users SET linked_by_hand = 1 WHERE detail_id = ?1",
+        [detail],
+    )?;
+    tx.execute("DELETE FROM persons WHERE id = ?1", [merged])?;
+    if keep_nhs.is_none() && merged_nhs.is_some() {
+        tx.execute(
+            "UPDATE persons SET nhs_number = ?2 WHERE id = ?1",
+            params![keep, merged_nhs],
+        )?;
+    }
+    Ok(Ok(LinkChange {
+        person_id: keep,
+        previous_person_id: merged,
+        details: details_of(tx, keep)?,
+    }))
+}
+
+/// Gives `detail` a person of its own, marked as linked by hand. The person
+/// it leaves keeps its NHS number and its other details.
+pub(super) fn unlink(
+    tx: &rusqlite::Transaction<'_>,
+    detail: i64,
+) -> Result<std::result::Result<LinkChange, LinkRefused>> {
+    let Some((left, _)) = person_of(tx, detail)? else {
+        return Ok(Err(LinkRefused::NoSuchDetail(detail)));
+    };
+    if details_of(tx, left)?.len() < 2 {
+        return Ok(Err(LinkRefused::Alone(detail)));
+    }
+    tx.execute("INSERT INTO persons (nhs_number) VALUES (NULL)", [])?;
+    let person = tx.last_insert_rowid();
+    tx.execute(
+        "UPDATE service_users SET person_id = ?2, linked_by_hand = 1 WHERE detail_id = ?1",
+        params![detail, person],
+    )?;
+    Ok(Ok(LinkChange {
+        person_id: person,
+        previous_person_id: left,
+        details: vec![detail],
+    }))
+}

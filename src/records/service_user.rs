@@ -167,6 +167,8 @@ struct Stored {
     date_of_birth: Option<String>,
     gender: Option<String>,
     postcode: Option<String>,
+    /// An admin linked or unlinked it by hand: its person stays.
+    linked_by_hand: bool,
 }
 
 /// Inserts or updates a service user and links it to the person its NHS
@@ -181,7 +183,7 @@ fn upsert_service_user(
     let existing: Option<Stored> = conn
         .prepare_cached(
             "SELECT detail_id, person_id, nhs_number, family_name, given_name, date_of_birth,
-                    gender, postcode
+                    gender, postcode, linked_by_hand
              FROM service_users WHERE source = ?1 AND local_id = ?2",
         )?
         .query_row(params![source, user.local_id], |r| {
@@ -194,6 +196,7 @@ fn upsert_service_user(
                 date_of_birth: r.get(5)?,
                 gender: r.get(6)?,
                 postcode: r.get(7)?,
+                linked_by_hand: r.get(8)?,
             })
         })
         .optional()?;
@@ -211,8 +214,11 @@ fn upsert_service_user(
             return Ok((stored.detail_id, false));
         }
     }
+    let by_hand = existing.as_ref().is_some_and(|s| s.linked_by_hand);
     let existing = existing.map(|s| (s.detail_id, s.person_id));
     let person_id = match (&nhs, existing) {
+        // A decision made by a person is not undone by a file.
+        (_, Some((_, person))) if by_hand => person,
         (Some(nhs), _) => {
             let found: Option<i64> = conn
                 .prepare_cached("SELECT id FROM persons WHERE nhs_number = ?1")?

@@ -240,7 +240,7 @@ fn every_kind_is_exported_as_csv_and_as_fhir_that_fhir_resources_accepts() {
     let mut lines = csv.lines();
     assert_eq!(
         lines.next(),
-        Some("id,detail_id,partner,type,start,end,provider,file_id,line")
+        Some("id,record_id,detail_id,partner,type,start,end,provider,file_id,line")
     );
     assert_eq!(lines.count() as i64, transactions);
     // The trend counts each kind, by week, partner and feed (small numbers withheld).
@@ -304,5 +304,109 @@ print(json.dumps(counts))
     assert_eq!(
         d.strings("SELECT staff_id || '|' || name || '|' || role FROM staff ORDER BY staff_id"),
         ["S17|Amy Lee|Registered nurse", "S18|Okafor|Staff"]
+    );
+}
+
+/// Each line of an export's NDJSON file, parsed.
+fn resources(folder: &std::path::Path, name: &str) -> Vec<serde_json::Value> {
+    fs::read_to_string(folder.join(name))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_record_sent_again_is_a_new_version_and_the_later_by_its_own_time_is_current() {
+    let d = deployment();
+    // The newer versions come first, the older after them.
+    for sample in ["alerts_2.csv", "alerts_1.csv"] {
+        let out = d.ingest(&[&fixture(sample)]);
+        assert!(
+            out.status.success(),
+            "{}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(
+        d.count("SELECT count(*) FROM alerts"),
+        5,
+        "every version is kept"
+    );
+    assert_eq!(
+        d.strings(
+            "SELECT natural_key || ' ' || severity || ' ' || description FROM alerts
+             WHERE superseded_by IS NULL ORDER BY natural_key"
+        ),
+        [
+            "A-1 high Penicillin: anaphylaxis",
+            "A-2 medium Uses a frame; two falls in November",
+            "A-3 high Visitor restrictions",
+        ]
+    );
+    assert_eq!(
+        d.count("SELECT count(DISTINCT coalesce(record_id, id)) FROM alerts"),
+        3
+    );
+    // `patients show` lists every version with its file and line, the replaced marked.
+    let detail = d.count("SELECT detail_id FROM service_users WHERE local_id = 'R0001'");
+    let out = d.dg(&["patients", "show", &detail.to_string(), "--json"]);
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let versions: Vec<(String, bool, u64)> = shown["care_records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["fields"]["description"].as_str().unwrap().to_string(),
+                r["superseded_by"].is_null(),
+                r["line"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        versions,
+        [
+            ("Penicillin: anaphylaxis".to_string(), true, 2),
+            ("Uses a frame; two falls in November".to_string(), true, 3),
+            ("Penicillin".to_string(), false, 2),
+            ("Uses a frame".to_string(), false, 3),
+        ]
+    );
+
+    // An export holds each record once, as its current version, under the
+    // first version's id; a later version is exported under the same id.
+    let export = || {
+        let out = d.dg(&["export", "demo-nightly", "--json"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let made: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        PathBuf::from(made["folder"].as_str().unwrap())
+    };
+    let flags = resources(&export(), "Flag.ndjson");
+    let described: Vec<(&str, &str)> = flags
+        .iter()
+        .map(|f| {
+            (
+                f["id"].as_str().unwrap(),
+                f["code"]["text"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(described.len(), 3, "{described:?}");
+    let falls_id = described
+        .iter()
+        .find(|(_, text)| text.starts_with("Uses a frame"))
+        .unwrap()
+        .0
+        .to_string();
+    let out = d.ingest(&[&fixture("alerts_3.csv")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let flags = resources(&export(), "Flag.ndjson");
+    assert_eq!(flags.len(), 1);
+    assert_eq!(flags[0]["id"], falls_id.as_str());
+    assert_eq!(
+        flags[0]["code"]["text"],
+        "Uses a frame; steady since December"
     );
 }

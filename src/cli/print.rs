@@ -288,6 +288,10 @@ pub(super) struct ShownPerson<'a> {
 pub(super) struct CareView<'a> {
     kind: &'static str,
     id: i64,
+    /// Its first version's id: the same for every version of the record.
+    record_id: i64,
+    /// The version that replaced this one.
+    superseded_by: Option<i64>,
     detail_id: Option<i64>,
     partner: &'a str,
     fields: std::collections::BTreeMap<&'static str, &'a str>,
@@ -301,6 +305,8 @@ impl<'a> From<&'a StoredCare> for CareView<'a> {
         CareView {
             kind: r.kind.name(),
             id: r.id,
+            record_id: r.record_id,
+            superseded_by: r.superseded_by,
             detail_id: r.detail_id,
             partner: &r.partner,
             fields: spec
@@ -360,9 +366,14 @@ pub(super) fn print_person_records(records: &PersonRecords, care: &[StoredCare])
             .iter()
             .map(|(k, v)| format!("{k}={}", escaped(v)))
             .collect();
+        let replaced = match r.superseded_by {
+            Some(by) => format!("  [replaced by {by}]"),
+            None => String::new(),
+        };
         println!(
-            "  detail {:>6}  {}  (file {}, line {})",
+            "  detail {:>6}  #{}  {}  (file {}, line {}){replaced}",
             r.detail_id.unwrap_or_default(),
+            r.id,
             fields.join("  "),
             r.file_id,
             r.line

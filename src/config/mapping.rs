@@ -78,6 +78,10 @@ impl MappingChecker for MappedColumns<'_, '_, '_> {
         index
     }
 
+    fn holds(&self, index: usize, expect: Expect) -> bool {
+        expect.fits(&self.schema.columns[index].kind)
+    }
+
     fn codes(&self, index: usize) -> Option<Vec<String>> {
         match &self.schema.columns[index].kind {
             ColumnKind::Code { values } => Some(values.codes().to_vec()),

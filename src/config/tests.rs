@@ -1091,7 +1091,7 @@ fn a_coded_record_field_takes_only_dropgates_codes() {
         ),
         (
             "[feeds.news2.map.alert]\ntype = { value = \"allergy\" }\ncolour = \"gender\"",
-            "map.alert: unknown field `colour`, expected `type`, `severity`, `description`, `start`, `end` or `when`",
+            "map.alert: unknown field `colour`, expected `type`, `severity`, `description`, `start`, `end`, `when`, `key` or `updated_at`",
         ),
         (
             "[feeds.news2.map.alert]\nseverity = { value = \"high\" }",
@@ -1120,6 +1120,30 @@ fn a_coded_record_field_takes_only_dropgates_codes() {
         (
             "[feeds.news2.map.alert]\ntype = { value = \"risk\" }\ndescription = { concat = [\"family_name\", \"family_name\"] }",
             "column `family_name` is mapped twice: to alert.description and to alert.description",
+        ),
+        (
+            "[feeds.news2.map.alert]\ntype = { value = \"risk\" }\nkey = \"resident_id\"",
+            "map.alert: `key` is a list of column names",
+        ),
+        (
+            "[feeds.news2.map.alert]\ntype = { value = \"risk\" }\nkey = [\"resident_id\"]\nupdated_at = \"family_name\"",
+            "map.alert: `updated_at` names a date or datetime column",
+        ),
+        (
+            "[feeds.news2.map.alert]\ntype = { value = \"risk\" }\nupdated_at = \"observed_at\"",
+            "map.alert: `updated_at` orders the versions of a record: give its `key` too",
+        ),
+        (
+            "[feeds.news2.map.alert]\ntype = { value = \"risk\" }\nkey = [\"resident_id\", \"nope\"]",
+            "alert.key names column `nope`, which the feed does not declare",
+        ),
+        (
+            "[feeds.news2.map.staff]\nstaff_id = \"resident_id\"\nkey = [\"resident_id\"]",
+            "map.staff: a member of staff is one record per `staff_id`",
+        ),
+        (
+            "[feeds.news2.map.alert]\ntype = [\"risk\"]",
+            "alert.type takes a column name or a table, not a list",
         ),
     ];
     for (section, expected) in cases {

@@ -1,8 +1,9 @@
 //! CSV output: one file per record kind, a header line, then one row per
 //! service user (`service_user.csv`), one per observation
 //! (`observations.csv`), one per trend count (`trend.csv`), and one per
-//! record of each other kind (`KIND.csv`: its id, its service user's detail
-//! id, the partner, its fields in the config's order, file and line). The
+//! record of each other kind (`KIND.csv`: its id, the id of its first
+//! version, its service user's detail id, the partner, its fields in the
+//! config's order, file and line). The
 //! columns are listed in the README.
 
 use std::io::{self, Write};
@@ -79,7 +80,7 @@ impl Output {
         if !self.care.contains_key(&record.kind) {
             let mut header = vec!["id"];
             if spec.about_person {
-                header.push("detail_id");
+                header.extend(["record_id", "detail_id"]);
             }
             header.push("partner");
             header.extend(spec.fields.iter().map(|f| f.key));
@@ -97,9 +98,10 @@ impl Output {
         let id = record.id.to_string();
         let detail_id = record.detail_id.map(|d| d.to_string());
         let (file_id, line) = (record.file_id.to_string(), record.line.to_string());
+        let record_id = record.record_id.to_string();
         let mut fields: Vec<&str> = vec![&id];
         if let Some(detail_id) = &detail_id {
-            fields.push(detail_id);
+            fields.extend([record_id.as_str(), detail_id]);
         }
         fields.push(&record.partner);
         fields.extend(record.values.iter().map(|v| v.as_deref().unwrap_or("")));

@@ -2,7 +2,8 @@
 //! (and PractitionerRole), care record entries as DocumentReference, care
 //! transactions as Encounter, alerts as Flag, red bags as a Composition with
 //! a section per part of the pack. Ids are stable across exports
-//! (`staff-N`, `entry-N`, `care-N`, `alert-N`, `redbag-N`).
+//! (`staff-N`, `entry-N`, `care-N`, `alert-N`, `redbag-N`): a record's
+//! later versions keep its first version's id, so a consumer updates it.
 
 use base64::Engine;
 use serde_json::{Value, json};
@@ -69,7 +70,7 @@ fn entry(record: &StoredCare) -> Value {
     let text = record.get("text").unwrap_or_default();
     let mut resource = json!({
         "resourceType": "DocumentReference",
-        "id": format!("entry-{}", record.id),
+        "id": format!("entry-{}", record.record_id),
         "status": "current",
         "subject": subject(record),
         "date": record.get("recorded_at"),
@@ -113,7 +114,7 @@ fn encounter(record: &StoredCare) -> Value {
     let (class, display) = encounter_class(kind);
     let mut resource = json!({
         "resourceType": "Encounter",
-        "id": format!("care-{}", record.id),
+        "id": format!("care-{}", record.record_id),
         "status": if record.get("end").is_some() { "finished" } else { "in-progress" },
         "class": { "system": ACT_CODE, "code": class, "display": display },
         "type": [{ "text": kind }],
@@ -132,7 +133,7 @@ fn flag(record: &StoredCare) -> Value {
     let kind = record.get("type").unwrap_or_default();
     let mut resource = json!({
         "resourceType": "Flag",
-        "id": format!("alert-{}", record.id),
+        "id": format!("alert-{}", record.record_id),
         // Whether an end date has passed is the reader's to judge, on its own clock.
         "status": "active",
         "category": [{ "text": kind }],
@@ -177,7 +178,7 @@ fn red_bag(record: &StoredCare) -> Value {
         .collect();
     let mut resource = json!({
         "resourceType": "Composition",
-        "id": format!("redbag-{}", record.id),
+        "id": format!("redbag-{}", record.record_id),
         "status": "final",
         "type": { "text": "Hospital transfer summary (red bag)" },
         "subject": subject(record),

@@ -44,6 +44,10 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
         "0013_links_by_hand",
         include_str!("migrations/0013_links_by_hand.sql"),
     ),
+    (
+        "0014_record_versions",
+        include_str!("migrations/0014_record_versions.sql"),
+    ),
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {

@@ -6,11 +6,11 @@
 
 use std::collections::BTreeSet;
 
-use rusqlite::{Connection, params_from_iter, types::Value as SqlValue};
+use rusqlite::{Connection, OptionalExtension, params_from_iter, types::Value as SqlValue};
 use toml::Spanned;
 
 use super::fields::{self, Field, FieldSpec, RawField, RawFields};
-use super::{Kind, MappingChecker};
+use super::{Expect, Kind, MappingChecker};
 use crate::ledger::{LedgerError, Result};
 use crate::validate::Row;
 
@@ -33,8 +33,10 @@ impl Spec {
         let columns = self.columns.join(", ");
         let marks = vec!["?"; self.columns.len() + 3].join(", ");
         if self.about_person {
+            let marks = vec!["?"; self.columns.len() + 5].join(", ");
             format!(
-                "INSERT INTO {} (detail_id, file_id, line, {columns}) VALUES ({marks})",
+                "INSERT INTO {} (detail_id, file_id, line, natural_key, updated_at, {columns})
+                 VALUES ({marks})",
                 self.table
             )
         } else {
@@ -54,13 +56,13 @@ impl Spec {
     }
 
     fn select_sql(&self, filter: &str) -> String {
-        let owner = if self.about_person {
-            "detail_id"
+        let versions = if self.about_person {
+            "detail_id, coalesce(record_id, id), superseded_by"
         } else {
-            "NULL"
+            "NULL, id, NULL"
         };
         format!(
-            "SELECT id, {owner}, file_id, line, {} FROM {} WHERE {filter} ORDER BY id",
+            "SELECT id, {versions}, file_id, line, {} FROM {} WHERE {filter} ORDER BY id",
             self.columns.join(", "),
             self.table
         )
@@ -74,6 +76,12 @@ pub struct Mapping {
     pub fields: Vec<Option<Field>>,
     /// `when = "COLUMN"`: a record only from rows where the column has a value.
     pub when: Option<usize>,
+    /// `key = ["COLUMN", ...]`: a row whose values there match a record the
+    /// person already has is a new version of it.
+    pub key: Vec<usize>,
+    /// `updated_at = "COLUMN"`: a row's own time, which decides the current
+    /// version (without it, the later row to arrive).
+    pub updated_at: Option<usize>,
 }
 
 impl Mapping {
@@ -87,10 +95,42 @@ impl Mapping {
         let mut fields = vec![None; spec.fields.len()];
         let mut given = BTreeSet::new();
         let mut when = None;
+        let mut natural_key = Vec::new();
+        let mut updated_at = None;
         for (key, value) in raw.into_inner().0 {
-            if key.get_ref() == "when" {
-                when = when_column(kind, value, checker);
-                continue;
+            match key.get_ref().as_str() {
+                "when" => {
+                    when = one_column(kind, "when", value, checker);
+                    continue;
+                }
+                "key" | "updated_at" if !spec.about_person => {
+                    checker.error_at(
+                        key.span(),
+                        &format!(
+                            "map.{kind}: a member of staff is one record per `staff_id`, updated by each later file; `{}` is for the kinds about a person",
+                            key.get_ref()
+                        ),
+                    );
+                    continue;
+                }
+                "key" => {
+                    natural_key = key_columns(kind, value, checker);
+                    continue;
+                }
+                "updated_at" => {
+                    let span = value.span();
+                    updated_at = one_column(kind, "updated_at", value, checker);
+                    if let Some(index) = updated_at
+                        && !checker.holds(index, Expect::When)
+                    {
+                        checker.error_at(
+                            span,
+                            &format!("map.{kind}: `updated_at` names a date or datetime column"),
+                        );
+                    }
+                    continue;
+                }
+                _ => {}
             }
             match spec.fields.iter().position(|f| f.key == key.get_ref()) {
                 Some(i) => {
@@ -100,7 +140,7 @@ impl Mapping {
                 None => checker.error_at(
                     key.span(),
                     &format!(
-                        "map.{kind}: unknown field `{}`, expected {} or `when`",
+                        "map.{kind}: unknown field `{}`, expected {}, `when`, `key` or `updated_at`",
                         key.get_ref(),
                         spec.fields
                             .iter()
@@ -116,24 +156,58 @@ impl Mapping {
                 checker.error_at(span.clone(), &format!("map.{kind} needs `{}`", field.key));
             }
         }
-        Mapping { spec, fields, when }
+        if updated_at.is_some() && natural_key.is_empty() {
+            checker.error_at(
+                span,
+                &format!(
+                    "map.{kind}: `updated_at` orders the versions of a record: give its `key` too"
+                ),
+            );
+        }
+        Mapping {
+            spec,
+            fields,
+            when,
+            key: natural_key,
+            updated_at,
+        }
     }
 }
 
-/// The column `when` names, which any column may be.
-fn when_column(
+/// The column a setting names, which any declared column may be.
+fn one_column(
     kind: &str,
+    setting: &str,
     raw: Spanned<RawField>,
     checker: &mut dyn MappingChecker,
 ) -> Option<usize> {
     let span = raw.span();
     match raw.into_inner() {
-        RawField::Column(name) => checker.declared(kind, "when", &Spanned::new(span, name)),
-        RawField::Table(_) => {
-            checker.error_at(span, &format!("map.{kind}: `when` names one column"));
+        RawField::Column(name) => checker.declared(kind, setting, &Spanned::new(span, name)),
+        _ => {
+            checker.error_at(span, &format!("map.{kind}: `{setting}` names one column"));
             None
         }
     }
+}
+
+/// The columns of a natural key: `key = ["Alert ID"]`.
+fn key_columns(kind: &str, raw: Spanned<RawField>, checker: &mut dyn MappingChecker) -> Vec<usize> {
+    let span = raw.span();
+    let names = match raw.into_inner() {
+        RawField::Columns(names) if !names.is_empty() => names,
+        _ => {
+            checker.error_at(
+                span,
+                &format!("map.{kind}: `key` is a list of column names, `[\"Event ID\"]`"),
+            );
+            return Vec::new();
+        }
+    };
+    names
+        .into_iter()
+        .filter_map(|name| checker.declared(kind, "key", &Spanned::new(span.clone(), name)))
+        .collect()
 }
 
 /// One record of a described kind, as a row gives it.
@@ -142,6 +216,11 @@ pub struct CareRecord {
     pub kind: Kind,
     /// In the spec's field order.
     pub values: Vec<Option<String>>,
+    /// The values of the feed's `key` columns, joined; `None` without one,
+    /// or when a key column is empty (the row is then a record of its own).
+    pub natural_key: Option<String>,
+    /// The row's own time, from `updated_at`.
+    pub updated_at: Option<String>,
 }
 
 /// The record a row gives, or `None` when the `when` column is empty or a
@@ -164,9 +243,19 @@ pub fn map(mapping: &Mapping, row: &Row) -> Option<CareRecord> {
         .iter()
         .zip(&values)
         .all(|(spec, value)| !spec.required || value.is_some());
-    complete.then_some(CareRecord {
+    let key: Option<Vec<String>> = mapping
+        .key
+        .iter()
+        .map(|&c| fields::stored_text(&row.values[c]))
+        .collect();
+    complete.then(|| CareRecord {
         kind: mapping.spec.kind,
         values,
+        // A unit separator cannot be typed into a field by mistake.
+        natural_key: key.filter(|k| !k.is_empty()).map(|k| k.join("\u{1f}")),
+        updated_at: mapping
+            .updated_at
+            .and_then(|c| fields::stored_text(&row.values[c])),
     })
 }
 
@@ -197,20 +286,70 @@ impl<'c> Writer<'c> {
         } else {
             SqlValue::Text(self.source.clone())
         };
-        let values = [
+        let text = |v: &Option<String>| match v {
+            Some(text) => SqlValue::Text(text.clone()),
+            None => SqlValue::Null,
+        };
+        let mut values = vec![
             owner,
             SqlValue::Integer(self.file_id),
             SqlValue::Integer(line as i64),
-        ]
-        .into_iter()
-        .chain(record.values.iter().map(|v| match v {
-            Some(text) => SqlValue::Text(text.clone()),
-            None => SqlValue::Null,
-        }));
+        ];
+        if spec.about_person {
+            values.extend([text(&record.natural_key), text(&record.updated_at)]);
+        }
+        values.extend(record.values.iter().map(text));
         self.conn
             .prepare_cached(&spec.insert_sql())?
             .execute(params_from_iter(values))?;
+        if let (Some(detail_id), Some(key)) = (detail_id, &record.natural_key)
+            && spec.about_person
+        {
+            let id = self.conn.last_insert_rowid();
+            self.version(spec, detail_id, key, record.updated_at.as_deref(), id)?;
+        }
         Ok(1)
+    }
+
+    /// Makes the row just written (`id`) a version of the record the person
+    /// has with the same key, if any: the current one is the later by
+    /// `updated_at` (on a tie, or without times, the one written last).
+    fn version(
+        &self,
+        spec: &Spec,
+        detail_id: i64,
+        key: &str,
+        updated_at: Option<&str>,
+        id: i64,
+    ) -> Result<()> {
+        let table = spec.table;
+        let current: Option<(i64, i64, Option<String>)> = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT id, coalesce(record_id, id), updated_at FROM {table}
+                 WHERE detail_id = ?1 AND natural_key = ?2 AND superseded_by IS NULL AND id != ?3"
+            ))?
+            .query_row(rusqlite::params![detail_id, key, id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?;
+        let Some((current, record_id, current_at)) = current else {
+            return Ok(());
+        };
+        let newer = match (updated_at, current_at.as_deref()) {
+            (Some(new), Some(old)) => new >= old,
+            _ => true,
+        };
+        let (superseded, by) = if newer { (current, id) } else { (id, current) };
+        self.conn
+            .prepare_cached(&format!(
+                "UPDATE {table} SET superseded_by = ?2 WHERE id = ?1"
+            ))?
+            .execute([superseded, by])?;
+        self.conn
+            .prepare_cached(&format!("UPDATE {table} SET record_id = ?2 WHERE id = ?1"))?
+            .execute([id, record_id])?;
+        Ok(())
     }
 }
 
@@ -218,7 +357,12 @@ impl<'c> Writer<'c> {
 #[derive(Debug, Clone)]
 pub struct StoredCare {
     pub kind: Kind,
+    /// This version's row.
     pub id: i64,
+    /// The record's identity across its versions: its first version's id.
+    pub record_id: i64,
+    /// The version that replaced this one, if one has.
+    pub superseded_by: Option<i64>,
     /// The service user's detail, for a kind about a person.
     pub detail_id: Option<i64>,
     /// The partner whose file it came from.
@@ -252,16 +396,18 @@ fn read_rows<E: From<LedgerError>>(
     let mut rows = statement.query([param]).map_err(read)?;
     while let Some(row) = rows.next().map_err(read)? {
         let stored = (|| -> rusqlite::Result<StoredCare> {
-            let file_id: i64 = row.get(2)?;
+            let file_id: i64 = row.get(4)?;
             Ok(StoredCare {
                 kind: spec.kind,
                 id: row.get(0)?,
                 detail_id: row.get(1)?,
+                record_id: row.get(2)?,
+                superseded_by: row.get(3)?,
                 partner: partner(file_id),
                 file_id,
-                line: row.get::<_, i64>(3)? as u64,
+                line: row.get::<_, i64>(5)? as u64,
                 values: (0..spec.columns.len())
-                    .map(|i| row.get::<_, Option<String>>(4 + i))
+                    .map(|i| row.get::<_, Option<String>>(6 + i))
                     .collect::<rusqlite::Result<_>>()?,
             })
         })()
@@ -272,7 +418,8 @@ fn read_rows<E: From<LedgerError>>(
 }
 
 /// The records of `spec`'s kind that the file wrote (staff: that it last
-/// wrote), in the order written.
+/// wrote), in the order written: current versions only (a version replaced
+/// since goes out with the file that replaced it).
 pub fn written_by<E: From<LedgerError>>(
     conn: &Connection,
     spec: &Spec,
@@ -280,17 +427,16 @@ pub fn written_by<E: From<LedgerError>>(
     partner: &str,
     each: &mut dyn FnMut(StoredCare) -> std::result::Result<(), E>,
 ) -> std::result::Result<(), E> {
-    read_rows(
-        conn,
-        spec,
-        "file_id = ?1",
-        file_id,
-        &|_| partner.to_string(),
-        each,
-    )
+    let filter = if spec.about_person {
+        "file_id = ?1 AND superseded_by IS NULL"
+    } else {
+        "file_id = ?1"
+    };
+    read_rows(conn, spec, filter, file_id, &|_| partner.to_string(), each)
 }
 
-/// The records of `spec`'s kind about a service user's detail.
+/// The records of `spec`'s kind about a service user's detail, every
+/// version.
 pub fn about_detail(conn: &Connection, spec: &Spec, detail_id: i64) -> Result<Vec<StoredCare>> {
     let mut found = Vec::new();
     let partner_of = |file_id: i64| -> String {

@@ -24,6 +24,8 @@ use crate::validate::{Row, Value};
 pub enum RawField {
     Column(String),
     Table(RawFieldTable),
+    /// A list of column names: only a section's `key`.
+    Columns(Vec<String>),
 }
 
 /// The table form of a field's setting; exactly one of `column`, `value`
@@ -59,6 +61,10 @@ impl<'de> Deserialize<'de> for RawField {
             }
             fn visit_str<E: de::Error>(self, name: &str) -> Result<RawField, E> {
                 Ok(RawField::Column(name.to_string()))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<RawField, A::Error> {
+                Vec::<String>::deserialize(de::value::SeqAccessDeserializer::new(seq))
+                    .map(RawField::Columns)
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawField, A::Error> {
                 RawFieldTable::deserialize(de::value::MapAccessDeserializer::new(map))
@@ -248,6 +254,12 @@ pub fn check(
             return coded_column(&what, spec, index, None, None, span, checker);
         }
         RawField::Table(table) => table,
+        RawField::Columns(_) => {
+            return report(
+                checker,
+                format!("{what} takes a column name or a table, not a list"),
+            );
+        }
     };
     let text_only = matches!(spec.expect, Expect::Text);
     let sources = [

@@ -247,6 +247,9 @@ pub trait MappingChecker {
     /// named by other settings too); `None` (reported) when it does not.
     fn declared(&mut self, kind: &str, field: &str, column: &Spanned<String>) -> Option<usize>;
 
+    /// Whether the schema column at `index` holds `expect`.
+    fn holds(&self, index: usize, expect: Expect) -> bool;
+
     /// The codes of the schema column at `index`, when it is a `code` column.
     fn codes(&self, index: usize) -> Option<Vec<String>>;
 

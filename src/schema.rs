@@ -215,6 +215,18 @@ impl ColumnSpec {
 }
 
 impl Schema {
+    /// How many of `columns` a record's own fields fill: all but those a
+    /// header record's fields fill for the whole file.
+    pub fn data_columns(&self) -> usize {
+        match &self.layout {
+            Layout::Csv(CsvLayout {
+                header_record: Some(header),
+                ..
+            }) => header.first_column,
+            _ => self.columns.len(),
+        }
+    }
+
     /// Comma-separated with a header, UTF-8, the default caps, no rules:
     /// the shape a header record's checked fields are read with, and tests'.
     pub fn plain(columns: Vec<ColumnSpec>) -> Schema {
@@ -421,6 +433,10 @@ pub struct HeaderRecord {
     /// Its fields that are checked (an extract date, a sender's code): each
     /// field's position (from 0) and its check.
     pub fields: Vec<(usize, ColumnSpec)>,
+    /// Where these fields sit among the schema's columns, in order: after
+    /// the data columns, each record carrying the file's values, so rules,
+    /// uniqueness and mapping name them as any column.
+    pub first_column: usize,
 }
 
 #[derive(Debug, Clone)]

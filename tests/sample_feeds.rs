@@ -104,7 +104,7 @@ fn a_pharmacy_extract_framed_by_header_and_trailer_records() {
     assert_eq!(check(&d, "rx", "rx_valid.txt"), (Some(0), Vec::new()));
     assert_eq!(
         check(&d, "rx", "rx_broken.txt"),
-        (Some(1), pairs(&[(3, "trailer_count")]))
+        (Some(1), pairs(&[(2, "comparison"), (3, "trailer_count")]))
     );
 }
 
@@ -302,8 +302,14 @@ print(json.dumps(counts))
     // Staff are one each, however many notes name them; the role translated
     // or the default, the name joined from what is there.
     assert_eq!(
-        d.strings("SELECT staff_id || '|' || name || '|' || role FROM staff ORDER BY staff_id"),
-        ["S17|Amy Lee|Registered nurse", "S18|Okafor|Staff"]
+        d.strings(
+            "SELECT staff_id || '|' || name || '|' || role || '|' || organisation
+             FROM staff ORDER BY staff_id"
+        ),
+        [
+            "S17|Amy Lee|Registered nurse|VM1AB",
+            "S18|Okafor|Staff|VM1AB"
+        ]
     );
 }
 

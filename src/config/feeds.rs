@@ -331,12 +331,28 @@ impl Checker<'_> {
                 );
             }
         }
-        let header_record = csv
-            .header_record
-            .map(|h| self.header_record(h.into_inner(), base));
         let trailer_record = csv
             .trailer_record
             .and_then(|t| self.trailer_record(t.into_inner(), &specs));
+        let header_record = csv.header_record.map(|h| {
+            let span = h.span();
+            let mut header = self.header_record(h.into_inner(), base);
+            // Its fields become columns of every record, named as declared.
+            header.first_column = specs.len();
+            for (_, field) in &header.fields {
+                if !declared.insert(names.key(&field.name).into_owned()) {
+                    self.error(
+                        span.clone(),
+                        format!(
+                            "header record field `{}` has the name of a column",
+                            field.name
+                        ),
+                    );
+                }
+                specs.push(field.clone());
+            }
+            header
+        });
         Schema {
             layout: Layout::Csv(CsvLayout {
                 delimiter,

@@ -47,7 +47,11 @@ impl Checker<'_> {
                 fields.push((position, spec));
             }
         }
-        HeaderRecord { tag, fields }
+        HeaderRecord {
+            tag,
+            fields,
+            first_column: 0,
+        }
     }
 
     pub(super) fn trailer_record(

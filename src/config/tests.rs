@@ -806,6 +806,25 @@ fn trailer_records_are_checked_against_the_columns() {
     assert_eq!(header_record.tag.as_deref(), Some("HDR"));
     assert_eq!(header_record.fields.len(), 1);
     assert_eq!(header_record.fields[0].0, 2);
+    // Its field is a column of every record, after the data's: rules name it.
+    let schema = &config.feeds["news2"].schema;
+    assert_eq!(header_record.first_column, 14);
+    assert_eq!(schema.data_columns(), 14);
+    assert_eq!(schema.columns[14].name, "extract_date");
+    let with_rule = framed.replacen(
+        "[feeds.news2.map.service_user]",
+        "[[feeds.news2.rules]]\nage_of = \"date_of_birth\"\non = \"extract_date\"\nmin_years = 18\n\n[feeds.news2.map.service_user]",
+        1,
+    );
+    let config = Config::parse(Path::new("/opt/dg/config/dropgate.toml"), &with_rule).unwrap();
+    assert_eq!(config.feeds["news2"].schema.rules.len(), 1);
+    let clash = framed.replacen("name = \"extract_date\"", "name = \"pulse\"", 1);
+    let got = errors(&clash);
+    assert!(
+        got.iter()
+            .any(|e| e.contains("header record field `pulse` has the name of a column")),
+        "{got:?}"
+    );
     let on_tag = framed.replacen("position = 3", "position = 1", 1);
     let got = errors(&on_tag);
     assert!(

@@ -7,7 +7,9 @@ use super::RecordSource;
 use super::csv_reader::{Dialect, Next, Record, RecordReader};
 use crate::problem::{Code, Problem};
 use crate::schema::{CsvLayout, Encoding, HeaderRecord, Schema, TrailerRecord};
-use crate::validate::{Decoder, Outcome, ReadError, check_record, match_header};
+use crate::validate::{
+    Decoder, Outcome, ReadError, Value, check_record, check_record_in_file, match_header,
+};
 
 /// Streams a CSV file through the schema, one record at a time.
 pub struct CsvSource<'s, R: Read> {
@@ -26,6 +28,8 @@ pub struct CsvSource<'s, R: Read> {
     /// whether every data record was valid (otherwise the sum says nothing).
     total: f64,
     all_valid: bool,
+    /// The header record's checked fields, by column: every record's too.
+    file_values: Vec<(usize, Value)>,
 }
 
 /// What a trailer record says of the file.
@@ -54,7 +58,7 @@ impl<'s, R: Read> CsvSource<'s, R> {
             },
         );
         let mut decoder = Decoder::new(encoding);
-        let source = |reader, decoder, field_columns, record| CsvSource {
+        let source = |reader, decoder, field_columns, record, file_values| CsvSource {
             schema,
             trailer_record: layout.trailer_record.as_ref(),
             reader,
@@ -65,8 +69,10 @@ impl<'s, R: Read> CsvSource<'s, R> {
             trailer: None,
             total: 0.0,
             all_valid: true,
+            file_values,
         };
         let mut header = Record::default();
+        let mut file_values = Vec::new();
         if let Some(expected) = &layout.header_record {
             let found = reader.next(&mut header)?;
             let tagged = found == Next::Record
@@ -85,13 +91,21 @@ impl<'s, R: Read> CsvSource<'s, R> {
                     format!("the file does not start with its header record: {what} was expected"),
                 )]));
             }
-            let problems = check_header_fields(expected, &header, &mut decoder)?;
-            if !problems.is_empty() {
-                return Ok(Err(problems));
+            match check_header_fields(expected, &header, &mut decoder)? {
+                Ok(values) => {
+                    file_values = (expected.first_column..).zip(values).collect();
+                }
+                Err(problems) => return Ok(Err(problems)),
             }
         }
         if let Some(positions) = &layout.positions {
-            return Ok(Ok(source(reader, decoder, positions.clone(), header)));
+            return Ok(Ok(source(
+                reader,
+                decoder,
+                positions.clone(),
+                header,
+                file_values,
+            )));
         }
         let header_problem = |code, message| vec![Problem::file(1, code, message)];
         match reader.next(&mut header)? {
@@ -123,7 +137,13 @@ impl<'s, R: Read> CsvSource<'s, R> {
             Ok(field_columns) => field_columns,
             Err(problems) => return Ok(Err(problems)),
         };
-        Ok(Ok(source(reader, decoder, field_columns, header)))
+        Ok(Ok(source(
+            reader,
+            decoder,
+            field_columns,
+            header,
+            file_values,
+        )))
     }
 
     /// Notes what a trailer record says; problems with the record itself
@@ -170,14 +190,15 @@ impl<'s, R: Read> CsvSource<'s, R> {
     }
 }
 
-/// Checks the header record's declared fields, as columns are checked.
+/// Checks the header record's declared fields, as columns are checked:
+/// their values in declared order, or the problems.
 fn check_header_fields(
     expected: &HeaderRecord,
     record: &Record,
     decoder: &mut Decoder,
-) -> Result<Vec<Problem>, ReadError> {
+) -> Result<Result<Vec<Value>, Vec<Problem>>, ReadError> {
     if expected.fields.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Ok(Vec::new()));
     }
     let fields: Vec<&[u8]> = record.iter().collect();
     let width = expected
@@ -191,14 +212,14 @@ fn check_header_fields(
         field_columns[*position] = Some(index);
     }
     if fields.len() < width {
-        return Ok(vec![Problem::file(
+        return Ok(Err(vec![Problem::file(
             record.line,
             Code::FieldCount,
             format!(
                 "the header record has {} fields; its checked fields need {width}",
                 fields.len()
             ),
-        )]);
+        )]));
     }
     let shape = Schema::plain(expected.fields.iter().map(|(_, c)| c.clone()).collect());
     Ok(
@@ -209,8 +230,8 @@ fn check_header_fields(
             record.line,
             fields.into_iter(),
         )? {
-            Outcome::Valid(_) => Vec::new(),
-            Outcome::Invalid(problems) => problems,
+            Outcome::Valid(row) => Ok(row.values),
+            Outcome::Invalid(problems) => Err(problems),
         },
     )
 }
@@ -261,12 +282,13 @@ impl<R: Read> RecordSource for CsvSource<'_, R> {
                         format!("a record after the trailer record on line {trailer_line}"),
                     ));
                 }
-                let outcome = check_record(
+                let outcome = check_record_in_file(
                     self.schema,
                     &self.field_columns,
                     &mut self.decoder,
                     self.record.line,
                     self.record.iter(),
+                    &self.file_values,
                 )?;
                 if let (Some(trailer), Outcome::Valid(row)) = (self.trailer_record, &outcome)
                     && let Some((_, column)) = trailer.total

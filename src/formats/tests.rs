@@ -416,6 +416,8 @@ fn extract_schema() -> Schema {
             },
         ),
     ]);
+    // The header record's field is a column of every record, after the data's.
+    s.columns.push(column("sender", ColumnKind::OdsCode));
     s.layout = Layout::Csv(CsvLayout {
         delimiter: b'~',
         quote: b'"',
@@ -423,6 +425,7 @@ fn extract_schema() -> Schema {
         header_record: Some(HeaderRecord {
             tag: Some("HDR".into()),
             fields: vec![(1, column("sender", ColumnKind::OdsCode))],
+            first_column: 2,
         }),
         trailer_record: Some(TrailerRecord {
             tag: "TRL".into(),
@@ -445,6 +448,8 @@ fn header_and_trailer_records_frame_the_data_and_the_trailer_counts_it() {
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[1].line, 4);
+    // Every record carries the header record's checked fields.
+    assert_eq!(rows[1].values[2], Value::Text("A81001".into()));
 
     let (_, problems) = run(&s, b"HDR~A81001\nitem~qty\nx~2\ny~5\nTRL~3~7\n");
     assert_eq!(codes(&problems), [(5, "trailer_count")]);

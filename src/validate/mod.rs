@@ -129,8 +129,9 @@ pub fn match_header<'a>(
             }
         }
     }
-    let by_name: std::collections::HashMap<Cow<'_, str>, usize> = schema
-        .columns
+    // A header record's fields are columns too, but never in this header.
+    let data_columns = &schema.columns[..schema.data_columns()];
+    let by_name: std::collections::HashMap<Cow<'_, str>, usize> = data_columns
         .iter()
         .enumerate()
         .map(|(index, c)| (schema.names.key(&c.name), index))
@@ -147,7 +148,7 @@ pub fn match_header<'a>(
         }
     }
     let found: Vec<bool> = first_field.iter().map(Option::is_some).collect();
-    if field_columns.iter().all(Option::is_none) && !schema.columns.is_empty() {
+    if field_columns.iter().all(Option::is_none) && !data_columns.is_empty() {
         problems.push(no_header_problem(schema, &cells));
         return Ok(Err(problems));
     }
@@ -176,7 +177,7 @@ pub fn match_header<'a>(
             }),
         }
     }
-    for (index, column) in schema.columns.iter().enumerate() {
+    for (index, column) in data_columns.iter().enumerate() {
         let may_be_absent = schema.missing_columns == MissingColumns::Allow && !column.required;
         if !found[index] && !may_be_absent {
             problems.push(Problem {
@@ -214,7 +215,7 @@ fn no_header_problem(schema: &Schema, cells: &[Option<String>]) -> Problem {
         Code::NoHeader,
         format!(
             "line 1 names none of the feed's {} declared columns{shape}: the file may lack its header record",
-            schema.columns.len()
+            schema.data_columns()
         ),
     )
 }
@@ -237,8 +238,7 @@ fn unexpected_column_message(
             .collect()
     };
     let loose_cell = loose(cell);
-    let near = schema
-        .columns
+    let near = schema.columns[..schema.data_columns()]
         .iter()
         .enumerate()
         .find(|(index, column)| !found[*index] && loose(&column.name) == loose_cell);
@@ -294,6 +294,19 @@ pub fn check_record<'a>(
     decoder: &mut Decoder,
     line: u64,
     fields: impl ExactSizeIterator<Item = &'a [u8]> + Clone,
+) -> Result<Outcome, ReadError> {
+    check_record_in_file(schema, field_columns, decoder, line, fields, &[])
+}
+
+/// As [`check_record`], with the values the file gives every record (a
+/// header record's fields, by column), there before the rules are checked.
+pub fn check_record_in_file<'a>(
+    schema: &Schema,
+    field_columns: &[Option<usize>],
+    decoder: &mut Decoder,
+    line: u64,
+    fields: impl ExactSizeIterator<Item = &'a [u8]> + Clone,
+    file_values: &[(usize, Value)],
 ) -> Result<Outcome, ReadError> {
     if fields.len() != field_columns.len() {
         // A field holding a line break usually means a quote left open
@@ -354,6 +367,9 @@ pub fn check_record<'a>(
             Ok(v) => values[index] = v,
             Err((code, message)) => problems.push(problem(code, message)),
         }
+    }
+    for (index, value) in file_values {
+        values[*index] = value.clone();
     }
     // Rules read the values the columns' own checks made; a record whose
     // columns failed would only add problems that follow from those.

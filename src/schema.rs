@@ -441,8 +441,8 @@ pub struct HeaderRecord {
 
 #[derive(Debug, Clone)]
 pub struct TrailerRecord {
-    /// What its first field holds.
-    pub tag: String,
+    /// What its first field holds; `None`: the file's last record is it.
+    pub tag: Option<String>,
     /// The field (0-based) holding the number of data records.
     pub count_field: Option<usize>,
     /// The field (0-based) holding the sum of a numeric column over the

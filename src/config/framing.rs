@@ -59,14 +59,25 @@ impl Checker<'_> {
         raw: raw::TrailerRecord,
         columns: &[ColumnSpec],
     ) -> Option<TrailerRecord> {
-        let tag = self.record_tag(&raw.tag)?;
+        let tag = match &raw.tag {
+            Some(tag) => Some(self.record_tag(tag)?),
+            None => None,
+        };
+        // Field 1 of a tagged trailer is its tag.
+        let first = if tag.is_some() { 2 } else { 1 };
         let mut field = |f: &Option<Spanned<i64>>| match f {
-            Some(n) if (2..=MAX_POSITION).contains(n.get_ref()) => Some(*n.get_ref() as usize - 1),
-            Some(n) => {
+            Some(n) if (first..=MAX_POSITION).contains(n.get_ref()) => {
+                Some(*n.get_ref() as usize - 1)
+            }
+            Some(n) if first == 2 => {
                 self.at(
                     n,
                     format!("a trailer field is 2 to {MAX_POSITION} (field 1 is the tag)"),
                 );
+                None
+            }
+            Some(n) => {
+                self.at(n, format!("a trailer field is 1 to {MAX_POSITION}"));
                 None
             }
             None => None,

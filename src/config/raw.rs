@@ -422,8 +422,8 @@ pub struct HeaderRecord {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrailerRecord {
-    /// What its first field holds (`TRL`).
-    pub tag: Spanned<String>,
+    /// What its first field holds (`TRL`); without one, the file's last record is it.
+    pub tag: Option<Spanned<String>>,
     /// The field, counting from 1, holding the number of data records.
     pub count_field: Option<Spanned<i64>>,
     /// The field, counting from 1, holding the sum of `total_of` over the data records.

@@ -799,8 +799,8 @@ fn trailer_records_are_checked_against_the_columns() {
     };
     let trailer = layout.trailer_record.as_ref().unwrap();
     assert_eq!(
-        (trailer.tag.as_str(), trailer.count_field),
-        ("TRL", Some(1))
+        (trailer.tag.as_deref(), trailer.count_field),
+        (Some("TRL"), Some(1))
     );
     let header_record = layout.header_record.as_ref().unwrap();
     assert_eq!(header_record.tag.as_deref(), Some("HDR"));

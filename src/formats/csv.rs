@@ -20,6 +20,11 @@ pub struct CsvSource<'s, R: Read> {
     /// For each field of the file, the schema column it fills.
     field_columns: Vec<Option<usize>>,
     record: Record,
+    /// The record after `record`, read ahead when the trailer is the last
+    /// record whatever it holds: only the end of the file tells it apart.
+    ahead: Option<(Next, Record)>,
+    /// A buffer to read ahead into, kept between records.
+    spare: Record,
     /// Data records read so far: header and trailer records excluded.
     records: u64,
     /// The trailer, once read: its line, and what it says.
@@ -65,6 +70,8 @@ impl<'s, R: Read> CsvSource<'s, R> {
             decoder,
             field_columns,
             record,
+            ahead: None,
+            spare: Record::default(),
             records: 0,
             trailer: None,
             total: 0.0,
@@ -246,7 +253,26 @@ fn first_field_is(record: &Record, tag: &str) -> bool {
 
 impl<R: Read> RecordSource for CsvSource<'_, R> {
     fn next_outcome(&mut self) -> Result<Option<Outcome>, ReadError> {
-        let next = self.reader.next(&mut self.record)?;
+        let next = match self.ahead.take() {
+            Some((next, record)) => {
+                self.spare = std::mem::replace(&mut self.record, record);
+                next
+            }
+            None => self.reader.next(&mut self.record)?,
+        };
+        if let Some(trailer) = self.trailer_record
+            && trailer.tag.is_none()
+            && next == Next::Record
+            && self.trailer.is_none()
+        {
+            let mut following = std::mem::take(&mut self.spare);
+            let after = self.reader.next(&mut following)?;
+            if after == Next::End {
+                self.read_trailer(trailer);
+                return Ok(None);
+            }
+            self.ahead = Some((after, following));
+        }
         let invalid =
             |line, code, message| Some(Outcome::Invalid(vec![Problem::file(line, code, message)]));
         let outcome = match next {
@@ -268,7 +294,8 @@ impl<R: Read> RecordSource for CsvSource<'_, R> {
             ),
             Next::Record => {
                 if let Some(trailer) = self.trailer_record
-                    && first_field_is(&self.record, &trailer.tag)
+                    && let Some(tag) = &trailer.tag
+                    && first_field_is(&self.record, tag)
                     && self.trailer.is_none()
                 {
                     self.read_trailer(trailer);
@@ -314,13 +341,14 @@ impl<R: Read> RecordSource for CsvSource<'_, R> {
             return Vec::new();
         };
         let Some((line, mut problems, claims)) = self.trailer.take() else {
+            let what = match &trailer.tag {
+                Some(tag) => format!("a trailer record starting `{tag}`"),
+                None => "a trailer record".to_string(),
+            };
             return vec![Problem::file(
                 self.record.line,
                 Code::TrailerRecordMissing,
-                format!(
-                    "the file does not end with a trailer record starting `{}`: it may be cut short",
-                    trailer.tag
-                ),
+                format!("the file does not end with {what}: it may be cut short"),
             )];
         };
         if let Some(count) = claims.count

@@ -428,12 +428,43 @@ fn extract_schema() -> Schema {
             first_column: 2,
         }),
         trailer_record: Some(TrailerRecord {
-            tag: "TRL".into(),
+            tag: Some("TRL".into()),
             count_field: Some(1),
             total: Some((2, 1)),
         }),
     });
     s
+}
+
+#[test]
+fn a_trailer_found_by_position_is_the_last_record_whatever_it_holds() {
+    let mut s = extract_schema();
+    let Layout::Csv(layout) = &mut s.layout else {
+        unreachable!()
+    };
+    layout.trailer_record = Some(TrailerRecord {
+        tag: None,
+        count_field: Some(0),
+        total: Some((1, 1)),
+    });
+    let (rows, problems) = run(&s, b"HDR~A81001\nitem~qty\nx~2\ny~5\n2~7\n");
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(rows.len(), 2);
+    let (rows, problems) = run(&s, b"HDR~A81001\nitem~qty\nx~2\n2~7\n");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        codes(&problems),
+        [(4, "trailer_count"), (4, "trailer_total")]
+    );
+    // A file cut short loses its trailer: its last data record is read as
+    // one, and does not add up.
+    let (_, problems) = run(&s, b"HDR~A81001\nitem~qty\nx~2\ny~5\n");
+    assert_eq!(
+        codes(&problems),
+        [(4, "trailer_count"), (4, "trailer_total")]
+    );
+    let (_, problems) = run(&s, b"HDR~A81001\nitem~qty\n");
+    assert_eq!(codes(&problems), [(3, "trailer_record_missing")]);
 }
 
 /// Every problem as (line, code).

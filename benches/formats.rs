@@ -10,7 +10,8 @@
 //!    them, with its conditional, comparison and age rules, and 39 more typed
 //!    columns): the `csv` crate reading every record, against `dropgate schema
 //!    check` (read and validate) and `dropgate ingest` (read, validate, map
-//!    and load; the feed maps its clients to service users).
+//!    and load; the feed maps each row to a service user and a care
+//!    transaction).
 //! 2. Red-bag transfer summaries in namespaced XML: quick-xml reading every
 //!    event, against the same two commands.
 //!
@@ -174,8 +175,8 @@ fn run() -> Result<()> {
 }
 
 /// The sample client-level feed, without its per-file uniqueness (checked
-/// for at most 500,000 records), with 39 more typed columns and its clients
-/// mapped to service users.
+/// for at most 500,000 records), with 39 more typed columns; as the sample
+/// does, it maps each row to a service user and a care transaction.
 fn wide_feed(fixtures: &str) -> String {
     let start = fixtures.find("[feeds.clt]").expect("the clt feed");
     let end = fixtures[start..]
@@ -189,6 +190,10 @@ fn wide_feed(fixtures: &str) -> String {
         .replace(
             "values_file = \"clt_gender.csv\"",
             "values = [\"1\", \"2\", \"9\", \"X\"]",
+        )
+        .replace(
+            "translate_file = \"clt_event_types.csv\"",
+            "translate = { Request = \"referral\", Assessment = \"assessment\", Service = \"service_event\", Review = \"review\" }",
         );
     for i in 0..EXTRA_COLUMNS {
         let (kind, extra) = match i % 4 {
@@ -202,16 +207,16 @@ fn wide_feed(fixtures: &str) -> String {
             i + 11
         ));
     }
-    feed.push_str(
-        "\n[feeds.clt.map.service_user]\nlocal_id = \"Client ID\"\nnhs_number = \"NHS Number\"\ndate_of_birth = \"Date of Birth (DoB)\"\npostcode = \"Postcode\"\n",
-    );
     feed
 }
 
 /// The red-bag feed of the sample feeds.
 fn xml_feed(fixtures: &str) -> String {
     let start = fixtures.find("[feeds.redbag]").expect("the red-bag feed");
-    fixtures[start..].to_string()
+    let end = fixtures[start..]
+        .find("\n# Care notes")
+        .map_or(fixtures.len(), |e| start + e);
+    fixtures[start..end].to_string()
 }
 
 /// Valid rows of the wide return, every event type in turn; returns the rows.

@@ -5,11 +5,10 @@ use std::io::{BufReader, Read};
 
 use super::RecordSource;
 use super::csv_reader::{Dialect, Next, Record, RecordReader};
+use super::framing::{TrailerCheck, header_values};
 use crate::problem::{Code, Problem};
-use crate::schema::{CsvLayout, Encoding, HeaderRecord, Schema, TrailerRecord};
-use crate::validate::{
-    Decoder, Outcome, ReadError, Value, check_record, check_record_in_file, match_header,
-};
+use crate::schema::{CsvLayout, Encoding, Schema, TrailerRecord};
+use crate::validate::{Decoder, Outcome, ReadError, Value, check_record_in_file, match_header};
 
 /// Streams a CSV file through the schema, one record at a time.
 pub struct CsvSource<'s, R: Read> {
@@ -27,21 +26,10 @@ pub struct CsvSource<'s, R: Read> {
     spare: Record,
     /// Data records read so far: header and trailer records excluded.
     records: u64,
-    /// The trailer, once read: its line, and what it says.
-    trailer: Option<(u64, Vec<Problem>, Claims)>,
-    /// The sum of the trailer's total column over valid data records, and
-    /// whether every data record was valid (otherwise the sum says nothing).
-    total: f64,
-    all_valid: bool,
+    /// The trailer record, when the feed has one: what it says, checked at the end.
+    trailer: Option<TrailerCheck<'s>>,
     /// The header record's checked fields, by column: every record's too.
     file_values: Vec<(usize, Value)>,
-}
-
-/// What a trailer record says of the file.
-#[derive(Default)]
-struct Claims {
-    count: Option<u64>,
-    total: Option<f64>,
 }
 
 impl<'s, R: Read> CsvSource<'s, R> {
@@ -73,9 +61,7 @@ impl<'s, R: Read> CsvSource<'s, R> {
             ahead: None,
             spare: Record::default(),
             records: 0,
-            trailer: None,
-            total: 0.0,
-            all_valid: true,
+            trailer: layout.trailer_record.as_ref().map(TrailerCheck::new),
             file_values,
         };
         let mut header = Record::default();
@@ -98,10 +84,9 @@ impl<'s, R: Read> CsvSource<'s, R> {
                     format!("the file does not start with its header record: {what} was expected"),
                 )]));
             }
-            match check_header_fields(expected, &header, &mut decoder)? {
-                Ok(values) => {
-                    file_values = (expected.first_column..).zip(values).collect();
-                }
+            let fields: Vec<&[u8]> = header.iter().collect();
+            match header_values(expected, header.line, &fields, &mut decoder)? {
+                Ok(values) => file_values = values,
                 Err(problems) => return Ok(Err(problems)),
             }
         }
@@ -152,95 +137,21 @@ impl<'s, R: Read> CsvSource<'s, R> {
             file_values,
         )))
     }
-
-    /// Notes what a trailer record says; problems with the record itself
-    /// are kept for the end of the file.
-    fn read_trailer(&mut self, trailer: &TrailerRecord) {
-        let line = self.record.line;
-        let fields: Vec<&[u8]> = self.record.iter().collect();
-        let mut problems = Vec::new();
-        let mut number = |field: usize, code: Code, what: &str| -> Option<f64> {
-            let text = fields
-                .get(field)
-                .and_then(|f| std::str::from_utf8(f).ok())
-                .map(str::trim);
-            match text
-                .and_then(|t| t.parse::<f64>().ok())
-                .filter(|n| n.is_finite())
-            {
-                Some(n) => Some(n),
-                None => {
-                    problems.push(Problem {
-                        line,
-                        column: None,
-                        field: Some(field + 1),
-                        code,
-                        message: format!(
-                            "the trailer's {what} (field {}) is not a number",
-                            field + 1
-                        ),
-                    });
-                    None
-                }
-            }
-        };
-        let claims = Claims {
-            count: trailer
-                .count_field
-                .and_then(|f| number(f, Code::TrailerCount, "record count"))
-                .map(|n| n as u64),
-            total: trailer
-                .total
-                .and_then(|(f, _)| number(f, Code::TrailerTotal, "control total")),
-        };
-        self.trailer = Some((line, problems, claims));
-    }
 }
 
-/// Checks the header record's declared fields, as columns are checked:
-/// their values in declared order, or the problems.
-fn check_header_fields(
-    expected: &HeaderRecord,
-    record: &Record,
-    decoder: &mut Decoder,
-) -> Result<Result<Vec<Value>, Vec<Problem>>, ReadError> {
-    if expected.fields.is_empty() {
-        return Ok(Ok(Vec::new()));
+impl<R: Read> CsvSource<'_, R> {
+    fn read_trailer(&mut self) {
+        let fields: Vec<&[u8]> = self.record.iter().collect();
+        if let Some(trailer) = &mut self.trailer {
+            trailer.read(self.record.line, &fields);
+        }
     }
-    let fields: Vec<&[u8]> = record.iter().collect();
-    let width = expected
-        .fields
-        .iter()
-        .map(|(p, _)| p + 1)
-        .max()
-        .unwrap_or(0);
-    let mut field_columns = vec![None; fields.len().max(width)];
-    for (index, (position, _)) in expected.fields.iter().enumerate() {
-        field_columns[*position] = Some(index);
+
+    fn spoilt(&mut self) {
+        if let Some(trailer) = &mut self.trailer {
+            trailer.spoilt();
+        }
     }
-    if fields.len() < width {
-        return Ok(Err(vec![Problem::file(
-            record.line,
-            Code::FieldCount,
-            format!(
-                "the header record has {} fields; its checked fields need {width}",
-                fields.len()
-            ),
-        )]));
-    }
-    let shape = Schema::plain(expected.fields.iter().map(|(_, c)| c.clone()).collect());
-    Ok(
-        match check_record(
-            &shape,
-            &field_columns,
-            decoder,
-            record.line,
-            fields.into_iter(),
-        )? {
-            Outcome::Valid(row) => Ok(row.values),
-            Outcome::Invalid(problems) => Err(problems),
-        },
-    )
 }
 
 /// Whether a record's first field is `tag` (spaces around it ignored).
@@ -260,15 +171,11 @@ impl<R: Read> RecordSource for CsvSource<'_, R> {
             }
             None => self.reader.next(&mut self.record)?,
         };
-        if let Some(trailer) = self.trailer_record
-            && trailer.tag.is_none()
-            && next == Next::Record
-            && self.trailer.is_none()
-        {
+        if self.trailer_record.is_some_and(|t| t.tag.is_none()) && next == Next::Record {
             let mut following = std::mem::take(&mut self.spare);
             let after = self.reader.next(&mut following)?;
             if after == Next::End {
-                self.read_trailer(trailer);
+                self.read_trailer();
                 return Ok(None);
             }
             self.ahead = Some((after, following));
@@ -293,16 +200,16 @@ impl<R: Read> RecordSource for CsvSource<'_, R> {
                 ),
             ),
             Next::Record => {
-                if let Some(trailer) = self.trailer_record
-                    && let Some(tag) = &trailer.tag
+                let trailer_line = self.trailer.as_ref().and_then(TrailerCheck::line);
+                if let Some(tag) = self.trailer_record.and_then(|t| t.tag.as_ref())
+                    && trailer_line.is_none()
                     && first_field_is(&self.record, tag)
-                    && self.trailer.is_none()
                 {
-                    self.read_trailer(trailer);
+                    self.read_trailer();
                     return self.next_outcome();
                 }
-                if let Some((trailer_line, ..)) = &self.trailer {
-                    self.all_valid = false;
+                if let Some(trailer_line) = trailer_line {
+                    self.spoilt();
                     return Ok(invalid(
                         self.record.line,
                         Code::AfterTrailer,
@@ -317,16 +224,14 @@ impl<R: Read> RecordSource for CsvSource<'_, R> {
                     self.record.iter(),
                     &self.file_values,
                 )?;
-                if let (Some(trailer), Outcome::Valid(row)) = (self.trailer_record, &outcome)
-                    && let Some((_, column)) = trailer.total
-                {
-                    self.total += row.values[column].as_number().unwrap_or(0.0);
+                if let Some(trailer) = &mut self.trailer {
+                    trailer.count(&outcome);
                 }
                 Some(outcome)
             }
         };
         if !matches!(outcome, Some(Outcome::Valid(_))) {
-            self.all_valid = false;
+            self.spoilt();
         }
         self.records += 1;
         Ok(outcome)
@@ -337,45 +242,10 @@ impl<R: Read> RecordSource for CsvSource<'_, R> {
     }
 
     fn finish(&mut self) -> Vec<Problem> {
-        let Some(trailer) = self.trailer_record else {
-            return Vec::new();
-        };
-        let Some((line, mut problems, claims)) = self.trailer.take() else {
-            let what = match &trailer.tag {
-                Some(tag) => format!("a trailer record starting `{tag}`"),
-                None => "a trailer record".to_string(),
-            };
-            return vec![Problem::file(
-                self.record.line,
-                Code::TrailerRecordMissing,
-                format!("the file does not end with {what}: it may be cut short"),
-            )];
-        };
-        if let Some(count) = claims.count
-            && count != self.records
-        {
-            problems.push(Problem::file(
-                line,
-                Code::TrailerCount,
-                format!(
-                    "the trailer counts {count} records; the file holds {}",
-                    self.records
-                ),
-            ));
+        let (records, line) = (self.records, self.record.line);
+        match &mut self.trailer {
+            Some(trailer) => trailer.finish(records, line),
+            None => Vec::new(),
         }
-        if let Some(total) = claims.total
-            && self.all_valid
-            && (total - self.total).abs() > 1e-6 * total.abs().max(1.0)
-        {
-            problems.push(Problem::file(
-                line,
-                Code::TrailerTotal,
-                format!(
-                    "the trailer's control total is {total}; the records add up to {}",
-                    self.total
-                ),
-            ));
-        }
-        problems
     }
 }

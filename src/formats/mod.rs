@@ -6,6 +6,7 @@
 mod csv;
 mod csv_reader;
 mod fixed;
+mod framing;
 pub mod infer;
 mod xml;
 

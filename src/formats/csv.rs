@@ -5,10 +5,10 @@ use std::io::{BufReader, Read};
 
 use super::RecordSource;
 use super::csv_reader::{Dialect, Next, Record, RecordReader};
-use super::framing::{TrailerCheck, header_values};
+use super::framing::{FileValues, TrailerCheck, header_values};
 use crate::problem::{Code, Problem};
 use crate::schema::{CsvLayout, Encoding, Schema, TrailerRecord};
-use crate::validate::{Decoder, Outcome, ReadError, Value, check_record_in_file, match_header};
+use crate::validate::{Decoder, Outcome, ReadError, check_record_in_file, match_header};
 
 /// Streams a CSV file through the schema, one record at a time.
 pub struct CsvSource<'s, R: Read> {
@@ -29,7 +29,7 @@ pub struct CsvSource<'s, R: Read> {
     /// The trailer record, when the feed has one: what it says, checked at the end.
     trailer: Option<TrailerCheck<'s>>,
     /// The header record's checked fields, by column: every record's too.
-    file_values: Vec<(usize, Value)>,
+    file_values: FileValues,
 }
 
 impl<'s, R: Read> CsvSource<'s, R> {

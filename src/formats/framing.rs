@@ -7,6 +7,9 @@ use crate::problem::{Code, Problem};
 use crate::schema::{HeaderRecord, Schema, TrailerRecord};
 use crate::validate::{Decoder, Outcome, ReadError, Value, check_record};
 
+/// Values every record of a file carries, by column (a header record's fields).
+pub type FileValues = Vec<(usize, Value)>;
+
 /// Checks the header record's declared fields, as columns are checked:
 /// their values by column (`first_column` on), or the problems.
 pub fn header_values(
@@ -14,7 +17,7 @@ pub fn header_values(
     line: u64,
     fields: &[&[u8]],
     decoder: &mut Decoder,
-) -> Result<Result<Vec<(usize, Value)>, Vec<Problem>>, ReadError> {
+) -> Result<Result<FileValues, Vec<Problem>>, ReadError> {
     if expected.fields.is_empty() {
         return Ok(Ok(Vec::new()));
     }

@@ -223,6 +223,10 @@ impl Schema {
                 header_record: Some(header),
                 ..
             }) => header.first_column,
+            Layout::Fixed(FixedLayout {
+                header_record: Some(header),
+                ..
+            }) => header.record.first_column,
             _ => self.columns.len(),
         }
     }
@@ -404,6 +408,20 @@ pub struct FixedLayout {
     pub spans: Vec<(usize, usize)>,
     /// Spaces around a value are padding, not data.
     pub trim: bool,
+    /// A first line that describes the file; its fields' positions index `spans`.
+    pub header_record: Option<Framed<HeaderRecord>>,
+    /// A last line that counts the data lines: its count is field 0 and its
+    /// total field 1 of `spans`.
+    pub trailer_record: Option<Framed<TrailerRecord>>,
+}
+
+/// A fixed-width header or trailer record: what it is, and where its fields
+/// sit on its line.
+#[derive(Debug, Clone)]
+pub struct Framed<T> {
+    pub record: T,
+    /// Each field's first character (from 0) and length.
+    pub spans: Vec<(usize, usize)>,
 }
 
 impl FixedLayout {

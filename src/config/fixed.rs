@@ -1,6 +1,7 @@
 //! `format = "fixed"`: each column at its own characters of a line.
 
 use super::*;
+use crate::schema::Framed;
 
 /// The widest record a fixed-width layout may describe, in characters.
 const MAX_WIDTH: i64 = 1 << 20;
@@ -55,10 +56,48 @@ impl Checker<'_> {
                 );
             }
         }
+        let trailer_record = section
+            .trailer_record
+            .and_then(|t| self.fixed_trailer(t.into_inner(), &specs));
+        let header_record = section.header_record.map(|h| {
+            let span = h.span();
+            let header = h.into_inner();
+            let tag = header.tag.and_then(|t| self.record_tag(&t));
+            let mut fields = Vec::new();
+            let mut field_spans = Vec::new();
+            for field in header.fields {
+                let field = field.into_inner();
+                let name = field.name.get_ref().clone();
+                if specs.iter().any(|s| s.name == name) {
+                    self.error(
+                        span.clone(),
+                        format!("header record field `{name}` has the name of a column"),
+                    );
+                }
+                let at = self.fixed_span(&field);
+                if let (Some(at), Some(spec)) = (at, self.column(field, base)) {
+                    fields.push((field_spans.len(), spec));
+                    field_spans.push(at);
+                }
+            }
+            // Its fields become columns of every record, named as declared.
+            let first_column = specs.len();
+            specs.extend(fields.iter().map(|(_, spec)| spec.clone()));
+            Framed {
+                record: HeaderRecord {
+                    tag,
+                    fields,
+                    first_column,
+                },
+                spans: field_spans,
+            }
+        });
         Schema {
             layout: Layout::Fixed(FixedLayout {
                 spans: spans.into_iter().map(|(s, l, ..)| (s, l)).collect(),
                 trim: section.trim.unwrap_or(true),
+                header_record,
+                trailer_record,
             }),
             max_record_bytes: crate::schema::DEFAULT_MAX_RECORD_BYTES,
             max_field_bytes: crate::schema::DEFAULT_MAX_FIELD_BYTES,
@@ -72,25 +111,91 @@ impl Checker<'_> {
         }
     }
 
-    /// A column's first character (from 0) and length, from `start` with
-    /// `length` or `end`.
-    fn fixed_span(&mut self, column: &raw::Column) -> Option<(usize, usize)> {
-        let name = column.name.get_ref();
-        let in_range = |n: &Spanned<i64>| (1..=MAX_WIDTH).contains(n.get_ref());
-        let Some(start) = &column.start else {
-            self.at(
-                &column.name,
-                format!(
-                    "column `{name}`: a fixed-width column needs `start` and `length` (or `end`)"
-                ),
-            );
-            return None;
+    /// A fixed-width trailer record: its count and total as fields 0 and 1
+    /// of its spans.
+    fn fixed_trailer(
+        &mut self,
+        raw: raw::FixedTrailerRecord,
+        columns: &[ColumnSpec],
+    ) -> Option<Framed<TrailerRecord>> {
+        let tag = match &raw.tag {
+            Some(tag) => Some(self.record_tag(tag)?),
+            None => None,
         };
-        if !in_range(start) {
-            self.at(start, format!("`start` is 1 to {MAX_WIDTH}"));
+        let mut spans = Vec::new();
+        let mut span = |this: &mut Self, raw: &Option<Spanned<raw::FixedSpan>>| -> Option<usize> {
+            let at = raw.as_ref()?;
+            let found = this.span_of(
+                at.get_ref().start.clone(),
+                &at.get_ref().length,
+                &at.get_ref().end,
+                "trailer field",
+            )?;
+            spans.push(found);
+            Some(spans.len() - 1)
+        };
+        let count_field = span(self, &raw.count);
+        let total_field = span(self, &raw.total);
+        let total = match (total_field, &raw.total_of) {
+            (Some(at), Some(column)) => {
+                let found = columns.iter().position(|c| &c.name == column.get_ref());
+                match found.map(|i| (i, &columns[i].kind)) {
+                    Some((i, ColumnKind::Integer { .. } | ColumnKind::Decimal { .. })) => {
+                        Some((at, i))
+                    }
+                    Some(_) => {
+                        self.at(
+                            column,
+                            format!("`total_of`: column `{}` is not a number", column.get_ref()),
+                        );
+                        None
+                    }
+                    None => {
+                        self.at(
+                            column,
+                            format!("`total_of`: no column `{}`", column.get_ref()),
+                        );
+                        None
+                    }
+                }
+            }
+            (None, None) => None,
+            _ => {
+                let at = raw
+                    .total_of
+                    .as_ref()
+                    .map(|c| c.span())
+                    .or(raw.total.as_ref().map(|t| t.span()))
+                    .unwrap_or(0..0);
+                self.error(at, "give `total` and `total_of` together");
+                None
+            }
+        };
+        Some(Framed {
+            record: TrailerRecord {
+                tag,
+                count_field,
+                total,
+            },
+            spans,
+        })
+    }
+
+    /// Characters from `start` (from 1) with `length` or `end`, as (first
+    /// from 0, length).
+    fn span_of(
+        &mut self,
+        start: Spanned<i64>,
+        length: &Option<Spanned<i64>>,
+        end: &Option<Spanned<i64>>,
+        what: &str,
+    ) -> Option<(usize, usize)> {
+        let in_range = |n: &Spanned<i64>| (1..=MAX_WIDTH).contains(n.get_ref());
+        if !in_range(&start) {
+            self.at(&start, format!("`start` is 1 to {MAX_WIDTH}"));
             return None;
         }
-        let length = match (&column.length, &column.end) {
+        let length = match (length, end) {
             (Some(length), None) if in_range(length) => *length.get_ref(),
             (None, Some(end)) if in_range(end) && end.get_ref() >= start.get_ref() => {
                 end.get_ref() - start.get_ref() + 1
@@ -105,12 +210,33 @@ impl Checker<'_> {
             }
             _ => {
                 self.at(
-                    start,
-                    format!("column `{name}`: give `length` or `end`, one of them"),
+                    &start,
+                    format!("{what}: give `length` or `end`, one of them"),
                 );
                 return None;
             }
         };
         Some((*start.get_ref() as usize - 1, length as usize))
+    }
+
+    /// A column's first character (from 0) and length, from `start` with
+    /// `length` or `end`.
+    fn fixed_span(&mut self, column: &raw::Column) -> Option<(usize, usize)> {
+        let name = column.name.get_ref();
+        let Some(start) = &column.start else {
+            self.at(
+                &column.name,
+                format!(
+                    "column `{name}`: a fixed-width column needs `start` and `length` (or `end`)"
+                ),
+            );
+            return None;
+        };
+        self.span_of(
+            start.clone(),
+            &column.length,
+            &column.end,
+            &format!("column `{name}`"),
+        )
     }
 }

@@ -355,6 +355,44 @@ pub struct Fixed {
     pub encoding: Option<Spanned<String>>,
     /// Spaces around a value are padding and are removed. Default true.
     pub trim: Option<bool>,
+    /// A first line that describes the file (an extract date, a sender's code).
+    pub header_record: Option<Spanned<FixedHeaderRecord>>,
+    /// A last line that counts the data lines.
+    pub trailer_record: Option<Spanned<FixedTrailerRecord>>,
+}
+
+/// `[feeds.NAME.fixed.header_record]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixedHeaderRecord {
+    /// What the line starts with (`HDR`); without one, the first line is it.
+    pub tag: Option<Spanned<String>>,
+    /// Its checked fields: as columns, each at its `start` with `length` or `end`.
+    #[serde(default)]
+    pub fields: Vec<Spanned<Column>>,
+}
+
+/// `[feeds.NAME.fixed.trailer_record]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixedTrailerRecord {
+    /// What the line starts with (`TRL`); without one, the file's last line is it.
+    pub tag: Option<Spanned<String>>,
+    /// Where the number of data lines is: `{ start = 4, length = 6 }` (or `end`).
+    pub count: Option<Spanned<FixedSpan>>,
+    /// Where the sum of `total_of` over the data lines is.
+    pub total: Option<Spanned<FixedSpan>>,
+    /// The numeric column that `total` sums.
+    pub total_of: Option<Spanned<String>>,
+}
+
+/// Characters of a line, from 1: `start` with `length` or `end`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixedSpan {
+    pub start: Spanned<i64>,
+    pub length: Option<Spanned<i64>>,
+    pub end: Option<Spanned<i64>>,
 }
 
 /// `[feeds.NAME.xml]`

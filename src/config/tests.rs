@@ -932,6 +932,55 @@ fn with_fixed_feed(columns: &str) -> String {
 }
 
 #[test]
+fn a_fixed_width_feed_has_header_and_trailer_lines_whose_fields_are_at_characters() {
+    let framing = "[feeds.gp.fixed.header_record]\ntag = \"HDR\"\n\n\
+         [[feeds.gp.fixed.header_record.fields]]\nname = \"extract_date\"\ntype = \"date\"\nformat = \"%Y%m%d\"\nstart = 4\nlength = 8\n\n\
+         [feeds.gp.fixed.trailer_record]\ntag = \"TRL\"\ncount = { start = 4, length = 6 }\ntotal = { start = 10, end = 19 }\ntotal_of = \"qty\"\n\n";
+    let columns = "[[feeds.gp.columns]]\nname = \"nhs\"\ntype = \"nhs_number\"\nstart = 1\nlength = 10\n\n\
+         [[feeds.gp.columns]]\nname = \"qty\"\ntype = \"integer\"\nstart = 11\nlength = 4\n\n\
+         [[feeds.gp.rules]]\ncheck = \"extract_date >= extract_date\"";
+    let text = with_fixed_feed(&format!("{framing}{columns}"));
+    let config = Config::parse(Path::new("/opt/dg/config/dropgate.toml"), &text).unwrap();
+    let schema = &config.feeds["gp"].schema;
+    let Layout::Fixed(layout) = &schema.layout else {
+        panic!("a fixed-width feed");
+    };
+    let header = layout.header_record.as_ref().unwrap();
+    assert_eq!(header.spans, [(3, 8)]);
+    assert_eq!(header.record.first_column, 2);
+    assert_eq!(schema.data_columns(), 2);
+    assert_eq!(schema.columns[2].name, "extract_date");
+    let trailer = layout.trailer_record.as_ref().unwrap();
+    assert_eq!(trailer.spans, [(3, 6), (9, 10)]);
+    assert_eq!(trailer.record.count_field, Some(0));
+    assert_eq!(trailer.record.total, Some((1, 1)));
+    for (broken, expected) in [
+        (
+            framing.replace("total_of = \"qty\"", "total_of = \"nhs\""),
+            "`total_of`: column `nhs` is not a number",
+        ),
+        (
+            framing.replace("total = { start = 10, end = 19 }\n", ""),
+            "give `total` and `total_of` together",
+        ),
+        (
+            framing.replace("count = { start = 4, length = 6 }", "count = { start = 4 }"),
+            "trailer field: give `length` or `end`, one of them",
+        ),
+        (
+            framing.replace("name = \"extract_date\"", "name = \"qty\""),
+            "header record field `qty` has the name of a column",
+        ),
+    ] {
+        let got = errors(&with_fixed_feed(&format!("{broken}{columns}")));
+        assert!(
+            got.iter().any(|e| e.contains(expected)),
+            "{expected}: {got:?}"
+        );
+    }
+}
+
+#[test]
 fn fixed_width_columns_have_start_and_length_or_end_and_never_overlap() {
     let text = with_fixed_feed(
         "[[feeds.gp.columns]]\nname = \"nhs\"\ntype = \"nhs_number\"\nstart = 1\nlength = 10\n\n\

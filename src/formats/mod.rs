@@ -42,9 +42,8 @@ pub fn open<'s, R: Read + 's>(
     match &schema.layout {
         Layout::Csv(layout) => Ok(csv::CsvSource::open(schema, layout, input, encoding)?
             .map(|source| Box::new(source) as Box<dyn RecordSource + 's>)),
-        Layout::Fixed(layout) => Ok(Ok(Box::new(fixed::FixedSource::open(
-            schema, layout, input, encoding,
-        )))),
+        Layout::Fixed(layout) => Ok(fixed::FixedSource::open(schema, layout, input, encoding)?
+            .map(|source| Box::new(source) as Box<dyn RecordSource + 's>)),
         Layout::Xml(layout) => Ok(Ok(Box::new(xml::XmlSource::open(
             schema, layout, input, encoding,
         )))),

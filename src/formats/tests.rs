@@ -627,6 +627,8 @@ fn fixed_schema(trim: bool) -> Schema {
     s.layout = Layout::Fixed(FixedLayout {
         spans: vec![(0, 10), (10, 10), (20, 4)],
         trim,
+        header_record: None,
+        trailer_record: None,
     });
     s
 }
@@ -954,5 +956,75 @@ fn a_record_repeating_an_element_or_a_bad_reference_holds_few_problems() {
     assert!(
         kinds.contains("xml_repeated") && kinds.contains("xml_entity"),
         "{kinds:?}"
+    );
+}
+
+/// The fixed-width schema with a header line (`HDR`, the sender's ODS code
+/// at characters 4-9) and a trailer line (`TRL`, the count at 4-9 and the
+/// total of `qty` at 10-15), or a trailer found by position.
+fn framed_fixed_schema(trailer_tag: Option<&str>) -> Schema {
+    let mut s = fixed_schema(true);
+    s.columns.push(column("sender", ColumnKind::OdsCode));
+    let Layout::Fixed(layout) = &mut s.layout else {
+        unreachable!()
+    };
+    layout.header_record = Some(crate::schema::Framed {
+        record: HeaderRecord {
+            tag: Some("HDR".into()),
+            fields: vec![(0, column("sender", ColumnKind::OdsCode))],
+            first_column: 3,
+        },
+        spans: vec![(3, 6)],
+    });
+    layout.trailer_record = Some(crate::schema::Framed {
+        record: TrailerRecord {
+            tag: trailer_tag.map(String::from),
+            count_field: Some(0),
+            total: Some((1, 2)),
+        },
+        spans: vec![(3, 6), (9, 6)],
+    });
+    s
+}
+
+#[test]
+fn a_fixed_width_file_has_header_and_trailer_lines_as_a_delimited_one_does() {
+    let s = framed_fixed_schema(Some("TRL"));
+    let data = "9434765919Zoë       0012\n9434765870Ann Lee   0005\n";
+    let (rows, problems) = run(&s, format!("HDRA81001\n{data}TRL000002000017\n").as_bytes());
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].line, 2);
+    assert_eq!(rows[1].values[3], Value::Text("A81001".into()));
+
+    let (_, problems) = run(&s, format!("HDRA81001\n{data}TRL000003000017\n").as_bytes());
+    assert_eq!(codes(&problems), [(4, "trailer_count")]);
+    let (_, problems) = run(&s, format!("HDRA81001\n{data}TRL000002000018\n").as_bytes());
+    assert_eq!(codes(&problems), [(4, "trailer_total")]);
+    let (_, problems) = run(&s, format!("HDRA81001\n{data}").as_bytes());
+    assert_eq!(codes(&problems), [(3, "trailer_record_missing")]);
+    let (_, problems) = run(&s, format!("{data}TRL000002000017\n").as_bytes());
+    assert_eq!(codes(&problems), [(1, "header_record_missing")]);
+    let (_, problems) = run(&s, format!("HDRA8-001\n{data}TRL000002000017\n").as_bytes());
+    assert_eq!(codes(&problems), [(1, "not_ods_code")]);
+    let (_, problems) = run(
+        &s,
+        format!("HDRA81001\n{data}TRL000002000017\n9434765870Ann Lee   0005\n").as_bytes(),
+    );
+    assert_eq!(codes(&problems), [(5, "after_trailer")]);
+
+    // Without a tag, the last line that is not blank is the trailer.
+    let s = framed_fixed_schema(None);
+    let (rows, problems) = run(
+        &s,
+        format!("HDRA81001\n{data}   000002000017\n\n").as_bytes(),
+    );
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(rows.len(), 2);
+    let (_, problems) = run(&s, format!("HDRA81001\n{data}").as_bytes());
+    assert_eq!(
+        codes(&problems),
+        [(3, "trailer_total"), (3, "trailer_count")],
+        "cut short: the last data line is read as the trailer"
     );
 }

@@ -3,8 +3,11 @@
 //! XML file of transfer summaries.
 //!
 //! ```text
-//! cargo bench --bench formats [-- --rows 1000000 --xml-mib 1024]
+//! cargo bench --bench formats [-- --rows 1000000 --xml-mib 1024 --keep]
 //! ```
+//!
+//! `--keep` leaves the files and the deployment under
+//! `target/bench-scratch/`, to profile a command on them.
 //!
 //! 1. A 49-column client-level return (ten columns as the sample feed has
 //!    them, with its conditional, comparison and age rules, and 39 more typed
@@ -50,7 +53,7 @@ fn run() -> Result<()> {
         "formats",
         std::env::args().skip(1),
         &[("--rows", 1_000_000), ("--xml-mib", 1024)],
-        &[],
+        &["--keep"],
     )?;
     let scratch = common::scratch("formats-")?;
     let fixtures = std::fs::read_to_string(
@@ -170,6 +173,10 @@ fn run() -> Result<()> {
         println!(
             "target: {label} validation at most {TARGET_RATIO}× the bare parse: {verdict} ({ratio:.2}×)"
         );
+    }
+    if options.flag("--keep") {
+        progress(format!("keeping {}", scratch.keep().display()));
+        progress(format!("keeping {}", deployment.dir.keep().display()));
     }
     Ok(())
 }

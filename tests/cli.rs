@@ -361,6 +361,76 @@ fn schema_infer_drafts_a_feed_that_check_config_accepts_and_the_sample_passes() 
 }
 
 #[test]
+fn schema_infer_drafts_an_xml_feed_with_its_record_element_paths_and_namespaces() {
+    let d = Deployment::new();
+    let mut sample = String::from(
+        "<?xml version=\"1.0\"?>\n<Transfers xmlns=\"urn:example:transfers:2\" xmlns:x=\"urn:example:extra\">\n",
+    );
+    for i in 0..20u32 {
+        sample.push_str(&format!(
+            "  <Transfer id=\"T{i:03}\"><Patient><NHS>{}</NHS><Born>1941-03-{:02}</Born></Patient>\
+             <x:Ward code=\"W{}\"/><Sent>2026-11-{:02}T09:30:00Z</Sent><Note>{}</Note></Transfer>\n",
+            nhs_number(i + 1),
+            1 + i % 28,
+            i % 3,
+            1 + i % 28,
+            if i % 2 == 0 { "falls risk" } else { "" }
+        ));
+    }
+    sample.push_str("</Transfers>\n");
+    let path = d.write_input("transfers_sample.xml", sample.as_bytes());
+    let out = d.dg(&[
+        "schema",
+        "infer",
+        "--partner",
+        "demo-carehome",
+        "--feed",
+        "transfers",
+        path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let draft = text(&out.stdout);
+    for expected in [
+        "format = \"xml\"",
+        "record = \"/ns:Transfers/ns:Transfer\"",
+        "namespaces = { x = \"urn:example:extra\", ns = \"urn:example:transfers:2\" }",
+        "name = \"id\"\npath = \"@id\"",
+        "name = \"NHS\"\npath = \"ns:Patient/ns:NHS\"\ntype = \"nhs_number\"",
+        "path = \"ns:Patient/ns:Born\"\ntype = \"date\"",
+        "path = \"x:Ward/@code\"",
+        "path = \"ns:Sent\"\ntype = \"datetime\"",
+    ] {
+        assert!(draft.contains(expected), "no {expected:?} in\n{draft}");
+    }
+    assert!(!draft.contains(&nhs_number(1)), "{draft}");
+    // Added as drafted, it is accepted, and the sample passes.
+    d.write_config(&format!("{}\n{draft}", fast(SHIPPED_CONFIG)));
+    let out = d.dg(&["check-config"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = d.dg(&["schema", "check", "transfers", path.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    // A DTD is refused here as everywhere.
+    let dtd = d.write_input(
+        "dtd.xml",
+        b"<?xml version=\"1.0\"?><!DOCTYPE a [<!ENTITY e \"x\">]><a><b>&e;</b></a>",
+    );
+    let out = d.dg(&[
+        "schema",
+        "infer",
+        "--partner",
+        "demo-carehome",
+        dtd.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("DTD"), "{}", text(&out.stderr));
+}
+
+#[test]
 fn a_listing_whose_reader_has_gone_ends_quietly() {
     let d = Deployment::new();
     let file = d.write_input("news2_a.csv", news2_csv(2, 1, 0).as_bytes());

@@ -181,14 +181,19 @@ pub(super) enum Command {
 
 #[derive(Subcommand)]
 pub(super) enum Schema {
-    /// Draft a feed section from a sample CSV file: each column's type guessed from its
-    /// values, every guess marked REVIEW. Prints TOML to add to the configuration.
+    /// Draft a feed section from a sample CSV or XML file: each column's type guessed from its
+    /// values (for XML, the record element and each column's path too), every guess marked
+    /// REVIEW. Prints TOML to add to the configuration.
     #[command(
-        after_help = "Example:\n  dropgate schema infer --partner demo-carehome --feed clt sample.csv >> config/dropgate.toml\n  dropgate check-config && dropgate schema check clt sample.csv\n\nThe sample is read, never recorded; no value from it is printed unless --code-lists is given."
+        after_help = "Example:\n  dropgate schema infer --partner demo-carehome --feed clt sample.csv >> config/dropgate.toml\n  dropgate schema infer --partner demo-carehome --feed redbag --format xml transfers.xml\n  dropgate check-config && dropgate schema check clt sample.csv\n\nThe sample is read, never recorded; no value from it is printed unless --code-lists is given."
     )]
     Infer {
-        /// The sample (plaintext CSV; decrypt an age file first).
+        /// The sample (plaintext CSV or XML; decrypt an age file first).
         file: std::path::PathBuf,
+        /// `csv` or `xml`; by default `xml` when the file's name ends `.xml` or its
+        /// first character that is not a space is `<`.
+        #[arg(long, value_parser = ["csv", "xml"])]
+        format: Option<String>,
         /// Name of the drafted feed.
         #[arg(long, default_value = "drafted")]
         feed: String,

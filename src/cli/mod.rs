@@ -263,18 +263,34 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             partner,
             rows,
             code_lists,
+            format,
         }) => {
+            use std::io::BufRead;
             let input = std::fs::File::open(&file)
                 .with_context(|| format!("opening {}", file.display()))?;
-            let draft = dropgate::formats::infer::infer_csv(
-                std::io::BufReader::new(input),
-                &dropgate::formats::infer::InferOptions {
-                    feed: &feed,
-                    partner: &partner,
-                    max_rows: rows,
-                    code_lists,
-                },
-            )?;
+            let mut input = std::io::BufReader::new(input);
+            let options = dropgate::formats::infer::InferOptions {
+                feed: &feed,
+                partner: &partner,
+                max_rows: rows,
+                code_lists,
+            };
+            let xml = match format.as_deref() {
+                Some(format) => format == "xml",
+                None => {
+                    let named = file
+                        .extension()
+                        .is_some_and(|e| e.eq_ignore_ascii_case("xml"));
+                    let head = input.fill_buf()?;
+                    let head = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
+                    named || head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'<')
+                }
+            };
+            let draft = if xml {
+                dropgate::formats::infer::infer_xml(input, &options)?
+            } else {
+                dropgate::formats::infer::infer_csv(input, &options)?
+            };
             print!("{}", draft.toml);
             eprintln!(
                 "drafted feed `{feed}`: {} columns from {} rows; review every line marked REVIEW",

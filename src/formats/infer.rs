@@ -1,4 +1,5 @@
-//! `dropgate schema infer`: a feed section drafted from a sample CSV file.
+//! `dropgate schema infer`: a feed section drafted from a sample CSV or XML
+//! file.
 //! Each column's type is the narrowest that every value in the sample fits;
 //! code lists are offered, when asked for, only for short values that repeat
 //! often (no value is printed otherwise), and every
@@ -43,8 +44,14 @@ pub enum InferError {
     TooLarge(u64),
     #[error("line {0}: a quoted field is never closed")]
     UnclosedQuote(u64),
-    #[error("the header names more than {MAX_COLUMNS} columns")]
+    #[error("the sample has more than {MAX_COLUMNS} columns (or element paths)")]
     TooManyColumns,
+    #[error("the sample has a DTD (`<!DOCTYPE`), which dropgate refuses in every XML file")]
+    Dtd,
+    #[error("the sample nests elements more than {MAX_XML_DEPTH} deep")]
+    TooDeep,
+    #[error("the sample is not well-formed XML near byte {0}: {1}")]
+    Xml(u64, String),
 }
 
 /// Columns drafted at most: each keeps its own statistics.
@@ -153,6 +160,8 @@ struct Column {
     max_chars: usize,
     /// `None` once more than [`MAX_CODES`] distinct values, or a long one, were seen.
     codes: Option<BTreeMap<String, u64>>,
+    /// An XML column met more than once within one record.
+    repeats: bool,
 }
 
 impl Column {
@@ -164,6 +173,7 @@ impl Column {
             shapes: Shape::ALL.to_vec(),
             max_chars: 0,
             codes: Some(BTreeMap::new()),
+            repeats: false,
         }
     }
 
@@ -359,4 +369,373 @@ pub fn infer_csv(mut input: impl BufRead, options: &InferOptions<'_>) -> Result<
         rows,
         columns: columns.len(),
     })
+}
+
+/// An XML sample is read this far at most, twice: once for its shape, once
+/// for its values.
+const MAX_XML_SAMPLE: u64 = 16 << 20;
+/// Nesting followed at most.
+const MAX_XML_DEPTH: usize = 64;
+
+/// An element's name: its namespace, if any, and its local name.
+type XmlStep = (Option<String>, String);
+
+/// Drafts an XML feed from a sample: the repeating record element (the
+/// element with children or attributes that occurs most, the shallowest
+/// of equals), and as columns the text of the elements within it and their
+/// attributes, with the namespaces the sample declares as the feed's
+/// prefixes. A DTD is refused, as the daemon refuses it.
+pub fn infer_xml(input: impl io::Read, options: &InferOptions<'_>) -> Result<Draft, InferError> {
+    use std::io::Read as _;
+    let mut sample = Vec::new();
+    input.take(MAX_XML_SAMPLE).read_to_end(&mut sample)?;
+    if crate::decrypt::looks_like_age(&sample) {
+        return Err(InferError::Encrypted);
+    }
+    let shape = xml_shape(&sample)?;
+    let Some(record) = shape.record() else {
+        return Err(InferError::Empty);
+    };
+    let prefixes = shape.prefixes(&record);
+    let name = |step: &XmlStep| match &step.0 {
+        Some(ns) => format!("{}:{}", prefixes[ns], step.1),
+        None => step.1.clone(),
+    };
+    let (columns, paths, rows) = xml_values(&sample, &record, options.max_rows)?;
+    let feed = options.feed;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# Drafted by `dropgate schema infer` from {rows} records; every line marked REVIEW is a guess."
+    );
+    let _ = writeln!(out, "[feeds.{feed}]");
+    let _ = writeln!(out, "partner = {}", toml_string(options.partner));
+    let _ = writeln!(
+        out,
+        "match = [\"{feed}_*.xml.age\", \"{feed}_*.xml\"]    # REVIEW: the names the partner's files have"
+    );
+    let _ = writeln!(
+        out,
+        "encryption = \"optional\"    # REVIEW: `age` once the partner encrypts"
+    );
+    let _ = writeln!(out, "format = \"xml\"");
+    let _ = writeln!(out, "on_error = \"reject_file\"");
+    out.push('\n');
+    let _ = writeln!(out, "[feeds.{feed}.xml]");
+    let path: Vec<String> = record.iter().map(name).collect();
+    let _ = writeln!(
+        out,
+        "record = {}    # REVIEW: the element each record is",
+        toml_string(&format!("/{}", path.join("/")))
+    );
+    if !prefixes.is_empty() {
+        let declared: Vec<String> = prefixes
+            .iter()
+            .map(|(uri, prefix)| format!("{prefix} = {}", toml_string(uri)))
+            .collect();
+        let _ = writeln!(out, "namespaces = {{ {} }}", declared.join(", "));
+    }
+    out.push('\n');
+    for (column, (steps, attribute, repeats)) in columns.iter().zip(&paths) {
+        let mut path: Vec<String> = steps.iter().map(name).collect();
+        if let Some(attribute) = attribute {
+            path.push(format!("@{}", name(attribute)));
+        }
+        let mut drafted = String::new();
+        column.draft(feed, options.code_lists, &mut drafted);
+        // The path goes right after the name.
+        let (head, rest) = drafted.split_once('\n').expect("a header line");
+        let (name_line, rest) = rest.split_once('\n').expect("a name line");
+        let _ = writeln!(out, "{head}\n{name_line}");
+        let _ = writeln!(out, "path = {}", toml_string(&path.join("/")));
+        if *repeats {
+            let _ = writeln!(
+                out,
+                "# REVIEW: repeats within a record; only its first is read unless the group is the feed's `repeat`"
+            );
+        }
+        out.push_str(rest);
+    }
+    Ok(Draft {
+        toml: out,
+        rows,
+        columns: columns.len(),
+    })
+}
+
+/// What the first pass saw of the sample's elements.
+#[derive(Default)]
+struct XmlShape {
+    /// Each element path: how often it occurs, and whether it has child
+    /// elements or attributes (a leaf holding only text is a value).
+    paths: BTreeMap<Vec<XmlStep>, (u64, bool)>,
+    /// Namespace URI -> the first prefix the sample declared for it.
+    declared: BTreeMap<String, Option<String>>,
+}
+
+impl XmlShape {
+    fn record(&self) -> Option<Vec<XmlStep>> {
+        let containers = self.paths.iter().filter(|(_, (_, container))| *container);
+        // The root occurs once: a record element is below it, when there is one.
+        let below_root = containers.clone().filter(|(path, _)| path.len() > 1);
+        below_root
+            .max_by(|(a, (n, _)), (b, (m, _))| n.cmp(m).then(b.len().cmp(&a.len())))
+            .or_else(|| containers.max_by_key(|(_, (n, _))| *n))
+            .map(|(path, _)| path.clone())
+    }
+
+    /// A prefix for each namespace the record's paths use: the sample's
+    /// own, or `ns`, `ns2`... for a default namespace.
+    fn prefixes(&self, record: &[XmlStep]) -> BTreeMap<String, String> {
+        let mut used: BTreeMap<String, String> = BTreeMap::new();
+        let mut taken = std::collections::BTreeSet::new();
+        let in_record = self
+            .paths
+            .keys()
+            .filter(|p| p.starts_with(record) || record.starts_with(p));
+        for step in in_record.flatten() {
+            let Some(ns) = &step.0 else { continue };
+            if used.contains_key(ns) {
+                continue;
+            }
+            let own = self.declared.get(ns).cloned().flatten();
+            let prefix = match own.filter(|p| !taken.contains(p)) {
+                Some(p) => p,
+                None => (1..)
+                    .map(|i| {
+                        if i == 1 {
+                            "ns".to_string()
+                        } else {
+                            format!("ns{i}")
+                        }
+                    })
+                    .find(|p| !taken.contains(p))
+                    .expect("a free prefix"),
+            };
+            taken.insert(prefix.clone());
+            used.insert(ns.clone(), prefix);
+        }
+        used
+    }
+}
+
+fn xml_reader(sample: &[u8]) -> quick_xml::NsReader<&[u8]> {
+    let mut reader = quick_xml::NsReader::from_reader(sample);
+    reader.config_mut().expand_empty_elements = true;
+    reader
+}
+
+fn xml_step(resolved: quick_xml::name::ResolveResult<'_>, local: &[u8]) -> XmlStep {
+    let namespace = match resolved {
+        quick_xml::name::ResolveResult::Bound(ns) => {
+            Some(String::from_utf8_lossy(ns.0).into_owned())
+        }
+        _ => None,
+    };
+    (namespace, String::from_utf8_lossy(local).into_owned())
+}
+
+/// The first pass: every element path, how often, and the namespaces.
+fn xml_shape(sample: &[u8]) -> Result<XmlShape, InferError> {
+    use quick_xml::events::Event;
+    let mut reader = xml_reader(sample);
+    let cut = sample.len() as u64 >= MAX_XML_SAMPLE;
+    let mut shape = XmlShape::default();
+    let mut stack: Vec<XmlStep> = Vec::new();
+    loop {
+        let at = reader.buffer_position();
+        let (resolved, event) = match reader.read_resolved_event() {
+            Ok(read) => read,
+            // A sample cut at the size read is as good as a whole one.
+            Err(_) if cut => break,
+            Err(e) => return Err(InferError::Xml(at, e.to_string())),
+        };
+        match event {
+            Event::DocType(_) => return Err(InferError::Dtd),
+            Event::Start(start) => {
+                if stack.len() >= MAX_XML_DEPTH {
+                    return Err(InferError::TooDeep);
+                }
+                if let Some(parent) = shape.paths.get_mut(&stack) {
+                    parent.1 = true;
+                }
+                stack.push(xml_step(resolved, start.local_name().as_ref()));
+                let mut attributes = false;
+                for attribute in start.attributes().flatten() {
+                    match attribute.key.as_namespace_binding() {
+                        Some(binding) => {
+                            let uri = String::from_utf8_lossy(&attribute.value).into_owned();
+                            let prefix = match binding {
+                                quick_xml::name::PrefixDeclaration::Named(p) => {
+                                    Some(String::from_utf8_lossy(p).into_owned())
+                                }
+                                quick_xml::name::PrefixDeclaration::Default => None,
+                            };
+                            let known = shape.declared.entry(uri).or_insert(None);
+                            if known.is_none() {
+                                *known = prefix;
+                            }
+                        }
+                        None => attributes = true,
+                    }
+                }
+                if shape.paths.len() >= MAX_COLUMNS && !shape.paths.contains_key(&stack) {
+                    return Err(InferError::TooManyColumns);
+                }
+                let seen = shape.paths.entry(stack.clone()).or_default();
+                seen.0 += 1;
+                seen.1 |= attributes;
+            }
+            Event::End(_) => {
+                stack.pop();
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    Ok(shape)
+}
+
+/// Where a column's value is within the record: child elements, an
+/// attribute of the last, and whether it repeated within one record.
+type XmlColumnPath = (Vec<XmlStep>, Option<XmlStep>, bool);
+
+/// The second pass: the values within each record element, column by
+/// column in the order they first appear.
+fn xml_values(
+    sample: &[u8],
+    record: &[XmlStep],
+    max_rows: u64,
+) -> Result<(Vec<Column>, Vec<XmlColumnPath>, u64), InferError> {
+    use quick_xml::events::Event;
+    let mut reader = xml_reader(sample);
+    let cut = sample.len() as u64 >= MAX_XML_SAMPLE;
+    let mut columns: Vec<Column> = Vec::new();
+    let mut paths: Vec<XmlColumnPath> = Vec::new();
+    let mut stack: Vec<XmlStep> = Vec::new();
+    // The record being read: each column's value, and the text of the element open.
+    let mut values: Option<BTreeMap<usize, String>> = None;
+    let mut text = String::new();
+    let mut rows = 0;
+    let mut column_of = |steps: &[XmlStep],
+                         attribute: Option<XmlStep>,
+                         rows: u64,
+                         columns: &mut Vec<Column>|
+     -> Result<usize, InferError> {
+        if let Some(i) = paths
+            .iter()
+            .position(|(s, a, _)| s == steps && *a == attribute)
+        {
+            return Ok(i);
+        }
+        if columns.len() >= MAX_COLUMNS {
+            return Err(InferError::TooManyColumns);
+        }
+        let last = attribute
+            .as_ref()
+            .or(steps.last())
+            .map_or("value".to_string(), |s| s.1.clone());
+        let mut name = last.clone();
+        if columns.iter().any(|c| c.name == name) {
+            let joined: Vec<&str> = steps.iter().map(|s| s.1.as_str()).collect();
+            name = format!("{}_{last}", joined.join("_"));
+        }
+        while columns.iter().any(|c| c.name == name) {
+            name.push('_');
+        }
+        let mut column = Column::new(name);
+        // Absent from the records read before it appeared.
+        column.empty = rows;
+        columns.push(column);
+        paths.push((steps.to_vec(), attribute, false));
+        Ok(columns.len() - 1)
+    };
+    loop {
+        let at = reader.buffer_position();
+        let (resolved, event) = match reader.read_resolved_event() {
+            Ok(read) => read,
+            Err(_) if cut => break,
+            Err(e) => return Err(InferError::Xml(at, e.to_string())),
+        };
+        match event {
+            Event::Start(start) => {
+                stack.push(xml_step(resolved, start.local_name().as_ref()));
+                text.clear();
+                if stack.as_slice() == record {
+                    values = Some(BTreeMap::new());
+                }
+                let Some(found) = values.as_mut() else {
+                    continue;
+                };
+                let relative = stack[record.len()..].to_vec();
+                for attribute in start.attributes().flatten() {
+                    if attribute.key.as_namespace_binding().is_some() {
+                        continue;
+                    }
+                    let (ns, local) = reader.resolve_attribute(attribute.key);
+                    let step = xml_step(ns, local.as_ref());
+                    let value = attribute
+                        .unescape_value()
+                        .map(|v| v.into_owned())
+                        .unwrap_or_default();
+                    let i = column_of(&relative, Some(step), rows, &mut columns)?;
+                    if found.insert(i, value).is_some() {
+                        paths_repeat(&mut columns, i);
+                    }
+                }
+            }
+            Event::Text(t) => text.push_str(&String::from_utf8_lossy(&t)),
+            Event::CData(t) => text.push_str(&String::from_utf8_lossy(&t)),
+            Event::GeneralRef(r) => {
+                if let Ok(Some(c)) = r.resolve_char_ref() {
+                    text.push(c);
+                } else {
+                    text.push_str(match &*r {
+                        b"lt" => "<",
+                        b"gt" => ">",
+                        b"amp" => "&",
+                        b"apos" => "'",
+                        b"quot" => "\"",
+                        _ => "",
+                    });
+                }
+            }
+            Event::End(_) => {
+                if let Some(found) = values.as_mut()
+                    && stack.len() > record.len()
+                    && !text.trim().is_empty()
+                {
+                    let relative = stack[record.len()..].to_vec();
+                    let i = column_of(&relative, None, rows, &mut columns)?;
+                    if found.insert(i, std::mem::take(&mut text)).is_some() {
+                        paths_repeat(&mut columns, i);
+                    }
+                }
+                text.clear();
+                if stack.as_slice() == record
+                    && let Some(found) = values.take()
+                {
+                    for (i, column) in columns.iter_mut().enumerate() {
+                        column.see(found.get(&i).map_or("", String::as_str));
+                    }
+                    rows += 1;
+                    if rows >= max_rows {
+                        break;
+                    }
+                }
+                stack.pop();
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    let repeats: Vec<bool> = columns.iter().map(|c| c.repeats).collect();
+    for (path, repeated) in paths.iter_mut().zip(repeats) {
+        path.2 = repeated;
+    }
+    Ok((columns, paths, rows))
+}
+
+fn paths_repeat(columns: &mut [Column], i: usize) {
+    columns[i].repeats = true;
 }

@@ -219,7 +219,7 @@ pub fn stored_text(value: &Value) -> Option<String> {
         Value::Text(s) => Some(s.clone()),
         Value::Integer(n) => Some(n.to_string()),
         Value::Decimal(n) => Some(n.to_string()),
-        Value::Date(d) => Some(d.format("%Y-%m-%d").to_string()),
+        Value::Date(d) => Some(iso_date(*d)),
         Value::DateTime(t) => Some(
             t.with_timezone(&chrono::Utc)
                 .to_rfc3339_opts(SecondsFormat::Secs, true),
@@ -227,6 +227,24 @@ pub fn stored_text(value: &Value) -> Option<String> {
         Value::Bool(b) => Some(b.to_string()),
         Value::Nhs(n) => Some(n.digits()),
     }
+}
+
+/// `YYYY-MM-DD`, without interpreting a format string for every value.
+pub fn iso_date(date: chrono::NaiveDate) -> String {
+    use chrono::Datelike;
+    use std::fmt::Write;
+    if !(0..=9999).contains(&date.year()) {
+        return date.format("%Y-%m-%d").to_string();
+    }
+    let mut text = String::with_capacity(10);
+    let _ = write!(
+        text,
+        "{:04}-{:02}-{:02}",
+        date.year(),
+        date.month(),
+        date.day()
+    );
+    text
 }
 
 /// Checks one field's setting for `kind`; `None` when it is unusable

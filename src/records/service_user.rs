@@ -201,7 +201,7 @@ fn upsert_service_user(
         })
         .optional()?;
     let nhs = user.nhs_number.map(|n| n.digits());
-    let dob = user.date_of_birth.map(|d| d.format("%Y-%m-%d").to_string());
+    let dob = user.date_of_birth.map(fields::iso_date);
     if let Some(stored) = &existing {
         let same_details = stored.nhs_number == nhs
             && stored.family_name == user.family_name

@@ -66,16 +66,17 @@ enum Decoded<'a> {
 impl Decoder {
     fn decode<'a>(&mut self, bytes: &'a [u8]) -> Decoded<'a> {
         match self.encoding {
+            Encoding::Windows1252 | Encoding::Latin1 if bytes.is_ascii() => Decoded::Text(
+                Cow::Borrowed(std::str::from_utf8(bytes).expect("ASCII is UTF-8")),
+            ),
             Encoding::Windows1252 => Decoded::Text(
                 encoding_rs::WINDOWS_1252
                     .decode_without_bom_handling(bytes)
                     .0,
             ),
-            Encoding::Latin1 => Decoded::Text(if bytes.is_ascii() {
-                Cow::Borrowed(std::str::from_utf8(bytes).expect("ASCII is UTF-8"))
-            } else {
-                Cow::Owned(bytes.iter().map(|&b| char::from(b)).collect())
-            }),
+            Encoding::Latin1 => {
+                Decoded::Text(Cow::Owned(bytes.iter().map(|&b| char::from(b)).collect()))
+            }
             Encoding::Utf8 => match std::str::from_utf8(bytes) {
                 Ok(s) => Decoded::Text(Cow::Borrowed(s)),
                 Err(_) => Decoded::Invalid,

@@ -162,6 +162,8 @@ codes! {
         "an element with more attributes than the feed's `max_attributes`";
     XmlRepeated = "xml_repeated", "validate",
         "a column's element or attribute appears more than once in one record";
+    XmlEncoding = "xml_encoding", "validate",
+        "the XML is in an encoding dropgate does not read (it reads UTF-8, Windows-1252 and ISO-8859-1)";
     RequiredWhen = "required_when", "validate",
         "empty, though a rule of the feed requires a value when another column is as it says";
     ForbiddenWhen = "forbidden_when", "validate",

@@ -416,6 +416,9 @@ pub struct Xml {
     pub max_depth: Option<Spanned<i64>>,
     /// Most attributes one element may have. Default 64.
     pub max_attributes: Option<Spanned<i64>>,
+    /// `auto` (what the XML declaration says; UTF-8 without one), `utf-8`,
+    /// `windows-1252` or `iso-8859-1`. Default `auto`.
+    pub encoding: Option<Spanned<String>>,
 }
 
 /// `[feeds.NAME.csv]`

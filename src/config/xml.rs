@@ -25,6 +25,10 @@ impl Checker<'_> {
             return self.schema(raw::Csv::default(), columns, base);
         };
         let section = section.into_inner();
+        let encoding = match &section.encoding {
+            None => Encoding::Auto,
+            given => self.encoding(given.as_ref()),
+        };
         if columns.get_ref().is_empty() {
             self.at(&columns, "a feed needs at least one column");
         }
@@ -129,7 +133,7 @@ impl Checker<'_> {
             }),
             max_record_bytes: crate::schema::DEFAULT_MAX_RECORD_BYTES,
             max_field_bytes: crate::schema::DEFAULT_MAX_FIELD_BYTES,
-            encoding: Encoding::Utf8,
+            encoding,
             extra_columns: ExtraColumns::Ignore,
             missing_columns: MissingColumns::Allow,
             names: NameMatch::Exact,

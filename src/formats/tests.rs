@@ -781,6 +781,46 @@ fn xml_records_are_elements_at_their_path_with_fields_from_children_and_attribut
 }
 
 #[test]
+fn xml_in_windows_1252_or_iso_8859_1_is_read_as_its_declaration_or_the_feed_says() {
+    let mut s = xml_schema();
+    s.encoding = Encoding::Auto;
+    let document = |declaration: &str, family: &[u8]| {
+        let mut bytes = format!(
+            "<?xml version=\"1.0\"{declaration}?>\n<t:Transfers xmlns:t=\"urn:example:transfer\">\n<t:Transfer id=\"T1\"><t:Name><t:Family>"
+        )
+        .into_bytes();
+        bytes.extend_from_slice(family);
+        bytes.extend_from_slice(b"</t:Family></t:Name></t:Transfer>\n</t:Transfers>\n");
+        bytes
+    };
+    let family = |rows: &[Row]| rows[0].values[2].clone();
+    // Byte 0x80 is the euro sign in Windows-1252 and a control character in ISO-8859-1.
+    let (rows, problems) = run(&s, &document(" encoding=\"windows-1252\"", b"Zo\xEB \x80"));
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(family(&rows), Value::Text("Zoë €".into()));
+    let (rows, _) = run(&s, &document(" encoding='ISO-8859-1'", b"Zo\xEB"));
+    assert_eq!(family(&rows), Value::Text("Zoë".into()));
+    let (rows, _) = run(&s, &document("", "Zoë".as_bytes()));
+    assert_eq!(
+        family(&rows),
+        Value::Text("Zoë".into()),
+        "UTF-8 without a declaration"
+    );
+    // The feed's own setting wins over what the document says.
+    s.encoding = Encoding::Windows1252;
+    let (rows, _) = run(&s, &document(" encoding=\"UTF-8\"", b"Zo\xEB"));
+    assert_eq!(family(&rows), Value::Text("Zoë".into()));
+    // Encodings dropgate does not read are refused, in words of its own.
+    s.encoding = Encoding::Auto;
+    let (rows, problems) = run(&s, &document(" encoding=\"Shift_JIS\"", b"x"));
+    assert!(rows.is_empty());
+    assert_eq!(codes(&problems), [(1, "xml_encoding")]);
+    assert!(!problems[0].message.contains("Shift"), "{problems:?}");
+    let (_, problems) = run(&s, b"\xFF\xFE<\x00?\x00x\x00");
+    assert_eq!(codes(&problems), [(1, "xml_encoding")]);
+}
+
+#[test]
 fn an_xml_dtd_is_refused_before_anything_is_expanded() {
     let s = xml_schema();
     let input = br#"<?xml version="1.0"?>

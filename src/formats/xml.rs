@@ -27,7 +27,7 @@ const READ_AHEAD: usize = 64 << 10;
 pub struct XmlSource<'s, R: Read> {
     schema: &'s Schema,
     layout: &'s XmlLayout,
-    reader: NsReader<BufReader<Counted<R>>>,
+    reader: NsReader<BufReader<Counted<Transcoded<R>>>>,
     buf: Vec<u8>,
     /// The open elements, the root first.
     open: Vec<XmlName>,
@@ -126,8 +126,9 @@ impl<'s, R: Read> XmlSource<'s, R> {
         schema: &'s Schema,
         layout: &'s XmlLayout,
         input: R,
-        _encoding: Encoding,
+        encoding: Encoding,
     ) -> XmlSource<'s, R> {
+        let (input, unreadable) = Transcoded::new(input, encoding);
         // Any one tag, text, comment or CDATA section is held whole while it
         // is read: beyond a record's limit (and what is read ahead) the
         // input fails instead.
@@ -145,7 +146,7 @@ impl<'s, R: Read> XmlSource<'s, R> {
         let config = reader.config_mut();
         config.expand_empty_elements = true;
         config.check_end_names = true;
-        XmlSource {
+        let mut source = XmlSource {
             schema,
             layout,
             reader,
@@ -158,7 +159,11 @@ impl<'s, R: Read> XmlSource<'s, R> {
             pending: VecDeque::new(),
             fatal: Vec::new(),
             done: false,
+        };
+        if let Some(why) = unreadable {
+            source.stop(0, Code::XmlEncoding, why);
         }
+        source
     }
 
     /// The line and column (in bytes, from 1) of a byte offset of the input.
@@ -618,6 +623,137 @@ impl<R: Read> Read for Counted<R> {
         }
         self.offset += n as u64;
         self.since_item += n as u64;
+        Ok(n)
+    }
+}
+
+/// The characters a document is written in, as read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Charset {
+    Utf8,
+    Windows1252,
+    Latin1,
+}
+
+/// A document as UTF-8, whatever single-byte encoding it is in: the feed's,
+/// or with `auto` the one its XML declaration names (UTF-8 without one).
+struct Transcoded<R> {
+    inner: R,
+    charset: Charset,
+    /// Bytes read to find the declaration, not yet passed on.
+    head: Vec<u8>,
+    /// Transcoded bytes not yet passed on, from `at`.
+    out: Vec<u8>,
+    at: usize,
+    raw: Vec<u8>,
+}
+
+/// The declaration is looked for this far into the document.
+const DECLARATION_BYTES: usize = 512;
+
+impl<R: Read> Transcoded<R> {
+    /// The reader, and why the document cannot be read when it cannot (an
+    /// encoding dropgate does not read): a fixed message, never the
+    /// document's own words.
+    fn new(mut inner: R, encoding: Encoding) -> (Transcoded<R>, Option<&'static str>) {
+        let mut head = Vec::new();
+        let mut unreadable = None;
+        let charset = match encoding {
+            Encoding::Utf8 => Charset::Utf8,
+            Encoding::Windows1252 => Charset::Windows1252,
+            Encoding::Latin1 => Charset::Latin1,
+            Encoding::Auto => {
+                let _ = (&mut inner)
+                    .take(DECLARATION_BYTES as u64)
+                    .read_to_end(&mut head);
+                match declared(&head) {
+                    Ok(charset) => charset,
+                    Err(why) => {
+                        unreadable = Some(why);
+                        Charset::Utf8
+                    }
+                }
+            }
+        };
+        let reader = Transcoded {
+            inner,
+            charset,
+            head,
+            out: Vec::new(),
+            at: 0,
+            raw: vec![0; READ_AHEAD],
+        };
+        (reader, unreadable)
+    }
+}
+
+/// The encoding an XML declaration names, among those dropgate reads.
+fn declared(head: &[u8]) -> Result<Charset, &'static str> {
+    if head.starts_with(&[0xFF, 0xFE]) || head.starts_with(&[0xFE, 0xFF]) {
+        return Err("the document is in UTF-16; dropgate reads UTF-8, Windows-1252 and ISO-8859-1");
+    }
+    let head = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
+    let Some(declaration) = head
+        .strip_prefix(b"<?xml")
+        .and_then(|rest| rest.split(|&b| b == b'>').next())
+    else {
+        return Ok(Charset::Utf8);
+    };
+    let text = String::from_utf8_lossy(declaration);
+    let Some(after) = text.split_once("encoding").map(|(_, after)| after) else {
+        return Ok(Charset::Utf8);
+    };
+    let name: String = after
+        .trim_start()
+        .trim_start_matches('=')
+        .trim_start()
+        .trim_start_matches(['"', '\''])
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .collect();
+    match name.to_ascii_lowercase().as_str() {
+        "utf-8" | "utf8" | "us-ascii" | "ascii" => Ok(Charset::Utf8),
+        "windows-1252" | "cp1252" => Ok(Charset::Windows1252),
+        "iso-8859-1" | "iso8859-1" | "latin1" | "latin-1" => Ok(Charset::Latin1),
+        _ => Err(
+            "the XML declaration names an encoding dropgate does not read (it reads UTF-8, Windows-1252 and ISO-8859-1)",
+        ),
+    }
+}
+
+impl<R: Read> Read for Transcoded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.at == self.out.len() {
+            self.out.clear();
+            self.at = 0;
+            let raw = if self.head.is_empty() {
+                let n = self.inner.read(&mut self.raw)?;
+                &self.raw[..n]
+            } else {
+                self.out.reserve(self.head.len());
+                &std::mem::take(&mut self.head)[..]
+            };
+            if raw.is_empty() {
+                return Ok(0);
+            }
+            match self.charset {
+                Charset::Utf8 => self.out.extend_from_slice(raw),
+                Charset::Windows1252 => {
+                    let (text, _) = encoding_rs::WINDOWS_1252.decode_without_bom_handling(raw);
+                    self.out.extend_from_slice(text.as_bytes());
+                }
+                Charset::Latin1 => {
+                    for &byte in raw {
+                        let mut utf8 = [0; 2];
+                        self.out
+                            .extend_from_slice(char::from(byte).encode_utf8(&mut utf8).as_bytes());
+                    }
+                }
+            }
+        }
+        let n = buf.len().min(self.out.len() - self.at);
+        buf[..n].copy_from_slice(&self.out[self.at..self.at + n]);
+        self.at += n;
         Ok(n)
     }
 }

@@ -136,41 +136,13 @@ impl Checker<'_> {
         };
         let count_field = span(self, &raw.count);
         let total_field = span(self, &raw.total);
-        let total = match (total_field, &raw.total_of) {
-            (Some(at), Some(column)) => {
-                let found = columns.iter().position(|c| &c.name == column.get_ref());
-                match found.map(|i| (i, &columns[i].kind)) {
-                    Some((i, ColumnKind::Integer { .. } | ColumnKind::Decimal { .. })) => {
-                        Some((at, i))
-                    }
-                    Some(_) => {
-                        self.at(
-                            column,
-                            format!("`total_of`: column `{}` is not a number", column.get_ref()),
-                        );
-                        None
-                    }
-                    None => {
-                        self.at(
-                            column,
-                            format!("`total_of`: no column `{}`", column.get_ref()),
-                        );
-                        None
-                    }
-                }
-            }
-            (None, None) => None,
-            _ => {
-                let at = raw
-                    .total_of
-                    .as_ref()
-                    .map(|c| c.span())
-                    .or(raw.total.as_ref().map(|t| t.span()))
-                    .unwrap_or(0..0);
-                self.error(at, "give `total` and `total_of` together");
-                None
-            }
-        };
+        let total = self.trailer_total(
+            total_field,
+            raw.total.as_ref().map(|t| t.span()),
+            "total",
+            raw.total_of.as_ref(),
+            columns,
+        );
         Some(Framed {
             record: TrailerRecord {
                 tag,

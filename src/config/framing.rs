@@ -84,7 +84,31 @@ impl Checker<'_> {
         };
         let count_field = field(&raw.count_field);
         let total_field = field(&raw.total_field);
-        let total = match (total_field, &raw.total_of) {
+        let total = self.trailer_total(
+            total_field,
+            raw.total_field.as_ref().map(|f| f.span()),
+            "total_field",
+            raw.total_of.as_ref(),
+            columns,
+        );
+        Some(TrailerRecord {
+            tag,
+            count_field,
+            total,
+        })
+    }
+
+    /// A trailer's control total: the field holding it (`at`, given at
+    /// `at_span` by `key`) and the numeric column it sums (`total_of`).
+    pub(super) fn trailer_total(
+        &mut self,
+        at: Option<usize>,
+        at_span: Option<Range<usize>>,
+        key: &str,
+        total_of: Option<&Spanned<String>>,
+        columns: &[ColumnSpec],
+    ) -> Option<(usize, usize)> {
+        match (at, total_of) {
             (Some(at), Some(column)) => {
                 let found = columns.iter().position(|c| &c.name == column.get_ref());
                 match found.map(|i| (i, &columns[i].kind)) {
@@ -108,21 +132,13 @@ impl Checker<'_> {
                 }
             }
             (None, None) => None,
+            // A field that failed its own check was reported there.
+            (None, Some(_)) if at_span.is_some() => None,
             _ => {
-                let span = raw
-                    .total_of
-                    .as_ref()
-                    .map(|c| c.span())
-                    .or(raw.total_field.as_ref().map(|f| f.span()))
-                    .unwrap_or(0..0);
-                self.error(span, "give `total_field` and `total_of` together");
+                let span = total_of.map(|c| c.span()).or(at_span).unwrap_or(0..0);
+                self.error(span, format!("give `{key}` and `total_of` together"));
                 None
             }
-        };
-        Some(TrailerRecord {
-            tag,
-            count_field,
-            total,
-        })
+        }
     }
 }

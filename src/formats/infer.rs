@@ -260,6 +260,30 @@ impl Column {
     }
 }
 
+/// The start of a drafted feed: its section, whatever the format.
+fn draft_head(options: &InferOptions<'_>, read: u64, what: &str, format: &str) -> String {
+    let feed = options.feed;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# Drafted by `dropgate schema infer` from {read} {what}; every line marked REVIEW is a guess."
+    );
+    let _ = writeln!(out, "[feeds.{feed}]");
+    let _ = writeln!(out, "partner = {}", toml_string(options.partner));
+    let _ = writeln!(
+        out,
+        "match = [\"{feed}_*.{format}.age\", \"{feed}_*.{format}\"]    # REVIEW: the names the partner's files have"
+    );
+    let _ = writeln!(
+        out,
+        "encryption = \"optional\"    # REVIEW: `age` once the partner encrypts"
+    );
+    let _ = writeln!(out, "format = \"{format}\"");
+    let _ = writeln!(out, "on_error = \"reject_file\"");
+    out.push('\n');
+    out
+}
+
 fn toml_string(text: &str) -> String {
     toml::Value::String(text.to_string()).to_string()
 }
@@ -334,24 +358,7 @@ pub fn infer_csv(mut input: impl BufRead, options: &InferOptions<'_>) -> Result<
         }
     }
     let feed = options.feed;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# Drafted by `dropgate schema infer` from {rows} rows; every line marked REVIEW is a guess."
-    );
-    let _ = writeln!(out, "[feeds.{feed}]");
-    let _ = writeln!(out, "partner = {}", toml_string(options.partner));
-    let _ = writeln!(
-        out,
-        "match = [\"{feed}_*.csv.age\", \"{feed}_*.csv\"]    # REVIEW: the names the partner's files have"
-    );
-    let _ = writeln!(
-        out,
-        "encryption = \"optional\"    # REVIEW: `age` once the partner encrypts"
-    );
-    let _ = writeln!(out, "format = \"csv\"");
-    let _ = writeln!(out, "on_error = \"reject_file\"");
-    out.push('\n');
+    let mut out = draft_head(options, rows, "rows", "csv");
     let _ = writeln!(out, "[feeds.{feed}.csv]");
     let shown = match delimiter {
         b'\t' => "\\t".to_string(),
@@ -403,24 +410,7 @@ pub fn infer_xml(input: impl io::Read, options: &InferOptions<'_>) -> Result<Dra
     };
     let (columns, paths, rows) = xml_values(&sample, &record, options.max_rows)?;
     let feed = options.feed;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# Drafted by `dropgate schema infer` from {rows} records; every line marked REVIEW is a guess."
-    );
-    let _ = writeln!(out, "[feeds.{feed}]");
-    let _ = writeln!(out, "partner = {}", toml_string(options.partner));
-    let _ = writeln!(
-        out,
-        "match = [\"{feed}_*.xml.age\", \"{feed}_*.xml\"]    # REVIEW: the names the partner's files have"
-    );
-    let _ = writeln!(
-        out,
-        "encryption = \"optional\"    # REVIEW: `age` once the partner encrypts"
-    );
-    let _ = writeln!(out, "format = \"xml\"");
-    let _ = writeln!(out, "on_error = \"reject_file\"");
-    out.push('\n');
+    let mut out = draft_head(options, rows, "records", "xml");
     let _ = writeln!(out, "[feeds.{feed}.xml]");
     let path: Vec<String> = record.iter().map(name).collect();
     let _ = writeln!(

@@ -216,9 +216,9 @@ impl ColumnSpec {
 
 impl Schema {
     /// How many of `columns` a record's own fields fill: all but those a
-    /// header record's fields fill for the whole file.
+    /// header record's fields fill for the whole file, and `@received`.
     pub fn data_columns(&self) -> usize {
-        match &self.layout {
+        let framed = match &self.layout {
             Layout::Csv(CsvLayout {
                 header_record: Some(header),
                 ..
@@ -228,7 +228,18 @@ impl Schema {
                 ..
             }) => header.record.first_column,
             _ => self.columns.len(),
-        }
+        };
+        framed.min(self.received_column.unwrap_or(usize::MAX))
+    }
+
+    /// What the file gives every record beyond its header record's fields:
+    /// the day it was received, when a rule reckons with it.
+    pub fn received_value(
+        &self,
+        received: chrono::NaiveDate,
+    ) -> Option<(usize, crate::validate::Value)> {
+        self.received_column
+            .map(|column| (column, crate::validate::Value::Date(received)))
     }
 
     /// Comma-separated with a header, UTF-8, the default caps, no rules:
@@ -251,6 +262,7 @@ impl Schema {
             columns,
             rules: Vec::new(),
             unique: Vec::new(),
+            received_column: None,
         }
     }
 }
@@ -272,7 +284,14 @@ pub struct Schema {
     pub rules: Vec<Rule>,
     /// Sets of columns whose values together must not repeat within a file.
     pub unique: Vec<Vec<usize>>,
+    /// The column `@received`, the day the file was received (in the
+    /// daemon's time zone), when a rule reckons with it: the last column,
+    /// the same in every record of a file.
+    pub received_column: Option<usize>,
 }
+
+/// The name rules give the day a file was received.
+pub const RECEIVED_COLUMN: &str = "@received";
 
 /// A check across columns, by column index.
 #[derive(Debug, Clone)]

@@ -129,6 +129,29 @@ impl Checker<'_> {
             Format::Xml => self.xml_schema(raw.xml, raw.columns, base),
             Format::Csv => self.schema(raw.csv.unwrap_or_default(), raw.columns, base),
         };
+        // `@received` is a column of every record once a rule names it.
+        let names_received = |rule: &raw::Rule| {
+            rule.on
+                .as_ref()
+                .is_some_and(|on| on.get_ref() == RECEIVED_COLUMN)
+                || rule
+                    .check
+                    .as_ref()
+                    .is_some_and(|c| c.get_ref().split_whitespace().any(|w| w == RECEIVED_COLUMN))
+        };
+        if raw.rules.iter().any(|r| names_received(r.get_ref()))
+            && !schema.columns.iter().any(|c| c.name == RECEIVED_COLUMN)
+        {
+            schema.received_column = Some(schema.columns.len());
+            schema.columns.push(ColumnSpec {
+                name: RECEIVED_COLUMN.to_string(),
+                required: false,
+                identifier: false,
+                kind: ColumnKind::Date {
+                    format: "%Y-%m-%d".to_string(),
+                },
+            });
+        }
         schema.rules = raw
             .rules
             .into_iter()
@@ -370,6 +393,7 @@ impl Checker<'_> {
             columns: specs,
             rules: Vec::new(),
             unique: Vec::new(),
+            received_column: None,
         }
     }
 }

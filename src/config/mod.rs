@@ -42,8 +42,8 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use crate::records::{Expect, Mapping, MappingChecker};
 use crate::schema::{
     CodeList, ColumnKind, ColumnSpec, Comparison, Condition, CsvLayout, DateTimeFormat, Encoding,
-    ExtraColumns, FixedLayout, HeaderRecord, Layout, MissingColumns, NameMatch, Rule, Schema, Test,
-    TrailerRecord,
+    ExtraColumns, FixedLayout, HeaderRecord, Layout, MissingColumns, NameMatch, RECEIVED_COLUMN,
+    Rule, Schema, Test, TrailerRecord,
 };
 
 impl Config {

@@ -818,6 +818,17 @@ fn trailer_records_are_checked_against_the_columns() {
     );
     let config = Config::parse(Path::new("/opt/dg/config/dropgate.toml"), &with_rule).unwrap();
     assert_eq!(config.feeds["news2"].schema.rules.len(), 1);
+    // The day the file was received is a column of its own once a rule names it.
+    let on_received = SHIPPED.replacen(
+        "[feeds.news2.map.service_user]",
+        "[[feeds.news2.rules]]\nage_of = \"date_of_birth\"\non = \"@received\"\nmax_years = 120\n\n[feeds.news2.map.service_user]",
+        1,
+    );
+    let config = Config::parse(Path::new("/opt/dg/config/dropgate.toml"), &on_received).unwrap();
+    let schema = &config.feeds["news2"].schema;
+    assert_eq!(schema.received_column, Some(14));
+    assert_eq!(schema.data_columns(), 14);
+    assert!(matches!(schema.rules[0], Rule::Age { on: 14, .. }));
     let clash = framed.replacen("name = \"extract_date\"", "name = \"pulse\"", 1);
     let got = errors(&clash);
     assert!(

@@ -140,6 +140,7 @@ impl Checker<'_> {
             columns: specs,
             rules: Vec::new(),
             unique: Vec::new(),
+            received_column: None,
         }
     }
 

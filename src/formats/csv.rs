@@ -8,7 +8,7 @@ use super::csv_reader::{Dialect, Next, Record, RecordReader};
 use super::framing::{FileValues, TrailerCheck, header_values};
 use crate::problem::{Code, Problem};
 use crate::schema::{CsvLayout, Encoding, Schema, TrailerRecord};
-use crate::validate::{Decoder, Outcome, ReadError, check_record_in_file, match_header};
+use crate::validate::{Decoder, Outcome, ReadError, Value, check_record_in_file, match_header};
 
 /// Streams a CSV file through the schema, one record at a time.
 pub struct CsvSource<'s, R: Read> {
@@ -41,6 +41,7 @@ impl<'s, R: Read> CsvSource<'s, R> {
         layout: &'s CsvLayout,
         input: R,
         encoding: Encoding,
+        received: Option<(usize, Value)>,
     ) -> Result<Result<Self, Vec<Problem>>, ReadError> {
         let mut reader = RecordReader::new(
             BufReader::with_capacity(64 << 10, input),
@@ -65,7 +66,7 @@ impl<'s, R: Read> CsvSource<'s, R> {
             file_values,
         };
         let mut header = Record::default();
-        let mut file_values = Vec::new();
+        let mut file_values: FileValues = received.into_iter().collect();
         if let Some(expected) = &layout.header_record {
             let found = reader.next(&mut header)?;
             let tagged = found == Next::Record
@@ -86,7 +87,7 @@ impl<'s, R: Read> CsvSource<'s, R> {
             }
             let fields: Vec<&[u8]> = header.iter().collect();
             match header_values(expected, header.line, &fields, &mut decoder)? {
-                Ok(values) => file_values = values,
+                Ok(values) => file_values.extend(values),
                 Err(problems) => return Ok(Err(problems)),
             }
         }

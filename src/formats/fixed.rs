@@ -9,7 +9,7 @@ use super::RecordSource;
 use super::framing::{FileValues, TrailerCheck, header_values};
 use crate::problem::{Code, Problem};
 use crate::schema::{Encoding, FixedLayout, Schema};
-use crate::validate::{Decoder, Outcome, ReadError, check_record_in_file};
+use crate::validate::{Decoder, Outcome, ReadError, Value, check_record_in_file};
 
 pub struct FixedSource<'s, R: Read> {
     schema: &'s Schema,
@@ -52,6 +52,7 @@ impl<'s, R: Read> FixedSource<'s, R> {
         layout: &'s FixedLayout,
         input: R,
         encoding: Encoding,
+        received: Option<(usize, Value)>,
     ) -> Result<Result<FixedSource<'s, R>, Vec<Problem>>, ReadError> {
         let mut source = FixedSource {
             schema,
@@ -70,7 +71,7 @@ impl<'s, R: Read> FixedSource<'s, R> {
                 .trailer_record
                 .as_ref()
                 .map(|t| TrailerCheck::new(&t.record)),
-            file_values: Vec::new(),
+            file_values: received.into_iter().collect(),
         };
         let Some(header) = &layout.header_record else {
             return Ok(Ok(source));
@@ -110,7 +111,7 @@ impl<'s, R: Read> FixedSource<'s, R> {
         let line = source.line.clone();
         let fields: Vec<&[u8]> = fields.iter().map(|&(a, b)| &line[a..b]).collect();
         match header_values(&header.record, number, &fields, &mut source.decoder)? {
-            Ok(values) => source.file_values = values,
+            Ok(values) => source.file_values.extend(values),
             Err(problems) => return Ok(Err(problems)),
         }
         Ok(Ok(source))

@@ -31,21 +31,28 @@ pub trait RecordSource {
     }
 }
 
-/// Opens a file's plaintext in its feed's layout. Problems that leave
-/// nothing readable (a header naming none of the columns, say) come back in
-/// the `Err`.
+/// Opens a file's plaintext in its feed's layout; `received` is the day
+/// the file was received, for rules that reckon with it (`@received`).
+/// Problems that leave nothing readable (a header naming none of the
+/// columns, say) come back in the `Err`.
 pub fn open<'s, R: Read + 's>(
     schema: &'s Schema,
     input: R,
     encoding: Encoding,
+    received: chrono::NaiveDate,
 ) -> Result<Result<Box<dyn RecordSource + 's>, Vec<Problem>>, ReadError> {
+    let received = schema.received_value(received);
     match &schema.layout {
-        Layout::Csv(layout) => Ok(csv::CsvSource::open(schema, layout, input, encoding)?
-            .map(|source| Box::new(source) as Box<dyn RecordSource + 's>)),
-        Layout::Fixed(layout) => Ok(fixed::FixedSource::open(schema, layout, input, encoding)?
-            .map(|source| Box::new(source) as Box<dyn RecordSource + 's>)),
+        Layout::Csv(layout) => Ok(
+            csv::CsvSource::open(schema, layout, input, encoding, received)?
+                .map(|source| Box::new(source) as Box<dyn RecordSource + 's>),
+        ),
+        Layout::Fixed(layout) => Ok(fixed::FixedSource::open(
+            schema, layout, input, encoding, received,
+        )?
+        .map(|source| Box::new(source) as Box<dyn RecordSource + 's>)),
         Layout::Xml(layout) => Ok(Ok(Box::new(xml::XmlSource::open(
-            schema, layout, input, encoding,
+            schema, layout, input, encoding, received,
         )))),
     }
 }

@@ -27,7 +27,8 @@ fn run_with(
     input: &[u8],
     encoding: Encoding,
 ) -> Result<(Vec<Row>, Vec<Problem>), ReadError> {
-    let mut rows = match open(schema, input, encoding)? {
+    let received = chrono::NaiveDate::from_ymd_opt(2026, 12, 3).expect("a date");
+    let mut rows = match open(schema, input, encoding, received)? {
         Ok(rows) => rows,
         Err(problems) => return Ok((Vec::new(), problems)),
     };
@@ -1067,4 +1068,38 @@ fn a_fixed_width_file_has_header_and_trailer_lines_as_a_delimited_one_does() {
         [(3, "trailer_total"), (3, "trailer_count")],
         "cut short: the last data line is read as the trailer"
     );
+}
+
+#[test]
+fn a_rule_reckons_an_age_on_the_day_the_file_was_received() {
+    let mut s = schema(vec![
+        text_column("id", false),
+        column(
+            "born",
+            ColumnKind::Date {
+                format: "%Y-%m-%d".into(),
+            },
+        ),
+        column(
+            crate::schema::RECEIVED_COLUMN,
+            ColumnKind::Date {
+                format: "%Y-%m-%d".into(),
+            },
+        ),
+    ]);
+    s.received_column = Some(2);
+    s.rules = vec![Rule::Age {
+        born: 1,
+        on: 2,
+        min: Some(18),
+        max: None,
+    }];
+    // Received on 2026-12-03: 18 on 2026-12-03 passes, the day after does not.
+    let (rows, problems) = run(&s, b"id,born\na,2008-12-03\nb,2008-12-04\n");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0].values[2],
+        Value::Date(chrono::NaiveDate::from_ymd_opt(2026, 12, 3).unwrap())
+    );
+    assert_eq!(codes(&problems), [(3, "age_out_of_range")]);
 }

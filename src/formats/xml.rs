@@ -17,7 +17,7 @@ use quick_xml::name::ResolveResult;
 use super::RecordSource;
 use crate::problem::{Code, Problem};
 use crate::schema::{Encoding, Schema, XmlLayout, XmlName};
-use crate::validate::{Decoder, Outcome, ReadError, check_record};
+use crate::validate::{Decoder, Outcome, ReadError, Value, check_record_in_file};
 
 /// Problems of one record's structure kept, at most.
 const MAX_RECORD_PROBLEMS: usize = 64;
@@ -41,6 +41,8 @@ pub struct XmlSource<'s, R: Read> {
     pending: VecDeque<Outcome>,
     /// Problems that ended the reading of the file.
     fatal: Vec<Problem>,
+    /// What the file gives every record (the day it was received).
+    file_values: Vec<(usize, Value)>,
     done: bool,
 }
 
@@ -127,6 +129,7 @@ impl<'s, R: Read> XmlSource<'s, R> {
         layout: &'s XmlLayout,
         input: R,
         encoding: Encoding,
+        received: Option<(usize, Value)>,
     ) -> XmlSource<'s, R> {
         let (input, unreadable) = Transcoded::new(input, encoding);
         // Any one tag, text, comment or CDATA section is held whole while it
@@ -159,6 +162,7 @@ impl<'s, R: Read> XmlSource<'s, R> {
             pending: VecDeque::new(),
             fatal: Vec::new(),
             done: false,
+            file_values: received.into_iter().collect(),
         };
         if let Some(why) = unreadable {
             source.stop(0, Code::XmlEncoding, why);
@@ -344,12 +348,13 @@ impl<'s, R: Read> XmlSource<'s, R> {
                 })
                 .collect();
             self.records += 1;
-            let outcome = check_record(
+            let outcome = check_record_in_file(
                 self.schema,
                 &self.field_columns,
                 &mut self.decoder,
                 *line,
                 fields.iter().copied(),
+                &self.file_values,
             )?;
             self.pending.push_back(outcome);
         }

@@ -452,7 +452,8 @@ impl Processor {
         let Some(payload) = self.spool.received_payload(&file.spool_name) else {
             return ReadAhead::Missing(feed);
         };
-        let (attempt, rows) = self.read_whole::<Vec<Vec<Records>>>(feed, &payload, stop);
+        let received = self.received_day(file);
+        let (attempt, rows) = self.read_whole::<Vec<Vec<Records>>>(feed, &payload, received, stop);
         if attempt.cancelled {
             return ReadAhead::Cancelled;
         }
@@ -469,12 +470,14 @@ impl Processor {
         &self,
         feed: &Feed,
         path: &std::path::Path,
+        received: chrono::NaiveDate,
         stop: &AtomicBool,
     ) -> (Attempt, S) {
         let mut encoding = feed.schema.encoding;
         loop {
             let mut sink = S::default();
-            let attempt = catch_panic(|| self.read(feed, path, encoding, stop, &mut sink));
+            let attempt =
+                catch_panic(|| self.read(feed, path, encoding, received, stop, &mut sink));
             if attempt.encoding_changed && !attempt.cancelled {
                 encoding = Encoding::Windows1252;
                 continue;
@@ -519,11 +522,24 @@ impl Processor {
         Ok(Some(self.judge(feed, attempt)))
     }
 
+    /// The day a file was received, in the daemon's time zone: what
+    /// `@received` holds in every record of it.
+    fn received_day(&self, file: &FileRow) -> chrono::NaiveDate {
+        let zone = self.config.daemon.time_zone;
+        chrono::DateTime::parse_from_rfc3339(&file.received_at)
+            .map(|at| at.with_timezone(&zone))
+            .unwrap_or_else(|_| chrono::Utc::now().with_timezone(&zone))
+            .date_naive()
+    }
+
     /// Reads a sample file as its feed would, loading nothing: the outcome
     /// it would have, with every problem. The ledger is not touched.
     pub fn check_sample(&self, feed: &Feed, path: &std::path::Path) -> Outcome {
         let never = AtomicBool::new(false);
-        let (mut attempt, rows) = self.read_whole::<Counted>(feed, path, &never);
+        let today = chrono::Utc::now()
+            .with_timezone(&self.config.daemon.time_zone)
+            .date_naive();
+        let (mut attempt, rows) = self.read_whole::<Counted>(feed, path, today, &never);
         attempt.rows_loaded = rows.0;
         self.judge(feed, attempt)
     }
@@ -571,6 +587,7 @@ impl Processor {
         encoding: Encoding,
         stop: &AtomicBool,
     ) -> Result<Streamed, ProcessError> {
+        let received = self.received_day(file);
         let (tx, rx) = sync_channel::<Vec<Records>>(BATCHES_IN_FLIGHT);
         let doomed = Arc::new(AtomicBool::new(false));
         let mut sink = RowChannel {
@@ -583,7 +600,7 @@ impl Processor {
             let reader = std::thread::Builder::new()
                 .name("reader".into())
                 .spawn_scoped(scope, move || {
-                    catch_panic(|| self.read(feed, payload, encoding, stop, &mut sink))
+                    catch_panic(|| self.read(feed, payload, encoding, received, stop, &mut sink))
                 })
                 .map_err(ProcessError::Thread)?;
             let finished = || {

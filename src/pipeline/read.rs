@@ -125,6 +125,7 @@ impl Processor {
         feed: &Feed,
         payload: &std::path::Path,
         encoding: Encoding,
+        received: chrono::NaiveDate,
         stop: &AtomicBool,
         sink: &mut impl RowSink,
     ) -> Attempt {
@@ -151,7 +152,7 @@ impl Processor {
             inner: plain.reader,
             stop,
         };
-        let mut rows = match formats::open(&feed.schema, input, encoding) {
+        let mut rows = match formats::open(&feed.schema, input, encoding, received) {
             Ok(Ok(rows)) => rows,
             Ok(Err(header_problems)) => {
                 for p in header_problems {

@@ -434,15 +434,27 @@ fn an_admin_links_and_unlinks_details_by_hand_and_later_files_keep_the_decision(
     // A reason holding an NHS number is refused: the audit trail must not carry one.
     let number = nhs_number(1);
     let spaced = format!("{} {} {}", &number[..3], &number[3..6], &number[6..]);
-    let out = d.dg(&[
-        "patients",
-        "unlink",
-        &gp_detail.to_string(),
-        "--reason",
-        &format!("NHS no {spaced} is shared"),
-    ]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("holds an NHS number"));
+    for written in [
+        spaced.clone(),
+        format!("{}  {} - {}", &number[..3], &number[3..6], &number[6..]),
+        format!("{}.{}/{}", &number[..3], &number[3..6], &number[6..]),
+    ] {
+        let reason = format!("NHS no {written} is shared");
+        let out = d.dg(&[
+            "patients",
+            "unlink",
+            &gp_detail.to_string(),
+            "--reason",
+            &reason,
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{written}: {}",
+            text(&out.stderr)
+        );
+        assert!(text(&out.stderr).contains("holds an NHS number"));
+    }
 
     let out = d.dg(&[
         "patients",
@@ -462,6 +474,11 @@ fn an_admin_links_and_unlinks_details_by_hand_and_later_files_keep_the_decision(
     // A later file with the same NHS number does not undo it.
     gp_file("news2_gp_2.csv", 3);
     assert_eq!(person_of(&d, "gp:GP-77").0, gp_person);
+    // Its person has no number of its own now, but the detail has: it is
+    // still not one with a resident whose number differs.
+    let (r2, g) = (other_details[0].to_string(), gp_detail.to_string());
+    let out = d.dg(&["patients", "link", &r2, &g, "--reason", "mistake"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     // Nothing left to unlink from; two persons with different numbers are not one.
     let out = d.dg(&[
         "patients",
@@ -499,6 +516,14 @@ fn an_admin_links_and_unlinks_details_by_hand_and_later_files_keep_the_decision(
         person_of(&d, "gp:GP-77"),
         (person, vec![home_detail, gp_detail])
     );
+    // The merged person's id is never given again.
+    let (h, g) = (home_detail.to_string(), gp_detail.to_string());
+    let out = d.dg(&["patients", "unlink", &g, "--reason", "again, ticket 79"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (again, _) = person_of(&d, "gp:GP-77");
+    assert!(again > gp_person, "{again} after {gp_person}");
+    let out = d.dg(&["patients", "link", &h, &g, "--reason", "ticket 80"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let out = d.dg(&[
         "patients",
         "link",
@@ -513,7 +538,7 @@ fn an_admin_links_and_unlinks_details_by_hand_and_later_files_keep_the_decision(
     let events = d.strings(
         "SELECT action || ' ' || detail FROM audit_events WHERE action LIKE 'patients_%' ORDER BY id",
     );
-    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events.len(), 4, "{events:?}");
     assert!(events[0].starts_with("patients_unlink "), "{events:?}");
     assert!(events[0].contains("\"reason\":\"GP record is another resident, ticket 77\""));
     assert!(events[0].contains("\"by\":\""), "{events:?}");

@@ -599,31 +599,32 @@ fn audit_reason(reason: &str) -> Option<String> {
     Some(reason.to_string())
 }
 
-/// Whether ten digits in a row (spaces or hyphens between them allowed)
-/// make a valid NHS number.
+/// Whether ten digits in a row make a valid NHS number, whatever separates
+/// them (spaces, hyphens, dots, slashes; up to three between two digits).
 fn holds_nhs_number(text: &str) -> bool {
-    let mut digits: Vec<u8> = Vec::new();
-    let mut last_was_digit = false;
-    let mut found = false;
     let check = |digits: &[u8]| {
         digits.windows(10).any(|w| {
             let candidate: String = w.iter().map(|d| char::from(b'0' + d)).collect();
             dropgate::domain::nhs_number::NhsNumber::parse(&candidate).is_ok()
         })
     };
+    let mut digits: Vec<u8> = Vec::new();
+    let mut separators = 0;
     for c in text.chars() {
         match c {
             '0'..='9' => {
                 digits.push(c as u8 - b'0');
-                last_was_digit = true;
+                separators = 0;
             }
-            ' ' | '-' if last_was_digit => last_was_digit = false,
+            c if !c.is_alphanumeric() && separators < 3 && !digits.is_empty() => separators += 1,
             _ => {
-                found |= check(&digits);
+                if check(&digits) {
+                    return true;
+                }
                 digits.clear();
-                last_was_digit = false;
+                separators = 0;
             }
         }
     }
-    found || check(&digits)
+    check(&digits)
 }

@@ -243,10 +243,12 @@ fn person_view(conn: &Connection, person_id: i64) -> Result<PersonView> {
                         + (consciousness IS NOT NULL) + (body_temperature IS NOT NULL)
                         + (news2_score IS NOT NULL)), 0)
                  FROM observation_sets WHERE detail_id = s.detail_id),
-                (SELECT count(*) FROM care_record_entries WHERE detail_id = s.detail_id),
-                (SELECT count(*) FROM care_transactions WHERE detail_id = s.detail_id),
-                (SELECT count(*) FROM red_bags WHERE detail_id = s.detail_id),
-                (SELECT count(*) FROM alerts WHERE detail_id = s.detail_id)
+                (SELECT count(*) FROM care_record_entries
+                 WHERE detail_id = s.detail_id AND superseded_by IS NULL),
+                (SELECT count(*) FROM care_transactions
+                 WHERE detail_id = s.detail_id AND superseded_by IS NULL),
+                (SELECT count(*) FROM red_bags WHERE detail_id = s.detail_id AND superseded_by IS NULL),
+                (SELECT count(*) FROM alerts WHERE detail_id = s.detail_id AND superseded_by IS NULL)
          FROM service_users s WHERE s.person_id = ?1 ORDER BY s.detail_id",
     )?;
     let details = stmt
@@ -290,7 +292,7 @@ pub enum LinkRefused {
 pub struct LinkChange {
     /// The person the detail (or both details) now belong to.
     pub person_id: i64,
-    /// The person it left (on a link, merged into `person_id` and gone).
+    /// The person it left (on a link, merged into `person_id`: kept, empty).
     pub previous_person_id: i64,
     /// Every detail now of `person_id`.
     pub details: Vec<i64>,
@@ -333,9 +335,16 @@ pub(super) fn link(
     if keep == merged {
         return Ok(Err(LinkRefused::AlreadyLinked(detail, other)));
     }
-    if let (Some(a), Some(b)) = (&keep_nhs, &merged_nhs)
-        && a != b
-    {
+    // The numbers the details themselves carry, not only their persons':
+    // a detail unlinked by hand keeps its own, under a person without one.
+    let numbers: std::collections::BTreeSet<String> = tx
+        .prepare(
+            "SELECT nhs_number FROM service_users WHERE person_id IN (?1, ?2) AND nhs_number IS NOT NULL
+             UNION SELECT nhs_number FROM persons WHERE id IN (?1, ?2) AND nhs_number IS NOT NULL",
+        )?
+        .query_map(params![keep, merged], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if numbers.len() > 1 {
         return Ok(Err(LinkRefused::DifferentNhsNumbers(detail, other)));
     }
     tx.execute(
@@ -346,7 +355,12 @@ pub(super) fn link(
         "UPDATE service_users SET linked_by_hand = 1 WHERE detail_id = ?1",
         [detail],
     )?;
-    tx.execute("DELETE FROM persons WHERE id = ?1", [merged])?;
+    // The merged person's row stays, without details or a number, so its id
+    // is never given to another person (the audit trail names it).
+    tx.execute(
+        "UPDATE persons SET nhs_number = NULL WHERE id = ?1",
+        [merged],
+    )?;
     if keep_nhs.is_none() && merged_nhs.is_some() {
         tx.execute(
             "UPDATE persons SET nhs_number = ?2 WHERE id = ?1",

@@ -364,17 +364,22 @@ fn schema_infer_drafts_a_feed_that_check_config_accepts_and_the_sample_passes() 
 fn schema_infer_drafts_an_xml_feed_with_its_record_element_paths_and_namespaces() {
     let d = Deployment::new();
     let mut sample = String::from(
-        "<?xml version=\"1.0\"?>\n<Transfers xmlns=\"urn:example:transfers:2\" xmlns:x=\"urn:example:extra\">\n",
+        "<?xml version=\"1.0\"?>\n<Transfers xmlns=\"urn:example:transfers:2\" xmlns:x=\"urn:example:extra\" \
+         xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\">\n",
     );
     for i in 0..20u32 {
         sample.push_str(&format!(
-            "  <Transfer id=\"T{i:03}\"><Patient><NHS>{}</NHS><Born>1941-03-{:02}</Born></Patient>\
-             <x:Ward code=\"W{}\"/><Sent>2026-11-{:02}T09:30:00Z</Sent><Note>{}</Note></Transfer>\n",
+            "  <Transfer id=\"T{i:03}\" xml:lang=\"en\"><Patient><NHS>{}</NHS><Born>1941-03-{:02}</Born></Patient>\
+             <x:Ward code=\"W{}\"/><Sent>2026-11-{:02}T09:30:00Z</Sent>{}</Transfer>\n",
             nhs_number(i + 1),
             1 + i % 28,
             i % 3,
             1 + i % 28,
-            if i % 2 == 0 { "falls risk" } else { "" }
+            if i % 2 == 0 {
+                "<Note>falls risk</Note>"
+            } else {
+                "<Note xsi:nil=\"true\"/>"
+            }
         ));
     }
     sample.push_str("</Transfers>\n");
@@ -393,12 +398,15 @@ fn schema_infer_drafts_an_xml_feed_with_its_record_element_paths_and_namespaces(
     for expected in [
         "format = \"xml\"",
         "record = \"/ns:Transfers/ns:Transfer\"",
-        "namespaces = { x = \"urn:example:extra\", ns = \"urn:example:transfers:2\" }",
+        "namespaces = { xsi = \"http://www.w3.org/2001/XMLSchema-instance\", xml = \"http://www.w3.org/XML/1998/namespace\", x = \"urn:example:extra\", ns = \"urn:example:transfers:2\" }",
         "name = \"id\"\npath = \"@id\"",
         "name = \"NHS\"\npath = \"ns:Patient/ns:NHS\"\ntype = \"nhs_number\"",
         "path = \"ns:Patient/ns:Born\"\ntype = \"date\"",
         "path = \"x:Ward/@code\"",
         "path = \"ns:Sent\"\ntype = \"datetime\"",
+        // Attributes in namespaces no element uses have their prefixes too.
+        "path = \"@xml:lang\"",
+        "path = \"ns:Note/@xsi:nil\"",
     ] {
         assert!(draft.contains(expected), "no {expected:?} in\n{draft}");
     }

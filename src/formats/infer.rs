@@ -383,6 +383,8 @@ pub fn infer_csv(mut input: impl BufRead, options: &InferOptions<'_>) -> Result<
 const MAX_XML_SAMPLE: u64 = 16 << 20;
 /// Nesting followed at most.
 const MAX_XML_DEPTH: usize = 64;
+/// The namespace of `xml:lang` and its like, bound in every document.
+const XML_NAMESPACE: &str = "http://www.w3.org/XML/1998/namespace";
 
 /// An element's name: its namespace, if any, and its local name.
 type XmlStep = (Option<String>, String);
@@ -403,12 +405,18 @@ pub fn infer_xml(input: impl io::Read, options: &InferOptions<'_>) -> Result<Dra
     let Some(record) = shape.record() else {
         return Err(InferError::Empty);
     };
-    let prefixes = shape.prefixes(&record);
+    let (columns, paths, rows) = xml_values(&sample, &record, options.max_rows)?;
+    // Every namespace a path names, of an element or of an attribute.
+    let named = record.iter().chain(
+        paths
+            .iter()
+            .flat_map(|(steps, attribute, _)| steps.iter().chain(attribute)),
+    );
+    let prefixes = shape.prefixes(named);
     let name = |step: &XmlStep| match &step.0 {
         Some(ns) => format!("{}:{}", prefixes[ns], step.1),
         None => step.1.clone(),
     };
-    let (columns, paths, rows) = xml_values(&sample, &record, options.max_rows)?;
     let feed = options.feed;
     let mut out = draft_head(options, rows, "records", "xml");
     let _ = writeln!(out, "[feeds.{feed}.xml]");
@@ -474,21 +482,22 @@ impl XmlShape {
             .map(|(path, _)| path.clone())
     }
 
-    /// A prefix for each namespace the record's paths use: the sample's
-    /// own, or `ns`, `ns2`... for a default namespace.
-    fn prefixes(&self, record: &[XmlStep]) -> BTreeMap<String, String> {
+    /// A prefix for each namespace of `named`: the sample's own, or `ns`,
+    /// `ns2`... for a default namespace.
+    fn prefixes<'a>(&self, named: impl Iterator<Item = &'a XmlStep>) -> BTreeMap<String, String> {
         let mut used: BTreeMap<String, String> = BTreeMap::new();
         let mut taken = std::collections::BTreeSet::new();
-        let in_record = self
-            .paths
-            .keys()
-            .filter(|p| p.starts_with(record) || record.starts_with(p));
-        for step in in_record.flatten() {
+        for step in named {
             let Some(ns) = &step.0 else { continue };
             if used.contains_key(ns) {
                 continue;
             }
-            let own = self.declared.get(ns).cloned().flatten();
+            // `xml:` is bound without being declared.
+            let own = if ns == XML_NAMESPACE {
+                Some("xml".to_string())
+            } else {
+                self.declared.get(ns).cloned().flatten()
+            };
             let prefix = match own.filter(|p| !taken.contains(p)) {
                 Some(p) => p,
                 None => (1..)

@@ -166,7 +166,10 @@ impl Checker<'_> {
             .collect();
         schema.max_record_bytes = max_record_bytes;
         schema.max_field_bytes = max_field_bytes.min(max_record_bytes);
-        let mapping = self.mapping(raw.map.unwrap_or_default(), &schema, base);
+        let mut mapping = self.mapping(raw.map.unwrap_or_default(), &schema, base);
+        for kind in &mut mapping.care {
+            kind.key_scope = name.to_string();
+        }
         if self.errors.len() > errors_before {
             return None;
         }

@@ -68,6 +68,15 @@ impl Checker<'_> {
             for field in header.fields {
                 let field = field.into_inner();
                 let name = field.name.get_ref().clone();
+                if fields
+                    .iter()
+                    .any(|(_, f): &(usize, ColumnSpec)| f.name == name)
+                {
+                    self.error(
+                        span.clone(),
+                        format!("header record field `{name}` is declared twice"),
+                    );
+                }
                 if specs.iter().any(|s| s.name == name) {
                     self.error(
                         span.clone(),

@@ -18,8 +18,21 @@ impl Checker<'_> {
     pub(super) fn header_record(&mut self, raw: raw::HeaderRecord, base: &Path) -> HeaderRecord {
         let tag = raw.tag.and_then(|t| self.record_tag(&t));
         let mut fields = Vec::new();
+        let mut taken: BTreeMap<i64, String> = BTreeMap::new();
         for field in raw.fields {
             let field = field.into_inner();
+            if let Some(p) = &field.position
+                && let Some(other) = taken.insert(*p.get_ref(), field.name.get_ref().clone())
+            {
+                self.at(
+                    p,
+                    format!(
+                        "header record fields `{other}` and `{}` are both at position {}",
+                        field.name.get_ref(),
+                        p.get_ref()
+                    ),
+                );
+            }
             let position = match &field.position {
                 Some(p) if (1..=MAX_POSITION).contains(p.get_ref()) => {
                     if tag.is_some() && *p.get_ref() == 1 {

@@ -836,6 +836,17 @@ fn trailer_records_are_checked_against_the_columns() {
             .any(|e| e.contains("header record field `pulse` has the name of a column")),
         "{got:?}"
     );
+    let twice = framed.replacen(
+        "position = 3\nrequired = true\n",
+        "position = 3\nrequired = true\n\n[[feeds.news2.csv.header_record.fields]]\nname = \"sender\"\ntype = \"ods_code\"\nposition = 3\n",
+        1,
+    );
+    let got = errors(&twice);
+    assert!(
+        got.iter().any(|e| e
+            .contains("header record fields `extract_date` and `sender` are both at position 3")),
+        "{got:?}"
+    );
     let on_tag = framed.replacen("position = 3", "position = 1", 1);
     let got = errors(&on_tag);
     assert!(

@@ -93,43 +93,67 @@ impl<'s> TrailerCheck<'s> {
     /// record itself are kept for the end of the file.
     pub fn read(&mut self, line: u64, fields: &[&[u8]]) {
         let mut problems = Vec::new();
-        let mut number = |field: usize, code: Code, what: &str| -> Option<f64> {
+        let mut field = |field: usize, code: Code, what: &str| -> Option<&str> {
             let text = fields
                 .get(field)
                 .and_then(|f| std::str::from_utf8(f).ok())
                 .map(str::trim);
-            match text
-                .and_then(|t| t.parse::<f64>().ok())
-                .filter(|n| n.is_finite())
-            {
-                Some(n) => Some(n),
-                None => {
-                    problems.push(Problem {
-                        line,
-                        column: None,
-                        field: Some(field + 1),
-                        code,
-                        message: format!(
-                            "the trailer's {what} (field {}) is not a number",
-                            field + 1
-                        ),
-                    });
-                    None
-                }
+            if text.is_none() {
+                problems.push(Problem {
+                    line,
+                    column: None,
+                    field: Some(field + 1),
+                    code,
+                    message: format!("the trailer has no {what} (field {})", field + 1),
+                });
             }
+            text
         };
-        let claims = Claims {
-            count: self
-                .expected
-                .count_field
-                .and_then(|f| number(f, Code::TrailerCount, "record count"))
-                .map(|n| n as u64),
-            total: self
-                .expected
-                .total
-                .and_then(|(f, _)| number(f, Code::TrailerTotal, "control total")),
+        let count = self
+            .expected
+            .count_field
+            .map(|f| (f, field(f, Code::TrailerCount, "record count")));
+        let total = self
+            .expected
+            .total
+            .map(|(f, _)| (f, field(f, Code::TrailerTotal, "control total")));
+        let mut not_a = |f: usize, code: Code, what: &str| {
+            problems.push(Problem {
+                line,
+                column: None,
+                field: Some(f + 1),
+                code,
+                message: format!(
+                    "the trailer's {what} (field {}) is not {}",
+                    f + 1,
+                    match code {
+                        Code::TrailerCount => "a whole number",
+                        _ => "a number",
+                    }
+                ),
+            });
         };
-        self.read = Some((line, problems, claims));
+        // A count is a whole number of records: `3.7`, `1e1` or `-1` is not one.
+        let count = match count {
+            Some((f, Some(text))) => text.parse::<u64>().ok().or_else(|| {
+                not_a(f, Code::TrailerCount, "record count");
+                None
+            }),
+            _ => None,
+        };
+        let total = match total {
+            Some((f, Some(text))) => {
+                text.parse::<f64>()
+                    .ok()
+                    .filter(|n| n.is_finite())
+                    .or_else(|| {
+                        not_a(f, Code::TrailerTotal, "control total");
+                        None
+                    })
+            }
+            _ => None,
+        };
+        self.read = Some((line, problems, Claims { count, total }));
     }
 
     /// Counts a data record's outcome towards the control total.

@@ -497,6 +497,12 @@ fn header_and_trailer_records_frame_the_data_and_the_trailer_counts_it() {
     assert_eq!(codes(&problems), [(5, "after_trailer")]);
     let (_, problems) = run(&s, b"HDR~A81001\nitem~qty\nx~2\nTRL~one~2\n");
     assert_eq!(codes(&problems), [(4, "trailer_count")]);
+    // A count is a whole number: 1.0, 1e0 and -1 are not counts of one record.
+    for count in ["1.0", "1e0", "-1"] {
+        let input = format!("HDR~A81001\nitem~qty\nx~2\nTRL~{count}~2\n");
+        let (_, problems) = run(&s, input.as_bytes());
+        assert_eq!(codes(&problems), [(4, "trailer_count")], "{count}");
+    }
     let (_, problems) = run(&s, b"item~qty\nx~2\nTRL~1~2\n");
     assert_eq!(codes(&problems), [(1, "header_record_missing")]);
     // The header record's own fields are checked as columns are.

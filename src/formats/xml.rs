@@ -651,6 +651,8 @@ struct Transcoded<R> {
     out: Vec<u8>,
     at: usize,
     raw: Vec<u8>,
+    /// Reading the declaration's bytes failed: told at the first read.
+    failed: Option<io::Error>,
 }
 
 /// The declaration is looked for this far into the document.
@@ -663,14 +665,18 @@ impl<R: Read> Transcoded<R> {
     fn new(mut inner: R, encoding: Encoding) -> (Transcoded<R>, Option<&'static str>) {
         let mut head = Vec::new();
         let mut unreadable = None;
+        let mut failed = None;
         let charset = match encoding {
             Encoding::Utf8 => Charset::Utf8,
             Encoding::Windows1252 => Charset::Windows1252,
             Encoding::Latin1 => Charset::Latin1,
             Encoding::Auto => {
-                let _ = (&mut inner)
+                if let Err(e) = (&mut inner)
                     .take(DECLARATION_BYTES as u64)
-                    .read_to_end(&mut head);
+                    .read_to_end(&mut head)
+                {
+                    failed = Some(e);
+                }
                 match declared(&head) {
                     Ok(charset) => charset,
                     Err(why) => {
@@ -687,6 +693,7 @@ impl<R: Read> Transcoded<R> {
             out: Vec::new(),
             at: 0,
             raw: vec![0; READ_AHEAD],
+            failed,
         };
         (reader, unreadable)
     }
@@ -728,6 +735,9 @@ fn declared(head: &[u8]) -> Result<Charset, &'static str> {
 
 impl<R: Read> Read for Transcoded<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
         if self.at == self.out.len() {
             self.out.clear();
             self.at = 0;

@@ -24,7 +24,8 @@ pub struct Spec {
     /// The table's column for each field, in `fields` order.
     pub columns: &'static [&'static str],
     /// About a service user (the row points at their detail). Staff are not:
-    /// a staff member is one row per (source, `fields[0]`), updated by later files.
+    /// a staff member is one row per (source, `fields[0]`), updated by later
+    /// files (a field one leaves empty keeps its value).
     pub about_person: bool,
 }
 
@@ -40,10 +41,14 @@ impl Spec {
                 self.table
             )
         } else {
+            // A field a later file leaves empty keeps what an earlier one gave.
             let updates: Vec<String> = self.columns[1..]
                 .iter()
-                .chain(&["file_id", "line"])
-                .map(|c| format!("{c} = excluded.{c}"))
+                .map(|c| format!("{c} = coalesce(excluded.{c}, {c})"))
+                .chain([
+                    "file_id = excluded.file_id".into(),
+                    "line = excluded.line".into(),
+                ])
                 .collect();
             format!(
                 "INSERT INTO {} (source, file_id, line, {columns}) VALUES ({marks})
@@ -82,6 +87,9 @@ pub struct Mapping {
     /// `updated_at = "COLUMN"`: a row's own time, which decides the current
     /// version (without it, the later row to arrive).
     pub updated_at: Option<usize>,
+    /// Whose keys these are: the feed's name. Two feeds' records are never
+    /// versions of each other, whatever their keys hold.
+    pub key_scope: String,
 }
 
 impl Mapping {
@@ -170,6 +178,7 @@ impl Mapping {
             when,
             key: natural_key,
             updated_at,
+            key_scope: String::new(),
         }
     }
 }
@@ -216,8 +225,9 @@ pub struct CareRecord {
     pub kind: Kind,
     /// In the spec's field order.
     pub values: Vec<Option<String>>,
-    /// The values of the feed's `key` columns, joined; `None` without one,
-    /// or when a key column is empty (the row is then a record of its own).
+    /// The feed's name and the values of its `key` columns, joined; `None`
+    /// without a key, or when a key column is empty (the row is then a
+    /// record of its own).
     pub natural_key: Option<String>,
     /// The row's own time, from `updated_at`.
     pub updated_at: Option<String>,
@@ -252,7 +262,12 @@ pub fn map(mapping: &Mapping, row: &Row) -> Option<CareRecord> {
         kind: mapping.spec.kind,
         values,
         // A unit separator cannot be typed into a field by mistake.
-        natural_key: key.filter(|k| !k.is_empty()).map(|k| k.join("\u{1f}")),
+        natural_key: key.filter(|k| !k.is_empty()).map(|k| {
+            std::iter::once(mapping.key_scope.as_str())
+                .chain(k.iter().map(String::as_str))
+                .collect::<Vec<_>>()
+                .join("\u{1f}")
+        }),
         updated_at: mapping
             .updated_at
             .and_then(|c| fields::stored_text(&row.values[c])),

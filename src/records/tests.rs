@@ -206,3 +206,36 @@ fn a_field_is_a_column_translated_or_defaulted_a_fixed_value_or_columns_joined()
     };
     assert_eq!(empty.value(&row).as_deref(), Some("none"));
 }
+
+#[test]
+fn a_member_of_staff_is_one_record_that_later_files_update_field_by_field() {
+    let mut l = ledger();
+    let staff = |name: Option<&str>, role: &str| Records {
+        line: 2,
+        service_user: None,
+        observations: None,
+        care: vec![care::CareRecord {
+            kind: Kind::Staff,
+            values: vec![
+                Some("S1".into()),
+                name.map(String::from),
+                Some(role.into()),
+                None,
+            ],
+            natural_key: None,
+            updated_at: None,
+        }],
+    };
+    write(&mut l, "home", &[staff(Some("Amy Lee"), "carer")]);
+    // A later file that leaves the name empty keeps it; the role it gives wins.
+    write(&mut l, "home", &[staff(None, "nurse")]);
+    let rows: Vec<(String, String, i64)> = l
+        .connection()
+        .prepare("SELECT name, role, file_id FROM staff")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rows, [("Amy Lee".to_string(), "nurse".to_string(), 2)]);
+}

@@ -232,16 +232,6 @@ impl Schema {
         framed.min(self.received_column.unwrap_or(usize::MAX))
     }
 
-    /// What the file gives every record beyond its header record's fields:
-    /// the day it was received, when a rule reckons with it.
-    pub fn received_value(
-        &self,
-        received: chrono::NaiveDate,
-    ) -> Option<(usize, crate::validate::Value)> {
-        self.received_column
-            .map(|column| (column, crate::validate::Value::Date(received)))
-    }
-
     /// Comma-separated with a header, UTF-8, the default caps, no rules:
     /// the shape a header record's checked fields are read with, and tests'.
     pub fn plain(columns: Vec<ColumnSpec>) -> Schema {

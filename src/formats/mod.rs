@@ -41,7 +41,10 @@ pub fn open<'s, R: Read + 's>(
     encoding: Encoding,
     received: chrono::NaiveDate,
 ) -> Result<Result<Box<dyn RecordSource + 's>, Vec<Problem>>, ReadError> {
-    let received = schema.received_value(received);
+    // The day the file was received, when a rule reckons with it.
+    let received = schema
+        .received_column
+        .map(|column| (column, crate::validate::Value::Date(received)));
     match &schema.layout {
         Layout::Csv(layout) => Ok(
             csv::CsvSource::open(schema, layout, input, encoding, received)?

@@ -337,6 +337,31 @@ pub(super) fn print_person_records(records: &PersonRecords, care: &[StoredCare])
             d.line
         );
     }
+    // Earlier states of a detail, when files gave more than one.
+    for d in &records.details {
+        let versions: Vec<_> = records
+            .detail_versions
+            .iter()
+            .filter(|v| v.detail_id == d.detail_id)
+            .collect();
+        if versions.len() < 2 {
+            continue;
+        }
+        println!("  versions of detail {}:", d.detail_id);
+        for v in versions {
+            println!(
+                "    {} {}, born {}, gender {}, postcode {}, as of {}  (file {}, line {})",
+                or_dash(&v.given_name),
+                or_dash(&v.family_name),
+                or_dash(&v.date_of_birth),
+                or_dash(&v.gender),
+                or_dash(&v.postcode),
+                or_dash(&v.updated_at),
+                v.file_id,
+                v.line
+            );
+        }
+    }
     println!(
         "observations ({} in all, the newest {} listed):",
         records.observations_total,

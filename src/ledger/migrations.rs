@@ -48,6 +48,10 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
         "0014_record_versions",
         include_str!("migrations/0014_record_versions.sql"),
     ),
+    (
+        "0015_service_user_versions",
+        include_str!("migrations/0015_service_user_versions.sql"),
+    ),
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {

@@ -39,7 +39,7 @@ pub use exports::{
 use migrations::MIGRATIONS;
 use migrations::migrate;
 pub use records::{
-    DETAIL_COLUMNS, DetailRecord, DetailView, LinkChange, LinkRefused, NameSearch,
+    DETAIL_COLUMNS, DetailRecord, DetailVersion, DetailView, LinkChange, LinkRefused, NameSearch,
     ObservationRecord, PersonRecords, PersonView,
 };
 pub use routes::{RouteDelivery, Routed};

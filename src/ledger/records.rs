@@ -116,6 +116,25 @@ pub struct PersonRecords {
     pub observations: Vec<ObservationRecord>,
     /// How many observations there are in all.
     pub observations_total: u64,
+    /// Every state of each detail's demographics that a file gave, current
+    /// or not, by detail then as written.
+    pub detail_versions: Vec<DetailVersion>,
+}
+
+/// One state of a service user's details as a file gave it.
+#[derive(Debug, Serialize)]
+pub struct DetailVersion {
+    pub detail_id: i64,
+    pub nhs_number: Option<String>,
+    pub family_name: Option<String>,
+    pub given_name: Option<String>,
+    pub date_of_birth: Option<String>,
+    pub gender: Option<String>,
+    pub postcode: Option<String>,
+    /// The row's own time, when its feed names one.
+    pub updated_at: Option<String>,
+    pub file_id: i64,
+    pub line: i64,
 }
 
 /// A service user as one source sent them.
@@ -221,11 +240,34 @@ pub(super) fn person_records(
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let person_view = person_view(conn, person)?;
     let observations_total = person_view.details.iter().map(|d| d.observations).sum();
+    let mut stmt = conn.prepare(
+        "SELECT v.detail_id, v.nhs_number, v.family_name, v.given_name, v.date_of_birth,
+                v.gender, v.postcode, v.updated_at, v.file_id, v.line
+         FROM service_user_versions v JOIN service_users u ON u.detail_id = v.detail_id
+         WHERE u.person_id = ?1 ORDER BY v.detail_id, v.id",
+    )?;
+    let detail_versions = stmt
+        .query_map([person], |r| {
+            Ok(DetailVersion {
+                detail_id: r.get(0)?,
+                nhs_number: r.get(1)?,
+                family_name: r.get(2)?,
+                given_name: r.get(3)?,
+                date_of_birth: r.get(4)?,
+                gender: r.get(5)?,
+                postcode: r.get(6)?,
+                updated_at: r.get(7)?,
+                file_id: r.get(8)?,
+                line: r.get(9)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(Some(PersonRecords {
         person: person_view,
         details,
         observations,
         observations_total,
+        detail_versions,
     }))
 }
 

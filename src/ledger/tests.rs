@@ -520,3 +520,38 @@ fn a_receipt_push_is_due_until_delivered_waits_after_giving_up_and_ends_with_its
     assert_eq!(due(&ledger, now - minute, Some(now + minute)), [a]);
     assert_eq!(due(&ledger, now - minute, None), [a], "still undelivered");
 }
+
+#[test]
+fn service_users_written_before_versions_are_their_own_first_version() {
+    let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+    let before = MIGRATIONS
+        .iter()
+        .position(|(name, _)| *name == "0015_service_user_versions")
+        .unwrap();
+    for (name, sql) in &MIGRATIONS[..before] {
+        conn.execute_batch(sql)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    conn.pragma_update(None, "user_version", before as i64)
+        .unwrap();
+    conn.execute_batch(
+        "PRAGMA foreign_keys = OFF;
+         INSERT INTO service_users (detail_id, source, local_id, person_id, nhs_number,
+                                    family_name, given_name, date_of_birth, gender, postcode,
+                                    file_id, line)
+             VALUES (7, 'home', 'R1', 3, '9434765919', 'Smith', 'Ann', '1941-02-01', '2',
+                     'SW1A 1AA', 4, 12);",
+    )
+    .unwrap();
+    migrations::migrate(&mut conn).unwrap();
+    let version: String = conn
+        .query_row(
+            "SELECT detail_id || family_name || given_name || date_of_birth || gender || postcode
+                    || nhs_number || file_id || line || coalesce(updated_at, '-')
+             FROM service_user_versions",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(version, "7SmithAnn1941-02-012SW1A 1AA9434765919412-");
+}

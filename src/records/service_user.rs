@@ -33,6 +33,9 @@ pub struct RawMapping {
     pub date_of_birth: Option<Spanned<String>>,
     pub gender: Option<Spanned<RawField>>,
     pub postcode: Option<Spanned<RawField>>,
+    /// A date or datetime column: the row's own time. A row older than the
+    /// details already held is kept as a version, not made current.
+    pub updated_at: Option<Spanned<String>>,
 }
 
 /// How each field is filled (columns are indexes into the schema).
@@ -45,6 +48,7 @@ pub struct Mapping {
     pub date_of_birth: Option<usize>,
     pub gender: Option<Field>,
     pub postcode: Option<Field>,
+    pub updated_at: Option<usize>,
 }
 
 impl Mapping {
@@ -55,6 +59,7 @@ impl Mapping {
         };
         let nhs_number = column("nhs_number", raw.nhs_number, Expect::NhsNumber);
         let date_of_birth = column("date_of_birth", raw.date_of_birth, Expect::Date);
+        let updated_at = column("updated_at", raw.updated_at, Expect::When);
         let mut text = |name: &'static str, raw: Option<Spanned<RawField>>| {
             raw.and_then(|raw| fields::check(KIND, &FieldSpec::text(name), raw, checker))
         };
@@ -66,6 +71,7 @@ impl Mapping {
             date_of_birth,
             gender: text("gender", raw.gender),
             postcode: text("postcode", raw.postcode),
+            updated_at,
         }
     }
 }
@@ -80,6 +86,8 @@ pub struct ServiceUser {
     pub date_of_birth: Option<chrono::NaiveDate>,
     pub gender: Option<String>,
     pub postcode: Option<String>,
+    /// The row's own time, when the feed names its column.
+    pub updated_at: Option<String>,
 }
 
 /// A text field's value, moved out of the row when it is a column's as it
@@ -99,6 +107,9 @@ pub fn map(mapping: &Mapping, row: &mut Row) -> ServiceUser {
             Some(Value::Date(d)) => Some(*d),
             _ => None,
         },
+        updated_at: mapping
+            .updated_at
+            .and_then(|c| fields::stored_text(&row.values[c])),
         local_id: take_text(row, mapping.local_id.as_ref()).unwrap_or_default(),
         family_name: take_text(row, mapping.family_name.as_ref()),
         given_name: take_text(row, mapping.given_name.as_ref()),
@@ -153,6 +164,7 @@ fn fingerprint(user: &ServiceUser) -> u64 {
     user.date_of_birth.hash(&mut h);
     user.gender.hash(&mut h);
     user.postcode.hash(&mut h);
+    user.updated_at.hash(&mut h);
     h.finish()
 }
 
@@ -169,6 +181,7 @@ struct Stored {
     postcode: Option<String>,
     /// An admin linked or unlinked it by hand: its person stays.
     linked_by_hand: bool,
+    updated_at: Option<String>,
 }
 
 /// Inserts or updates a service user and links it to the person its NHS
@@ -183,7 +196,7 @@ fn upsert_service_user(
     let existing: Option<Stored> = conn
         .prepare_cached(
             "SELECT detail_id, person_id, nhs_number, family_name, given_name, date_of_birth,
-                    gender, postcode, linked_by_hand
+                    gender, postcode, linked_by_hand, updated_at
              FROM service_users WHERE source = ?1 AND local_id = ?2",
         )?
         .query_row(params![source, user.local_id], |r| {
@@ -197,6 +210,7 @@ fn upsert_service_user(
                 gender: r.get(6)?,
                 postcode: r.get(7)?,
                 linked_by_hand: r.get(8)?,
+                updated_at: r.get(9)?,
             })
         })
         .optional()?;
@@ -209,9 +223,25 @@ fn upsert_service_user(
             && stored.date_of_birth == dob
             && stored.gender == user.gender
             && stored.postcode == user.postcode;
-        // Same NHS number means the same person link: nothing to write.
+        let older = match (&user.updated_at, &stored.updated_at) {
+            (Some(new), Some(held)) => new < held,
+            _ => false,
+        };
+        // Same NHS number means the same person link: nothing to write but
+        // a later time, which later rows are judged against.
         if same_details {
+            if !older && user.updated_at.is_some() && user.updated_at != stored.updated_at {
+                conn.prepare_cached(
+                    "UPDATE service_users SET updated_at = ?2 WHERE detail_id = ?1",
+                )?
+                .execute(params![stored.detail_id, user.updated_at])?;
+            }
             return Ok((stored.detail_id, false));
+        }
+        // Older than what is held: kept as a version, not made current.
+        if older {
+            add_version(conn, stored.detail_id, user, &nhs, &dob, file_id, line)?;
+            return Ok((stored.detail_id, true));
         }
     }
     let by_hand = existing.as_ref().is_some_and(|s| s.linked_by_hand);
@@ -240,12 +270,12 @@ fn upsert_service_user(
         (None, Some((_, person))) => person,
         (None, None) => new_person(conn, None)?,
     };
-    match existing {
+    let detail_id = match existing {
         Some((detail_id, _)) => {
             conn.prepare_cached(
                 "UPDATE service_users SET person_id = ?2, nhs_number = ?3, family_name = ?4,
                         given_name = ?5, date_of_birth = ?6, gender = ?7, postcode = ?8,
-                        file_id = ?9, line = ?10
+                        file_id = ?9, line = ?10, updated_at = coalesce(?11, updated_at)
                  WHERE detail_id = ?1",
             )?
             .execute(params![
@@ -258,15 +288,16 @@ fn upsert_service_user(
                 user.gender,
                 user.postcode,
                 file_id,
-                line
+                line,
+                user.updated_at
             ])?;
-            Ok((detail_id, true))
+            detail_id
         }
         None => {
             conn.prepare_cached(
                 "INSERT INTO service_users (source, local_id, person_id, nhs_number, family_name,
-                        given_name, date_of_birth, gender, postcode, file_id, line)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                        given_name, date_of_birth, gender, postcode, file_id, line, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?
             .execute(params![
                 source,
@@ -279,11 +310,44 @@ fn upsert_service_user(
                 user.gender,
                 user.postcode,
                 file_id,
-                line
+                line,
+                user.updated_at
             ])?;
-            Ok((conn.last_insert_rowid(), true))
+            conn.last_insert_rowid()
         }
-    }
+    };
+    add_version(conn, detail_id, user, &nhs, &dob, file_id, line)?;
+    Ok((detail_id, true))
+}
+
+/// Keeps a state of the details as a file gave it, current or not.
+fn add_version(
+    conn: &Connection,
+    detail_id: i64,
+    user: &ServiceUser,
+    nhs: &Option<String>,
+    dob: &Option<String>,
+    file_id: i64,
+    line: u64,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO service_user_versions (detail_id, nhs_number, family_name, given_name,
+                date_of_birth, gender, postcode, updated_at, file_id, line)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        detail_id,
+        nhs,
+        user.family_name,
+        user.given_name,
+        dob,
+        user.gender,
+        user.postcode,
+        user.updated_at,
+        file_id,
+        line
+    ])?;
+    Ok(())
 }
 
 fn person_has_no_number(conn: &Connection, person: i64) -> Result<bool> {

@@ -16,6 +16,7 @@ fn user(local_id: &str, nhs: Option<&str>) -> Records {
             date_of_birth: None,
             gender: None,
             postcode: None,
+            updated_at: None,
         }),
         observations: None,
         care: Vec::new(),
@@ -238,4 +239,50 @@ fn a_member_of_staff_is_one_record_that_later_files_update_field_by_field() {
         .map(Result::unwrap)
         .collect();
     assert_eq!(rows, [("Amy Lee".to_string(), "nurse".to_string(), 2)]);
+}
+
+#[test]
+fn a_service_users_details_are_versioned_and_the_latest_by_their_own_time_is_current() {
+    let mut l = ledger();
+    let at = |family: &str, when: &str| {
+        let mut r = user("R1", Some("9434765919"));
+        let u = r.service_user.as_mut().unwrap();
+        u.family_name = Some(family.into());
+        u.updated_at = Some(when.into());
+        r
+    };
+    // The newer details come first, the older after them.
+    write(&mut l, "home", &[at("Smith", "2026-11-20T10:00:00Z")]);
+    write(&mut l, "home", &[at("Jones", "2026-11-01T10:00:00Z")]);
+    let current = |l: &mut Ledger| -> (String, String) {
+        l.connection()
+            .query_row(
+                "SELECT family_name, updated_at FROM service_users WHERE local_id = 'R1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
+    };
+    assert_eq!(current(&mut l).0, "Smith", "the older row does not win");
+    // The same details again, later: nothing new to keep, but a later time,
+    // against which a row between the two is then older.
+    write(&mut l, "home", &[at("Smith", "2026-11-30T10:00:00Z")]);
+    write(&mut l, "home", &[at("Brown", "2026-11-25T10:00:00Z")]);
+    assert_eq!(
+        current(&mut l),
+        ("Smith".into(), "2026-11-30T10:00:00Z".into())
+    );
+    write(&mut l, "home", &[at("Brown", "2026-12-01T10:00:00Z")]);
+    assert_eq!(current(&mut l).0, "Brown");
+    let records = l.person_records(1, 0).unwrap().unwrap();
+    let versions: Vec<(&str, i64)> = records
+        .detail_versions
+        .iter()
+        .map(|v| (v.family_name.as_deref().unwrap(), v.file_id))
+        .collect();
+    assert_eq!(
+        versions,
+        [("Smith", 1), ("Jones", 2), ("Brown", 4), ("Brown", 5)],
+        "every state a file gave, with its file"
+    );
 }

@@ -36,10 +36,16 @@ fn problem_codes(d: &Deployment, id: i64) -> Vec<(i64, String)> {
         .collect()
 }
 
-/// The quarantine report of a file, as text.
+/// The quarantine report of a file, as text. It is written just after the
+/// ledger records the quarantine (from what the ledger holds), so it may
+/// lag the state a test waited for by a moment.
 fn report(d: &Deployment, id: i64) -> String {
     let spool_name = d.string(&format!("SELECT spool_name FROM files WHERE id = {id}"));
-    fs::read_to_string(d.path(&format!("spool/quarantine/{spool_name}.report.json"))).unwrap()
+    let path = d.path(&format!("spool/quarantine/{spool_name}.report.json"));
+    wait_for("the quarantine report", Duration::from_secs(10), || {
+        path.exists()
+    });
+    fs::read_to_string(path).unwrap()
 }
 
 /// Everything the ledger holds that is meant to be free of identifiers:

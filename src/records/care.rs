@@ -60,15 +60,19 @@ impl Spec {
         }
     }
 
+    /// Rows of the table `t` with the partner of the file `f` each came
+    /// from, where `filter` holds.
     fn select_sql(&self, filter: &str) -> String {
         let versions = if self.about_person {
-            "detail_id, coalesce(record_id, id), superseded_by"
+            "t.detail_id, coalesce(t.record_id, t.id), t.superseded_by"
         } else {
-            "NULL, id, NULL"
+            "NULL, t.id, NULL"
         };
+        let columns: Vec<String> = self.columns.iter().map(|c| format!("t.{c}")).collect();
         format!(
-            "SELECT id, {versions}, file_id, line, {} FROM {} WHERE {filter} ORDER BY id",
-            self.columns.join(", "),
+            "SELECT t.id, {versions}, t.file_id, t.line, f.partner, {}
+             FROM {} t JOIN files f ON f.id = t.file_id WHERE {filter} ORDER BY t.id",
+            columns.join(", "),
             self.table
         )
     }
@@ -274,11 +278,37 @@ pub fn map(mapping: &Mapping, row: &Row) -> Option<CareRecord> {
     })
 }
 
+/// The statements a kind is written with, made once per file rather than
+/// once per record.
+struct Statements {
+    insert: String,
+    /// The current version of a record the person has with a key.
+    current: String,
+    supersede: String,
+    record_id: String,
+}
+
+impl Statements {
+    fn of(spec: &Spec) -> Statements {
+        let table = spec.table;
+        Statements {
+            insert: spec.insert_sql(),
+            current: format!(
+                "SELECT id, coalesce(record_id, id), updated_at FROM {table}
+                 WHERE detail_id = ?1 AND natural_key = ?2 AND superseded_by IS NULL AND id != ?3"
+            ),
+            supersede: format!("UPDATE {table} SET superseded_by = ?2 WHERE id = ?1"),
+            record_id: format!("UPDATE {table} SET record_id = ?2 WHERE id = ?1"),
+        }
+    }
+}
+
 /// Writes one file's described records.
 pub struct Writer<'c> {
     conn: &'c Connection,
     file_id: i64,
     source: String,
+    statements: std::collections::HashMap<Kind, Statements>,
 }
 
 impl<'c> Writer<'c> {
@@ -287,6 +317,7 @@ impl<'c> Writer<'c> {
             conn,
             file_id,
             source: source.to_string(),
+            statements: std::collections::HashMap::new(),
         }
     }
 
@@ -314,59 +345,63 @@ impl<'c> Writer<'c> {
             values.extend([text(&record.natural_key), text(&record.updated_at)]);
         }
         values.extend(record.values.iter().map(text));
+        let sql = self
+            .statements
+            .entry(record.kind)
+            .or_insert_with(|| Statements::of(spec));
         self.conn
-            .prepare_cached(&spec.insert_sql())?
+            .prepare_cached(&sql.insert)?
             .execute(params_from_iter(values))?;
         if let (Some(detail_id), Some(key)) = (detail_id, &record.natural_key)
             && spec.about_person
         {
             let id = self.conn.last_insert_rowid();
-            self.version(spec, detail_id, key, record.updated_at.as_deref(), id)?;
+            version(
+                self.conn,
+                sql,
+                detail_id,
+                key,
+                record.updated_at.as_deref(),
+                id,
+            )?;
         }
         Ok(1)
     }
-
-    /// Makes the row just written (`id`) a version of the record the person
-    /// has with the same key, if any: the current one is the later by
-    /// `updated_at` (on a tie, or without times, the one written last).
-    fn version(
-        &self,
-        spec: &Spec,
-        detail_id: i64,
-        key: &str,
-        updated_at: Option<&str>,
-        id: i64,
-    ) -> Result<()> {
-        let table = spec.table;
-        let current: Option<(i64, i64, Option<String>)> = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT id, coalesce(record_id, id), updated_at FROM {table}
-                 WHERE detail_id = ?1 AND natural_key = ?2 AND superseded_by IS NULL AND id != ?3"
-            ))?
-            .query_row(rusqlite::params![detail_id, key, id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .optional()?;
-        let Some((current, record_id, current_at)) = current else {
-            return Ok(());
-        };
-        let newer = match (updated_at, current_at.as_deref()) {
-            (Some(new), Some(old)) => new >= old,
-            _ => true,
-        };
-        let (superseded, by) = if newer { (current, id) } else { (id, current) };
-        self.conn
-            .prepare_cached(&format!(
-                "UPDATE {table} SET superseded_by = ?2 WHERE id = ?1"
-            ))?
-            .execute([superseded, by])?;
-        self.conn
-            .prepare_cached(&format!("UPDATE {table} SET record_id = ?2 WHERE id = ?1"))?
-            .execute([id, record_id])?;
-        Ok(())
-    }
 }
+
+/// Makes the row just written (`id`) a version of the record the person
+/// has with the same key, if any: the current one is the later by
+/// `updated_at` (on a tie, or without times, the one written last).
+fn version(
+    conn: &Connection,
+    sql: &Statements,
+    detail_id: i64,
+    key: &str,
+    updated_at: Option<&str>,
+    id: i64,
+) -> Result<()> {
+    let current: Option<(i64, i64, Option<String>)> = conn
+        .prepare_cached(&sql.current)?
+        .query_row(rusqlite::params![detail_id, key, id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    let Some((current, record_id, current_at)) = current else {
+        return Ok(());
+    };
+    let newer = match (updated_at, current_at.as_deref()) {
+        (Some(new), Some(old)) => new >= old,
+        _ => true,
+    };
+    let (superseded, by) = if newer { (current, id) } else { (id, current) };
+    conn.prepare_cached(&sql.supersede)?
+        .execute([superseded, by])?;
+    conn.prepare_cached(&sql.record_id)?
+        .execute([id, record_id])?;
+    Ok(())
+}
+
+impl Writer<'_> {}
 
 /// A described record as the ledger holds it.
 #[derive(Debug, Clone)]
@@ -401,7 +436,6 @@ fn read_rows<E: From<LedgerError>>(
     spec: &Spec,
     filter: &str,
     param: i64,
-    partner: &dyn Fn(i64) -> String,
     each: &mut dyn FnMut(StoredCare) -> std::result::Result<(), E>,
 ) -> std::result::Result<(), E> {
     let read = |e: rusqlite::Error| E::from(LedgerError::from(e));
@@ -411,18 +445,17 @@ fn read_rows<E: From<LedgerError>>(
     let mut rows = statement.query([param]).map_err(read)?;
     while let Some(row) = rows.next().map_err(read)? {
         let stored = (|| -> rusqlite::Result<StoredCare> {
-            let file_id: i64 = row.get(4)?;
             Ok(StoredCare {
                 kind: spec.kind,
                 id: row.get(0)?,
                 detail_id: row.get(1)?,
                 record_id: row.get(2)?,
                 superseded_by: row.get(3)?,
-                partner: partner(file_id),
-                file_id,
+                file_id: row.get(4)?,
                 line: row.get::<_, i64>(5)? as u64,
+                partner: row.get(6)?,
                 values: (0..spec.columns.len())
-                    .map(|i| row.get::<_, Option<String>>(6 + i))
+                    .map(|i| row.get::<_, Option<String>>(7 + i))
                     .collect::<rusqlite::Result<_>>()?,
             })
         })()
@@ -439,37 +472,23 @@ pub fn written_by<E: From<LedgerError>>(
     conn: &Connection,
     spec: &Spec,
     file_id: i64,
-    partner: &str,
     each: &mut dyn FnMut(StoredCare) -> std::result::Result<(), E>,
 ) -> std::result::Result<(), E> {
     let filter = if spec.about_person {
-        "file_id = ?1 AND superseded_by IS NULL"
+        "t.file_id = ?1 AND t.superseded_by IS NULL"
     } else {
-        "file_id = ?1"
+        "t.file_id = ?1"
     };
-    read_rows(conn, spec, filter, file_id, &|_| partner.to_string(), each)
+    read_rows(conn, spec, filter, file_id, each)
 }
 
 /// The records of `spec`'s kind about a service user's detail, every
 /// version.
 pub fn about_detail(conn: &Connection, spec: &Spec, detail_id: i64) -> Result<Vec<StoredCare>> {
     let mut found = Vec::new();
-    let partner_of = |file_id: i64| -> String {
-        conn.query_row("SELECT partner FROM files WHERE id = ?1", [file_id], |r| {
-            r.get(0)
-        })
-        .unwrap_or_default()
-    };
-    read_rows::<LedgerError>(
-        conn,
-        spec,
-        "detail_id = ?1",
-        detail_id,
-        &partner_of,
-        &mut |r| {
-            found.push(r);
-            Ok(())
-        },
-    )?;
+    read_rows::<LedgerError>(conn, spec, "t.detail_id = ?1", detail_id, &mut |r| {
+        found.push(r);
+        Ok(())
+    })?;
     Ok(found)
 }

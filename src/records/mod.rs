@@ -352,7 +352,7 @@ pub fn export<E: From<crate::ledger::LedgerError>>(
             if !allowed.allows(spec.kind, &file.partner, file.feed.as_deref()) {
                 continue;
             }
-            care::written_by(conn, spec, file.id, &file.partner, &mut |record| {
+            care::written_by(conn, spec, file.id, &mut |record| {
                 if let Some(detail_id) = record.detail_id {
                     referenced.insert(detail_id);
                 }

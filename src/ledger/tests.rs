@@ -198,19 +198,25 @@ fn an_upload_is_recorded_with_its_audit_event_and_sender_removal_at_once() {
     );
 }
 
-#[test]
-fn observations_written_before_the_inline_layout_survive_its_migration() {
-    let mut conn = rusqlite::Connection::open_in_memory().unwrap();
-    let before_inline = MIGRATIONS
+/// A ledger in memory as it was before the migration `name`.
+fn migrated_up_to(name: &str) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open_in_memory().unwrap();
+    let before = MIGRATIONS
         .iter()
-        .position(|(name, _)| *name == "0008_observation_sets_inline")
-        .unwrap();
-    for (name, sql) in &MIGRATIONS[..before_inline] {
+        .position(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("no migration {name}"));
+    for (name, sql) in &MIGRATIONS[..before] {
         conn.execute_batch(sql)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
-    conn.pragma_update(None, "user_version", before_inline as i64)
+    conn.pragma_update(None, "user_version", before as i64)
         .unwrap();
+    conn
+}
+
+#[test]
+fn observations_written_before_the_inline_layout_survive_its_migration() {
+    let mut conn = migrated_up_to("0008_observation_sets_inline");
     // Sets without their files and people: only the observations matter here.
     conn.execute_batch(
         "PRAGMA foreign_keys = OFF;
@@ -264,17 +270,7 @@ fn observations_written_before_the_inline_layout_survive_its_migration() {
 
 #[test]
 fn care_records_written_in_the_first_layout_survive_its_migration() {
-    let mut conn = rusqlite::Connection::open_in_memory().unwrap();
-    let before = MIGRATIONS
-        .iter()
-        .position(|(name, _)| *name == "0012_care_records")
-        .unwrap();
-    for (name, sql) in &MIGRATIONS[..before] {
-        conn.execute_batch(sql)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-    }
-    conn.pragma_update(None, "user_version", before as i64)
-        .unwrap();
+    let mut conn = migrated_up_to("0012_care_records");
     conn.execute_batch(
         "PRAGMA foreign_keys = OFF;
          INSERT INTO staff (id, source, staff_id, name, role, organisation, file_id, line)
@@ -523,17 +519,7 @@ fn a_receipt_push_is_due_until_delivered_waits_after_giving_up_and_ends_with_its
 
 #[test]
 fn service_users_written_before_versions_are_their_own_first_version() {
-    let mut conn = rusqlite::Connection::open_in_memory().unwrap();
-    let before = MIGRATIONS
-        .iter()
-        .position(|(name, _)| *name == "0015_service_user_versions")
-        .unwrap();
-    for (name, sql) in &MIGRATIONS[..before] {
-        conn.execute_batch(sql)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-    }
-    conn.pragma_update(None, "user_version", before as i64)
-        .unwrap();
+    let mut conn = migrated_up_to("0015_service_user_versions");
     conn.execute_batch(
         "PRAGMA foreign_keys = OFF;
          INSERT INTO service_users (detail_id, source, local_id, person_id, nhs_number,

@@ -202,14 +202,7 @@ for name, model in (("Patient", Patient), ("Observation", Observation)):
                 counts["members"] = counts.get("members", 0) + len(resource.hasMember)
 print(json.dumps(counts))
 "#;
-    let out = Command::new("python3")
-        .args(["-c", script])
-        .arg(&folder)
-        .stdin(Stdio::null())
-        .output()
-        .expect("python3 with fhir.resources (scripts/test installs it)");
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let counts: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let counts = fhir_resources_check(script, &folder);
     // Seven measurements and the NEWS2 total per set; the total links the seven.
     assert_eq!(
         counts,

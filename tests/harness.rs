@@ -323,6 +323,19 @@ pub fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
     }
 }
 
+/// Runs a Python `script` (with `fhir.resources`, which `scripts/test`
+/// installs) on an export `folder`, and parses the JSON it prints.
+pub fn fhir_resources_check(script: &str, folder: &Path) -> serde_json::Value {
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(folder)
+        .stdin(Stdio::null())
+        .output()
+        .expect("python3 with fhir.resources (scripts/test installs it)");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }

@@ -4,7 +4,6 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 use crate::harness::*;
 
@@ -281,14 +280,7 @@ for name, model in models:
                 counts["name"] = resource.name[0].text
 print(json.dumps(counts))
 "#;
-    let out = Command::new("python3")
-        .args(["-c", script])
-        .arg(&folder)
-        .stdin(Stdio::null())
-        .output()
-        .expect("python3 with fhir.resources (scripts/test installs it)");
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let counts: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let counts = fhir_resources_check(script, &folder);
     let patients = d.count("SELECT count(*) FROM service_users");
     // Reason, medications, allergies, resuscitation and contacts: five sections.
     assert_eq!(

@@ -738,6 +738,10 @@ impl<R: Read> Read for Transcoded<R> {
         if let Some(e) = self.failed.take() {
             return Err(e);
         }
+        // UTF-8 needs no copy once the bytes read for the declaration are passed on.
+        if self.charset == Charset::Utf8 && self.head.is_empty() && self.at == self.out.len() {
+            return self.inner.read(buf);
+        }
         if self.at == self.out.len() {
             self.out.clear();
             self.at = 0;

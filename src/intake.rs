@@ -142,16 +142,11 @@ impl Intake {
         source: &str,
         partner: &str,
         remote: &str,
-        arrival: Arrival,
+        arrival: &Arrival,
     ) -> Result<Landed, LandError> {
-        self.land_from(
-            source,
-            partner,
-            Some(remote),
-            std::slice::from_ref(&arrival),
-        )
-        .pop()
-        .expect("one result per arrival")
+        self.land_from(source, partner, Some(remote), std::slice::from_ref(arrival))
+            .pop()
+            .expect("one result per arrival")
     }
 
     fn land_from(

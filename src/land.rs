@@ -12,13 +12,19 @@
 //! A crash before 2 leaves the sender's copy in place (taken again later, the
 //! orphan copy is cleaned up); a crash after 2 is recognised on the next scan
 //! by source, name, size and SHA-256, and only step 4 is repeated.
+//!
+//! A small upload to the embedded SFTP server skips step 1: its bytes, held
+//! in memory, go into the ledger with its `received` row, so its client's
+//! answer waits for one flush instead of three. [`write_out_held`] copies
+//! them into the spool later, in batches, and only then does the ledger let
+//! them go; until then the file is not processed.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::SystemTime;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 
@@ -51,6 +57,9 @@ pub enum Handover {
     /// download): moved into the spool rather than copied. `sha256` when it
     /// was computed while the file was written.
     Move { sha256: Option<String> },
+    /// Bytes in memory (a small SFTP upload): held in the ledger by the
+    /// commit that records them, written to the spool afterwards.
+    Held { body: Vec<u8>, sha256: String },
 }
 
 impl Arrival {
@@ -169,6 +178,7 @@ pub fn land(
             let _ = match arrivals[c.index].handover {
                 Handover::Copy => fs::remove_file(&tmp),
                 Handover::Move { .. } => fs::rename(&tmp, &arrivals[c.index].path),
+                Handover::Held { .. } => Ok(()),
             };
             results[c.index] = Some(Err(LandError::Io(io::Error::other(e.to_string()))));
         }
@@ -192,42 +202,91 @@ fn take_all(spool: &Spool, arrivals: &[Arrival], spool_names: &[String]) -> Vec<
         match &arrival.handover {
             Handover::Copy => copy_and_hash(&arrival.path, &tmp),
             Handover::Move { sha256 } => move_and_hash(&arrival.path, &tmp, sha256.as_deref()),
+            Handover::Held { body, sha256 } => {
+                let size = body.len() as u64;
+                Ok((sha256.clone(), size, Stamp(size, None)))
+            }
         }
     };
-    let workers = COPY_WORKERS.min(arrivals.len());
+    on_workers(arrivals.len(), take)
+}
+
+/// `work(0..count)` on up to [`COPY_WORKERS`] threads; results in order.
+fn on_workers<T: Send>(count: usize, work: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let workers = COPY_WORKERS.min(count);
     if workers <= 1 {
-        return (0..arrivals.len()).map(take).collect();
+        return (0..count).map(work).collect();
     }
     let next = AtomicUsize::new(0);
-    let work = || {
+    let worker = || {
         let mut mine = Vec::new();
         loop {
             let index = next.fetch_add(1, Ordering::Relaxed);
-            if index >= arrivals.len() {
+            if index >= count {
                 return mine;
             }
-            mine.push((index, take(index)));
+            mine.push((index, work(index)));
         }
     };
-    let mut taken: Vec<(usize, Taken)> = std::thread::scope(|scope| {
+    let mut done: Vec<(usize, T)> = std::thread::scope(|scope| {
         // This thread works too; a helper that cannot start (the process
-        // at its thread limit) only means fewer copies at once.
+        // at its thread limit) only means fewer at once.
         let helpers: Vec<_> = (1..workers)
             .filter_map(|_| {
                 std::thread::Builder::new()
                     .name("copy".into())
-                    .spawn_scoped(scope, work)
+                    .spawn_scoped(scope, worker)
                     .ok()
             })
             .collect();
-        let mut taken = work();
+        let mut done = worker();
         for helper in helpers {
-            taken.extend(helper.join().expect("a copy does not panic"));
+            done.extend(helper.join().expect("a copy does not panic"));
         }
-        taken
+        done
     });
-    taken.sort_by_key(|(index, _)| *index);
-    taken.into_iter().map(|(_, result)| result).collect()
+    done.sort_by_key(|(index, _)| *index);
+    done.into_iter().map(|(_, result)| result).collect()
+}
+
+/// Most bytes of held payloads written out in one batch.
+const WRITE_OUT_BYTES: usize = 8 << 20;
+
+/// Writes the payloads the ledger holds (small SFTP uploads) into the
+/// spool, each fsynced in `tmp/` with the folder before the ledger lets it
+/// go, then moved into `incoming/` for processing. Returns how many. On an
+/// error the rest stay held, to be written out at the next call.
+pub fn write_out_held(
+    spool: &Spool,
+    ledger: &mut Ledger,
+    landings: &Landings,
+) -> Result<usize, LandError> {
+    let mut written = 0;
+    loop {
+        let held = ledger.held_payloads(WRITE_OUT_BYTES)?;
+        if held.is_empty() {
+            return Ok(written);
+        }
+        let results = on_workers(held.len(), |i| {
+            let mut file = File::create(spool.path(Area::Tmp, &held[i].spool_name))?;
+            file.write_all(&held[i].body)?;
+            file.sync_all()
+        });
+        results.into_iter().collect::<io::Result<()>>()?;
+        sync_dir(&spool.dir(Area::Tmp))?;
+        for h in &held {
+            // Not fsynced: a move a crash undoes leaves it in tmp/, where
+            // processing and recovery find it.
+            let _ = fs::rename(
+                spool.path(Area::Tmp, &h.spool_name),
+                spool.path(Area::Incoming, &h.spool_name),
+            );
+        }
+        let ids: Vec<i64> = held.iter().map(|h| h.file_id).collect();
+        let _turn = landings.processing();
+        ledger.release_held(&ids)?;
+        written += held.len();
+    }
 }
 
 /// Steps 2 and 3: the ledger rows, then the payloads into `incoming/`.
@@ -243,7 +302,10 @@ fn record(
     if copied.is_empty() {
         return Ok(());
     }
-    sync_dir(&spool.dir(Area::Tmp))?;
+    let held = |c: &Copied| matches!(arrivals[c.index].handover, Handover::Held { .. });
+    if !copied.iter().all(held) {
+        sync_dir(&spool.dir(Area::Tmp))?;
+    }
     let _waiting = origin.landings.start();
     let mut new = Vec::new();
     let mut new_files = Vec::new();
@@ -253,7 +315,9 @@ fn record(
             && let Some(id) =
                 ledger.received_but_not_removed(origin.source, name, c.size, &c.sha256)?
         {
-            fs::remove_file(spool.path(Area::Tmp, &c.spool_name))?;
+            if !held(c) {
+                fs::remove_file(spool.path(Area::Tmp, &c.spool_name))?;
+            }
             results[c.index] = Some(Ok(Landed::AlreadyReceived(id)));
             continue;
         }
@@ -269,9 +333,13 @@ fn record(
             spool_name: c.spool_name.clone(),
             sha256: c.sha256.clone(),
             size: c.size,
-            handed_over: matches!(arrivals[c.index].handover, Handover::Move { .. }),
+            handed_over: arrivals[c.index].handover != Handover::Copy,
             uploaded_from: origin.uploaded_from.map(str::to_string),
             taken_from: arrivals[c.index].taken_from.clone(),
+            held: match &arrivals[c.index].handover {
+                Handover::Held { body, .. } => Some(body.clone()),
+                _ => None,
+            },
         });
         new.push(c);
     }
@@ -279,6 +347,10 @@ fn record(
     // Recorded: from here on the copy must never be deleted. A failed move
     // leaves it in tmp/, where processing and recovery still find it.
     for (c, id) in new.iter().zip(ids) {
+        results[c.index] = Some(Ok(Landed::New(id)));
+        if held(c) {
+            continue;
+        }
         let incoming = spool.path(Area::Incoming, &c.spool_name);
         if let Err(e) = fs::rename(spool.path(Area::Tmp, &c.spool_name), &incoming)
             // Processing, which sees the file from the commit on, moved it first.
@@ -286,7 +358,6 @@ fn record(
         {
             tracing::warn!(file_id = id, error = %e, "payload left in spool/tmp; it will be moved at the next start");
         }
-        results[c.index] = Some(Ok(Landed::New(id)));
     }
     // The move into incoming/ is not fsynced: the copy is already durable in
     // tmp/ and recorded, and a move a crash undoes leaves it in tmp/, where
@@ -405,23 +476,74 @@ fn copy_and_hash(from: &Path, to: &Path) -> Taken {
     Ok((hex(&hasher.finalize()), size, before))
 }
 
-/// Landings waiting for, or holding, the ledger's write lock. While there
-/// is any, a processing transaction ends after the file in hand, so a
-/// landing (an SFTP client waiting for its answer) gets the lock within one
-/// small file's time. Copying into the spool does not count: processing
-/// need not make way for a landing that does not yet want the lock.
+/// Turns at the ledger's write lock between landings and processing, so a
+/// landing (an SFTP client waiting for its answer) gets the lock as soon as
+/// processing's transaction ends, rather than at SQLite's next busy poll.
+///
+/// While any landing waits for, or holds, the write lock, processing ends
+/// its transaction after the file in hand and takes no new turn, for at
+/// most [`PROCESSING_YIELDS`] at a time, so a stream of landings cannot
+/// stop processing. Copying into the spool does not count: processing need
+/// not make way for a landing that does not yet want the lock.
 #[derive(Debug, Clone, Default)]
-pub struct Landings(Arc<AtomicUsize>);
+pub struct Landings(Arc<Turns>);
+
+#[derive(Debug, Default)]
+struct Turns {
+    state: Mutex<TurnState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct TurnState {
+    /// Landings waiting for, or holding, the write lock.
+    landings: usize,
+    /// Processing holds its turn.
+    processing: bool,
+}
+
+/// The longest processing waits for landings before it takes its turn.
+const PROCESSING_YIELDS: Duration = Duration::from_millis(100);
 
 impl Landings {
-    /// Counts a landing until the guard is dropped.
+    fn state(&self) -> MutexGuard<'_, TurnState> {
+        self.0.state.lock().expect("turns lock")
+    }
+
+    /// A landing's turn: waits until processing's transaction has ended;
+    /// counted until the guard is dropped.
     pub fn start(&self) -> LandingGuard<'_> {
-        self.0.fetch_add(1, Ordering::SeqCst);
+        let mut state = self.state();
+        state.landings += 1;
+        while state.processing {
+            state = self.0.changed.wait(state).expect("turns lock");
+        }
         LandingGuard(self)
     }
 
+    /// Processing's turn, for one transaction: after the landings waiting
+    /// now (or [`PROCESSING_YIELDS`], whichever comes first).
+    pub fn processing(&self) -> ProcessingGuard<'_> {
+        let mut state = self.state();
+        let deadline = Instant::now() + PROCESSING_YIELDS;
+        while state.landings > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            state = self
+                .0
+                .changed
+                .wait_timeout(state, left)
+                .expect("turns lock")
+                .0;
+        }
+        state.processing = true;
+        ProcessingGuard(self)
+    }
+
     pub fn any(&self) -> bool {
-        self.0.load(Ordering::SeqCst) > 0
+        self.state().landings > 0
     }
 }
 
@@ -429,6 +551,16 @@ pub struct LandingGuard<'a>(&'a Landings);
 
 impl Drop for LandingGuard<'_> {
     fn drop(&mut self) {
-        self.0.0.fetch_sub(1, Ordering::SeqCst);
+        self.0.state().landings -= 1;
+        self.0.0.changed.notify_all();
+    }
+}
+
+pub struct ProcessingGuard<'a>(&'a Landings);
+
+impl Drop for ProcessingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.state().processing = false;
+        self.0.0.changed.notify_all();
     }
 }

@@ -69,6 +69,10 @@ impl Ledger {
                     )?
                     .execute(params![f.source, taken.path, taken.size, taken.mtime, id, now])?;
                 }
+                if let Some(body) = &f.held {
+                    tx.prepare_cached("INSERT INTO held_payloads (file_id, body) VALUES (?1, ?2)")?
+                        .execute(params![id, body])?;
+                }
                 if let Some(remote) = &f.uploaded_from {
                     append_audit(
                         &tx,
@@ -87,6 +91,50 @@ impl Ledger {
         }
         tx.commit()?;
         Ok(ids)
+    }
+
+    /// Received files whose bytes the ledger holds, oldest first, up to
+    /// `max_bytes` in all (at least one).
+    pub fn held_payloads(&self, max_bytes: usize) -> Result<Vec<HeldPayload>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT h.file_id, f.spool_name, h.body
+             FROM held_payloads h JOIN files f ON f.id = h.file_id
+             ORDER BY h.file_id",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut held = Vec::new();
+        let mut bytes = 0;
+        while let Some(row) = rows.next()? {
+            let body: Vec<u8> = row.get(2)?;
+            bytes += body.len();
+            held.push(HeldPayload {
+                file_id: row.get(0)?,
+                spool_name: row.get(1)?,
+                body,
+            });
+            if bytes >= max_bytes {
+                break;
+            }
+        }
+        Ok(held)
+    }
+
+    /// The spool now has these files' bytes, durably: the ledger lets them go.
+    pub fn release_held(&mut self, ids: &[i64]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut delete = tx.prepare_cached("DELETE FROM held_payloads WHERE file_id = ?1")?;
+            for id in ids {
+                delete.execute([id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Notes that the sender's copies of these files were removed.
@@ -119,10 +167,13 @@ impl Ledger {
         latest(ids)
     }
 
-    /// Files waiting to be processed, oldest first.
+    /// Files waiting to be processed, oldest first; not those whose bytes
+    /// the ledger still holds (they are not in the spool yet).
     pub fn pending(&self, limit: usize) -> Result<Vec<FileRow>> {
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {FILE_COLUMNS} FROM files WHERE state = 'received' ORDER BY id LIMIT ?1"
+            "SELECT {FILE_COLUMNS} FROM files WHERE state = 'received'
+               AND id NOT IN (SELECT file_id FROM held_payloads)
+             ORDER BY id LIMIT ?1"
         ))?;
         let rows = stmt.query_map([limit as i64], file_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)

@@ -52,6 +52,10 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
         "0015_service_user_versions",
         include_str!("migrations/0015_service_user_versions.sql"),
     ),
+    (
+        "0016_held_payloads",
+        include_str!("migrations/0016_held_payloads.sql"),
+    ),
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {

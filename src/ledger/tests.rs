@@ -174,6 +174,7 @@ fn an_upload_is_recorded_with_its_audit_event_and_sender_removal_at_once() {
             handed_over: true,
             uploaded_from: Some("10.0.0.1:5022".into()),
             taken_from: None,
+            held: None,
         }])
         .unwrap()[0];
     let events: Vec<String> = l.events(id).unwrap().into_iter().map(|e| e.event).collect();
@@ -540,4 +541,40 @@ fn service_users_written_before_versions_are_their_own_first_version() {
         )
         .unwrap();
     assert_eq!(version, "7SmithAnn1941-02-012SW1A 1AA9434765919412-");
+}
+
+#[test]
+fn a_held_payload_waits_out_of_the_queue_until_released() {
+    let mut l = ledger();
+    let plain = received(&mut l, "plain.csv");
+    let held = l
+        .record_received(&[NewFile {
+            source: "sftp-server".into(),
+            partner: "care".into(),
+            feed: Some("news2".into()),
+            name: "held.csv".into(),
+            spool_name: "spool-held".into(),
+            sha256: "cd".repeat(32),
+            size: 5,
+            handed_over: true,
+            uploaded_from: Some("10.0.0.1:5022".into()),
+            taken_from: None,
+            held: Some(b"bytes".to_vec()),
+        }])
+        .unwrap()[0];
+    let queued = |l: &Ledger| -> Vec<i64> { l.pending(10).unwrap().iter().map(|f| f.id).collect() };
+    assert_eq!(queued(&l), [plain]);
+    let payloads = l.held_payloads(1).unwrap();
+    assert_eq!(payloads.len(), 1);
+    assert_eq!(
+        (
+            payloads[0].file_id,
+            payloads[0].spool_name.as_str(),
+            payloads[0].body.as_slice()
+        ),
+        (held, "spool-held", &b"bytes"[..])
+    );
+    l.release_held(&[held]).unwrap();
+    assert!(l.held_payloads(usize::MAX).unwrap().is_empty());
+    assert_eq!(queued(&l), [plain, held]);
 }

@@ -28,7 +28,7 @@ use serde_json::json;
 use crate::config::{Config, Feed, FeedMatch, OnError};
 use crate::decrypt::{self, DecryptError};
 use crate::formats;
-use crate::land::Landings;
+use crate::land::{self, Landings};
 use crate::ledger::{Batch, FileRow, FileState, Ledger, LedgerError, Outcome};
 use crate::load;
 use crate::problem::{Code, Problem, Reason};
@@ -188,6 +188,11 @@ impl Processor {
     ) -> Result<Vec<Processed>, ProcessError> {
         let mut done = Vec::new();
         while !stop.load(Ordering::SeqCst) {
+            // Small uploads held in the ledger reach the spool first, in
+            // one batch for as many as came while the last batch ran.
+            if let Err(e) = land::write_out_held(&self.spool, ledger, &self.landings) {
+                tracing::error!(error = %e, "could not write held uploads into the spool; they stay in the ledger");
+            }
             let pending = ledger.pending(BATCH_FILES)?;
             if pending.is_empty() {
                 break;
@@ -335,6 +340,7 @@ impl Processor {
             // Dropped on any return, so the reader stops at its next send.
             let mut ready = rx.into_iter().peekable();
             while ready.peek().is_some() && !stop.load(Ordering::SeqCst) {
+                let turn = self.landings.processing();
                 let mut batch = ledger.begin()?;
                 let started = Instant::now();
                 let mut settled = Vec::new();
@@ -360,6 +366,7 @@ impl Processor {
                     }
                 }
                 batch.commit()?;
+                drop(turn);
                 self.settled(ledger, settled, done)?;
             }
             Ok(())

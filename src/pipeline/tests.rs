@@ -100,3 +100,59 @@ fn a_file_whose_problems_cannot_be_recorded_is_quarantined_and_the_queue_moves_o
         crate::spool::Area::Quarantine
     );
 }
+
+#[test]
+fn a_held_upload_reaches_the_spool_before_it_is_processed_even_after_a_crash() {
+    let mut s = setup();
+    let body =
+        format!("{HEADER}\nR3,,F,G,1940-01-01,1,2026-11-22T10:00:00Z,18,96,N,120,80,A,37.0\n");
+    let sha256 = crate::digest::hex(&<sha2::Sha256 as sha2::Digest>::digest(body.as_bytes()));
+    let origin = Origin {
+        source: "sftp-server",
+        partner: "demo-carehome",
+        remove_sender: true,
+        uploaded_from: Some("127.0.0.1:50000"),
+        landings: &Landings::default(),
+    };
+    let spool = Spool::new(&s.config.daemon.spool);
+    let arrival = Arrival {
+        path: s.dir.path().join("never-written"),
+        name: "news2_held.csv".into(),
+        handover: land::Handover::Held {
+            body: body.clone().into_bytes(),
+            sha256: sha256.clone(),
+        },
+        taken_from: None,
+    };
+    let id = land::land(&s.config, &spool, &mut s.ledger, &origin, &[arrival])
+        .pop()
+        .unwrap()
+        .unwrap()
+        .id();
+    let file = s.ledger.file(id).unwrap();
+    assert_eq!(
+        (file.state, file.sha256.as_str()),
+        (FileState::Received, sha256.as_str())
+    );
+    // Durable in the ledger alone: nothing in the spool, nothing to process.
+    assert!(spool.find(&file.spool_name).is_none());
+    assert!(s.ledger.pending(10).unwrap().is_empty());
+    assert_eq!(s.ledger.held_payloads(usize::MAX).unwrap().len(), 1);
+    // A write-out cut short by a crash left part of the copy behind.
+    std::fs::write(
+        spool.path(crate::spool::Area::Tmp, &file.spool_name),
+        "resid",
+    )
+    .unwrap();
+
+    let done = s
+        .processor
+        .drain(&mut s.ledger, &AtomicBool::new(false))
+        .unwrap();
+    assert_eq!(done.len(), 1);
+    assert_eq!((done[0].id, done[0].state), (id, FileState::Loaded));
+    assert!(s.ledger.held_payloads(usize::MAX).unwrap().is_empty());
+    let (area, path) = spool.find(&file.spool_name).unwrap();
+    assert_eq!(area, crate::spool::Area::Archive);
+    assert_eq!(std::fs::read_to_string(path).unwrap(), body);
+}

@@ -96,6 +96,8 @@ struct Shared {
     /// Files open for SFTP handles, against `file_budget`.
     open_files: AtomicUsize,
     file_budget: usize,
+    /// Uploads held in memory while written (`session::staged`).
+    held_uploads: Arc<AtomicUsize>,
 }
 
 impl Shared {
@@ -162,6 +164,7 @@ pub async fn bind(config: &Config, intake: Arc<Intake>) -> Result<Option<Bound>,
         guard: Mutex::new(guard),
         open_files: AtomicUsize::new(0),
         file_budget: open_file_limit().saturating_sub(FILES_KEPT_BACK).max(16),
+        held_uploads: Arc::new(AtomicUsize::new(0)),
     });
     // Made now, so exports can be placed before the partner first logs in.
     for partner in &shared.accounts.outboxes {

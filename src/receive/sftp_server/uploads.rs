@@ -358,6 +358,20 @@ impl Uploads {
         })
     }
 
+    /// Whether the upload is under a final name (not a temporary one).
+    pub fn is_final(&self, partner: &str, id: &str) -> bool {
+        self.with(partner, |p| {
+            p.name_of(id).is_some_and(|n| !is_temporary_name(n))
+        })
+    }
+
+    /// The size of an upload, as far as it has been written.
+    pub fn size(&self, partner: &str, id: &str) -> Option<u64> {
+        self.with(partner, |p| {
+            p.by_name.values().find(|u| u.id == id).map(|u| u.size)
+        })
+    }
+
     /// The id of the unfinished upload of this name, if any.
     pub fn find(&self, partner: &str, name: &str) -> Option<String> {
         self.with(partner, |p| p.by_name.get(name).map(|u| u.id.clone()))

@@ -53,8 +53,7 @@ impl russh_sftp::server::Handler for Inbox {
                     .list(&self.partner)
                     .into_iter()
                     .filter_map(|(name, upload)| {
-                        let meta = fs::metadata(uploads.path(&self.partner, &upload)).ok()?;
-                        Some(SftpFile::new(name, file_attrs(&meta)))
+                        Some(SftpFile::new(name, self.upload_attrs(&upload)?))
                     })
                     .collect()
             }
@@ -95,9 +94,9 @@ impl russh_sftp::server::Handler for Inbox {
                 let uploads = &self.shared.uploads;
                 let staged = uploads
                     .find(&self.partner, &name)
-                    .and_then(|upload| fs::metadata(uploads.path(&self.partner, &upload)).ok());
+                    .and_then(|upload| self.upload_attrs(&upload));
                 match staged {
-                    Some(meta) => file_attrs(&meta),
+                    Some(attrs) => attrs,
                     None => self
                         .recently_received(&name)
                         .ok_or_else(|| StatusCode::NoSuchFile.with_message("no such file"))?,
@@ -121,7 +120,20 @@ impl russh_sftp::server::Handler for Inbox {
 
     async fn fstat(&mut self, id: u32, handle: String) -> Result<Attrs, Self::Error> {
         match self.handles.get(&handle) {
-            Some(Open::Upload { file, .. } | Open::Download { file, .. }) => Ok(Attrs {
+            Some(Open::Upload {
+                staged: Staged::Held { bytes, .. },
+                ..
+            }) => Ok(Attrs {
+                id,
+                attrs: upload_attrs(bytes.len() as u64, Some(SystemTime::now())),
+            }),
+            Some(
+                Open::Upload {
+                    staged: Staged::File(file),
+                    ..
+                }
+                | Open::Download { file, .. },
+            ) => Ok(Attrs {
                 id,
                 attrs: file_attrs(&file.metadata().map_err(io_failure)?),
             }),
@@ -204,7 +216,7 @@ impl russh_sftp::server::Handler for Inbox {
     ) -> Result<Status, Self::Error> {
         let Some(Open::Upload {
             id: upload,
-            file,
+            staged,
             digest,
             refused,
             ..
@@ -222,7 +234,8 @@ impl russh_sftp::server::Handler for Inbox {
                 _ => StatusCode::Failure.with_message(message),
             });
         }
-        file.write_all_at(&data, offset).map_err(io_failure)?;
+        let path = self.shared.uploads.path(&self.partner, upload);
+        staged.write_at(&data, offset, &path).map_err(io_failure)?;
         match digest {
             Some((hasher, next)) if *next == offset => {
                 hasher.update(&data);
@@ -238,53 +251,86 @@ impl russh_sftp::server::Handler for Inbox {
         match self.handles.remove(&handle) {
             Some(Open::Upload {
                 id: upload,
-                file,
+                mut staged,
                 digest,
                 refused,
                 _slot,
             }) => {
                 let uploads = &self.shared.uploads;
+                let path = uploads.path(&self.partner, &upload);
                 if refused {
-                    drop(file);
+                    drop(staged);
                     if let Some(closed) = uploads.closed(&self.partner, &upload, None)
                         && (closed.land.is_some()
                             || uploads.remove(&self.partner, &closed.name).is_ok())
                     {
-                        let _ = fs::remove_file(uploads.path(&self.partner, &upload));
+                        let _ = fs::remove_file(&path);
                     }
                     return Err(StatusCode::Failure
                         .with_message("the upload was refused and has been discarded"));
                 }
-                // fsync can take milliseconds: off the async workers, which
-                // serve every other session meanwhile.
-                let synced = tokio::task::spawn_blocking(move || {
-                    file.sync_all()?;
-                    file.metadata().map(|m| m.len())
-                })
-                .await;
-                let size = match synced {
-                    Ok(Ok(size)) => size,
-                    // Not durable: kept unfinished (as an interrupted upload
-                    // is), for the client to try again.
-                    failed => {
-                        if uploads.abandoned(&self.partner, &upload).is_some() {
-                            let _ = fs::remove_file(uploads.path(&self.partner, &upload));
-                        }
-                        return Err(match failed {
-                            Ok(Err(e)) => io_failure(e),
-                            _ => StatusCode::Failure.with_message("could not finish the upload"),
-                        });
+                // Landed from memory only under a final name; an unfinished
+                // upload (a temporary name) is kept in its staging file.
+                let held = match staged.take_held() {
+                    Some(bytes) if !uploads.is_final(&self.partner, &upload) => {
+                        let file = write_staging_file(&path, &bytes).map_err(|e| {
+                            uploads.abandoned(&self.partner, &upload);
+                            io_failure(e)
+                        })?;
+                        staged = Staged::File(file);
+                        None
                     }
+                    held => held,
                 };
-                let sha256 = match digest {
-                    Some((hasher, written)) if written == size => Some(hex(&hasher.finalize())),
-                    _ => None,
+                let sha256 = match (&held, staged) {
+                    // Hashed when landed.
+                    (Some(_), _) => None,
+                    (None, Staged::Held { .. }) => unreachable!("taken above"),
+                    (None, Staged::File(file)) => {
+                        // fsync can take milliseconds: off the async workers,
+                        // which serve every other session meanwhile.
+                        let synced = tokio::task::spawn_blocking(move || {
+                            file.sync_all()?;
+                            file.metadata().map(|m| m.len())
+                        })
+                        .await;
+                        let size = match synced {
+                            Ok(Ok(size)) => size,
+                            // Not durable: kept unfinished (as an interrupted
+                            // upload is), for the client to try again.
+                            failed => {
+                                if uploads.abandoned(&self.partner, &upload).is_some() {
+                                    let _ = fs::remove_file(&path);
+                                }
+                                return Err(match failed {
+                                    Ok(Err(e)) => io_failure(e),
+                                    _ => StatusCode::Failure
+                                        .with_message("could not finish the upload"),
+                                });
+                            }
+                        };
+                        match digest {
+                            Some((hasher, written)) if written == size => {
+                                Some(hex(&hasher.finalize()))
+                            }
+                            _ => None,
+                        }
+                    }
                 };
                 let Some(closed) = uploads.closed(&self.partner, &upload, sha256) else {
                     return Err(StatusCode::Failure.with_message("the upload was removed"));
                 };
-                if let Some(landing) = closed.land {
-                    self.complete(&closed.name, landing, &closed.name).await?;
+                match (closed.land, held) {
+                    (Some(landing), held) => {
+                        self.complete(&closed.name, landing, &closed.name, held)
+                            .await?;
+                    }
+                    // Renamed to a temporary name meanwhile, by another
+                    // session: kept as any unfinished upload is.
+                    (None, Some(bytes)) => {
+                        write_staging_file(&path, &bytes).map_err(io_failure)?;
+                    }
+                    (None, None) => {}
                 }
                 Ok(ok(id))
             }
@@ -374,9 +420,16 @@ impl russh_sftp::server::Handler for Inbox {
         handle: String,
         attrs: FileAttributes,
     ) -> Result<Status, Self::Error> {
-        match self.handles.get(&handle) {
-            Some(Open::Upload { id: upload, .. }) => {
+        match self.handles.get_mut(&handle) {
+            Some(Open::Upload {
+                id: upload, staged, ..
+            }) => {
                 let upload = upload.clone();
+                // A size is set on the staging file.
+                if attrs.size.is_some() {
+                    let path = self.shared.uploads.path(&self.partner, &upload);
+                    staged.file(&path).map_err(io_failure)?;
+                }
                 self.set_size(&upload, &attrs, true)?;
                 Ok(ok(id))
             }

@@ -2,13 +2,14 @@
 //! partners that have one, its read-only `outbox/`.
 
 mod handler;
+mod staged;
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use russh_sftp::protocol::{
     Attrs, Data, File as SftpFile, FileAttributes, Handle, Name, OpenFlags, Packet, Status,
@@ -23,6 +24,7 @@ use super::{FileSlot, SOURCE, Shared};
 use crate::digest::hex;
 use crate::land::{Arrival, Handover, Landed};
 use crate::ledger::AuditEvent;
+use staged::{HeldSlot, Staged};
 
 /// Most bytes sent in one read reply: what fits in the 256 KiB packet
 /// clients accept, with room for the reply's own fields.
@@ -39,7 +41,7 @@ enum Open {
     Upload {
         /// dropgate's id of the upload (its staging file's name).
         id: String,
-        file: File,
+        staged: Staged,
         /// SHA-256 of what was written, while writes have come in order
         /// from the start; saves reading the file again to land it.
         digest: Option<(Sha256, u64)>,
@@ -215,6 +217,18 @@ impl Inbox {
         Ok(meta)
     }
 
+    /// An unfinished upload's attributes: its staging file's, or what has
+    /// been written of it while it is held in memory.
+    fn upload_attrs(&self, upload: &str) -> Option<FileAttributes> {
+        let uploads = &self.shared.uploads;
+        match fs::metadata(uploads.path(&self.partner, upload)) {
+            Ok(meta) => Some(file_attrs(&meta)),
+            Err(_) => uploads
+                .size(&self.partner, upload)
+                .map(|size| upload_attrs(size, None)),
+        }
+    }
+
     fn recently_received(&self, name: &str) -> Option<FileAttributes> {
         self.received
             .iter()
@@ -223,48 +237,64 @@ impl Inbox {
             .map(|(_, attrs)| attrs.clone())
     }
 
-    /// Lands a finished upload (taken out of the registry as `name`);
-    /// answers only once it is durable and recorded. Should landing fail,
-    /// the upload is put back as `retry_as` for the client to try again.
+    /// Lands a finished upload (taken out of the registry as `name`), from
+    /// its staging file or, when `held`, from memory; answers only once it
+    /// is durable and recorded. Should landing fail, the upload is put back
+    /// as `retry_as` (with its staging file) for the client to try again.
     async fn complete(
         &mut self,
         name: &str,
         landing: Landing,
         retry_as: &str,
+        held: Option<Vec<u8>>,
     ) -> Result<(), StatusReply> {
         let uploads = &self.shared.uploads;
         let path = uploads.path(&self.partner, &landing.id);
-        let meta = fs::metadata(&path).ok();
-        let intake = self.shared.intake.clone();
-        let partner = self.partner.clone();
-        // The upload is dropgate's own file: moved into the spool, not copied.
+        let (handover, attrs) = match held {
+            Some(body) => {
+                let attrs = upload_attrs(body.len() as u64, Some(SystemTime::now()));
+                let sha256 = hex(&Sha256::digest(&body));
+                (Handover::Held { body, sha256 }, Some(attrs))
+            }
+            // The upload is dropgate's own file: moved into the spool, not copied.
+            None => (
+                Handover::Move {
+                    sha256: landing.sha256.clone(),
+                },
+                fs::metadata(&path).ok().map(|meta| file_attrs(&meta)),
+            ),
+        };
         let arrival = Arrival {
             path: path.clone(),
             name: name.to_string(),
-            handover: Handover::Move {
-                sha256: landing.sha256.clone(),
-            },
+            handover,
             taken_from: None,
         };
+        let intake = self.shared.intake.clone();
+        let partner = self.partner.clone();
         let remote = self.peer.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            intake.land_upload(SOURCE, &partner, &remote, arrival)
+        let landed = tokio::task::spawn_blocking(move || {
+            let result = intake.land_upload(SOURCE, &partner, &remote, &arrival);
+            (result, arrival)
         })
-        .await
-        .unwrap_or_else(|_| {
-            Err(crate::land::LandError::Io(std::io::Error::other(
-                "landing stopped",
-            )))
-        });
+        .await;
+        let (result, arrival) = match landed {
+            Ok((result, arrival)) => (result, Some(arrival)),
+            Err(_) => (
+                Err(crate::land::LandError::Io(std::io::Error::other(
+                    "landing stopped",
+                ))),
+                None,
+            ),
+        };
         match result {
             Ok(landed) => {
                 tracing::info!(partner = %self.partner, remote = %self.peer, file_id = landed.id(), "SFTP upload received");
-                if let Some(meta) = meta {
+                if let Some(attrs) = attrs {
                     if self.received.len() == RECENTLY_RECEIVED {
                         self.received.pop_front();
                     }
-                    self.received
-                        .push_back((name.to_string(), file_attrs(&meta)));
+                    self.received.push_back((name.to_string(), attrs));
                 }
                 if let Landed::AlreadyReceived(id) = landed {
                     // Not new, so not audited with the landing.
@@ -273,13 +303,18 @@ impl Inbox {
                 Ok(())
             }
             Err(e) => {
-                // The staging file is back in place: the client may try
-                // again, unless the name has been reused meanwhile.
+                // The staging file is back in place (written now, if the
+                // upload was held): the client may try again, unless the
+                // name has been reused meanwhile.
+                let staged = match arrival.map(|a| a.handover) {
+                    Some(Handover::Held { body, .. }) => fs::write(&path, body).is_ok(),
+                    _ => path.exists(),
+                };
                 let landing = Landing {
-                    size: meta.map(|m| m.len()).unwrap_or(landing.size),
+                    size: attrs.and_then(|a| a.size).unwrap_or(landing.size),
                     ..landing
                 };
-                if !uploads.put_back(&self.partner, retry_as, landing) {
+                if !staged || !uploads.put_back(&self.partner, retry_as, landing) {
                     let _ = fs::remove_file(&path);
                 }
                 tracing::warn!(partner = %self.partner, error = %e, "SFTP upload could not be landed");
@@ -290,13 +325,24 @@ impl Inbox {
 
     /// Starts or resumes writing an upload.
     fn open_upload(&mut self, name: String, pflags: OpenFlags) -> Result<String, StatusReply> {
-        let slot = self.room_for_handle("open", true)?.expect("a file slot");
+        let slot_for_file = self.room_for_handle("open", true)?.expect("a file slot");
         let shared = self.shared.clone();
         let opened = shared
             .uploads
             .open(&self.partner, &name, || shared.intake.new_upload_id())
             .map_err(|r| self.refusal("open", r))?;
         let Opened { id, path, resumed } = opened;
+        // A new upload starts in memory; its staging file is written only
+        // if it needs one.
+        if !resumed && let Some(slot) = HeldSlot::take(&shared.held_uploads) {
+            return Ok(self.handle(Open::Upload {
+                id,
+                staged: Staged::held(slot),
+                digest: None,
+                refused: false,
+                _slot: slot_for_file,
+            }));
+        }
         let file = fs::OpenOptions::new()
             .write(true)
             .create(!resumed)
@@ -324,10 +370,10 @@ impl Inbox {
         let digest = (size == 0).then(|| (Sha256::new(), 0));
         Ok(self.handle(Open::Upload {
             id,
-            file,
+            staged: Staged::File(file),
             digest,
             refused: false,
-            _slot: slot,
+            _slot: slot_for_file,
         }))
     }
 }
@@ -356,13 +402,22 @@ fn directory_attrs() -> FileAttributes {
     }
 }
 
+/// Writes a held upload's bytes into its staging file (not fsynced).
+fn write_staging_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<File> {
+    let mut file = File::create(path)?;
+    std::io::Write::write_all(&mut file, bytes)?;
+    Ok(file)
+}
+
 fn file_attrs(meta: &fs::Metadata) -> FileAttributes {
+    upload_attrs(meta.len(), meta.modified().ok())
+}
+
+fn upload_attrs(size: u64, modified: Option<SystemTime>) -> FileAttributes {
     FileAttributes {
-        size: Some(meta.len()),
+        size: Some(size),
         permissions: Some(0o100_600),
-        mtime: meta
-            .modified()
-            .ok()
+        mtime: modified
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map(|d| d.as_secs() as u32),
         ..FileAttributes::empty()
@@ -430,7 +485,7 @@ impl Inbox {
         }
         // Still open: the handle's CLOSE lands it.
         if let Some(landing) = renamed.land {
-            self.complete(&to, landing, &from).await?;
+            self.complete(&to, landing, &from, None).await?;
         }
         Ok(ok(id))
     }
@@ -473,13 +528,18 @@ impl Drop for Inbox {
         // Uploads still open are kept for the client to resume or remove
         // (until they expire); nothing of them enters the pipeline. One
         // never written to is discarded at once.
-        let uploads = &self.shared.uploads;
-        for open in self.handles.values() {
-            if let Open::Upload { id, file, .. } = open {
-                let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-                let discarded = uploads.abandoned(&self.partner, id).is_some();
+        let shared = self.shared.clone();
+        let uploads = &shared.uploads;
+        for (_, open) in std::mem::take(&mut self.handles) {
+            if let Open::Upload { id, mut staged, .. } = open {
+                let bytes = staged.len().unwrap_or(0);
+                let discarded = uploads.abandoned(&self.partner, &id).is_some();
+                let path = uploads.path(&self.partner, &id);
                 if discarded {
-                    let _ = fs::remove_file(uploads.path(&self.partner, id));
+                    let _ = fs::remove_file(path);
+                } else if let Err(e) = staged.file(&path) {
+                    // Held in memory: kept for resuming only if it can be written.
+                    tracing::warn!(partner = %self.partner, upload = %id, error = %e, "could not keep an incomplete SFTP upload");
                 }
                 tracing::warn!(partner = %self.partner, remote = %self.peer, upload = %id, bytes, discarded, "SFTP upload incomplete: connection closed during upload");
                 self.audit(

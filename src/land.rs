@@ -415,6 +415,9 @@ fn remove_senders(
             tracing::warn!(error = %e, "could not sync the source folder");
         }
     }
+    if removed.is_empty() {
+        return;
+    }
     let _waiting = landings.start();
     if let Err(e) = ledger.record_sender_removed(&removed) {
         tracing::warn!(error = %e, "could not record removal of sender copies");

@@ -313,7 +313,10 @@ fn kill_9_just_after_sftp_puts_loses_and_duplicates_nothing() {
     });
     daemon.terminate();
     eprintln!("uploads still held in the ledger at the kills: {held_at_kill}");
-    assert_eq!(d.count("SELECT count(*) FROM files"), i64::from(rounds * files));
+    assert_eq!(
+        d.count("SELECT count(*) FROM files"),
+        i64::from(rounds * files)
+    );
     assert_eq!(d.count("SELECT count(*) FROM held_payloads"), 0);
     assert_eq!(
         d.count("SELECT count(*) FROM observation_records"),

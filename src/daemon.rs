@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::audit::Checkpointer;
 use crate::config::{Config, SourceKind};
 use crate::intake::Intake;
 use crate::keys::{self, KeyError};
@@ -195,8 +196,17 @@ pub async fn run(
             .spawn(move || process_until_stopped(processor, ledger, wake_rx, &stop))
             .expect("spawn the processor thread")
     };
-    let (intake, audit_writer) =
-        Intake::start(config.clone(), land_ledger, landings, wake_tx.clone())?;
+    let checkpointer = Checkpointer::new(
+        crate::publish::signing_key(&config.keys.signing_key)?,
+        &config.daemon.spool,
+    );
+    let (intake, audit_writer) = Intake::start(
+        config.clone(),
+        land_ledger,
+        landings,
+        wake_tx.clone(),
+        checkpointer,
+    )?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut sources = JoinSet::new();

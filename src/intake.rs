@@ -3,11 +3,12 @@
 //! through it, and import nothing of the daemon that runs them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::audit::Checkpointer;
 use crate::config::Config;
 use crate::land::{self, Arrival, LandError, Landed, Landings, Origin};
 use crate::ledger::{AuditEvent, Ledger, LedgerError, PollReport, QueuedAuditEvent, SystemClock};
@@ -18,6 +19,8 @@ use crate::spool::Spool;
 const AUDIT_QUEUE: usize = 16_384;
 /// Audit events appended in one transaction.
 const AUDIT_BATCH: usize = 512;
+/// How often the audit writer looks for a checkpoint due without events of its own.
+const CHECKPOINT_CHECK: Duration = Duration::from_secs(60);
 
 /// What every source is handed: landing, the audit trail, and the ledger
 /// look-ups and notes a source needs. Lands one batch at a time and wakes
@@ -188,6 +191,7 @@ impl Intake {
         ledger: Ledger,
         landings: Landings,
         wake: Sender<()>,
+        checkpointer: Checkpointer,
     ) -> Result<(Arc<Intake>, AuditWriter), LedgerError> {
         let (audit_tx, audit_rx) = sync_channel(AUDIT_QUEUE);
         let closed = Arc::new(AtomicBool::new(false));
@@ -196,7 +200,7 @@ impl Intake {
             let closed = closed.clone();
             std::thread::Builder::new()
                 .name("audit".into())
-                .spawn(move || write_audit_events(audit_ledger, audit_rx, &closed))
+                .spawn(move || write_audit_events(audit_ledger, audit_rx, &closed, &checkpointer))
                 .expect("spawn the audit thread")
         };
         let intake = Arc::new(Intake {
@@ -224,12 +228,34 @@ impl AuditWriter {
 /// Appends queued audit events until the queue is closed and empty. Once
 /// it is closed (shutdown), a ledger that keeps failing is given up on
 /// after a few tries, so shutdown cannot hang on a full disk.
+///
+/// Every [`crate::audit::CHECKPOINT_EVERY`] rows (checked after each batch, and every
+/// [`CHECKPOINT_CHECK`] for rows other connections wrote) and when the queue
+/// closes, the chain's head is signed in a checkpoint row.
 fn write_audit_events(
     mut ledger: Ledger,
     queue: Receiver<QueuedAuditEvent>,
     closed: &std::sync::atomic::AtomicBool,
+    checkpointer: &Checkpointer,
 ) {
-    while let Ok(first) = queue.recv() {
+    let checkpoint = |ledger: &mut Ledger, due: bool| {
+        let written = match due {
+            true => checkpointer.checkpoint_if_due(ledger),
+            false => checkpointer.checkpoint(ledger),
+        };
+        if let Err(e) = written {
+            tracing::error!(error = %e, "could not write an audit checkpoint");
+        }
+    };
+    loop {
+        let first = match queue.recv_timeout(CHECKPOINT_CHECK) {
+            Ok(first) => first,
+            Err(RecvTimeoutError::Timeout) => {
+                checkpoint(&mut ledger, true);
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
         let mut events = vec![first];
         events.extend(queue.try_iter().take(AUDIT_BATCH - 1));
         let mut wait = Duration::from_millis(100);
@@ -258,5 +284,7 @@ fn write_audit_events(
                 }
             }
         }
+        checkpoint(&mut ledger, true);
     }
+    checkpoint(&mut ledger, false);
 }

@@ -177,6 +177,24 @@ pub(super) enum Command {
         after_help = "Example:\n  dropgate patients find --nhs-number '943 476 5919'"
     )]
     Patients(Patients),
+    /// Check the audit trail.
+    #[command(subcommand, after_help = "Example:\n  dropgate audit verify")]
+    Audit(Audit),
+}
+
+#[derive(Subcommand)]
+pub(super) enum Audit {
+    /// Walk the audit trail's hash chain, check every signed checkpoint against this
+    /// dropgate's signing keys (current and retired), and check that no newest rows were
+    /// cut off (against spool/audit-head.json); name the first broken row.
+    #[command(
+        after_help = "Example:\n  dropgate audit verify\n  dropgate audit verify --json\n\nExit status 0 when the trail is intact, 1 when a row is broken, 2 on an error."
+    )]
+    Verify {
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]

@@ -5,7 +5,7 @@ mod args;
 mod print;
 mod publishing;
 
-use args::{Cli, Command, Patients, Schema};
+use args::{Audit, Cli, Command, Patients, Schema};
 use print::{
     CareView, ShownPerson, care_records_of, exit_for, print_banner, print_files, print_outcome,
     print_person, print_person_records, show,
@@ -25,7 +25,7 @@ use dropgate::domain::nhs_number::NhsNumber;
 use dropgate::ledger::{FileFilter, FileState, Ledger, NameSearch, SystemClock};
 use dropgate::pipeline::Processor;
 use dropgate::text::escaped;
-use dropgate::{daemon, keys};
+use dropgate::{audit, daemon, keys};
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -380,7 +380,9 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(2));
             };
             let mut ledger = open_ledger(&config)?;
-            linked(ledger.link_details(detail, other, &operator(), &reason)?)
+            let linked = linked(ledger.link_details(detail, other, &operator(), &reason)?);
+            sign_audit(&config, &mut ledger);
+            linked
         }
         Command::Patients(Patients::Unlink { detail, reason }) => {
             let config = config_or_exit!(&cli.config);
@@ -388,7 +390,25 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(2));
             };
             let mut ledger = open_ledger(&config)?;
-            linked(ledger.unlink_detail(detail, &operator(), &reason)?)
+            let linked = linked(ledger.unlink_detail(detail, &operator(), &reason)?);
+            sign_audit(&config, &mut ledger);
+            linked
+        }
+        Command::Audit(Audit::Verify { json }) => {
+            let config = config_or_exit!(&cli.config);
+            let ledger = open_ledger(&config)?;
+            let keys = dropgate::publish::own_keys(&config.keys.signing_key)?;
+            let head = audit::read_head(&config.daemon.spool)?;
+            let found = audit::verify(&ledger, &keys, head.as_ref())?;
+            if json {
+                println!("{}", serde_json::to_string(&found)?);
+            } else {
+                print_verified(&found);
+            }
+            Ok(match found.broken {
+                None => ExitCode::SUCCESS,
+                Some(_) => ExitCode::from(1),
+            })
         }
         Command::Patients(Patients::Find { who, json }) => {
             let config = config_or_exit!(&cli.config);
@@ -627,4 +647,40 @@ fn holds_nhs_number(text: &str) -> bool {
         }
     }
     check(&digits)
+}
+
+/// Signs the audit trail's head after a command that wrote to it. The
+/// command's own work is done by then, so a failure is reported, not fatal.
+fn sign_audit(config: &Config, ledger: &mut Ledger) {
+    let signed = dropgate::publish::signing_key(&config.keys.signing_key)
+        .map_err(|e| e.to_string())
+        .and_then(|key| {
+            audit::Checkpointer::new(key, &config.daemon.spool)
+                .checkpoint(ledger)
+                .map_err(|e| e.to_string())
+        });
+    if let Err(e) = signed {
+        eprintln!("warning: the audit trail could not be signed: {e}");
+    }
+}
+
+fn print_verified(found: &audit::Verified) {
+    match &found.broken {
+        None => println!(
+            "audit trail intact: {} rows, {} signed checkpoints{}",
+            found.rows,
+            found.checkpoints,
+            match found.signed_up_to {
+                Some(row) => format!(
+                    ", signed up to row {row} ({} rows after it)",
+                    found.unsigned_rows
+                ),
+                None => " (no checkpoint yet)".to_string(),
+            }
+        ),
+        Some(broken) => println!(
+            "audit trail broken at row {}: {} ({} rows intact before it)",
+            broken.row, broken.reason, found.rows
+        ),
+    }
 }

@@ -195,4 +195,64 @@ impl Ledger {
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
+
+    /// The newest audit row: its id and hash.
+    pub fn audit_head(&self) -> Result<Option<(i64, String)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// Audit rows written since the newest `checkpoint` row (all of them
+    /// when there is none).
+    pub fn audit_rows_since_checkpoint(&self) -> Result<i64> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM audit_events WHERE id > coalesce(
+               (SELECT max(id) FROM audit_events WHERE action = 'checkpoint'), 0)",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// The stored hash of one audit row.
+    pub fn audit_hash_of(&self, id: i64) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT hash FROM audit_events WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// Calls `each` with every audit row, oldest first, without holding
+    /// them all; stops at the first `false`.
+    pub fn walk_audit(&self, mut each: impl FnMut(AuditRow) -> bool) -> Result<()> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, at, partner, remote, action, file_id, detail, prev_hash, hash
+             FROM audit_events ORDER BY id",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let row = AuditRow {
+                id: r.get(0)?,
+                at: r.get(1)?,
+                partner: r.get(2)?,
+                remote: r.get(3)?,
+                action: r.get(4)?,
+                file_id: r.get(5)?,
+                detail: r.get(6)?,
+                prev_hash: r.get(7)?,
+                hash: r.get(8)?,
+            };
+            if !each(row) {
+                break;
+            }
+        }
+        Ok(())
+    }
 }

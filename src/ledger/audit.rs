@@ -107,6 +107,23 @@ fn audit_hash(
     crate::digest::hex(&h.finalize())
 }
 
+const AUDIT_ROWS: &str = "SELECT id, at, partner, remote, action, file_id, detail, prev_hash, hash
+     FROM audit_events ORDER BY id";
+
+fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRow> {
+    Ok(AuditRow {
+        id: r.get(0)?,
+        at: r.get(1)?,
+        partner: r.get(2)?,
+        remote: r.get(3)?,
+        action: r.get(4)?,
+        file_id: r.get(5)?,
+        detail: r.get(6)?,
+        prev_hash: r.get(7)?,
+        hash: r.get(8)?,
+    })
+}
+
 /// Appends to the hash chain; the caller's transaction makes read-and-append atomic.
 pub(super) fn append_audit(
     tx: &rusqlite::Transaction<'_>,
@@ -176,23 +193,8 @@ impl Ledger {
 
     /// Audit events, oldest first, and whether the hash chain is intact up to each.
     pub fn audit_events(&self) -> Result<Vec<AuditRow>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT id, at, partner, remote, action, file_id, detail, prev_hash, hash
-             FROM audit_events ORDER BY id",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(AuditRow {
-                id: r.get(0)?,
-                at: r.get(1)?,
-                partner: r.get(2)?,
-                remote: r.get(3)?,
-                action: r.get(4)?,
-                file_id: r.get(5)?,
-                detail: r.get(6)?,
-                prev_hash: r.get(7)?,
-                hash: r.get(8)?,
-            })
-        })?;
+        let mut stmt = self.conn.prepare(AUDIT_ROWS)?;
+        let rows = stmt.query_map([], audit_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -232,24 +234,10 @@ impl Ledger {
     /// Calls `each` with every audit row, oldest first, without holding
     /// them all; stops at the first `false`.
     pub fn walk_audit(&self, mut each: impl FnMut(AuditRow) -> bool) -> Result<()> {
-        let mut stmt = self.conn.prepare(
-            "SELECT id, at, partner, remote, action, file_id, detail, prev_hash, hash
-             FROM audit_events ORDER BY id",
-        )?;
+        let mut stmt = self.conn.prepare(AUDIT_ROWS)?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
-            let row = AuditRow {
-                id: r.get(0)?,
-                at: r.get(1)?,
-                partner: r.get(2)?,
-                remote: r.get(3)?,
-                action: r.get(4)?,
-                file_id: r.get(5)?,
-                detail: r.get(6)?,
-                prev_hash: r.get(7)?,
-                hash: r.get(8)?,
-            };
-            if !each(row) {
+            if !each(audit_row(r)?) {
                 break;
             }
         }

@@ -78,6 +78,8 @@ pub fn ensure(config: &Config, force: bool) -> Result<Vec<KeyStatus>, KeyError> 
         if force || !exists {
             create(path)?;
         }
+        // Refused, as OpenSSH refuses a private key others can read.
+        private_only(path)?;
         done.push(KeyStatus {
             what,
             path: path.to_path_buf(),
@@ -85,6 +87,22 @@ pub fn ensure(config: &Config, force: bool) -> Result<Vec<KeyStatus>, KeyError> 
         });
     }
     Ok(done)
+}
+
+/// A private file must be readable by its owner alone.
+fn private_only(path: &Path) -> Result<(), KeyError> {
+    let mode = fs::metadata(path)
+        .map_err(io_error(path))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(KeyError::Permissions {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
 }
 
 /// Where the public halves of replaced signing keys are kept, one OpenSSH
@@ -179,14 +197,7 @@ fn write_ssh_key(path: &Path) -> Result<(), KeyError> {
 
 /// Reads an age identity file as written by `age-keygen` or `dropgate keygen`.
 pub fn load_identity(path: &Path) -> Result<age::x25519::Identity, KeyError> {
-    let meta = fs::metadata(path).map_err(io_error(path))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(KeyError::Permissions {
-            path: path.to_path_buf(),
-            mode,
-        });
-    }
+    private_only(path)?;
     let text = fs::read_to_string(path).map_err(io_error(path))?;
     let line = text
         .lines()

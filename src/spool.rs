@@ -7,6 +7,7 @@
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -65,8 +66,15 @@ impl Spool {
         &self.root
     }
 
-    /// Creates the folders when missing.
+    /// Creates the folders when missing; the spool itself only its owner
+    /// may enter (it holds the ledger and every payload).
     pub fn ensure(&self) -> io::Result<()> {
+        if !self.root.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.root)?;
+        }
         for area in Area::ALL {
             fs::create_dir_all(self.dir(area))?;
         }

@@ -460,3 +460,42 @@ fn a_listing_whose_reader_has_gone_ends_quietly() {
         text(&out.stderr)
     );
 }
+
+/// Keys, the ledger and the spool are the owner's alone; a private key
+/// others can read stops the daemon before it starts, saying how to fix it.
+#[test]
+fn private_files_are_the_owners_alone_and_a_shared_key_is_refused() {
+    let d = Deployment::new();
+    d.start().terminate();
+    let mode = |relative: &str| {
+        std::fs::metadata(d.path(relative))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("spool"), 0o700);
+    assert_eq!(mode("spool/ledger.db"), 0o600);
+    assert_eq!(mode("config/keys/signing_ed25519"), 0o600);
+    let key = d.path("config/keys/signing_ed25519");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let mut run = d
+        .command(&["run"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Should it start after all, it is stopped rather than left running.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while run.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = run.kill();
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!("run `chmod 600 {}`", key.display())),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -188,18 +188,21 @@ impl Checker<'_> {
                             );
                             return None;
                         }
+                        // Refused, as OpenSSH refuses a private key others can read.
                         use std::os::unix::fs::PermissionsExt;
                         if let Ok(meta) = std::fs::metadata(&path)
                             && meta.permissions().mode() & 0o077 != 0
                         {
-                            self.warning(
-                                file.span(),
+                            self.at(
+                                &file,
                                 format!(
-                                    "`{name}`: password file {} can be read by other users (mode {:o}); `chmod 600` it",
+                                    "`{name}`: password file {} can be read by other users (mode {:o}); run `chmod 600 {}`",
                                     path.display(),
-                                    meta.permissions().mode() & 0o777
+                                    meta.permissions().mode() & 0o777,
+                                    path.display()
                                 ),
                             );
+                            return None;
                         }
                         Some(crate::remote::Secret::new(password))
                     }

@@ -552,25 +552,27 @@ fn ftp_login_mistakes_are_reported_where_they_are() {
 }
 
 #[test]
-fn plain_ftp_and_a_shared_password_file_are_warned_about() {
+fn plain_ftp_is_warned_about_and_a_shared_password_file_refused() {
     let (dir, text) = with_ftp_source(
         "password_file = \"ftp-password\"\ntls = \"none\"\ninsecure_plaintext = true",
     );
+    let config = Config::parse(&dir.path().join("dropgate.toml"), &text).unwrap();
+    let warnings: Vec<String> = config.warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("plain FTP"));
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(
         dir.path().join("ftp-password"),
         std::fs::Permissions::from_mode(0o644),
     )
     .unwrap();
-    let config = Config::parse(&dir.path().join("dropgate.toml"), &text).unwrap();
-    let warnings: Vec<String> = config.warnings.iter().map(|w| w.to_string()).collect();
-    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    let errors = Config::parse(&dir.path().join("dropgate.toml"), &text).unwrap_err();
     assert!(
-        warnings
-            .iter()
-            .any(|w| w.contains("can be read by other users (mode 644)"))
+        errors
+            .to_string()
+            .contains("can be read by other users (mode 644); run `chmod 600"),
+        "{errors}"
     );
-    assert!(warnings.iter().any(|w| w.contains("plain FTP")));
 }
 
 #[test]

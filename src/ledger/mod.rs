@@ -71,6 +71,11 @@ pub enum LedgerError {
         path: String,
         source: rusqlite::Error,
     },
+    #[error("cannot create the ledger at {path}: {source}")]
+    Create {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("ledger migration {name} failed: {source}")]
     Migration {
         name: &'static str,
@@ -115,7 +120,9 @@ impl LedgerError {
                     | NotADatabase
                     | PermissionDenied
             ),
-            LedgerError::Open { .. } | LedgerError::Migration { .. } => true,
+            LedgerError::Open { .. }
+            | LedgerError::Create { .. }
+            | LedgerError::Migration { .. } => true,
             _ => false,
         }
     }
@@ -314,7 +321,26 @@ fn timestamp(at: DateTime<Utc>) -> String {
 
 impl Ledger {
     /// Opens (creating and migrating when needed) the ledger at `path`.
+    /// Opens the ledger, creating it readable by its owner alone (SQLite
+    /// gives its WAL and shared-memory files the same mode).
     pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Ledger> {
+        use std::os::unix::fs::OpenOptionsExt;
+        // An empty file is a new database to SQLite.
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(source) => {
+                return Err(LedgerError::Create {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
+        }
         let conn = Connection::open(path).map_err(|source| LedgerError::Open {
             path: path.display().to_string(),
             source,

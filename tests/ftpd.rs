@@ -376,6 +376,11 @@ impl ImplicitFtps {
         fs::create_dir(dir.path().join("home")).unwrap();
         make_certificates(dir.path());
         fs::write(dir.path().join("password"), format!("{PASSWORD}\n")).unwrap();
+        fs::set_permissions(
+            dir.path().join("password"),
+            fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
         fs::write(dir.path().join("server.py"), IMPLICIT_SERVER).unwrap();
         for _ in 0..5 {
             let port = free_port();

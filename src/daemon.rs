@@ -15,7 +15,7 @@ use crate::config::{Config, SourceKind};
 use crate::intake::Intake;
 use crate::keys::{self, KeyError};
 use crate::land::{self, Arrival, Landings, Origin};
-use crate::ledger::{Clock, FileRow, FileState, Ledger, LedgerError, SystemClock};
+use crate::ledger::{AuditEvent, Clock, FileRow, FileState, Ledger, LedgerError, SystemClock};
 use crate::pipeline::{ProcessError, Processor};
 use crate::receive;
 use crate::spool::{Area, Spool};
@@ -46,7 +46,7 @@ pub enum DaemonError {
 /// Opens everything `run` needs: keys, spool folders, ledger; finishes what a
 /// previous run left half done.
 pub fn prepare(config: &Config) -> Result<(age::x25519::Identity, Ledger), DaemonError> {
-    keys::ensure(config, false)?;
+    let made = keys::ensure(config, false)?;
     let identity = keys::load_identity(&config.keys.age_identity)?;
     let spool = Spool::new(&config.daemon.spool);
     spool.ensure().map_err(|source| DaemonError::Spool {
@@ -63,8 +63,25 @@ pub fn prepare(config: &Config) -> Result<(age::x25519::Identity, Ledger), Daemo
         })?;
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let ledger = Ledger::open(&config.daemon.ledger, clock)?;
+    let mut ledger = Ledger::open(&config.daemon.ledger, clock)?;
+    audit_keys_created(&mut ledger, &made)?;
     Ok((identity, ledger))
+}
+
+/// A `key_created` audit event for each key just made (which key, never
+/// its contents).
+pub fn audit_keys_created(
+    ledger: &mut Ledger,
+    made: &[keys::KeyStatus],
+) -> Result<(), LedgerError> {
+    for key in made.iter().filter(|k| k.created) {
+        ledger.audit(&AuditEvent {
+            action: "key_created",
+            detail: Some(serde_json::json!({ "key": key.what })),
+            ..AuditEvent::default()
+        })?;
+    }
+    Ok(())
 }
 
 /// `dropgate ingest`: takes files through the whole pipeline once, without
@@ -179,6 +196,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let (identity, mut ledger) = prepare(&config)?;
+    // What the daemon runs on, for whoever asks later what was in force.
+    let text = std::fs::read(&config.file).map_err(|e| DaemonError::Input {
+        path: config.file.display().to_string(),
+        message: e.to_string(),
+    })?;
+    ledger.audit(&AuditEvent {
+        action: "config_loaded",
+        detail: Some(serde_json::json!({ "sha256": crate::digest::sha256_hex(&text) })),
+        ..AuditEvent::default()
+    })?;
     // Before any source lands a file: a new route forwards what comes after.
     ledger.register_routes(config.routes.keys().map(String::as_str))?;
     let spool = Spool::new(&config.daemon.spool);

@@ -268,3 +268,36 @@ fn a_checkpoint_verifies_with_ssh_keygen() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn keys_made_the_config_run_and_work_by_hand_are_audited_and_signed() {
+    let d = Deployment::new();
+    d.start().terminate();
+    let made = d.strings(
+        "SELECT json_extract(detail, '$.key') FROM audit_events WHERE action = 'key_created'",
+    );
+    for key in ["age identity", "signing key", "SSH host key"] {
+        assert!(made.iter().any(|k| k == key), "{made:?}");
+    }
+    assert_eq!(
+        d.string(
+            "SELECT json_extract(detail, '$.sha256') FROM audit_events WHERE action = 'config_loaded'"
+        ),
+        sha256_hex(&fs::read(d.config_path()).unwrap())
+    );
+    let file = d.write_input("news2_hand.csv", news2_csv(3, 1, 0).as_bytes());
+    let out = d.ingest(&[&file]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let by = d.string(
+        "SELECT json_extract(detail, '$.by') FROM audit_events
+         WHERE action = 'ingest' AND file_id = (SELECT max(id) FROM files)",
+    );
+    assert!(by.contains("uid "), "{by}");
+    assert_eq!(
+        d.string("SELECT action FROM audit_events ORDER BY id DESC LIMIT 1"),
+        "checkpoint",
+        "a command that wrote audit rows signs them"
+    );
+    let (code, found) = verify(&d);
+    assert_eq!(code, 0, "{found}");
+}

@@ -141,10 +141,19 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Keygen { force } => {
             let config = config_or_exit!(&cli.config);
-            for key in keys::ensure(&config, force)? {
+            let made = keys::ensure(&config, force)?;
+            for key in &made {
                 let verb = if key.created { "created" } else { "exists " };
                 println!("{verb} {:<13} {}", key.what, key.path.display());
             }
+            // The ledger (made here when this is the first command) records
+            // which keys were made, signed by the signing key now in force.
+            dropgate::spool::Spool::new(&config.daemon.spool)
+                .ensure()
+                .with_context(|| config.daemon.spool.display().to_string())?;
+            let mut ledger = open_ledger(&config)?;
+            daemon::audit_keys_created(&mut ledger, &made)?;
+            sign_audit(&config, &mut ledger);
             let identity = keys::load_identity(&config.keys.age_identity)?;
             println!("age recipient: {}", identity.to_public());
             Ok(ExitCode::SUCCESS)
@@ -249,7 +258,8 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Replay { id } => {
             let config = Arc::new(config_or_exit!(&cli.config));
-            let (file, processed_here) = daemon::replay(config, id)?;
+            let (file, processed_here) = daemon::replay(config.clone(), id)?;
+            audit_by_hand(&config, "replay", &[id])?;
             if !processed_here {
                 println!("{id}: queued; the running daemon took it ({})", file.state);
             } else {
@@ -491,11 +501,29 @@ fn find_by_name(
 }
 
 fn ingest(config: Arc<Config>, source: &str, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
-    let files = daemon::ingest(config, source, paths)?;
+    let files = daemon::ingest(config.clone(), source, paths)?;
+    let ids: Vec<i64> = files.iter().map(|f| f.id).collect();
+    audit_by_hand(&config, "ingest", &ids)?;
     for file in &files {
         print_outcome(file);
     }
     Ok(exit_for(&files))
+}
+
+/// Audits an action an operator took by hand on files, then signs the trail.
+fn audit_by_hand(config: &Config, action: &str, ids: &[i64]) -> anyhow::Result<()> {
+    let mut ledger = open_ledger(config)?;
+    let by = operator();
+    for &id in ids {
+        ledger.audit(&dropgate::ledger::AuditEvent {
+            action,
+            file_id: Some(id),
+            detail: Some(serde_json::json!({ "by": by })),
+            ..Default::default()
+        })?;
+    }
+    sign_audit(config, &mut ledger);
+    Ok(())
 }
 
 fn push(config: &Config, name: &str, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {

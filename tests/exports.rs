@@ -82,7 +82,7 @@ fn an_export_is_signed_and_checks_with_stock_ssh_keygen_and_sha256sum() {
     let signers = allowed_signers(&d);
     assert!(
         text(&fs::read(&signers).unwrap())
-            .starts_with("dropgate namespaces=\"dropgate-export\" ssh-ed25519 ")
+            .starts_with("dropgate namespaces=\"dropgate-export,dropgate-audit\" ssh-ed25519 ")
     );
     for name in ["manifest.json", "SHA256SUMS"] {
         let out = ssh_keygen_verify(&signers, &folder, name);

@@ -195,6 +195,17 @@ pub(super) enum Audit {
         #[arg(long)]
         json: bool,
     },
+    /// Write the audit trail as JSON lines, one row each with its hashes, checkpoints
+    /// among them, for a data controller to keep and verify offline
+    /// (scripts/verify-audit-export, with python3 and ssh-keygen).
+    #[command(
+        after_help = "Example:\n  dropgate audit export --since 2026-12-01 > audit-202612.jsonl\n  dropgate signing-key > allowed_signers\n  scripts/verify-audit-export allowed_signers < audit-202612.jsonl"
+    )]
+    Export {
+        /// Rows from this day on (YYYY-MM-DD, UTC); every row without it.
+        #[arg(long)]
+        since: Option<chrono::NaiveDate>,
+    },
 }
 
 #[derive(Subcommand)]

@@ -420,6 +420,28 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(_) => ExitCode::from(1),
             })
         }
+        Command::Audit(Audit::Export { since }) => {
+            let config = config_or_exit!(&cli.config);
+            let ledger = open_ledger(&config)?;
+            let since = since.map(|day| format!("{day}T00:00:00"));
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut written = Ok(());
+            ledger.walk_audit(|row| {
+                if since
+                    .as_deref()
+                    .is_some_and(|since| row.at.as_str() < since)
+                {
+                    return true;
+                }
+                written = serde_json::to_writer(&mut out, &row)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| std::io::Write::write_all(&mut out, b"\n"));
+                written.is_ok()
+            })?;
+            written?;
+            std::io::Write::flush(&mut out)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Patients(Patients::Find { who, json }) => {
             let config = config_or_exit!(&cli.config);
             let ledger = open_ledger(&config)?;

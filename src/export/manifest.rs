@@ -148,10 +148,14 @@ pub fn write_signed(folder: &Path, manifest: &Manifest, key: &PrivateKey) -> io:
     Ok(manifest_sha)
 }
 
-/// The `allowed_signers` line consumers add for dropgate's signing key.
+/// The `allowed_signers` line consumers add for dropgate's signing key:
+/// it signs exports and the audit trail's checkpoints.
 pub fn allowed_signers_line(key: &PublicKey) -> Result<String, String> {
     let key = key.to_openssh().map_err(|e| e.to_string())?;
-    Ok(format!("{IDENTITY} namespaces=\"{NAMESPACE}\" {key}"))
+    Ok(format!(
+        "{IDENTITY} namespaces=\"{NAMESPACE},{}\" {key}",
+        crate::audit::NAMESPACE
+    ))
 }
 
 /// Reads the keys of an OpenSSH `allowed_signers` file that may sign

@@ -715,3 +715,130 @@ fn xml_bombs_external_entities_deep_nesting_and_a_huge_element_are_refused_in_bo
     assert!(!ledger_text(&d).contains("passwd"));
     assert_bounded_memory(&daemon);
 }
+
+/// Every place dropgate writes about files (its log, quarantine reports,
+/// receipts, the audit trail, file events and problems) is scanned, after a
+/// run that loaded and quarantined files holding patient details, for the
+/// NHS numbers, names and dates of birth those files held: none is found.
+#[test]
+fn no_patient_identifier_leaves_the_records() {
+    let d = Deployment::new();
+    let daemon = d.start();
+    let mut identifiers: Vec<String> = Vec::new();
+    let mut file = |name: &str, rows: &[String]| {
+        let body = format!("{HEADER}\n{}\n", rows.join("\n"));
+        for row in rows {
+            let fields: Vec<&str> = row.split(',').collect();
+            identifiers.extend(fields[1..5].iter().map(|f| f.to_string()));
+        }
+        (name.to_string(), body)
+    };
+    let named = |r: u32, i: u32| {
+        news2_row(r, i)
+            .replace(&format!("Family{r},"), &format!("Xanthopoulou{r},"))
+            .replace(&format!("Given{r},"), &format!("Philomena{r},"))
+    };
+    let loaded = file("news2_fine.csv", &[named(1, 0), named(2, 1)]);
+    // A bad check digit, a date that is no date, a name too long: each a
+    // problem with its line and column, none echoed.
+    let bad_nhs = {
+        let good = nhs_number(3);
+        let last = good.chars().last().unwrap().to_digit(10).unwrap();
+        format!("{}{}", &good[..9], (last + 1) % 10)
+    };
+    let mut broken = named(3, 2).replacen(&nhs_number(3), &bad_nhs, 1);
+    broken = broken.replacen("1940-01-04", "1940-13-45", 1);
+    let long_name = format!("Ozymandias{}", "q".repeat(300));
+    let too_long = named(4, 3).replacen("Xanthopoulou4", &long_name, 1);
+    let quarantined = file("news2_broken.csv", &[broken, too_long]);
+    let uploaded = file("news2_sent.csv", &[named(5, 4)]);
+    identifiers.extend(identifiers.clone().iter().filter_map(|id| {
+        // NHS numbers are also looked for as they are often written: 3 3 4.
+        (id.len() == 10 && id.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| format!("{} {} {}", &id[..3], &id[3..6], &id[6..]))
+    }));
+    for (name, body) in [&loaded, &quarantined] {
+        d.drop_file(name, body.as_bytes());
+    }
+    let path = d.write_input(&uploaded.0, uploaded.1.as_bytes());
+    let out = sftp(
+        &d,
+        daemon.sftp_port(),
+        &demo_key(&d),
+        &format!("put {} inbox/{}\n", path.display(), uploaded.0),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_for(
+        "every file settled, with receipts",
+        Duration::from_secs(30),
+        || {
+            d.count("SELECT count(*) FROM files WHERE state IN ('loaded', 'quarantined')") == 3
+                && d.count("SELECT count(*) FROM file_events WHERE event = 'receipt_written'") == 3
+        },
+    );
+    assert_eq!(
+        d.count("SELECT count(*) FROM files WHERE state = 'quarantined'"),
+        1
+    );
+    let log = daemon.terminate();
+
+    let mut written: Vec<(String, String)> = vec![("the daemon's log".into(), log)];
+    let payloads = d.strings("SELECT spool_name FROM files");
+    let mut folders = vec![d.path("spool")];
+    while let Some(folder) = folders.pop() {
+        for entry in fs::read_dir(&folder).unwrap().flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().to_string();
+            if path.is_dir() {
+                // The drop folder and staging areas hold what senders sent.
+                if !["drop", "uploads"].contains(&name.as_str()) {
+                    folders.push(path);
+                }
+            } else if !payloads.contains(&name) && !name.starts_with("ledger.db") {
+                written.push((path.display().to_string(), text(&fs::read(&path).unwrap())));
+            }
+        }
+    }
+    for (table, sql) in [
+        (
+            "audit_events",
+            "SELECT coalesce(partner, '') || ' ' || coalesce(remote, '') || ' ' || action || ' ' || coalesce(detail, '') FROM audit_events",
+        ),
+        (
+            "file_events",
+            "SELECT event || ' ' || coalesce(detail, '') FROM file_events",
+        ),
+        (
+            "file_problems",
+            "SELECT code || ' ' || coalesce(column_name, '') || ' ' || message FROM file_problems",
+        ),
+        ("files", "SELECT coalesce(reason, '') FROM files"),
+    ] {
+        written.push((table.into(), d.strings(sql).join("\n")));
+    }
+    assert!(
+        written
+            .iter()
+            .any(|(place, _)| place.ends_with(".report.json")),
+        "the quarantine report is among what was scanned"
+    );
+    assert!(
+        written
+            .iter()
+            .any(|(place, _)| place.ends_with(".receipt.json")),
+        "receipts are among what was scanned"
+    );
+    let problems = d.count("SELECT count(*) FROM file_problems");
+    assert!(
+        problems >= 2,
+        "the broken file's problems are recorded: {problems}"
+    );
+    for (place, content) in &written {
+        for id in &identifiers {
+            assert!(
+                !content.contains(id.as_str()),
+                "{place} holds a patient identifier"
+            );
+        }
+    }
+}

@@ -752,11 +752,14 @@ fn no_patient_identifier_leaves_the_records() {
     let too_long = named(4, 3).replacen("Xanthopoulou4", &long_name, 1);
     let quarantined = file("news2_broken.csv", &[broken, too_long]);
     let uploaded = file("news2_sent.csv", &[named(5, 4)]);
-    identifiers.extend(identifiers.clone().iter().filter_map(|id| {
-        // NHS numbers are also looked for as they are often written: 3 3 4.
-        (id.len() == 10 && id.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| format!("{} {} {}", &id[..3], &id[3..6], &id[6..]))
-    }));
+    // NHS numbers are also looked for as they are often written: 3 3 4.
+    let spaced: Vec<String> = identifiers
+        .iter()
+        .filter(|id| id.len() == 10 && id.bytes().all(|b| b.is_ascii_digit()))
+        .map(|id| format!("{} {} {}", &id[..3], &id[3..6], &id[6..]))
+        .collect();
+    assert!(!spaced.is_empty());
+    identifiers.extend(spaced);
     for (name, body) in [&loaded, &quarantined] {
         d.drop_file(name, body.as_bytes());
     }

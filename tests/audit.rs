@@ -50,6 +50,19 @@ fn tamper(d: &Deployment, sql: &str) {
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
+/// Runs `command` with `input` on its standard input.
+fn with_input(command: &mut Command, input: &[u8]) -> std::process::Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 fn newest(d: &Deployment) -> i64 {
     d.count("SELECT max(id) FROM audit_events")
 }
@@ -235,7 +248,8 @@ fn a_checkpoint_verifies_with_ssh_keygen() {
         ),
     )
     .unwrap();
-    let mut verify = Command::new("ssh-keygen")
+    let mut verify = Command::new("ssh-keygen");
+    verify
         .args([
             "-Y",
             "verify",
@@ -247,20 +261,8 @@ fn a_checkpoint_verifies_with_ssh_keygen() {
         ])
         .arg(&allowed)
         .arg("-s")
-        .arg(&signature)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write as _;
-    verify
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(message.as_bytes())
-        .unwrap();
-    let out = verify.wait_with_output().unwrap();
+        .arg(&signature);
+    let out = with_input(&mut verify, message.as_bytes());
     assert!(
         out.status.success(),
         "{}{}",
@@ -315,22 +317,7 @@ fn an_export_of_the_trail_verifies_offline_and_an_edit_in_it_does_not() {
     let signers = d.dg(&["signing-key"]);
     let allowed = d.write_input("allowed_signers", &signers.stdout);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/verify-audit-export");
-    let check = |jsonl: &str| {
-        let mut run = Command::new(script)
-            .arg(&allowed)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write as _;
-        run.stdin
-            .take()
-            .unwrap()
-            .write_all(jsonl.as_bytes())
-            .unwrap();
-        run.wait_with_output().unwrap()
-    };
+    let check = |jsonl: &str| with_input(Command::new(script).arg(&allowed), jsonl.as_bytes());
     let out = check(&lines);
     assert!(
         out.status.success(),

@@ -10,6 +10,7 @@
 //! `spool/audit-head.json`, so a ledger whose newest rows were cut off is
 //! shorter than what that file names.
 
+use std::cell::Cell;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -81,6 +82,11 @@ pub struct Head {
 pub struct Checkpointer {
     key: PrivateKey,
     head_file: PathBuf,
+    /// The newest checkpoint's row (0 for none), once looked up: how many
+    /// rows are unsigned is then the head's id less it, as ids are dense in
+    /// an append-only table. A checkpoint another process wrote meanwhile
+    /// only makes the next one come early.
+    last: Cell<Option<i64>>,
 }
 
 impl Checkpointer {
@@ -88,17 +94,27 @@ impl Checkpointer {
         Checkpointer {
             key,
             head_file: head_file(spool),
+            last: Cell::new(None),
         }
+    }
+
+    fn last_checkpoint(&self, ledger: &Ledger) -> Result<i64, AuditError> {
+        if let Some(last) = self.last.get() {
+            return Ok(last);
+        }
+        let last = ledger.newest_audit_row_of(CHECKPOINT)?.unwrap_or(0);
+        self.last.set(Some(last));
+        Ok(last)
     }
 
     /// A checkpoint, unless the newest row already is one.
     pub fn checkpoint(&self, ledger: &mut Ledger) -> Result<(), AuditError> {
-        if ledger.audit_rows_since_checkpoint()? == 0 {
-            return Ok(());
-        }
         let Some((row, hash)) = ledger.audit_head()? else {
             return Ok(());
         };
+        if row == self.last_checkpoint(ledger)? {
+            return Ok(());
+        }
         let message = Signed::message(row, &hash);
         let signature = self
             .key
@@ -111,18 +127,19 @@ impl Checkpointer {
             signature,
         };
         let detail = serde_json::to_value(&signed).expect("a checkpoint serialises");
-        ledger.audit(&AuditEvent {
+        let checkpoint = ledger.audit(&AuditEvent {
             action: CHECKPOINT,
             detail: Some(detail),
             ..AuditEvent::default()
         })?;
-        let checkpoint = ledger.audit_head()?.map_or(row, |(id, _)| id);
+        self.last.set(Some(checkpoint));
         write_head(&self.head_file, &Head { checkpoint, signed })
     }
 
     /// A checkpoint when [`CHECKPOINT_EVERY`] rows have been written since the last.
     pub fn checkpoint_if_due(&self, ledger: &mut Ledger) -> Result<(), AuditError> {
-        if ledger.audit_rows_since_checkpoint()? >= CHECKPOINT_EVERY {
+        let head = ledger.audit_head()?.map_or(0, |(id, _)| id);
+        if head - self.last_checkpoint(ledger)? >= CHECKPOINT_EVERY {
             self.checkpoint(ledger)?;
         }
         Ok(())
@@ -206,12 +223,10 @@ pub fn verify(
         broken: None,
     };
     let mut prev = (0i64, "0".repeat(64));
-    let mut lookup_failed = None;
     ledger.walk_audit(|row| {
-        let broken = check_row(ledger, keys, &prev, &row, &mut found, &mut lookup_failed);
-        if let Some(broken) = broken {
+        if let Some(broken) = check_row(ledger, keys, &prev, &row, &mut found)? {
             found.broken = Some(broken);
-            return false;
+            return Ok::<_, AuditError>(false);
         }
         found.rows += 1;
         if found.signed_up_to == Some(row.id) {
@@ -220,11 +235,8 @@ pub fn verify(
             found.unsigned_rows += 1;
         }
         prev = (row.id, row.hash);
-        true
+        Ok(true)
     })?;
-    if let Some(e) = lookup_failed {
-        return Err(e.into());
-    }
     let last = prev.0;
     if found.broken.is_none()
         && let Some(head) = head
@@ -253,13 +265,12 @@ fn check_row(
     prev: &(i64, String),
     row: &AuditRow,
     found: &mut Verified,
-    lookup_failed: &mut Option<LedgerError>,
-) -> Option<Broken> {
+) -> Result<Option<Broken>, LedgerError> {
     let broken = |reason: String| {
-        Some(Broken {
+        Ok(Some(Broken {
             row: row.id,
             reason,
-        })
+        }))
     };
     if row.prev_hash != prev.1 {
         return if row.id > prev.0 + 1 {
@@ -280,7 +291,7 @@ fn check_row(
         return broken("its content does not match its hash: it was changed".into());
     }
     if row.action != CHECKPOINT {
-        return None;
+        return Ok(None);
     }
     let signed: Option<Signed> = row
         .detail
@@ -292,28 +303,21 @@ fn check_row(
     if !signed.signed_by(keys) {
         return broken("a checkpoint whose signature is not by dropgate's signing key".into());
     }
-    match ledger.audit_hash_of(signed.row) {
-        Ok(Some(hash)) if hash == signed.hash => {}
-        Ok(_) => {
-            // The chain was rebuilt after an edit: which row was edited is
-            // not known, only that it lies after the last good checkpoint.
-            let after = found.signed_up_to.unwrap_or(0);
-            return Some(Broken {
-                row: signed.row,
-                reason: format!(
-                    "checkpoint row {} signed a different hash for it: it or a row before it (after row {after}) was changed and the chain rebuilt",
-                    row.id
-                ),
-            });
-        }
-        Err(e) => {
-            *lookup_failed = Some(e);
-            return broken("could not be checked".into());
-        }
+    if ledger.audit_hash_of(signed.row)?.as_deref() != Some(&signed.hash) {
+        // The chain was rebuilt after an edit: which row was edited is
+        // not known, only that it lies after the last good checkpoint.
+        let after = found.signed_up_to.unwrap_or(0);
+        return Ok(Some(Broken {
+            row: signed.row,
+            reason: format!(
+                "checkpoint row {} signed a different hash for it: it or a row before it (after row {after}) was changed and the chain rebuilt",
+                row.id
+            ),
+        }));
     }
     found.checkpoints += 1;
     found.signed_up_to = Some(row.id);
-    None
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -341,7 +345,7 @@ mod tests {
                 .unwrap();
         }
         checkpointer.checkpoint_if_due(&mut ledger).unwrap();
-        assert_eq!(ledger.audit_rows_since_checkpoint().unwrap(), 3, "not due");
+        assert_eq!(ledger.audit_head().unwrap().unwrap().0, 3, "not due");
         checkpointer.checkpoint(&mut ledger).unwrap();
         checkpointer.checkpoint(&mut ledger).unwrap();
         assert_eq!(ledger.audit_head().unwrap().unwrap().0, 4, "one checkpoint");

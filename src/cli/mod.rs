@@ -425,20 +425,16 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let ledger = open_ledger(&config)?;
             let since = since.map(|day| format!("{day}T00:00:00"));
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            let mut written = Ok(());
             ledger.walk_audit(|row| {
                 if since
                     .as_deref()
-                    .is_some_and(|since| row.at.as_str() < since)
+                    .is_none_or(|since| row.at.as_str() >= since)
                 {
-                    return true;
+                    serde_json::to_writer(&mut out, &row)?;
+                    std::io::Write::write_all(&mut out, b"\n")?;
                 }
-                written = serde_json::to_writer(&mut out, &row)
-                    .map_err(std::io::Error::from)
-                    .and_then(|()| std::io::Write::write_all(&mut out, b"\n"));
-                written.is_ok()
+                Ok::<_, anyhow::Error>(true)
             })?;
-            written?;
             std::io::Write::flush(&mut out)?;
             Ok(ExitCode::SUCCESS)
         }

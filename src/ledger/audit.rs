@@ -124,12 +124,13 @@ fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRow> {
     })
 }
 
-/// Appends to the hash chain; the caller's transaction makes read-and-append atomic.
+/// Appends to the hash chain; the caller's transaction makes read-and-append
+/// atomic. Returns the new row's id.
 pub(super) fn append_audit(
     tx: &rusqlite::Transaction<'_>,
     at: &str,
     event: &AuditEvent<'_>,
-) -> Result<()> {
+) -> Result<i64> {
     let detail = event.detail.as_ref().map(|d| d.to_string());
     let prev: String = tx
         .prepare_cached("SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1")?
@@ -159,14 +160,19 @@ pub(super) fn append_audit(
         prev,
         hash
     ])?;
-    Ok(())
+    Ok(tx.last_insert_rowid())
 }
 
 impl Ledger {
-    /// Appends an audit event, chained to the one before it.
-    pub fn audit(&mut self, event: &AuditEvent<'_>) -> Result<()> {
-        let now = self.clock.now();
-        self.audit_all(&[QueuedAuditEvent::new(now, event)])
+    /// Appends an audit event, chained to the one before it; returns its id.
+    pub fn audit(&mut self, event: &AuditEvent<'_>) -> Result<i64> {
+        let now = timestamp(self.clock.now());
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let id = append_audit(&tx, &now, event)?;
+        tx.commit()?;
+        Ok(id)
     }
 
     /// Appends queued audit events in one transaction, in queue order.
@@ -210,15 +216,17 @@ impl Ledger {
             .optional()?)
     }
 
-    /// Audit rows written since the newest `checkpoint` row (all of them
-    /// when there is none).
-    pub fn audit_rows_since_checkpoint(&self) -> Result<i64> {
-        Ok(self.conn.query_row(
-            "SELECT count(*) FROM audit_events WHERE id > coalesce(
-               (SELECT max(id) FROM audit_events WHERE action = 'checkpoint'), 0)",
-            [],
-            |r| r.get(0),
-        )?)
+    /// The id of the newest row with this action. Read from the newest row
+    /// back, so it is quick when such a row is recent (checkpoints are).
+    pub fn newest_audit_row_of(&self, action: &str) -> Result<Option<i64>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id FROM audit_events WHERE action = ?1 ORDER BY id DESC LIMIT 1",
+                [action],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 
     /// The stored hash of one audit row.
@@ -232,12 +240,15 @@ impl Ledger {
     }
 
     /// Calls `each` with every audit row, oldest first, without holding
-    /// them all; stops at the first `false`.
-    pub fn walk_audit(&self, mut each: impl FnMut(AuditRow) -> bool) -> Result<()> {
-        let mut stmt = self.conn.prepare(AUDIT_ROWS)?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
-            if !each(audit_row(r)?) {
+    /// them all; stops at the first `false` or error.
+    pub fn walk_audit<E: From<LedgerError>>(
+        &self,
+        mut each: impl FnMut(AuditRow) -> std::result::Result<bool, E>,
+    ) -> std::result::Result<(), E> {
+        let mut stmt = self.conn.prepare(AUDIT_ROWS).map_err(LedgerError::from)?;
+        let mut rows = stmt.query([]).map_err(LedgerError::from)?;
+        while let Some(r) = rows.next().map_err(LedgerError::from)? {
+            if !each(audit_row(r).map_err(LedgerError::from)?)? {
                 break;
             }
         }

@@ -197,13 +197,9 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     let (identity, mut ledger) = prepare(&config)?;
     // What the daemon runs on, for whoever asks later what was in force.
-    let text = std::fs::read(&config.file).map_err(|e| DaemonError::Input {
-        path: config.file.display().to_string(),
-        message: e.to_string(),
-    })?;
     ledger.audit(&AuditEvent {
         action: "config_loaded",
-        detail: Some(serde_json::json!({ "sha256": crate::digest::sha256_hex(&text) })),
+        detail: Some(serde_json::json!({ "sha256": config.sha256 })),
         ..AuditEvent::default()
     })?;
     // Before any source lands a file: a new route forwards what comes after.

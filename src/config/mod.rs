@@ -417,6 +417,7 @@ impl Checker<'_> {
         let daemon = daemon?;
         Some(Config {
             file: path.to_path_buf(),
+            sha256: crate::digest::sha256_hex(self.text.as_bytes()),
             daemon,
             keys,
             partners,

@@ -11,6 +11,8 @@ pub const TEMPORARY_SUFFIXES: [&str; 3] = [".part", ".tmp", ".filepart"];
 pub struct Config {
     /// The file it was read from.
     pub file: PathBuf,
+    /// SHA-256 of the text checked, as audited when the daemon starts on it.
+    pub sha256: String,
     pub daemon: Daemon,
     pub keys: Keys,
     pub partners: BTreeMap<String, Partner>,

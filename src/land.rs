@@ -59,7 +59,7 @@ pub enum Handover {
     Move { sha256: Option<String> },
     /// Bytes in memory (a small SFTP upload): held in the ledger by the
     /// commit that records them, written to the spool afterwards.
-    Held { body: Vec<u8>, sha256: String },
+    Held { body: Vec<u8> },
 }
 
 impl Arrival {
@@ -202,9 +202,9 @@ fn take_all(spool: &Spool, arrivals: &[Arrival], spool_names: &[String]) -> Vec<
         match &arrival.handover {
             Handover::Copy => copy_and_hash(&arrival.path, &tmp),
             Handover::Move { sha256 } => move_and_hash(&arrival.path, &tmp, sha256.as_deref()),
-            Handover::Held { body, sha256 } => {
+            Handover::Held { body } => {
                 let size = body.len() as u64;
-                Ok((sha256.clone(), size, Stamp(size, None)))
+                Ok((hex(&Sha256::digest(body)), size, Stamp(size, None)))
             }
         }
     };

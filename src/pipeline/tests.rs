@@ -120,7 +120,6 @@ fn a_held_upload_reaches_the_spool_before_it_is_processed_even_after_a_crash() {
         name: "news2_held.csv".into(),
         handover: land::Handover::Held {
             body: body.clone().into_bytes(),
-            sha256: sha256.clone(),
         },
         taken_from: None,
     };

@@ -53,7 +53,7 @@ impl russh_sftp::server::Handler for Inbox {
                     .list(&self.partner)
                     .into_iter()
                     .filter_map(|(name, upload)| {
-                        Some(SftpFile::new(name, self.upload_attrs(&upload)?))
+                        Some(SftpFile::new(name, self.unfinished_attrs(&upload)?))
                     })
                     .collect()
             }
@@ -94,7 +94,7 @@ impl russh_sftp::server::Handler for Inbox {
                 let uploads = &self.shared.uploads;
                 let staged = uploads
                     .find(&self.partner, &name)
-                    .and_then(|upload| self.upload_attrs(&upload));
+                    .and_then(|upload| self.unfinished_attrs(&upload));
                 match staged {
                     Some(attrs) => attrs,
                     None => self
@@ -271,22 +271,18 @@ impl russh_sftp::server::Handler for Inbox {
                 }
                 // Landed from memory only under a final name; an unfinished
                 // upload (a temporary name) is kept in its staging file.
-                let held = match staged.take_held() {
-                    Some(bytes) if !uploads.is_final(&self.partner, &upload) => {
-                        let file = write_staging_file(&path, &bytes).map_err(|e| {
-                            uploads.abandoned(&self.partner, &upload);
-                            io_failure(e)
-                        })?;
-                        staged = Staged::File(file);
-                        None
-                    }
-                    held => held,
-                };
-                let sha256 = match (&held, staged) {
+                if matches!(staged, Staged::Held { .. })
+                    && !uploads.is_final(&self.partner, &upload)
+                    && let Err(e) = staged.file(&path)
+                {
+                    uploads.abandoned(&self.partner, &upload);
+                    return Err(io_failure(e));
+                }
+                let held = staged.take_held();
+                let sha256 = match staged {
                     // Hashed when landed.
-                    (Some(_), _) => None,
-                    (None, Staged::Held { .. }) => unreachable!("taken above"),
-                    (None, Staged::File(file)) => {
+                    Staged::Held { .. } => None,
+                    Staged::File(file) => {
                         // fsync can take milliseconds: off the async workers,
                         // which serve every other session meanwhile.
                         let synced = tokio::task::spawn_blocking(move || {
@@ -327,9 +323,7 @@ impl russh_sftp::server::Handler for Inbox {
                     }
                     // Renamed to a temporary name meanwhile, by another
                     // session: kept as any unfinished upload is.
-                    (None, Some(bytes)) => {
-                        write_staging_file(&path, &bytes).map_err(io_failure)?;
-                    }
+                    (None, Some(bytes)) => fs::write(&path, bytes).map_err(io_failure)?,
                     (None, None) => {}
                 }
                 Ok(ok(id))

@@ -219,7 +219,7 @@ impl Inbox {
 
     /// An unfinished upload's attributes: its staging file's, or what has
     /// been written of it while it is held in memory.
-    fn upload_attrs(&self, upload: &str) -> Option<FileAttributes> {
+    fn unfinished_attrs(&self, upload: &str) -> Option<FileAttributes> {
         let uploads = &self.shared.uploads;
         match fs::metadata(uploads.path(&self.partner, upload)) {
             Ok(meta) => Some(file_attrs(&meta)),
@@ -253,8 +253,7 @@ impl Inbox {
         let (handover, attrs) = match held {
             Some(body) => {
                 let attrs = upload_attrs(body.len() as u64, Some(SystemTime::now()));
-                let sha256 = hex(&Sha256::digest(&body));
-                (Handover::Held { body, sha256 }, Some(attrs))
+                (Handover::Held { body }, Some(attrs))
             }
             // The upload is dropgate's own file: moved into the spool, not copied.
             None => (
@@ -400,13 +399,6 @@ fn directory_attrs() -> FileAttributes {
         permissions: Some(0o040_700),
         ..FileAttributes::empty()
     }
-}
-
-/// Writes a held upload's bytes into its staging file (not fsynced).
-fn write_staging_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<File> {
-    let mut file = File::create(path)?;
-    std::io::Write::write_all(&mut file, bytes)?;
-    Ok(file)
 }
 
 fn file_attrs(meta: &fs::Metadata) -> FileAttributes {

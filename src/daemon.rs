@@ -326,13 +326,26 @@ pub async fn run(
     Ok(())
 }
 
+/// A gap between landings this long counts as a pause in a sender's burst.
+const LANDINGS_PAUSE: Duration = Duration::from_millis(20);
+/// The longest a received file waits for landings to pause before
+/// processing starts anyway.
+const PROCESSING_DEFERS_AT_MOST: Duration = Duration::from_secs(2);
+
 fn process_until_stopped(
     processor: Processor,
     mut ledger: Ledger,
     wake: Receiver<()>,
     stop: &AtomicBool,
 ) {
+    let landings = processor.landings();
     while !stop.load(Ordering::SeqCst) {
+        // Receiving comes first: while a sender's files keep coming, each
+        // answered only once it is `received`, processing waits for a pause
+        // (for at most `PROCESSING_DEFERS_AT_MOST`), then takes them in
+        // large batches, rather than competing with every landing for the
+        // write lock, the disk and the two cores.
+        landings.wait_for_pause(LANDINGS_PAUSE, PROCESSING_DEFERS_AT_MOST, stop);
         if let Err(e) = processor.drain(&mut ledger, stop) {
             // Not a file's fault (those are counted and quarantined): the
             // disk or the database. Waiting may cure it; shutdown wakes it.

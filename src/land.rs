@@ -22,7 +22,7 @@
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -503,6 +503,8 @@ struct TurnState {
     landings: usize,
     /// Processing holds its turn.
     processing: bool,
+    /// When the last landing let go of its turn.
+    last_ended: Option<Instant>,
 }
 
 /// The longest processing waits for landings before it takes its turn.
@@ -548,13 +550,45 @@ impl Landings {
     pub fn any(&self) -> bool {
         self.state().landings > 0
     }
+
+    /// Waits until landings pause: none waiting for or holding the write
+    /// lock, and none ended within `pause`. Returns after `at_most` however
+    /// busy they are, or soon after `stop` is set.
+    pub fn wait_for_pause(&self, pause: Duration, at_most: Duration, stop: &AtomicBool) {
+        /// How often a long wait looks at `stop`.
+        const STOP_CHECK: Duration = Duration::from_millis(50);
+        let deadline = Instant::now() + at_most;
+        let mut state = self.state();
+        loop {
+            let now = Instant::now();
+            let quiet_at = match (state.landings, state.last_ended) {
+                (0, None) => now,
+                (0, Some(ended)) => ended + pause,
+                // Ends at the earliest `pause` after this landing.
+                (_, _) => now + pause,
+            };
+            if quiet_at <= now || deadline <= now || stop.load(Ordering::SeqCst) {
+                return;
+            }
+            let wake = quiet_at.min(deadline).min(now + STOP_CHECK);
+            state = self
+                .0
+                .changed
+                .wait_timeout(state, wake - now)
+                .expect("turns lock")
+                .0;
+        }
+    }
 }
 
 pub struct LandingGuard<'a>(&'a Landings);
 
 impl Drop for LandingGuard<'_> {
     fn drop(&mut self) {
-        self.0.state().landings -= 1;
+        let mut state = self.0.state();
+        state.landings -= 1;
+        state.last_ended = Some(Instant::now());
+        drop(state);
         self.0.0.changed.notify_all();
     }
 }
@@ -565,5 +599,70 @@ impl Drop for ProcessingGuard<'_> {
     fn drop(&mut self) {
         self.0.state().processing = false;
         self.0.0.changed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LONG: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn with_no_landing_processing_does_not_wait() {
+        let landings = Landings::default();
+        let started = Instant::now();
+        landings.wait_for_pause(LONG, LONG, &AtomicBool::new(false));
+        assert!(started.elapsed() < LONG);
+    }
+
+    #[test]
+    fn processing_waits_until_landings_have_paused() {
+        let landings = Landings::default();
+        let pause = Duration::from_millis(50);
+        let ended = std::thread::scope(|scope| {
+            let guard = landings.start();
+            let lander = scope.spawn(move || {
+                std::thread::sleep(Duration::from_millis(200));
+                drop(guard);
+                Instant::now()
+            });
+            landings.wait_for_pause(pause, LONG, &AtomicBool::new(false));
+            let returned = Instant::now();
+            let ended = lander.join().unwrap();
+            assert!(
+                returned >= ended + pause,
+                "returned before the landing had ended and the pause passed"
+            );
+            ended
+        });
+        // A landing that ended long ago is a pause already.
+        assert!(ended.elapsed() >= pause);
+        let again = Instant::now();
+        landings.wait_for_pause(pause, LONG, &AtomicBool::new(false));
+        assert!(again.elapsed() < pause);
+    }
+
+    #[test]
+    fn processing_waits_no_longer_than_told_or_than_a_stop() {
+        let landings = Landings::default();
+        let _busy = landings.start();
+        let at_most = Duration::from_millis(150);
+        let started = Instant::now();
+        landings.wait_for_pause(LONG, at_most, &AtomicBool::new(false));
+        assert!(started.elapsed() >= at_most);
+        assert!(landings.any(), "the landing is still under way");
+
+        let stop = AtomicBool::new(false);
+        let started = Instant::now();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                std::thread::sleep(Duration::from_millis(100));
+                stop.store(true, Ordering::SeqCst);
+            });
+            landings.wait_for_pause(LONG, LONG, &stop);
+        });
+        assert!(stop.load(Ordering::SeqCst));
+        assert!(started.elapsed() < LONG);
     }
 }

@@ -168,6 +168,11 @@ pub fn recover(processor: &Processor, ledger: &Ledger, spool: &Spool) -> Result<
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
             match ledger.file_by_spool_name(&name)? {
+                // A copy written by an earlier version that wrote small
+                // files out of the ledger: the ledger's bytes are the copy.
+                Some(file) if ledger.holds_payload(file.id)? => {
+                    let _ = std::fs::remove_file(entry.path());
+                }
                 Some(file) if file.state == FileState::Received && area == Area::Tmp => {
                     spool
                         .settle(&name, FileState::Received)
@@ -187,6 +192,7 @@ pub fn recover(processor: &Processor, ledger: &Ledger, spool: &Spool) -> Result<
             }
         }
     }
+    processor.settle_held_quarantined(ledger)?;
     Ok(())
 }
 

@@ -5,7 +5,6 @@
 //! of a few hundred kilobytes would hold up processing for minutes. A real
 //! header (one X25519 recipient) is about 200 bytes.
 
-use std::fs::File;
 use std::io::{self, BufRead, BufReader, Cursor, Read};
 
 use crate::config::Encryption;
@@ -80,7 +79,7 @@ fn trim_leading_whitespace(b: &[u8]) -> &[u8] {
 
 /// Opens a payload for reading as the feed's encryption setting says.
 pub fn open(
-    file: File,
+    file: impl Read + Send + 'static,
     encryption: Encryption,
     identity: &age::x25519::Identity,
 ) -> Result<Plaintext, DecryptError> {

@@ -13,11 +13,12 @@
 //! orphan copy is cleaned up); a crash after 2 is recognised on the next scan
 //! by source, name, size and SHA-256, and only step 4 is repeated.
 //!
-//! A small upload to the embedded SFTP server skips step 1: its bytes, held
-//! in memory, go into the ledger with its `received` row, so its client's
-//! answer waits for one flush instead of three. [`write_out_held`] copies
-//! them into the spool later, in batches, and only then does the ledger let
-//! them go; until then the file is not processed.
+//! A small file (at most [`HELD_MAX_BYTES`]: a sender's file read whole, or
+//! an upload the embedded SFTP server held in memory) skips step 1 and 3:
+//! its bytes go into the ledger with its `received` row, and stay there as
+//! dropgate's copy, so landing a batch costs one flush instead of one per
+//! file and its folder. Processing reads them from the ledger; only a
+//! quarantined one is written into the spool, beside its report.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -35,6 +36,10 @@ use crate::spool::{Area, Spool, sync_dir};
 
 /// Threads copying one batch into the spool at once.
 const COPY_WORKERS: usize = 8;
+
+/// Files up to this size are kept in the ledger rather than copied into the
+/// spool.
+pub const HELD_MAX_BYTES: u64 = 64 * 1024;
 
 /// A complete file offered by a source.
 #[derive(Debug, Clone)]
@@ -57,8 +62,8 @@ pub enum Handover {
     /// download): moved into the spool rather than copied. `sha256` when it
     /// was computed while the file was written.
     Move { sha256: Option<String> },
-    /// Bytes in memory (a small SFTP upload): held in the ledger by the
-    /// commit that records them, written to the spool afterwards.
+    /// Bytes in memory (a small SFTP upload), kept in the ledger by the
+    /// commit that records them.
     Held { body: Vec<u8> },
 }
 
@@ -116,13 +121,19 @@ pub struct Origin<'a> {
 struct Copied {
     index: usize,
     spool_name: String,
+    taken: Taken,
+    /// Its bytes are (to be) kept in the ledger; there is no copy in the spool.
+    in_ledger: bool,
+}
+
+/// A file taken: its SHA-256, size and the sender's stamp, and its bytes
+/// when they are to be kept in the ledger rather than in `spool/tmp/`.
+struct Taken {
     sha256: String,
     size: u64,
     stamp: Stamp,
+    body: Option<Vec<u8>>,
 }
-
-/// A file taken into `spool/tmp/`: its SHA-256, size and the sender's stamp.
-type Taken = Result<(String, u64, Stamp), LandError>;
 
 /// Size and modification time, to notice a file being rewritten.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,12 +161,11 @@ pub fn land(
     for ((index, taken), spool_name) in taken.into_iter().enumerate().zip(spool_names) {
         let tmp = spool.path(Area::Tmp, &spool_name);
         match taken {
-            Ok((sha256, size, stamp)) => copied.push(Copied {
+            Ok(taken) => copied.push(Copied {
                 index,
                 spool_name,
-                sha256,
-                size,
-                stamp,
+                in_ledger: taken.body.is_some(),
+                taken,
             }),
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
@@ -169,13 +179,14 @@ pub fn land(
         ledger,
         origin,
         arrivals,
-        &copied,
+        &mut copied,
         &mut results,
     ) {
         for c in &copied {
             let tmp = spool.path(Area::Tmp, &c.spool_name);
             // Not recorded: a copy is dropped, a moved file goes back.
             let _ = match arrivals[c.index].handover {
+                _ if c.in_ledger => Ok(()),
                 Handover::Copy => fs::remove_file(&tmp),
                 Handover::Move { .. } => fs::rename(&tmp, &arrivals[c.index].path),
                 Handover::Held { .. } => Ok(()),
@@ -195,17 +206,18 @@ pub fn land(
 /// Step 1 for every arrival, on up to [`COPY_WORKERS`] threads: each copy
 /// waits for its own fsync, and the disk completes several at once sooner
 /// than one after another.
-fn take_all(spool: &Spool, arrivals: &[Arrival], spool_names: &[String]) -> Vec<Taken> {
+fn take_all(
+    spool: &Spool,
+    arrivals: &[Arrival],
+    spool_names: &[String],
+) -> Vec<Result<Taken, LandError>> {
     let take = |index: usize| {
         let arrival = &arrivals[index];
         let tmp = spool.path(Area::Tmp, &spool_names[index]);
         match &arrival.handover {
-            Handover::Copy => copy_and_hash(&arrival.path, &tmp),
+            Handover::Copy => take_copy(&arrival.path, &tmp),
             Handover::Move { sha256 } => move_and_hash(&arrival.path, &tmp, sha256.as_deref()),
-            Handover::Held { body } => {
-                let size = body.len() as u64;
-                Ok((hex(&Sha256::digest(body)), size, Stamp(size, None)))
-            }
+            Handover::Held { body } => Ok(held(body.clone(), Stamp(body.len() as u64, None))),
         }
     };
     on_workers(arrivals.len(), take)
@@ -249,46 +261,6 @@ fn on_workers<T: Send>(count: usize, work: impl Fn(usize) -> T + Sync) -> Vec<T>
     done.into_iter().map(|(_, result)| result).collect()
 }
 
-/// Most bytes of held payloads written out in one batch.
-const WRITE_OUT_BYTES: usize = 8 << 20;
-
-/// Writes the payloads the ledger holds (small SFTP uploads) into the
-/// spool, each fsynced in `tmp/` with the folder before the ledger lets it
-/// go, then moved into `incoming/` for processing. Returns how many. On an
-/// error the rest stay held, to be written out at the next call.
-pub fn write_out_held(
-    spool: &Spool,
-    ledger: &mut Ledger,
-    landings: &Landings,
-) -> Result<usize, LandError> {
-    let mut written = 0;
-    loop {
-        let held = ledger.held_payloads(WRITE_OUT_BYTES)?;
-        if held.is_empty() {
-            return Ok(written);
-        }
-        let results = on_workers(held.len(), |i| {
-            let mut file = File::create(spool.path(Area::Tmp, &held[i].spool_name))?;
-            file.write_all(&held[i].body)?;
-            file.sync_all()
-        });
-        results.into_iter().collect::<io::Result<()>>()?;
-        sync_dir(&spool.dir(Area::Tmp))?;
-        for h in &held {
-            // Not fsynced: a move a crash undoes leaves it in tmp/, where
-            // processing and recovery find it.
-            let _ = fs::rename(
-                spool.path(Area::Tmp, &h.spool_name),
-                spool.path(Area::Incoming, &h.spool_name),
-            );
-        }
-        let ids: Vec<i64> = held.iter().map(|h| h.file_id).collect();
-        let _turn = landings.processing();
-        ledger.release_held(&ids)?;
-        written += held.len();
-    }
-}
-
 /// Steps 2 and 3: the ledger rows, then the payloads into `incoming/`.
 fn record(
     config: &Config,
@@ -296,26 +268,26 @@ fn record(
     ledger: &mut Ledger,
     origin: &Origin<'_>,
     arrivals: &[Arrival],
-    copied: &[Copied],
+    copied: &mut [Copied],
     results: &mut [Option<Result<Landed, LandError>>],
 ) -> Result<(), LandError> {
     if copied.is_empty() {
         return Ok(());
     }
-    let held = |c: &Copied| matches!(arrivals[c.index].handover, Handover::Held { .. });
-    if !copied.iter().all(held) {
+    if !copied.iter().all(|c| c.in_ledger) {
         sync_dir(&spool.dir(Area::Tmp))?;
     }
     let _waiting = origin.landings.start();
     let mut new = Vec::new();
     let mut new_files = Vec::new();
-    for c in copied {
+    for c in copied.iter_mut() {
         let name = &arrivals[c.index].name;
+        let taken = &mut c.taken;
         if origin.remove_sender
             && let Some(id) =
-                ledger.received_but_not_removed(origin.source, name, c.size, &c.sha256)?
+                ledger.received_but_not_removed(origin.source, name, taken.size, &taken.sha256)?
         {
-            if !held(c) {
+            if !c.in_ledger {
                 fs::remove_file(spool.path(Area::Tmp, &c.spool_name))?;
             }
             results[c.index] = Some(Ok(Landed::AlreadyReceived(id)));
@@ -331,24 +303,21 @@ fn record(
             feed,
             name: name.clone(),
             spool_name: c.spool_name.clone(),
-            sha256: c.sha256.clone(),
-            size: c.size,
+            sha256: taken.sha256.clone(),
+            size: taken.size,
             handed_over: arrivals[c.index].handover != Handover::Copy,
             uploaded_from: origin.uploaded_from.map(str::to_string),
             taken_from: arrivals[c.index].taken_from.clone(),
-            held: match &arrivals[c.index].handover {
-                Handover::Held { body, .. } => Some(body.clone()),
-                _ => None,
-            },
+            held: taken.body.take(),
         });
-        new.push(c);
+        new.push(&*c);
     }
     let ids = ledger.record_received(&new_files)?;
     // Recorded: from here on the copy must never be deleted. A failed move
     // leaves it in tmp/, where processing and recovery still find it.
     for (c, id) in new.iter().zip(ids) {
         results[c.index] = Some(Ok(Landed::New(id)));
-        if held(c) {
+        if c.in_ledger {
             continue;
         }
         let incoming = spool.path(Area::Incoming, &c.spool_name);
@@ -390,7 +359,7 @@ fn remove_senders(
         }
         let path = &arrivals[c.index].path;
         match stamp(path) {
-            Ok(now) if now == c.stamp => {}
+            Ok(now) if now == c.taken.stamp => {}
             // A new version under the same name: leave it to be taken as a new file.
             _ => continue,
         }
@@ -426,7 +395,7 @@ fn remove_senders(
 
 /// Moves a file that is already dropgate's own into the spool; hashes it
 /// unless the hash is known. Falls back to a copy across file systems.
-fn move_and_hash(from: &Path, to: &Path, sha256: Option<&str>) -> Taken {
+fn move_and_hash(from: &Path, to: &Path, sha256: Option<&str>) -> Result<Taken, LandError> {
     let stamp = stamp(from)?;
     if let Err(e) = fs::rename(from, to) {
         if e.kind() == io::ErrorKind::CrossesDevices {
@@ -452,11 +421,44 @@ fn move_and_hash(from: &Path, to: &Path, sha256: Option<&str>) -> Taken {
             hex(&hasher.finalize())
         }
     };
-    Ok((sha256, stamp.0, stamp))
+    Ok(Taken {
+        sha256,
+        size: stamp.0,
+        stamp,
+        body: None,
+    })
+}
+
+/// A sender's file: read whole when it is small (kept in the ledger),
+/// copied into `to` otherwise.
+fn take_copy(from: &Path, to: &Path) -> Result<Taken, LandError> {
+    let before = stamp(from)?;
+    if before.0 > HELD_MAX_BYTES {
+        return copy_and_hash(from, to);
+    }
+    let mut body = Vec::with_capacity(before.0 as usize);
+    // One byte more than the size seen shows a file still growing.
+    File::open(from)?
+        .take(HELD_MAX_BYTES + 1)
+        .read_to_end(&mut body)?;
+    if stamp(from)? != before || body.len() as u64 != before.0 {
+        return Err(LandError::Changed);
+    }
+    Ok(held(body, before))
+}
+
+/// Bytes to keep in the ledger, hashed.
+fn held(body: Vec<u8>, stamp: Stamp) -> Taken {
+    Taken {
+        sha256: hex(&Sha256::digest(&body)),
+        size: body.len() as u64,
+        stamp,
+        body: Some(body),
+    }
 }
 
 /// Copies `from` to `to`, returning the copy's SHA-256, size and the source's stamp.
-fn copy_and_hash(from: &Path, to: &Path) -> Taken {
+fn copy_and_hash(from: &Path, to: &Path) -> Result<Taken, LandError> {
     let before = stamp(from)?;
     let mut input = File::open(from)?;
     let mut output = File::create(to)?;
@@ -476,7 +478,12 @@ fn copy_and_hash(from: &Path, to: &Path) -> Taken {
     if stamp(from)? != before || size != before.0 {
         return Err(LandError::Changed);
     }
-    Ok((hex(&hasher.finalize()), size, before))
+    Ok(Taken {
+        sha256: hex(&hasher.finalize()),
+        size,
+        stamp: before,
+        body: None,
+    })
 }
 
 /// Turns at the ledger's write lock between landings and processing, so a

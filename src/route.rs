@@ -141,7 +141,12 @@ pub async fn forward_pending(
             finish("refused", 0, None, Some(&why))?;
             continue;
         };
-        let prepared = match blocking(|| prepare(config, identity, route, &file)) {
+        let held = blocking(|| {
+            let ledger = ledger.lock().expect("ledger lock");
+            ledger.held_bodies(&[file.file_id])
+        })?
+        .remove(&file.file_id);
+        let prepared = match blocking(|| prepare(config, identity, route, &file, held)) {
             Ok(prepared) => prepared,
             Err(e) => {
                 finish("failed", 0, Some(&grant), Some(&e.to_string()))?;
@@ -217,6 +222,7 @@ fn prepare(
     identity: &age::x25519::Identity,
     route: &Route,
     file: &Routed,
+    held: Option<Arc<[u8]>>,
 ) -> io::Result<Prepared> {
     let spool = Spool::new(&config.daemon.spool);
     let feed = config
@@ -231,9 +237,12 @@ fn prepare(
             .ok_or_else(|| io::Error::other("the payload is in no spool folder"))?;
         File::open(payload)
     };
-    let payload = open().or_else(|_| open())?;
-    let plaintext = decrypt::open(payload, feed.encryption, identity)
-        .map_err(|e| io::Error::other(e.to_string()))?;
+    let plaintext = match held {
+        // A small file's bytes, kept in the ledger.
+        Some(body) => decrypt::open(std::io::Cursor::new(body), feed.encryption, identity),
+        None => decrypt::open(open().or_else(|_| open())?, feed.encryption, identity),
+    }
+    .map_err(|e| io::Error::other(e.to_string()))?;
     let extension = match feed.schema.layout {
         Layout::Csv(_) => "csv",
         Layout::Fixed(_) => "txt",

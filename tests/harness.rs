@@ -487,25 +487,34 @@ transport, sftp = connect()
         .expect("python3 with paramiko (scripts/test installs it)")
 }
 
-/// Every payload in the spool hashes to the SHA-256 its ledger row holds.
+/// Every payload, in the spool or kept in the ledger (a small file's),
+/// hashes to the SHA-256 its ledger row holds.
 pub fn assert_payloads_match_ledger(d: &Deployment) {
     let conn = d.ledger();
     let mut stmt = conn
-        .prepare("SELECT id, spool_name, sha256 FROM files")
+        .prepare(
+            "SELECT f.id, f.spool_name, f.sha256, h.body
+             FROM files f LEFT JOIN held_payloads h ON h.file_id = f.id",
+        )
         .unwrap();
-    let rows: Vec<(i64, String, String)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+    let rows: Vec<(i64, String, String, Option<Vec<u8>>)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    for (id, spool_name, sha256) in rows {
-        let payload = ["incoming", "tmp", "archive", "quarantine"]
+    for (id, spool_name, sha256, held) in rows {
+        let in_spool = ["incoming", "tmp", "archive", "quarantine"]
             .iter()
             .map(|area| d.path(&format!("spool/{area}/{spool_name}")))
-            .find(|p| p.exists())
-            .unwrap_or_else(|| panic!("file {id}: no payload in the spool"));
+            .find(|p| p.exists());
+        let bytes = match (held, in_spool) {
+            (Some(body), None) => body,
+            (None, Some(path)) => fs::read(&path).unwrap(),
+            (Some(_), Some(path)) => panic!("file {id}: kept in the ledger and at {path:?}"),
+            (None, None) => panic!("file {id}: no payload in the spool or the ledger"),
+        };
         assert_eq!(
-            sha256_hex(&fs::read(&payload).unwrap()),
+            sha256_hex(&bytes),
             sha256,
             "file {id}: the stored payload is not what the ledger says"
         );

@@ -1,5 +1,7 @@
 //! Files: recorded as received, queued, settled, replayed.
 
+use std::collections::HashMap;
+
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::*;
@@ -93,47 +95,49 @@ impl Ledger {
         Ok(ids)
     }
 
-    /// Received files whose bytes the ledger holds, oldest first, up to
-    /// `max_bytes` in all (at least one).
-    pub fn held_payloads(&self, max_bytes: usize) -> Result<Vec<HeldPayload>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT h.file_id, f.spool_name, h.body
-             FROM held_payloads h JOIN files f ON f.id = h.file_id
-             ORDER BY h.file_id",
-        )?;
-        let mut rows = stmt.query([])?;
-        let mut held = Vec::new();
-        let mut bytes = 0;
-        while let Some(row) = rows.next()? {
-            let body: Vec<u8> = row.get(2)?;
-            bytes += body.len();
-            held.push(HeldPayload {
-                file_id: row.get(0)?,
-                spool_name: row.get(1)?,
-                body,
-            });
-            if bytes >= max_bytes {
-                break;
+    /// The bytes the ledger holds of these files (small files, kept in the
+    /// ledger instead of the spool), by file id.
+    pub fn held_bodies(&self, ids: &[i64]) -> Result<HashMap<i64, Arc<[u8]>>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT body FROM held_payloads WHERE file_id = ?1")?;
+        let mut bodies = HashMap::new();
+        for &id in ids {
+            if let Some(body) = stmt
+                .query_row([id], |r| r.get::<_, Vec<u8>>(0))
+                .optional()?
+            {
+                bodies.insert(id, Arc::from(body));
             }
         }
-        Ok(held)
+        Ok(bodies)
     }
 
-    /// The spool now has these files' bytes, durably: the ledger lets them go.
-    pub fn release_held(&mut self, ids: &[i64]) -> Result<()> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let tx = self
+    /// Whether the ledger holds this file's bytes.
+    pub fn holds_payload(&self, id: i64) -> Result<bool> {
+        let mut stmt = self
             .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            let mut delete = tx.prepare_cached("DELETE FROM held_payloads WHERE file_id = ?1")?;
-            for id in ids {
-                delete.execute([id])?;
-            }
-        }
-        tx.commit()?;
+            .prepare_cached("SELECT 1 FROM held_payloads WHERE file_id = ?1")?;
+        Ok(stmt.exists([id])?)
+    }
+
+    /// Files whose bytes the ledger holds although they were quarantined:
+    /// a stop came between the commit and the copy into `quarantine/`.
+    pub fn held_and_quarantined(&self) -> Result<Vec<FileRow>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {FILE_COLUMNS} FROM files
+             WHERE state = 'quarantined' AND id IN (SELECT file_id FROM held_payloads)
+             ORDER BY id"
+        ))?;
+        let rows = stmt.query_map([], file_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The spool now has this file's bytes, durably: the ledger lets them go.
+    pub fn release_held(&self, id: i64) -> Result<()> {
+        self.conn
+            .prepare_cached("DELETE FROM held_payloads WHERE file_id = ?1")?
+            .execute([id])?;
         Ok(())
     }
 
@@ -167,12 +171,10 @@ impl Ledger {
         latest(ids)
     }
 
-    /// Files waiting to be processed, oldest first; not those whose bytes
-    /// the ledger still holds (they are not in the spool yet).
+    /// Files waiting to be processed, oldest first.
     pub fn pending(&self, limit: usize) -> Result<Vec<FileRow>> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {FILE_COLUMNS} FROM files WHERE state = 'received'
-               AND id NOT IN (SELECT file_id FROM held_payloads)
              ORDER BY id LIMIT ?1"
         ))?;
         let rows = stmt.query_map([limit as i64], file_row)?;

@@ -190,17 +190,9 @@ pub struct NewFile {
     /// Downloaded from a remote source: remembered as taken in the same
     /// transaction, so a crash cannot leave it received but not taken.
     pub taken_from: Option<RemotePath>,
-    /// The file's bytes, when they are not yet in the spool: held in the
-    /// ledger by the same commit until written out ([`Ledger::held_payloads`]).
+    /// The file's bytes, for a small file: kept in the ledger from this
+    /// commit on, instead of a copy in the spool ([`Ledger::held_bodies`]).
     pub held: Option<Vec<u8>>,
-}
-
-/// A received file whose bytes the ledger holds until they are in the spool.
-#[derive(Debug)]
-pub struct HeldPayload {
-    pub file_id: i64,
-    pub spool_name: String,
-    pub body: Vec<u8>,
 }
 
 /// A file on a remote server as it was listed when taken.

@@ -88,8 +88,7 @@ impl Ledger {
         const NEW: &str = "FROM files
              WHERE feed = ?1 AND id > ?2 AND id >= ?3
                AND state IN (SELECT value FROM json_each(?4))
-               AND id NOT IN (SELECT file_id FROM route_deliveries WHERE route = ?5)
-               AND id NOT IN (SELECT file_id FROM held_payloads)";
+               AND id NOT IN (SELECT file_id FROM route_deliveries WHERE route = ?5)";
         let now = self.now();
         let states = serde_json::to_string(states).expect("strings serialise");
         if let Some(after) = route_start(&self.conn, route)? {

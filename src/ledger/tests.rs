@@ -544,7 +544,7 @@ fn service_users_written_before_versions_are_their_own_first_version() {
 }
 
 #[test]
-fn a_held_payload_waits_out_of_the_queue_until_released() {
+fn a_small_file_s_bytes_are_kept_with_its_row_and_queued_like_any_other() {
     let mut l = ledger();
     let plain = received(&mut l, "plain.csv");
     let held = l
@@ -563,18 +563,12 @@ fn a_held_payload_waits_out_of_the_queue_until_released() {
         }])
         .unwrap()[0];
     let queued = |l: &Ledger| -> Vec<i64> { l.pending(10).unwrap().iter().map(|f| f.id).collect() };
-    assert_eq!(queued(&l), [plain]);
-    let payloads = l.held_payloads(1).unwrap();
-    assert_eq!(payloads.len(), 1);
-    assert_eq!(
-        (
-            payloads[0].file_id,
-            payloads[0].spool_name.as_str(),
-            payloads[0].body.as_slice()
-        ),
-        (held, "spool-held", &b"bytes"[..])
-    );
-    l.release_held(&[held]).unwrap();
-    assert!(l.held_payloads(usize::MAX).unwrap().is_empty());
     assert_eq!(queued(&l), [plain, held]);
+    let bodies = l.held_bodies(&[plain, held]).unwrap();
+    assert_eq!(bodies.len(), 1);
+    assert_eq!(&*bodies[&held], b"bytes");
+    assert!(l.holds_payload(held).unwrap() && !l.holds_payload(plain).unwrap());
+    l.release_held(held).unwrap();
+    assert!(l.held_bodies(&[held]).unwrap().is_empty());
+    assert!(!l.holds_payload(held).unwrap());
 }

@@ -28,7 +28,7 @@ use serde_json::json;
 use crate::config::{Config, Feed, FeedMatch, OnError};
 use crate::decrypt::{self, DecryptError};
 use crate::formats;
-use crate::land::{self, Landings};
+use crate::land::Landings;
 use crate::ledger::{Batch, FileRow, FileState, Ledger, LedgerError, Outcome};
 use crate::load;
 use crate::problem::{Code, Problem, Reason};
@@ -43,7 +43,7 @@ mod read;
 
 pub use outcome::quarantine_report;
 use outcome::{duplicate, file_problem, payload_missing, rejected};
-use read::{Attempt, Failure, RowChannel, accepts, catch_panic, internal_failure};
+use read::{Attempt, Failure, Payload, RowChannel, accepts, catch_panic, internal_failure};
 
 /// Files up to this size are read whole before loading, on one thread.
 const READ_WHOLE_BYTES: u64 = 256 << 10;
@@ -188,11 +188,6 @@ impl Processor {
     ) -> Result<Vec<Processed>, ProcessError> {
         let mut done = Vec::new();
         while !stop.load(Ordering::SeqCst) {
-            // Small uploads held in the ledger reach the spool first, in
-            // one batch for as many as came while the last batch ran.
-            if let Err(e) = land::write_out_held(&self.spool, ledger, &self.landings) {
-                tracing::error!(error = %e, "could not write held uploads into the spool; they stay in the ledger");
-            }
             let pending = ledger.pending(BATCH_FILES)?;
             if pending.is_empty() {
                 break;
@@ -321,6 +316,8 @@ impl Processor {
         stop: &AtomicBool,
         done: &mut Vec<Processed>,
     ) -> Result<(), Stuck> {
+        let ids: Vec<i64> = files.iter().map(|f| f.id).collect();
+        let mut in_ledger = ledger.held_bodies(&ids)?;
         let (tx, rx) = sync_channel::<(FileRow, ReadAhead<'_>)>(FILES_READ_AHEAD);
         std::thread::scope(|scope| {
             std::thread::Builder::new()
@@ -330,7 +327,14 @@ impl Processor {
                         if stop.load(Ordering::SeqCst) {
                             break;
                         }
-                        let read = self.read_small(&file, stop);
+                        let payload = match in_ledger.remove(&file.id) {
+                            Some(body) => Some(Payload::Ledger(body)),
+                            None => self
+                                .spool
+                                .received_payload(&file.spool_name)
+                                .map(Payload::Spool),
+                        };
+                        let read = self.read_small(&file, payload, stop);
                         if tx.send((file, read)).is_err() {
                             break;
                         }
@@ -380,10 +384,13 @@ impl Processor {
         settled: Vec<(FileRow, Outcome)>,
         done: &mut Vec<Processed>,
     ) -> Result<(), ProcessError> {
+        let mut moved = false;
         for (file, outcome) in &settled {
-            self.settle(ledger, file, outcome.state)?;
+            moved |= self.settle(ledger, file, outcome.state)?;
         }
-        self.spool.sync()?;
+        if moved {
+            self.spool.sync()?;
+        }
         for (file, outcome) in settled {
             tracing::info!(
                 file_id = file.id,
@@ -405,19 +412,39 @@ impl Processor {
     }
 
     /// Moves a payload to the folder its state calls for, writing the
-    /// quarantine report first. Safe to repeat.
+    /// quarantine report first; returns whether a spool folder changed
+    /// (made durable by [`Spool::sync`]). A small file's bytes stay in the
+    /// ledger, unless it is quarantined: then they are written beside its
+    /// report, durably, before the ledger lets them go. Safe to repeat.
     pub fn settle(
         &self,
         ledger: &Ledger,
         file: &FileRow,
         state: FileState,
-    ) -> Result<(), ProcessError> {
+    ) -> Result<bool, ProcessError> {
         if state == FileState::Quarantined {
             let report = quarantine_report(ledger, file.id)?;
             let bytes = serde_json::to_vec_pretty(&report).expect("a report serialises");
             spool::write_durably(&self.spool.report_path(&file.spool_name), &bytes)?;
+            if let Some(body) = ledger.held_bodies(&[file.id])?.remove(&file.id) {
+                let path = self.spool.path(spool::Area::Quarantine, &file.spool_name);
+                spool::write_durably(&path, &body)?;
+                ledger.release_held(file.id)?;
+                return Ok(false);
+            }
+        } else if ledger.holds_payload(file.id)? {
+            return Ok(false);
         }
         self.spool.settle(&file.spool_name, state)?;
+        Ok(true)
+    }
+
+    /// Small files quarantined just before a stop, their bytes still in the
+    /// ledger and not yet beside their reports: written out now.
+    pub fn settle_held_quarantined(&self, ledger: &Ledger) -> Result<(), ProcessError> {
+        for file in ledger.held_and_quarantined()? {
+            self.settle(ledger, &file, file.state)?;
+        }
         Ok(())
     }
 
@@ -451,12 +478,17 @@ impl Processor {
 
     /// A small file read whole, outside any transaction; what can be
     /// decided without the ledger.
-    fn read_small<'c>(&'c self, file: &FileRow, stop: &AtomicBool) -> ReadAhead<'c> {
+    fn read_small<'c>(
+        &'c self,
+        file: &FileRow,
+        payload: Option<Payload>,
+        stop: &AtomicBool,
+    ) -> ReadAhead<'c> {
         let feed = match self.feed(file) {
             Ok(feed) => feed,
             Err(outcome) => return ReadAhead::NoFeed(outcome),
         };
-        let Some(payload) = self.spool.received_payload(&file.spool_name) else {
+        let Some(payload) = payload else {
             return ReadAhead::Missing(feed);
         };
         let received = self.received_day(file);
@@ -476,7 +508,7 @@ impl Processor {
     fn read_whole<S: read::RowSink + Default>(
         &self,
         feed: &Feed,
-        path: &std::path::Path,
+        payload: &Payload,
         received: chrono::NaiveDate,
         stop: &AtomicBool,
     ) -> (Attempt, S) {
@@ -484,7 +516,7 @@ impl Processor {
         loop {
             let mut sink = S::default();
             let attempt =
-                catch_panic(|| self.read(feed, path, encoding, received, stop, &mut sink));
+                catch_panic(|| self.read(feed, payload, encoding, received, stop, &mut sink));
             if attempt.encoding_changed && !attempt.cancelled {
                 encoding = Encoding::Windows1252;
                 continue;
@@ -546,7 +578,8 @@ impl Processor {
         let today = chrono::Utc::now()
             .with_timezone(&self.config.daemon.time_zone)
             .date_naive();
-        let (mut attempt, rows) = self.read_whole::<Counted>(feed, path, today, &never);
+        let payload = Payload::Spool(path.to_path_buf());
+        let (mut attempt, rows) = self.read_whole::<Counted>(feed, &payload, today, &never);
         attempt.rows_loaded = rows.0;
         self.judge(feed, attempt)
     }
@@ -570,7 +603,14 @@ impl Processor {
         if let Some(first) = ledger.loaded_copy(&feed.name, &file.sha256, file.id)? {
             return self.write_outcome(ledger, file, duplicate(feed, first));
         }
-        let Some(payload) = self.spool.received_payload(&file.spool_name) else {
+        let payload = match ledger.held_bodies(&[file.id])?.remove(&file.id) {
+            Some(body) => Some(Payload::Ledger(body)),
+            None => self
+                .spool
+                .received_payload(&file.spool_name)
+                .map(Payload::Spool),
+        };
+        let Some(payload) = payload else {
             return self.write_outcome(ledger, file, payload_missing(feed));
         };
         let mut encoding = feed.schema.encoding;
@@ -590,7 +630,7 @@ impl Processor {
         ledger: &mut Ledger,
         file: &FileRow,
         feed: &Feed,
-        payload: &std::path::Path,
+        payload: &Payload,
         encoding: Encoding,
         stop: &AtomicBool,
     ) -> Result<Streamed, ProcessError> {

@@ -3,6 +3,24 @@
 
 use super::*;
 
+/// Where a file's bytes are.
+#[derive(Clone)]
+pub(super) enum Payload {
+    /// A copy in the spool.
+    Spool(std::path::PathBuf),
+    /// A small file's bytes, kept in the ledger.
+    Ledger(Arc<[u8]>),
+}
+
+impl Payload {
+    fn open(&self) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+        Ok(match self {
+            Payload::Spool(path) => Box::new(File::open(path)?),
+            Payload::Ledger(body) => Box::new(std::io::Cursor::new(body.clone())),
+        })
+    }
+}
+
 /// Where the reader hands the rows it has mapped.
 pub(super) trait RowSink {
     /// Returns false when the loader has stopped listening.
@@ -123,7 +141,7 @@ impl Processor {
     pub(super) fn read(
         &self,
         feed: &Feed,
-        payload: &std::path::Path,
+        payload: &Payload,
         encoding: Encoding,
         received: chrono::NaiveDate,
         stop: &AtomicBool,
@@ -131,7 +149,7 @@ impl Processor {
     ) -> Attempt {
         let max_problems = self.config.daemon.max_errors_per_file;
         let mut attempt = Attempt::default();
-        let file = match File::open(payload) {
+        let file = match payload.open() {
             Ok(f) => f,
             Err(e) => {
                 attempt.failure = Some(Failure::Decrypt(DecryptError::Io(e)));

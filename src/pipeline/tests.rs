@@ -102,11 +102,12 @@ fn a_file_whose_problems_cannot_be_recorded_is_quarantined_and_the_queue_moves_o
 }
 
 #[test]
-fn a_held_upload_reaches_the_spool_before_it_is_processed_even_after_a_crash() {
+fn a_small_file_is_kept_in_the_ledger_and_written_to_the_spool_only_when_quarantined() {
     let mut s = setup();
-    let body =
+    let good =
         format!("{HEADER}\nR3,,F,G,1940-01-01,1,2026-11-22T10:00:00Z,18,96,N,120,80,A,37.0\n");
-    let sha256 = crate::digest::hex(&<sha2::Sha256 as sha2::Digest>::digest(body.as_bytes()));
+    let bad =
+        format!("{HEADER}\nR4,,F,G,1940-01-01,7,2026-11-22T10:00:00Z,18,96,N,120,80,A,37.0\n");
     let origin = Origin {
         source: "sftp-server",
         partner: "demo-carehome",
@@ -115,43 +116,71 @@ fn a_held_upload_reaches_the_spool_before_it_is_processed_even_after_a_crash() {
         landings: &Landings::default(),
     };
     let spool = Spool::new(&s.config.daemon.spool);
-    let arrival = Arrival {
-        path: s.dir.path().join("never-written"),
-        name: "news2_held.csv".into(),
-        handover: land::Handover::Held {
-            body: body.clone().into_bytes(),
+    let sender = s.dir.path().join("news2_dropped.csv");
+    std::fs::write(&sender, &bad).unwrap();
+    let arrivals = [
+        // An upload the SFTP server held in memory.
+        Arrival {
+            path: s.dir.path().join("never-written"),
+            name: "news2_held.csv".into(),
+            handover: land::Handover::Held {
+                body: good.clone().into_bytes(),
+            },
+            taken_from: None,
         },
-        taken_from: None,
-    };
-    let id = land::land(&s.config, &spool, &mut s.ledger, &origin, &[arrival])
-        .pop()
-        .unwrap()
-        .unwrap()
-        .id();
-    let file = s.ledger.file(id).unwrap();
-    assert_eq!(
-        (file.state, file.sha256.as_str()),
-        (FileState::Received, sha256.as_str())
-    );
-    // Durable in the ledger alone: nothing in the spool, nothing to process.
-    assert!(spool.find(&file.spool_name).is_none());
-    assert!(s.ledger.pending(10).unwrap().is_empty());
-    assert_eq!(s.ledger.held_payloads(usize::MAX).unwrap().len(), 1);
-    // A write-out cut short by a crash left part of the copy behind.
-    std::fs::write(
-        spool.path(crate::spool::Area::Tmp, &file.spool_name),
-        "resid",
-    )
-    .unwrap();
+        // A sender's small file, read whole.
+        Arrival::copy(sender.clone(), "news2_dropped.csv".into()),
+    ];
+    let ids: Vec<i64> = land::land(&s.config, &spool, &mut s.ledger, &origin, &arrivals)
+        .into_iter()
+        .map(|landed| landed.unwrap().id())
+        .collect();
+    assert!(!sender.exists(), "the sender's copy goes once received");
+    for (id, body) in ids.iter().zip([&good, &bad]) {
+        let file = s.ledger.file(*id).unwrap();
+        let sha256 = crate::digest::hex(&<sha2::Sha256 as sha2::Digest>::digest(body.as_bytes()));
+        assert_eq!(
+            (file.state, file.sha256.as_str()),
+            (FileState::Received, sha256.as_str())
+        );
+        // Durable in the ledger alone: nothing in the spool.
+        assert!(spool.find(&file.spool_name).is_none());
+    }
+    assert_eq!(s.ledger.pending(10).unwrap().len(), 2);
 
-    let done = s
-        .processor
-        .drain(&mut s.ledger, &AtomicBool::new(false))
-        .unwrap();
-    assert_eq!(done.len(), 1);
-    assert_eq!((done[0].id, done[0].state), (id, FileState::Loaded));
-    assert!(s.ledger.held_payloads(usize::MAX).unwrap().is_empty());
-    let (area, path) = spool.find(&file.spool_name).unwrap();
-    assert_eq!(area, crate::spool::Area::Archive);
-    assert_eq!(std::fs::read_to_string(path).unwrap(), body);
+    // The quarantine folder cannot be written: processing stops after the
+    // commit, as a crash would, with the rejected file's bytes still only
+    // in the ledger.
+    let quarantine = spool.dir(crate::spool::Area::Quarantine);
+    std::fs::remove_dir(&quarantine).unwrap();
+    std::fs::write(&quarantine, "not a folder").unwrap();
+    assert!(
+        s.processor
+            .drain(&mut s.ledger, &AtomicBool::new(false))
+            .is_err()
+    );
+    let (loaded, rejected) = (
+        s.ledger.file(ids[0]).unwrap(),
+        s.ledger.file(ids[1]).unwrap(),
+    );
+    assert_eq!(
+        (loaded.state, rejected.state),
+        (FileState::Loaded, FileState::Quarantined)
+    );
+    assert_eq!(s.ledger.held_and_quarantined().unwrap().len(), 1);
+
+    // At the next start the rejected file joins its report.
+    std::fs::remove_file(&quarantine).unwrap();
+    std::fs::create_dir(&quarantine).unwrap();
+    s.processor.settle_held_quarantined(&s.ledger).unwrap();
+    let (area, path) = spool.find(&rejected.spool_name).unwrap();
+    assert_eq!(area, crate::spool::Area::Quarantine);
+    assert_eq!(std::fs::read_to_string(path).unwrap(), bad);
+    assert!(spool.report_path(&rejected.spool_name).exists());
+    assert!(s.ledger.held_and_quarantined().unwrap().is_empty());
+    let held = s.ledger.held_bodies(&ids).unwrap();
+    assert!(!held.contains_key(&ids[1]), "let go once in the spool");
+    // The loaded file's archived copy is the ledger's.
+    assert_eq!(&*held[&ids[0]], good.as_bytes());
+    assert!(spool.find(&loaded.spool_name).is_none());
 }

@@ -15,8 +15,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// The largest upload kept in memory while it is written.
-pub(super) const HELD_MAX: u64 = 64 * 1024;
+/// The largest upload kept in memory while it is written: the largest the
+/// ledger keeps.
+pub(super) const HELD_MAX: u64 = crate::land::HELD_MAX_BYTES;
 /// Uploads kept in memory at once, across every session: at most 32 MiB.
 /// Beyond it uploads are written to their staging files, as large ones are.
 pub(super) const HELD_UPLOADS: usize = 512;

@@ -277,7 +277,8 @@ fn record(
     if !copied.iter().all(|c| c.in_ledger) {
         sync_dir(&spool.dir(Area::Tmp))?;
     }
-    let _waiting = origin.landings.start();
+    // An upload's client waits for this landing's answer.
+    let _waiting = origin.landings.start(origin.uploaded_from.is_some());
     let mut new = Vec::new();
     let mut new_files = Vec::new();
     for c in copied.iter_mut() {
@@ -387,7 +388,7 @@ fn remove_senders(
     if removed.is_empty() {
         return;
     }
-    let _waiting = landings.start();
+    let _waiting = landings.start(false);
     if let Err(e) = ledger.record_sender_removed(&removed) {
         tracing::warn!(error = %e, "could not record removal of sender copies");
     }
@@ -510,8 +511,10 @@ struct TurnState {
     landings: usize,
     /// Processing holds its turn.
     processing: bool,
-    /// When the last landing let go of its turn.
-    last_ended: Option<Instant>,
+    /// Of `landings`, those a sender waits for.
+    answered: usize,
+    /// When the last landing a sender waited for let go of its turn.
+    last_answered: Option<Instant>,
 }
 
 /// The longest processing waits for landings before it takes its turn.
@@ -523,14 +526,20 @@ impl Landings {
     }
 
     /// A landing's turn: waits until processing's transaction has ended;
-    /// counted until the guard is dropped.
-    pub fn start(&self) -> LandingGuard<'_> {
+    /// counted until the guard is dropped. `answered`: a sender waits for
+    /// this landing (an SFTP put), so processing waits for a pause in a
+    /// burst of them ([`Landings::wait_for_pause`]).
+    pub fn start(&self, answered: bool) -> LandingGuard<'_> {
         let mut state = self.state();
         state.landings += 1;
+        state.answered += usize::from(answered);
         while state.processing {
             state = self.0.changed.wait(state).expect("turns lock");
         }
-        LandingGuard(self)
+        LandingGuard {
+            landings: self,
+            answered,
+        }
     }
 
     /// Processing's turn, for one transaction: after the landings waiting
@@ -558,9 +567,11 @@ impl Landings {
         self.state().landings > 0
     }
 
-    /// Waits until landings pause: none waiting for or holding the write
-    /// lock, and none ended within `pause`. Returns after `at_most` however
-    /// busy they are, or soon after `stop` is set.
+    /// Waits until landings that senders wait for pause: none waiting for
+    /// or holding the write lock, and none ended within `pause`. Returns
+    /// after `at_most` however busy they are, or soon after `stop` is set.
+    /// Landings no sender waits for (local drops, polls) do not hold
+    /// processing back: overlapping with them is faster.
     pub fn wait_for_pause(&self, pause: Duration, at_most: Duration, stop: &AtomicBool) {
         /// How often a long wait looks at `stop`.
         const STOP_CHECK: Duration = Duration::from_millis(50);
@@ -568,11 +579,11 @@ impl Landings {
         let mut state = self.state();
         loop {
             let now = Instant::now();
-            let quiet_at = match (state.landings, state.last_ended) {
-                (0, None) => now,
-                (0, Some(ended)) => ended + pause,
+            let quiet_at = match (state.answered, state.last_answered) {
                 // Ends at the earliest `pause` after this landing.
-                (_, _) => now + pause,
+                (1.., _) => now + pause,
+                (0, Some(ended)) => ended + pause,
+                (0, None) => now,
             };
             if quiet_at <= now || deadline <= now || stop.load(Ordering::SeqCst) {
                 return;
@@ -588,15 +599,21 @@ impl Landings {
     }
 }
 
-pub struct LandingGuard<'a>(&'a Landings);
+pub struct LandingGuard<'a> {
+    landings: &'a Landings,
+    answered: bool,
+}
 
 impl Drop for LandingGuard<'_> {
     fn drop(&mut self) {
-        let mut state = self.0.state();
+        let mut state = self.landings.state();
         state.landings -= 1;
-        state.last_ended = Some(Instant::now());
+        if self.answered {
+            state.answered -= 1;
+            state.last_answered = Some(Instant::now());
+        }
         drop(state);
-        self.0.0.changed.notify_all();
+        self.landings.0.changed.notify_all();
     }
 }
 
@@ -628,7 +645,7 @@ mod tests {
         let landings = Landings::default();
         let pause = Duration::from_millis(50);
         let ended = std::thread::scope(|scope| {
-            let guard = landings.start();
+            let guard = landings.start(true);
             let lander = scope.spawn(move || {
                 std::thread::sleep(Duration::from_millis(200));
                 drop(guard);
@@ -651,9 +668,22 @@ mod tests {
     }
 
     #[test]
+    fn landings_no_sender_waits_for_do_not_hold_processing_back() {
+        let landings = Landings::default();
+        let _dropped_files = landings.start(false);
+        let started = Instant::now();
+        landings.wait_for_pause(LONG, LONG, &AtomicBool::new(false));
+        assert!(started.elapsed() < LONG);
+        assert!(
+            landings.any(),
+            "processing still makes way at the write lock"
+        );
+    }
+
+    #[test]
     fn processing_waits_no_longer_than_told_or_than_a_stop() {
         let landings = Landings::default();
-        let _busy = landings.start();
+        let _busy = landings.start(true);
         let at_most = Duration::from_millis(150);
         let started = Instant::now();
         landings.wait_for_pause(LONG, at_most, &AtomicBool::new(false));

@@ -785,3 +785,48 @@ fn patients_show_lists_a_persons_details_and_observations_with_file_and_line() {
     let out = d.dg(&["patients", "show", "999999"]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn a_stored_payload_is_given_back_exactly_from_the_ledger_or_the_spool_and_audited() {
+    let d = Deployment::new();
+    let small = d.encrypt(
+        &d.write_input("news2_small.csv", news2_csv(30, 5, 0).as_bytes()),
+        false,
+    );
+    let large = d.encrypt(
+        &d.write_input("news2_large.csv", news2_csv(3000, 50, 100).as_bytes()),
+        false,
+    );
+    assert!(fs::metadata(&small).unwrap().len() < 64 * 1024);
+    assert!(fs::metadata(&large).unwrap().len() > 64 * 1024);
+    let (_, small_row) = ingest_one(&d, &small);
+    let (_, large_row) = ingest_one(&d, &large);
+    assert_eq!(
+        (&small_row["state"], &large_row["state"]),
+        (&"loaded".into(), &"loaded".into())
+    );
+    // The small file is archived in the ledger, the large one in the spool.
+    assert_eq!(d.count("SELECT count(*) FROM held_payloads"), 1);
+    assert_eq!(fs::read_dir(d.path("spool/archive")).unwrap().count(), 1);
+
+    for (row, original) in [(&small_row, &small), (&large_row, &large)] {
+        let id = row["id"].to_string();
+        let out = d.path(&format!("payload-{id}"));
+        let given = d.dg(&["payload", &id, "--output", out.to_str().unwrap()]);
+        assert!(given.status.success(), "{}", text(&given.stderr));
+        assert_eq!(fs::read(&out).unwrap(), fs::read(original).unwrap());
+        // Never over an existing file.
+        let again = d.dg(&["payload", &id, "--output", out.to_str().unwrap()]);
+        assert!(!again.status.success());
+        assert_eq!(fs::read(&out).unwrap(), fs::read(original).unwrap());
+    }
+    let to_stdout = d.dg(&["payload", &small_row["id"].to_string()]);
+    assert!(to_stdout.status.success());
+    assert_eq!(to_stdout.stdout, fs::read(&small).unwrap());
+    assert_eq!(d.dg(&["payload", "999"]).status.code(), Some(1));
+    assert_eq!(
+        d.count("SELECT count(*) FROM audit_events WHERE action = 'payload_read'"),
+        3,
+        "each payload given out is audited, a refused one is not"
+    );
+}

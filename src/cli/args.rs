@@ -93,6 +93,18 @@ pub(super) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a file's bytes exactly as received (the ciphertext, for an
+    /// encrypted feed), from the spool or, for a small file, the ledger.
+    #[command(
+        after_help = "Example:\n  dropgate payload 42 --output 42.csv.age\n  dropgate payload 42 | sha256sum\n\nAudited. Exit status 1 when the file is unknown or its payload is no longer kept."
+    )]
+    Payload {
+        /// File id, as listed by `dropgate files`.
+        id: i64,
+        /// Write here (created, never overwritten) instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
     /// Process a quarantined file again, after fixing the configuration.
     #[command(after_help = "Example:\n  dropgate check-config && dropgate replay 42")]
     Replay {

@@ -47,6 +47,7 @@ pub enum DaemonError {
 /// previous run left half done.
 pub fn prepare(config: &Config) -> Result<(age::x25519::Identity, Ledger), DaemonError> {
     let made = keys::ensure(config, false)?;
+    keys::check_login_keys(config)?;
     let identity = keys::load_identity(&config.keys.age_identity)?;
     let spool = Spool::new(&config.daemon.spool);
     spool.ensure().map_err(|source| DaemonError::Spool {

@@ -25,6 +25,12 @@ pub enum KeyError {
     Ssh { path: PathBuf, message: String },
     #[error("{path} is readable by other users (mode {mode:o}); run `chmod 600 {path}`")]
     Permissions { path: PathBuf, mode: u32 },
+    #[error("{path}: not an OpenSSH private key dropgate can use: {message}")]
+    BadSshKey { path: PathBuf, message: String },
+    #[error(
+        "{path} is an RSA key, and dropgate does not make RSA signatures (its RSA code is not constant-time: RUSTSEC-2023-0071); make an Ed25519 key with `ssh-keygen -t ed25519 -f {path}`"
+    )]
+    Rsa { path: PathBuf },
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> KeyError + '_ {
@@ -49,16 +55,22 @@ pub struct KeyStatus {
 pub fn ensure(config: &Config, force: bool) -> Result<Vec<KeyStatus>, KeyError> {
     let keys = &config.keys;
     let mut done = Vec::new();
-    let wanted: [(&'static str, &Path, CreateKey); 3] = [
-        ("age identity", &keys.age_identity, write_age_identity),
-        ("signing key", &keys.signing_key, write_ssh_key),
-        ("SSH host key", &keys.ssh_host_key, write_ssh_key),
+    // The last of each: an SSH key, checked as one dropgate can sign with.
+    let wanted: [(&'static str, &Path, CreateKey, bool); 3] = [
+        (
+            "age identity",
+            &keys.age_identity,
+            write_age_identity,
+            false,
+        ),
+        ("signing key", &keys.signing_key, write_ssh_key, true),
+        ("SSH host key", &keys.ssh_host_key, write_ssh_key, true),
     ];
     let demo_keys = config
         .partners
         .values()
         .filter_map(|p| p.sftp.as_ref()?.demo_key.as_deref())
-        .map(|path| ("partner demo key", path, write_ssh_key as CreateKey));
+        .map(|path| ("partner demo key", path, write_ssh_key as CreateKey, true));
     let demo_identities = config
         .partners
         .values()
@@ -68,9 +80,10 @@ pub fn ensure(config: &Config, force: bool) -> Result<Vec<KeyStatus>, KeyError> 
                 "partner demo age identity",
                 path,
                 write_demo_age_identity as CreateKey,
+                false,
             )
         });
-    for (what, path, create) in wanted.into_iter().chain(demo_keys).chain(demo_identities) {
+    for (what, path, create, ssh) in wanted.into_iter().chain(demo_keys).chain(demo_identities) {
         let exists = path.exists();
         if force && exists && path == keys.signing_key {
             retire_signing_key(path)?;
@@ -80,6 +93,9 @@ pub fn ensure(config: &Config, force: bool) -> Result<Vec<KeyStatus>, KeyError> 
         }
         // Refused, as OpenSSH refuses a private key others can read.
         private_only(path)?;
+        if ssh {
+            ssh_private_key(path)?;
+        }
         done.push(KeyStatus {
             what,
             path: path.to_path_buf(),
@@ -87,6 +103,38 @@ pub fn ensure(config: &Config, force: bool) -> Result<Vec<KeyStatus>, KeyError> 
         });
     }
     Ok(done)
+}
+
+/// The private keys dropgate logs in to remote SFTP servers with (polled
+/// sources and destinations): each present, its owner's alone and usable,
+/// so a bad one stops `dropgate run` at once rather than failing every poll.
+pub fn check_login_keys(config: &Config) -> Result<(), KeyError> {
+    let remote_sources = config.sources.values().filter_map(|s| match &s.kind {
+        crate::config::SourceKind::Remote(settings) => Some(&settings.endpoint),
+        crate::config::SourceKind::Local(_) => None,
+    });
+    let destinations = config.destinations.values().map(|d| &d.endpoint);
+    for endpoint in remote_sources.chain(destinations) {
+        if let crate::remote::Endpoint::Sftp(sftp) = endpoint {
+            private_only(&sftp.private_key)?;
+            ssh_private_key(&sftp.private_key)?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads an OpenSSH private key dropgate signs with; RSA is refused.
+pub fn ssh_private_key(path: &Path) -> Result<PrivateKey, KeyError> {
+    let key = PrivateKey::read_openssh_file(path).map_err(|e| KeyError::BadSshKey {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    if matches!(key.algorithm(), Algorithm::Rsa { .. }) {
+        return Err(KeyError::Rsa {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(key)
 }
 
 /// A private file must be readable by its owner alone.

@@ -479,6 +479,15 @@ fn private_files_are_the_owners_alone_and_a_shared_key_is_refused() {
     assert_eq!(mode("config/keys/signing_ed25519"), 0o600);
     let key = d.path("config/keys/signing_ed25519");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let refusal = refused_start(&d);
+    assert!(
+        refusal.contains(&format!("run `chmod 600 {}`", key.display())),
+        "{refusal}"
+    );
+}
+
+/// `dropgate run` that must stop at once with exit 2; its stderr.
+fn refused_start(d: &Deployment) -> String {
     let mut run = d
         .command(&["run"])
         .stdout(std::process::Stdio::piped())
@@ -493,9 +502,40 @@ fn private_files_are_the_owners_alone_and_a_shared_key_is_refused() {
     let _ = run.kill();
     let out = run.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    text(&out.stderr)
+}
+
+#[test]
+fn rsa_private_keys_and_shared_login_keys_are_refused_at_start() {
+    let d = Deployment::new();
+    // An RSA host key, as `ssh-keygen` makes one.
+    let host_key = d.path("config/keys/ssh_host_ed25519");
+    std::fs::remove_file(&host_key).unwrap();
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "rsa", "-b", "2048", "-N", "", "-f"])
+        .arg(&host_key)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let refusal = refused_start(&d);
     assert!(
-        text(&out.stderr).contains(&format!("run `chmod 600 {}`", key.display())),
-        "{}",
-        text(&out.stderr)
+        refusal.contains("is an RSA key") && refusal.contains("ssh-keygen -t ed25519"),
+        "{refusal}"
+    );
+
+    // A destination's login key that others can read, found at start, not
+    // at the first push.
+    let d = Deployment::new();
+    let login = new_key(&d, "login_key");
+    std::fs::set_permissions(&login, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let config = std::fs::read_to_string(d.config_path()).unwrap();
+    d.write_config(&format!(
+        "{config}\n[destinations.ward]\nkind = \"sftp\"\nhost = \"127.0.0.1\"\nuser = \"x\"\nprivate_key = \"{}\"\nhost_key = \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\"\n",
+        login.display()
+    ));
+    let refusal = refused_start(&d);
+    assert!(
+        refusal.contains(&format!("run `chmod 600 {}`", login.display())),
+        "{refusal}"
     );
 }

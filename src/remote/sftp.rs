@@ -115,6 +115,14 @@ impl Connection {
                 message: e.to_string(),
             }
         })?;
+        // Refused at start too (`keys::check_login_keys`); the file may have
+        // been replaced since.
+        if matches!(key.algorithm(), russh::keys::Algorithm::Rsa { .. }) {
+            return Err(RemoteError::Key {
+                path: endpoint.private_key.display().to_string(),
+                message: "an RSA key: dropgate does not make RSA signatures".into(),
+            });
+        }
         let seen = Arc::new(Mutex::new(None));
         let config = Arc::new(client::Config {
             inactivity_timeout: Some(timeout),

@@ -671,10 +671,10 @@ fn xml_values(
                     if attribute.key.as_namespace_binding().is_some() {
                         continue;
                     }
-                    let (ns, local) = reader.resolve_attribute(attribute.key);
+                    let (ns, local) = reader.resolver().resolve_attribute(attribute.key);
                     let step = xml_step(ns, local.as_ref());
                     let value = attribute
-                        .unescape_value()
+                        .normalized_value(quick_xml::XmlVersion::Implicit1_0)
                         .map(|v| v.into_owned())
                         .unwrap_or_default();
                     let i = column_of(&relative, Some(step), rows, &mut columns)?;

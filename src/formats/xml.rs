@@ -217,11 +217,11 @@ impl<'s, R: Read> XmlSource<'s, R> {
                     if attribute.key.as_namespace_binding().is_some() {
                         continue;
                     }
-                    let (ns, local) = self.reader.resolve_attribute(attribute.key);
+                    let (ns, local) = self.reader.resolver().resolve_attribute(attribute.key);
                     let name = name_of(ns, local.as_ref())
                         .map_err(|e| quick_xml::Error::Io(io::Error::other(e).into()))?;
                     let value = attribute
-                        .unescape_value()
+                        .normalized_value(quick_xml::XmlVersion::Implicit1_0)
                         .map(|v| v.into_owned())
                         .map_err(|e| e.to_string());
                     attributes.push((name, value));

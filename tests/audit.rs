@@ -295,6 +295,18 @@ fn keys_made_the_config_run_and_work_by_hand_are_audited_and_signed() {
          WHERE action = 'ingest' AND file_id = (SELECT max(id) FROM files)",
     );
     assert!(by.contains("uid "), "{by}");
+    // Received, by whatever source: its source, never its name.
+    assert_eq!(
+        d.string(
+            "SELECT json_extract(detail, '$.source') FROM audit_events
+             WHERE action = 'received' AND file_id = (SELECT max(id) FROM files)"
+        ),
+        "demo-carehome-drop"
+    );
+    assert_eq!(
+        d.count("SELECT count(*) FROM audit_events WHERE detail LIKE '%news2_hand%'"),
+        0
+    );
     assert_eq!(
         d.string("SELECT action FROM audit_events ORDER BY id DESC LIMIT 1"),
         "checkpoint",

@@ -75,19 +75,27 @@ impl Ledger {
                     tx.prepare_cached("INSERT INTO held_payloads (file_id, body) VALUES (?1, ?2)")?
                         .execute(params![id, body])?;
                 }
-                if let Some(remote) = &f.uploaded_from {
-                    append_audit(
-                        &tx,
-                        &now,
-                        &AuditEvent {
-                            partner: Some(&f.partner),
-                            remote: Some(remote),
-                            action: "upload",
-                            file_id: Some(id),
-                            detail: None,
-                        },
-                    )?;
-                }
+                // Every file received is audited: an upload to the embedded
+                // server with the address it came from, any other with its
+                // source (never its name: a sender's name may hold an
+                // identifier).
+                let event = match &f.uploaded_from {
+                    Some(remote) => AuditEvent {
+                        partner: Some(&f.partner),
+                        remote: Some(remote),
+                        action: "upload",
+                        file_id: Some(id),
+                        detail: None,
+                    },
+                    None => AuditEvent {
+                        partner: Some(&f.partner),
+                        remote: None,
+                        action: "received",
+                        file_id: Some(id),
+                        detail: Some(serde_json::json!({ "source": f.source })),
+                    },
+                };
+                append_audit(&tx, &now, &event)?;
                 ids.push(id);
             }
         }

@@ -11,6 +11,7 @@ mod ftp;
 mod ftpd;
 mod hostile;
 mod ingest;
+mod kill_points;
 mod receipts;
 mod remote;
 mod routes;

@@ -291,8 +291,8 @@ fn kill_9_during_a_large_file_loses_and_duplicates_nothing() {
 }
 
 /// SIGKILL as soon as an SFTP client has its answers. A small upload is
-/// answered once the ledger holds it, before its copy reaches the spool;
-/// the restart must write out and load every one, exactly once.
+/// answered once the ledger holds it, and nothing of it is in the spool;
+/// the restart must load every one, exactly once.
 #[test]
 fn kill_9_just_after_sftp_puts_loses_and_duplicates_nothing() {
     let d = Deployment::new();

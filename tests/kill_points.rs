@@ -192,3 +192,128 @@ fn a_hundred_kill_points_lose_and_duplicate_nothing() {
         sent.iter().filter(|(_, k)| *k == Kind::Invalid).count(),
     );
 }
+
+/// Kills while an OpenSSH `sftp` client is putting files into the embedded
+/// server: every put the client had its answer to is in the ledger once,
+/// loaded; a put cut off may be there (at most once, whole) or not; nothing
+/// partial is ever taken.
+#[test]
+fn kills_during_sftp_puts_lose_no_answered_upload() {
+    let kill_points: u32 = env_or("DROPGATE_KILL_POINTS", 100) / 4;
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let seed: u64 = env_or("DROPGATE_KILL_SEED", clock | 1);
+    eprintln!("kill points: {kill_points}, seed {seed} (DROPGATE_KILL_SEED={seed} replays it)");
+    let mut random = Seeded(seed);
+    let d = Deployment::new();
+    let key = demo_key(&d);
+    // Name → rows, and whether the client was answered.
+    let mut puts: Vec<(String, u32, bool)> = Vec::new();
+    let mut daemon = d.start();
+    for point in 0..kill_points {
+        let port = daemon.sftp_port();
+        let mut batch = String::new();
+        let first = puts.len();
+        for i in 0..2 + random.below(6) as usize {
+            let n = first + i;
+            // Some over 64 KiB, written to a staging file rather than held.
+            let rows = if random.below(5) == 0 {
+                1500
+            } else {
+                1 + random.below(30) as u32
+            };
+            let name = format!("news2_s{point:03}_{n:04}.csv");
+            let path = d.write_input(&name, news2_csv(rows, 9, n as u32 * 10_000).as_bytes());
+            batch.push_str(&format!("put {} inbox/{name}\n", path.display()));
+            puts.push((name, rows, false));
+        }
+        let batch_file = d.write_input("sftp-kill-batch.txt", batch.as_bytes());
+        let client = std::process::Command::new("sftp")
+            .arg("-b")
+            .arg(&batch_file)
+            .args(["-i", &key, "-P", &port.to_string()])
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+            ])
+            .arg("demo-carehome@127.0.0.1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(random.below(120)));
+        daemon.kill9();
+        let out = client.wait_with_output().unwrap();
+        // Batch mode echoes each command before it runs it and stops at the
+        // first failure: a put was answered when the client went on to the
+        // next command, or finished.
+        let echoed = text(&out.stdout);
+        let started: Vec<usize> = (first..puts.len())
+            .filter(|&n| echoed.contains(&format!("inbox/{}", puts[n].0)))
+            .collect();
+        for &n in &started {
+            let answered = out.status.success() || started.contains(&(n + 1));
+            puts[n].2 = answered;
+        }
+        let integrity = d.string("PRAGMA integrity_check");
+        assert_eq!(integrity, "ok", "seed {seed}, after kill {point}");
+        daemon = d.start();
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while d.count("SELECT count(*) FROM files WHERE state = 'received'") > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed}: files left received\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    daemon.terminate();
+
+    let conn = d.ledger();
+    let states_of = |name: &str| -> Vec<String> {
+        let mut stmt = conn
+            .prepare("SELECT state FROM files WHERE name = ?1 OR name LIKE '%/' || ?1")
+            .unwrap();
+        stmt.query_map([name], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let mut rows_loaded = 0u64;
+    let mut answered = 0;
+    for (name, rows, was_answered) in &puts {
+        let states = states_of(name);
+        if *was_answered {
+            answered += 1;
+            assert_eq!(states, ["loaded"], "seed {seed}: {name}, answered");
+        } else {
+            assert!(
+                states.is_empty() || states == ["loaded"],
+                "seed {seed}: {name}, cut off: {states:?}"
+            );
+        }
+        if !states.is_empty() {
+            rows_loaded += u64::from(*rows);
+        }
+    }
+    assert_eq!(
+        d.count("SELECT count(*) FROM observation_records") as u64,
+        rows_loaded * 8,
+        "seed {seed}: every row of every file taken loaded exactly once"
+    );
+    assert_payloads_match_ledger(&d);
+    eprintln!(
+        "{kill_points} kills during puts survived: {} puts, {answered} answered, {} taken",
+        puts.len(),
+        d.count("SELECT count(*) FROM files")
+    );
+}

@@ -41,7 +41,7 @@ use anyhow::{Context, Result, bail, ensure};
 
 use common::{LargeFile, Options, mb_per_s, progress, scratch, sha256_of, sync, write_random_file};
 use dropgate::remote::ftp::{DataMode, Endpoint, Listing, Tls, Verifier};
-use dropgate::remote::{Connection, Secret};
+use dropgate::remote::{Connection, Secret, Upload};
 use ftpd::{Ftpd, USER};
 
 const RUNS: usize = 2;
@@ -329,7 +329,7 @@ impl Bench<'_> {
         let dir = self.clear("large")?;
         let wall = match tool {
             Tool::Dropgate => self.dropgate("large", async |c| {
-                c.put(&large.path, "large.bin").await?;
+                c.put(Upload::File(&large.path), "large.bin").await?;
                 Ok(())
             })?,
             Tool::Lftp | Tool::LftpFsync => self.lftp(
@@ -382,7 +382,7 @@ impl Bench<'_> {
         let wall = match tool {
             Tool::Dropgate => self.dropgate("small", async |c| {
                 for path in small {
-                    c.put(path, &file_name(path)).await?;
+                    c.put(Upload::File(path), &file_name(path)).await?;
                 }
                 Ok(())
             })?,

@@ -20,17 +20,20 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// The SHA-256 (in hexadecimal) and length of a file, read in chunks.
 pub fn sha256_file(path: &std::path::Path) -> std::io::Result<(String, u64)> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
+    sha256_reader(std::fs::File::open(path)?)
+}
+
+/// SHA-256 and length of everything `reader` yields.
+pub fn sha256_reader(mut reader: impl std::io::Read) -> std::io::Result<(String, u64)> {
     let mut hasher = Sha256::new();
-    let mut buffer = vec![0; 256 * 1024];
-    let mut bytes = 0;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
     loop {
-        let n = file.read(&mut buffer)?;
+        let n = reader.read(&mut buf)?;
         if n == 0 {
-            return Ok((hex(&hasher.finalize()), bytes));
+            return Ok((hex(&hasher.finalize()), size));
         }
-        hasher.update(&buffer[..n]);
-        bytes += n as u64;
+        hasher.update(&buf[..n]);
+        size += n as u64;
     }
 }

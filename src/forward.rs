@@ -1,17 +1,27 @@
 //! Forward: files pushed to destinations, with retries and backoff; every
 //! attempt and the outcome are ledger rows.
 
+use std::io::Read;
 use std::path::Path;
 use std::sync::Mutex;
 
 use crate::config::Destination;
 use crate::ledger::{DeliveryEvent, Ledger};
-use crate::remote::Connection;
 use crate::remote::RemoteError;
+use crate::remote::{Connection, Upload};
+
+/// Where a parcel's bytes come from.
+#[derive(Clone, Copy)]
+pub enum Contents<'a> {
+    File(&'a Path),
+    /// Made afresh for each attempt, as they are sent (a decrypted
+    /// payload): never written to disk.
+    Stream(&'a (dyn Fn() -> std::io::Result<Box<dyn Read + Send>> + Sync)),
+}
 
 /// A file to deliver.
 pub struct Parcel<'a> {
-    pub path: &'a Path,
+    pub contents: Contents<'a>,
     /// Name it gets at the destination.
     pub name: &'a str,
     pub file_id: Option<i64>,
@@ -81,7 +91,11 @@ pub async fn deliver_all(
                     connection.make_folder(folder).await?;
                 }
                 for parcel in parcels {
-                    connection.put(parcel.path, &remote_name(parcel)).await?;
+                    let upload = match parcel.contents {
+                        Contents::File(path) => Upload::File(path),
+                        Contents::Stream(open) => Upload::Stream(open()?),
+                    };
+                    connection.put(upload, &remote_name(parcel)).await?;
                 }
                 Ok(())
             }

@@ -648,8 +648,10 @@ mod tests {
             let guard = landings.start(true);
             let lander = scope.spawn(move || {
                 std::thread::sleep(Duration::from_millis(200));
+                // Taken before the landing ends, so never after its own clock.
+                let ending = Instant::now();
                 drop(guard);
-                Instant::now()
+                ending
             });
             landings.wait_for_pause(pause, LONG, &AtomicBool::new(false));
             let returned = Instant::now();

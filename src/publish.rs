@@ -669,7 +669,7 @@ pub async fn push_pending(
                 let parcels: Vec<crate::forward::Parcel<'_>> = files
                     .iter()
                     .map(|(path, name, sha256, size)| crate::forward::Parcel {
-                        path,
+                        contents: crate::forward::Contents::File(path),
                         name,
                         file_id: None,
                         sha256,

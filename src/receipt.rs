@@ -410,7 +410,7 @@ async fn push(config: &Config, due: Vec<Due>) {
         let destination = config.destinations.get(&receipt.destination);
         if let (true, Some(destination), Some(ledger)) = (first, destination, &ledger) {
             let parcel = Parcel {
-                path: &receipt.path,
+                contents: forward::Contents::File(&receipt.path),
                 name: &receipt.name,
                 file_id: Some(receipt.file_id),
                 sha256: &receipt.sha256,

@@ -1,7 +1,8 @@
 //! Route: the files of a feed forwarded to a destination as they arrive,
 //! each under a grant in force. A file is queued `pending` in the ledger,
-//! decrypted (and encrypted to the route's recipients, when it has them)
-//! into `spool/routing/`, pushed with the destination's retries, and
+//! decrypted as it is pushed (or first encrypted to the route's recipients,
+//! when it has them, into `spool/routing/`), pushed with the destination's
+//! retries, and
 //! finished as `delivered`, `failed` or `refused`. A failed one is tried
 //! again every 15 minutes for a day after its file arrived. Each route runs
 //! on its own, so a failing destination holds up no other.
@@ -146,30 +147,45 @@ pub async fn forward_pending(
             ledger.held_bodies(&[file.file_id])
         })?
         .remove(&file.file_id);
-        let prepared = match blocking(|| prepare(config, identity, route, &file, held)) {
+        let prepared = match blocking(|| prepare(config, identity, route, &file, held.clone())) {
             Ok(prepared) => prepared,
             Err(e) => {
                 finish("failed", 0, Some(&grant), Some(&e.to_string()))?;
                 continue;
             }
         };
-        let (sha256, size) = match blocking(|| crate::digest::sha256_file(&prepared.path)) {
+        let digest = blocking(|| match &prepared {
+            Prepared::Sealed { path, .. } => crate::digest::sha256_file(path),
+            Prepared::Plain { .. } => {
+                crate::digest::sha256_reader(plaintext(config, identity, &file, held.clone())?)
+            }
+        });
+        let (sha256, size) = match digest {
             Ok(digest) => digest,
             Err(e) => {
-                let _ = std::fs::remove_file(&prepared.path);
+                if let Prepared::Sealed { path, .. } = &prepared {
+                    let _ = std::fs::remove_file(path);
+                }
                 finish("failed", 0, Some(&grant), Some(&e.to_string()))?;
                 continue;
             }
         };
+        let open = || plaintext(config, identity, &file, held.clone());
+        let (contents, name) = match &prepared {
+            Prepared::Sealed { path, name } => (forward::Contents::File(path), name),
+            Prepared::Plain { name } => (forward::Contents::Stream(&open), name),
+        };
         let parcel = Parcel {
-            path: &prepared.path,
-            name: &prepared.name,
+            contents,
+            name,
             file_id: Some(file.file_id),
             sha256: &sha256,
             size,
         };
         let sent = forward::deliver(destination, &parcel, ledger).await;
-        let _ = std::fs::remove_file(&prepared.path);
+        if let Prepared::Sealed { path, .. } = &prepared {
+            let _ = std::fs::remove_file(path);
+        }
         match sent {
             Ok(attempt) => finish("delivered", attempt, Some(&grant), None)?,
             Err(e) => finish(
@@ -208,22 +224,26 @@ fn grant_in_force(config: &Config, route: &Route, file: &Routed) -> Option<Strin
 }
 
 /// A routed file ready to send: its path, and the name it is sent under.
-struct Prepared {
-    path: PathBuf,
-    name: String,
+/// What a route sends of one file, under dropgate's own name, never the
+/// sender's (which may carry identifiers): `FEED-FILEID.csv` (or `.txt` for
+/// fixed width, `.xml`), plus `.age` when encrypted.
+enum Prepared {
+    /// Encrypted to the route's recipients, in `spool/routing/` (readable
+    /// by dropgate alone) until sent.
+    Sealed { path: PathBuf, name: String },
+    /// The plaintext, decrypted afresh as each attempt sends it: never on
+    /// disk.
+    Plain { name: String },
 }
 
-/// Decrypts the payload and writes it for sending, encrypted to the route's
-/// recipients when it has them. Sent under dropgate's own name, never the
-/// sender's (which may carry identifiers): `FEED-FILEID.csv` (or `.txt` for
-/// fixed width), plus `.age` when encrypted.
-fn prepare(
+/// The file's plaintext, decrypted from the ledger's copy (a small file's)
+/// or the spool's.
+fn plaintext(
     config: &Config,
     identity: &age::x25519::Identity,
-    route: &Route,
     file: &Routed,
     held: Option<Arc<[u8]>>,
-) -> io::Result<Prepared> {
+) -> io::Result<Box<dyn io::Read + Send>> {
     let spool = Spool::new(&config.daemon.spool);
     let feed = config
         .feeds
@@ -238,47 +258,56 @@ fn prepare(
         File::open(payload)
     };
     let plaintext = match held {
-        // A small file's bytes, kept in the ledger.
         Some(body) => decrypt::open(std::io::Cursor::new(body), feed.encryption, identity),
         None => decrypt::open(open().or_else(|_| open())?, feed.encryption, identity),
     }
     .map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(plaintext.reader)
+}
+
+/// Names the file for sending; encrypts it to the route's recipients, when
+/// it has them, into `spool/routing/`.
+fn prepare(
+    config: &Config,
+    identity: &age::x25519::Identity,
+    route: &Route,
+    file: &Routed,
+    held: Option<Arc<[u8]>>,
+) -> io::Result<Prepared> {
+    let feed = config
+        .feeds
+        .get(&file.feed)
+        .ok_or_else(|| io::Error::other("the feed is no longer configured"))?;
     let extension = match feed.schema.layout {
         Layout::Csv(_) => "csv",
         Layout::Fixed(_) => "txt",
         Layout::Xml(_) => "xml",
     };
-    let mut name = format!("{}-{}.{extension}", file.feed, file.file_id);
-    let folder = spool.routing();
+    let name = format!("{}-{}.{extension}", file.feed, file.file_id);
+    let Some(list) = &route.encrypt_to else {
+        return Ok(Prepared::Plain { name });
+    };
+    let mut reader = plaintext(config, identity, file, held)?;
+    let folder = Spool::new(&config.daemon.spool).routing();
     std::fs::create_dir_all(&folder)?;
     let path = folder.join(format!("{}-{}", route.name, file.file_id));
-    // Decrypted data: readable by dropgate alone, and removed once sent.
     let out = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(&path)?;
-    let mut reader = plaintext.reader;
-    match &route.encrypt_to {
-        None => {
-            let mut out = io::BufWriter::new(out);
-            io::copy(&mut reader, &mut out)?;
-            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        }
-        Some(list) => {
-            let recipients = AgeRecipients::read_all(list).map_err(io::Error::other)?;
-            let encryptor = age::Encryptor::with_recipients(
-                recipients.iter().map(|r| r as &dyn age::Recipient),
-            )
+    let recipients = AgeRecipients::read_all(list).map_err(io::Error::other)?;
+    let encryptor =
+        age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
             .map_err(io::Error::other)?;
-            let mut sealed = encryptor.wrap_output(io::BufWriter::new(out))?;
-            io::copy(&mut reader, &mut sealed)?;
-            let mut out = sealed.finish()?;
-            out.flush()?;
-            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-            name.push_str(".age");
-        }
-    }
-    Ok(Prepared { path, name })
+    let mut sealed = encryptor.wrap_output(io::BufWriter::new(out))?;
+    io::copy(&mut reader, &mut sealed)?;
+    let mut out = sealed.finish()?;
+    out.flush()?;
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    Ok(Prepared::Sealed {
+        path,
+        name: format!("{name}.age"),
+    })
 }

@@ -228,3 +228,76 @@ fn check_config_refuses_a_route_no_grant_allows() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn a_route_without_recipients_sends_the_plaintext_and_never_writes_it_to_disk() {
+    use notify::Watcher;
+    let server = Sshd::start();
+    let incoming = server.root().join("incoming");
+    fs::create_dir_all(&incoming).unwrap();
+    let config = routed(&server, "unused", None);
+    let config = config.replace("encrypt_to = [\"unused\"]\n", "");
+    let d = Deployment::with_config(&config);
+
+    // Every file made anywhere in the spool while the daemon runs.
+    let made = std::sync::Arc::new(std::sync::Mutex::new(Vec::<std::path::PathBuf>::new()));
+    let seen = made.clone();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event
+            && matches!(event.kind, notify::EventKind::Create(_))
+        {
+            seen.lock().unwrap().extend(event.paths);
+        }
+    })
+    .unwrap();
+    watcher
+        .watch(&d.path("spool"), notify::RecursiveMode::Recursive)
+        .unwrap();
+    let daemon = d.start();
+
+    // One small enough to be kept in the ledger, one kept in the spool.
+    let bodies = [news2_csv(3, 2, 10), news2_csv(3000, 40, 100)];
+    for (i, body) in bodies.iter().enumerate() {
+        let plain = d.write_input(&format!("news2_plain{i}.csv"), body.as_bytes());
+        let sealed = d.encrypt(&plain, false);
+        d.drop_file(
+            &format!("news2_plain{i}.csv.age"),
+            &fs::read(&sealed).unwrap(),
+        );
+    }
+    assert!(bodies[1].len() > 64 * 1024);
+    wait_for("both forwarded", Duration::from_secs(30), || {
+        d.count("SELECT count(*) FROM route_deliveries WHERE state = 'delivered'") == 2
+    });
+    daemon.terminate();
+    drop(watcher);
+
+    for (i, body) in bodies.iter().enumerate() {
+        let id = d.count(&format!(
+            "SELECT id FROM files WHERE name = 'news2_plain{i}.csv.age'"
+        ));
+        assert_eq!(
+            fs::read_to_string(incoming.join(format!("news2-{id}.csv"))).unwrap(),
+            *body,
+            "the plaintext the care home sent"
+        );
+        let recorded = d.string(&format!(
+            "SELECT sha256 FROM delivery_events WHERE file_id = {id} AND event = 'delivered'"
+        ));
+        assert_eq!(recorded, sha256_hex(body.as_bytes()));
+    }
+    let made = made.lock().unwrap();
+    assert!(!made.is_empty(), "the watcher saw the spool at work");
+    for path in made.iter() {
+        assert!(
+            !path.starts_with(d.path("spool/routing")),
+            "a decrypted copy was written: {path:?}"
+        );
+        if let Ok(bytes) = fs::read(path) {
+            assert!(
+                !bytes.windows(12).any(|w| w == b"resident_id,"),
+                "plaintext on disk: {path:?}"
+            );
+        }
+    }
+}

@@ -613,7 +613,7 @@ fn push(config: &Config, name: &str, paths: &[PathBuf]) -> anyhow::Result<ExitCo
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default();
         let parcel = dropgate::forward::Parcel {
-            path,
+            contents: dropgate::forward::Contents::File(path),
             name: &file_name,
             file_id: None,
             sha256: &sha256,

@@ -5,8 +5,11 @@
 pub mod ftp;
 pub mod sftp;
 
+use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
 
 /// A remote server and folder, reached by one of the transports.
 #[derive(Debug, Clone)]
@@ -131,10 +134,11 @@ impl Connection {
 
     /// Uploads under a temporary name, checks the size, then renames to
     /// `name`, so the receiver never sees a partial file. Returns the size.
-    pub async fn put(&mut self, local: &Path, name: &str) -> Result<u64, RemoteError> {
+    pub async fn put(&mut self, upload: Upload<'_>, name: &str) -> Result<u64, RemoteError> {
+        let chunks = Chunks::open(upload).await?;
         match self {
-            Connection::Sftp(c) => c.put(local, name).await,
-            Connection::Ftp(c) => c.put(local, name).await,
+            Connection::Sftp(c) => c.put(chunks, name).await,
+            Connection::Ftp(c) => c.put(chunks, name).await,
         }
     }
 
@@ -340,6 +344,66 @@ pub(crate) fn temporary_name(name: &str) -> String {
     match name.rsplit_once('/') {
         Some((folder, file)) => format!("{folder}/.{file}.part"),
         None => format!(".{name}.part"),
+    }
+}
+
+/// What an upload sends: a file, or bytes made as they are sent (a
+/// decrypted payload, which must never be written to disk first).
+pub enum Upload<'a> {
+    File(&'a Path),
+    Stream(Box<dyn Read + Send>),
+}
+
+/// Bytes read on the way to the server.
+const UPLOAD_CHUNK: usize = 256 * 1024;
+
+/// An upload's bytes, chunk by chunk. A stream is read on a blocking
+/// thread, at most a few chunks ahead of the network.
+pub(crate) enum Chunks {
+    File(tokio::fs::File),
+    Stream(tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>),
+}
+
+impl Chunks {
+    pub(crate) async fn open(upload: Upload<'_>) -> std::io::Result<Chunks> {
+        Ok(match upload {
+            Upload::File(path) => Chunks::File(tokio::fs::File::open(path).await?),
+            Upload::Stream(mut reader) => {
+                let (tx, rx) = tokio::sync::mpsc::channel(4);
+                tokio::task::spawn_blocking(move || {
+                    loop {
+                        let mut chunk = vec![0u8; UPLOAD_CHUNK];
+                        let read = match reader.read(&mut chunk) {
+                            Ok(0) => return,
+                            Ok(n) => {
+                                chunk.truncate(n);
+                                Ok(chunk)
+                            }
+                            Err(e) => Err(e),
+                        };
+                        let failed = read.is_err();
+                        // The upload stopped listening: stop reading.
+                        if tx.blocking_send(read).is_err() || failed {
+                            return;
+                        }
+                    }
+                });
+                Chunks::Stream(rx)
+            }
+        })
+    }
+
+    /// The next chunk; `None` at the end.
+    pub(crate) async fn next(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        match self {
+            Chunks::File(file) => {
+                let mut chunk = vec![0u8; UPLOAD_CHUNK];
+                let n = file.read(&mut chunk).await?;
+                chunk.truncate(n);
+                Ok((n > 0).then_some(chunk))
+            }
+            Chunks::Stream(rx) => rx.recv().await.transpose(),
+        }
     }
 }
 

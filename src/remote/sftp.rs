@@ -285,26 +285,25 @@ impl Connection {
 
     /// Uploads under a temporary name, checks the size, then renames to
     /// `name`, so the receiver never sees a partial file. Returns the size.
-    pub async fn put(&self, local: &Path, name: &str) -> Result<u64, RemoteError> {
+    pub(super) async fn put(
+        &self,
+        mut chunks: super::Chunks,
+        name: &str,
+    ) -> Result<u64, RemoteError> {
         let temporary = self.endpoint.path(&super::temporary_name(name));
         let target = self.endpoint.path(name);
-        let mut input = tokio::fs::File::open(local).await?;
-        let size = input.metadata().await?.len();
         let mut remote = self
             .sftp
             .create(temporary.clone())
             .await
             .map_err(transfer("create", &temporary))?;
-        let mut buffer = vec![0u8; 256 * 1024];
-        loop {
-            let n = input.read(&mut buffer).await?;
-            if n == 0 {
-                break;
-            }
+        let mut size = 0u64;
+        while let Some(chunk) = chunks.next().await? {
             remote
-                .write_all(&buffer[..n])
+                .write_all(&chunk)
                 .await
                 .map_err(io_failure("write", &temporary))?;
+            size += chunk.len() as u64;
         }
         remote
             .shutdown()

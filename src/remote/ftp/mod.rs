@@ -464,11 +464,13 @@ impl Connection {
 
     /// Uploads under a temporary name, checks the size, then renames to
     /// `name`, so the receiver never sees a partial file. Returns the size.
-    pub async fn put(&mut self, local: &Path, name: &str) -> Result<u64, RemoteError> {
+    pub(super) async fn put(
+        &mut self,
+        mut chunks: super::Chunks,
+        name: &str,
+    ) -> Result<u64, RemoteError> {
         let timeout = self.timeout;
         let temporary = super::temporary_name(name);
-        let mut input = tokio::fs::File::open(local).await?;
-        let size = input.metadata().await?.len();
         let mut stream = step(
             timeout,
             &mut self.abandoned,
@@ -476,21 +478,18 @@ impl Connection {
         )
         .await
         .map_err(transfer("upload", name))?;
-        let mut buffer = vec![0u8; 256 * 1024];
-        loop {
-            let n = input.read(&mut buffer).await?;
-            if n == 0 {
-                break;
-            }
+        let mut size = 0u64;
+        while let Some(chunk) = chunks.next().await? {
             let write = async {
                 stream
-                    .write_all(&buffer[..n])
+                    .write_all(&chunk)
                     .await
                     .map_err(FtpError::ConnectionError)
             };
             step(timeout, &mut self.abandoned, write)
                 .await
                 .map_err(transfer("upload", name))?;
+            size += chunk.len() as u64;
         }
         step(timeout, &mut self.abandoned, stream.finish())
             .await

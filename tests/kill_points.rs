@@ -49,15 +49,34 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-#[test]
-fn a_hundred_kill_points_lose_and_duplicate_nothing() {
-    let kill_points: u32 = env_or("DROPGATE_KILL_POINTS", 100);
+/// The run's seed: `DROPGATE_KILL_SEED`, or one from the clock; printed.
+fn seed(kill_points: u32) -> u64 {
     let clock = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64;
     let seed: u64 = env_or("DROPGATE_KILL_SEED", clock | 1);
     eprintln!("kill points: {kill_points}, seed {seed} (DROPGATE_KILL_SEED={seed} replays it)");
+    seed
+}
+
+/// The states of the files recorded under this name (an upload's may carry
+/// its folder).
+fn states_of(d: &Deployment, name: &str) -> Vec<String> {
+    let conn = d.ledger();
+    let mut stmt = conn
+        .prepare("SELECT state FROM files WHERE name = ?1 OR name LIKE '%/' || ?1")
+        .unwrap();
+    stmt.query_map([name], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[test]
+fn a_hundred_kill_points_lose_and_duplicate_nothing() {
+    let kill_points: u32 = env_or("DROPGATE_KILL_POINTS", 100);
+    let seed = seed(kill_points);
     let mut random = Seeded(seed);
     let d = Deployment::new();
     let mut sent: Vec<(String, Kind)> = Vec::new();
@@ -120,16 +139,7 @@ fn a_hundred_kill_points_lose_and_duplicate_nothing() {
     }
     daemon.terminate();
 
-    let conn = d.ledger();
-    let state_of = |name: &str| -> Vec<String> {
-        let mut stmt = conn
-            .prepare("SELECT state FROM files WHERE name = ?1")
-            .unwrap();
-        stmt.query_map([name], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
-    };
+    let state_of = |name: &str| states_of(&d, name);
     let mut rows_loaded = 0u64;
     for (i, (name, kind)) in sent.iter().enumerate() {
         match kind {
@@ -200,12 +210,7 @@ fn a_hundred_kill_points_lose_and_duplicate_nothing() {
 #[test]
 fn kills_during_sftp_puts_lose_no_answered_upload() {
     let kill_points: u32 = env_or("DROPGATE_KILL_POINTS", 100) / 4;
-    let clock = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    let seed: u64 = env_or("DROPGATE_KILL_SEED", clock | 1);
-    eprintln!("kill points: {kill_points}, seed {seed} (DROPGATE_KILL_SEED={seed} replays it)");
+    let seed = seed(kill_points);
     let mut random = Seeded(seed);
     let d = Deployment::new();
     let key = demo_key(&d);
@@ -234,16 +239,7 @@ fn kills_during_sftp_puts_lose_no_answered_upload() {
             .arg("-b")
             .arg(&batch_file)
             .args(["-i", &key, "-P", &port.to_string()])
-            .args([
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "IdentitiesOnly=yes",
-            ])
+            .args(SSH_CLIENT_OPTIONS)
             .arg("demo-carehome@127.0.0.1")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -278,16 +274,7 @@ fn kills_during_sftp_puts_lose_no_answered_upload() {
     }
     daemon.terminate();
 
-    let conn = d.ledger();
-    let states_of = |name: &str| -> Vec<String> {
-        let mut stmt = conn
-            .prepare("SELECT state FROM files WHERE name = ?1 OR name LIKE '%/' || ?1")
-            .unwrap();
-        stmt.query_map([name], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
-    };
+    let states_of = |name: &str| states_of(&d, name);
     let mut rows_loaded = 0u64;
     let mut answered = 0;
     for (name, rows, was_answered) in &puts {

@@ -95,7 +95,16 @@ pub async fn deliver_all(
                         Contents::File(path) => Upload::File(path),
                         Contents::Stream(open) => Upload::Stream(open()?),
                     };
-                    connection.put(upload, &remote_name(parcel)).await?;
+                    let sent = connection.put(upload, &remote_name(parcel)).await?;
+                    // A stream is made afresh for each attempt: what went
+                    // must be what was hashed and is recorded.
+                    if sent != parcel.size {
+                        return Err(RemoteError::SizeMismatch {
+                            operation: "upload",
+                            local: parcel.size,
+                            remote: sent,
+                        });
+                    }
                 }
                 Ok(())
             }

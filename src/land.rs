@@ -184,13 +184,14 @@ pub fn land(
     ) {
         for c in &copied {
             let tmp = spool.path(Area::Tmp, &c.spool_name);
-            // Not recorded: a copy is dropped, a moved file goes back.
-            let _ = match arrivals[c.index].handover {
-                _ if c.in_ledger => Ok(()),
-                Handover::Copy => fs::remove_file(&tmp),
-                Handover::Move { .. } => fs::rename(&tmp, &arrivals[c.index].path),
-                Handover::Held { .. } => Ok(()),
-            };
+            // Not recorded: a copy is dropped, a moved file goes back;
+            // bytes only in memory have nothing on disk to undo.
+            if !c.in_ledger {
+                let _ = match arrivals[c.index].handover {
+                    Handover::Move { .. } => fs::rename(&tmp, &arrivals[c.index].path),
+                    Handover::Copy | Handover::Held { .. } => fs::remove_file(&tmp),
+                };
+            }
             results[c.index] = Some(Err(LandError::Io(io::Error::other(e.to_string()))));
         }
     }

@@ -2,8 +2,7 @@
 //! each under a grant in force. A file is queued `pending` in the ledger,
 //! decrypted as it is pushed (or first encrypted to the route's recipients,
 //! when it has them, into `spool/routing/`), pushed with the destination's
-//! retries, and
-//! finished as `delivered`, `failed` or `refused`. A failed one is tried
+//! retries, and finished as `delivered`, `failed` or `refused`. A failed one is tried
 //! again every 15 minutes for a day after its file arrived. Each route runs
 //! on its own, so a failing destination holds up no other.
 
@@ -142,11 +141,7 @@ pub async fn forward_pending(
             finish("refused", 0, None, Some(&why))?;
             continue;
         };
-        let held = blocking(|| {
-            let ledger = ledger.lock().expect("ledger lock");
-            ledger.held_bodies(&[file.file_id])
-        })?
-        .remove(&file.file_id);
+        let held = blocking(|| ledger.lock().expect("ledger lock").held_body(file.file_id))?;
         let prepared = match blocking(|| prepare(config, identity, route, &file, held.clone())) {
             Ok(prepared) => prepared,
             Err(e) => {
@@ -223,7 +218,6 @@ fn grant_in_force(config: &Config, route: &Route, file: &Routed) -> Option<Strin
         .map(|g| g.name.clone())
 }
 
-/// A routed file ready to send: its path, and the name it is sent under.
 /// What a route sends of one file, under dropgate's own name, never the
 /// sender's (which may carry identifiers): `FEED-FILEID.csv` (or `.txt` for
 /// fixed width, `.xml`), plus `.age` when encrypted.

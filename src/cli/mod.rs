@@ -534,33 +534,45 @@ fn ingest(config: Arc<Config>, source: &str, paths: &[PathBuf]) -> anyhow::Resul
     Ok(exit_for(&files))
 }
 
-/// Audits an action an operator took by hand on files, then signs the trail.
 /// `dropgate payload`: the stored bytes, from the ledger (a small file's)
-/// or the spool, checked against the SHA-256 recorded when received.
+/// or the spool, checked against the SHA-256 recorded when received before
+/// any is written. A spool copy is streamed, never read whole: it may be
+/// gigabytes.
 fn payload(config: &Config, id: i64, output: Option<&Path>) -> anyhow::Result<ExitCode> {
     let ledger = open_ledger(config)?;
     let Ok(file) = ledger.file(id) else {
         eprintln!("no file {id}");
         return Ok(ExitCode::from(1));
     };
-    let bytes = match ledger.held_bodies(&[id])?.remove(&id) {
-        Some(body) => body.to_vec(),
+    enum Stored {
+        Ledger(Arc<[u8]>),
+        Spool(PathBuf),
+    }
+    let stored = match ledger.held_body(id)? {
+        Some(body) => Stored::Ledger(body),
         None => match dropgate::spool::Spool::new(&config.daemon.spool).find(&file.spool_name) {
-            Some((_, path)) => {
-                std::fs::read(&path).with_context(|| format!("{}", path.display()))?
-            }
+            Some((_, path)) => Stored::Spool(path),
             None => {
                 eprintln!("file {id}: its payload is no longer kept");
                 return Ok(ExitCode::from(1));
             }
         },
     };
-    if dropgate::digest::sha256_hex(&bytes) != file.sha256 {
+    drop(ledger);
+    let open = || -> anyhow::Result<Box<dyn std::io::Read>> {
+        Ok(match &stored {
+            Stored::Ledger(body) => Box::new(std::io::Cursor::new(body.clone())),
+            Stored::Spool(path) => {
+                Box::new(std::fs::File::open(path).with_context(|| format!("{}", path.display()))?)
+            }
+        })
+    };
+    let (sha256, _) = dropgate::digest::sha256_reader(open()?)?;
+    if sha256 != file.sha256 {
         bail!(
             "file {id}: the stored payload does not match the SHA-256 recorded when it was received"
         );
     }
-    drop(ledger);
     // Audited once the bytes have somewhere to go, before they go.
     let mut out: Box<dyn std::io::Write> = match output {
         Some(path) => Box::new(
@@ -571,14 +583,15 @@ fn payload(config: &Config, id: i64, output: Option<&Path>) -> anyhow::Result<Ex
                 .open(path)
                 .with_context(|| format!("{}", path.display()))?,
         ),
-        None => Box::new(std::io::stdout()),
+        None => Box::new(std::io::stdout().lock()),
     };
     audit_by_hand(config, "payload_read", &[id])?;
-    out.write_all(&bytes)?;
+    std::io::copy(&mut open()?, &mut out)?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 
+/// Audits an action an operator took by hand on files, then signs the trail.
 fn audit_by_hand(config: &Config, action: &str, ids: &[i64]) -> anyhow::Result<()> {
     let mut ledger = open_ledger(config)?;
     let by = operator();

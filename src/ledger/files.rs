@@ -103,19 +103,23 @@ impl Ledger {
         Ok(ids)
     }
 
-    /// The bytes the ledger holds of these files (small files, kept in the
-    /// ledger instead of the spool), by file id.
-    pub fn held_bodies(&self, ids: &[i64]) -> Result<HashMap<i64, Arc<[u8]>>> {
-        let mut stmt = self
+    /// The bytes the ledger holds of this file (a small file's, kept in the
+    /// ledger instead of the spool).
+    pub fn held_body(&self, id: i64) -> Result<Option<Arc<[u8]>>> {
+        let body = self
             .conn
-            .prepare_cached("SELECT body FROM held_payloads WHERE file_id = ?1")?;
+            .prepare_cached("SELECT body FROM held_payloads WHERE file_id = ?1")?
+            .query_row([id], |r| r.get::<_, Vec<u8>>(0))
+            .optional()?;
+        Ok(body.map(Arc::from))
+    }
+
+    /// [`Ledger::held_body`] of each of these files that has one, by file id.
+    pub fn held_bodies(&self, ids: &[i64]) -> Result<HashMap<i64, Arc<[u8]>>> {
         let mut bodies = HashMap::new();
         for &id in ids {
-            if let Some(body) = stmt
-                .query_row([id], |r| r.get::<_, Vec<u8>>(0))
-                .optional()?
-            {
-                bodies.insert(id, Arc::from(body));
+            if let Some(body) = self.held_body(id)? {
+                bodies.insert(id, body);
             }
         }
         Ok(bodies)

@@ -312,9 +312,9 @@ fn timestamp(at: DateTime<Utc>) -> String {
 }
 
 impl Ledger {
-    /// Opens (creating and migrating when needed) the ledger at `path`.
-    /// Opens the ledger, creating it readable by its owner alone (SQLite
-    /// gives its WAL and shared-memory files the same mode).
+    /// Opens (creating and migrating when needed) the ledger at `path`,
+    /// created readable by its owner alone (SQLite gives its WAL and
+    /// shared-memory files the same mode).
     pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Ledger> {
         use std::os::unix::fs::OpenOptionsExt;
         // An empty file is a new database to SQLite.

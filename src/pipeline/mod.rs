@@ -327,13 +327,7 @@ impl Processor {
                         if stop.load(Ordering::SeqCst) {
                             break;
                         }
-                        let payload = match in_ledger.remove(&file.id) {
-                            Some(body) => Some(Payload::Ledger(body)),
-                            None => self
-                                .spool
-                                .received_payload(&file.spool_name)
-                                .map(Payload::Spool),
-                        };
+                        let payload = self.payload(&file, in_ledger.remove(&file.id));
                         let read = self.read_small(&file, payload, stop);
                         if tx.send((file, read)).is_err() {
                             break;
@@ -426,7 +420,7 @@ impl Processor {
             let report = quarantine_report(ledger, file.id)?;
             let bytes = serde_json::to_vec_pretty(&report).expect("a report serialises");
             spool::write_durably(&self.spool.report_path(&file.spool_name), &bytes)?;
-            if let Some(body) = ledger.held_bodies(&[file.id])?.remove(&file.id) {
+            if let Some(body) = ledger.held_body(file.id)? {
                 let path = self.spool.path(spool::Area::Quarantine, &file.spool_name);
                 spool::write_durably(&path, &body)?;
                 ledger.release_held(file.id)?;
@@ -437,6 +431,18 @@ impl Processor {
         }
         self.spool.settle(&file.spool_name, state)?;
         Ok(true)
+    }
+
+    /// Where a received file's bytes are: the ledger's, when it holds them
+    /// (`held`), or the spool's copy; `None` when neither has them.
+    fn payload(&self, file: &FileRow, held: Option<Arc<[u8]>>) -> Option<Payload> {
+        match held {
+            Some(body) => Some(Payload::Ledger(body)),
+            None => self
+                .spool
+                .received_payload(&file.spool_name)
+                .map(Payload::Spool),
+        }
     }
 
     /// Small files quarantined just before a stop, their bytes still in the
@@ -603,14 +609,7 @@ impl Processor {
         if let Some(first) = ledger.loaded_copy(&feed.name, &file.sha256, file.id)? {
             return self.write_outcome(ledger, file, duplicate(feed, first));
         }
-        let payload = match ledger.held_bodies(&[file.id])?.remove(&file.id) {
-            Some(body) => Some(Payload::Ledger(body)),
-            None => self
-                .spool
-                .received_payload(&file.spool_name)
-                .map(Payload::Spool),
-        };
-        let Some(payload) = payload else {
+        let Some(payload) = self.payload(file, ledger.held_body(file.id)?) else {
             return self.write_outcome(ledger, file, payload_missing(feed));
         };
         let mut encoding = feed.schema.encoding;

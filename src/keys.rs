@@ -40,7 +40,25 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> KeyError + '_ {
     }
 }
 
-type CreateKey = fn(&Path) -> Result<(), KeyError>;
+/// What a key file holds, so how it is made and checked.
+#[derive(Clone, Copy)]
+enum KeyKind {
+    AgeIdentity,
+    /// A partner's demonstration identity, with its recipient beside it.
+    DemoAgeIdentity,
+    /// An OpenSSH key dropgate signs with.
+    Ssh,
+}
+
+impl KeyKind {
+    fn create(self, path: &Path) -> Result<(), KeyError> {
+        match self {
+            KeyKind::AgeIdentity => write_age_identity(path),
+            KeyKind::DemoAgeIdentity => write_demo_age_identity(path),
+            KeyKind::Ssh => write_ssh_key(path),
+        }
+    }
+}
 
 /// What `ensure` did with one key.
 #[derive(Debug)]
@@ -55,45 +73,32 @@ pub struct KeyStatus {
 pub fn ensure(config: &Config, force: bool) -> Result<Vec<KeyStatus>, KeyError> {
     let keys = &config.keys;
     let mut done = Vec::new();
-    // The last of each: an SSH key, checked as one dropgate can sign with.
-    let wanted: [(&'static str, &Path, CreateKey, bool); 3] = [
-        (
-            "age identity",
-            &keys.age_identity,
-            write_age_identity,
-            false,
-        ),
-        ("signing key", &keys.signing_key, write_ssh_key, true),
-        ("SSH host key", &keys.ssh_host_key, write_ssh_key, true),
+    let wanted: [(&'static str, &Path, KeyKind); 3] = [
+        ("age identity", &keys.age_identity, KeyKind::AgeIdentity),
+        ("signing key", &keys.signing_key, KeyKind::Ssh),
+        ("SSH host key", &keys.ssh_host_key, KeyKind::Ssh),
     ];
     let demo_keys = config
         .partners
         .values()
         .filter_map(|p| p.sftp.as_ref()?.demo_key.as_deref())
-        .map(|path| ("partner demo key", path, write_ssh_key as CreateKey, true));
+        .map(|path| ("partner demo key", path, KeyKind::Ssh));
     let demo_identities = config
         .partners
         .values()
         .filter_map(|p| p.age.as_ref()?.demo_identity.as_deref())
-        .map(|path| {
-            (
-                "partner demo age identity",
-                path,
-                write_demo_age_identity as CreateKey,
-                false,
-            )
-        });
-    for (what, path, create, ssh) in wanted.into_iter().chain(demo_keys).chain(demo_identities) {
+        .map(|path| ("partner demo age identity", path, KeyKind::DemoAgeIdentity));
+    for (what, path, kind) in wanted.into_iter().chain(demo_keys).chain(demo_identities) {
         let exists = path.exists();
         if force && exists && path == keys.signing_key {
             retire_signing_key(path)?;
         }
         if force || !exists {
-            create(path)?;
+            kind.create(path)?;
         }
         // Refused, as OpenSSH refuses a private key others can read.
         private_only(path)?;
-        if ssh {
+        if let KeyKind::Ssh = kind {
             ssh_private_key(path)?;
         }
         done.push(KeyStatus {

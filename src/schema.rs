@@ -32,13 +32,17 @@ pub struct CodeList {
     codes: Vec<String>,
     ignore_case: bool,
     /// Each code (in ASCII lower case when case is ignored) and its place;
-    /// the first of codes that differ only in case.
-    index: std::collections::HashMap<String, usize>,
+    /// the first of codes that differ only in case. Hashed quickly rather
+    /// than against flooding: the keys are the config's, never a partner's.
+    index: std::collections::HashMap<String, usize, foldhash::fast::RandomState>,
 }
 
 impl CodeList {
     pub fn new(codes: Vec<String>, ignore_case: bool) -> CodeList {
-        let mut index = std::collections::HashMap::with_capacity(codes.len());
+        let mut index = std::collections::HashMap::with_capacity_and_hasher(
+            codes.len(),
+            foldhash::fast::RandomState::default(),
+        );
         for (place, code) in codes.iter().enumerate() {
             let key = if ignore_case {
                 code.to_ascii_lowercase()
@@ -57,7 +61,10 @@ impl CodeList {
     /// The code `text` is, as declared.
     pub fn find(&self, text: &str) -> Option<&str> {
         let place = if self.ignore_case {
-            self.index.get(&text.to_ascii_lowercase())
+            // Inline, not allocated, for a code of up to 24 bytes.
+            let mut lower = compact_str::CompactString::from(text);
+            lower.make_ascii_lowercase();
+            self.index.get(lower.as_str())
         } else {
             self.index.get(text)
         };

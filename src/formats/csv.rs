@@ -217,14 +217,29 @@ impl<R: Read> RecordSource for CsvSource<'_, R> {
                         format!("a record after the trailer record on line {trailer_line}"),
                     ));
                 }
-                let outcome = check_record_in_file(
-                    self.schema,
-                    &self.field_columns,
-                    &mut self.decoder,
-                    self.record.line,
-                    self.record.iter(),
-                    &self.file_values,
-                )?;
+                let record = &self.record;
+                let texts = self
+                    .decoder
+                    .borrow_whole(record.content())
+                    .and_then(|whole| record.texts(whole));
+                let outcome = match texts {
+                    Some(texts) => check_record_in_file(
+                        self.schema,
+                        &self.field_columns,
+                        &mut self.decoder,
+                        record.line,
+                        texts,
+                        &self.file_values,
+                    )?,
+                    None => check_record_in_file(
+                        self.schema,
+                        &self.field_columns,
+                        &mut self.decoder,
+                        record.line,
+                        record.iter(),
+                        &self.file_values,
+                    )?,
+                };
                 if let Some(trailer) = &mut self.trailer {
                     trailer.count(&outcome);
                 }

@@ -66,6 +66,29 @@ impl Record {
         })
     }
 
+    /// The fields' bytes end to end, as [`Record::texts`] takes them decoded.
+    pub fn content(&self) -> &[u8] {
+        let end = self.fields.checked_sub(1).map_or(0, |last| self.ends[last]);
+        &self.bytes[..end]
+    }
+
+    /// The fields as slices of `whole`, the text of [`Record::content`];
+    /// `None` if a field does not start and end on a character boundary
+    /// (bytes that are a character only once fields are joined).
+    pub fn texts<'a>(
+        &'a self,
+        whole: &'a str,
+    ) -> Option<impl ExactSizeIterator<Item = &'a str> + Clone> {
+        let ends = &self.ends[..self.fields];
+        if !ends.iter().all(|&end| whole.is_char_boundary(end)) {
+            return None;
+        }
+        Some(ends.iter().enumerate().map(move |(i, &end)| {
+            let start = if i == 0 { 0 } else { ends[i - 1] };
+            &whole[start..end]
+        }))
+    }
+
     /// A lone empty field: a line holding nothing but blanks the parser kept.
     fn is_blank(&self) -> bool {
         self.fields == 1 && self.ends[0] == 0
@@ -160,10 +183,15 @@ impl<R: BufRead> RecordReader<R> {
                 self.parser
                     .read_record(input, &mut record.bytes[out..], &mut record.ends[ends..])
             };
-            let dialect = self.dialect;
-            quoting = input[..read]
-                .iter()
-                .fold(quoting, |state, &b| state.after(b, &dialect));
+            // Only the state at the end of the file matters, and a record
+            // that ends here starts the next one afresh: so only the part of
+            // a record that runs on past this buffer is followed.
+            if parsed != Parsed::Record {
+                let dialect = self.dialect;
+                quoting = input[..read]
+                    .iter()
+                    .fold(quoting, |state, &b| state.after(b, &dialect));
+            }
             self.input.consume(read);
             raw += read;
             if !too_large {
@@ -312,6 +340,22 @@ mod tests {
         assert_eq!(got[1].2, ["Bob", "5'11\""]);
         let got = read_all(b"a,b\n1,\"2\"\"x", 1 << 20);
         assert_eq!(got[1].0, Next::UnclosedQuote { line: 2 });
+    }
+
+    #[test]
+    fn fields_are_slices_of_the_decoded_record_only_on_character_boundaries() {
+        let mut reader = RecordReader::new(&b"ab,\xc3\xa9\n\xc3,\xa9\n"[..], dialect(1 << 20));
+        let mut record = Record::default();
+        assert_eq!(reader.next(&mut record).unwrap(), Next::Record);
+        let whole = std::str::from_utf8(record.content()).unwrap();
+        assert_eq!(whole, "abé");
+        let texts: Vec<&str> = record.texts(whole).unwrap().collect();
+        assert_eq!(texts, ["ab", "é"]);
+        // `é` split by the delimiter: joined, the two fields read as UTF-8,
+        // but neither is, so each must go to the decoder on its own.
+        assert_eq!(reader.next(&mut record).unwrap(), Next::Record);
+        let whole = std::str::from_utf8(record.content()).unwrap();
+        assert!(record.texts(whole).is_none());
     }
 
     #[test]

@@ -203,6 +203,22 @@ fn utf8_feeds_reject_invalid_bytes() {
 }
 
 #[test]
+fn a_character_split_by_a_delimiter_is_an_encoding_problem_in_both_fields() {
+    let s = schema(vec![text_column("a", false), text_column("b", false)]);
+    // Joined, `x\xC3` and `\xA9y` would read as UTF-8 (`xéy`); apart, neither does.
+    let (rows, problems) = run(&s, b"a,b\nok,fine\nx\xC3,\xA9y\n");
+    assert_eq!(rows.len(), 1);
+    let found: Vec<_> = problems.iter().map(|p| (p.line, p.field, p.code)).collect();
+    assert_eq!(
+        found,
+        [
+            (3, Some(1), crate::problem::Code::Encoding),
+            (3, Some(2), crate::problem::Code::Encoding)
+        ]
+    );
+}
+
+#[test]
 fn auto_reads_utf8_when_valid_and_windows_1252_otherwise() {
     let s = schema(vec![column(
         "name",
@@ -958,7 +974,7 @@ fn a_repeating_group_in_xml_makes_a_record_of_each_element_with_the_shared_colum
     let (rows, problems) = run(&s, input);
     assert!(problems.is_empty(), "{problems:?}");
     let text = |v: &Value| match v {
-        Value::Text(t) => t.clone(),
+        Value::Text(t) => t.to_string(),
         other => format!("{other:?}"),
     };
     let got: Vec<(u64, Vec<String>)> = rows

@@ -206,7 +206,7 @@ impl Field {
             && let Value::Text(_) = &row.values[*index]
             && let Value::Text(text) = std::mem::replace(&mut row.values[*index], Value::Empty)
         {
-            return Some(text);
+            return Some(text.into_string());
         }
         self.value(row)
     }
@@ -216,7 +216,7 @@ impl Field {
 pub fn stored_text(value: &Value) -> Option<String> {
     match value {
         Value::Empty => None,
-        Value::Text(s) => Some(s.clone()),
+        Value::Text(s) => Some(s.to_string()),
         Value::Integer(n) => Some(n.to_string()),
         Value::Decimal(n) => Some(n.to_string()),
         Value::Date(d) => Some(iso_date(*d)),

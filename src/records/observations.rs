@@ -205,7 +205,7 @@ pub fn map(mapping: &Mapping, row: &Row) -> Option<ObservationSet> {
         let value = match &row.values[column] {
             Value::Empty => continue,
             Value::Bool(b) => ObservedValue::Number(f64::from(u8::from(*b))),
-            Value::Text(s) => ObservedValue::Text(s.clone()),
+            Value::Text(s) => ObservedValue::Text(s.to_string()),
             v => match v.as_number() {
                 Some(n) => ObservedValue::Number(n),
                 None => continue,

@@ -64,6 +64,24 @@ enum Decoded<'a> {
 }
 
 impl Decoder {
+    /// A whole record's bytes as text, when they read the same without
+    /// conversion (ASCII, or UTF-8 in a UTF-8 file): one pass for the
+    /// record, its fields then slices of it. `None` leaves each field to
+    /// [`Decoder::decode`], which finds what is wrong and where.
+    pub fn borrow_whole<'a>(&mut self, bytes: &'a [u8]) -> Option<&'a str> {
+        match self.encoding {
+            Encoding::Windows1252 | Encoding::Latin1 => bytes
+                .is_ascii()
+                .then(|| std::str::from_utf8(bytes).expect("ASCII is UTF-8")),
+            Encoding::Utf8 => std::str::from_utf8(bytes).ok(),
+            Encoding::Auto => {
+                let text = std::str::from_utf8(bytes).ok()?;
+                self.saw_non_ascii_utf8 |= !text.is_ascii();
+                Some(text)
+            }
+        }
+    }
+
     fn decode<'a>(&mut self, bytes: &'a [u8]) -> Decoded<'a> {
         match self.encoding {
             Encoding::Windows1252 | Encoding::Latin1 if bytes.is_ascii() => Decoded::Text(
@@ -95,6 +113,31 @@ impl Decoder {
                 Err(_) => Decoded::Restart,
             },
         }
+    }
+}
+
+/// A field as a format hands it over: bytes for the decoder, or text that
+/// decoding its whole record already gave ([`Decoder::borrow_whole`]).
+pub trait RawField<'a>: Copy {
+    fn bytes(self) -> &'a [u8];
+    fn decoded(self) -> Option<&'a str>;
+}
+
+impl<'a> RawField<'a> for &'a [u8] {
+    fn bytes(self) -> &'a [u8] {
+        self
+    }
+    fn decoded(self) -> Option<&'a str> {
+        None
+    }
+}
+
+impl<'a> RawField<'a> for &'a str {
+    fn bytes(self) -> &'a [u8] {
+        self.as_bytes()
+    }
+    fn decoded(self) -> Option<&'a str> {
+        Some(self)
     }
 }
 
@@ -289,31 +332,31 @@ fn looks_like_data(cell: &str) -> Option<&'static str> {
 /// Checks one record against the schema: typed values, or every problem in
 /// it. `field_columns` says which column each field fills; `line` is where
 /// the record starts.
-pub fn check_record<'a>(
+pub fn check_record<'a, F: RawField<'a>>(
     schema: &Schema,
     field_columns: &[Option<usize>],
     decoder: &mut Decoder,
     line: u64,
-    fields: impl ExactSizeIterator<Item = &'a [u8]> + Clone,
+    fields: impl ExactSizeIterator<Item = F> + Clone,
 ) -> Result<Outcome, ReadError> {
     check_record_in_file(schema, field_columns, decoder, line, fields, &[])
 }
 
 /// As [`check_record`], with the values the file gives every record (a
 /// header record's fields, by column), there before the rules are checked.
-pub fn check_record_in_file<'a>(
+pub fn check_record_in_file<'a, F: RawField<'a>>(
     schema: &Schema,
     field_columns: &[Option<usize>],
     decoder: &mut Decoder,
     line: u64,
-    fields: impl ExactSizeIterator<Item = &'a [u8]> + Clone,
+    fields: impl ExactSizeIterator<Item = F> + Clone,
     file_values: &[(usize, Value)],
 ) -> Result<Outcome, ReadError> {
     if fields.len() != field_columns.len() {
         // A field holding a line break usually means a quote left open
         // that a later quote closed. The first such field starts on the
         // record's first line, since no field before it holds a break.
-        let spans_lines = fields.clone().any(|field| field.contains(&b'\n'));
+        let spans_lines = fields.clone().any(|field| field.bytes().contains(&b'\n'));
         let hint = if spans_lines {
             format!(
                 "; a quoted field opened on line {line} runs over several lines: a closing quote may be missing"
@@ -333,7 +376,7 @@ pub fn check_record_in_file<'a>(
     }
     let mut values = vec![Value::Empty; schema.columns.len()];
     let mut problems = Vec::new();
-    for (i, raw) in fields.enumerate() {
+    for (i, field) in fields.enumerate() {
         let Some(index) = field_columns[i] else {
             continue;
         };
@@ -345,6 +388,7 @@ pub fn check_record_in_file<'a>(
             code,
             message,
         };
+        let raw = field.bytes();
         if raw.len() > schema.max_field_bytes {
             problems.push(problem(
                 Code::FieldTooLarge,
@@ -356,7 +400,11 @@ pub fn check_record_in_file<'a>(
             ));
             continue;
         }
-        let text = match decoder.decode(raw) {
+        let decoded = match field.decoded() {
+            Some(text) => Decoded::Text(Cow::Borrowed(text)),
+            None => decoder.decode(raw),
+        };
+        let text = match decoded {
             Decoded::Text(t) => t,
             Decoded::Restart => return Err(ReadError::EncodingChanged),
             Decoded::Invalid => {
@@ -408,7 +456,10 @@ pub fn check_value(column: &ColumnSpec, text: &str) -> Result<Value, ValueProble
             max_length,
             pattern,
         } => {
-            if let Some(max) = max_length {
+            // Never more characters than bytes: most values need no count.
+            if let Some(max) = max_length
+                && text.len() > *max
+            {
                 let len = text.chars().count();
                 if len > *max {
                     return Err((
@@ -429,7 +480,7 @@ pub fn check_value(column: &ColumnSpec, text: &str) -> Result<Value, ValueProble
                     ),
                 ));
             }
-            Ok(Value::Text(text.to_string()))
+            Ok(Value::Text(text.into()))
         }
         ColumnKind::Integer { min, max } => {
             let n: i64 = trimmed.parse().map_err(|_| {
@@ -477,7 +528,7 @@ pub fn check_value(column: &ColumnSpec, text: &str) -> Result<Value, ValueProble
                     .ok(),
             };
             parsed
-                .map(|t| Value::Text(t.format("%H:%M:%S").to_string()))
+                .map(|t| Value::Text(compact_str::format_compact!("{}", t.format("%H:%M:%S"))))
                 .ok_or_else(|| {
                     let expected = format.as_deref().unwrap_or("%H:%M:%S` or `%H:%M");
                     (
@@ -487,26 +538,30 @@ pub fn check_value(column: &ColumnSpec, text: &str) -> Result<Value, ValueProble
                 })
         }
         ColumnKind::Postcode => contact::postcode(trimmed)
-            .map(Value::Text)
+            .map(|t| Value::Text(t.into()))
             .ok_or_else(|| (Code::NotPostcode, "not a UK postcode".into())),
-        ColumnKind::OdsCode => contact::ods_code(trimmed).map(Value::Text).ok_or_else(|| {
-            (
-                Code::NotOdsCode,
-                format!(
-                    "value{} is not an ODS organisation code (3 to 10 letters and digits)",
-                    shown()
-                ),
-            )
-        }),
+        ColumnKind::OdsCode => contact::ods_code(trimmed)
+            .map(|t| Value::Text(t.into()))
+            .ok_or_else(|| {
+                (
+                    Code::NotOdsCode,
+                    format!(
+                        "value{} is not an ODS organisation code (3 to 10 letters and digits)",
+                        shown()
+                    ),
+                )
+            }),
         ColumnKind::Email => contact::email(trimmed)
-            .map(Value::Text)
+            .map(|t| Value::Text(t.into()))
             .ok_or_else(|| (Code::NotEmail, "not an e-mail address".into())),
-        ColumnKind::Phone => contact::phone(trimmed).map(Value::Text).ok_or_else(|| {
-            (
-                Code::NotPhone,
-                "not a UK telephone number, nor `+` and 8 to 15 digits".into(),
-            )
-        }),
+        ColumnKind::Phone => contact::phone(trimmed)
+            .map(|t| Value::Text(t.into()))
+            .ok_or_else(|| {
+                (
+                    Code::NotPhone,
+                    "not a UK telephone number, nor `+` and 8 to 15 digits".into(),
+                )
+            }),
         ColumnKind::Date { format } => {
             parse_date(trimmed, format).map(Value::Date).ok_or_else(|| {
                 (
@@ -538,7 +593,7 @@ pub fn check_value(column: &ColumnSpec, text: &str) -> Result<Value, ValueProble
             })
         }
         ColumnKind::Code { values } => match values.find(trimmed) {
-            Some(code) => Ok(Value::Text(code.to_string())),
+            Some(code) => Ok(Value::Text(code.into())),
             None => Err((
                 Code::NotInCodeList,
                 format!(

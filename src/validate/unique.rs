@@ -140,7 +140,7 @@ mod tests {
                     if v.is_empty() {
                         Value::Empty
                     } else {
-                        Value::Text(v.to_string())
+                        Value::Text((*v).into())
                     }
                 })
                 .collect(),

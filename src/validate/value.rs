@@ -1,10 +1,13 @@
+use compact_str::CompactString;
+
 use crate::domain::nhs_number::NhsNumber;
 
 /// A checked field value, typed by its column.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     Empty,
-    Text(String),
+    /// Held inline when short: no allocation for most values.
+    Text(CompactString),
     Integer(i64),
     Decimal(f64),
     Date(chrono::NaiveDate),
@@ -26,7 +29,7 @@ impl Value {
         use std::borrow::Cow;
         match self {
             Value::Empty => None,
-            Value::Text(s) => Some(Cow::Borrowed(s)),
+            Value::Text(s) => Some(Cow::Borrowed(s.as_str())),
             Value::Integer(n) => Some(n.to_string().into()),
             Value::Decimal(n) => Some(n.to_string().into()),
             Value::Date(d) => Some(d.to_string().into()),

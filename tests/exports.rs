@@ -236,9 +236,9 @@ fn an_incremental_export_holds_only_what_was_loaded_since_the_last() {
     assert_eq!(count_of(&third, "Patient.ndjson"), Some(1));
     let csv = fs::read_to_string(folder(&third).join("observations.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 2 * 8);
-    assert!(
-        csv.starts_with("set_id,detail_id,observed_at,code,value,unit,loinc,snomed,file_id,line\n")
-    );
+    assert!(csv.starts_with(
+        "set_id,record_id,detail_id,observed_at,code,value,unit,loinc,snomed,file_id,line\n"
+    ));
     // Three runs, all complete and each with its grant.
     assert_eq!(
         d.count("SELECT count(*) FROM export_runs WHERE outcome = 'complete' AND manual = 1"),
@@ -256,6 +256,122 @@ fn an_incremental_export_holds_only_what_was_loaded_since_the_last() {
         "{}",
         text(&out.stdout)
     );
+}
+
+#[test]
+fn a_set_sent_again_is_a_new_version_exported_under_its_first_id_and_a_late_older_one_never() {
+    let config = fast(SHIPPED_CONFIG)
+        .replacen(
+            "news2 = true\n",
+            "news2 = true\nkey = [\"observed_at\"]\nupdated_at = \"recorded_at\"\n",
+            1,
+        )
+        .replacen(
+            "[feeds.news2.map.service_user]",
+            "[[feeds.news2.columns]]\nname = \"recorded_at\"\ntype = \"datetime\"\nformat = \"iso8601\"\n\n[feeds.news2.map.service_user]",
+            1,
+        );
+    let d = Deployment::with_config(&config);
+    // Resident 1's set taken at one moment, its respiration rate as given,
+    // recorded by the sending system at `recorded`.
+    let set = |respiration: &str, recorded: &str| {
+        let mut fields: Vec<String> = news2_row(1, 0).split(',').map(String::from).collect();
+        fields[7] = respiration.to_string();
+        format!("{},{recorded}", fields.join(","))
+    };
+    let send = |name: &str, rows: &[String]| {
+        let body = format!("{HEADER},recorded_at\n{}\n", rows.join("\n"));
+        let out = d.ingest(&[&d.write_input(name, body.as_bytes())]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    send(
+        "news2_first.csv",
+        &[
+            set("14", "2026-11-30T10:00:00Z"),
+            format!("{},2026-11-30T10:00:00Z", news2_row(1, 1)),
+        ],
+    );
+    let first = export(&d);
+    assert_eq!(count_of(&first, "observations.csv"), Some(2 * 8));
+    let first_id = d.count("SELECT min(id) FROM observation_sets");
+
+    // The same set corrected: exported again, under the first version's id.
+    send("news2_corrected.csv", &[set("25", "2026-11-30T11:00:00Z")]);
+    let second = export(&d);
+    assert_eq!(count_of(&second, "observations.csv"), Some(8));
+    let csv = fs::read_to_string(folder(&second).join("observations.csv")).unwrap();
+    assert!(csv.starts_with(
+        "set_id,record_id,detail_id,observed_at,code,value,unit,loinc,snomed,file_id,line\n"
+    ));
+    let respiration = csv
+        .lines()
+        .find(|l| l.contains(",respiratory_rate,"))
+        .unwrap();
+    let cells: Vec<&str> = respiration.split(',').collect();
+    assert_eq!(cells[1], first_id.to_string(), "{respiration}");
+    assert_ne!(cells[0], cells[1], "a new row: {respiration}");
+    assert_eq!(cells[5], "25");
+    let observations = resources_of(&folder(&second), "Observation.ndjson");
+    assert!(
+        observations.iter().all(|o| o["id"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("obs-{first_id}-"))),
+        "{observations:?}"
+    );
+
+    // An older version arriving late is kept, and never exported.
+    send("news2_late.csv", &[set("30", "2026-11-30T09:00:00Z")]);
+    let third = export(&d);
+    assert_eq!(third["manifest"]["output"], serde_json::json!([]));
+    assert_eq!(d.count("SELECT count(*) FROM observation_sets"), 4);
+    assert_eq!(
+        d.strings(
+            "SELECT printf('%d', respiratory_rate) FROM observation_sets
+             WHERE superseded_by IS NULL ORDER BY observed_at"
+        ),
+        ["25", "13"]
+    );
+    assert_eq!(
+        d.count("SELECT count(DISTINCT coalesce(record_id, id)) FROM observation_sets"),
+        2
+    );
+
+    // `patients show` lists every version with its file and line, the replaced marked.
+    let detail = d.count("SELECT detail_id FROM service_users WHERE local_id = 'R0001'");
+    let out = d.dg(&["patients", "show", &detail.to_string(), "--json"]);
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut versions: Vec<(String, bool)> = shown["observations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["code"] == "respiratory_rate")
+        .map(|o| {
+            (
+                o["value"].as_str().unwrap().to_string(),
+                o["superseded_by"].is_null(),
+            )
+        })
+        .collect();
+    versions.sort();
+    assert_eq!(
+        versions,
+        [
+            ("13".to_string(), true),
+            ("14".to_string(), false),
+            ("25".to_string(), true),
+            ("30".to_string(), false),
+        ]
+    );
+}
+
+/// Each line of an NDJSON file, parsed.
+fn resources_of(folder: &Path, name: &str) -> Vec<Value> {
+    fs::read_to_string(folder.join(name))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 #[test]

@@ -368,10 +368,15 @@ pub(super) fn print_person_records(records: &PersonRecords, care: &[StoredCare])
         records.observations.len()
     );
     for o in &records.observations {
+        let replaced = match o.superseded_by {
+            Some(by) => format!("  [replaced by set {by}]"),
+            None => String::new(),
+        };
         println!(
-            "  {}  detail {:>6}  {:<20} {} {}  (file {}, line {})",
+            "  {}  detail {:>6}  set {}  {:<20} {} {}  (file {}, line {}){replaced}",
             o.observed_at,
             o.detail_id,
+            o.set_id,
             o.code,
             escaped(&o.value),
             o.unit.as_deref().unwrap_or(""),

@@ -170,6 +170,9 @@ impl Checker<'_> {
         for kind in &mut mapping.care {
             kind.key_scope = name.to_string();
         }
+        if let Some(observations) = &mut mapping.observations {
+            observations.key_scope = name.to_string();
+        }
         if self.errors.len() > errors_before {
             return None;
         }

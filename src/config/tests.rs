@@ -1289,6 +1289,34 @@ severity = { value = "high" }"#,
 }
 
 #[test]
+fn an_observation_sets_key_names_declared_columns_and_its_time_is_a_date() {
+    let keyed =
+        |lines: &str| SHIPPED.replacen("news2 = true\n", &format!("news2 = true\n{lines}\n"), 1);
+    assert_eq!(
+        errors(&keyed(
+            "key = [\"resident_id\", \"observed_at\"]\nupdated_at = \"observed_at\""
+        )),
+        Vec::<String>::new()
+    );
+    let cases = [
+        ("key = [\"set_number\"]", "set_number"),
+        ("key = []", "`key` is a list of column names"),
+        ("updated_at = \"observed_at\"", "give its `key` too"),
+        (
+            "key = [\"observed_at\"]\nupdated_at = \"family_name\"",
+            "`updated_at` names a date or datetime column",
+        ),
+    ];
+    for (lines, expected) in cases {
+        let got = errors(&keyed(lines));
+        assert!(
+            got.iter().any(|e| e.contains(expected)),
+            "{lines}: {got:#?}"
+        );
+    }
+}
+
+#[test]
 fn a_kind_about_a_person_needs_the_service_user_mapped_and_staff_do_not() {
     let text = with_map("[feeds.news2.map.alert]\ntype = { value = \"risk\" }")
         .replace("[feeds.news2.map.service_user]", "[feeds.news2.map.staff]")

@@ -16,7 +16,7 @@ use crate::records::{Exported, Kind};
 const SERVICE_USER_COLUMNS: &str = "detail_id,partner,local_id,nhs_number,family_name,given_name,date_of_birth,gender,postcode,file_id,line";
 const TREND_COLUMNS: &str = "week_start,partner,feed,measure,count";
 const OBSERVATION_COLUMNS: &str =
-    "set_id,detail_id,observed_at,code,value,unit,loinc,snomed,file_id,line";
+    "set_id,record_id,detail_id,observed_at,code,value,unit,loinc,snomed,file_id,line";
 
 pub struct Output {
     target: Target,
@@ -147,6 +147,7 @@ impl super::Output for Output {
                     OBSERVATION_COLUMNS,
                 )?;
                 let (set_id, detail_id) = (set.set_id.to_string(), set.detail_id.to_string());
+                let record_id = set.record_id.to_string();
                 let (file_id, line) = (set.file_id.to_string(), set.line.to_string());
                 for o in &set.observations {
                     let value = match &o.value {
@@ -157,6 +158,7 @@ impl super::Output for Output {
                         file.next(),
                         &[
                             &set_id,
+                            &record_id,
                             &detail_id,
                             &set.observed_at,
                             o.code.name(),

@@ -179,7 +179,7 @@ fn write_observation(
     write!(
         out,
         "{{\"resourceType\":\"Observation\",\"id\":\"obs-{}-{}\",\"status\":\"final\"{}\"subject\":{{\"reference\":\"Patient/detail-{}\"}},\"effectiveDateTime\":",
-        set.set_id,
+        set.record_id,
         code.id(),
         fragments.head,
         set.detail_id
@@ -211,7 +211,7 @@ fn write_observation(
             write!(
                 out,
                 "{{\"reference\":\"Observation/obs-{}-{}\"}}",
-                set.set_id,
+                set.record_id,
                 member.id()
             )?;
         }

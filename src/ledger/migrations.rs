@@ -56,6 +56,10 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
         "0016_held_payloads",
         include_str!("migrations/0016_held_payloads.sql"),
     ),
+    (
+        "0017_observation_set_versions",
+        include_str!("migrations/0017_observation_set_versions.sql"),
+    ),
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {

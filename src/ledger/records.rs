@@ -185,6 +185,9 @@ pub struct ObservationRecord {
     pub unit: Option<String>,
     pub file_id: i64,
     pub line: i64,
+    /// The set's row, and the newer version of the set that replaced it.
+    pub set_id: i64,
+    pub superseded_by: Option<i64>,
 }
 
 /// The person holding `detail_id`, with their records; `None` for no such detail.
@@ -211,7 +214,7 @@ pub(super) fn person_records(
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let mut stmt = conn.prepare(
         "SELECT o.detail_id, o.observed_at, o.code, coalesce(o.value_text, o.value_num), o.unit,
-                o.file_id, o.line
+                o.file_id, o.line, o.set_id, o.superseded_by
          FROM observation_records o JOIN service_users s ON s.detail_id = o.detail_id
          WHERE s.person_id = ?1
          ORDER BY o.observed_at DESC, o.set_id DESC, o.code LIMIT ?2",
@@ -234,6 +237,8 @@ pub(super) fn person_records(
                     unit: r.get(4)?,
                     file_id: r.get(5)?,
                     line: r.get(6)?,
+                    set_id: r.get(7)?,
+                    superseded_by: r.get(8)?,
                 })
             },
         )?

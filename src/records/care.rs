@@ -6,11 +6,11 @@
 
 use std::collections::BTreeSet;
 
-use rusqlite::{Connection, OptionalExtension, params_from_iter, types::Value as SqlValue};
+use rusqlite::{Connection, params_from_iter, types::Value as SqlValue};
 use toml::Spanned;
 
 use super::fields::{self, Field, FieldSpec, RawField, RawFields};
-use super::{Expect, Kind, MappingChecker};
+use super::{Expect, Kind, MappingChecker, versions};
 use crate::ledger::{LedgerError, Result};
 use crate::validate::Row;
 
@@ -257,21 +257,10 @@ pub fn map(mapping: &Mapping, row: &Row) -> Option<CareRecord> {
         .iter()
         .zip(&values)
         .all(|(spec, value)| !spec.required || value.is_some());
-    let key: Option<Vec<String>> = mapping
-        .key
-        .iter()
-        .map(|&c| fields::stored_text(&row.values[c]))
-        .collect();
     complete.then(|| CareRecord {
         kind: mapping.spec.kind,
         values,
-        // A unit separator cannot be typed into a field by mistake.
-        natural_key: key.filter(|k| !k.is_empty()).map(|k| {
-            std::iter::once(mapping.key_scope.as_str())
-                .chain(k.iter().map(String::as_str))
-                .collect::<Vec<_>>()
-                .join("\u{1f}")
-        }),
+        natural_key: versions::natural_key(&mapping.key_scope, &mapping.key, row),
         updated_at: mapping
             .updated_at
             .and_then(|c| fields::stored_text(&row.values[c])),
@@ -282,23 +271,14 @@ pub fn map(mapping: &Mapping, row: &Row) -> Option<CareRecord> {
 /// once per record.
 struct Statements {
     insert: String,
-    /// The current version of a record the person has with a key.
-    current: String,
-    supersede: String,
-    record_id: String,
+    versions: versions::Statements,
 }
 
 impl Statements {
     fn of(spec: &Spec) -> Statements {
-        let table = spec.table;
         Statements {
             insert: spec.insert_sql(),
-            current: format!(
-                "SELECT id, coalesce(record_id, id), updated_at FROM {table}
-                 WHERE detail_id = ?1 AND natural_key = ?2 AND superseded_by IS NULL AND id != ?3"
-            ),
-            supersede: format!("UPDATE {table} SET superseded_by = ?2 WHERE id = ?1"),
-            record_id: format!("UPDATE {table} SET record_id = ?2 WHERE id = ?1"),
+            versions: versions::Statements::of(spec.table),
         }
     }
 }
@@ -356,52 +336,12 @@ impl<'c> Writer<'c> {
             && spec.about_person
         {
             let id = self.conn.last_insert_rowid();
-            version(
-                self.conn,
-                sql,
-                detail_id,
-                key,
-                record.updated_at.as_deref(),
-                id,
-            )?;
+            sql.versions
+                .version(self.conn, detail_id, key, record.updated_at.as_deref(), id)?;
         }
         Ok(1)
     }
 }
-
-/// Makes the row just written (`id`) a version of the record the person
-/// has with the same key, if any: the current one is the later by
-/// `updated_at` (on a tie, or without times, the one written last).
-fn version(
-    conn: &Connection,
-    sql: &Statements,
-    detail_id: i64,
-    key: &str,
-    updated_at: Option<&str>,
-    id: i64,
-) -> Result<()> {
-    let current: Option<(i64, i64, Option<String>)> = conn
-        .prepare_cached(&sql.current)?
-        .query_row(rusqlite::params![detail_id, key, id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
-        .optional()?;
-    let Some((current, record_id, current_at)) = current else {
-        return Ok(());
-    };
-    let newer = match (updated_at, current_at.as_deref()) {
-        (Some(new), Some(old)) => new >= old,
-        _ => true,
-    };
-    let (superseded, by) = if newer { (current, id) } else { (id, current) };
-    conn.prepare_cached(&sql.supersede)?
-        .execute([superseded, by])?;
-    conn.prepare_cached(&sql.record_id)?
-        .execute([id, record_id])?;
-    Ok(())
-}
-
-impl Writer<'_> {}
 
 /// A described record as the ledger holds it.
 #[derive(Debug, Clone)]

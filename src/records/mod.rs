@@ -17,6 +17,7 @@ pub mod red_bag;
 pub mod service_user;
 pub mod staff;
 pub mod trend;
+pub mod versions;
 
 use std::ops::Range;
 

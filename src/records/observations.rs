@@ -6,7 +6,7 @@ use rusqlite::{CachedStatement, Connection, ToSql};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Expect, MappingChecker};
+use super::{Expect, MappingChecker, versions};
 use crate::domain::news2::{self, Consciousness};
 use crate::ledger::Result;
 use crate::validate::{Row, Value};
@@ -30,6 +30,12 @@ pub struct RawMapping {
     pub temperature: Option<Spanned<String>>,
     /// Derive a NEWS2 total when the full set is present. Default true.
     pub news2: Option<bool>,
+    /// Columns whose values name the set: a row with the key of a set the
+    /// person already has from this feed is a new version of it.
+    pub key: Option<Spanned<Vec<String>>>,
+    /// A date or datetime column: the row's own time, which decides the
+    /// current version (without it, the version loaded last).
+    pub updated_at: Option<Spanned<String>>,
 }
 
 /// Which columns fill which vital signs (column indexes into the schema).
@@ -39,6 +45,11 @@ pub struct Mapping {
     pub vitals: Vec<(Vital, usize)>,
     /// Derive a NEWS2 total when every parameter is present.
     pub news2: bool,
+    /// The columns of `key`: see [`super::versions`].
+    pub key: Vec<usize>,
+    pub updated_at: Option<usize>,
+    /// Whose keys these are: the feed's name.
+    pub key_scope: String,
 }
 
 impl Mapping {
@@ -63,10 +74,51 @@ impl Mapping {
                 columns.push((vital, index));
             }
         }
+        let key = match raw.key {
+            Some(names) if names.get_ref().is_empty() => {
+                checker.error_at(
+                    names.span(),
+                    &format!("map.{KIND}: `key` is a list of column names, `[\"Set ID\"]`"),
+                );
+                Vec::new()
+            }
+            Some(names) => {
+                let span = names.span();
+                names
+                    .into_inner()
+                    .into_iter()
+                    .filter_map(|name| {
+                        checker.declared(KIND, "key", &Spanned::new(span.clone(), name))
+                    })
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        let updated_at = raw.updated_at.and_then(|column| {
+            let index = checker.declared(KIND, "updated_at", &column)?;
+            if !checker.holds(index, Expect::When) {
+                checker.error_at(
+                    column.span(),
+                    &format!("map.{KIND}: `updated_at` names a date or datetime column"),
+                );
+            }
+            if key.is_empty() {
+                checker.error_at(
+                    column.span(),
+                    &format!(
+                        "map.{KIND}: `updated_at` orders the versions of a set: give its `key` too"
+                    ),
+                );
+            }
+            Some(index)
+        });
         Mapping {
             observed_at: observed_at.unwrap_or(0),
             vitals: columns,
             news2: raw.news2.unwrap_or(true),
+            key,
+            updated_at,
+            key_scope: String::new(),
         }
     }
 }
@@ -191,6 +243,10 @@ pub enum ObservedValue {
 pub struct ObservationSet {
     pub observed_at: DateTime<Utc>,
     pub observations: Vec<Observation>,
+    /// See [`super::versions::natural_key`].
+    pub natural_key: Option<String>,
+    /// The row's own time, from `updated_at`.
+    pub updated_at: Option<String>,
 }
 
 /// The observation set a row carries, with its NEWS2 total when complete.
@@ -227,6 +283,10 @@ pub fn map(mapping: &Mapping, row: &Row) -> Option<ObservationSet> {
     (!out.is_empty()).then(|| ObservationSet {
         observed_at: at.with_timezone(&Utc),
         observations: out,
+        natural_key: versions::natural_key(&mapping.key_scope, &mapping.key, row),
+        updated_at: mapping
+            .updated_at
+            .and_then(|c| super::fields::stored_text(&row.values[c])),
     })
 }
 
@@ -256,24 +316,28 @@ fn news2_set(mapping: &Mapping, row: &Row) -> Option<news2::ObservationSet> {
 /// Writes one file's observation sets: one row each, its values inline in
 /// the column of each code (see migration 0008).
 pub struct Writer<'c> {
+    conn: &'c Connection,
     file_id: i64,
     set: CachedStatement<'c>,
     last_time: Option<(DateTime<Utc>, String)>,
+    versions: versions::Statements,
 }
 
 /// The insert of a set: who, when, where from, then one value per code in
 /// the order of [`Code::ALL`] (whose ids are 1 to 9).
 const INSERT_SET: &str = "INSERT INTO observation_sets (detail_id, observed_at, file_id, line,
         respiratory_rate, oxygen_saturation, supplemental_oxygen, systolic_bp, diastolic_bp,
-        heart_rate, consciousness, body_temperature, news2_score)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+        heart_rate, consciousness, body_temperature, news2_score, natural_key, updated_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
 
 impl<'c> Writer<'c> {
     pub fn new(conn: &'c Connection, file_id: i64) -> Result<Writer<'c>> {
         Ok(Writer {
+            conn,
             file_id,
             set: conn.prepare_cached(INSERT_SET)?,
             last_time: None,
+            versions: versions::Statements::of("observation_sets"),
         })
     }
 
@@ -300,7 +364,13 @@ impl<'c> Writer<'c> {
         let (file_id, line) = (self.file_id, line as i64);
         let mut all: Vec<&dyn ToSql> = vec![&detail_id, &at, &file_id, &line];
         all.extend(values);
+        all.extend([&set.natural_key as &dyn ToSql, &set.updated_at]);
         self.set.execute(all.as_slice())?;
+        if let Some(key) = &set.natural_key {
+            let id = self.conn.last_insert_rowid();
+            self.versions
+                .version(self.conn, detail_id, key, set.updated_at.as_deref(), id)?;
+        }
         Ok(set.observations.len() as u64)
     }
 }
@@ -308,7 +378,10 @@ impl<'c> Writer<'c> {
 /// An observation set as an export reads it.
 #[derive(Debug, Clone)]
 pub struct StoredSet {
+    /// This version's row.
     pub set_id: i64,
+    /// The set's identity across its versions: its first version's id.
+    pub record_id: i64,
     pub detail_id: i64,
     /// RFC 3339, UTC.
     pub observed_at: String,
@@ -320,8 +393,10 @@ pub struct StoredSet {
     pub feed: Option<String>,
 }
 
-/// Hands each observation set with an id in `(after, up_to]` to `each`, in
-/// the order written.
+/// Hands each current observation set with an id in `(after, up_to]` to
+/// `each`, in the order written. A set replaced by then is left out: its
+/// newer version comes under the same `record_id` (and one that arrived
+/// late and older is never exported).
 pub fn for_each_in<E: From<crate::ledger::LedgerError>>(
     conn: &Connection,
     after: i64,
@@ -333,15 +408,16 @@ pub fn for_each_in<E: From<crate::ledger::LedgerError>>(
             "SELECT s.id, s.detail_id, s.observed_at, s.line, s.file_id, f.partner, f.feed,
                     s.respiratory_rate, s.oxygen_saturation, s.supplemental_oxygen, s.systolic_bp,
                     s.diastolic_bp, s.heart_rate, s.consciousness, s.body_temperature,
-                    s.news2_score
+                    s.news2_score, coalesce(s.record_id, s.id)
              FROM observation_sets s JOIN files f ON f.id = s.file_id
-             WHERE s.id > ?1 AND s.id <= ?2 ORDER BY s.id",
+             WHERE s.id > ?1 AND s.id <= ?2 AND s.superseded_by IS NULL ORDER BY s.id",
         )?)
     };
     let mut stmt = read()?;
     let mut rows = stmt.query([after, up_to]).map_err(|e| E::from(e.into()))?;
     let mut set = StoredSet {
         set_id: 0,
+        record_id: 0,
         detail_id: 0,
         observed_at: String::new(),
         observations: Vec::with_capacity(Code::ALL.len()),
@@ -353,6 +429,7 @@ pub fn for_each_in<E: From<crate::ledger::LedgerError>>(
     while let Some(row) = rows.next().map_err(|e| E::from(e.into()))? {
         let fill = |set: &mut StoredSet| -> rusqlite::Result<()> {
             set.set_id = row.get(0)?;
+            set.record_id = row.get(16)?;
             set.detail_id = row.get(1)?;
             set.observed_at.clear();
             set.observed_at.push_str(row.get_ref(2)?.as_str()?);

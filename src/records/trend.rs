@@ -136,7 +136,8 @@ pub fn counts(
         "SELECT date(f.received_at, '-6 days', 'weekday 1'), f.partner, f.feed, {},
                 sum(s.news2_score = 0), sum(s.news2_score BETWEEN 1 AND 4),
                 sum(s.news2_score BETWEEN 5 AND 6), sum(s.news2_score >= 7)
-         FROM observation_sets s JOIN files f ON f.id = s.file_id GROUP BY 1, 2, 3",
+         FROM observation_sets s JOIN files f ON f.id = s.file_id
+         WHERE s.superseded_by IS NULL GROUP BY 1, 2, 3",
         per_code.join(", ")
     ))?;
     let mut rows = stmt.query([])?;

@@ -1,0 +1,89 @@
+//! Versions of a record about a person: a feed names the columns that say
+//! "the same record" (`key`) and, optionally, the column holding each row's
+//! own time (`updated_at`). A row whose key matches a record the person
+//! already has from the same feed is a new version of it; the one with the
+//! later time is current, whatever order the files came in, and every
+//! version keeps its row, file and line (migrations 0014 and 0017).
+
+use rusqlite::{Connection, OptionalExtension};
+
+use super::fields;
+use crate::ledger::Result;
+use crate::validate::Row;
+
+/// The natural key of `row`: the feed's name (`scope`) and the values of its
+/// key columns, joined. `None` without key columns, or when one is empty
+/// (the row is then a record of its own).
+pub fn natural_key(scope: &str, columns: &[usize], row: &Row) -> Option<String> {
+    if columns.is_empty() {
+        return None;
+    }
+    let values: Option<Vec<String>> = columns
+        .iter()
+        .map(|&c| fields::stored_text(&row.values[c]))
+        .collect();
+    // A unit separator cannot be typed into a field by mistake.
+    values.map(|values| {
+        std::iter::once(scope)
+            .chain(values.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join("\u{1f}")
+    })
+}
+
+/// The statements that version a table's rows, made once per file rather
+/// than once per record.
+#[derive(Debug)]
+pub struct Statements {
+    /// The current version of a record the person has with a key.
+    current: String,
+    supersede: String,
+    record_id: String,
+}
+
+impl Statements {
+    /// For `table`, which has `detail_id`, `natural_key`, `updated_at`,
+    /// `record_id` and `superseded_by` columns.
+    pub fn of(table: &str) -> Statements {
+        Statements {
+            current: format!(
+                "SELECT id, coalesce(record_id, id), updated_at FROM {table}
+                 WHERE detail_id = ?1 AND natural_key = ?2 AND superseded_by IS NULL AND id != ?3"
+            ),
+            supersede: format!("UPDATE {table} SET superseded_by = ?2 WHERE id = ?1"),
+            record_id: format!("UPDATE {table} SET record_id = ?2 WHERE id = ?1"),
+        }
+    }
+
+    /// Makes the row just written (`id`) a version of the record the person
+    /// has with the same key, if any: the current one is the later by
+    /// `updated_at` (on a tie, or without times, the one written last).
+    pub fn version(
+        &self,
+        conn: &Connection,
+        detail_id: i64,
+        key: &str,
+        updated_at: Option<&str>,
+        id: i64,
+    ) -> Result<()> {
+        let current: Option<(i64, i64, Option<String>)> = conn
+            .prepare_cached(&self.current)?
+            .query_row(rusqlite::params![detail_id, key, id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?;
+        let Some((current, record_id, current_at)) = current else {
+            return Ok(());
+        };
+        let newer = match (updated_at, current_at.as_deref()) {
+            (Some(new), Some(old)) => new >= old,
+            _ => true,
+        };
+        let (superseded, by) = if newer { (current, id) } else { (id, current) };
+        conn.prepare_cached(&self.supersede)?
+            .execute([superseded, by])?;
+        conn.prepare_cached(&self.record_id)?
+            .execute([id, record_id])?;
+        Ok(())
+    }
+}

@@ -544,6 +544,40 @@ fn service_users_written_before_versions_are_their_own_first_version() {
 }
 
 #[test]
+fn observation_sets_written_before_versions_are_each_their_own_current_record() {
+    let mut conn = migrated_up_to("0017_observation_set_versions");
+    conn.execute_batch(
+        "PRAGMA foreign_keys = OFF;
+         INSERT INTO observation_sets (id, detail_id, observed_at, file_id, line,
+                                       respiratory_rate, consciousness)
+             VALUES (1, 7, '2026-11-22T08:00:00Z', 3, 2, 18, 'A'),
+                    (2, 7, '2026-11-22T08:00:00Z', 4, 2, 20, NULL);",
+    )
+    .unwrap();
+    migrations::migrate(&mut conn).unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT set_id || ':' || code || '=' || coalesce(value_text, value_num) || ' record '
+                    || record_id || ' ' || coalesce(superseded_by, 'current')
+             FROM observation_records ORDER BY set_id, code",
+        )
+        .unwrap();
+    let rows: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert_eq!(
+        rows,
+        [
+            "1:consciousness=A record 1 current",
+            "1:respiratory_rate=18 record 1 current",
+            "2:respiratory_rate=20 record 2 current",
+        ]
+    );
+}
+
+#[test]
 fn a_small_file_s_bytes_are_kept_with_its_row_and_queued_like_any_other() {
     let mut l = ledger();
     let plain = received(&mut l, "plain.csv");

@@ -354,7 +354,7 @@ impl Bench<'_> {
         let local = self.downloads.join("large.bin");
         let wall = match tool {
             Tool::Dropgate => self.dropgate("large", async |c| {
-                c.download("large.bin", &local).await?;
+                c.download("large.bin", &local, u64::MAX).await?;
                 Ok(())
             })?,
             Tool::Lftp => self.lftp("large", &format!("get large.bin -o {}", local.display()))?,
@@ -410,7 +410,8 @@ impl Bench<'_> {
             Tool::Dropgate => self.dropgate("small", async |c| {
                 for path in small {
                     let name = file_name(path);
-                    c.download(&name, &self.downloads.join(&name)).await?;
+                    c.download(&name, &self.downloads.join(&name), u64::MAX)
+                        .await?;
                 }
                 Ok(())
             })?,

@@ -116,7 +116,8 @@ pub fn ingest(
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default();
-        arrivals.push(Arrival::copy(path.clone(), name));
+        // Named by the admin, not dropped by a partner: no size cap.
+        arrivals.push(Arrival::copy(path.clone(), name, u64::MAX));
     }
     let origin = Origin {
         source: &source.name,

@@ -56,8 +56,9 @@ pub struct Arrival {
 /// How a file becomes dropgate's copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handover {
-    /// The sender's file: copied, and removed only once recorded.
-    Copy,
+    /// The sender's file: copied, and removed only once recorded. One
+    /// larger than `at_most` bytes is refused before a byte is copied.
+    Copy { at_most: u64 },
     /// Already dropgate's own, complete and fsynced (an SFTP upload, a
     /// download): moved into the spool rather than copied. `sha256` when it
     /// was computed while the file was written.
@@ -68,14 +69,21 @@ pub enum Handover {
 }
 
 impl Arrival {
-    /// A sender's file, to be copied.
-    pub fn copy(path: PathBuf, name: String) -> Arrival {
+    /// A sender's file, to be copied if it is at most `at_most` bytes.
+    pub fn copy(path: PathBuf, name: String, at_most: u64) -> Arrival {
         Arrival {
             path,
             name,
-            handover: Handover::Copy,
+            handover: Handover::Copy { at_most },
             taken_from: None,
         }
+    }
+}
+
+impl Handover {
+    /// The sender keeps its copy until dropgate's is recorded.
+    fn is_copy(&self) -> bool {
+        matches!(self, Handover::Copy { .. })
     }
 }
 
@@ -101,6 +109,10 @@ pub enum LandError {
     Io(#[from] io::Error),
     #[error("the file changed while it was being copied; it will be taken again")]
     Changed,
+    #[error(
+        "the file is {size} bytes, over the source's max_file_size of {limit}; it is left where it is"
+    )]
+    TooLarge { size: u64, limit: u64 },
     #[error(transparent)]
     Ledger(#[from] LedgerError),
 }
@@ -189,7 +201,7 @@ pub fn land(
             if !c.in_ledger {
                 let _ = match arrivals[c.index].handover {
                     Handover::Move { .. } => fs::rename(&tmp, &arrivals[c.index].path),
-                    Handover::Copy | Handover::Held { .. } => fs::remove_file(&tmp),
+                    Handover::Copy { .. } | Handover::Held { .. } => fs::remove_file(&tmp),
                 };
             }
             results[c.index] = Some(Err(LandError::Io(io::Error::other(e.to_string()))));
@@ -216,7 +228,7 @@ fn take_all(
         let arrival = &arrivals[index];
         let tmp = spool.path(Area::Tmp, &spool_names[index]);
         match &arrival.handover {
-            Handover::Copy => take_copy(&arrival.path, &tmp),
+            Handover::Copy { at_most } => take_copy(&arrival.path, &tmp, *at_most),
             Handover::Move { sha256 } => move_and_hash(&arrival.path, &tmp, sha256.as_deref()),
             Handover::Held { body } => Ok(held(body.clone(), Stamp(body.len() as u64, None))),
         }
@@ -307,7 +319,7 @@ fn record(
             spool_name: c.spool_name.clone(),
             sha256: taken.sha256.clone(),
             size: taken.size,
-            handed_over: arrivals[c.index].handover != Handover::Copy,
+            handed_over: !arrivals[c.index].handover.is_copy(),
             uploaded_from: origin.uploaded_from.map(str::to_string),
             taken_from: arrivals[c.index].taken_from.clone(),
             held: taken.body.take(),
@@ -351,7 +363,7 @@ fn remove_senders(
         let Some(Ok(landed)) = &results[c.index] else {
             continue;
         };
-        if arrivals[c.index].handover != Handover::Copy {
+        if !arrivals[c.index].handover.is_copy() {
             // Moved into the spool: the sender's copy is already gone, and a
             // new file was recorded so.
             if let Landed::AlreadyReceived(id) = landed {
@@ -432,9 +444,15 @@ fn move_and_hash(from: &Path, to: &Path, sha256: Option<&str>) -> Result<Taken, 
 }
 
 /// A sender's file: read whole when it is small (kept in the ledger),
-/// copied into `to` otherwise.
-fn take_copy(from: &Path, to: &Path) -> Result<Taken, LandError> {
+/// copied into `to` otherwise; refused when over `at_most` bytes.
+fn take_copy(from: &Path, to: &Path, at_most: u64) -> Result<Taken, LandError> {
     let before = stamp(from)?;
+    if before.0 > at_most {
+        return Err(LandError::TooLarge {
+            size: before.0,
+            limit: at_most,
+        });
+    }
     if before.0 > HELD_MAX_BYTES {
         return copy_and_hash(from, to);
     }
@@ -460,9 +478,11 @@ fn held(body: Vec<u8>, stamp: Stamp) -> Taken {
 }
 
 /// Copies `from` to `to`, returning the copy's SHA-256, size and the source's stamp.
+/// At most one byte more than the size seen first is copied: a file that
+/// keeps growing is found changed without filling the spool.
 fn copy_and_hash(from: &Path, to: &Path) -> Result<Taken, LandError> {
     let before = stamp(from)?;
-    let mut input = File::open(from)?;
+    let mut input = File::open(from)?.take(before.0.saturating_add(1));
     let mut output = File::create(to)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];

@@ -190,6 +190,27 @@ impl Deployment {
     }
 
     /// Places a file in the drop folder whole, as an atomic rename.
+    /// The size of the largest file in the spool but the ledger's own and
+    /// those in drop folders: how much of one file dropgate holds.
+    pub fn largest_spooled_file(&self) -> u64 {
+        let mut largest = 0;
+        let mut folders = vec![self.path("spool")];
+        while let Some(folder) = folders.pop() {
+            for entry in fs::read_dir(&folder).into_iter().flatten().flatten() {
+                let path = entry.path();
+                let name = entry.file_name().to_string_lossy().to_string();
+                if path.is_dir() {
+                    if name != "drop" {
+                        folders.push(path);
+                    }
+                } else if !name.starts_with("ledger.db") {
+                    largest = largest.max(entry.metadata().map_or(0, |m| m.len()));
+                }
+            }
+        }
+        largest
+    }
+
     pub fn drop_file(&self, name: &str, bytes: &[u8]) {
         let staging = self.path("staging");
         fs::create_dir_all(&staging).unwrap();

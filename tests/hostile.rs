@@ -845,3 +845,64 @@ fn no_patient_identifier_leaves_the_records() {
         }
     }
 }
+
+/// `refused_limit` audit rows about `max_file_size`, as (source, size).
+fn refused_for_size(d: &Deployment) -> Vec<(String, i64)> {
+    d.strings(
+        "SELECT json_extract(detail, '$.source') || ' ' || json_extract(detail, '$.size')
+         FROM audit_events
+         WHERE action = 'refused_limit' AND json_extract(detail, '$.limit') = 'max_file_size'
+         ORDER BY id",
+    )
+    .into_iter()
+    .map(|row| {
+        let (source, size) = row.split_once(' ').unwrap();
+        (source.to_string(), size.parse().unwrap())
+    })
+    .collect()
+}
+
+#[test]
+fn a_dropped_file_over_max_file_size_is_left_in_place_reported_once_and_never_copied() {
+    let config = fast(SHIPPED_CONFIG).replacen(
+        "rescan_interval = \"1s\"",
+        "rescan_interval = \"100ms\"\nmax_file_size = \"4KiB\"",
+        1,
+    );
+    let d = Deployment::with_config(&config);
+    let daemon = d.start();
+    let big = file_with_a_long_record(&d, "news2_big.csv", 3, 200 << 10);
+    let size = fs::metadata(&big).unwrap().len() as i64;
+    fs::rename(&big, d.drop_folder().join("news2_big.csv")).unwrap();
+    d.drop_file("news2_small.csv", news2_csv(3, 1, 0).as_bytes());
+    wait_for("the small file", Duration::from_secs(20), || {
+        d.count("SELECT count(*) FROM files WHERE state = 'loaded'") == 1
+    });
+    wait_for("the refusal", Duration::from_secs(10), || {
+        !refused_for_size(&d).is_empty()
+    });
+    // Many rescans later: still in place, never copied, reported once.
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(d.drop_folder().join("news2_big.csv").exists());
+    assert_eq!(d.count("SELECT count(*) FROM files"), 1);
+    assert_eq!(
+        refused_for_size(&d),
+        [("demo-carehome-drop".to_string(), size)]
+    );
+    let spooled = d.largest_spooled_file();
+    assert!(spooled < 64 << 10, "a file of {spooled} bytes in the spool");
+    let log = daemon.log();
+    assert!(log.contains("over max_file_size"), "{log}");
+    assert!(
+        !log.contains("news2_big"),
+        "the name is never logged: {log}"
+    );
+
+    // Replaced by a file under the cap: taken as any other.
+    let again = d.write_input("news2_big.csv", news2_csv(2, 1, 7).as_bytes());
+    fs::rename(&again, d.drop_folder().join("news2_big.csv")).unwrap();
+    wait_for("the replacement", Duration::from_secs(20), || {
+        d.count("SELECT count(*) FROM files WHERE state = 'loaded'") == 2
+    });
+    assert_eq!(refused_for_size(&d).len(), 1);
+}

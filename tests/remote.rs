@@ -57,6 +57,37 @@ fn pulled_files_are_deleted_from_the_server_only_once_received() {
 }
 
 #[test]
+fn a_server_file_over_max_file_size_is_never_downloaded_and_reported_once() {
+    let server = Sshd::start();
+    let config = pulling(&server, "delete", server.host_key()) + "max_file_size = \"8KiB\"\n";
+    let d = Deployment::with_config(&config);
+    let out = outgoing(&server);
+    let big = news2_csv(400, 4, 0);
+    assert!(big.len() > 8 << 10);
+    fs::write(out.join("news2_big.csv"), &big).unwrap();
+    fs::write(out.join("news2_small.csv"), news2_csv(3, 1, 50)).unwrap();
+    let daemon = d.start();
+    wait_for("the small file", Duration::from_secs(20), || {
+        loaded(&d) == 1
+    });
+    // Polls every 200 ms: a second is several polls.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(out.join("news2_big.csv").exists(), "left on the server");
+    assert!(!out.join("news2_small.csv").exists());
+    assert_eq!(d.count("SELECT count(*) FROM files"), 1);
+    assert_eq!(
+        d.strings(
+            "SELECT json_extract(detail, '$.source') || ' ' || json_extract(detail, '$.size')
+             FROM audit_events WHERE action = 'refused_limit'"
+        ),
+        [format!("partner-sftp {}", big.len())]
+    );
+    let spooled = d.largest_spooled_file();
+    assert!(spooled < 8 << 10, "a file of {spooled} bytes in the spool");
+    assert!(!daemon.log().contains("news2_big"), "{}", daemon.log());
+}
+
+#[test]
 fn pulled_files_can_be_moved_aside_or_left_and_are_taken_once() {
     let server = Sshd::start();
     let out = outgoing(&server);

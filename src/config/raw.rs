@@ -227,6 +227,9 @@ pub struct Source {
     pub check_interval: Option<Spanned<String>>,
     /// How often the whole folder is rescanned, in case change events were lost (`local`). Default `30s`.
     pub rescan_interval: Option<Spanned<String>>,
+    /// Largest file taken (`10GiB`, `500MiB` or a number). Default `10GiB`. A larger one is
+    /// left where it is, never copied, and reported once.
+    pub max_file_size: Option<Spanned<String>>,
     /// Server name or address (`sftp`).
     pub host: Option<Spanned<String>>,
     /// Port (`sftp`). Default 22.

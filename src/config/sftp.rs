@@ -77,7 +77,7 @@ impl Checker<'_> {
             },
         };
         let max_file_size = match raw.max_file_size {
-            None => 10 << 30,
+            None => DEFAULT_MAX_FILE_SIZE,
             Some(v) => match parse_bytes(v.get_ref()) {
                 Some(n) if n > 0 => n,
                 _ => {
@@ -85,7 +85,7 @@ impl Checker<'_> {
                         &v,
                         format!("`{}` is not a size like `10GiB` or `500MiB`", v.get_ref()),
                     );
-                    10 << 30
+                    DEFAULT_MAX_FILE_SIZE
                 }
             },
         };

@@ -124,6 +124,12 @@ impl Checker<'_> {
             kind: SourceKind::Local(LocalSource {
                 path: join(base, path.get_ref()),
                 recursive: raw.recursive.unwrap_or(false),
+                max_file_size: self.size(
+                    raw.max_file_size,
+                    DEFAULT_MAX_FILE_SIZE,
+                    1 << 50,
+                    "max_file_size",
+                ),
                 min_age,
                 check_interval,
                 rescan_interval,
@@ -224,6 +230,12 @@ impl Checker<'_> {
                 ),
                 max: self.positive_duration(raw.retry_max, Duration::from_secs(300), "retry_max"),
             },
+            max_file_size: self.size(
+                raw.max_file_size,
+                DEFAULT_MAX_FILE_SIZE,
+                1 << 50,
+                "max_file_size",
+            ),
         })
     }
 

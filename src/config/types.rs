@@ -4,6 +4,10 @@
 use super::*;
 
 /// Names a sender may use while a file is still being written; never taken.
+/// Largest file a source takes unless it says otherwise, as the embedded
+/// SFTP server's `max_file_size`.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 10 << 30;
+
 pub const TEMPORARY_SUFFIXES: [&str; 3] = [".part", ".tmp", ".filepart"];
 
 /// The checked configuration.
@@ -275,6 +279,8 @@ pub struct RemoteSource {
     pub done_marker: Option<String>,
     pub timeout: Duration,
     pub backoff: crate::remote::Backoff,
+    /// Larger files are left on the server, never downloaded.
+    pub max_file_size: u64,
 }
 
 /// What happens to a remote file once dropgate has received it.
@@ -290,6 +296,8 @@ pub enum AfterTake {
 pub struct LocalSource {
     pub path: PathBuf,
     pub recursive: bool,
+    /// Larger files are left in the folder, never copied.
+    pub max_file_size: u64,
     pub min_age: Duration,
     pub check_interval: Duration,
     pub rescan_interval: Duration,

@@ -40,7 +40,7 @@ impl Setup {
             landings: &Landings::default(),
         };
         let spool = Spool::new(&self.config.daemon.spool);
-        let arrival = Arrival::copy(path, name.into());
+        let arrival = Arrival::copy(path, name.into(), u64::MAX);
         land::land(&self.config, &spool, &mut self.ledger, &origin, &[arrival])
             .pop()
             .unwrap()
@@ -129,7 +129,7 @@ fn a_small_file_is_kept_in_the_ledger_and_written_to_the_spool_only_when_quarant
             taken_from: None,
         },
         // A sender's small file, read whole.
-        Arrival::copy(sender.clone(), "news2_dropped.csv".into()),
+        Arrival::copy(sender.clone(), "news2_dropped.csv".into(), u64::MAX),
     ];
     let ids: Vec<i64> = land::land(&s.config, &spool, &mut s.ledger, &origin, &arrivals)
         .into_iter()

@@ -5,7 +5,9 @@
 //! at the next check: the rename is the sender's "done". Any other candidate
 //! is taken once its size and modification time were the same at two checks
 //! and it has stayed that way for `min_age` on dropgate's own clock, so the
-//! sender's clock and slow writers do not matter.
+//! sender's clock and slow writers do not matter. A file over the source's
+//! `max_file_size` is left where it is, reported once, and looked at again
+//! only when its size or time changes.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +22,7 @@ use super::{Settling, is_temporary_name};
 use crate::config::LocalSource;
 use crate::intake::Intake;
 use crate::land::{Arrival, LandError};
+use crate::ledger::AuditEvent;
 
 /// Files landed in one batch (one ledger transaction).
 const LAND_AT_ONCE: usize = 64;
@@ -70,6 +73,8 @@ pub async fn watch(
     };
 
     let mut candidates: HashMap<PathBuf, Settling<Stamp>> = HashMap::new();
+    // Files over `max_file_size`, as they were when refused.
+    let mut refused: HashMap<PathBuf, Stamp> = HashMap::new();
     let mut check = tokio::time::interval(settings.check_interval);
     check.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut rescan = tokio::time::interval(settings.rescan_interval);
@@ -88,6 +93,8 @@ pub async fn watch(
                 }
             }
             _ = rescan.tick() => {
+                // Gone, or changed: no longer remembered as refused.
+                refused.retain(|path, stamp| stamp_of(path) == Some(*stamp));
                 for path in scan(&settings.path, settings.recursive) {
                     if eligible(&settings, &path) {
                         candidates
@@ -97,17 +104,23 @@ pub async fn watch(
                 }
             }
             _ = check.tick(), if !candidates.is_empty() => {
-                let ready = complete_files(&mut candidates, &settings);
+                let ready = complete_files(&mut candidates, &settings, &refused);
                 // Landed a few at a time, so processing starts on the first
                 // while the rest are still being copied.
                 for chunk in ready.chunks(LAND_AT_ONCE) {
                     let arrivals: Vec<Arrival> = chunk
                         .iter()
-                        .map(|path| Arrival::copy(path.clone(), relative_name(&settings.path, path)))
+                        .map(|path| {
+                            Arrival::copy(
+                                path.clone(),
+                                relative_name(&settings.path, path),
+                                settings.max_file_size,
+                            )
+                        })
                         .collect();
-                    let intake = intake.clone();
+                    let landing = intake.clone();
                     let (source, owner) = (name.clone(), partner.clone());
-                    let results = tokio::task::spawn_blocking(move || intake.land(&source, &owner, &arrivals))
+                    let results = tokio::task::spawn_blocking(move || landing.land(&source, &owner, &arrivals))
                         .await
                         .expect("landing does not panic");
                     for (path, result) in chunk.iter().zip(results) {
@@ -120,6 +133,25 @@ pub async fn watch(
                                 if let Some(c) = candidates.get_mut(path) {
                                     c.restart(Instant::now());
                                 }
+                            }
+                            Err(LandError::TooLarge { size, limit }) => {
+                                candidates.remove(path);
+                                if let Some(stamp) = stamp_of(path) {
+                                    refused.insert(path.clone(), stamp);
+                                }
+                                tracing::warn!(source = %name, size, limit, "a file over max_file_size is left in the folder, not taken");
+                                intake.audit(&AuditEvent {
+                                    partner: Some(&partner),
+                                    remote: None,
+                                    action: "refused_limit",
+                                    file_id: None,
+                                    detail: Some(serde_json::json!({
+                                        "source": name,
+                                        "limit": "max_file_size",
+                                        "size": size,
+                                        "max_file_size": limit,
+                                    })),
+                                });
                             }
                             Err(e) => {
                                 tracing::warn!(source = %name, error = %e, "landing failed; will retry");
@@ -146,21 +178,29 @@ fn renamed_to(event: &notify::Event) -> Option<PathBuf> {
     }
 }
 
-/// Updates each candidate and returns those now complete.
+/// A regular file's size and modification time; `None` for anything else.
+fn stamp_of(path: &Path) -> Option<Stamp> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    meta.is_file()
+        .then(|| Stamp(meta.len(), meta.modified().ok()))
+}
+
+/// Updates each candidate and returns those now complete; a file refused
+/// as too large is dropped from the candidates while it is unchanged.
 fn complete_files(
     candidates: &mut HashMap<PathBuf, Settling<Stamp>>,
     settings: &LocalSource,
+    refused: &HashMap<PathBuf, Stamp>,
 ) -> Vec<PathBuf> {
     let now = Instant::now();
     let mut ready = Vec::new();
     candidates.retain(|path, c| {
-        let Ok(meta) = std::fs::symlink_metadata(path) else {
+        let Some(stamp) = stamp_of(path) else {
             return false;
         };
-        if !meta.is_file() {
+        if refused.get(path) == Some(&stamp) {
             return false;
         }
-        let stamp = Stamp(meta.len(), meta.modified().ok());
         if c.check(stamp, now, settings.min_age) {
             ready.push(path.clone());
         }

@@ -5,7 +5,9 @@
 //! once its done-marker appears. It is downloaded whole, landed (durable and
 //! `received`), and only then deleted, moved or left on the server. Every
 //! file taken is remembered by path, size and time, so one whose removal
-//! failed, or that is left in place, is not taken again.
+//! failed, or that is left in place, is not taken again. A file listed
+//! larger than the source's `max_file_size` is never downloaded: it is
+//! reported once, and again only if its size or time changes.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -19,7 +21,7 @@ use super::{Settling, is_temporary_name};
 use crate::config::{AfterTake, RemoteSource};
 use crate::intake::Intake;
 use crate::land::{Arrival, Handover, Landed};
-use crate::ledger::{PollReport, RemotePath};
+use crate::ledger::{AuditEvent, PollReport, RemotePath};
 use crate::remote::RemoteError;
 use crate::remote::{Connection, RemoteFile};
 use crate::schedule::Schedule;
@@ -44,6 +46,8 @@ struct Poller {
     seen: HashMap<String, Settling<(u64, u32)>>,
     /// By file name: server copies still to delete or move.
     cleanups: HashMap<String, Cleanup>,
+    /// By file name: the size and time of files refused as too large.
+    too_large: HashMap<String, (u64, u32)>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -68,6 +72,7 @@ pub async fn poll(
         staging,
         seen: HashMap::new(),
         cleanups: HashMap::new(),
+        too_large: HashMap::new(),
         shutdown: shutdown.clone(),
     };
     let mut failures = 0u32;
@@ -170,6 +175,12 @@ impl Poller {
                 continue;
             }
             let stamp = (file.size, file.mtime);
+            if file.size > settings.max_file_size {
+                if self.too_large.insert(file.name.clone(), stamp) != Some(stamp) {
+                    self.refuse_too_large(file.size);
+                }
+                continue;
+            }
             let settled = self
                 .seen
                 .entry(file.name.clone())
@@ -185,6 +196,8 @@ impl Poller {
             }
         }
         self.seen
+            .retain(|name, _| listing.iter().any(|f| &f.name == name));
+        self.too_large
             .retain(|name, _| listing.iter().any(|f| &f.name == name));
         // Gone from the server (removed by hand, say): nothing left to clean up.
         self.cleanups
@@ -241,7 +254,7 @@ impl Poller {
             None => {
                 // A name dropgate chooses: the server's names are its own.
                 let local = staging.join("downloading");
-                let got = match connection.download(&file.name, &local).await {
+                let got = match connection.download(&file.name, &local, file.size).await {
                     Ok(n) => n,
                     Err(e) => {
                         // A partial copy never enters the pipeline.
@@ -323,6 +336,26 @@ impl Poller {
             let _ = connection.remove(&format!("{}{suffix}", file.name)).await;
         }
         Ok(())
+    }
+}
+
+impl Poller {
+    /// Reports, without its name, a file left on the server for its size.
+    fn refuse_too_large(&self, size: u64) {
+        let limit = self.settings.max_file_size;
+        tracing::warn!(source = %self.source, size, limit, "a file over max_file_size is left on the server, not taken");
+        self.intake.audit(&AuditEvent {
+            partner: Some(&self.partner),
+            remote: None,
+            action: "refused_limit",
+            file_id: None,
+            detail: Some(serde_json::json!({
+                "source": self.source,
+                "limit": "max_file_size",
+                "size": size,
+                "max_file_size": limit,
+            })),
+        });
     }
 }
 

@@ -110,10 +110,18 @@ impl Connection {
 
     /// Downloads `name` into `local` (created, fsynced); returns the bytes
     /// written. A partial download is an error.
-    pub async fn download(&mut self, name: &str, local: &Path) -> Result<u64, RemoteError> {
+    /// Downloads `name` to `local`; returns its size. A server that sends
+    /// more than `at_most` bytes (the size it listed) is cut off once it has:
+    /// no more than one byte over reaches the disk.
+    pub async fn download(
+        &mut self,
+        name: &str,
+        local: &Path,
+        at_most: u64,
+    ) -> Result<u64, RemoteError> {
         match self {
-            Connection::Sftp(c) => c.download(name, local).await,
-            Connection::Ftp(c) => c.download(name, local).await,
+            Connection::Sftp(c) => c.download(name, local, at_most).await,
+            Connection::Ftp(c) => c.download(name, local, at_most).await,
         }
     }
 

@@ -223,7 +223,12 @@ impl Connection {
     }
 
     /// Downloads `name` into `local` (created, fsynced); returns the bytes written.
-    pub async fn download(&self, name: &str, local: &Path) -> Result<u64, RemoteError> {
+    pub async fn download(
+        &self,
+        name: &str,
+        local: &Path,
+        at_most: u64,
+    ) -> Result<u64, RemoteError> {
         let path = self.endpoint.path(name);
         let mut remote = self
             .sftp
@@ -241,8 +246,16 @@ impl Connection {
             if n == 0 {
                 break;
             }
+            let n = n.min(usize::try_from(at_most - total + 1).unwrap_or(usize::MAX));
             output.write_all(&buffer[..n]).await?;
             total += n as u64;
+            if total > at_most {
+                return Err(RemoteError::SizeMismatch {
+                    operation: "download",
+                    local: total,
+                    remote: at_most,
+                });
+            }
         }
         output.finish().await?;
         Ok(total)

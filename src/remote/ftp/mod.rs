@@ -385,7 +385,12 @@ impl Connection {
     }
 
     /// Downloads `name` into `local` (created, fsynced); returns the bytes written.
-    pub async fn download(&mut self, name: &str, local: &Path) -> Result<u64, RemoteError> {
+    pub async fn download(
+        &mut self,
+        name: &str,
+        local: &Path,
+        at_most: u64,
+    ) -> Result<u64, RemoteError> {
         let timeout = self.timeout;
         let mut stream = step(timeout, &mut self.abandoned, self.ftp.retr_as_stream(name))
             .await
@@ -406,8 +411,19 @@ impl Connection {
             if n == 0 {
                 break;
             }
+            let n = n.min(usize::try_from(at_most - total + 1).unwrap_or(usize::MAX));
             output.write_all(&buffer[..n]).await?;
             total += n as u64;
+            if total > at_most {
+                // The transfer is cut off mid-stream: the session's state
+                // is no longer known, so it is not used again.
+                self.abandoned = true;
+                return Err(RemoteError::SizeMismatch {
+                    operation: "download",
+                    local: total,
+                    remote: at_most,
+                });
+            }
         }
         // The data connection closing is not proof of a whole file: only
         // the server's 226 is.

@@ -484,6 +484,47 @@ fn a_trailer_found_by_position_is_the_last_record_whatever_it_holds() {
     assert_eq!(codes(&problems), [(3, "trailer_record_missing")]);
 }
 
+#[test]
+fn thousands_of_records_give_every_outcome_in_order_with_its_line() {
+    // Invalid and over-long records among valid ones, with a trailer that
+    // counts them all.
+    let mut s = extract_schema();
+    s.max_record_bytes = 200;
+    let mut file = String::from("HDR~A81001\nitem~qty\n");
+    let (mut expected, mut total, mut valid) = (Vec::new(), 0i64, 0u64);
+    for i in 0..5000u64 {
+        let line = i + 3;
+        if i % 7 == 3 {
+            file.push_str(&format!("bad{i}~many\n"));
+            expected.push((line, "not_integer"));
+        } else if i == 2500 {
+            file.push_str(&format!("{}~1\n", "x".repeat(300)));
+            expected.push((line, "record_too_large"));
+        } else {
+            file.push_str(&format!("item{i}~{}\n", i % 10));
+            total += (i % 10) as i64;
+            valid += 1;
+        }
+    }
+    file.push_str(&format!("TRL~5000~{total}\n"));
+    let (rows, problems) = run(&s, file.as_bytes());
+    assert_eq!(codes(&problems), expected);
+    assert_eq!(rows.len() as u64, valid);
+    let lines: Vec<u64> = rows.iter().map(|r| r.line).collect();
+    assert!(lines.windows(2).all(|w| w[0] < w[1]), "rows in file order");
+    assert_eq!(rows[0].values[0], Value::Text("item0".into()));
+    // The trailer's count is of records, valid or not; a wrong one is found
+    // after all of them.
+    file = file.replace("TRL~5000~", "TRL~4999~");
+    let (_, problems) = run(&s, file.as_bytes());
+    assert_eq!(
+        codes(&problems).last(),
+        Some(&(5003, "trailer_count")),
+        "{:?}",
+        &problems[problems.len().saturating_sub(2)..]
+    );
+}
+
 /// Every problem as (line, code).
 fn codes(problems: &[Problem]) -> Vec<(u64, &str)> {
     problems.iter().map(|p| (p.line, p.code.as_str())).collect()

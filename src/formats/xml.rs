@@ -621,10 +621,8 @@ impl<R: Read> Read for Counted<R> {
             ));
         }
         let n = self.inner.read(out)?;
-        for (i, &b) in out[..n].iter().enumerate() {
-            if b == b'\n' {
-                self.newlines.push_back(self.offset + i as u64);
-            }
+        for i in memchr::memchr_iter(b'\n', &out[..n]) {
+            self.newlines.push_back(self.offset + i as u64);
         }
         self.offset += n as u64;
         self.since_item += n as u64;

@@ -645,7 +645,7 @@ fn an_encrypted_export_decrypts_with_the_stock_age_tool_and_still_verifies() {
         .expect("age must be installed (scripts/test installs it)");
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).lines().count(), 1 + 2 * 8);
-    assert!(text(&out.stdout).starts_with("set_id,detail_id,observed_at,"));
+    assert!(text(&out.stdout).starts_with("set_id,record_id,detail_id,observed_at,"));
     // No one else's identity does.
     let out = Command::new("age")
         .args(["-d", "-i"])

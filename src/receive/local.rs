@@ -18,11 +18,10 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::{Settling, is_temporary_name};
+use super::{Settling, is_temporary_name, refuse_too_large};
 use crate::config::LocalSource;
 use crate::intake::Intake;
 use crate::land::{Arrival, LandError};
-use crate::ledger::AuditEvent;
 
 /// Files landed in one batch (one ledger transaction).
 const LAND_AT_ONCE: usize = 64;
@@ -139,19 +138,7 @@ pub async fn watch(
                                 if let Some(stamp) = stamp_of(path) {
                                     refused.insert(path.clone(), stamp);
                                 }
-                                tracing::warn!(source = %name, size, limit, "a file over max_file_size is left in the folder, not taken");
-                                intake.audit(&AuditEvent {
-                                    partner: Some(&partner),
-                                    remote: None,
-                                    action: "refused_limit",
-                                    file_id: None,
-                                    detail: Some(serde_json::json!({
-                                        "source": name,
-                                        "limit": "max_file_size",
-                                        "size": size,
-                                        "max_file_size": limit,
-                                    })),
-                                });
+                                refuse_too_large(&intake, &name, &partner, size, limit);
                             }
                             Err(e) => {
                                 tracing::warn!(source = %name, error = %e, "landing failed; will retry");

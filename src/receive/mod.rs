@@ -12,10 +12,36 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::TEMPORARY_SUFFIXES;
+use crate::intake::Intake;
+use crate::ledger::AuditEvent;
 
 /// Names a sender uses while still writing: dot-files and temporary suffixes.
 pub fn is_temporary_name(file_name: &str) -> bool {
     file_name.starts_with('.') || TEMPORARY_SUFFIXES.iter().any(|s| file_name.ends_with(s))
+}
+
+/// Reports, without its name, a file a source left where it was because it
+/// is over the source's `max_file_size`: one warning and one
+/// `refused_limit` audit row (each source calls this once per unchanged file).
+pub fn refuse_too_large(intake: &Intake, source: &str, partner: &str, size: u64, limit: u64) {
+    tracing::warn!(
+        source,
+        size,
+        limit,
+        "a file over max_file_size is left where it is, not taken"
+    );
+    intake.audit(&AuditEvent {
+        partner: Some(partner),
+        remote: None,
+        action: "refused_limit",
+        file_id: None,
+        detail: Some(serde_json::json!({
+            "source": source,
+            "limit": "max_file_size",
+            "size": size,
+            "max_file_size": limit,
+        })),
+    });
 }
 
 /// The one rule for "a sender has finished writing this file", shared by

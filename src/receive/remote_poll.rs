@@ -17,11 +17,11 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{Settling, is_temporary_name};
+use super::{Settling, is_temporary_name, refuse_too_large};
 use crate::config::{AfterTake, RemoteSource};
 use crate::intake::Intake;
 use crate::land::{Arrival, Handover, Landed};
-use crate::ledger::{AuditEvent, PollReport, RemotePath};
+use crate::ledger::{PollReport, RemotePath};
 use crate::remote::RemoteError;
 use crate::remote::{Connection, RemoteFile};
 use crate::schedule::Schedule;
@@ -177,7 +177,13 @@ impl Poller {
             let stamp = (file.size, file.mtime);
             if file.size > settings.max_file_size {
                 if self.too_large.insert(file.name.clone(), stamp) != Some(stamp) {
-                    self.refuse_too_large(file.size);
+                    refuse_too_large(
+                        &self.intake,
+                        &self.source,
+                        &self.partner,
+                        file.size,
+                        settings.max_file_size,
+                    );
                 }
                 continue;
             }
@@ -336,26 +342,6 @@ impl Poller {
             let _ = connection.remove(&format!("{}{suffix}", file.name)).await;
         }
         Ok(())
-    }
-}
-
-impl Poller {
-    /// Reports, without its name, a file left on the server for its size.
-    fn refuse_too_large(&self, size: u64) {
-        let limit = self.settings.max_file_size;
-        tracing::warn!(source = %self.source, size, limit, "a file over max_file_size is left on the server, not taken");
-        self.intake.audit(&AuditEvent {
-            partner: Some(&self.partner),
-            remote: None,
-            action: "refused_limit",
-            file_id: None,
-            detail: Some(serde_json::json!({
-                "source": self.source,
-                "limit": "max_file_size",
-                "size": size,
-                "max_file_size": limit,
-            })),
-        });
     }
 }
 

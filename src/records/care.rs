@@ -10,7 +10,7 @@ use rusqlite::{Connection, params_from_iter, types::Value as SqlValue};
 use toml::Spanned;
 
 use super::fields::{self, Field, FieldSpec, RawField, RawFields};
-use super::{Expect, Kind, MappingChecker, versions};
+use super::{Kind, MappingChecker, versions};
 use crate::ledger::{LedgerError, Result};
 use crate::validate::Row;
 
@@ -126,20 +126,11 @@ impl Mapping {
                     continue;
                 }
                 "key" => {
-                    natural_key = key_columns(kind, value, checker);
+                    natural_key = versions::key_columns(kind, value, checker);
                     continue;
                 }
                 "updated_at" => {
-                    let span = value.span();
-                    updated_at = one_column(kind, "updated_at", value, checker);
-                    if let Some(index) = updated_at
-                        && !checker.holds(index, Expect::When)
-                    {
-                        checker.error_at(
-                            span,
-                            &format!("map.{kind}: `updated_at` names a date or datetime column"),
-                        );
-                    }
+                    updated_at = versions::updated_at_column(kind, value, checker);
                     continue;
                 }
                 _ => {}
@@ -168,14 +159,7 @@ impl Mapping {
                 checker.error_at(span.clone(), &format!("map.{kind} needs `{}`", field.key));
             }
         }
-        if updated_at.is_some() && natural_key.is_empty() {
-            checker.error_at(
-                span,
-                &format!(
-                    "map.{kind}: `updated_at` orders the versions of a record: give its `key` too"
-                ),
-            );
-        }
+        versions::check_keyed(kind, &natural_key, updated_at, span, checker);
         Mapping {
             spec,
             fields,
@@ -188,7 +172,7 @@ impl Mapping {
 }
 
 /// The column a setting names, which any declared column may be.
-fn one_column(
+pub(super) fn one_column(
     kind: &str,
     setting: &str,
     raw: Spanned<RawField>,
@@ -202,25 +186,6 @@ fn one_column(
             None
         }
     }
-}
-
-/// The columns of a natural key: `key = ["Alert ID"]`.
-fn key_columns(kind: &str, raw: Spanned<RawField>, checker: &mut dyn MappingChecker) -> Vec<usize> {
-    let span = raw.span();
-    let names = match raw.into_inner() {
-        RawField::Columns(names) if !names.is_empty() => names,
-        _ => {
-            checker.error_at(
-                span,
-                &format!("map.{kind}: `key` is a list of column names, `[\"Event ID\"]`"),
-            );
-            return Vec::new();
-        }
-    };
-    names
-        .into_iter()
-        .filter_map(|name| checker.declared(kind, "key", &Spanned::new(span.clone(), name)))
-        .collect()
 }
 
 /// One record of a described kind, as a row gives it.

@@ -6,6 +6,7 @@ use rusqlite::{CachedStatement, Connection, ToSql};
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::fields::RawField;
 use super::{Expect, MappingChecker, versions};
 use crate::domain::news2::{self, Consciousness};
 use crate::ledger::Result;
@@ -32,10 +33,10 @@ pub struct RawMapping {
     pub news2: Option<bool>,
     /// Columns whose values name the set: a row with the key of a set the
     /// person already has from this feed is a new version of it.
-    pub key: Option<Spanned<Vec<String>>>,
+    pub key: Option<Spanned<RawField>>,
     /// A date or datetime column: the row's own time, which decides the
     /// current version (without it, the version loaded last).
-    pub updated_at: Option<Spanned<String>>,
+    pub updated_at: Option<Spanned<RawField>>,
 }
 
 /// Which columns fill which vital signs (column indexes into the schema).
@@ -74,43 +75,15 @@ impl Mapping {
                 columns.push((vital, index));
             }
         }
-        let key = match raw.key {
-            Some(names) if names.get_ref().is_empty() => {
-                checker.error_at(
-                    names.span(),
-                    &format!("map.{KIND}: `key` is a list of column names, `[\"Set ID\"]`"),
-                );
-                Vec::new()
-            }
-            Some(names) => {
-                let span = names.span();
-                names
-                    .into_inner()
-                    .into_iter()
-                    .filter_map(|name| {
-                        checker.declared(KIND, "key", &Spanned::new(span.clone(), name))
-                    })
-                    .collect()
-            }
-            None => Vec::new(),
-        };
+        let key = raw
+            .key
+            .map(|key| versions::key_columns(KIND, key, checker))
+            .unwrap_or_default();
         let updated_at = raw.updated_at.and_then(|column| {
-            let index = checker.declared(KIND, "updated_at", &column)?;
-            if !checker.holds(index, Expect::When) {
-                checker.error_at(
-                    column.span(),
-                    &format!("map.{KIND}: `updated_at` names a date or datetime column"),
-                );
-            }
-            if key.is_empty() {
-                checker.error_at(
-                    column.span(),
-                    &format!(
-                        "map.{KIND}: `updated_at` orders the versions of a set: give its `key` too"
-                    ),
-                );
-            }
-            Some(index)
+            let span = column.span();
+            let index = versions::updated_at_column(KIND, column, checker);
+            versions::check_keyed(KIND, &key, index, span, checker);
+            index
         });
         Mapping {
             observed_at: observed_at.unwrap_or(0),

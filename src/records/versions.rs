@@ -5,11 +5,74 @@
 //! later time is current, whatever order the files came in, and every
 //! version keeps its row, file and line (migrations 0014 and 0017).
 
-use rusqlite::{Connection, OptionalExtension};
+use std::ops::Range;
 
-use super::fields;
+use rusqlite::{Connection, OptionalExtension};
+use toml::Spanned;
+
+use super::fields::{self, RawField};
+use super::{Expect, MappingChecker};
 use crate::ledger::Result;
 use crate::validate::Row;
+
+/// The columns of a natural key: `key = ["Alert ID"]`.
+pub fn key_columns(
+    kind: &str,
+    raw: Spanned<RawField>,
+    checker: &mut dyn MappingChecker,
+) -> Vec<usize> {
+    let span = raw.span();
+    let names = match raw.into_inner() {
+        RawField::Columns(names) if !names.is_empty() => names,
+        _ => {
+            checker.error_at(
+                span,
+                &format!("map.{kind}: `key` is a list of column names, `[\"Event ID\"]`"),
+            );
+            return Vec::new();
+        }
+    };
+    names
+        .into_iter()
+        .filter_map(|name| checker.declared(kind, "key", &Spanned::new(span.clone(), name)))
+        .collect()
+}
+
+/// The column of `updated_at = "Updated"`: a date or datetime column.
+pub fn updated_at_column(
+    kind: &str,
+    raw: Spanned<RawField>,
+    checker: &mut dyn MappingChecker,
+) -> Option<usize> {
+    let span = raw.span();
+    let index = super::care::one_column(kind, "updated_at", raw, checker)?;
+    if !checker.holds(index, Expect::When) {
+        checker.error_at(
+            span,
+            &format!("map.{kind}: `updated_at` names a date or datetime column"),
+        );
+    }
+    Some(index)
+}
+
+/// `updated_at` orders versions, which only a `key` makes: reported at
+/// `span` when it comes alone.
+pub fn check_keyed(
+    kind: &str,
+    key: &[usize],
+    updated_at: Option<usize>,
+    span: Range<usize>,
+    checker: &mut dyn MappingChecker,
+) {
+    if updated_at.is_some() && key.is_empty() {
+        checker.error_at(
+            span,
+            &format!(
+                "map.{kind}: `updated_at` orders the versions of a record: give its `key` too"
+            ),
+        );
+    }
+}
 
 /// The natural key of `row`: the feed's name (`scope`) and the values of its
 /// key columns, joined. `None` without key columns, or when one is empty

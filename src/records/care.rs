@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use rusqlite::{Connection, params_from_iter, types::Value as SqlValue};
 use toml::Spanned;
 
-use super::fields::{self, Field, FieldSpec, RawField, RawFields};
+use super::fields::{self, Field, FieldSpec, RawFields};
 use super::{Kind, MappingChecker, versions};
 use crate::ledger::{LedgerError, Result};
 use crate::validate::Row;
@@ -112,7 +112,7 @@ impl Mapping {
         for (key, value) in raw.into_inner().0 {
             match key.get_ref().as_str() {
                 "when" => {
-                    when = one_column(kind, "when", value, checker);
+                    when = fields::one_column(kind, "when", value, checker);
                     continue;
                 }
                 "key" | "updated_at" if !spec.about_person => {
@@ -167,23 +167,6 @@ impl Mapping {
             key: natural_key,
             updated_at,
             key_scope: String::new(),
-        }
-    }
-}
-
-/// The column a setting names, which any declared column may be.
-pub(super) fn one_column(
-    kind: &str,
-    setting: &str,
-    raw: Spanned<RawField>,
-    checker: &mut dyn MappingChecker,
-) -> Option<usize> {
-    let span = raw.span();
-    match raw.into_inner() {
-        RawField::Column(name) => checker.declared(kind, setting, &Spanned::new(span, name)),
-        _ => {
-            checker.error_at(span, &format!("map.{kind}: `{setting}` names one column"));
-            None
         }
     }
 }

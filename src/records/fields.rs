@@ -463,3 +463,20 @@ fn coded_column(
         vocabulary: spec.vocabulary,
     })
 }
+
+/// The column a setting names, which any declared column may be.
+pub fn one_column(
+    kind: &str,
+    setting: &str,
+    raw: Spanned<RawField>,
+    checker: &mut dyn MappingChecker,
+) -> Option<usize> {
+    let span = raw.span();
+    match raw.into_inner() {
+        RawField::Column(name) => checker.declared(kind, setting, &Spanned::new(span, name)),
+        _ => {
+            checker.error_at(span, &format!("map.{kind}: `{setting}` names one column"));
+            None
+        }
+    }
+}

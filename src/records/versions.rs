@@ -45,7 +45,7 @@ pub fn updated_at_column(
     checker: &mut dyn MappingChecker,
 ) -> Option<usize> {
     let span = raw.span();
-    let index = super::care::one_column(kind, "updated_at", raw, checker)?;
+    let index = fields::one_column(kind, "updated_at", raw, checker)?;
     if !checker.holds(index, Expect::When) {
         checker.error_at(
             span,

@@ -19,6 +19,7 @@ use crate::ledger::{AuditEvent, Clock, FileRow, FileState, Ledger, LedgerError, 
 use crate::pipeline::{ProcessError, Processor};
 use crate::receive;
 use crate::spool::{Area, Spool};
+use crate::systemd;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -215,16 +216,20 @@ pub async fn run(
     let spool = Spool::new(&config.daemon.spool);
     let processor = Processor::new(config.clone(), identity);
     let landings = processor.landings();
+    let progress = processor.progress();
+    systemd::status("recovering what the last run left");
     recover(&processor, &ledger, &spool)?;
     let land_ledger = Ledger::open(&config.daemon.ledger, Arc::new(SystemClock))?;
 
     let (wake_tx, wake_rx) = channel();
     let stop = Arc::new(AtomicBool::new(false));
+    let finishing = Arc::new(AtomicBool::new(false));
     let processing = {
         let stop = stop.clone();
+        let finishing = finishing.clone();
         std::thread::Builder::new()
             .name("processor".into())
-            .spawn(move || process_until_stopped(processor, ledger, wake_rx, &stop))
+            .spawn(move || process_until_stopped(processor, ledger, wake_rx, &stop, &finishing))
             .expect("spawn the processor thread")
     };
     let checkpointer = Checkpointer::new(
@@ -317,16 +322,46 @@ pub async fn run(
         routes = config.routes.len(),
         "ready"
     );
+    systemd::ready(&format!(
+        "ready: {} sources, {} schedules, {} routes",
+        config.sources.len(),
+        config.schedules.len(),
+        config.routes.len()
+    ));
+    let watchdog = systemd::watchdog_period()
+        .map(|period| tokio::spawn(systemd::watchdog(progress.clone(), period)));
     shutdown.await;
-    tracing::info!("shutting down: finishing the files in hand");
+
+    let deadline = config.daemon.stop_deadline;
+    tracing::info!(
+        deadline_secs = deadline.as_secs_f64(),
+        "shutting down: finishing the files in hand"
+    );
+    systemd::stopping("stopping: finishing the files in hand");
+    // No new connection, poll or batch; what is in hand goes on until the
+    // deadline, then reading stops and those files stay `received`.
+    finishing.store(true, Ordering::SeqCst);
     let _ = shutdown_tx.send(true);
-    while sources.join_next().await.is_some() {}
-    stop.store(true, Ordering::SeqCst);
     let _ = wake_tx.send(());
+    let cut_off = {
+        let stop = stop.clone();
+        let wake = wake_tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(deadline).await;
+            tracing::warn!("stop deadline reached: files still being read stay received");
+            stop.store(true, Ordering::SeqCst);
+            let _ = wake.send(());
+        })
+    };
+    while sources.join_next().await.is_some() {}
     tokio::task::spawn_blocking(move || processing.join())
         .await
         .expect("join the processor")
         .expect("the processor thread does not panic");
+    cut_off.abort();
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     tokio::task::spawn_blocking(move || audit_writer.finish(&intake))
         .await
         .expect("join the audit writer");
@@ -345,16 +380,19 @@ fn process_until_stopped(
     mut ledger: Ledger,
     wake: Receiver<()>,
     stop: &AtomicBool,
+    finishing: &AtomicBool,
 ) {
     let landings = processor.landings();
-    while !stop.load(Ordering::SeqCst) {
+    let progress = processor.progress();
+    while !stop.load(Ordering::SeqCst) && !finishing.load(Ordering::SeqCst) {
+        progress.beat();
         // Receiving comes first: while a sender's files keep coming, each
         // answered only once it is `received`, processing waits for a pause
         // (for at most `PROCESSING_DEFERS_AT_MOST`), then takes them in
         // large batches, rather than competing with every landing for the
         // write lock, the disk and the two cores.
         landings.wait_for_pause(LANDINGS_PAUSE, PROCESSING_DEFERS_AT_MOST, stop);
-        if let Err(e) = processor.drain(&mut ledger, stop) {
+        if let Err(e) = processor.drain(&mut ledger, stop, finishing) {
             // Not a file's fault (those are counted and quarantined): the
             // disk or the database. Waiting may cure it; shutdown wakes it.
             tracing::error!(error = %e, "processing failed; retrying in 5s");

@@ -28,5 +28,6 @@ pub mod route;
 pub mod schedule;
 pub mod schema;
 pub mod spool;
+pub mod systemd;
 pub mod text;
 pub mod validate;

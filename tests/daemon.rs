@@ -336,3 +336,89 @@ fn kill_9_just_after_sftp_puts_loses_and_duplicates_nothing() {
     );
     assert_payloads_match_ledger(&d);
 }
+
+/// The rows of one large file, and whether a SIGTERM while it is being
+/// loaded let it finish (`loaded`, every record) or cut it off (`received`,
+/// no record), as `stop_deadline` allows.
+/// Enough rows that loading takes seconds, not milliseconds.
+const ROWS: u32 = 100_000;
+
+fn sigterm_during_a_large_file(stop_deadline: &str) -> (Deployment, String, i64) {
+    let d = Deployment::with_config(&fast(SHIPPED_CONFIG).replace(
+        "stop_deadline = \"30s\"",
+        &format!("stop_deadline = \"{stop_deadline}\""),
+    ));
+    let daemon = d.start();
+    d.drop_file("news2_large.csv", news2_csv(ROWS, 500, 0).as_bytes());
+    wait_for("processing to start", Duration::from_secs(20), || {
+        daemon.log().contains(" processing file_id=")
+    });
+    let log = daemon.terminate();
+    assert!(log.contains("finishing the files in hand"), "{log}");
+    let state = d.string("SELECT state FROM files");
+    let records = d.count("SELECT count(*) FROM observation_records");
+    (d, state, records)
+}
+
+#[test]
+fn sigterm_during_a_large_file_lets_it_finish_within_the_stop_deadline() {
+    let (_d, state, records) = sigterm_during_a_large_file("60s");
+    assert_eq!(state, "loaded");
+    assert_eq!(records, ROWS as i64 * 8);
+}
+
+#[test]
+fn a_file_the_stop_deadline_cuts_off_stays_received_and_is_loaded_once_at_the_next_start() {
+    let (d, state, records) = sigterm_during_a_large_file("0s");
+    assert_eq!(state, "received");
+    assert_eq!(records, 0);
+    let _daemon = d.start();
+    wait_for("the file loaded", Duration::from_secs(60), || {
+        d.count("SELECT count(*) FROM files WHERE state = 'loaded'") == 1
+    });
+    assert_eq!(
+        d.count("SELECT count(*) FROM observation_records"),
+        ROWS as i64 * 8
+    );
+}
+
+#[test]
+fn sighup_checks_the_config_again_reports_each_problem_with_its_position_and_keeps_running() {
+    let d = Deployment::new();
+    let daemon = d.start();
+    let good = std::fs::read_to_string(d.config_path()).unwrap();
+    d.write_config(&good.replace("retention_days = 90", "retention_days = 0"));
+    daemon.hangup();
+    wait_for("the problem logged", Duration::from_secs(10), || {
+        daemon
+            .log()
+            .contains("SIGHUP: still running the configuration loaded at start")
+    });
+    let log = daemon.log();
+    let problem = log
+        .lines()
+        .find(|l| l.contains("SIGHUP: configuration refused"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(problem.contains("dropgate.toml:"), "no position: {problem}");
+    assert!(problem.contains("retention_days"), "{problem}");
+
+    d.write_config(&good.replace("retention_days = 90", "retention_days = 120"));
+    daemon.hangup();
+    wait_for("the change noticed", Duration::from_secs(10), || {
+        daemon.log().contains("takes effect at the next restart")
+    });
+    d.write_config(&good);
+    daemon.hangup();
+    wait_for("no change noticed", Duration::from_secs(10), || {
+        daemon
+            .log()
+            .contains("SIGHUP: the configuration is unchanged")
+    });
+
+    // Still serving.
+    d.drop_file("news2_after_hup.csv", news2_csv(3, 2, 0).as_bytes());
+    wait_for("the file loaded", Duration::from_secs(10), || {
+        d.count("SELECT count(*) FROM files WHERE state = 'loaded'") == 1
+    });
+    daemon.terminate();
+}

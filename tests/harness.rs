@@ -287,6 +287,11 @@ impl Daemon {
         kib / 1024
     }
 
+    /// Sends SIGHUP.
+    pub fn hangup(&self) {
+        signal(self.child.as_ref().expect("running").id(), "HUP");
+    }
+
     /// SIGKILL: no chance to finish anything.
     pub fn kill9(mut self) {
         let mut child = self.child.take().unwrap();

@@ -19,3 +19,4 @@ mod sample_feeds;
 mod sftp;
 mod sshd;
 mod structure;
+mod systemd;

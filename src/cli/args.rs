@@ -22,8 +22,20 @@ pub(super) struct Cli {
         default_value = "config/dropgate.toml"
     )]
     pub(super) config: PathBuf,
+    /// How log lines on stderr look: `text` for people, `json` (one object per line)
+    /// for log shippers; `auto` is text, without times and with syslog priority
+    /// prefixes when stderr is systemd's journal.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
+    pub(super) log_format: LogFormat,
     #[command(subcommand)]
     pub(super) command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(super) enum LogFormat {
+    Auto,
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -35,7 +47,7 @@ pub(super) enum Command {
     Run,
     /// Check the configuration; print every problem as PATH:LINE:COL: message.
     #[command(
-        after_help = "Example:\n  dropgate check-config && systemctl reload dropgate\n\nExit status 0 when valid, 2 when not."
+        after_help = "Example:\n  dropgate check-config && systemctl restart dropgate\n\nExit status 0 when valid, 2 when not."
     )]
     CheckConfig,
     /// Take files through the whole pipeline once, without the daemon. The given files are left in place.

@@ -2,6 +2,7 @@
 //! (`ingest`), 2 an error (bad configuration, unknown file, I/O).
 
 mod args;
+mod logging;
 mod print;
 mod publishing;
 
@@ -19,8 +20,6 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use tracing_subscriber::layer::SubscriberExt as _;
-use tracing_subscriber::util::SubscriberInitExt as _;
 
 use dropgate::config::Config;
 use dropgate::domain::nhs_number::NhsNumber;
@@ -36,21 +35,7 @@ pub fn main() -> ExitCode {
     } else {
         "warn"
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("DROPGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    // Libraries log protocol traffic at debug and trace level: FTP passwords
-    // and file names (which may carry patient identifiers) among it. Only
-    // dropgate's own events are shown below info, whatever the filter says.
-    let dependencies_at_info = tracing_subscriber::filter::filter_fn(|meta| {
-        *meta.level() <= tracing::Level::INFO || meta.target().starts_with("dropgate")
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .finish()
-        .with(dependencies_at_info)
-        .init();
+    logging::init(cli.log_format, default_level);
     if !matches!(cli.command, Command::Run) {
         // A listing piped into `head` ends quietly when the reader goes, as
         // other command-line tools do. The daemon keeps SIGPIPE ignored, so
@@ -136,6 +121,10 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
             runtime.block_on(async {
                 let shutdown = shutdown_signal()?;
+                tokio::spawn(check_config_on_hangup(
+                    cli.config.clone(),
+                    config.sha256.clone(),
+                )?);
                 daemon::run(config, shutdown).await?;
                 anyhow::Ok(())
             })?;
@@ -661,6 +650,41 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
         tokio::select! {
             _ = term.recv() => {}
             _ = interrupt.recv() => {}
+        }
+    })
+}
+
+/// On SIGHUP the config file is read and checked again, and each problem
+/// logged with its position. Live reload is not there yet: a valid change
+/// takes effect at the next restart, and the daemon goes on with the
+/// configuration it started with either way (rather than dying of the
+/// signal, as it would without a handler).
+fn check_config_on_hangup(
+    path: PathBuf,
+    running: String,
+) -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    Ok(async move {
+        while hangup.recv().await.is_some() {
+            match Config::load(&path) {
+                Err(errors) => {
+                    for problem in &errors.errors {
+                        tracing::error!(%problem, "SIGHUP: configuration refused");
+                    }
+                    tracing::warn!(
+                        problems = errors.errors.len(),
+                        "SIGHUP: still running the configuration loaded at start"
+                    );
+                }
+                Ok(config) if config.sha256 == running => {
+                    tracing::info!("SIGHUP: the configuration is unchanged");
+                }
+                Ok(config) => tracing::warn!(
+                    sha256 = %config.sha256,
+                    "SIGHUP: the configuration is valid and changed; it takes effect at the next restart"
+                ),
+            }
         }
     })
 }

@@ -465,12 +465,14 @@ impl Checker<'_> {
                 return None;
             }
         };
+        let stop_deadline = self.duration(raw.stop_deadline, DEFAULT_STOP_DEADLINE);
         Some(Daemon {
             spool,
             ledger,
             time_zone,
             retention_days,
             max_errors_per_file,
+            stop_deadline,
         })
     }
 }

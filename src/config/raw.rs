@@ -21,6 +21,10 @@ pub struct Daemon {
     pub retention_days: Option<Spanned<i64>>,
     /// Validation errors kept per file (the total is always counted). Default 10000.
     pub max_errors_per_file: Option<Spanned<i64>>,
+    /// On SIGTERM or SIGINT, how long the files being processed may take to
+    /// finish; what is not done by then stays `received` for the next start.
+    /// Default `30s`.
+    pub stop_deadline: Option<Spanned<String>>,
 }
 
 /// `[keys]`: key files, created by `dropgate keygen` when absent.

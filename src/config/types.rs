@@ -3,11 +3,16 @@
 
 use super::*;
 
-/// Names a sender may use while a file is still being written; never taken.
 /// Largest file a source takes unless it says otherwise, as the embedded
 /// SFTP server's `max_file_size`.
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 10 << 30;
 
+/// How long the files in hand may take to finish after SIGTERM, unless
+/// `[daemon] stop_deadline` says otherwise. Under systemd's default
+/// `TimeoutStopSec` (90 s), with room for closing the ledger.
+pub const DEFAULT_STOP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Names a sender may use while a file is still being written; never taken.
 pub const TEMPORARY_SUFFIXES: [&str; 3] = [".part", ".tmp", ".filepart"];
 
 /// The checked configuration.
@@ -50,6 +55,7 @@ pub struct Daemon {
     pub time_zone: chrono_tz::Tz,
     pub retention_days: u32,
     pub max_errors_per_file: usize,
+    pub stop_deadline: std::time::Duration,
 }
 
 #[derive(Debug)]

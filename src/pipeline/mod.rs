@@ -19,7 +19,7 @@
 
 use std::fs::File;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
@@ -155,12 +155,46 @@ enum Streamed {
     Taken,
 }
 
+/// When processing last showed it is alive: each block of input read and
+/// each turn of the daemon's processing loop beats it. A watchdog asks how
+/// long ago that was: a processor stuck on a lock or in a loop stops beating,
+/// while one busy with a large file keeps reading, so keeps beating.
+#[derive(Clone)]
+pub struct Progress {
+    start: tokio::time::Instant,
+    /// Milliseconds from `start` to the last beat.
+    last: Arc<AtomicU64>,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            start: tokio::time::Instant::now(),
+            last: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Progress {
+    pub fn beat(&self) {
+        let now = self.start.elapsed().as_millis() as u64;
+        self.last.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// How long since the last beat.
+    pub fn quiet_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
+}
+
 /// Takes received files through decrypt, validate, map and load.
 pub struct Processor {
     config: Arc<Config>,
     identity: age::x25519::Identity,
     spool: Spool,
     landings: Landings,
+    progress: Progress,
 }
 
 impl Processor {
@@ -171,6 +205,7 @@ impl Processor {
             identity,
             spool,
             landings: Landings::default(),
+            progress: Progress::default(),
         }
     }
 
@@ -179,15 +214,22 @@ impl Processor {
         self.landings.clone()
     }
 
-    /// Processes received files until none is left or `stop` is set. A file
-    /// being read when `stop` is set is left `received`.
+    /// What shows this processor is not stuck.
+    pub fn progress(&self) -> Progress {
+        self.progress.clone()
+    }
+
+    /// Processes received files until none is left, `finishing` is set
+    /// (then the batch in hand is finished first) or `stop` is set (a file
+    /// being read then is left `received`).
     pub fn drain(
         &self,
         ledger: &mut Ledger,
         stop: &AtomicBool,
+        finishing: &AtomicBool,
     ) -> Result<Vec<Processed>, ProcessError> {
         let mut done = Vec::new();
-        while !stop.load(Ordering::SeqCst) {
+        while !stop.load(Ordering::SeqCst) && !finishing.load(Ordering::SeqCst) {
             let pending = ledger.pending(BATCH_FILES)?;
             if pending.is_empty() {
                 break;
@@ -612,6 +654,8 @@ impl Processor {
         let Some(payload) = self.payload(file, ledger.held_body(file.id)?) else {
             return self.write_outcome(ledger, file, payload_missing(feed));
         };
+        // Large files take a while: say which one is in hand.
+        tracing::info!(file_id = file.id, feed = %feed.name, bytes = file.size, "processing");
         let mut encoding = feed.schema.encoding;
         loop {
             match self.stream(ledger, file, feed, &payload, encoding, stop)? {

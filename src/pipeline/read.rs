@@ -56,10 +56,12 @@ impl RowSink for RowChannel {
     }
 }
 
-/// A file's plaintext that fails to read once shutdown has begun.
+/// A file's plaintext that fails to read once shutdown has begun; each
+/// block read shows progress.
 pub(super) struct Stoppable<'s> {
     inner: Box<dyn std::io::Read + Send>,
     stop: &'s AtomicBool,
+    progress: &'s Progress,
 }
 
 impl std::io::Read for Stoppable<'_> {
@@ -67,6 +69,7 @@ impl std::io::Read for Stoppable<'_> {
         if self.stop.load(Ordering::Relaxed) {
             return Err(std::io::Error::other("dropgate is stopping"));
         }
+        self.progress.beat();
         self.inner.read(buf)
     }
 }
@@ -169,6 +172,7 @@ impl Processor {
         let input = Stoppable {
             inner: plain.reader,
             stop,
+            progress: &self.progress,
         };
         let mut rows = match formats::open(&feed.schema, input, encoding, received) {
             Ok(Ok(rows)) => rows,

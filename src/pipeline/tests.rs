@@ -156,7 +156,11 @@ fn a_small_file_is_kept_in_the_ledger_and_written_to_the_spool_only_when_quarant
     std::fs::write(&quarantine, "not a folder").unwrap();
     assert!(
         s.processor
-            .drain(&mut s.ledger, &AtomicBool::new(false))
+            .drain(
+                &mut s.ledger,
+                &AtomicBool::new(false),
+                &AtomicBool::new(false)
+            )
             .is_err()
     );
     let (loaded, rejected) = (

@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 
 use crate::audit::Checkpointer;
 use crate::config::{Config, SourceKind};
+use crate::health::{self, HealthServer, Readiness};
 use crate::intake::Intake;
 use crate::keys::{self, KeyError};
 use crate::land::{self, Arrival, Landings, Origin};
@@ -42,6 +43,8 @@ pub enum DaemonError {
     Input { path: String, message: String },
     #[error(transparent)]
     Publish(#[from] crate::publish::PublishError),
+    #[error(transparent)]
+    Http(#[from] health::BindError),
 }
 
 /// Opens everything `run` needs: keys, spool folders, ledger; finishes what a
@@ -255,6 +258,20 @@ pub async fn run(
             }
         });
     }
+    crate::metrics::METRICS.expect(
+        config.sources.keys().map(String::as_str),
+        config.feeds.keys().map(String::as_str),
+    );
+    // Without a watchdog, processing quiet this long is reported as stuck.
+    let stalled_after = systemd::watchdog_period().unwrap_or(Duration::from_secs(60));
+    let readiness = Readiness::new(progress.clone(), stalled_after);
+    if let Some(http) = &config.http {
+        let server = HealthServer::bind(http.listen, readiness.clone()).await?;
+        if let Ok(address) = server.local_addr() {
+            tracing::info!(%address, "HTTP listening: /healthz, /readyz, /metrics");
+        }
+        sources.spawn(server.serve(shutdown_rx.clone()));
+    }
     for source in config.sources.values() {
         match &source.kind {
             SourceKind::Local(settings) => {
@@ -322,6 +339,7 @@ pub async fn run(
         routes = config.routes.len(),
         "ready"
     );
+    readiness.started();
     systemd::ready(&format!(
         "ready: {} sources, {} schedules, {} routes",
         config.sources.len(),
@@ -338,6 +356,7 @@ pub async fn run(
         "shutting down: finishing the files in hand"
     );
     systemd::stopping("stopping: finishing the files in hand");
+    readiness.stopping();
     // No new connection, poll or batch; what is in hand goes on until the
     // deadline, then reading stops and those files stay `received`.
     finishing.store(true, Ordering::SeqCst);

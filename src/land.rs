@@ -32,6 +32,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{Config, FeedMatch};
 use crate::digest::hex;
 use crate::ledger::{Ledger, LedgerError, NewFile, RemotePath};
+use crate::metrics::METRICS;
 use crate::spool::{Area, Spool, sync_dir};
 
 /// Threads copying one batch into the spool at once.
@@ -164,6 +165,7 @@ pub fn land(
     origin: &Origin<'_>,
     arrivals: &[Arrival],
 ) -> Vec<Result<Landed, LandError>> {
+    let started = Instant::now();
     let mut results: Vec<Option<Result<Landed, LandError>>> =
         arrivals.iter().map(|_| None).collect();
     let now = chrono::Utc::now();
@@ -205,6 +207,12 @@ pub fn land(
                 };
             }
             results[c.index] = Some(Err(LandError::Io(io::Error::other(e.to_string()))));
+        }
+    }
+    let took = started.elapsed();
+    for c in &copied {
+        if let Some(Ok(Landed::New(_))) = results[c.index] {
+            METRICS.received(origin.source, c.taken.size, took);
         }
     }
     if origin.remove_sender {

@@ -23,6 +23,7 @@ use crate::export::{Output, OutputFile, Target};
 use crate::ledger::{
     Clock, Ledger, LedgerError, RunEnd, RunOutcome, RunStart, SystemClock, Watermark,
 };
+use crate::metrics::METRICS;
 use crate::records::{self, Allowed, Kind};
 use crate::schedule::Cron;
 use crate::spool::{Spool, sync_dir};
@@ -691,6 +692,7 @@ pub async fn push_pending(
             attempts,
             error,
         )?;
+        METRICS.delivery("export", &push.destination, error.is_none());
         match error {
             None => {
                 tracing::info!(export = %push.export_id, destination = %push.destination, "export pushed")
@@ -791,6 +793,11 @@ async fn run_schedule(
                 .and_then(|mut ledger| {
                     make(&config, &mut ledger, &key, &schedule, trigger, clock.now())
                 });
+            let outcome = match &made {
+                Ok(made) => made.outcome.as_str(),
+                Err(_) => "failed",
+            };
+            METRICS.schedule_run(&schedule.name, outcome);
             if let Err(e) = made {
                 tracing::error!(schedule = %schedule.name, error = %e, "export run failed");
             }

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::forward::{self, Parcel};
 use crate::ledger::{FileRow, Ledger, LedgerError, StoredProblem, SystemClock};
+use crate::metrics::METRICS;
 use crate::spool::{Spool, sync_dir};
 
 /// How often settled files are looked for.
@@ -416,7 +417,9 @@ async fn push(config: &Config, due: Vec<Due>) {
                 sha256: &receipt.sha256,
                 size: receipt.size,
             };
-            if let Err(e) = forward::deliver(destination, &parcel, ledger).await {
+            let pushed = forward::deliver(destination, &parcel, ledger).await;
+            METRICS.delivery("receipt", &receipt.destination, pushed.is_ok());
+            if let Err(e) = pushed {
                 tracing::error!(file_id = receipt.file_id, error = %e, "a receipt was not pushed; it is tried again later");
             }
         }

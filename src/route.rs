@@ -19,6 +19,7 @@ use crate::config::{AgeRecipients, Config, Route};
 use crate::decrypt;
 use crate::forward::{self, Parcel};
 use crate::ledger::{Ledger, Routed, SystemClock};
+use crate::metrics::METRICS;
 use crate::schema::Layout;
 use crate::spool::Spool;
 
@@ -120,6 +121,9 @@ pub async fn forward_pending(
     };
     for file in pending {
         let finish = |state: &str, attempts: u32, grant: Option<&str>, error: Option<&str>| {
+            if state != "refused" {
+                METRICS.delivery("route", &route.destination, state == "delivered");
+            }
             blocking(|| {
                 ledger.lock().expect("ledger lock").finish_routed(
                     file.file_id,

@@ -9,6 +9,7 @@ mod daemon;
 mod exports;
 mod ftp;
 mod ftpd;
+mod health;
 mod hostile;
 mod ingest;
 mod kill_points;

@@ -96,6 +96,9 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 config.sources.len(),
                 config.feeds.len()
             );
+            if let Some(http) = &config.http {
+                println!("  http         {} (/healthz, /readyz, /metrics)", http.listen);
+            }
             for feed in config.feeds.values() {
                 let kinds: Vec<&str> = feed.mapping.kinds().iter().map(|k| k.name()).collect();
                 println!(

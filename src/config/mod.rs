@@ -275,13 +275,14 @@ impl Checker<'_> {
             let name = key.get_ref().to_string();
             match name.as_str() {
                 "daemon" | "keys" | "partners" | "sources" | "feeds" | "sftp_server"
-                | "destinations" | "controllers" | "grants" | "schedules" | "routes" => {
+                | "destinations" | "controllers" | "grants" | "schedules" | "routes"
+                | "http" => {
                     sections.insert(name, value);
                 }
                 _ => self.error(
                     key.span(),
                     format!(
-                        "unknown section `{name}`, expected one of `daemon`, `keys`, `partners`, `sources`, `feeds`, `sftp_server`, `destinations`, `controllers`, `grants`, `schedules`, `routes`"
+                        "unknown section `{name}`, expected one of `daemon`, `keys`, `partners`, `sources`, `feeds`, `sftp_server`, `destinations`, `controllers`, `grants`, `schedules`, `routes`, `http`"
                     ),
                 ),
             }
@@ -299,6 +300,10 @@ impl Checker<'_> {
             Some(v) => self.deserialize(v).unwrap_or_default(),
             None => raw::SftpServer::default(),
         };
+        let http: Option<raw::Http> = sections
+            .remove("http")
+            .map(|v| self.deserialize(v).unwrap_or_default());
+        let http = http.map(|raw| self.http(raw));
         let partners: Vec<(Spanned<String>, raw::Partner)> =
             self.entries("partner", sections.remove("partners"));
         let sources: Vec<(Spanned<String>, raw::Source)> =
@@ -424,6 +429,7 @@ impl Checker<'_> {
             sources,
             feeds: checked_feeds,
             sftp_server,
+            http,
             destinations,
             controllers,
             grants,
@@ -431,6 +437,32 @@ impl Checker<'_> {
             routes,
             warnings: Vec::new(),
         })
+    }
+
+    fn http(&mut self, raw: raw::Http) -> Http {
+        let default = std::net::SocketAddr::from(([127, 0, 0, 1], 9187));
+        let listen = match raw.listen {
+            None => default,
+            Some(l) => match l.get_ref().parse::<std::net::SocketAddr>() {
+                Ok(a) => {
+                    if !a.ip().is_loopback() {
+                        self.warning(
+                            l.span(),
+                            "[http] listens beyond this machine: anyone who reaches it reads the metrics (no login)",
+                        );
+                    }
+                    a
+                }
+                Err(_) => {
+                    self.at(
+                        &l,
+                        format!("`{}` is not an address like `127.0.0.1:9187`", l.get_ref()),
+                    );
+                    default
+                }
+            },
+        };
+        Http { listen }
     }
 
     fn daemon(&mut self, raw: raw::Daemon, base: &Path) -> Option<Daemon> {

@@ -175,6 +175,15 @@ pub struct PartnerSftp {
     pub outbox: Option<bool>,
 }
 
+/// `[http]`: health checks and metrics over HTTP; absent, there is no listener.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Http {
+    /// Address and port for `/healthz`, `/readyz` and `/metrics`. Default
+    /// `127.0.0.1:9187`; anything but loopback is warned about (no login).
+    pub listen: Option<Spanned<String>>,
+}
+
 /// `[sftp_server]`: the embedded SFTP server partners drop files into.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]

@@ -1382,3 +1382,27 @@ fn a_translation_can_live_in_a_file_next_to_the_config() {
     let got = errors("missing.csv");
     assert!(got.iter().any(|e| e.contains("cannot read")), "{got:#?}");
 }
+
+#[test]
+fn the_http_listener_is_off_unless_configured_and_warned_about_beyond_loopback() {
+    let path = Path::new("/opt/dg/config/dropgate.toml");
+    let config = Config::parse(path, SHIPPED).unwrap();
+    assert!(config.http.is_none());
+
+    let config = Config::parse(path, &format!("{SHIPPED}\n[http]\n")).unwrap();
+    assert_eq!(config.http.unwrap().listen.to_string(), "127.0.0.1:9187");
+    assert!(config.warnings.is_empty());
+
+    let text = format!("{SHIPPED}\n[http]\nlisten = \"0.0.0.0:9187\"\n");
+    let config = Config::parse(path, &text).unwrap();
+    let warnings: Vec<String> = config.warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains(&at(&text, "\"0.0.0.0:9187\"")), "{warnings:?}");
+
+    let text = format!("{SHIPPED}\n[http]\nlisten = \"localhost\"\n");
+    let got = errors(&text);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].contains("is not an address"), "{got:?}");
+    let got = errors(&format!("{SHIPPED}\n[http]\nport = 9187\n"));
+    assert!(got.iter().any(|e| e.contains("unknown field `port`")), "{got:?}");
+}

@@ -29,6 +29,8 @@ pub struct Config {
     pub feeds: BTreeMap<String, Feed>,
     /// Present when any partner has an SFTP account.
     pub sftp_server: Option<SftpServer>,
+    /// Present when `[http]` is.
+    pub http: Option<Http>,
     pub destinations: BTreeMap<String, Destination>,
     pub controllers: BTreeMap<String, Controller>,
     pub grants: BTreeMap<String, Grant>,
@@ -56,6 +58,11 @@ pub struct Daemon {
     pub retention_days: u32,
     pub max_errors_per_file: usize,
     pub stop_deadline: std::time::Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Http {
+    pub listen: std::net::SocketAddr,
 }
 
 #[derive(Debug)]

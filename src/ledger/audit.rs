@@ -172,6 +172,7 @@ impl Ledger {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let id = append_audit(&tx, &now, event)?;
         tx.commit()?;
+        count_audited(event.action);
         Ok(id)
     }
 
@@ -194,6 +195,9 @@ impl Ledger {
             )?;
         }
         tx.commit()?;
+        for e in events {
+            count_audited(&e.action);
+        }
         Ok(())
     }
 
@@ -254,4 +258,13 @@ impl Ledger {
         }
         Ok(())
     }
+}
+
+fn count_audited(action: &str) {
+    crate::metrics::METRICS
+        .audit_events
+        .get_or_create(&crate::metrics::ActionLabel {
+            action: action.to_string(),
+        })
+        .inc();
 }

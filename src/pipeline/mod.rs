@@ -31,6 +31,7 @@ use crate::formats;
 use crate::land::Landings;
 use crate::ledger::{Batch, FileRow, FileState, Ledger, LedgerError, Outcome};
 use crate::load;
+use crate::metrics::{CodeLabel, FeedLabel, METRICS, ProcessedLabels, ReasonLabel};
 use crate::problem::{Code, Problem, Reason};
 use crate::records::{self, Records, Writer};
 use crate::schema::Encoding;
@@ -104,6 +105,58 @@ impl<E: Into<ProcessError>> From<E> for Stuck {
             file_id: None,
             error: Box::new(error.into()),
         }
+    }
+}
+
+/// A settled file in the metrics: its state, rows, records and problems,
+/// and how long it took from receipt.
+fn count(file: &FileRow, outcome: &Outcome, now: chrono::DateTime<chrono::Utc>) {
+    let feed = outcome.feed.as_deref().unwrap_or("-");
+    let state = outcome.state.to_string();
+    METRICS
+        .files_processed
+        .get_or_create(&ProcessedLabels {
+            feed: feed.to_string(),
+            state,
+        })
+        .inc();
+    if let Some(reason) = &outcome.reason
+        && outcome.state == FileState::Quarantined
+    {
+        METRICS
+            .quarantines
+            .get_or_create(&ReasonLabel {
+                reason: reason.clone(),
+            })
+            .inc();
+    }
+    let label = FeedLabel {
+        feed: feed.to_string(),
+    };
+    if outcome.state == FileState::Loaded {
+        METRICS
+            .rows
+            .get_or_create(&label)
+            .inc_by(outcome.rows_loaded.unwrap_or(0));
+        METRICS
+            .records
+            .get_or_create(&label)
+            .inc_by(outcome.records);
+    }
+    for problem in &outcome.problems {
+        METRICS
+            .problems
+            .get_or_create(&CodeLabel {
+                code: problem.code.as_str().to_string(),
+            })
+            .inc();
+    }
+    if let Ok(received) = chrono::DateTime::parse_from_rfc3339(&file.received_at) {
+        let took = (now - received.with_timezone(&chrono::Utc)).to_std();
+        METRICS
+            .processing_seconds
+            .get_or_create(&label)
+            .observe(took.unwrap_or_default().as_secs_f64());
     }
 }
 
@@ -427,7 +480,9 @@ impl Processor {
         if moved {
             self.spool.sync()?;
         }
+        let now = chrono::Utc::now();
         for (file, outcome) in settled {
+            count(&file, &outcome, now);
             tracing::info!(
                 file_id = file.id,
                 feed = outcome.feed.as_deref().unwrap_or("-"),

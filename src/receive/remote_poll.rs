@@ -78,6 +78,7 @@ pub async fn poll(
     let mut failures = 0u32;
     loop {
         let outcome = poller.poll_once().await;
+        crate::metrics::METRICS.poll(&poller.source, outcome.is_ok());
         {
             let (intake, source) = (poller.intake.clone(), poller.source.clone());
             let error = outcome.as_ref().err().map(|e| e.to_string());

@@ -270,6 +270,9 @@ impl Bound {
                     }
                 },
             }
+            crate::metrics::METRICS
+                .sftp_sessions
+                .set(sessions.len() as i64);
         }
         // Every session saw `shutdown` and is disconnecting.
         let _ = tokio::time::timeout(Duration::from_secs(5), async {

@@ -539,3 +539,53 @@ fn rsa_private_keys_and_shared_login_keys_are_refused_at_start() {
         "{refusal}"
     );
 }
+
+#[test]
+fn status_shows_files_waiting_in_a_folder_todays_counts_per_feed_and_the_disk() {
+    let d = Deployment::new();
+    // As a partner would, before the daemon first ran.
+    std::fs::create_dir_all(d.drop_folder()).unwrap();
+    d.drop_file("news2_s1.csv", news2_csv(3, 2, 0).as_bytes());
+    let status = |d: &Deployment| -> serde_json::Value {
+        let out = d.dg(&["status", "--json"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let before = status(&d);
+    let source = &before["sources"][0];
+    assert_eq!(source["source"], "demo-carehome-drop");
+    assert_eq!(source["files_waiting"], 1);
+    assert_eq!(before["feeds"][0]["files_today"], 0);
+    assert!(before["feeds"][0]["last_file_at"].is_null());
+
+    let daemon = d.start();
+    let bad = news2_csv(2, 2, 50).replace(&nhs_number(1), "1234567890");
+    d.drop_file("news2_s2.csv", bad.as_bytes());
+    wait_for("both settled", std::time::Duration::from_secs(20), || {
+        d.count("SELECT count(*) FROM files WHERE state <> 'received'") == 2
+    });
+    daemon.terminate();
+    let after = status(&d);
+    assert_eq!(after["sources"][0]["files_waiting"], 0);
+    let feed = &after["feeds"][0];
+    assert_eq!(feed["feed"], "news2");
+    assert_eq!(feed["files_today"], 2);
+    assert_eq!(feed["rows_today"], 3);
+    assert_eq!(feed["quarantined_today"], 1);
+    assert_eq!(
+        feed["last_file_at"],
+        d.string("SELECT max(received_at) FROM files").as_str()
+    );
+    assert_eq!(after["files"]["loaded"], 1);
+    assert_eq!(after["files"]["quarantined"], 1);
+    assert!(after["spool"]["free_bytes"].as_u64().unwrap() > 0);
+    assert!(after["ledger"]["bytes"].as_u64().unwrap() > 0);
+    assert_eq!(after["schedules"][0]["schedule"], "demo-nightly");
+    assert!(after["schedules"][0]["next_run_at"].is_string());
+
+    let out = text(&d.dg(&["status"]).stdout);
+    assert!(
+        out.contains("news2                    2 file(s), 3 row(s), 1 quarantined"),
+        "{out}"
+    );
+}

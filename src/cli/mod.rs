@@ -5,6 +5,7 @@ mod args;
 mod logging;
 mod print;
 mod publishing;
+mod status;
 
 use args::{Audit, Cli, Command, Patients, Schema};
 use print::{
@@ -97,7 +98,10 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 config.feeds.len()
             );
             if let Some(http) = &config.http {
-                println!("  http         {} (/healthz, /readyz, /metrics)", http.listen);
+                println!(
+                    "  http         {} (/healthz, /readyz, /metrics)",
+                    http.listen
+                );
             }
             for feed in config.feeds.values() {
                 let kinds: Vec<&str> = feed.mapping.kinds().iter().map(|k| k.name()).collect();
@@ -179,55 +183,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { json } => {
             let config = config_or_exit!(&cli.config);
             let ledger = open_ledger(&config)?;
-            let status = ledger.status()?;
-            if json {
-                println!("{}", serde_json::to_string(&status)?);
-                return Ok(ExitCode::SUCCESS);
-            }
-            println!("files:");
-            for (state, count) in &status.files {
-                println!("  {state:<12} {count}");
-            }
-            for (title, rows) in [
-                ("forwarded:", &status.routes),
-                ("export pushes:", &status.pushes),
-            ] {
-                if rows.is_empty() {
-                    continue;
-                }
-                println!("{title}");
-                for (name, state, count) in rows {
-                    println!("  {name:<24} {state:<10} {count}");
-                }
-            }
-            println!("sources:");
-            for name in config.sources.keys() {
-                match status.sources.iter().find(|s| &s.source == name) {
-                    None => println!(
-                        "  {name:<24} (no polls recorded; local folders are watched, not polled)"
-                    ),
-                    Some(s) => {
-                        let state = match (&s.last_error_at, &s.last_ok_at) {
-                            (Some(err), Some(ok)) if err <= ok => "ok",
-                            (None, _) => "ok",
-                            _ => "failing",
-                        };
-                        println!("  {name:<24} {state:<8} checked {}", s.checked_at);
-                        if let (Some(error), Some(at)) = (&s.last_error, &s.last_error_at) {
-                            println!("  {:<24} last error at {at}: {}", "", escaped(error));
-                        }
-                        if s.cleanups_pending > 0 {
-                            println!(
-                                "  {:<24} {} received file(s) not yet removed from the server, retried with backoff: {}",
-                                "",
-                                s.cleanups_pending,
-                                escaped(s.cleanup_error.as_deref().unwrap_or("-"))
-                            );
-                        }
-                    }
-                }
-            }
-            Ok(ExitCode::SUCCESS)
+            status::status(&config, &ledger, json)
         }
         Command::Files { state, feed, json } => {
             let config = config_or_exit!(&cli.config);

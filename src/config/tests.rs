@@ -1397,12 +1397,18 @@ fn the_http_listener_is_off_unless_configured_and_warned_about_beyond_loopback()
     let config = Config::parse(path, &text).unwrap();
     let warnings: Vec<String> = config.warnings.iter().map(|w| w.to_string()).collect();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(warnings[0].contains(&at(&text, "\"0.0.0.0:9187\"")), "{warnings:?}");
+    assert!(
+        warnings[0].contains(&at(&text, "\"0.0.0.0:9187\"")),
+        "{warnings:?}"
+    );
 
     let text = format!("{SHIPPED}\n[http]\nlisten = \"localhost\"\n");
     let got = errors(&text);
     assert_eq!(got.len(), 1, "{got:?}");
     assert!(got[0].contains("is not an address"), "{got:?}");
     let got = errors(&format!("{SHIPPED}\n[http]\nport = 9187\n"));
-    assert!(got.iter().any(|e| e.contains("unknown field `port`")), "{got:?}");
+    assert!(
+        got.iter().any(|e| e.contains("unknown field `port`")),
+        "{got:?}"
+    );
 }

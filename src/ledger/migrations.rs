@@ -60,6 +60,7 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
         "0017_observation_set_versions",
         include_str!("migrations/0017_observation_set_versions.sql"),
     ),
+    ("0018_alerts", include_str!("migrations/0018_alerts.sql")),
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {

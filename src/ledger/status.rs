@@ -193,3 +193,95 @@ impl Ledger {
         Ok(bans)
     }
 }
+
+/// A feed's files since a time (the start of today, for `status`), and its
+/// newest file.
+#[derive(Debug, Serialize)]
+pub struct FeedActivity {
+    pub feed: String,
+    pub files_today: u64,
+    pub rows_today: u64,
+    pub quarantined_today: u64,
+    pub last_file_at: Option<String>,
+}
+
+/// A destination's queue and latest outcomes.
+#[derive(Debug, Serialize)]
+pub struct DestinationActivity {
+    pub destination: String,
+    /// Forwardings and export pushes not yet delivered (pending or to retry).
+    pub queued: u64,
+    pub last_delivery_at: Option<String>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+}
+
+impl Ledger {
+    pub fn feed_activity(&self, feed: &str, since: DateTime<Utc>) -> Result<FeedActivity> {
+        let (files_today, rows_today, quarantined_today) = self
+            .conn
+            .prepare_cached(
+                "SELECT count(*), coalesce(sum(rows_loaded), 0),
+                        coalesce(sum(state = 'quarantined'), 0)
+                 FROM files WHERE feed = ?1 AND received_at >= ?2",
+            )?
+            .query_row(params![feed, timestamp(since)], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+        let last_file_at = self
+            .conn
+            .prepare_cached("SELECT max(received_at) FROM files WHERE feed = ?1")?
+            .query_row([feed], |r| r.get(0))?;
+        Ok(FeedActivity {
+            feed: feed.to_string(),
+            files_today,
+            rows_today,
+            quarantined_today,
+            last_file_at,
+        })
+    }
+
+    pub fn destination_activity(&self, destination: &str) -> Result<DestinationActivity> {
+        let queued = self
+            .conn
+            .prepare_cached(
+                "SELECT (SELECT count(*) FROM route_deliveries
+                         WHERE destination = ?1 AND state IN ('pending', 'failed'))
+                      + (SELECT count(*) FROM export_deliveries
+                         WHERE destination = ?1 AND state IN ('pending', 'failed'))",
+            )?
+            .query_row([destination], |r| r.get(0))?;
+        let last_delivery_at = self
+            .conn
+            .prepare_cached(
+                "SELECT at FROM delivery_events WHERE destination = ?1 AND event = 'delivered'
+                 ORDER BY id DESC LIMIT 1",
+            )?
+            .query_row([destination], |r| r.get(0))
+            .optional()?;
+        let failure: Option<(String, Option<String>)> = self
+            .conn
+            .prepare_cached(
+                "SELECT at, detail FROM delivery_events WHERE destination = ?1 AND event <> 'delivered'
+                 ORDER BY id DESC LIMIT 1",
+            )?
+            .query_row([destination], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let (last_error_at, last_error) = match failure {
+            Some((at, detail)) => {
+                let error = detail
+                    .and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok())
+                    .and_then(|d| d["error"].as_str().map(str::to_string));
+                (Some(at), error)
+            }
+            None => (None, None),
+        };
+        Ok(DestinationActivity {
+            destination: destination.to_string(),
+            queued,
+            last_delivery_at,
+            last_error,
+            last_error_at,
+        })
+    }
+}

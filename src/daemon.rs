@@ -315,6 +315,9 @@ pub async fn run(
         ));
     }
 
+    if config.feeds.values().any(|f| f.expect.is_set()) {
+        sources.spawn(crate::alerts::watch(config.clone(), shutdown_rx.clone()));
+    }
     if config.partners.values().any(|p| p.receipts.is_some()) {
         sources.spawn(crate::receipt::run_receipts(
             config.clone(),

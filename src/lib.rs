@@ -3,6 +3,7 @@
 //! A file travels `receive → land → decrypt → validate → map → load`; the
 //! order is written once, in [`pipeline`]. The [`ledger`] records every step.
 
+pub mod alerts;
 pub mod audit;
 pub mod config;
 pub mod daemon;

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod alerts;
 mod audit;
 mod cli;
 mod daemon;

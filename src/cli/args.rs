@@ -74,10 +74,23 @@ pub(super) enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Show how each remote source's latest poll went, and how many files are in each state.
+    /// Show sources, feeds today, destinations, schedules, disk and active alerts.
     #[command(after_help = "Example:\n  dropgate status\n  dropgate status --json")]
     Status {
         /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the alerts raised and not cleared (a file that did not come by its time,
+    /// a row count out of its band, too many quarantines), or the newest events.
+    #[command(
+        after_help = "Example:\n  dropgate alerts\n  dropgate alerts --history 50 --json\n\nExit status 0 when no alert is active, 1 when one is."
+    )]
+    Alerts {
+        /// The newest N alert events, raised and cleared, instead.
+        #[arg(long, value_name = "N")]
+        history: Option<usize>,
+        /// One JSON object per line.
         #[arg(long)]
         json: bool,
     },

@@ -116,6 +116,26 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                         kinds.join(", ")
                     }
                 );
+                let expect = &feed.expect;
+                if let Some((cron, within)) = &expect.arrives_by {
+                    println!(
+                        "    expects a file by {} (within {} before)",
+                        dropgate::schedule::Schedule::Cron(Box::new(cron.clone())),
+                        humantime::format_duration(*within)
+                    );
+                }
+                if let Some(band) = expect.row_count {
+                    println!(
+                        "    expects rows within {}% of the mean of the {} loaded before",
+                        band.percent, band.files
+                    );
+                }
+                if let Some(band) = expect.quarantine_rate {
+                    println!(
+                        "    expects at most {}% of the last {} files quarantined",
+                        band.percent, band.files
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -184,6 +204,11 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = config_or_exit!(&cli.config);
             let ledger = open_ledger(&config)?;
             status::status(&config, &ledger, json)
+        }
+        Command::Alerts { history, json } => {
+            let config = config_or_exit!(&cli.config);
+            let ledger = open_ledger(&config)?;
+            status::alerts(&ledger, history, json)
         }
         Command::Files { state, feed, json } => {
             let config = config_or_exit!(&cli.config);

@@ -101,7 +101,43 @@ fn report(config: &Config, ledger: &Ledger) -> anyhow::Result<Value> {
             "total_bytes": total,
         },
         "ledger": { "path": config.daemon.ledger, "bytes": ledger_bytes },
+        "alerts": ledger.active_alerts()?,
     }))
+}
+
+pub(super) fn alerts(
+    ledger: &Ledger,
+    history: Option<usize>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let active = ledger.active_alerts()?;
+    let rows = match history {
+        Some(n) => ledger.alert_history(n)?,
+        None => active.clone(),
+    };
+    for alert in &rows {
+        if json {
+            println!("{}", serde_json::to_string(alert)?);
+        } else {
+            println!(
+                "{:>6}  {}  {:<8} {:<16} {:<16} {}",
+                alert.id,
+                alert.at,
+                alert.event,
+                escaped(&alert.feed),
+                alert.kind,
+                alert.detail
+            );
+        }
+    }
+    if rows.is_empty() && !json {
+        println!("no alerts");
+    }
+    Ok(if active.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Complete-looking files in a drop folder: what the daemon has yet to take.
@@ -154,6 +190,21 @@ fn text(value: &Value) -> String {
 }
 
 fn print_report(r: &Value) {
+    let alerts = r["alerts"].as_array().cloned().unwrap_or_default();
+    if alerts.is_empty() {
+        println!("alerts: none");
+    } else {
+        println!("ALERTS:");
+    }
+    for a in alerts {
+        println!(
+            "  {:<24} {:<16} since {} {}",
+            text(&a["feed"]),
+            text(&a["kind"]),
+            text(&a["at"]),
+            a["detail"]
+        );
+    }
     println!("files:");
     for (state, count) in r["files"].as_object().into_iter().flatten() {
         println!("  {state:<12} {count}");

@@ -176,6 +176,7 @@ impl Checker<'_> {
         if self.errors.len() > errors_before {
             return None;
         }
+        let expect = raw.expect.map(|e| self.expect(name, e)).unwrap_or_default();
         Some(Feed {
             name: name.to_string(),
             partner: raw.partner.into_inner(),
@@ -184,6 +185,7 @@ impl Checker<'_> {
             on_error,
             schema,
             mapping,
+            expect,
         })
     }
 

@@ -6,6 +6,7 @@
 //! each partner, source and feed is deserialised on its own so a mistake in one
 //! does not hide mistakes in the others.
 
+mod alerts;
 mod authorized_keys;
 mod columns;
 mod feeds;
@@ -276,13 +277,13 @@ impl Checker<'_> {
             match name.as_str() {
                 "daemon" | "keys" | "partners" | "sources" | "feeds" | "sftp_server"
                 | "destinations" | "controllers" | "grants" | "schedules" | "routes"
-                | "http" => {
+                | "http" | "alerts" => {
                     sections.insert(name, value);
                 }
                 _ => self.error(
                     key.span(),
                     format!(
-                        "unknown section `{name}`, expected one of `daemon`, `keys`, `partners`, `sources`, `feeds`, `sftp_server`, `destinations`, `controllers`, `grants`, `schedules`, `routes`, `http`"
+                        "unknown section `{name}`, expected one of `daemon`, `keys`, `partners`, `sources`, `feeds`, `sftp_server`, `destinations`, `controllers`, `grants`, `schedules`, `routes`, `http`, `alerts`"
                     ),
                 ),
             }
@@ -304,6 +305,10 @@ impl Checker<'_> {
             .remove("http")
             .map(|v| self.deserialize(v).unwrap_or_default());
         let http = http.map(|raw| self.http(raw));
+        let alerts: raw::Alerts = match sections.remove("alerts") {
+            Some(v) => self.deserialize(v).unwrap_or_default(),
+            None => raw::Alerts::default(),
+        };
         let partners: Vec<(Spanned<String>, raw::Partner)> =
             self.entries("partner", sections.remove("partners"));
         let sources: Vec<(Spanned<String>, raw::Source)> =
@@ -404,6 +409,7 @@ impl Checker<'_> {
                 Some((name.into_inner(), schedule))
             })
             .collect();
+        let alerts = self.alerts(alerts, &destinations);
         let routes: BTreeMap<String, Route> = routes
             .into_iter()
             .filter_map(|(name, r)| {
@@ -430,6 +436,7 @@ impl Checker<'_> {
             feeds: checked_feeds,
             sftp_server,
             http,
+            alerts,
             destinations,
             controllers,
             grants,

@@ -330,6 +330,42 @@ pub struct Feed {
     /// Sets of columns whose values together must not repeat within a file,
     /// e.g. `[["resident_id", "observed_at"]]`.
     pub unique: Option<Spanned<Vec<Spanned<Vec<String>>>>>,
+    /// When this feed's files should come and what is normal for them; a
+    /// breach is an alert.
+    pub expect: Option<Spanned<Expect>>,
+}
+
+/// `[feeds.NAME.expect]`: each check is on when its setting is given.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// Times (cron, in the daemon's time zone) by which a file must have come,
+    /// e.g. `0 7 * * 1-5`: by 07:00 on weekdays.
+    pub arrives_by: Option<Spanned<String>>,
+    /// How long before each `arrives_by` time a file counts for it. Default `24h`.
+    pub within: Option<Spanned<String>>,
+    /// Percent a loaded file's row count may stray, either way, from the mean of
+    /// the `row_count_files` loaded before it.
+    pub row_count_band: Option<Spanned<i64>>,
+    /// Loaded files the newest is compared with. Default 5.
+    pub row_count_files: Option<Spanned<i64>>,
+    /// Highest percent of the feed's last `quarantine_files` files that may be
+    /// quarantined.
+    pub quarantine_rate: Option<Spanned<i64>>,
+    /// Files the quarantine rate is taken over. Default 10.
+    pub quarantine_files: Option<Spanned<i64>>,
+}
+
+/// `[alerts]`: where alerts go besides the ledger, `status` and `dropgate alerts`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Alerts {
+    /// A program and its arguments, run for each alert raised or cleared with
+    /// the alert as JSON on standard input.
+    pub command: Option<Spanned<Vec<String>>>,
+    /// A `[destinations]` entry each alert is pushed to as a JSON file (a mail or
+    /// ticketing gateway's drop folder).
+    pub destination: Option<Spanned<String>>,
 }
 
 /// `[[feeds.NAME.rules]]`: `require` or `forbid` a column `when` another is

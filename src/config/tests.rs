@@ -1412,3 +1412,55 @@ fn the_http_listener_is_off_unless_configured_and_warned_about_beyond_loopback()
         "{got:?}"
     );
 }
+
+#[test]
+fn a_feeds_expectations_and_the_alert_sinks_are_checked_with_their_positions() {
+    let path = Path::new("/opt/dg/config/dropgate.toml");
+    let text = format!(
+        "{SHIPPED}\n[feeds.news2.expect]\narrives_by = \"0 7 * * 1-5\"\nrow_count_band = 30\nquarantine_rate = 10\nquarantine_files = 20\n"
+    );
+    let config = Config::parse(path, &text).unwrap();
+    let expect = &config.feeds["news2"].expect;
+    let (_, within) = expect.arrives_by.as_ref().unwrap();
+    assert_eq!(*within, std::time::Duration::from_secs(24 * 3600));
+    assert_eq!(
+        expect.row_count,
+        Some(Band {
+            percent: 30,
+            files: 5
+        })
+    );
+    assert_eq!(
+        expect.quarantine_rate,
+        Some(Band {
+            percent: 10,
+            files: 20
+        })
+    );
+
+    let text = format!(
+        "{SHIPPED}\n[feeds.news2.expect]\narrives_by = \"at seven\"\nrow_count_band = 0\nquarantine_files = 5\n\n[alerts]\ncommand = [\"notify-send\"]\ndestination = \"nowhere\"\n"
+    );
+    let got = errors(&text);
+    assert_eq!(got.len(), 5, "{got:?}");
+    for (needle, message) in [
+        ("\"at seven\"", "arrives_by"),
+        (
+            "0\nquarantine_files",
+            "row_count_band must be between 1 and 1000",
+        ),
+        (
+            "5\n\n[alerts]",
+            "`quarantine_files` needs `quarantine_rate`",
+        ),
+        ("[\"notify-send\"]", "must be an absolute path"),
+        ("\"nowhere\"", "no destination `nowhere`"),
+    ] {
+        let position = format!(":{}: ", at(&text, needle));
+        assert!(
+            got.iter()
+                .any(|e| e.contains(&position) && e.contains(message)),
+            "{needle}: {got:?}"
+        );
+    }
+}

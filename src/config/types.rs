@@ -31,6 +31,7 @@ pub struct Config {
     pub sftp_server: Option<SftpServer>,
     /// Present when `[http]` is.
     pub http: Option<Http>,
+    pub alerts: Alerts,
     pub destinations: BTreeMap<String, Destination>,
     pub controllers: BTreeMap<String, Controller>,
     pub grants: BTreeMap<String, Grant>,
@@ -341,4 +342,36 @@ pub struct Feed {
     pub on_error: OnError,
     pub schema: Schema,
     pub mapping: crate::records::Mapping,
+    pub expect: Expectations,
+}
+
+/// What is normal for a feed (`[feeds.NAME.expect]`); each check is off
+/// when `None`.
+#[derive(Debug, Clone, Default)]
+pub struct Expectations {
+    /// Times by which a file must have come, and how long before each one a
+    /// file counts.
+    pub arrives_by: Option<(crate::schedule::Cron, Duration)>,
+    pub row_count: Option<Band>,
+    pub quarantine_rate: Option<Band>,
+}
+
+impl Expectations {
+    pub fn is_set(&self) -> bool {
+        self.arrives_by.is_some() || self.row_count.is_some() || self.quarantine_rate.is_some()
+    }
+}
+
+/// A percentage over a number of files.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Band {
+    pub percent: u32,
+    pub files: u32,
+}
+
+/// `[alerts]`: where alerts are sent.
+#[derive(Debug, Clone, Default)]
+pub struct Alerts {
+    pub command: Option<Vec<String>>,
+    pub destination: Option<String>,
 }

@@ -9,6 +9,7 @@
 //! changes are SQL files applied in order and tracked with `PRAGMA
 //! user_version`; connection settings are applied on every open.
 
+mod alerts;
 mod audit;
 mod batch;
 mod exports;
@@ -28,6 +29,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::Connection;
 use serde::Serialize;
 
+pub use alerts::AlertRow;
 use audit::append_audit;
 pub use audit::{AuditEvent, AuditRow, QueuedAuditEvent};
 pub use batch::Batch;
@@ -43,7 +45,9 @@ pub use records::{
     ObservationRecord, PersonRecords, PersonView,
 };
 pub use routes::{RouteDelivery, Routed};
-pub use status::{DeliveryEvent, PollReport, SourceStatus, Status};
+pub use status::{
+    DeliveryEvent, DestinationActivity, FeedActivity, PollReport, SourceStatus, Status,
+};
 
 /// How long (in ms) a connection waits for another's write transaction.
 const BUSY_WAIT_MS: i32 = 600_000;
@@ -307,7 +311,8 @@ pub struct Ledger {
     clock: Arc<dyn Clock>,
 }
 
-fn timestamp(at: DateTime<Utc>) -> String {
+/// How the ledger writes a time: RFC 3339, milliseconds, UTC.
+pub fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 

@@ -219,6 +219,7 @@ impl Checker<'_> {
                 return None;
             }
             let span = error.span().unwrap_or(whole.clone());
+            let message = with_suggestion(message);
             self.error(span.clone(), message);
             match drop_key_at(&mut value, span.start) {
                 Some(key) => dropped.push(key),
@@ -282,9 +283,10 @@ impl Checker<'_> {
                 }
                 _ => self.error(
                     key.span(),
-                    format!(
-                        "unknown section `{name}`, expected one of `daemon`, `keys`, `partners`, `sources`, `feeds`, `sftp_server`, `destinations`, `controllers`, `grants`, `schedules`, `routes`, `http`, `alerts`"
-                    ),
+                    with_suggestion(format!(
+                        "unknown field `{name}`, expected one of `daemon`, `keys`, `partners`, `sources`, `feeds`, `sftp_server`, `destinations`, `controllers`, `grants`, `schedules`, `routes`, `http`, `alerts`"
+                    ))
+                    .replacen("unknown field", "unknown section", 1),
                 ),
             }
         }
@@ -513,6 +515,27 @@ impl Checker<'_> {
             max_errors_per_file,
             stop_deadline,
         })
+    }
+}
+
+/// "unknown field `retension_days`, expected one of ..." gains "; did you
+/// mean `retention_days`?" when one valid key is near enough to be meant.
+fn with_suggestion(message: String) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return message;
+    };
+    let Some((unknown, expected)) = rest.split_once('`') else {
+        return message;
+    };
+    // The valid keys are the other back-quoted words.
+    let valid = expected.split('`').skip(1).step_by(2);
+    let nearest = valid
+        .map(|key| (strsim::damerau_levenshtein(unknown, key), key))
+        .filter(|(distance, key)| *distance <= (key.len() / 3).max(1))
+        .min();
+    match nearest {
+        Some((_, key)) => format!("{message}; did you mean `{key}`?"),
+        None => message,
     }
 }
 

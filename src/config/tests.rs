@@ -1464,3 +1464,25 @@ fn a_feeds_expectations_and_the_alert_sinks_are_checked_with_their_positions() {
         );
     }
 }
+
+#[test]
+fn a_misspelt_key_or_section_is_answered_with_the_nearest_valid_one() {
+    let text = SHIPPED
+        .replace("retention_days = 90", "retension_days = 90")
+        .replace("[sftp_server]", "[sftp_sever]");
+    let got = errors(&text);
+    assert!(
+        got.iter().any(|e| e.contains(&at(&text, "retension_days"))
+            && e.ends_with("did you mean `retention_days`?")),
+        "{got:?}"
+    );
+    assert!(
+        got.iter()
+            .any(|e| e.contains("unknown section `sftp_sever`")
+                && e.ends_with("did you mean `sftp_server`?")),
+        "{got:?}"
+    );
+    // Nothing near enough: no guess.
+    let got = errors(&SHIPPED.replace("retention_days = 90", "colour = 90"));
+    assert!(got.iter().all(|e| !e.contains("did you mean")), "{got:?}");
+}

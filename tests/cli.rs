@@ -81,6 +81,9 @@ fn every_command_has_help_with_an_example() {
         vec!["keygen"],
         vec!["push"],
         vec!["status"],
+        vec!["alerts"],
+        vec!["completions"],
+        vec!["man"],
         vec!["patients"],
         vec!["patients", "find"],
         vec!["patients", "link"],
@@ -588,4 +591,81 @@ fn status_shows_files_waiting_in_a_folder_todays_counts_per_feed_and_the_disk() 
         out.contains("news2                    2 file(s), 3 row(s), 1 quarantined"),
         "{out}"
     );
+}
+
+#[test]
+fn completions_and_the_man_page_are_made_from_the_command_line_itself() {
+    let d = Deployment::new();
+    let out = d.dg(&["completions", "bash"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let script = d.path("dropgate.bash");
+    std::fs::write(&script, &out.stdout).unwrap();
+    // bash itself finds the script well-formed.
+    let syntax = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(syntax.status.success(), "{}", text(&syntax.stderr));
+    let completions = text(&out.stdout);
+    // roff writes a hyphen as `\-`.
+    let man = text(&d.dg(&["man"]).stdout).replace("\\-", "-");
+    assert!(
+        man.starts_with(".ie") && man.contains(".TH dropgate 1"),
+        "{man}"
+    );
+    for command in [
+        "run",
+        "check-config",
+        "status",
+        "alerts",
+        "patients",
+        "audit",
+    ] {
+        assert!(completions.contains(command), "{command} not completed");
+        assert!(man.contains(command), "{command} not in the man page");
+    }
+    for shell in ["zsh", "fish"] {
+        assert!(d.dg(&["completions", shell]).status.success());
+    }
+}
+
+#[test]
+fn init_makes_a_deployment_that_checks_and_never_writes_over_a_config() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("site");
+    let init = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dropgate"))
+            .arg("init")
+            .arg(&dir)
+            .env_remove("DROPGATE_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let out = init();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("age recipient: age1"), "{stdout}");
+    assert!(stdout.contains("check-config"), "next steps: {stdout}");
+    let config = dir.join("config/dropgate.toml");
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), SHIPPED_CONFIG);
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_dropgate"))
+        .arg("--config")
+        .arg(&config)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", text(&check.stderr));
+    let key = dir.join("config/keys/age-identity.txt");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(dir.join("spool/ledger.db").exists());
+
+    std::fs::write(&config, "# mine\n").unwrap();
+    let again = init();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(text(&again.stderr).contains("never writes over"));
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), "# mine\n");
 }

@@ -81,6 +81,19 @@ pub(super) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script for dropgate.
+    #[command(
+        after_help = "Example:\n  dropgate completions bash | sudo tee /usr/share/bash-completion/completions/dropgate"
+    )]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print dropgate's man page (roff).
+    #[command(
+        after_help = "Example:\n  dropgate man | sudo tee /usr/local/share/man/man1/dropgate.1 >/dev/null"
+    )]
+    Man,
     /// Show the alerts raised and not cleared (a file that did not come by its time,
     /// a row count out of its band, too many quarantines), or the newest events.
     #[command(
@@ -135,6 +148,15 @@ pub(super) enum Command {
     Replay {
         /// File id of a quarantined file.
         id: i64,
+    },
+    /// Start a new deployment in DIR: a commented starter config, keys, spool and
+    /// ledger; prints the next steps. Never writes over an existing config.
+    #[command(
+        after_help = "Example:\n  dropgate init /srv/dropgate\n  dropgate --config /srv/dropgate/config/dropgate.toml check-config"
+    )]
+    Init {
+        /// The deployment's folder (made when missing): DIR/config, DIR/spool.
+        dir: PathBuf,
     },
     /// Create the keys the configuration names, where missing; print the age recipient.
     #[command(

@@ -157,23 +157,10 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Init { dir } => init(&dir),
         Command::Keygen { force } => {
             let config = config_or_exit!(&cli.config);
-            let made = keys::ensure(&config, force)?;
-            for key in &made {
-                let verb = if key.created { "created" } else { "exists " };
-                println!("{verb} {:<13} {}", key.what, key.path.display());
-            }
-            // The ledger (made here when this is the first command) records
-            // which keys were made, signed by the signing key now in force.
-            dropgate::spool::Spool::new(&config.daemon.spool)
-                .ensure()
-                .with_context(|| config.daemon.spool.display().to_string())?;
-            let mut ledger = open_ledger(&config)?;
-            daemon::audit_keys_created(&mut ledger, &made)?;
-            sign_audit(&config, &mut ledger);
-            let identity = keys::load_identity(&config.keys.age_identity)?;
-            println!("age recipient: {}", identity.to_public());
+            keygen(&config, force)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Ingest { source, files } => {
@@ -204,6 +191,18 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = config_or_exit!(&cli.config);
             let ledger = open_ledger(&config)?;
             status::status(&config, &ledger, json)
+        }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "dropgate", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let command = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(command)
+                .render(&mut std::io::stdout())
+                .context("writing the man page")?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Alerts { history, json } => {
             let config = config_or_exit!(&cli.config);
@@ -622,6 +621,81 @@ fn push(config: &Config, name: &str, paths: &[PathBuf]) -> anyhow::Result<ExitCo
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Creates the keys the config names (all anew with `force`), the spool and
+/// the ledger; prints each key and the age recipient.
+fn keygen(config: &Config, force: bool) -> anyhow::Result<()> {
+    let made = keys::ensure(config, force)?;
+    for key in &made {
+        let verb = if key.created { "created" } else { "exists " };
+        println!("{verb} {:<13} {}", key.what, key.path.display());
+    }
+    // The ledger (made here when this is the first command) records
+    // which keys were made, signed by the signing key now in force.
+    dropgate::spool::Spool::new(&config.daemon.spool)
+        .ensure()
+        .with_context(|| config.daemon.spool.display().to_string())?;
+    let mut ledger = open_ledger(config)?;
+    daemon::audit_keys_created(&mut ledger, &made)?;
+    sign_audit(config, &mut ledger);
+    let identity = keys::load_identity(&config.keys.age_identity)?;
+    println!("age recipient: {}", identity.to_public());
+    Ok(())
+}
+
+/// The shipped, commented configuration: a new deployment starts from it.
+const STARTER_CONFIG: &str = include_str!("../../config/dropgate.toml");
+
+/// `dropgate init DIR`: DIR/config/dropgate.toml (never over an existing
+/// one), its keys, DIR/spool and the ledger, and what to do next.
+fn init(dir: &Path) -> anyhow::Result<ExitCode> {
+    let config_dir = dir.join("config");
+    let path = config_dir.join("dropgate.toml");
+    std::fs::create_dir_all(&config_dir)
+        .with_context(|| format!("creating {}", config_dir.display()))?;
+    let mut file = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o640)
+        .open(&path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            bail!(
+                "{} exists; init never writes over a configuration",
+                path.display()
+            )
+        }
+        Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+    };
+    file.write_all(STARTER_CONFIG.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", path.display()))?;
+    let config = config_or_exit!(&path);
+    keygen(&config, false)?;
+    let config_arg = path.display();
+    println!();
+    println!("A new deployment in {}:", dir.display());
+    println!("  config  {config_arg}   (partners, sources, feeds: commented)");
+    println!(
+        "  keys    {}   (mode 0600)",
+        config_dir.join("keys").display()
+    );
+    println!(
+        "  spool   {}   (ledger, drop folders)",
+        config.daemon.spool.display()
+    );
+    println!();
+    println!("Next:");
+    println!(
+        "  1. edit the config: your partners, their sources and feeds (the demo ones show how)"
+    );
+    println!("  2. dropgate --config {config_arg} check-config");
+    println!("  3. dropgate --config {config_arg} run");
+    println!("  4. give each partner the age recipient above to encrypt to");
+    println!("  As a service: the README, \"Running as a service\".");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Resolves on SIGINT or SIGTERM. Handlers are installed at once, so a signal

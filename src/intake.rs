@@ -26,7 +26,9 @@ const CHECKPOINT_CHECK: Duration = Duration::from_secs(60);
 /// look-ups and notes a source needs. Lands one batch at a time and wakes
 /// the processor.
 pub struct Intake {
-    config: Arc<Config>,
+    /// Replaced when the configuration is reloaded: feeds are matched by
+    /// the one in force when a file lands.
+    config: std::sync::RwLock<Arc<Config>>,
     spool: Spool,
     ledger: Mutex<Ledger>,
     wake: Mutex<Sender<()>>,
@@ -168,7 +170,8 @@ impl Intake {
         };
         let results = {
             let mut ledger = self.ledger.lock().expect("ledger lock");
-            land::land(&self.config, &self.spool, &mut ledger, &origin, arrivals)
+            let config = self.config.read().expect("config lock").clone();
+            land::land(&config, &self.spool, &mut ledger, &origin, arrivals)
         };
         if results.iter().any(|r| matches!(r, Ok(Landed::New(_)))) {
             let _ = self.wake.lock().expect("wake lock").send(());
@@ -205,13 +208,20 @@ impl Intake {
         };
         let intake = Arc::new(Intake {
             spool: Spool::new(&config.daemon.spool),
-            config,
+            config: std::sync::RwLock::new(config),
             ledger: Mutex::new(ledger),
             wake: Mutex::new(wake),
             landings,
             audit: Mutex::new(Some(audit_tx)),
         });
         Ok((intake, AuditWriter { thread, closed }))
+    }
+}
+
+impl Intake {
+    /// The configuration files land under from now on.
+    pub fn reconfigure(&self, config: Arc<Config>) {
+        *self.config.write().expect("config lock") = config;
     }
 }
 

@@ -19,6 +19,11 @@ pub fn status(status: &str) {
     send(&[NotifyState::Status(status)]);
 }
 
+/// `RELOADING=1`: reading the configuration again; `READY=1` follows.
+pub fn reloading(status: &str) {
+    send(&[NotifyState::Reloading, NotifyState::Status(status)]);
+}
+
 /// `STOPPING=1`: shutdown has begun.
 pub fn stopping(status: &str) {
     send(&[NotifyState::Stopping, NotifyState::Status(status)]);

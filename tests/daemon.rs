@@ -383,42 +383,127 @@ fn a_file_the_stop_deadline_cuts_off_stays_received_and_is_loaded_once_at_the_ne
 }
 
 #[test]
-fn sighup_checks_the_config_again_reports_each_problem_with_its_position_and_keeps_running() {
+fn sighup_reloads_a_valid_config_refuses_an_invalid_one_and_an_upload_in_progress_survives_both() {
     let d = Deployment::new();
     let daemon = d.start();
+    let port = daemon.sftp_port();
     let good = std::fs::read_to_string(d.config_path()).unwrap();
-    d.write_config(&good.replace("retention_days = 90", "retention_days = 0"));
-    daemon.hangup();
-    wait_for("the problem logged", Duration::from_secs(10), || {
-        daemon
-            .log()
-            .contains("SIGHUP: still running the configuration loaded at start")
-    });
-    let log = daemon.log();
-    let problem = log
-        .lines()
-        .find(|l| l.contains("SIGHUP: configuration refused"))
-        .unwrap_or_else(|| panic!("{log}"));
-    assert!(problem.contains("dropgate.toml:"), "no position: {problem}");
-    assert!(problem.contains("retention_days"), "{problem}");
+    let (started, go) = (d.path("upload-started"), d.path("upload-go"));
+    // An upload that stops half way until told to go on, on one session.
+    let whole = news2_csv(40, 5, 0);
+    let (head, tail) = whole.split_at(whole.len() / 2);
+    let script = format!(
+        "import os\nf = sftp.open('inbox/news2_during_reload.csv', 'wb')\nf.write({head:?})\nf.flush()\nopen({:?}, 'w').close()\nwhile not os.path.exists({:?}):\n    time.sleep(0.05)\nf.write({tail:?})\nf.close()\nprint('uploaded')\n",
+        started.display().to_string(),
+        go.display().to_string()
+    );
+    let with_extra = format!(
+        "{good}\n[sources.extra-drop]\nkind = \"local\"\npartner = \"demo-carehome\"\npath = \"../spool/drop/extra\"\nmin_age = \"300ms\"\ncheck_interval = \"50ms\"\n"
+    );
+    std::thread::scope(|scope| {
+        let upload = scope.spawn(|| paramiko(&d, port, &script));
+        wait_for("the upload half done", Duration::from_secs(20), || {
+            started.exists()
+        });
 
-    d.write_config(&good.replace("retention_days = 90", "retention_days = 120"));
-    daemon.hangup();
-    wait_for("the change noticed", Duration::from_secs(10), || {
-        daemon.log().contains("takes effect at the next restart")
+        // Invalid: every problem logged with its position; nothing changes.
+        d.write_config(&good.replace("retention_days = 90", "retention_days = 0"));
+        daemon.hangup();
+        wait_for("the refusal logged", Duration::from_secs(10), || {
+            daemon
+                .log()
+                .contains("reload: still running the configuration in force")
+        });
+        let log = daemon.log();
+        let problem = log
+            .lines()
+            .find(|l| l.contains("reload: configuration refused"))
+            .unwrap_or_else(|| panic!("{log}"));
+        assert!(problem.contains("dropgate.toml:"), "no position: {problem}");
+        assert!(problem.contains("retention_days"), "{problem}");
+
+        // Valid: a second drop folder, applied while the upload is open.
+        d.write_config(&with_extra);
+        daemon.hangup();
+        wait_for("the reload applied", Duration::from_secs(20), || {
+            daemon.log().contains("configuration reloaded")
+        });
+        std::fs::write(&go, "").unwrap();
+        let out = upload.join().unwrap();
+        assert!(
+            out.status.success() && text(&out.stdout).contains("uploaded"),
+            "the open upload did not survive the reloads: {}",
+            text(&out.stderr)
+        );
     });
-    d.write_config(&good);
+    wait_for("the upload loaded", Duration::from_secs(20), || {
+        d.count("SELECT count(*) FROM files WHERE name = 'news2_during_reload.csv' AND state = 'loaded'") == 1
+    });
+    // The new source works.
+    let extra = d.path("spool/drop/extra");
+    std::fs::write(d.path("staging-extra.csv"), news2_csv(3, 2, 900)).unwrap();
+    std::fs::rename(d.path("staging-extra.csv"), extra.join("news2_extra.csv")).unwrap();
+    wait_for(
+        "the file from the new folder",
+        Duration::from_secs(20),
+        || {
+            d.count("SELECT count(*) FROM files WHERE source = 'extra-drop' AND state = 'loaded'")
+                == 1
+        },
+    );
+    // Unchanged: said so.
     daemon.hangup();
     wait_for("no change noticed", Duration::from_secs(10), || {
         daemon
             .log()
-            .contains("SIGHUP: the configuration is unchanged")
+            .contains("reload: the configuration is unchanged")
     });
+    daemon.terminate();
+    assert_eq!(
+        d.count("SELECT count(*) FROM files WHERE name = 'news2_during_reload.csv'"),
+        1
+    );
+    let reloads = d.strings(
+        "SELECT json_extract(detail, '$.sha256') FROM audit_events
+         WHERE action = 'config_loaded' AND json_extract(detail, '$.reload') = 1",
+    );
+    assert_eq!(
+        reloads,
+        [dropgate::digest::sha256_hex(with_extra.as_bytes())]
+    );
+}
 
-    // Still serving.
-    d.drop_file("news2_after_hup.csv", news2_csv(3, 2, 0).as_bytes());
-    wait_for("the file loaded", Duration::from_secs(10), || {
-        d.count("SELECT count(*) FROM files WHERE state = 'loaded'") == 1
+#[test]
+fn sighup_reads_partners_key_files_again_without_dropping_anyone() {
+    let d = Deployment::new();
+    let daemon = d.start();
+    let port = daemon.sftp_port();
+    let key = new_key(&d, "second-key");
+    let key = key.display().to_string();
+    let refused = sftp(&d, port, &key, "ls\n");
+    assert!(
+        !refused.status.success(),
+        "a key not yet authorised logged in"
+    );
+    let authorized = d.path("config/keys/demo-carehome.pub");
+    let mut keys = std::fs::read_to_string(&authorized).unwrap();
+    keys.push_str(&format!("{}\n", public_key_line(&d.path("second-key.pub"))));
+    std::fs::write(&authorized, keys).unwrap();
+    daemon.hangup();
+    wait_for("the keys read again", Duration::from_secs(10), || {
+        daemon
+            .log()
+            .contains("SFTP accounts, keys and host key read again")
     });
+    let file = d.write_input("news2_new_key.csv", news2_csv(2, 2, 0).as_bytes());
+    let out = sftp(
+        &d,
+        port,
+        &key,
+        &format!("put {} inbox/news2_new_key.csv\n", file.display()),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The old key still logs in.
+    assert!(sftp(&d, port, &demo_key(&d), "ls\n").status.success());
     daemon.terminate();
 }

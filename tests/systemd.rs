@@ -45,6 +45,7 @@ fn the_shipped_unit_passes_systemd_analyze_verify_without_a_warning() {
     for setting in [
         "Type=notify",
         "WatchdogSec=",
+        "ExecReload=/bin/kill -HUP $MAINPID",
         "ProtectSystem=strict",
         "NoNewPrivileges=yes",
         "CapabilityBoundingSet=\n",

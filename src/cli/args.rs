@@ -47,7 +47,7 @@ pub(super) enum Command {
     Run,
     /// Check the configuration; print every problem as PATH:LINE:COL: message.
     #[command(
-        after_help = "Example:\n  dropgate check-config && systemctl restart dropgate\n\nExit status 0 when valid, 2 when not."
+        after_help = "Example:\n  dropgate check-config && systemctl reload dropgate\n\nExit status 0 when valid, 2 when not."
     )]
     CheckConfig,
     /// Take files through the whole pipeline once, without the daemon. The given files are left in place.

@@ -148,11 +148,8 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
             runtime.block_on(async {
                 let shutdown = shutdown_signal()?;
-                tokio::spawn(check_config_on_hangup(
-                    cli.config.clone(),
-                    config.sha256.clone(),
-                )?);
-                daemon::run(config, shutdown).await?;
+                let reloads = reload_requests()?;
+                daemon::run(config, shutdown, reloads).await?;
                 anyhow::Ok(())
             })?;
             Ok(ExitCode::SUCCESS)
@@ -712,39 +709,19 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-/// On SIGHUP the config file is read and checked again, and each problem
-/// logged with its position. Live reload is not there yet: a valid change
-/// takes effect at the next restart, and the daemon goes on with the
-/// configuration it started with either way (rather than dying of the
-/// signal, as it would without a handler).
-fn check_config_on_hangup(
-    path: PathBuf,
-    running: String,
-) -> anyhow::Result<impl std::future::Future<Output = ()>> {
+/// A message for each SIGHUP (`systemctl reload`): the daemon reads its
+/// config file again. Signals that come while one is being applied make
+/// one more reload, not one each.
+fn reload_requests() -> anyhow::Result<tokio::sync::mpsc::Receiver<()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    Ok(async move {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
         while hangup.recv().await.is_some() {
-            match Config::load(&path) {
-                Err(errors) => {
-                    for problem in &errors.errors {
-                        tracing::error!(%problem, "SIGHUP: configuration refused");
-                    }
-                    tracing::warn!(
-                        problems = errors.errors.len(),
-                        "SIGHUP: still running the configuration loaded at start"
-                    );
-                }
-                Ok(config) if config.sha256 == running => {
-                    tracing::info!("SIGHUP: the configuration is unchanged");
-                }
-                Ok(config) => tracing::warn!(
-                    sha256 = %config.sha256,
-                    "SIGHUP: the configuration is valid and changed; it takes effect at the next restart"
-                ),
-            }
+            let _ = tx.try_send(());
         }
-    })
+    });
+    Ok(rx)
 }
 
 /// Prints what a link or unlink did, or why it did nothing (exit 1).

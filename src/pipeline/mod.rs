@@ -262,6 +262,18 @@ impl Processor {
         }
     }
 
+    /// The same processor (its landings and progress shared) with a reloaded
+    /// configuration and age identity.
+    pub fn reconfigured(&self, config: Arc<Config>, identity: age::x25519::Identity) -> Processor {
+        Processor {
+            spool: Spool::new(&config.daemon.spool),
+            config,
+            identity,
+            landings: self.landings.clone(),
+            progress: self.progress.clone(),
+        }
+    }
+
     /// What landers report to, so processing makes way for them.
     pub fn landings(&self) -> Landings {
         self.landings.clone()
@@ -272,17 +284,17 @@ impl Processor {
         self.progress.clone()
     }
 
-    /// Processes received files until none is left, `finishing` is set
-    /// (then the batch in hand is finished first) or `stop` is set (a file
-    /// being read then is left `received`).
+    /// Processes received files until none is left, `hold` is set (then
+    /// the batch in hand is finished first and no other begun) or `stop` is
+    /// set (a file being read then is left `received`).
     pub fn drain(
         &self,
         ledger: &mut Ledger,
         stop: &AtomicBool,
-        finishing: &AtomicBool,
+        hold: &AtomicBool,
     ) -> Result<Vec<Processed>, ProcessError> {
         let mut done = Vec::new();
-        while !stop.load(Ordering::SeqCst) && !finishing.load(Ordering::SeqCst) {
+        while !stop.load(Ordering::SeqCst) && !hold.load(Ordering::SeqCst) {
             let pending = ledger.pending(BATCH_FILES)?;
             if pending.is_empty() {
                 break;

@@ -66,7 +66,7 @@ impl Connection {
     /// recorded unless it is a partner's: it is the client's own text.
     async fn refuse_login(&mut self, user: &str) {
         let (ip, remote) = (self.ip(), self.peer());
-        let partner = self.shared.accounts.knows(user).then_some(user);
+        let partner = self.shared.accounts().knows(user).then_some(user);
         if self.shared.should_report(ip) {
             tracing::warn!(remote = %remote, known_user = partner.is_some(), "SFTP login refused");
             self.shared.audit(AuditEvent {
@@ -115,7 +115,7 @@ impl russh::server::Handler for Connection {
             }
             return Ok(Auth::reject());
         }
-        if self.shared.accounts.allows(user, key.public_key) {
+        if self.shared.accounts().allows(user, key.public_key) {
             return Ok(self.accept(user, &remote, "publickey"));
         }
         self.refuse_login(user).await;
@@ -124,7 +124,7 @@ impl russh::server::Handler for Connection {
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
         let (ip, remote) = (self.ip(), self.peer());
-        if !self.shared.is_banned(ip) && self.shared.accounts.allows_password(user, password) {
+        if !self.shared.is_banned(ip) && self.shared.accounts().allows_password(user, password) {
             return Ok(self.accept(user, &remote, "password"));
         }
         self.refuse_login(user).await;
@@ -187,7 +187,7 @@ impl russh::server::Handler for Connection {
         };
         session.channel_success(channel_id)?;
         self.subsystems += 1;
-        let accounts = &self.shared.accounts;
+        let accounts = self.shared.accounts();
         let mut shelves = Vec::new();
         if accounts.outboxes.contains(&partner) {
             shelves.push((Shelf::Outbox, self.shared.outboxes.join(&partner)));

@@ -84,7 +84,9 @@ pub enum ServerError {
 
 /// What every connection shares.
 struct Shared {
-    accounts: Accounts,
+    /// Replaced whole when the configuration is reloaded; a session keeps
+    /// the partner it logged in as.
+    accounts: std::sync::RwLock<Arc<Accounts>>,
     intake: Arc<Intake>,
     uploads: Uploads,
     /// `spool/outbox/`: one folder of exports per partner.
@@ -101,17 +103,79 @@ struct Shared {
 }
 
 impl Shared {
+    fn accounts(&self) -> Arc<Accounts> {
+        self.accounts.read().expect("accounts lock").clone()
+    }
+
     /// Queues an audit event; never waits for the ledger.
     fn audit(&self, event: AuditEvent<'_>) {
         self.intake.audit(&event);
     }
 }
 
+/// The SSH settings each new connection starts with: replaced when the
+/// configuration is reloaded.
+type SshConfig = Arc<std::sync::RwLock<Arc<russh::server::Config>>>;
+
 /// The server, bound to its address but not yet serving.
 pub struct Bound {
     listener: tokio::net::TcpListener,
-    ssh_config: Arc<russh::server::Config>,
+    ssh_config: SshConfig,
     shared: Arc<Shared>,
+}
+
+/// Applies a reloaded configuration to a running server: accounts, keys
+/// and passwords for new logins, the host key for new connections. Open
+/// sessions go on as they are.
+pub struct Reconfigure {
+    ssh_config: SshConfig,
+    shared: Arc<Shared>,
+}
+
+impl Reconfigure {
+    /// Reads the new accounts and host key; on any error nothing changes.
+    pub fn apply(&self, config: &Config) -> Result<(), ServerError> {
+        let accounts = Accounts::load(config)?;
+        let host_key = read_host_key(config)?;
+        for partner in &accounts.outboxes {
+            fs::create_dir_all(self.shared.outboxes.join(partner))?;
+        }
+        let ssh = ssh_config(config, host_key, &self.shared.limits);
+        *self.shared.accounts.write().expect("accounts lock") = Arc::new(accounts);
+        *self.ssh_config.write().expect("ssh config lock") = Arc::new(ssh);
+        Ok(())
+    }
+}
+
+fn read_host_key(config: &Config) -> Result<PrivateKey, ServerError> {
+    PrivateKey::read_openssh_file(&config.keys.ssh_host_key).map_err(|e| ServerError::HostKey {
+        path: config.keys.ssh_host_key.clone(),
+        message: e.to_string(),
+    })
+}
+
+fn ssh_config(config: &Config, host_key: PrivateKey, limits: &SftpServer) -> russh::server::Config {
+    russh::server::Config {
+        // Passwords are offered only when some partner has a password hash.
+        methods: if config
+            .partners
+            .values()
+            .any(|p| p.sftp.as_ref().is_some_and(|s| s.password_hash.is_some()))
+        {
+            MethodSet::from(&[MethodKind::PublicKey, MethodKind::Password][..])
+        } else {
+            MethodSet::from(&[MethodKind::PublicKey][..])
+        },
+        keys: vec![host_key],
+        inactivity_timeout: Some(limits.idle_timeout),
+        auth_rejection_time: Duration::from_millis(500),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        // Flow-control settings that roughly double upload speed over the defaults.
+        window_size: 16 << 20,
+        channel_buffer_size: 1000,
+        nodelay: true,
+        ..Default::default()
+    }
 }
 
 /// Loads the host key and accounts and binds the listening socket, so that
@@ -121,12 +185,7 @@ pub async fn bind(config: &Config, intake: Arc<Intake>) -> Result<Option<Bound>,
     let Some(limits) = config.sftp_server.clone() else {
         return Ok(None);
     };
-    let host_key = PrivateKey::read_openssh_file(&config.keys.ssh_host_key).map_err(|e| {
-        ServerError::HostKey {
-            path: config.keys.ssh_host_key.clone(),
-            message: e.to_string(),
-        }
-    })?;
+    let host_key = read_host_key(config)?;
     // Bans survive restarts: they are in the ledger.
     let banned = {
         let intake = intake.clone();
@@ -155,7 +214,7 @@ pub async fn bind(config: &Config, intake: Arc<Intake>) -> Result<Option<Bound>,
         },
     );
     let shared = Arc::new(Shared {
-        accounts: Accounts::load(config)?,
+        accounts: std::sync::RwLock::new(Arc::new(Accounts::load(config)?)),
         intake,
         uploads,
         outboxes: spool.outboxes(),
@@ -167,30 +226,12 @@ pub async fn bind(config: &Config, intake: Arc<Intake>) -> Result<Option<Bound>,
         held_uploads: Arc::new(AtomicUsize::new(0)),
     });
     // Made now, so exports can be placed before the partner first logs in.
-    for partner in &shared.accounts.outboxes {
+    for partner in &shared.accounts().outboxes {
         fs::create_dir_all(shared.outboxes.join(partner))?;
     }
-    let ssh_config = Arc::new(russh::server::Config {
-        // Passwords are offered only when some partner has a password hash.
-        methods: if config
-            .partners
-            .values()
-            .any(|p| p.sftp.as_ref().is_some_and(|s| s.password_hash.is_some()))
-        {
-            MethodSet::from(&[MethodKind::PublicKey, MethodKind::Password][..])
-        } else {
-            MethodSet::from(&[MethodKind::PublicKey][..])
-        },
-        keys: vec![host_key],
-        inactivity_timeout: Some(limits.idle_timeout),
-        auth_rejection_time: Duration::from_millis(500),
-        auth_rejection_time_initial: Some(Duration::ZERO),
-        // Flow-control settings that roughly double upload speed over the defaults.
-        window_size: 16 << 20,
-        channel_buffer_size: 1000,
-        nodelay: true,
-        ..Default::default()
-    });
+    let ssh_config = Arc::new(std::sync::RwLock::new(Arc::new(ssh_config(
+        config, host_key, &limits,
+    ))));
     let listener = tokio::net::TcpListener::bind(limits.listen)
         .await
         .map_err(|source| ServerError::Listen {
@@ -239,6 +280,14 @@ fn discard_leftovers(staging: &Path, intake: &Intake) {
 impl Bound {
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// What applies a reloaded configuration while this serves.
+    pub fn reconfigure(&self) -> Reconfigure {
+        Reconfigure {
+            ssh_config: self.ssh_config.clone(),
+            shared: self.shared.clone(),
+        }
     }
 
     /// Serves until `shutdown` turns true, then disconnects every session.
@@ -314,7 +363,8 @@ impl Bound {
             subsystems: 0,
             logged_in: logged_in.clone(),
         };
-        let (config, login_timeout) = (self.ssh_config.clone(), self.shared.limits.login_timeout);
+        let config = self.ssh_config.read().expect("ssh config lock").clone();
+        let login_timeout = self.shared.limits.login_timeout;
         Some(async move {
             let _slot = slot;
             let _ = socket.set_nodelay(true);

@@ -138,6 +138,12 @@ pub async fn deliver_all(
             }
             Err(e) => {
                 record_all(attempt, "attempt_failed", &e);
+                crate::metrics::METRICS
+                    .delivery_retries
+                    .get_or_create(&crate::metrics::DestinationLabel {
+                        destination: destination.name.clone(),
+                    })
+                    .inc();
                 attempt += 1;
                 let wait = destination.backoff.delay(attempt, seed);
                 tracing::warn!(destination = %destination.name, attempt, wait = ?wait, error = %e, "delivery failed; retrying");

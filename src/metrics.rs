@@ -59,6 +59,11 @@ pub struct DeliveryLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DestinationLabel {
+    pub destination: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PollLabels {
     pub source: String,
     /// `ok` or `failed`.
@@ -92,6 +97,7 @@ pub struct Metrics {
     pub sftp_sessions: Gauge,
     pub polls: Family<PollLabels, Counter>,
     pub deliveries: Family<DeliveryLabels, Counter>,
+    pub delivery_retries: Family<DestinationLabel, Counter>,
     pub schedule_runs: Family<RunLabels, Counter>,
     registry: Registry,
 }
@@ -115,6 +121,7 @@ impl Metrics {
             sftp_sessions: Gauge::default(),
             polls: Family::default(),
             deliveries: Family::default(),
+            delivery_retries: Family::default(),
             schedule_runs: Family::default(),
             registry: Registry::default(),
         };
@@ -190,6 +197,11 @@ impl Metrics {
             "deliveries",
             "Pushes of exports, forwarded files and receipts, by outcome",
             m.deliveries.clone(),
+        );
+        r.register(
+            "delivery_retries",
+            "Delivery attempts that failed and were tried again after a wait",
+            m.delivery_retries.clone(),
         );
         r.register(
             "schedule_runs",

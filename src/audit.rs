@@ -209,11 +209,13 @@ pub struct Broken {
 }
 
 /// Walks the chain and its checkpoints (each signature checked against
-/// `keys`), then compares the newest row with `head`.
+/// `keys`), then compares the newest row with `head`. `walked` is told
+/// each row's id as it is checked.
 pub fn verify(
     ledger: &Ledger,
     keys: &[PublicKey],
     head: Option<&Head>,
+    mut walked: impl FnMut(i64),
 ) -> Result<Verified, AuditError> {
     let mut found = Verified {
         rows: 0,
@@ -229,6 +231,7 @@ pub fn verify(
             return Ok::<_, AuditError>(false);
         }
         found.rows += 1;
+        walked(row.id);
         if found.signed_up_to == Some(row.id) {
             found.unsigned_rows = 0;
         } else {
@@ -351,7 +354,7 @@ mod tests {
         assert_eq!(ledger.audit_head().unwrap().unwrap().0, 4, "one checkpoint");
         let head = read_head(dir.path()).unwrap().unwrap();
         assert_eq!((head.checkpoint, head.signed.row), (4, 3));
-        let found = verify(&ledger, std::slice::from_ref(&public), Some(&head)).unwrap();
+        let found = verify(&ledger, std::slice::from_ref(&public), Some(&head), |_| {}).unwrap();
         assert_eq!(
             (found.rows, found.checkpoints, found.unsigned_rows),
             (4, 1, 0)
@@ -359,7 +362,7 @@ mod tests {
         assert_eq!(found.broken, None);
         // Another key did not sign it.
         let other = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
-        let found = verify(&ledger, &[other.public_key().clone()], Some(&head)).unwrap();
+        let found = verify(&ledger, &[other.public_key().clone()], Some(&head), |_| {}).unwrap();
         assert_eq!(found.broken.unwrap().row, 4);
     }
 }

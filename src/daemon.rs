@@ -17,7 +17,7 @@ use crate::intake::Intake;
 use crate::keys::{self, KeyError};
 use crate::land::{self, Arrival, Landings, Origin};
 use crate::ledger::{AuditEvent, Clock, FileRow, FileState, Ledger, LedgerError, SystemClock};
-use crate::pipeline::{ProcessError, Processor};
+use crate::pipeline::{ProcessError, Processor, Progress};
 use crate::receive;
 use crate::spool::{Area, Spool};
 use crate::systemd;
@@ -91,11 +91,13 @@ pub fn audit_keys_created(
 
 /// `dropgate ingest`: takes files through the whole pipeline once, without
 /// the daemon, as if they came from `source`; the given files stay where
-/// they are. Returns their ledger rows, settled.
+/// they are. `watch` is given the processing's progress before it starts.
+/// Returns their ledger rows, settled.
 pub fn ingest(
     config: Arc<Config>,
     source: &str,
     paths: &[PathBuf],
+    watch: impl FnOnce(Progress),
 ) -> Result<Vec<FileRow>, DaemonError> {
     let Some(source) = config.sources.get(source) else {
         let known: Vec<&str> = config.sources.keys().map(String::as_str).collect();
@@ -143,6 +145,7 @@ pub fn ingest(
         .map(|id| ledger.file(*id))
         .collect::<Result<Vec<_>, _>>()?;
     let processor = Processor::new(config.clone(), identity);
+    watch(processor.progress());
     processor.process(&mut ledger, files, &AtomicBool::new(false))?;
     Ok(ids
         .into_iter()

@@ -830,3 +830,31 @@ fn a_stored_payload_is_given_back_exactly_from_the_ledger_or_the_spool_and_audit
         "each payload given out is audited, a refused one is not"
     );
 }
+
+#[test]
+fn a_large_ingest_draws_a_progress_bar_on_a_terminal_and_nothing_when_piped() {
+    let d = Deployment::new();
+    let plain = d.write_input("news2_big.csv", news2_csv(150_000, 500, 0).as_bytes());
+    // Piped: stderr stays empty.
+    let out = d.ingest(&[&plain]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "", "progress drawn into a pipe");
+
+    // On a terminal (`script` gives it one): a bar of bytes.
+    let again = d.write_input("news2_big2.csv", news2_csv(150_000, 500, 7).as_bytes());
+    let command = format!(
+        "{} --config {} ingest --source demo-carehome-drop {}",
+        env!("CARGO_BIN_EXE_dropgate"),
+        d.config_path().display(),
+        again.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_remove("DROPGATE_LOG")
+        .output()
+        .expect("script (util-linux; scripts/test installs it)");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(shown.contains("MiB") && shown.contains('['), "no bar: {shown:?}");
+    assert!(shown.contains("loaded"), "{shown}");
+}

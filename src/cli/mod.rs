@@ -4,6 +4,7 @@
 mod args;
 mod logging;
 mod print;
+mod progress;
 mod publishing;
 mod status;
 
@@ -384,7 +385,14 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let ledger = open_ledger(&config)?;
             let keys = dropgate::publish::own_keys(&config.keys.signing_key)?;
             let head = audit::read_head(&config.daemon.spool)?;
-            let found = audit::verify(&ledger, &keys, head.as_ref())?;
+            let newest = ledger.audit_head()?.map_or(0, |(id, _)| id);
+            let bar = progress::bar(newest.max(0) as u64, "rows");
+            let found = audit::verify(&ledger, &keys, head.as_ref(), |id| {
+                if id % 1024 == 0 {
+                    bar.set_position(id.max(0) as u64);
+                }
+            })?;
+            bar.finish_and_clear();
             if json {
                 println!("{}", serde_json::to_string(&found)?);
             } else {
@@ -494,7 +502,16 @@ fn find_by_name(
 }
 
 fn ingest(config: Arc<Config>, source: &str, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
-    let files = daemon::ingest(config.clone(), source, paths)?;
+    let total = paths
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    let mut reading = None;
+    let files = daemon::ingest(config.clone(), source, paths, |progress| {
+        reading = Some(progress::Reading::start(progress, total));
+    })?;
+    drop(reading);
     let ids: Vec<i64> = files.iter().map(|f| f.id).collect();
     audit_by_hand(&config, "ingest", &ids)?;
     for file in &files {

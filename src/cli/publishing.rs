@@ -13,7 +13,10 @@ use dropgate::publish;
 
 pub(super) fn export(config: &Config, schedule: &str, json: bool) -> anyhow::Result<ExitCode> {
     dropgate::keys::ensure(config, false)?;
-    let made = publish::export_now(config, schedule, Arc::new(SystemClock))?;
+    let spinner = super::progress::spinner(&format!("exporting {schedule}"));
+    let made = publish::export_now(config, schedule, Arc::new(SystemClock));
+    spinner.finish_and_clear();
+    let made = made?;
     // Pushed to the schedule's destinations (and any push a stop left pending).
     let pushes = if made.outcome == RunOutcome::Complete
         && config

@@ -217,6 +217,8 @@ pub struct Progress {
     start: tokio::time::Instant,
     /// Milliseconds from `start` to the last beat.
     last: Arc<AtomicU64>,
+    /// Bytes of files' plaintext read, for a progress bar.
+    bytes: Arc<AtomicU64>,
 }
 
 impl Default for Progress {
@@ -224,6 +226,7 @@ impl Default for Progress {
         Progress {
             start: tokio::time::Instant::now(),
             last: Arc::new(AtomicU64::new(0)),
+            bytes: Arc::new(AtomicU64::new(0)),
         }
     }
 }
@@ -232,6 +235,15 @@ impl Progress {
     pub fn beat(&self) {
         let now = self.start.elapsed().as_millis() as u64;
         self.last.fetch_max(now, Ordering::Relaxed);
+    }
+
+    fn read(&self, bytes: usize) {
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Bytes of plaintext read so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     /// How long since the last beat.

@@ -70,7 +70,9 @@ impl std::io::Read for Stoppable<'_> {
             return Err(std::io::Error::other("dropgate is stopping"));
         }
         self.progress.beat();
-        self.inner.read(buf)
+        let n = self.inner.read(buf)?;
+        self.progress.read(n);
+        Ok(n)
     }
 }
 

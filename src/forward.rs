@@ -118,7 +118,8 @@ pub async fn deliver_all(
                 for parcel in parcels {
                     record(parcel, attempt, "delivered", None);
                 }
-                tracing::info!(destination = %destination.name, files = parcels.len(), attempt, "delivered");
+                let file_ids: Vec<i64> = parcels.iter().filter_map(|p| p.file_id).collect();
+                tracing::info!(destination = %destination.name, files = parcels.len(), ?file_ids, attempt, "delivered");
                 return Ok(attempt);
             }
             // A wrong host key or a refused login will not mend by retrying.

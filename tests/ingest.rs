@@ -852,9 +852,12 @@ fn a_large_ingest_draws_a_progress_bar_on_a_terminal_and_nothing_when_piped() {
         .args(["-qec", &command, "/dev/null"])
         .env_remove("DROPGATE_LOG")
         .output()
-        .expect("script (util-linux; scripts/test installs it)");
+        .expect("script (bsdutils; scripts/test installs it)");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let shown = text(&out.stdout);
-    assert!(shown.contains("MiB") && shown.contains('['), "no bar: {shown:?}");
+    assert!(
+        shown.contains("MiB") && shown.contains('['),
+        "no bar: {shown:?}"
+    );
     assert!(shown.contains("loaded"), "{shown}");
 }

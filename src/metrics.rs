@@ -1,4 +1,4 @@
-//! Counters and histograms for Prometheus, served by [`crate::health`].
+//! Counters and histograms for Prometheus, served at `/metrics`.
 //!
 //! One registry for the process: files, sessions and deliveries are counted
 //! where they happen, in every stage and source, and a handle threaded

@@ -14,6 +14,7 @@ mod health;
 mod hostile;
 mod ingest;
 mod kill_points;
+mod properties;
 mod receipts;
 mod remote;
 mod routes;

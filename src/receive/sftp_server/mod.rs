@@ -52,6 +52,13 @@ use crate::spool::Spool;
 use session::Inbox;
 use uploads::Uploads;
 
+/// Whether a client path resolves inside a partner's virtual root (with
+/// an outbox and receipts): the resolver, for the fuzz target in `fuzz/`.
+#[doc(hidden)]
+pub fn resolves(path: &str) -> bool {
+    paths::resolve(path, &[paths::Shelf::Outbox, paths::Shelf::Receipts]).is_ok()
+}
+
 /// The source name uploads are recorded under in the ledger.
 pub const SOURCE: &str = "sftp-server";
 /// Open files kept back from SFTP handles for the rest of dropgate

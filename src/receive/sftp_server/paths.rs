@@ -132,4 +132,35 @@ mod tests {
             );
         }
     }
+
+    proptest::proptest! {
+        /// Whatever a client sends, a path resolves inside the virtual
+        /// root: every name it keeps is one plain name, never `..`, never
+        /// empty, never with a NUL, within the length caps.
+        #[test]
+        fn no_client_path_leaves_the_virtual_root(
+            path in "(/|\\.\\.|\\.|inbox|outbox|receipts|[a-z]{1,3}|\\x00|%2e|\\\\|[^/]{250,260}){0,8}",
+        ) {
+            let shelves = [Shelf::Outbox, Shelf::Receipts];
+            let plain = |name: &str| {
+                !name.is_empty()
+                    && name != "."
+                    && name != ".."
+                    && !name.contains('/')
+                    && !name.contains('\0')
+                    && name.len() <= MAX_NAME_BYTES
+            };
+            match resolve(&path, &shelves) {
+                Err(_) => {}
+                Ok(Place::Root | Place::Inbox | Place::Shelf(_)) => {}
+                Ok(Place::InboxFile(name)) => proptest::prop_assert!(plain(&name), "{name:?}"),
+                Ok(Place::ShelfEntry(_, entry)) => {
+                    proptest::prop_assert!(entry.split('/').count() <= 2);
+                    for name in entry.split('/') {
+                        proptest::prop_assert!(plain(name), "{entry:?}");
+                    }
+                }
+            }
+        }
+    }
 }

@@ -85,6 +85,17 @@ fn a_server_file_over_max_file_size_is_never_downloaded_and_reported_once() {
     let spooled = d.largest_spooled_file();
     assert!(spooled < 8 << 10, "a file of {spooled} bytes in the spool");
     assert!(!daemon.log().contains("news2_big"), "{}", daemon.log());
+    // `status` counts it as waiting on the server.
+    let status: serde_json::Value =
+        serde_json::from_slice(&d.dg(&["status", "--json"]).stdout).unwrap();
+    let source = status["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["source"] == "partner-sftp")
+        .unwrap();
+    assert_eq!(source["kind"], "sftp");
+    assert_eq!(source["files_waiting"], 1, "{source}");
 }
 
 #[test]

@@ -33,11 +33,12 @@ fn report(config: &Config, ledger: &Ledger) -> anyhow::Result<Value> {
     let mut sources = Vec::new();
     for source in config.sources.values() {
         let polled = status.sources.iter().find(|s| s.source == source.name);
+        let polled_waiting = polled.map(|p| p.files_waiting);
         let (kind, waiting) = match &source.kind {
             SourceKind::Local(local) => ("local", Some(files_waiting(&local.path))),
             SourceKind::Remote(remote) => match remote.endpoint {
-                dropgate::remote::Endpoint::Sftp(_) => ("sftp", None),
-                dropgate::remote::Endpoint::Ftp(_) => ("ftp", None),
+                dropgate::remote::Endpoint::Sftp(_) => ("sftp", polled_waiting),
+                dropgate::remote::Endpoint::Ftp(_) => ("ftp", polled_waiting),
             },
         };
         sources.push(json!({
@@ -237,9 +238,10 @@ fn print_report(r: &Value) {
             && (s["last_ok_at"].is_null()
                 || s["last_error_at"].as_str() > s["last_ok_at"].as_str());
         println!(
-            "  {name:<24} {:<8} checked {}",
+            "  {name:<24} {:<8} checked {}; {} file(s) waiting on the server",
             if failing { "failing" } else { "ok" },
-            text(&s["last_poll_at"])
+            text(&s["last_poll_at"]),
+            s["files_waiting"]
         );
         if !s["last_error"].is_null() {
             println!(

@@ -61,6 +61,10 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("migrations/0017_observation_set_versions.sql"),
     ),
     ("0018_alerts", include_str!("migrations/0018_alerts.sql")),
+    (
+        "0019_files_waiting",
+        include_str!("migrations/0019_files_waiting.sql"),
+    ),
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {

@@ -28,6 +28,9 @@ pub struct PollReport<'a> {
     /// Received files whose copy on the server could not be removed yet.
     pub cleanups_pending: u64,
     pub cleanup_error: Option<&'a str>,
+    /// Matching files on the server not taken (yet): still being written,
+    /// over `max_file_size`, or refused.
+    pub files_waiting: u64,
 }
 
 /// What `dropgate status` shows.
@@ -52,6 +55,7 @@ pub struct SourceStatus {
     /// Received files whose copy on the server could not be removed yet.
     pub cleanups_pending: u64,
     pub cleanup_error: Option<String>,
+    pub files_waiting: u64,
 }
 
 impl Ledger {
@@ -96,23 +100,25 @@ impl Ledger {
         self.conn
             .prepare_cached(
                 "INSERT INTO source_status (source, checked_at, last_ok_at, last_error, last_error_at,
-                                            cleanups_pending, cleanup_error)
+                                            cleanups_pending, cleanup_error, files_waiting)
                  VALUES (?1, ?2, CASE WHEN ?3 IS NULL THEN ?2 END, ?3, CASE WHEN ?3 IS NOT NULL THEN ?2 END,
-                         ?4, ?5)
+                         ?4, ?5, ?6)
                  ON CONFLICT (source) DO UPDATE SET
                     checked_at = ?2,
                     last_ok_at = CASE WHEN ?3 IS NULL THEN ?2 ELSE last_ok_at END,
                     last_error = COALESCE(?3, last_error),
                     last_error_at = CASE WHEN ?3 IS NOT NULL THEN ?2 ELSE last_error_at END,
                     cleanups_pending = ?4,
-                    cleanup_error = ?5",
+                    cleanup_error = ?5,
+                    files_waiting = ?6",
             )?
             .execute(params![
                 source,
                 now,
                 poll.error,
                 poll.cleanups_pending,
-                poll.cleanup_error
+                poll.cleanup_error,
+                poll.files_waiting
             ])?;
         Ok(())
     }
@@ -120,7 +126,8 @@ impl Ledger {
     /// Every source's latest poll, and the count of files in each state.
     pub fn status(&self) -> Result<Status> {
         let mut stmt = self.conn.prepare(
-            "SELECT source, checked_at, last_ok_at, last_error, last_error_at, cleanups_pending, cleanup_error
+            "SELECT source, checked_at, last_ok_at, last_error, last_error_at, cleanups_pending, cleanup_error,
+                    files_waiting
              FROM source_status ORDER BY source",
         )?;
         let sources = stmt
@@ -133,6 +140,7 @@ impl Ledger {
                     last_error_at: r.get(4)?,
                     cleanups_pending: r.get(5)?,
                     cleanup_error: r.get(6)?,
+                    files_waiting: r.get(7)?,
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;

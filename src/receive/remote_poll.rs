@@ -83,6 +83,8 @@ pub async fn poll(
             let (intake, source) = (poller.intake.clone(), poller.source.clone());
             let error = outcome.as_ref().err().map(|e| e.to_string());
             let pending = poller.cleanups.len() as u64;
+            // Seen and not taken: settling, refused, or over the size cap.
+            let waiting = (poller.seen.len() + poller.too_large.len()) as u64;
             let cleanup_error = poller.cleanups.values().next().map(|c| c.error.clone());
             let _ = tokio::task::spawn_blocking(move || {
                 intake.source_checked(
@@ -91,6 +93,7 @@ pub async fn poll(
                         error: error.as_deref(),
                         cleanups_pending: pending,
                         cleanup_error: cleanup_error.as_deref(),
+                        files_waiting: waiting,
                     },
                 );
             })

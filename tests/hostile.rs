@@ -906,3 +906,124 @@ fn a_dropped_file_over_max_file_size_is_left_in_place_reported_once_and_never_co
     });
     assert_eq!(refused_for_size(&d).len(), 1);
 }
+
+/// Every kind of hostile content a partner can drop, at once, into a
+/// running daemon: each is settled with its own reason (none an internal
+/// error), special files in the folder are never opened, a good file from
+/// the same sender still loads, and peak memory stays under the cap.
+#[test]
+fn every_hostile_content_is_judged_in_bounded_memory_while_a_good_file_still_loads() {
+    use std::os::unix::fs::symlink;
+    let d = Deployment::new();
+    let daemon = d.start();
+    let input = d.path("input");
+    fs::create_dir_all(&input).unwrap();
+    let age_of = |name: &str, plain: &[u8], recipient: &str, armor: bool| -> Vec<u8> {
+        let path = input.join(name);
+        fs::write(&path, plain).unwrap();
+        let out = input.join(format!("{name}.age"));
+        age_cli(recipient, &path, &out, armor);
+        fs::read(out).unwrap()
+    };
+    let good = news2_csv(20, 4, 0);
+    let sealed = age_of("sealed.csv", good.as_bytes(), &d.recipient, false);
+    let armoured = age_of("armoured.csv", good.as_bytes(), &d.recipient, true);
+    let hospital = fs::read_to_string(d.path("config/keys/demo-hospital-age.txt.pub")).unwrap();
+    let mut flipped = sealed.clone();
+    let middle = flipped.len() - 40;
+    flipped[middle] ^= 0x20;
+    // Armour's first line over a binary body.
+    let mut confused = b"-----BEGIN AGE ENCRYPTED FILE-----\n".to_vec();
+    confused.extend_from_slice(&sealed);
+    let columns: Vec<String> = (0..100_000).map(|i| format!("c{i}")).collect();
+    let hostile: Vec<(&str, Vec<u8>)> = vec![
+        ("news2_empty.csv", Vec::new()),
+        (
+            "news2_empty_payload.csv.age",
+            age_of("empty.csv", b"", &d.recipient, false),
+        ),
+        (
+            "news2_not_ours.csv.age",
+            age_of("other.csv", good.as_bytes(), hospital.trim(), false),
+        ),
+        (
+            "news2_truncated.csv.age",
+            sealed[..sealed.len() / 2].to_vec(),
+        ),
+        ("news2_flipped.csv.age", flipped),
+        (
+            "news2_armour_cut.csv.age",
+            armoured[..armoured.len() - 60].to_vec(),
+        ),
+        ("news2_confused.csv.age", confused),
+        ("news2_nul.csv", vec![0u8; 1 << 20]),
+        // Not UTF-8: the feed's `auto` encoding reads it as Windows-1252.
+        (
+            "news2_bad_utf8.csv",
+            format!("{HEADER}\n{}\n", news2_row(1, 1))
+                .replace("Family1", "Fam\u{1}ly")
+                .replace('\u{1}', "\u{ff}")
+                .into_bytes()
+                .into_iter()
+                .filter(|&b| b != 0xc3)
+                .collect(),
+        ),
+        (
+            "news2_quotes.csv",
+            format!("{HEADER}\n\"R1,\"\"x,{}\n", "\"".repeat(1000)).into_bytes(),
+        ),
+        (
+            "news2_columns.csv",
+            format!("{}\n", columns.join(",")).into_bytes(),
+        ),
+        ("news2_one_line.csv", vec![b'x'; 48 << 20]),
+    ];
+    for (name, bytes) in &hostile {
+        d.drop_file(name, bytes);
+    }
+    // Things that are not files: never opened, never taken.
+    let drop = d.drop_folder();
+    symlink("/dev/zero", drop.join("news2_zero.csv")).unwrap();
+    symlink("/etc/passwd", drop.join("news2_passwd.csv")).unwrap();
+    let fifo = std::process::Command::new("mkfifo")
+        .arg(drop.join("news2_fifo.csv"))
+        .status()
+        .unwrap();
+    assert!(fifo.success());
+    d.drop_file("news2_good.csv", good.as_bytes());
+    wait_for("every file settled", Duration::from_secs(120), || {
+        d.count("SELECT count(*) FROM files WHERE state <> 'received'") == hostile.len() as i64 + 1
+    });
+    assert_eq!(
+        d.count("SELECT count(*) FROM files"),
+        hostile.len() as i64 + 1,
+        "a special file was taken"
+    );
+    assert_eq!(
+        d.string("SELECT state FROM files WHERE name = 'news2_good.csv'"),
+        "loaded"
+    );
+    let settled = d.strings(
+        "SELECT name || ' ' || state || ' ' || coalesce(reason, '-') FROM files
+         WHERE name <> 'news2_good.csv' ORDER BY id",
+    );
+    for line in &settled {
+        assert!(!line.contains("internal_error"), "{settled:?}");
+        // Each rejected file is in quarantine beside its report.
+        if line.contains(" quarantined ") {
+            let id = d.count(&format!(
+                "SELECT id FROM files WHERE name = '{}'",
+                line.split(' ').next().unwrap()
+            ));
+            assert!(report(&d, id).contains("\"reason\""), "{line}");
+        }
+    }
+    let loaded: Vec<&String> = settled.iter().filter(|l| l.contains(" loaded ")).collect();
+    assert!(
+        loaded.iter().all(|l| l.starts_with("news2_bad_utf8.csv")),
+        "only a Windows-1252 reading may load: {settled:?}"
+    );
+    assert!(drop.join("news2_fifo.csv").exists() && drop.join("news2_zero.csv").exists());
+    assert_bounded_memory(&daemon);
+    eprintln!("peak RSS {} MiB; {settled:#?}", daemon.peak_rss_mib());
+}

@@ -292,6 +292,12 @@ impl Daemon {
         signal(self.child.as_ref().expect("running").id(), "HUP");
     }
 
+    /// File descriptors the daemon holds open now.
+    pub fn open_fds(&self) -> usize {
+        let pid = self.child.as_ref().expect("running").id();
+        fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+    }
+
     /// SIGKILL: no chance to finish anything.
     pub fn kill9(mut self) {
         let mut child = self.child.take().unwrap();

@@ -1027,3 +1027,70 @@ fn every_hostile_content_is_judged_in_bounded_memory_while_a_good_file_still_loa
     assert_bounded_memory(&daemon);
     eprintln!("peak RSS {} MiB; {settled:#?}", daemon.peak_rss_mib());
 }
+
+/// A thousand connections that never log in (silent, or sending a version
+/// line and then a byte at a time) are each closed at the login deadline:
+/// the daemon's file descriptors and memory come back to where they were,
+/// and a partner logs in afterwards as ever.
+#[test]
+fn a_thousand_stalled_connections_leave_no_descriptor_or_memory_behind() {
+    use std::io::Write as _;
+    let d = Deployment::with_config(&with_sftp_settings("login_timeout = \"300ms\""));
+    let daemon = d.start();
+    let port = daemon.sftp_port();
+    // One login first, so what a session needs is counted in the baseline.
+    assert!(sftp(&d, port, &demo_key(&d), "ls\n").status.success());
+    std::thread::sleep(Duration::from_millis(200));
+    let (fds_before, rss_before) = (daemon.open_fds(), daemon.peak_rss_mib());
+    let mut attempts = 0;
+    while attempts < 1000 {
+        // Within the per-address cap, so each is held until its deadline.
+        let mut wave: Vec<std::net::TcpStream> = (0..25)
+            .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok())
+            .collect();
+        attempts += wave.len();
+        for (i, socket) in wave.iter_mut().enumerate() {
+            if i % 2 == 0 {
+                let _ = socket.write_all(b"SSH-2.0-slow\r\n");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(150));
+        for socket in wave.iter_mut().step_by(2) {
+            let _ = socket.write_all(b"x");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        // Past the deadline: the server has hung up on every one.
+        for socket in &mut wave {
+            socket
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            let mut seen = Vec::new();
+            let closed = match std::io::Read::read_to_end(socket, &mut seen) {
+                Ok(_) => true,
+                Err(e) => !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+            };
+            assert!(
+                closed,
+                "a stalled connection was still open after its login deadline"
+            );
+        }
+    }
+    wait_for(
+        "the descriptors to come back",
+        Duration::from_secs(10),
+        || daemon.open_fds() <= fds_before + 4,
+    );
+    let (fds_after, rss_after) = (daemon.open_fds(), daemon.peak_rss_mib());
+    assert!(
+        rss_after < MAX_RSS_MIB && rss_after <= rss_before + 32,
+        "{rss_before} -> {rss_after} MiB"
+    );
+    let login = sftp(&d, port, &demo_key(&d), "ls\n");
+    assert!(login.status.success(), "{}", text(&login.stderr));
+    eprintln!(
+        "{attempts} stalled connections: descriptors {fds_before} -> {fds_after}, peak RSS {rss_before} -> {rss_after} MiB"
+    );
+}

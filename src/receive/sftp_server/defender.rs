@@ -201,3 +201,102 @@ impl Shared {
         })
     }
 }
+
+/// A connection's stream that can be cut from outside. russh runs each
+/// session in a task of its own that owns the stream, and a peer stalled
+/// in the handshake never lets that task end: cutting makes its next read
+/// or write fail, so it ends and the socket closes.
+pub(super) struct Cuttable<S> {
+    inner: S,
+    cut: Arc<Cut>,
+}
+
+pub(super) struct Cut {
+    done: AtomicBool,
+    /// Once logged in, the session's own idle timeout applies and reads
+    /// skip the bookkeeping.
+    logged_in: Arc<AtomicBool>,
+    /// The session task's latest read, woken when the stream is cut.
+    reader: Mutex<Option<std::task::Waker>>,
+}
+
+impl Cut {
+    pub(super) fn cut(&self) {
+        self.done.store(true, Ordering::SeqCst);
+        if let Some(waker) = self.reader.lock().expect("waker lock").take() {
+            waker.wake();
+        }
+    }
+
+    fn check(&self) -> std::io::Result<()> {
+        if self.done.load(Ordering::SeqCst) {
+            return Err(std::io::ErrorKind::ConnectionAborted.into());
+        }
+        Ok(())
+    }
+}
+
+impl<S> Cuttable<S> {
+    pub(super) fn new(inner: S, logged_in: Arc<AtomicBool>) -> (Cuttable<S>, Arc<Cut>) {
+        let cut = Arc::new(Cut {
+            done: AtomicBool::new(false),
+            logged_in,
+            reader: Mutex::new(None),
+        });
+        (
+            Cuttable {
+                inner,
+                cut: cut.clone(),
+            },
+            cut,
+        )
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Cuttable<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.cut.logged_in.load(Ordering::Relaxed) {
+            self.cut.check()?;
+            return std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
+        self.cut.check()?;
+        {
+            let mut reader = self.cut.reader.lock().expect("waker lock");
+            if !reader.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *reader = Some(cx.waker().clone());
+            }
+        }
+        // Cut between the check and the waker's registration.
+        self.cut.check()?;
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Cuttable<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.cut.check()?;
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

@@ -26,7 +26,7 @@ mod uploads;
 
 use accounts::Accounts;
 use connection::Connection;
-use defender::{FileSlot, Guard, REPORT_EVERY, open_file_limit};
+use defender::{Cuttable, FileSlot, Guard, REPORT_EVERY, open_file_limit};
 
 use std::collections::HashMap;
 use std::fs;
@@ -375,12 +375,13 @@ impl Bound {
         Some(async move {
             let _slot = slot;
             let _ = socket.set_nodelay(true);
+            let (stream, cut) = Cuttable::new(socket, logged_in.clone());
             let deadline = tokio::time::sleep(login_timeout);
             tokio::pin!(deadline);
             // The version exchange happens here: a peer that sends nothing
             // is dropped at the login deadline.
             let session = tokio::select! {
-                started = russh::server::run_stream(config, socket, handler) => match started {
+                started = russh::server::run_stream(config, stream, handler) => match started {
                     Ok(session) => session,
                     Err(_) => return,
                 },
@@ -394,17 +395,28 @@ impl Bound {
                 tokio::select! {
                     _ = &mut session => return,
                     _ = shutdown.changed() => {
-                        let _ = handle
-                            .disconnect(Disconnect::ByApplication, "dropgate is stopping".into(), String::new())
-                            .await;
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(1),
+                            handle.disconnect(Disconnect::ByApplication, "dropgate is stopping".into(), String::new()),
+                        )
+                        .await;
+                        cut.cut();
                         return;
                     }
                     _ = &mut deadline, if !deadline_passed => {
                         deadline_passed = true;
                         if !logged_in.load(Ordering::SeqCst) {
-                            let _ = handle
-                                .disconnect(Disconnect::ByApplication, "login took too long".into(), String::new())
-                                .await;
+                            // Said if the peer is listening; then the
+                            // connection goes whatever state it is in (a
+                            // peer stalled mid-handshake never lets the
+                            // session end by itself).
+                            let _ = tokio::time::timeout(
+                                Duration::from_millis(200),
+                                handle.disconnect(Disconnect::ByApplication, "login took too long".into(), String::new()),
+                            )
+                            .await;
+                            cut.cut();
+                            return;
                         }
                     }
                 }

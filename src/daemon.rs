@@ -304,14 +304,13 @@ pub async fn run(
             _ = &mut shutdown => break,
             Some(()) = reloads.recv() => {
                 systemd::reloading("reloading the configuration");
-                if let Some(new) = reload(&config).await {
+                if let Some((new, identity)) = reload(&config).await {
                     // What was in hand under the old configuration lands
                     // under it; then everything starts again on the new one.
                     generation.stop().await;
                     // The processor takes it before any file lands under it
                     // (a file lands with a feed of the configuration then in
                     // force): once the batch in hand is done.
-                    let identity = keys::load_identity(&new.keys.age_identity)?;
                     let (taken_tx, taken_rx) = tokio::sync::oneshot::channel();
                     turns.hold.store(true, Ordering::SeqCst);
                     let _ = reconfigure_tx.send(Reconfigure { config: new.clone(), identity, taken: taken_tx });
@@ -395,7 +394,7 @@ fn audit_config(ledger: &mut Ledger, config: &Config, reload: bool) -> Result<()
 /// what cannot change while running (the spool and ledger). Settings read
 /// only at start (listen addresses, `[sftp_server]` limits, the key that
 /// signs audit checkpoints) are logged as waiting for a restart.
-async fn reload(running: &Config) -> Option<Arc<Config>> {
+async fn reload(running: &Config) -> Option<(Arc<Config>, age::x25519::Identity)> {
     let path = running.file.clone();
     let loaded = tokio::task::spawn_blocking(move || Config::load(&path))
         .await
@@ -426,18 +425,14 @@ async fn reload(running: &Config) -> Option<Arc<Config>> {
         );
         return None;
     }
-    if keys::load_identity(&new.keys.age_identity).is_err() {
+    let Ok(identity) = keys::load_identity(&new.keys.age_identity) else {
         tracing::error!(
             "reload: the new age identity cannot be read; still running the configuration in force"
         );
         return None;
-    }
+    };
     let restart_needed = [
-        (
-            new.sftp_server.as_ref().map(|s| format!("{s:?}"))
-                != running.sftp_server.as_ref().map(|s| format!("{s:?}")),
-            "[sftp_server]",
-        ),
+        (new.sftp_server != running.sftp_server, "[sftp_server]"),
         (
             new.http.as_ref().map(|h| h.listen) != running.http.as_ref().map(|h| h.listen),
             "[http]",
@@ -468,7 +463,7 @@ async fn reload(running: &Config) -> Option<Arc<Config>> {
         tracing::error!(error = %e, "reload: the ledger refused it; still running the configuration in force");
         return None;
     }
-    Some(Arc::new(new))
+    Some((Arc::new(new), identity))
 }
 
 /// The tasks that run on one configuration: sources, schedules, routes,

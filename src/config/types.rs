@@ -249,7 +249,7 @@ pub enum AuthorizedKeys {
 }
 
 /// The embedded SFTP server.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SftpServer {
     pub listen: std::net::SocketAddr,
     pub max_file_size: u64,

@@ -213,23 +213,38 @@ pub async fn watch(config: Arc<Config>, mut shutdown: watch::Receiver<bool>) {
         .max()
         .unwrap_or_default();
     let mut since = Utc::now() - chrono::Duration::from_std(longest).unwrap_or_default();
+    // One connection for every check and push, opened again after a failure.
+    let mut ledger: Option<Arc<Mutex<Ledger>>> = None;
     loop {
         let now = Utc::now();
         let checked = {
-            let config = config.clone();
+            let (config, held) = (config.clone(), ledger.take());
             tokio::task::spawn_blocking(move || {
-                let mut ledger = Ledger::open(&config.daemon.ledger, Arc::new(SystemClock))?;
-                check(&config, &mut ledger, since, now)
+                let ledger = match held {
+                    Some(ledger) => ledger,
+                    None => Arc::new(Mutex::new(Ledger::open(
+                        &config.daemon.ledger,
+                        Arc::new(SystemClock),
+                    )?)),
+                };
+                let changes = check(
+                    &config,
+                    &mut ledger.lock().expect("ledger lock"),
+                    since,
+                    now,
+                )?;
+                Ok::<_, LedgerError>((ledger, changes))
             })
             .await
         };
         match checked {
-            Ok(Ok(changes)) => {
+            Ok(Ok((open, changes))) => {
                 since = now;
                 for alert in changes {
                     announce(&alert);
-                    send(&config, &alert).await;
+                    send(&config, &alert, &open).await;
                 }
+                ledger = Some(open);
             }
             Ok(Err(e)) => tracing::error!(error = %e, "checking feed expectations failed"),
             Err(e) => tracing::error!(error = %e, "checking feed expectations failed"),
@@ -259,7 +274,7 @@ fn announce(alert: &AlertRow) {
 
 /// Sends an alert on to the `[alerts]` command and destination. A failure
 /// is logged; the alert stays in the ledger, `status` and `dropgate alerts`.
-pub async fn send(config: &Config, alert: &AlertRow) {
+pub async fn send(config: &Config, alert: &AlertRow, ledger: &Mutex<Ledger>) {
     let body = serde_json::to_vec(alert).expect("an alert serialises");
     if let Some(command) = &config.alerts.command {
         if let Err(e) = run_command(command, &body).await {
@@ -285,14 +300,7 @@ pub async fn send(config: &Config, alert: &AlertRow) {
             sha256: &sha256,
             size: body.len() as u64,
         };
-        let ledger = match Ledger::open(&config.daemon.ledger, Arc::new(SystemClock)) {
-            Ok(ledger) => Mutex::new(ledger),
-            Err(e) => {
-                tracing::error!(alert_id = alert.id, error = %e, "the alert was not pushed");
-                return;
-            }
-        };
-        let pushed = forward::deliver(destination, &parcel, &ledger).await;
+        let pushed = forward::deliver(destination, &parcel, ledger).await;
         crate::metrics::METRICS.delivery("alert", name, pushed.is_ok());
         if let Err(e) = pushed {
             tracing::error!(alert_id = alert.id, error = %e, "the alert was not pushed");

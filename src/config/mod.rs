@@ -275,20 +275,19 @@ impl Checker<'_> {
         let mut sections: BTreeMap<String, Spanned<DeValue<'_>>> = BTreeMap::new();
         for (key, value) in root.into_inner() {
             let name = key.get_ref().to_string();
-            match name.as_str() {
-                "daemon" | "keys" | "partners" | "sources" | "feeds" | "sftp_server"
-                | "destinations" | "controllers" | "grants" | "schedules" | "routes"
-                | "http" | "alerts" => {
-                    sections.insert(name, value);
-                }
-                _ => self.error(
-                    key.span(),
-                    with_suggestion(format!(
-                        "unknown field `{name}`, expected one of `daemon`, `keys`, `partners`, `sources`, `feeds`, `sftp_server`, `destinations`, `controllers`, `grants`, `schedules`, `routes`, `http`, `alerts`"
-                    ))
-                    .replacen("unknown field", "unknown section", 1),
-                ),
+            if SECTIONS.contains(&name.as_str()) {
+                sections.insert(name, value);
+                continue;
             }
+            let expected: Vec<String> = SECTIONS.iter().map(|s| format!("`{s}`")).collect();
+            let mut message = format!(
+                "unknown section `{name}`, expected one of {}",
+                expected.join(", ")
+            );
+            if let Some(meant) = nearest(&name, SECTIONS) {
+                message.push_str(&format!("; did you mean `{meant}`?"));
+            }
+            self.error(key.span(), message);
         }
 
         let daemon: raw::Daemon = match sections.remove("daemon") {
@@ -528,16 +527,38 @@ fn with_suggestion(message: String) -> String {
         return message;
     };
     // The valid keys are the other back-quoted words.
-    let valid = expected.split('`').skip(1).step_by(2);
-    let nearest = valid
-        .map(|key| (strsim::damerau_levenshtein(unknown, key), key))
-        .filter(|(distance, key)| *distance <= (key.len() / 3).max(1))
-        .min();
-    match nearest {
-        Some((_, key)) => format!("{message}; did you mean `{key}`?"),
+    match nearest(unknown, expected.split('`').skip(1).step_by(2)) {
+        Some(key) => format!("{message}; did you mean `{key}`?"),
         None => message,
     }
 }
+
+/// The valid name a misspelt one most likely meant, if any is near enough.
+fn nearest<'a>(unknown: &str, valid: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    valid
+        .into_iter()
+        .map(|key| (strsim::damerau_levenshtein(unknown, key), key))
+        .filter(|(distance, key)| *distance <= (key.len() / 3).max(1))
+        .min()
+        .map(|(_, key)| key)
+}
+
+/// The top-level sections a config may have.
+const SECTIONS: [&str; 13] = [
+    "daemon",
+    "keys",
+    "partners",
+    "sources",
+    "feeds",
+    "sftp_server",
+    "destinations",
+    "controllers",
+    "grants",
+    "schedules",
+    "routes",
+    "http",
+    "alerts",
+];
 
 fn valid_name(name: &str) -> bool {
     !name.is_empty()

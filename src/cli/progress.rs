@@ -41,6 +41,10 @@ pub(super) struct Reading {
 impl Reading {
     pub(super) fn start(progress: Progress, total: u64) -> Reading {
         let done = Arc::new(AtomicBool::new(false));
+        // Nothing would be drawn: no thread to wake ten times a second.
+        if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            return Reading { done, thread: None };
+        }
         let thread = {
             let done = done.clone();
             std::thread::spawn(move || {

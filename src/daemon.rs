@@ -537,6 +537,7 @@ impl Generation {
                 stopped.clone(),
             ));
         }
+        tasks.spawn(crate::retention::run(config.clone(), stopped.clone()));
         if !config.routes.is_empty() {
             // Decrypted copies a stop left behind: their files are still
             // pending and are prepared again.

@@ -91,11 +91,16 @@ impl<'a> Receipt<'a> {
 /// so a newer file of the same name replaces the receipt of the older; or
 /// `file-<id>.receipt.json` when that name would be too long for a file.
 pub fn receipt_name(file: &FileRow) -> String {
-    let base = file.name.rsplit('/').next().unwrap_or(&file.name);
+    name_for(file.id, &file.name)
+}
+
+/// The receipt's name for file `id` sent as `name`.
+pub fn name_for(id: i64, name: &str) -> String {
+    let base = name.rsplit('/').next().unwrap_or(name);
     let base = base.trim_start_matches('.');
     let named = format!("{base}.receipt.json");
     if base.is_empty() || named.len() > 255 {
-        format!("file-{}.receipt.json", file.id)
+        format!("file-{id}.receipt.json")
     } else {
         named
     }

@@ -17,6 +17,7 @@ mod kill_points;
 mod properties;
 mod receipts;
 mod remote;
+mod retention;
 mod routes;
 mod sample_feeds;
 mod sftp;

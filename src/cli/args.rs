@@ -143,6 +143,57 @@ pub(super) enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Delete what is past retention now: settled files' payloads (originals,
+    /// quarantine reports, receipts), exports, and the records of feeds with
+    /// `record_retention_days`. The daemon does this at `[daemon] purge_cron`.
+    #[command(
+        after_help = "Example:\n  dropgate purge --dry-run\n  dropgate purge\n\nThe ledger keeps every file's row, hash, size, counts and history, and the trend counts of the records deleted. What a legal hold covers (see `dropgate hold`), a file a route has still to forward and an export still being pushed are kept. Audited."
+    )]
+    Purge {
+        /// Count what would be deleted, and delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Place a legal hold: nothing of one file, or from and to one partner, is
+    /// purged until the hold is released.
+    #[command(
+        after_help = "Example:\n  dropgate hold --file 42 --reason \"complaint 2026-118: keep the original\"\n  dropgate hold --partner carehome --reason \"inquiry, legal ref 77\"\n\nRecorded as an audit event with who and why; prints the hold's id."
+    )]
+    Hold {
+        /// A file id, as listed by `dropgate files`.
+        #[arg(long, required_unless_present = "partner", conflicts_with = "partner")]
+        file: Option<i64>,
+        /// A partner: its files, their receipts and records, and exports made for it.
+        #[arg(long)]
+        partner: Option<String>,
+        /// Why, for the audit trail (no patient identifiers).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Release a legal hold; what it kept is purged by the next purge if past retention.
+    #[command(
+        after_help = "Example:\n  dropgate release 3 --reason \"complaint 2026-118 closed\"\n\nRecorded as an audit event with who and why."
+    )]
+    Release {
+        /// The hold's id, as `dropgate holds` lists it.
+        hold: i64,
+        /// Why, for the audit trail (no patient identifiers).
+        #[arg(long)]
+        reason: String,
+    },
+    /// List the legal holds in force.
+    #[command(after_help = "Example:\n  dropgate holds\n  dropgate holds --all --json")]
+    Holds {
+        /// Released holds too.
+        #[arg(long)]
+        all: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Process a quarantined file again, after fixing the configuration.
     #[command(after_help = "Example:\n  dropgate check-config && dropgate replay 42")]
     Replay {

@@ -6,6 +6,7 @@ mod logging;
 mod print;
 mod progress;
 mod publishing;
+mod retention;
 mod status;
 
 use args::{Audit, Cli, Command, Patients, Schema};
@@ -104,6 +105,16 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                     http.listen
                 );
             }
+            println!(
+                "  retention    payloads {} days; purged at {}",
+                config.daemon.retention_days,
+                dropgate::schedule::Schedule::Cron(Box::new(config.daemon.purge.clone()))
+            );
+            for (name, partner) in &config.partners {
+                if let Some(days) = partner.retention_days {
+                    println!("    partner {name}: payloads {days} days");
+                }
+            }
             for feed in config.feeds.values() {
                 let kinds: Vec<&str> = feed.mapping.kinds().iter().map(|k| k.name()).collect();
                 println!(
@@ -117,6 +128,14 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                         kinds.join(", ")
                     }
                 );
+                if feed.retention_days.is_some() || feed.record_retention_days.is_some() {
+                    println!(
+                        "    keeps payloads {} days, records {}",
+                        config.payload_days(&feed.partner, Some(&feed.name)),
+                        feed.record_retention_days
+                            .map_or("for ever".to_string(), |d| format!("{d} days"))
+                    );
+                }
                 let expect = &feed.expect;
                 if let Some((cron, within)) = &expect.arrives_by {
                     println!(
@@ -231,6 +250,26 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Payload { id, output } => {
             let config = config_or_exit!(&cli.config);
             payload(&config, id, output.as_deref())
+        }
+        Command::Purge { dry_run, json } => {
+            let config = config_or_exit!(&cli.config);
+            retention::purge(&config, dry_run, json)
+        }
+        Command::Hold {
+            file,
+            partner,
+            reason,
+        } => {
+            let config = config_or_exit!(&cli.config);
+            retention::hold(&config, file, partner.as_deref(), &reason)
+        }
+        Command::Release { hold, reason } => {
+            let config = config_or_exit!(&cli.config);
+            retention::release(&config, hold, &reason)
+        }
+        Command::Holds { all, json } => {
+            let config = config_or_exit!(&cli.config);
+            retention::holds(&config, all, json)
         }
         Command::Replay { id } => {
             let config = Arc::new(config_or_exit!(&cli.config));
@@ -539,7 +578,12 @@ fn payload(config: &Config, id: i64, output: Option<&Path>) -> anyhow::Result<Ex
         None => match dropgate::spool::Spool::new(&config.daemon.spool).find(&file.spool_name) {
             Some((_, path)) => Stored::Spool(path),
             None => {
-                eprintln!("file {id}: its payload is no longer kept");
+                match &file.payload_purged_at {
+                    Some(at) => {
+                        eprintln!("file {id}: its payload was purged at {at}, past its retention")
+                    }
+                    None => eprintln!("file {id}: its payload is no longer kept"),
+                }
                 return Ok(ExitCode::from(1));
             }
         },

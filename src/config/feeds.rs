@@ -186,6 +186,9 @@ impl Checker<'_> {
             schema,
             mapping,
             expect,
+            retention_days: self.days(raw.retention_days.as_ref(), "retention_days"),
+            record_retention_days: self
+                .days(raw.record_retention_days.as_ref(), "record_retention_days"),
         })
     }
 

@@ -369,6 +369,7 @@ impl Checker<'_> {
                     receipts: p
                         .receipts
                         .map(|r| self.partner_receipts(name.get_ref(), r, &destinations, base)),
+                    retention_days: self.days(p.retention_days.as_ref(), "retention_days"),
                 };
                 (name.into_inner(), partner)
             })
@@ -473,6 +474,17 @@ impl Checker<'_> {
         Http { listen }
     }
 
+    /// A number of days to keep something: 1 to 100 years.
+    fn days(&mut self, given: Option<&Spanned<i64>>, key: &str) -> Option<u32> {
+        let days = given?;
+        if (1..=36500).contains(days.get_ref()) {
+            Some(*days.get_ref() as u32)
+        } else {
+            self.at(days, format!("{key} must be between 1 and 36500"));
+            None
+        }
+    }
+
     fn daemon(&mut self, raw: raw::Daemon, base: &Path) -> Option<Daemon> {
         let spool = resolve(base, raw.spool.as_deref(), "../spool");
         let ledger = match raw.ledger.as_deref() {
@@ -489,11 +501,18 @@ impl Checker<'_> {
                 }
             },
         };
-        let retention_days = match raw.retention_days {
-            None => 90,
-            Some(d) if (1..=36500).contains(d.get_ref()) => *d.get_ref() as u32,
-            Some(d) => {
-                self.at(&d, "retention_days must be between 1 and 36500");
+        let retention_days = self
+            .days(raw.retention_days.as_ref(), "retention_days")
+            .unwrap_or(DEFAULT_RETENTION_DAYS);
+        let purge_text = raw
+            .purge_cron
+            .as_ref()
+            .map_or(DEFAULT_PURGE_CRON, |c| c.get_ref());
+        let purge = match crate::schedule::Cron::parse(purge_text, time_zone) {
+            Ok(cron) => cron,
+            Err(e) => {
+                let at = raw.purge_cron.as_ref().expect("the default parses");
+                self.at(at, format!("purge_cron {e}"));
                 return None;
             }
         };
@@ -511,6 +530,7 @@ impl Checker<'_> {
             ledger,
             time_zone,
             retention_days,
+            purge,
             max_errors_per_file,
             stop_deadline,
         })

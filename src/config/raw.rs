@@ -17,8 +17,12 @@ pub struct Daemon {
     pub ledger: Option<String>,
     /// IANA time zone for schedules and displayed times. Default `Europe/London`.
     pub time_zone: Option<Spanned<String>>,
-    /// Days archived payloads are kept before purge. Default 90.
+    /// Days a payload (an original, a quarantine report, a receipt, an export) is kept
+    /// after it was settled or made, unless its feed or partner says otherwise. Default 90.
     pub retention_days: Option<Spanned<i64>>,
+    /// When the daemon purges what is past retention: cron in the daemon's time zone.
+    /// Default `30 2 * * *` (02:30 every day).
+    pub purge_cron: Option<Spanned<String>>,
     /// Validation errors kept per file (the total is always counted). Default 10000.
     pub max_errors_per_file: Option<Spanned<i64>>,
     /// On SIGTERM or SIGINT, how long the files being processed may take to
@@ -56,6 +60,9 @@ pub struct Partner {
     pub age: Option<PartnerAge>,
     /// A receipt for every file taken from this partner (present = on).
     pub receipts: Option<PartnerReceipts>,
+    /// Days the payloads from and to this partner are kept (its files, their receipts,
+    /// the exports made for it), unless a feed says otherwise. Default `[daemon]`'s.
+    pub retention_days: Option<Spanned<i64>>,
 }
 
 /// `[partners.NAME.receipts]`: each receipt is written to the partner's read-only
@@ -333,6 +340,12 @@ pub struct Feed {
     /// When this feed's files should come and what is normal for them; a
     /// breach is an alert.
     pub expect: Option<Spanned<Expect>>,
+    /// Days this feed's payloads are kept after they settled. Default the partner's,
+    /// then `[daemon]`'s.
+    pub retention_days: Option<Spanned<i64>>,
+    /// Days the records loaded from this feed's files are kept (counted from the day
+    /// each file settled); their anonymised counts stay. Default: kept.
+    pub record_retention_days: Option<Spanned<i64>>,
 }
 
 /// `[feeds.NAME.expect]`: each check is on when its setting is given.

@@ -1486,3 +1486,49 @@ fn a_misspelt_key_or_section_is_answered_with_the_nearest_valid_one() {
     let got = errors(&SHIPPED.replace("retention_days = 90", "colour = 90"));
     assert!(got.iter().all(|e| !e.contains("did you mean")), "{got:?}");
 }
+
+#[test]
+fn retention_days_resolve_feed_then_partner_then_daemon_and_bad_ones_are_placed() {
+    let text = SHIPPED
+        .replace(
+            "[feeds.news2]\n",
+            "[feeds.news2]\nrecord_retention_days = 400\n",
+        )
+        .replace(
+            "[partners.demo-carehome]\n",
+            "[partners.demo-carehome]\nretention_days = 30\n",
+        );
+    let config = Config::parse(Path::new("/opt/dg/config/dropgate.toml"), &text).unwrap();
+    assert_eq!(config.payload_days("demo-carehome", Some("news2")), 30);
+    assert_eq!(config.payload_days("demo-carehome", None), 30);
+    assert_eq!(config.payload_days("demo-hospital", None), 90);
+    assert_eq!(config.payload_days("gone", Some("gone")), 90);
+    assert_eq!(config.shortest_payload_days(), 30);
+    assert_eq!(config.feeds["news2"].record_retention_days, Some(400));
+    let text = text.replace("[feeds.news2]\n", "[feeds.news2]\nretention_days = 7\n");
+    let config = Config::parse(Path::new("/opt/dg/config/dropgate.toml"), &text).unwrap();
+    assert_eq!(config.payload_days("demo-carehome", Some("news2")), 7);
+
+    let text = SHIPPED
+        .replace(
+            "[feeds.news2]\n",
+            "[feeds.news2]\nrecord_retention_days = 0\n",
+        )
+        .replace(
+            "purge_cron = \"30 2 * * *\"",
+            "purge_cron = \"30 25 * * *\"",
+        );
+    let got = errors(&text);
+    let line = at(&text, "record_retention_days = 0");
+    let line = line.split(':').next().unwrap();
+    assert!(
+        got.iter().any(|e| e.contains(&format!(":{line}:"))
+            && e.ends_with("record_retention_days must be between 1 and 36500")),
+        "{got:?}"
+    );
+    assert!(
+        got.iter()
+            .any(|e| e.contains(&at(&text, "\"30 25")) && e.contains("purge_cron")),
+        "{got:?}"
+    );
+}

@@ -12,6 +12,12 @@ pub const DEFAULT_MAX_FILE_SIZE: u64 = 10 << 30;
 /// `TimeoutStopSec` (90 s), with room for closing the ledger.
 pub const DEFAULT_STOP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Days payloads are kept unless `[daemon] retention_days` says otherwise.
+pub const DEFAULT_RETENTION_DAYS: u32 = 90;
+
+/// When the daemon purges, unless `[daemon] purge_cron` says otherwise.
+pub const DEFAULT_PURGE_CRON: &str = "30 2 * * *";
+
 /// Names a sender may use while a file is still being written; never taken.
 pub const TEMPORARY_SUFFIXES: [&str; 3] = [".part", ".tmp", ".filepart"];
 
@@ -41,6 +47,25 @@ pub struct Config {
     pub warnings: Vec<ConfigError>,
 }
 
+impl Config {
+    /// Days a payload from `partner`, of `feed` when it matched one, is kept.
+    pub fn payload_days(&self, partner: &str, feed: Option<&str>) -> u32 {
+        feed.and_then(|f| self.feeds.get(f))
+            .and_then(|f| f.retention_days)
+            .or_else(|| self.partners.get(partner).and_then(|p| p.retention_days))
+            .unwrap_or(self.daemon.retention_days)
+    }
+
+    /// The fewest days any payload is kept.
+    pub fn shortest_payload_days(&self) -> u32 {
+        let feeds = self.feeds.values().filter_map(|f| f.retention_days);
+        let partners = self.partners.values().filter_map(|p| p.retention_days);
+        feeds
+            .chain(partners)
+            .fold(self.daemon.retention_days, u32::min)
+    }
+}
+
 /// A server files are pushed to.
 #[derive(Debug, Clone)]
 pub struct Destination {
@@ -57,6 +82,8 @@ pub struct Daemon {
     pub ledger: PathBuf,
     pub time_zone: chrono_tz::Tz,
     pub retention_days: u32,
+    /// When the daemon purges what is past retention.
+    pub purge: crate::schedule::Cron,
     pub max_errors_per_file: usize,
     pub stop_deadline: std::time::Duration,
 }
@@ -84,6 +111,8 @@ pub struct Partner {
     pub age: Option<PartnerAge>,
     /// Where its receipts go, when it gets them.
     pub receipts: Option<Receipts>,
+    /// Days its payloads are kept, when not `[daemon]`'s.
+    pub retention_days: Option<u32>,
 }
 
 /// Where a partner's receipts go besides the spool (and its SFTP `receipts/`).
@@ -343,6 +372,10 @@ pub struct Feed {
     pub schema: Schema,
     pub mapping: crate::records::Mapping,
     pub expect: Expectations,
+    /// Days its payloads are kept, when not its partner's or `[daemon]`'s.
+    pub retention_days: Option<u32>,
+    /// Days its records are kept; `None`: kept.
+    pub record_retention_days: Option<u32>,
 }
 
 /// What is normal for a feed (`[feeds.NAME.expect]`); each check is off

@@ -296,10 +296,18 @@ impl Ledger {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let state: Option<String> = tx
-            .query_row("SELECT state FROM files WHERE id = ?1", [id], |r| r.get(0))
+        let found: Option<(String, Option<String>)> = tx
+            .query_row(
+                "SELECT state, payload_purged_at FROM files WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()?;
-        let state: FileState = state
+        if let Some((_, Some(at))) = found {
+            return Err(LedgerError::Purged { id, at });
+        }
+        let state: FileState = found
+            .map(|(state, _)| state)
             .ok_or(LedgerError::NotFound(id))?
             .parse()
             .map_err(|_| LedgerError::NotFound(id))?;

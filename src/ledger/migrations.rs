@@ -65,6 +65,10 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
         "0019_files_waiting",
         include_str!("migrations/0019_files_waiting.sql"),
     ),
+    (
+        "0020_retention",
+        include_str!("migrations/0020_retention.sql"),
+    ),
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {

@@ -16,6 +16,7 @@ mod exports;
 mod files;
 mod migrations;
 mod records;
+mod retention;
 mod routes;
 mod status;
 
@@ -44,6 +45,7 @@ pub use records::{
     DETAIL_COLUMNS, DetailRecord, DetailVersion, DetailView, LinkChange, LinkRefused, NameSearch,
     ObservationRecord, PersonRecords, PersonView,
 };
+pub use retention::{Counts, Hold, HoldOn, KeptExport, KeptPayload, KeptRecords, Measure};
 pub use routes::{RouteDelivery, Routed};
 pub use status::{
     DeliveryEvent, DestinationActivity, FeedActivity, PollReport, SourceStatus, Status,
@@ -93,6 +95,8 @@ pub enum LedgerError {
     NotFound(i64),
     #[error("export run {0} has already ended")]
     RunEnded(i64),
+    #[error("file {id}'s payload was deleted at {at}, past its retention")]
+    Purged { id: i64, at: String },
     #[error("file {id} is {state}, not {expected}")]
     WrongState {
         id: i64,
@@ -228,13 +232,17 @@ pub struct FileRow {
     pub duplicate_of: Option<i64>,
     pub updated_at: String,
     pub sender_removed_at: Option<String>,
+    /// When retention deleted its payload (and receipt).
+    pub payload_purged_at: Option<String>,
+    /// When retention deleted its records.
+    pub records_purged_at: Option<String>,
     #[serde(skip)]
     pub spool_name: String,
 }
 
 const FILE_COLUMNS: &str = "id, feed, source, partner, name, sha256, size, state, records, received_at, \
      reason, rows_read, rows_loaded, problems, attempts, duplicate_of, updated_at, \
-     sender_removed_at, spool_name";
+     sender_removed_at, spool_name, payload_purged_at, records_purged_at";
 
 fn file_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
     let state: String = row.get(7)?;
@@ -260,6 +268,8 @@ fn file_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
         updated_at: row.get(16)?,
         sender_removed_at: row.get(17)?,
         spool_name: row.get(18)?,
+        payload_purged_at: row.get(19)?,
+        records_purged_at: row.get(20)?,
     })
 }
 

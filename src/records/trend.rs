@@ -6,8 +6,6 @@
 //!
 //! Small numbers are hidden before a count leaves: see [`Disclosure`].
 
-use std::collections::BTreeMap;
-
 use rusqlite::Connection;
 
 use super::observations::Code;
@@ -66,30 +64,59 @@ pub struct TrendCount {
     pub count: Option<u64>,
 }
 
-type Key = (String, String, String, String);
+/// Counts by (week, partner, feed, measure), before disclosure.
+type Counts = crate::ledger::Counts;
 
-/// A grouped row's week, partner and feed (its first three columns), when
-/// `allowed` lets the partner's counts out.
-fn place(
-    r: &rusqlite::Row<'_>,
-    allowed: &dyn Fn(&str, Option<&str>) -> bool,
-) -> rusqlite::Result<Option<(String, String, String)>> {
+fn add(raw: &mut Counts, week: &str, partner: &str, feed: &str, measure: String, n: u64) {
+    *raw.entry((week.into(), partner.into(), feed.into(), measure))
+        .or_default() += n;
+}
+
+/// A grouped row's week, partner and feed (its first three columns; the
+/// feed empty when the file matched none).
+fn place(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String)> {
     let (week, partner, feed): (String, String, Option<String>) = (r.get(0)?, r.get(1)?, r.get(2)?);
-    Ok(allowed(&partner, feed.as_deref()).then(|| (week, partner, feed.unwrap_or_default())))
+    Ok((week, partner, feed.unwrap_or_default()))
 }
 
 /// Counts everything in the ledger from the partners (and feeds) `allowed`
-/// lets through, in order of week, partner, feed and measure.
+/// lets through, in order of week, partner, feed and measure: what the
+/// files and records say, plus what was kept of records retention deleted.
 pub fn counts(
     conn: &Connection,
     allowed: &dyn Fn(&str, Option<&str>) -> bool,
     disclosure: Disclosure,
 ) -> Result<Vec<TrendCount>> {
-    let mut raw: BTreeMap<Key, u64> = BTreeMap::new();
-    let mut add = |week: &str, partner: &str, feed: &str, measure: String, n: u64| {
-        *raw.entry((week.into(), partner.into(), feed.into(), measure))
-            .or_default() += n;
-    };
+    let mut raw = file_counts(conn)?;
+    for (key, n) in record_counts(conn, "1")? {
+        *raw.entry(key).or_default() += n;
+    }
+    let mut stmt = conn.prepare("SELECT week, partner, feed, measure, count FROM kept_counts")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let n: i64 = r.get(4)?;
+        *raw.entry((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            .or_default() += n.max(0) as u64;
+    }
+    Ok(raw
+        .into_iter()
+        .filter(|((_, partner, feed, _), _)| {
+            allowed(partner, (!feed.is_empty()).then_some(feed.as_str()))
+        })
+        .map(|((week, partner, feed, measure), n)| TrendCount {
+            week,
+            partner,
+            feed,
+            measure,
+            count: disclosure.disclose(n),
+        })
+        .collect())
+}
+
+/// Files by outcome and quarantines by reason, rows and records loaded: kept
+/// for every file whatever retention deletes.
+fn file_counts(conn: &Connection) -> Result<Counts> {
+    let mut raw = Counts::new();
     let week = "date(received_at, '-6 days', 'weekday 1')";
     let mut stmt = conn.prepare(&format!(
         "SELECT {week}, partner, feed, state, reason, count(*), coalesce(sum(rows_loaded), 0),
@@ -98,9 +125,7 @@ pub fn counts(
     ))?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
-        let Some((week, partner, feed)) = place(r, allowed)? else {
-            continue;
-        };
+        let (week, partner, feed) = place(r)?;
         let (state, reason): (String, Option<String>) = (r.get(3)?, r.get(4)?);
         let (files, rows_loaded, records): (i64, i64, i64) = (r.get(5)?, r.get(6)?, r.get(7)?);
         let (files, rows_loaded, records) = (
@@ -108,26 +133,29 @@ pub fn counts(
             rows_loaded.max(0) as u64,
             records.max(0) as u64,
         );
-        add(&week, &partner, &feed, "files_received".into(), files);
+        let mut add = |measure: String, n: u64| add(&mut raw, &week, &partner, &feed, measure, n);
+        add("files_received".into(), files);
         if state != "received" {
-            add(&week, &partner, &feed, format!("files_{state}"), files);
+            add(format!("files_{state}"), files);
         }
         if state == "quarantined" {
             // Only the fixed reason codes: nothing a sender wrote.
             let reason = reason
                 .filter(|r| Reason::ALL.iter().any(|known| known.as_str() == r))
                 .unwrap_or_else(|| "other".into());
-            add(
-                &week,
-                &partner,
-                &feed,
-                format!("quarantined:{reason}"),
-                files,
-            );
+            add(format!("quarantined:{reason}"), files);
         }
-        add(&week, &partner, &feed, "rows_loaded".into(), rows_loaded);
-        add(&week, &partner, &feed, "records".into(), records);
+        add("rows_loaded".into(), rows_loaded);
+        add("records".into(), records);
     }
+    Ok(raw)
+}
+
+/// The measures the record tables give (observations by code, NEWS2 bands,
+/// records by kind), of the files `scope` (a condition on the files table
+/// as `f`) selects. Retention counts these before and after it deletes.
+pub fn record_counts(conn: &Connection, scope: &str) -> Result<Counts> {
+    let mut raw = Counts::new();
     let per_code: Vec<String> = Code::ALL
         .iter()
         .map(|c| format!("count(s.{})", c.name()))
@@ -137,42 +165,23 @@ pub fn counts(
                 sum(s.news2_score = 0), sum(s.news2_score BETWEEN 1 AND 4),
                 sum(s.news2_score BETWEEN 5 AND 6), sum(s.news2_score >= 7)
          FROM observation_sets s JOIN files f ON f.id = s.file_id
-         WHERE s.superseded_by IS NULL GROUP BY 1, 2, 3",
+         WHERE s.superseded_by IS NULL AND {scope} GROUP BY 1, 2, 3",
         per_code.join(", ")
     ))?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
-        let Some((week, partner, feed)) = place(r, allowed)? else {
-            continue;
-        };
+        let (week, partner, feed) = place(r)?;
+        let mut add = |measure: String, n: u64| add(&mut raw, &week, &partner, &feed, measure, n);
         let mut observations = 0;
         for (i, code) in Code::ALL.iter().enumerate() {
             let n = r.get::<_, i64>(3 + i)?.max(0) as u64;
             observations += n;
-            add(
-                &week,
-                &partner,
-                &feed,
-                format!("observations:{}", code.name()),
-                n,
-            );
+            add(format!("observations:{}", code.name()), n);
         }
-        add(
-            &week,
-            &partner,
-            &feed,
-            "records:observations".into(),
-            observations,
-        );
+        add("records:observations".into(), observations);
         for (i, band) in ["0", "1-4", "5-6", "7+"].iter().enumerate() {
             let n: Option<i64> = r.get(3 + Code::ALL.len() + i)?;
-            add(
-                &week,
-                &partner,
-                &feed,
-                format!("news2_band:{band}"),
-                n.unwrap_or(0).max(0) as u64,
-            );
+            add(format!("news2_band:{band}"), n.unwrap_or(0).max(0) as u64);
         }
     }
     // Service users (and staff) by the week of the file that last wrote
@@ -182,15 +191,14 @@ pub fn counts(
     for (table, kind) in tables {
         let mut stmt = conn.prepare(&format!(
             "SELECT date(f.received_at, '-6 days', 'weekday 1'), f.partner, f.feed, count(*)
-             FROM {table} t JOIN files f ON f.id = t.file_id GROUP BY 1, 2, 3"
+             FROM {table} t JOIN files f ON f.id = t.file_id WHERE {scope} GROUP BY 1, 2, 3"
         ))?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
-            let Some((week, partner, feed)) = place(r, allowed)? else {
-                continue;
-            };
+            let (week, partner, feed) = place(r)?;
             let n: i64 = r.get(3)?;
             add(
+                &mut raw,
                 &week,
                 &partner,
                 &feed,
@@ -199,14 +207,5 @@ pub fn counts(
             );
         }
     }
-    Ok(raw
-        .into_iter()
-        .map(|((week, partner, feed, measure), n)| TrendCount {
-            week,
-            partner,
-            feed,
-            measure,
-            count: disclosure.disclose(n),
-        })
-        .collect())
+    Ok(raw)
 }

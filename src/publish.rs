@@ -934,6 +934,11 @@ pub fn resend(
     }
     let key = signing_key(&config.keys.signing_key)?;
     let folder = outbox(config, &run.consumer).join(&run.export_id);
+    if !folder.exists() {
+        return Err(refuse(
+            "its folder is no longer kept: retention deleted it".into(),
+        ));
+    }
     manifest::verify(&folder, std::slice::from_ref(key.public_key()))
         .map_err(|e| refuse(format!("it no longer verifies: {e}")))?;
     for destination in &destinations {

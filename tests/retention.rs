@@ -180,6 +180,12 @@ fn purge_deletes_payloads_and_receipts_past_retention_keeps_rows_and_honours_hol
         text(&out.stderr)
     );
 
+    let status = json(&d.dg(&["status", "--json"]));
+    assert_eq!(status["retention"]["holds"], 1, "{status}");
+    assert!(
+        status["retention"]["last_deleted_at"].is_string(),
+        "{status}"
+    );
     // Nothing more is due: a second purge deletes nothing.
     assert_eq!(json(&d.dg(&["purge", "--json"]))["payloads"], 0);
 
@@ -360,8 +366,8 @@ fn record_retention_deletes_records_and_keeps_their_trend_counts() {
 #[test]
 fn the_daemon_purges_at_its_purge_time() {
     let config = fast(SHIPPED_CONFIG).replace(
-        "retention_days = 90",
-        "retention_days = 90\npurge_cron = \"*/2 * * * * *\"",
+        "purge_cron = \"30 2 * * *\"",
+        "purge_cron = \"*/2 * * * * *\"",
     );
     let d = Deployment::with_config(&config);
     let id = ingest_plain(&d, "news2_a.csv", &news2_csv(2, 1, 0));
@@ -379,4 +385,60 @@ fn the_daemon_purges_at_its_purge_time() {
         serde_json::from_str(&d.string("SELECT detail FROM audit_events WHERE action = 'purge'"))
             .unwrap();
     assert_eq!(detail["by"], "daemon");
+}
+
+#[test]
+fn an_export_folder_goes_after_its_consumers_days_unless_held() {
+    let config = fast(SHIPPED_CONFIG).replace(
+        "[partners.demo-hospital]\n",
+        "[partners.demo-hospital]\nretention_days = 10\n",
+    );
+    let d = Deployment::with_config(&config);
+    let mut folders = Vec::new();
+    for seed in [0, 10] {
+        ingest_plain(&d, &format!("news2_{seed}.csv"), &news2_csv(2, 1, seed));
+        let made = json(&d.dg(&["export", "demo-nightly", "--json"]));
+        folders.push(std::path::PathBuf::from(made["folder"].as_str().unwrap()));
+    }
+    assert!(folders.iter().all(|f| f.is_dir()));
+    let conn = rusqlite::Connection::open(d.path("spool/ledger.db")).unwrap();
+    for (id, days) in [(1, 11), (2, 9)] {
+        let at = (chrono::Utc::now() - chrono::Duration::days(days))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        conn.execute(
+            "UPDATE export_runs SET ended_at = ?2 WHERE id = ?1",
+            rusqlite::params![id, at],
+        )
+        .unwrap();
+    }
+    drop(conn);
+    let out = d.dg(&["hold", "--partner", "demo-hospital", "--reason", "audit 3"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report = json(&d.dg(&["purge", "--json"]));
+    assert_eq!(
+        (report["exports"].as_u64(), report["held"].as_u64()),
+        (Some(0), Some(1))
+    );
+    assert!(folders[0].is_dir());
+    d.dg(&["release", "1", "--reason", "audit 3 done"]);
+    let report = json(&d.dg(&["purge", "--json"]));
+    assert_eq!(report["exports"], 1, "{report}");
+    // The files the care home sent are within the default 90 days.
+    assert_eq!(report["payloads"], 0, "{report}");
+    assert!(!folders[0].exists() && folders[1].is_dir());
+    assert_eq!(
+        d.count("SELECT count(*) FROM export_runs WHERE payload_purged_at IS NOT NULL AND id = 1"),
+        1
+    );
+    let export_id = folders[0].file_name().unwrap().to_str().unwrap();
+    let out = d.dg(&["resend", export_id]);
+    assert!(!out.status.success());
+    let out = d.dg(&["schedules"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The run's record, with its manifest's hash, stays.
+    assert_eq!(
+        d.string("SELECT manifest_sha256 FROM export_runs WHERE id = 1")
+            .len(),
+        64
+    );
 }

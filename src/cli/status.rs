@@ -102,6 +102,11 @@ fn report(config: &Config, ledger: &Ledger) -> anyhow::Result<Value> {
             "total_bytes": total,
         },
         "ledger": { "path": config.daemon.ledger, "bytes": ledger_bytes },
+        "retention": {
+            "last_deleted_at": ledger.last_purge_at()?,
+            "next_purge_at": config.daemon.purge.next_after(now),
+            "holds": ledger.holds(false)?.len(),
+        },
         "alerts": ledger.active_alerts()?,
     }))
 }
@@ -309,5 +314,12 @@ fn print_report(r: &Value) {
         mib(&r["spool"]["free_bytes"]),
         mib(&r["spool"]["total_bytes"]),
         mib(&r["ledger"]["bytes"])
+    );
+    let retention = &r["retention"];
+    println!(
+        "retention: last deleted {}; next purge {}; legal holds in force {}",
+        text(&retention["last_deleted_at"]),
+        text(&retention["next_purge_at"]),
+        retention["holds"]
     );
 }

@@ -193,6 +193,19 @@ impl Ledger {
         Ok(Some(hold))
     }
 
+    /// When a purge last deleted something (a purge that finds nothing due
+    /// writes no audit row).
+    pub fn last_purge_at(&self) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT at FROM audit_events WHERE action = 'purge' ORDER BY id DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
     /// Whether any file came from `partner`.
     pub fn has_files_from(&self, partner: &str) -> Result<bool> {
         Ok(self.conn.query_row(

@@ -12,7 +12,7 @@ use crate::audit::Checkpointer;
 use crate::config::Config;
 use crate::land::{self, Arrival, LandError, Landed, Landings, Origin};
 use crate::ledger::{AuditEvent, Ledger, LedgerError, PollReport, QueuedAuditEvent, SystemClock};
-use crate::spool::Spool;
+use crate::spool::{Room, Spool};
 
 /// Audit events waiting to be written; a burst beyond this makes the
 /// sources that audit wait.
@@ -35,6 +35,7 @@ pub struct Intake {
     landings: Landings,
     /// The audit writer's queue; `None` once it has been closed.
     audit: Mutex<Option<SyncSender<QueuedAuditEvent>>>,
+    room: Room,
 }
 
 impl Intake {
@@ -67,6 +68,17 @@ impl Intake {
         if let Err(e) = ledger.audit_all(std::slice::from_ref(&unqueued)) {
             tracing::error!(error = %e, action = %unqueued.action, "could not write an audit event");
         }
+    }
+
+    /// Whether the spool has room for `bytes` more above `[daemon]
+    /// min_free_space`; sources ask before they take a file.
+    pub fn has_room(&self, bytes: u64) -> bool {
+        self.room.admits(bytes)
+    }
+
+    /// Whether the spool had no room when last asked.
+    pub fn out_of_room(&self) -> bool {
+        self.room.is_full()
     }
 
     /// A fresh id for an upload to the embedded server: unique on this
@@ -168,11 +180,48 @@ impl Intake {
             uploaded_from,
             landings: &self.landings,
         };
-        let results = {
+        // Those that fit above the free space kept, in order; the rest wait.
+        let mut needed = 0u64;
+        let fits: Vec<bool> = arrivals
+            .iter()
+            .map(|a| {
+                needed = needed.saturating_add(a.bytes_needed());
+                self.room.admits(needed)
+            })
+            .collect();
+        let land = |arrivals: &[Arrival]| {
             let mut ledger = self.ledger.lock().expect("ledger lock");
             let config = self.config.read().expect("config lock").clone();
             land::land(&config, &self.spool, &mut ledger, &origin, arrivals)
         };
+        let mut landed = if fits.iter().all(|f| *f) {
+            land(arrivals)
+        } else if fits.iter().any(|f| *f) {
+            let admitted: Vec<Arrival> = arrivals
+                .iter()
+                .zip(&fits)
+                .filter(|(_, fits)| **fits)
+                .map(|(a, _)| a.clone())
+                .collect();
+            land(&admitted)
+        } else {
+            Vec::new()
+        }
+        .into_iter();
+        let results: Vec<Result<Landed, LandError>> = fits
+            .iter()
+            .map(|fits| match fits {
+                true => landed.next().expect("one result per arrival"),
+                false => Err(LandError::NoRoom),
+            })
+            .map(|result| match result {
+                Err(e) if e.is_disk_full() => {
+                    self.room.exhausted();
+                    Err(LandError::NoRoom)
+                }
+                other => other,
+            })
+            .collect();
         if results.iter().any(|r| matches!(r, Ok(Landed::New(_)))) {
             let _ = self.wake.lock().expect("wake lock").send(());
         }
@@ -206,8 +255,10 @@ impl Intake {
                 .spawn(move || write_audit_events(audit_ledger, audit_rx, &closed, &checkpointer))
                 .expect("spawn the audit thread")
         };
+        let spool = Spool::new(&config.daemon.spool);
         let intake = Arc::new(Intake {
-            spool: Spool::new(&config.daemon.spool),
+            room: Room::new(&spool, config.daemon.min_free_space),
+            spool,
             config: std::sync::RwLock::new(config),
             ledger: Mutex::new(ledger),
             wake: Mutex::new(wake),
@@ -221,6 +272,7 @@ impl Intake {
 impl Intake {
     /// The configuration files land under from now on.
     pub fn reconfigure(&self, config: Arc<Config>) {
+        self.room.keep_free(config.daemon.min_free_space);
         *self.config.write().expect("config lock") = config;
     }
 }

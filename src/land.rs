@@ -70,6 +70,16 @@ pub enum Handover {
 }
 
 impl Arrival {
+    /// The bytes landing it adds to the spool's file system: a copy's
+    /// size, a held body's; nothing for a file already in the spool.
+    pub fn bytes_needed(&self) -> u64 {
+        match &self.handover {
+            Handover::Copy { .. } => fs::metadata(&self.path).map_or(0, |m| m.len()),
+            Handover::Move { .. } => 0,
+            Handover::Held { body } => body.len() as u64,
+        }
+    }
+
     /// A sender's file, to be copied if it is at most `at_most` bytes.
     pub fn copy(path: PathBuf, name: String, at_most: u64) -> Arrival {
         Arrival {
@@ -116,6 +126,22 @@ pub enum LandError {
     TooLarge { size: u64, limit: u64 },
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    #[error("the spool has no room; try again later")]
+    NoRoom,
+}
+
+impl LandError {
+    /// Whether it failed for want of disk space, in the spool or the ledger.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            LandError::Io(e) => crate::spool::is_disk_full(e),
+            LandError::Ledger(LedgerError::Sqlite(rusqlite::Error::SqliteFailure(e, _))) => {
+                e.code == rusqlite::ErrorCode::DiskFull
+            }
+            LandError::NoRoom => true,
+            _ => false,
+        }
+    }
 }
 
 /// Where a batch of arrivals came from.

@@ -95,6 +95,8 @@ pub struct Metrics {
     pub processing_seconds: Histograms<FeedLabel>,
     pub audit_events: Family<ActionLabel, Counter>,
     pub sftp_sessions: Gauge,
+    /// 1 while the spool has no room for new files.
+    pub spool_full: Gauge,
     pub polls: Family<PollLabels, Counter>,
     pub deliveries: Family<DeliveryLabels, Counter>,
     pub delivery_retries: Family<DestinationLabel, Counter>,
@@ -119,6 +121,7 @@ impl Metrics {
             processing_seconds: Family::new_with_constructor(latency_buckets),
             audit_events: Family::default(),
             sftp_sessions: Gauge::default(),
+            spool_full: Gauge::default(),
             polls: Family::default(),
             deliveries: Family::default(),
             delivery_retries: Family::default(),
@@ -187,6 +190,11 @@ impl Metrics {
             "sftp_sessions",
             "SFTP sessions open on the embedded server",
             m.sftp_sessions.clone(),
+        );
+        r.register(
+            "spool_full",
+            "1 while the spool has less free space than min_free_space: new files wait",
+            m.spool_full.clone(),
         );
         r.register(
             "polls",

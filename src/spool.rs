@@ -207,3 +207,130 @@ pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
     fs::rename(&tmp, path)?;
     sync_dir(dir)
 }
+
+/// Whether the spool's file system has room for new files: its free space
+/// against `[daemon] min_free_space`. Free space is read at most every
+/// [`Room::RECHECK`]; a write that found the disk full counts as no room
+/// until it is read again. No room is logged when it begins and once a
+/// minute while it lasts, and room returning once, so a full disk does not
+/// flood the log with one line per file.
+#[derive(Debug)]
+pub struct Room {
+    root: PathBuf,
+    min_free: AtomicU64,
+    state: std::sync::Mutex<RoomState>,
+}
+
+#[derive(Debug, Default)]
+struct RoomState {
+    read_at: Option<std::time::Instant>,
+    free: u64,
+    /// Since when there has been no room, and when that was last logged.
+    full: Option<(std::time::Instant, std::time::Instant)>,
+}
+
+impl Room {
+    const RECHECK: std::time::Duration = std::time::Duration::from_millis(250);
+    const LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+    pub fn new(spool: &Spool, min_free: u64) -> Room {
+        Room {
+            root: spool.root.clone(),
+            min_free: AtomicU64::new(min_free),
+            state: std::sync::Mutex::new(RoomState::default()),
+        }
+    }
+
+    /// The free space to keep from now on (a reloaded configuration's).
+    pub fn keep_free(&self, bytes: u64) {
+        self.min_free.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Whether `bytes` more fit above the free space kept.
+    pub fn admits(&self, bytes: u64) -> bool {
+        let min_free = self.min_free.load(Ordering::Relaxed);
+        let now = std::time::Instant::now();
+        let mut state = self.state.lock().expect("room lock");
+        if state
+            .read_at
+            .is_none_or(|at| now.duration_since(at) >= Self::RECHECK)
+        {
+            // Unreadable (the spool's folder gone): taken as no room.
+            state.free = space(&self.root).map_or(0, |(free, _)| free);
+            state.read_at = Some(now);
+        }
+        let fits = state.free >= min_free.saturating_add(bytes);
+        match (fits, state.full) {
+            (true, Some(_)) => {
+                tracing::info!(
+                    free_bytes = state.free,
+                    "the spool has room again; taking new files"
+                );
+                state.full = None;
+            }
+            (false, None) => {
+                tracing::warn!(
+                    free_bytes = state.free,
+                    min_free_space = min_free,
+                    needed_bytes = bytes,
+                    "the spool has no room: new files wait where they are, SFTP uploads are refused and polls paused until there is"
+                );
+                state.full = Some((now, now));
+            }
+            (false, Some((since, logged))) if now.duration_since(logged) >= Self::LOG_EVERY => {
+                tracing::warn!(
+                    free_bytes = state.free,
+                    min_free_space = min_free,
+                    waiting_for = ?now.duration_since(since),
+                    "the spool still has no room"
+                );
+                state.full = Some((since, now));
+            }
+            _ => {}
+        }
+        crate::metrics::METRICS
+            .spool_full
+            .set(i64::from(state.full.is_some()));
+        fits
+    }
+
+    /// A write found the file system full: no room until free space is read again.
+    pub fn exhausted(&self) {
+        let mut state = self.state.lock().expect("room lock");
+        state.free = 0;
+        state.read_at = Some(std::time::Instant::now());
+    }
+
+    /// Whether the last reading found no room.
+    pub fn is_full(&self) -> bool {
+        self.state.lock().expect("room lock").full.is_some()
+    }
+}
+
+/// The file system of `dir`: bytes an unprivileged writer may still use, and its size.
+pub fn space(dir: &Path) -> io::Result<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: a NUL-terminated path and a buffer of the right type.
+    if unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it filled the buffer.
+    let stat = unsafe { stat.assume_init() };
+    // The field types are 32-bit on some targets.
+    #[allow(clippy::unnecessary_cast)]
+    let block = stat.f_frsize as u64;
+    #[allow(clippy::unnecessary_cast)]
+    let (available, blocks) = (stat.f_bavail as u64, stat.f_blocks as u64);
+    Ok((
+        available.saturating_mul(block),
+        blocks.saturating_mul(block),
+    ))
+}
+
+/// Whether an error says the disk is full.
+pub fn is_disk_full(error: &io::Error) -> bool {
+    error.raw_os_error() == Some(libc::ENOSPC) || error.raw_os_error() == Some(libc::EDQUOT)
+}

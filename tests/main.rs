@@ -8,6 +8,7 @@ mod audit;
 mod cli;
 mod daemon;
 mod exports;
+mod faults;
 mod ftp;
 mod ftpd;
 mod health;

@@ -106,6 +106,11 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
             println!(
+                "  spool        {}, keeping {} MiB free (new files wait below it)",
+                config.daemon.spool.display(),
+                config.daemon.min_free_space >> 20
+            );
+            println!(
                 "  retention    payloads {} days; purged at {}",
                 config.daemon.retention_days,
                 dropgate::schedule::Schedule::Cron(Box::new(config.daemon.purge.clone()))

@@ -87,7 +87,7 @@ fn report(config: &Config, ledger: &Ledger) -> anyhow::Result<Value> {
             std::fs::metadata(path).ok().map(|m| m.len())
         })
         .sum::<u64>();
-    let (free, total) = space(&config.daemon.spool).unwrap_or((0, 0));
+    let (free, total) = dropgate::spool::space(&config.daemon.spool).unwrap_or((0, 0));
     Ok(json!({
         "sources": sources,
         "feeds": feeds,
@@ -100,6 +100,8 @@ fn report(config: &Config, ledger: &Ledger) -> anyhow::Result<Value> {
             "path": config.daemon.spool,
             "free_bytes": free,
             "total_bytes": total,
+            "min_free_bytes": config.daemon.min_free_space,
+            "no_room": free < config.daemon.min_free_space,
         },
         "ledger": { "path": config.daemon.ledger, "bytes": ledger_bytes },
         "retention": {
@@ -159,25 +161,6 @@ fn files_waiting(folder: &Path) -> u64 {
             !name.starts_with('.') && !TEMPORARY_SUFFIXES.iter().any(|s| name.ends_with(s))
         })
         .count() as u64
-}
-
-/// Free and total bytes of the filesystem holding `path`.
-fn space(path: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt as _;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: a NUL-terminated path and a buffer of the right type.
-    if unsafe { libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) } != 0 {
-        return None;
-    }
-    // SAFETY: statvfs returned 0, so it filled the buffer.
-    let stat = unsafe { stat.assume_init() };
-    // The field types are 32-bit on some targets.
-    #[allow(clippy::unnecessary_cast)]
-    let block = stat.f_frsize as u64;
-    #[allow(clippy::unnecessary_cast)]
-    let (available, blocks) = (stat.f_bavail as u64, stat.f_blocks as u64);
-    Some((available * block, blocks * block))
 }
 
 fn mib(bytes: &Value) -> String {
@@ -315,6 +298,12 @@ fn print_report(r: &Value) {
         mib(&r["spool"]["total_bytes"]),
         mib(&r["ledger"]["bytes"])
     );
+    if r["spool"]["no_room"] == true {
+        println!(
+            "spool: NO ROOM: under min_free_space ({}); new files wait where they are, SFTP uploads are refused, polls paused",
+            mib(&r["spool"]["min_free_bytes"])
+        );
+    }
     let retention = &r["retention"];
     println!(
         "retention: last deleted {}; next purge {}; legal holds in force {}",

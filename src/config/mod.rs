@@ -525,12 +525,19 @@ impl Checker<'_> {
             }
         };
         let stop_deadline = self.duration(raw.stop_deadline, DEFAULT_STOP_DEADLINE);
+        let min_free_space = self.size(
+            raw.min_free_space,
+            DEFAULT_MIN_FREE_SPACE,
+            1 << 50,
+            "min_free_space",
+        );
         Some(Daemon {
             spool,
             ledger,
             time_zone,
             retention_days,
             purge,
+            min_free_space,
             max_errors_per_file,
             stop_deadline,
         })

@@ -20,6 +20,9 @@ pub struct Daemon {
     /// Days a payload (an original, a quarantine report, a receipt, an export) is kept
     /// after it was settled or made, unless its feed or partner says otherwise. Default 90.
     pub retention_days: Option<Spanned<i64>>,
+    /// Free space the spool's file system keeps: below it, new files wait where they are
+    /// (SFTP uploads are refused, polls paused) until there is room. Default `128MiB`.
+    pub min_free_space: Option<Spanned<String>>,
     /// When the daemon purges what is past retention: cron in the daemon's time zone.
     /// Default `30 2 * * *` (02:30 every day).
     pub purge_cron: Option<Spanned<String>>,

@@ -15,6 +15,10 @@ pub const DEFAULT_STOP_DEADLINE: std::time::Duration = std::time::Duration::from
 /// Days payloads are kept unless `[daemon] retention_days` says otherwise.
 pub const DEFAULT_RETENTION_DAYS: u32 = 90;
 
+/// Free space the spool keeps unless `[daemon] min_free_space` says otherwise:
+/// room for the ledger to finish what it has begun.
+pub const DEFAULT_MIN_FREE_SPACE: u64 = 128 << 20;
+
 /// When the daemon purges, unless `[daemon] purge_cron` says otherwise.
 pub const DEFAULT_PURGE_CRON: &str = "30 2 * * *";
 
@@ -84,6 +88,8 @@ pub struct Daemon {
     pub retention_days: u32,
     /// When the daemon purges what is past retention.
     pub purge: crate::schedule::Cron,
+    /// Free space kept on the spool's file system: below it, no new file is taken.
+    pub min_free_space: u64,
     pub max_errors_per_file: usize,
     pub stop_deadline: std::time::Duration,
 }

@@ -140,6 +140,13 @@ pub async fn watch(
                                 }
                                 refuse_too_large(&intake, &name, &partner, size, limit);
                             }
+                            // Logged by the intake, once: the file waits,
+                            // looked at again as a new candidate.
+                            Err(LandError::NoRoom) => {
+                                if let Some(c) = candidates.get_mut(path) {
+                                    c.restart(Instant::now());
+                                }
+                            }
                             Err(e) => {
                                 tracing::warn!(source = %name, error = %e, "landing failed; will retry");
                                 if let Some(c) = candidates.get_mut(path) {

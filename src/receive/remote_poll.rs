@@ -18,6 +18,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{Settling, is_temporary_name, refuse_too_large};
+
+/// How often a poll paused for want of room looks again.
+const NO_ROOM_WAIT: Duration = Duration::from_secs(5);
 use crate::config::{AfterTake, RemoteSource};
 use crate::intake::Intake;
 use crate::land::{Arrival, Handover, Landed};
@@ -77,6 +80,30 @@ pub async fn poll(
     };
     let mut failures = 0u32;
     loop {
+        if !poller.intake.has_room(0) {
+            // Paused, not failed: the intake logs it once; status shows it.
+            let (intake, source) = (poller.intake.clone(), poller.source.clone());
+            let pending = poller.cleanups.len() as u64;
+            let waiting = (poller.seen.len() + poller.too_large.len()) as u64;
+            let cleanup_error = poller.cleanups.values().next().map(|c| c.error.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                intake.source_checked(
+                    &source,
+                    &PollReport {
+                        error: Some("paused: the spool has no room"),
+                        cleanups_pending: pending,
+                        cleanup_error: cleanup_error.as_deref(),
+                        files_waiting: waiting,
+                    },
+                );
+            })
+            .await;
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(NO_ROOM_WAIT) => {}
+            }
+            continue;
+        }
         let outcome = poller.poll_once().await;
         crate::metrics::METRICS.poll(&poller.source, outcome.is_ok());
         {
@@ -262,6 +289,11 @@ impl Poller {
         let file_id = match known {
             Some(id) => id,
             None => {
+                if !intake.has_room(file.size) {
+                    return Err(RemoteError::Local(std::io::Error::other(
+                        "the spool has no room for the next file; taken when there is",
+                    )));
+                }
                 // A name dropgate chooses: the server's names are its own.
                 let local = staging.join("downloading");
                 let got = match connection.download(&file.name, &local, file.size).await {

@@ -316,7 +316,10 @@ impl Inbox {
                 if !staged || !uploads.put_back(&self.partner, retry_as, landing) {
                     let _ = fs::remove_file(&path);
                 }
-                tracing::warn!(partner = %self.partner, error = %e, "SFTP upload could not be landed");
+                // No room is logged by the intake, once for all uploads.
+                if !matches!(e, crate::land::LandError::NoRoom) {
+                    tracing::warn!(partner = %self.partner, error = %e, "SFTP upload could not be landed");
+                }
                 Err(StatusCode::Failure.with_message(format!("not received: {e}")))
             }
         }
@@ -324,6 +327,13 @@ impl Inbox {
 
     /// Starts or resumes writing an upload.
     fn open_upload(&mut self, name: String, pflags: OpenFlags) -> Result<String, StatusReply> {
+        if !self.shared.intake.has_room(0) {
+            return Err(self.refuse_limit(
+                "open",
+                "min_free_space",
+                "the spool has no room; try again later".into(),
+            ));
+        }
         let slot_for_file = self.room_for_handle("open", true)?.expect("a file slot");
         let shared = self.shared.clone();
         let opened = shared

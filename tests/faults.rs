@@ -1,0 +1,150 @@
+//! Faults from below: a spool on a small file system that fills up.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::harness::*;
+
+/// A tmpfs of `size` mounted over `dir` (its contents copied in first),
+/// unmounted when dropped. Mounting needs root, which the test machines
+/// and CI run as; without it the test fails, saying so.
+struct SmallDisk {
+    dir: PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> SmallDisk {
+        let aside = dir.with_extension("on-disk");
+        fs::rename(dir, &aside).unwrap();
+        fs::create_dir(dir).unwrap();
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .output()
+            .expect("mount (util-linux)");
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs needs root: {}",
+            text(&out.stderr)
+        );
+        let copied = Command::new("cp")
+            .arg("-a")
+            .arg(aside.join("."))
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(copied.success());
+        SmallDisk {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn free(&self) -> u64 {
+        dropgate::spool::space(&self.dir).unwrap().0
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+#[test]
+fn a_full_spool_makes_new_files_wait_says_why_once_and_resumes_by_itself() {
+    let config = fast(SHIPPED_CONFIG)
+        .replace(
+            "stop_deadline = \"30s\"",
+            "stop_deadline = \"30s\"\nmin_free_space = \"8MiB\"",
+        )
+        // The partner's folder is its own disk, not the spool's.
+        .replace("../spool/drop/demo-carehome", "../drop/demo-carehome");
+    let d = Deployment::with_config(&config);
+    let disk = SmallDisk::mount(&d.path("spool"), "32m");
+    let daemon = d.start();
+    let port = daemon.sftp_port();
+
+    // Leave 4 MiB: under the 8 MiB kept free.
+    let filler = d.path("spool/filler");
+    let leave = 4 << 20;
+    fs::write(&filler, vec![0u8; (disk.free() - leave) as usize]).unwrap();
+    let small = news2_csv(20, 4, 0);
+    let large = news2_csv(2000, 40, 100);
+    assert!(
+        large.len() > 64 * 1024,
+        "one copied into the spool, not the ledger"
+    );
+    let folder = d.path("drop/demo-carehome");
+    for (name, body) in [("news2_small.csv", &small), ("news2_large.csv", &large)] {
+        fs::write(folder.join(format!(".{name}")), body).unwrap();
+        fs::rename(folder.join(format!(".{name}")), folder.join(name)).unwrap();
+    }
+    let upload = d.write_input("news2_up.csv", news2_csv(5, 2, 500).as_bytes());
+    let put = format!(
+        "try:\n    sftp.put({:?}, 'inbox/news2_up.csv')\n    print('put')\nexcept IOError as e:\n    print('refused:', e)\n",
+        upload.display().to_string()
+    );
+    let out = paramiko(&d, port, &put);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("refused: the spool has no room; try again later"),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    // Waiting: the sender's copies untouched, nothing half-taken.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(d.files().is_empty());
+    assert_eq!(file_names(&folder), ["news2_large.csv", "news2_small.csv"]);
+    assert!(file_names(&d.path("spool/tmp")).is_empty());
+    let status: serde_json::Value =
+        serde_json::from_slice(&d.dg(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(status["spool"]["no_room"], true, "{status}");
+    let log = daemon.log();
+    assert_eq!(
+        log.matches("the spool has no room").count(),
+        1,
+        "said once, not once a file or a check: {log}"
+    );
+    assert!(!log.contains("landing failed"), "{log}");
+
+    // Room again: everything waiting is taken, by itself.
+    fs::remove_file(&filler).unwrap();
+    wait_for("the waiting files", Duration::from_secs(30), || {
+        d.files().iter().filter(|f| f["state"] == "loaded").count() == 2
+    });
+    assert!(file_names(&folder).is_empty());
+    let put = format!(
+        "sftp.put({:?}, 'inbox/news2_up.csv')\n",
+        upload.display().to_string()
+    );
+    let out = paramiko(&d, port, &put);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_for("the upload", Duration::from_secs(30), || {
+        d.files().iter().filter(|f| f["state"] == "loaded").count() == 3
+    });
+    let log = daemon.terminate();
+    assert!(log.contains("the spool has room again"), "{log}");
+    let names: Vec<String> = d
+        .files()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names.len(), 3, "each once: {names:?}");
+    assert_eq!(d.string("PRAGMA integrity_check"), "ok");
+    assert_payloads_match_ledger(&d);
+    let refusals = d.count(
+        "SELECT count(*) FROM audit_events WHERE action = 'refused_limit'
+         AND json_extract(detail, '$.limit') = 'min_free_space'",
+    );
+    assert_eq!(refusals, 1);
+    drop(disk);
+}

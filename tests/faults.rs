@@ -148,3 +148,126 @@ fn a_full_spool_makes_new_files_wait_says_why_once_and_resumes_by_itself() {
     assert_eq!(refusals, 1);
     drop(disk);
 }
+
+/// A server that accepts and then stalls: every other connection silent,
+/// the rest sent a byte at a time. Counts the connections it took.
+struct StalledServer {
+    port: u16,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl StalledServer {
+    fn start() -> StalledServer {
+        use std::io::Write;
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    // Held open until the client gives up: silent, or a
+                    // byte every 20 ms of a greeting that never ends, so
+                    // that only a deadline on the whole exchange ends it.
+                    let mut probe = [0u8; 1];
+                    stream.set_nonblocking(true).unwrap();
+                    for _ in 0..3_000 {
+                        if n % 2 == 1 && stream.write_all(b"2").is_err() {
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                        match std::io::Read::read(&mut stream, &mut probe) {
+                            Ok(0) => return,
+                            Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => return,
+                            _ => {}
+                        }
+                    }
+                });
+            }
+        });
+        StalledServer { port, accepted }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn a_thousand_polls_of_stalled_servers_time_out_and_leave_nothing_behind() {
+    let server = StalledServer::start();
+    let d = Deployment::new();
+    let password = d.path("config/ftp-password");
+    fs::write(&password, "secret\n").unwrap();
+    fs::set_permissions(
+        &password,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let mut config = fast(SHIPPED_CONFIG);
+    let common = "folder = \"outgoing\"\nmatch = [\"news2_*\"]\npoll_interval = \"10ms\"\ntimeout = \"250ms\"\nretry_initial = \"10ms\"\nretry_max = \"20ms\"\n";
+    for i in 0..8 {
+        config.push_str(&format!(
+            "\n[sources.stalled-sftp-{i}]\nkind = \"sftp\"\npartner = \"demo-carehome\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"x\"\nprivate_key = \"keys/demo-carehome\"\nhost_key = \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\"\n{common}",
+            server.port
+        ));
+        config.push_str(&format!(
+            "\n[sources.stalled-ftp-{i}]\nkind = \"ftp\"\npartner = \"demo-carehome\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"x\"\npassword_file = \"ftp-password\"\ntls = \"none\"\ninsecure_plaintext = true\n{common}",
+            server.port
+        ));
+    }
+    d.write_config(&config);
+    let out = d.dg(&["check-config"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let daemon = d.start();
+    // The first hundred attempts settle what the process holds.
+    wait_for("100 attempts", Duration::from_secs(60), || {
+        server.accepted() >= 100
+    });
+    let (fds_before, rss_before) = (daemon.open_fds(), daemon.rss_mib());
+    let started = std::time::Instant::now();
+    wait_for("1,100 attempts", Duration::from_secs(120), || {
+        server.accepted() >= 1_100
+    });
+    let took = started.elapsed();
+    // Give the last attempts their timeout, then compare.
+    std::thread::sleep(Duration::from_millis(300));
+    let (fds_after, rss_after) = (daemon.open_fds(), daemon.rss_mib());
+    eprintln!(
+        "1,000 stalled attempts in {took:?}: descriptors {fds_before} -> {fds_after}, RSS {rss_before} -> {rss_after} MiB, peak {} MiB",
+        daemon.peak_rss_mib()
+    );
+    // At most one connection a source may be in the middle of.
+    assert!(
+        fds_after <= fds_before + 16,
+        "descriptors {fds_before} -> {fds_after}: connections left open"
+    );
+    assert!(
+        rss_after <= rss_before + 16,
+        "RSS {rss_before} -> {rss_after} MiB"
+    );
+    assert!(daemon.peak_rss_mib() < 200);
+    // Each source says what is wrong; the daemon still serves partners.
+    let status: serde_json::Value =
+        serde_json::from_slice(&d.dg(&["status", "--json"]).stdout).unwrap();
+    let sources = status["sources"].as_array().unwrap();
+    let stalled: Vec<&serde_json::Value> = sources
+        .iter()
+        .filter(|s| s["source"].as_str().unwrap().starts_with("stalled"))
+        .collect();
+    assert_eq!(stalled.len(), 16, "{status}");
+    for s in stalled {
+        assert!(
+            s["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("no answer within 250ms")),
+            "{s}"
+        );
+    }
+    let out = sftp(&d, daemon.sftp_port(), &demo_key(&d), "ls inbox\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    daemon.terminate();
+}

@@ -277,13 +277,22 @@ impl Daemon {
 
     /// The most memory the daemon has held so far (VmHWM), in MiB.
     pub fn peak_rss_mib(&self) -> u64 {
+        self.memory_mib("VmHWM:")
+    }
+
+    /// Resident memory now.
+    pub fn rss_mib(&self) -> u64 {
+        self.memory_mib("VmRSS:")
+    }
+
+    fn memory_mib(&self, field: &str) -> u64 {
         let pid = self.child.as_ref().expect("running").id();
         let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         let kib: u64 = status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmHWM in /proc/PID/status");
+            .unwrap_or_else(|| panic!("{field} in /proc/PID/status"));
         kib / 1024
     }
 

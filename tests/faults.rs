@@ -271,3 +271,60 @@ fn a_thousand_polls_of_stalled_servers_time_out_and_leave_nothing_behind() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     daemon.terminate();
 }
+
+#[test]
+fn a_ledger_locked_by_another_process_is_waited_out_and_no_file_is_skipped() {
+    let d = Deployment::new();
+    let daemon = d.start();
+    // Another process takes the ledger's write lock and keeps it.
+    let mut locker = rusqlite::Connection::open(d.path("spool/ledger.db")).unwrap();
+    let lock = locker
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
+        .unwrap();
+    for i in 0..5 {
+        d.drop_file(
+            &format!("news2_{i}.csv"),
+            news2_csv(50 + i, 5, i * 100).as_bytes(),
+        );
+    }
+    let upload = d.write_input("news2_up.csv", news2_csv(7, 3, 900).as_bytes());
+    let put = format!(
+        "sftp.put({:?}, 'inbox/news2_up.csv')\nprint('put')\n",
+        upload.display().to_string()
+    );
+    let port = daemon.sftp_port();
+    let out = std::thread::scope(|scope| {
+        let uploader = scope.spawn(|| paramiko(&d, port, &put));
+        std::thread::sleep(Duration::from_secs(8));
+        // Nothing got past the lock, and nothing was given up on: the
+        // dropped files wait where they are and the upload is not answered.
+        assert_eq!(file_names(&d.drop_folder()).len(), 5);
+        if uploader.is_finished() {
+            let out = uploader.join().unwrap();
+            panic!(
+                "answered under the lock: {} {}",
+                text(&out.stdout),
+                text(&out.stderr)
+            );
+        }
+        lock.rollback().unwrap();
+        uploader.join().unwrap()
+    });
+    assert!(text(&out.stdout).contains("put"), "{}", text(&out.stderr));
+    wait_for("every file loaded", Duration::from_secs(60), || {
+        d.files().iter().filter(|f| f["state"] == "loaded").count() == 6
+    });
+    let log = daemon.terminate();
+    assert!(
+        log.contains("the ledger is locked by another writer; waiting for it"),
+        "said why: {log}"
+    );
+    let rows: i64 = d
+        .files()
+        .iter()
+        .map(|f| f["rows_loaded"].as_i64().unwrap())
+        .sum();
+    assert_eq!(rows, (50..55).sum::<i64>() + 7, "every row, once");
+    assert!(file_names(&d.drop_folder()).is_empty());
+    assert_eq!(d.string("PRAGMA integrity_check"), "ok");
+}

@@ -53,6 +53,8 @@ pub use status::{
 
 /// How long (in ms) a connection waits for another's write transaction.
 const BUSY_WAIT_MS: i32 = 600_000;
+/// How many busy attempts (about a millisecond each) pass between warnings.
+const BUSY_WARN_EVERY: i32 = 3_000;
 
 /// Where time comes from, so tests can fix it.
 pub trait Clock: Send + Sync + fmt::Debug {
@@ -366,6 +368,14 @@ impl Ledger {
         // millisecond rather than with SQLite's growing sleeps, so a waiting
         // landing takes the lock in the short gap between two batches.
         conn.busy_handler(Some(|attempt| {
+            if attempt > 0 && attempt % BUSY_WARN_EVERY == 0 {
+                // Another process (an admin's sqlite3 shell, a backup)
+                // holding the lock looks like a hang unless it is said.
+                tracing::warn!(
+                    waited_s = attempt / 1000,
+                    "the ledger is locked by another writer; waiting for it"
+                );
+            }
             std::thread::sleep(Duration::from_millis(1));
             attempt < BUSY_WAIT_MS
         }))?;

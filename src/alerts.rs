@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::config::{Band, Config, Feed};
 use crate::forward::{self, Contents, Parcel};
-use crate::ledger::{AlertRow, FileState, Ledger, LedgerError, SystemClock};
+use crate::ledger::{AlertRow, FileState, Ledger, LedgerError, Settles, SystemClock};
 
 pub const FILE_MISSING: &str = "file_missing";
 pub const ROW_COUNT: &str = "row_count";
@@ -300,7 +300,7 @@ pub async fn send(config: &Config, alert: &AlertRow, ledger: &Mutex<Ledger>) {
             sha256: &sha256,
             size: body.len() as u64,
         };
-        let pushed = forward::deliver(destination, &parcel, ledger).await;
+        let pushed = forward::deliver(destination, &parcel, Settles::Nothing, ledger).await;
         crate::metrics::METRICS.delivery("alert", name, pushed.is_ok());
         if let Err(e) = pushed {
             tracing::error!(alert_id = alert.id, error = %e, "the alert was not pushed");

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use crate::config::Destination;
-use crate::ledger::{DeliveryEvent, Ledger};
+use crate::ledger::{DeliveryEvent, Ledger, Settles};
 use crate::remote::RemoteError;
 use crate::remote::{Connection, Upload};
 
@@ -34,19 +34,29 @@ pub struct Parcel<'a> {
 pub async fn deliver(
     destination: &Destination,
     parcel: &Parcel<'_>,
+    settles: Settles<'_>,
     ledger: &Mutex<Ledger>,
 ) -> Result<u32, RemoteError> {
-    deliver_all(destination, None, std::slice::from_ref(parcel), ledger).await
+    deliver_all(
+        destination,
+        None,
+        std::slice::from_ref(parcel),
+        settles,
+        ledger,
+    )
+    .await
 }
 
 /// Delivers files together, in order, in one session (into `folder`,
 /// created when missing, when given), retrying the whole shipment as the
-/// destination's settings say. Each file is recorded as delivered, or the
-/// shipment as failed, per file.
+/// destination's settings say. Each file is recorded as delivered, with
+/// what the shipment `settles` in the same transaction, or the shipment as
+/// failed, per file.
 pub async fn deliver_all(
     destination: &Destination,
     folder: Option<&str>,
     parcels: &[Parcel<'_>],
+    settles: Settles<'_>,
     ledger: &Mutex<Ledger>,
 ) -> Result<u32, RemoteError> {
     let remote_name = |parcel: &Parcel<'_>| match folder {
@@ -115,8 +125,28 @@ pub async fn deliver_all(
         .await;
         match result {
             Ok(()) => {
-                for parcel in parcels {
-                    record(parcel, attempt, "delivered", None);
+                let names: Vec<String> = parcels.iter().map(remote_name).collect();
+                let events: Vec<DeliveryEvent<'_>> = parcels
+                    .iter()
+                    .zip(&names)
+                    .map(|(parcel, name)| DeliveryEvent {
+                        destination: &destination.name,
+                        file_id: parcel.file_id,
+                        name,
+                        sha256: parcel.sha256,
+                        size: parcel.size,
+                        attempt,
+                        event: "delivered",
+                        detail: None,
+                    })
+                    .collect();
+                let recorded = ledger
+                    .lock()
+                    .expect("ledger lock")
+                    .delivered(&events, attempt, settles);
+                if let Err(e) = recorded {
+                    // Left pending, it is sent again: the same name, replaced.
+                    tracing::error!(destination = %destination.name, error = %e, "delivered, but could not record it; it will be sent again");
                 }
                 let file_ids: Vec<i64> = parcels.iter().filter_map(|p| p.file_id).collect();
                 tracing::info!(destination = %destination.name, files = parcels.len(), ?file_ids, attempt, "delivered");

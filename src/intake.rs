@@ -117,6 +117,15 @@ impl Intake {
         ledger.taken(source, path, size, mtime)
     }
 
+    /// Blocking: notes that a polled file's server copy was deleted or moved
+    /// aside, after it was received.
+    pub fn sender_removed(&self, file_id: i64) {
+        let mut ledger = self.ledger.lock().expect("ledger lock");
+        if let Err(e) = ledger.record_sender_removed(&[file_id]) {
+            tracing::warn!(error = %e, file_id, "could not record the removal of the server's copy");
+        }
+    }
+
     /// Blocking: notes how a source's latest poll went.
     pub fn source_checked(&self, source: &str, poll: &PollReport<'_>) {
         let mut ledger = self.ledger.lock().expect("ledger lock");

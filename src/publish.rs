@@ -21,7 +21,7 @@ use crate::config::{AgeRecipients, CatchUp, Config, ExportMode, ExportSchedule, 
 use crate::export::manifest::{self, Manifest};
 use crate::export::{Output, OutputFile, Target};
 use crate::ledger::{
-    Clock, Ledger, LedgerError, RunEnd, RunOutcome, RunStart, SystemClock, Watermark,
+    Clock, Ledger, LedgerError, RunEnd, RunOutcome, RunStart, Settles, SystemClock, Watermark,
 };
 use crate::metrics::METRICS;
 use crate::records::{self, Allowed, Kind};
@@ -677,21 +677,34 @@ pub async fn push_pending(
                         size: *size,
                     })
                     .collect();
-                crate::forward::deliver_all(destination, Some(&push.export_id), &parcels, &ledger)
-                    .await
-                    .map_err(|e| (destination.attempts, e.to_string()))
+                // Delivered is recorded with the push's outcome, in one transaction.
+                let settles = Settles::ExportPush {
+                    run_id: push.run_id,
+                    destination: &push.destination,
+                };
+                crate::forward::deliver_all(
+                    destination,
+                    Some(&push.export_id),
+                    &parcels,
+                    settles,
+                    &ledger,
+                )
+                .await
+                .map_err(|e| (destination.attempts, e.to_string()))
             }
         };
-        let (attempts, error) = match &outcome {
-            Ok(attempt) => (*attempt, None),
-            Err((attempts, error)) => (*attempts, Some(error.as_str())),
+        let error = match &outcome {
+            Ok(_) => None,
+            Err((attempts, error)) => {
+                ledger.lock().expect("ledger lock").finish_export_delivery(
+                    push.run_id,
+                    &push.destination,
+                    *attempts,
+                    Some(error),
+                )?;
+                Some(error.as_str())
+            }
         };
-        ledger.lock().expect("ledger lock").finish_export_delivery(
-            push.run_id,
-            &push.destination,
-            attempts,
-            error,
-        )?;
         METRICS.delivery("export", &push.destination, error.is_none());
         match error {
             None => {

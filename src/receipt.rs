@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::forward::{self, Parcel};
-use crate::ledger::{FileRow, Ledger, LedgerError, StoredProblem, SystemClock};
+use crate::ledger::{FileRow, Ledger, LedgerError, Settles, StoredProblem, SystemClock};
 use crate::metrics::METRICS;
 use crate::spool::{Spool, sync_dir};
 
@@ -422,7 +422,7 @@ async fn push(config: &Config, due: Vec<Due>) {
                 sha256: &receipt.sha256,
                 size: receipt.size,
             };
-            let pushed = forward::deliver(destination, &parcel, ledger).await;
+            let pushed = forward::deliver(destination, &parcel, Settles::Nothing, ledger).await;
             METRICS.delivery("receipt", &receipt.destination, pushed.is_ok());
             if let Err(e) = pushed {
                 tracing::error!(file_id = receipt.file_id, error = %e, "a receipt was not pushed; it is tried again later");

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use crate::config::{AgeRecipients, Config, Route};
 use crate::decrypt;
 use crate::forward::{self, Parcel};
-use crate::ledger::{Ledger, Routed, SystemClock};
+use crate::ledger::{Ledger, Routed, Settles, SystemClock};
 use crate::metrics::METRICS;
 use crate::schema::Layout;
 use crate::spool::Spool;
@@ -181,12 +181,18 @@ pub async fn forward_pending(
             sha256: &sha256,
             size,
         };
-        let sent = forward::deliver(destination, &parcel, ledger).await;
+        // Delivered is recorded with the route's outcome, in one transaction.
+        let settles = Settles::Route {
+            file_id: file.file_id,
+            route: &route.name,
+            grant: &grant,
+        };
+        let sent = forward::deliver(destination, &parcel, settles, ledger).await;
         if let Prepared::Sealed { path, .. } = &prepared {
             let _ = std::fs::remove_file(path);
         }
         match sent {
-            Ok(attempt) => finish("delivered", attempt, Some(&grant), None)?,
+            Ok(_) => METRICS.delivery("route", &route.destination, true),
             Err(e) => finish(
                 "failed",
                 destination.attempts,

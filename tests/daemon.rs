@@ -238,14 +238,16 @@ fn kill_9_at_any_moment_loses_and_duplicates_nothing() {
     );
 }
 
-/// SIGKILL while a large file is being copied, decrypted or loaded: the
-/// restart must finish it, with every row exactly once.
+/// SIGKILL while a large file, recorded as received, is decrypted and
+/// loaded: the restart must finish it, with every row exactly once. (Kills
+/// while files are copied in are `kill_points`' business.)
 #[test]
 fn kill_9_during_a_large_file_loses_and_duplicates_nothing() {
     let d = Deployment::new();
     let rows = 60_000u32;
     let mut daemon = d.start();
-    let delays_ms = [150u64, 600, 1200];
+    // After the file is recorded as received: at once, soon, later.
+    let delays_ms = [0u64, 100, 300];
     let mut interrupted = 0;
     for (i, delay) in delays_ms.iter().enumerate() {
         let plain = d.write_input(
@@ -257,8 +259,11 @@ fn kill_9_during_a_large_file_loses_and_duplicates_nothing() {
             &format!("news2_big{i}.csv.age"),
             &fs::read(&encrypted).unwrap(),
         );
-        std::thread::sleep(Duration::from_millis(*delay));
         let expected = i as i64 + 1;
+        wait_for("the large file to land", Duration::from_secs(60), || {
+            d.count("SELECT count(*) FROM files") == expected
+        });
+        std::thread::sleep(Duration::from_millis(*delay));
         daemon.kill9();
         if d.count("SELECT count(*) FROM files WHERE state = 'loaded'") < expected {
             interrupted += 1;

@@ -6,6 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::harness::*;
+use crate::sshd::Sshd;
 
 /// A tmpfs of `size` mounted over `dir` (its contents copied in first),
 /// unmounted when dropped. Mounting needs root, which the test machines
@@ -67,6 +68,17 @@ fn a_full_spool_makes_new_files_wait_says_why_once_and_resumes_by_itself() {
         )
         // The partner's folder is its own disk, not the spool's.
         .replace("../spool/drop/demo-carehome", "../drop/demo-carehome");
+    // And a partner's SFTP server, polled.
+    let server = Sshd::start();
+    let outgoing = server.root().join("outgoing");
+    fs::create_dir_all(&outgoing).unwrap();
+    let config = format!(
+        "{config}\n[sources.partner-sftp]\nkind = \"sftp\"\npartner = \"demo-carehome\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{}\"\nprivate_key = \"{}\"\nhost_key = \"{}\"\nfolder = \"outgoing\"\nmatch = [\"news2_*\"]\npoll_interval = \"200ms\"\nmin_age = \"300ms\"\n",
+        server.port(),
+        server.user(),
+        server.client_key().display(),
+        server.host_key(),
+    );
     let d = Deployment::with_config(&config);
     let disk = SmallDisk::mount(&d.path("spool"), "32m");
     let daemon = d.start();
@@ -76,6 +88,9 @@ fn a_full_spool_makes_new_files_wait_says_why_once_and_resumes_by_itself() {
     let filler = d.path("spool/filler");
     let leave = 4 << 20;
     fs::write(&filler, vec![0u8; (disk.free() - leave) as usize]).unwrap();
+    // Free space is read again at most every 250 ms.
+    std::thread::sleep(Duration::from_millis(300));
+    fs::write(outgoing.join("news2_polled.csv"), news2_csv(30, 3, 900)).unwrap();
     let small = news2_csv(20, 4, 0);
     let large = news2_csv(2000, 40, 100);
     assert!(
@@ -102,12 +117,27 @@ fn a_full_spool_makes_new_files_wait_says_why_once_and_resumes_by_itself() {
     );
     // Waiting: the sender's copies untouched, nothing half-taken.
     std::thread::sleep(Duration::from_secs(3));
-    assert!(d.files().is_empty());
+    assert!(d.files().is_empty(), "{:?}\n{}", d.files(), daemon.log());
     assert_eq!(file_names(&folder), ["news2_large.csv", "news2_small.csv"]);
     assert!(file_names(&d.path("spool/tmp")).is_empty());
+    assert_eq!(
+        file_names(&outgoing),
+        ["news2_polled.csv"],
+        "the server's copy stays"
+    );
     let status: serde_json::Value =
         serde_json::from_slice(&d.dg(&["status", "--json"]).stdout).unwrap();
     assert_eq!(status["spool"]["no_room"], true, "{status}");
+    let polled = status["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["source"] == "partner-sftp")
+        .unwrap();
+    assert_eq!(
+        polled["last_error"], "paused: the spool has no room",
+        "{polled}"
+    );
     let log = daemon.log();
     assert_eq!(
         log.matches("the spool has no room").count(),
@@ -119,9 +149,12 @@ fn a_full_spool_makes_new_files_wait_says_why_once_and_resumes_by_itself() {
     // Room again: everything waiting is taken, by itself.
     fs::remove_file(&filler).unwrap();
     wait_for("the waiting files", Duration::from_secs(30), || {
-        d.files().iter().filter(|f| f["state"] == "loaded").count() == 2
+        d.files().iter().filter(|f| f["state"] == "loaded").count() == 3
     });
     assert!(file_names(&folder).is_empty());
+    wait_for("the server's copy to go", Duration::from_secs(10), || {
+        file_names(&outgoing).is_empty()
+    });
     let put = format!(
         "sftp.put({:?}, 'inbox/news2_up.csv')\n",
         upload.display().to_string()
@@ -129,7 +162,7 @@ fn a_full_spool_makes_new_files_wait_says_why_once_and_resumes_by_itself() {
     let out = paramiko(&d, port, &put);
     assert!(out.status.success(), "{}", text(&out.stderr));
     wait_for("the upload", Duration::from_secs(30), || {
-        d.files().iter().filter(|f| f["state"] == "loaded").count() == 3
+        d.files().iter().filter(|f| f["state"] == "loaded").count() == 4
     });
     let log = daemon.terminate();
     assert!(log.contains("the spool has room again"), "{log}");
@@ -138,7 +171,7 @@ fn a_full_spool_makes_new_files_wait_says_why_once_and_resumes_by_itself() {
         .iter()
         .map(|f| f["name"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(names.len(), 3, "each once: {names:?}");
+    assert_eq!(names.len(), 4, "each once: {names:?}");
     assert_eq!(d.string("PRAGMA integrity_check"), "ok");
     assert_payloads_match_ledger(&d);
     let refusals = d.count(

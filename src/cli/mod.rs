@@ -667,7 +667,12 @@ fn push(config: &Config, name: &str, paths: &[PathBuf]) -> anyhow::Result<ExitCo
             sha256: &sha256,
             size: bytes.len() as u64,
         };
-        match runtime.block_on(dropgate::forward::deliver(destination, &parcel, &ledger)) {
+        match runtime.block_on(dropgate::forward::deliver(
+            destination,
+            &parcel,
+            dropgate::ledger::Settles::Nothing,
+            &ledger,
+        )) {
             Ok(attempt) => println!("{}\tdelivered\tattempt {attempt}", escaped(&file_name)),
             Err(e) => {
                 all_delivered = false;

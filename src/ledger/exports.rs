@@ -377,24 +377,7 @@ impl Ledger {
         error: Option<&str>,
     ) -> Result<()> {
         let now = self.now();
-        self.conn.execute(
-            "UPDATE export_deliveries SET state = ?3, attempts = attempts + ?4, error = ?5,
-                    updated_at = ?6
-             WHERE run_id = ?1 AND destination = ?2",
-            params![
-                run_id,
-                destination,
-                if error.is_none() {
-                    "delivered"
-                } else {
-                    "failed"
-                },
-                attempts,
-                error,
-                now
-            ],
-        )?;
-        Ok(())
+        finish_export_push(&self.conn, &now, run_id, destination, attempts, error)
     }
 
     /// Each destination's push of a run: destination, state, error.
@@ -570,4 +553,34 @@ impl Snapshot<'_> {
     pub fn connection(&self) -> &Connection {
         &self.tx
     }
+}
+
+/// Finishes a run's push to one destination: `delivered`, or `failed` with
+/// the error.
+pub(super) fn finish_export_push(
+    conn: &Connection,
+    now: &str,
+    run_id: i64,
+    destination: &str,
+    attempts: u32,
+    error: Option<&str>,
+) -> Result<()> {
+    conn.execute(
+        "UPDATE export_deliveries SET state = ?3, attempts = attempts + ?4, error = ?5,
+                updated_at = ?6
+         WHERE run_id = ?1 AND destination = ?2",
+        params![
+            run_id,
+            destination,
+            if error.is_none() {
+                "delivered"
+            } else {
+                "failed"
+            },
+            attempts,
+            error,
+            now
+        ],
+    )?;
+    Ok(())
 }

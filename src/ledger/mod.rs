@@ -48,7 +48,7 @@ pub use records::{
 pub use retention::{Counts, Hold, HoldOn, KeptExport, KeptPayload, KeptRecords, Measure};
 pub use routes::{RouteDelivery, Routed};
 pub use status::{
-    DeliveryEvent, DestinationActivity, FeedActivity, PollReport, SourceStatus, Status,
+    DeliveryEvent, DestinationActivity, FeedActivity, PollReport, Settles, SourceStatus, Status,
 };
 
 /// How long (in ms) a connection waits for another's write transaction.

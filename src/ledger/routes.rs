@@ -178,39 +178,7 @@ impl Ledger {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let (partner, destination): (String, String) = tx.query_row(
-            "SELECT f.partner, d.destination FROM route_deliveries d JOIN files f ON f.id = d.file_id
-             WHERE d.file_id = ?1 AND d.route = ?2",
-            params![file_id, route],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        tx.execute(
-            "UPDATE route_deliveries SET state = ?3, attempts = attempts + ?4, grant_name = ?5,
-                    error = ?6, updated_at = ?7
-             WHERE file_id = ?1 AND route = ?2",
-            params![file_id, route, state, attempts, grant, error, now],
-        )?;
-        append_audit(
-            &tx,
-            &now,
-            &AuditEvent {
-                partner: Some(&partner),
-                action: if state == "refused" {
-                    "route_refused"
-                } else {
-                    "route"
-                },
-                file_id: Some(file_id),
-                detail: Some(serde_json::json!({
-                    "route": route,
-                    "destination": destination,
-                    "state": state,
-                    "grant": grant,
-                    "error": error,
-                })),
-                ..AuditEvent::default()
-            },
-        )?;
+        finish_route(&tx, &now, file_id, route, state, attempts, grant, error)?;
         tx.commit()?;
         Ok(())
     }
@@ -258,4 +226,53 @@ impl Ledger {
         }
         Ok(states)
     }
+}
+
+/// Finishes a file's forwarding by a route, audited, in the caller's
+/// transaction.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn finish_route(
+    tx: &rusqlite::Transaction<'_>,
+    now: &str,
+    file_id: i64,
+    route: &str,
+    state: &str,
+    attempts: u32,
+    grant: Option<&str>,
+    error: Option<&str>,
+) -> Result<()> {
+    let (partner, destination): (String, String) = tx.query_row(
+        "SELECT f.partner, d.destination FROM route_deliveries d JOIN files f ON f.id = d.file_id
+         WHERE d.file_id = ?1 AND d.route = ?2",
+        params![file_id, route],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    tx.execute(
+        "UPDATE route_deliveries SET state = ?3, attempts = attempts + ?4, grant_name = ?5,
+                error = ?6, updated_at = ?7
+         WHERE file_id = ?1 AND route = ?2",
+        params![file_id, route, state, attempts, grant, error, now],
+    )?;
+    append_audit(
+        tx,
+        now,
+        &AuditEvent {
+            partner: Some(&partner),
+            action: if state == "refused" {
+                "route_refused"
+            } else {
+                "route"
+            },
+            file_id: Some(file_id),
+            detail: Some(serde_json::json!({
+                "route": route,
+                "destination": destination,
+                "state": state,
+                "grant": grant,
+                "error": error,
+            })),
+            ..AuditEvent::default()
+        },
+    )?;
+    Ok(())
 }

@@ -20,6 +20,40 @@ pub struct DeliveryEvent<'a> {
     pub detail: Option<serde_json::Value>,
 }
 
+/// What a delivery settles besides its own events, recorded with them.
+#[derive(Debug, Clone, Copy)]
+pub enum Settles<'a> {
+    /// Nothing more: a receipt, an alert, a push by hand.
+    Nothing,
+    /// A file's forwarding by a route, under the grant that allowed it.
+    Route {
+        file_id: i64,
+        route: &'a str,
+        grant: &'a str,
+    },
+    /// An export run's push to one destination.
+    ExportPush { run_id: i64, destination: &'a str },
+}
+
+fn insert_delivery(conn: &Connection, at: &str, event: &DeliveryEvent<'_>) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO delivery_events (at, destination, file_id, name, sha256, size, attempt, event, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        at,
+        event.destination,
+        event.file_id,
+        event.name,
+        event.sha256,
+        event.size,
+        event.attempt,
+        event.event,
+        event.detail.as_ref().map(|d| d.to_string())
+    ])?;
+    Ok(())
+}
+
 /// How one poll of a remote source went.
 #[derive(Debug)]
 pub struct PollReport<'a> {
@@ -62,22 +96,47 @@ impl Ledger {
     /// Appends one delivery event (an attempt that failed, or the outcome).
     pub fn delivery(&mut self, event: &DeliveryEvent<'_>) -> Result<()> {
         let at = self.now();
-        self.conn
-            .prepare_cached(
-                "INSERT INTO delivery_events (at, destination, file_id, name, sha256, size, attempt, event, detail)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![
-                at,
-                event.destination,
-                event.file_id,
-                event.name,
-                event.sha256,
-                event.size,
-                event.attempt,
-                event.event,
-                event.detail.as_ref().map(|d| d.to_string())
-            ])?;
+        insert_delivery(&self.conn, &at, event)
+    }
+
+    /// Records a shipment delivered: its `delivered` events and what it
+    /// settles, in one transaction, so that a stop cannot leave it recorded
+    /// as sent but still pending, to be sent again.
+    pub fn delivered(
+        &mut self,
+        events: &[DeliveryEvent<'_>],
+        attempt: u32,
+        settles: Settles<'_>,
+    ) -> Result<()> {
+        let now = self.now();
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        for event in events {
+            insert_delivery(&tx, &now, event)?;
+        }
+        match settles {
+            Settles::Nothing => {}
+            Settles::Route {
+                file_id,
+                route,
+                grant,
+            } => super::routes::finish_route(
+                &tx,
+                &now,
+                file_id,
+                route,
+                "delivered",
+                attempt,
+                Some(grant),
+                None,
+            )?,
+            Settles::ExportPush {
+                run_id,
+                destination,
+            } => super::exports::finish_export_push(&tx, &now, run_id, destination, attempt, None)?,
+        }
+        tx.commit()?;
         Ok(())
     }
 

@@ -356,6 +356,61 @@ fn the_look_ups_made_for_every_file_are_not_prepared_again_on_every_use() {
 }
 
 #[test]
+fn a_delivery_and_the_route_it_settles_are_recorded_together() {
+    let mut ledger = testing::ledger();
+    ledger.register_routes(["to-gp"]).unwrap();
+    let id = testing::received(&mut ledger, "a.csv");
+    ledger
+        .queue_routed("to-gp", "gp", "news2", &["received"], 0)
+        .unwrap();
+    let event = DeliveryEvent {
+        destination: "gp",
+        file_id: Some(id),
+        name: "news2-1.csv",
+        sha256: "00",
+        size: 1,
+        attempt: 2,
+        event: "delivered",
+        detail: None,
+    };
+    let settles = Settles::Route {
+        file_id: id,
+        route: "to-gp",
+        grant: "g",
+    };
+    // A route that is not queued: nothing of the delivery is kept either.
+    let unqueued = Settles::Route {
+        file_id: id,
+        route: "to-elsewhere",
+        grant: "g",
+    };
+    assert!(
+        ledger
+            .delivered(std::slice::from_ref(&event), 2, unqueued)
+            .is_err()
+    );
+    let delivered = |ledger: &Ledger| -> i64 {
+        ledger
+            .conn
+            .query_row(
+                "SELECT count(*) FROM delivery_events WHERE event = 'delivered'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    assert_eq!(delivered(&ledger), 0);
+    ledger.delivered(&[event], 2, settles).unwrap();
+    assert_eq!(delivered(&ledger), 1);
+    assert!(ledger.pending_routed("to-gp").unwrap().is_empty());
+    let route = &ledger.route_deliveries(id).unwrap()[0];
+    assert_eq!(
+        (route.state.as_str(), route.attempts, route.grant.as_deref()),
+        ("delivered", 2, Some("g"))
+    );
+}
+
+#[test]
 fn a_failed_forwarding_is_queued_again_only_while_its_file_is_recent() {
     let mut ledger = testing::ledger();
     ledger.register_routes(["to-gp"]).unwrap();

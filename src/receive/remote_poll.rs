@@ -356,6 +356,12 @@ impl Poller {
         match &done {
             Ok(()) => {
                 self.cleanups.remove(&file.name);
+                if settings.after != AfterTake::Leave {
+                    let intake = intake.clone();
+                    tokio::task::spawn_blocking(move || intake.sender_removed(file_id))
+                        .await
+                        .expect("ledger update does not panic");
+                }
             }
             Err(e) => {
                 let failures = self.cleanups.get(&file.name).map_or(1, |c| c.failures + 1);

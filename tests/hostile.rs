@@ -1094,3 +1094,63 @@ fn a_thousand_stalled_connections_leave_no_descriptor_or_memory_behind() {
         "{attempts} stalled connections: descriptors {fds_before} -> {fds_after}, peak RSS {rss_before} -> {rss_after} MiB"
     );
 }
+
+/// A 2 GiB line in a plain file, and an age file whose plaintext is a
+/// header and then 3 GiB without a line end: each is quarantined for a
+/// record over the cap, read as a stream (peak RSS under the cap), and a
+/// good file dropped after them is loaded too.
+#[test]
+fn gigabyte_lines_in_plain_and_age_files_are_quarantined_in_bounded_memory() {
+    let d = Deployment::new();
+    let daemon = d.start();
+    let staging = d.path("staging");
+    fs::create_dir_all(&staging).unwrap();
+    let shell = |script: String| {
+        let status = Command::new("sh").arg("-c").arg(&script).status().unwrap();
+        assert!(status.success(), "{script}");
+    };
+    let made = Instant::now();
+    shell(format!(
+        "head -c 2G /dev/zero | tr '\\0' x > {}",
+        staging.join("news2_line.csv").display()
+    ));
+    shell(format!(
+        "{{ printf '%s\\n' '{HEADER}'; head -c 3G /dev/zero | tr '\\0' x; }} | age -r {} > {}",
+        d.recipient,
+        staging.join("news2_huge.csv.age").display()
+    ));
+    let made = made.elapsed();
+    let started = Instant::now();
+    for name in ["news2_line.csv", "news2_huge.csv.age"] {
+        fs::rename(staging.join(name), d.drop_folder().join(name)).unwrap();
+    }
+    d.drop_file("news2_good.csv", news2_csv(5, 2, 0).as_bytes());
+    wait_for("all three settled", Duration::from_secs(900), || {
+        d.count("SELECT count(*) FROM files WHERE state <> 'received'") == 3
+    });
+    let took = started.elapsed();
+    assert_eq!(
+        d.strings("SELECT name || ' ' || state FROM files ORDER BY name"),
+        [
+            "news2_good.csv loaded",
+            "news2_huge.csv.age quarantined",
+            "news2_line.csv quarantined"
+        ]
+    );
+    let codes = |name: &str| {
+        problem_codes(
+            &d,
+            d.count(&format!("SELECT id FROM files WHERE name = '{name}'")),
+        )
+    };
+    assert_eq!(codes("news2_line.csv"), [(1, "header_too_large".into())]);
+    assert_eq!(
+        codes("news2_huge.csv.age"),
+        [(2, "record_too_large".into())]
+    );
+    assert_bounded_memory(&daemon);
+    eprintln!(
+        "made in {made:?}; settled in {took:?}; peak RSS {} MiB",
+        daemon.peak_rss_mib()
+    );
+}

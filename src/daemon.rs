@@ -594,6 +594,7 @@ fn process_until_stopped(
     let (stop, finishing) = (&*turns.stop, &*turns.finishing);
     let landings = processor.landings();
     let progress = processor.progress();
+    let mut failures = crate::repeated::Repeated::default();
     while !stop.load(Ordering::SeqCst) && !finishing.load(Ordering::SeqCst) {
         progress.beat();
         // Between batches: a batch in hand finishes on the configuration
@@ -612,9 +613,14 @@ fn process_until_stopped(
         if let Err(e) = processor.drain(&mut ledger, stop, &turns.hold) {
             // Not a file's fault (those are counted and quarantined): the
             // disk or the database. Waiting may cure it; shutdown wakes it.
-            tracing::error!(error = %e, "processing failed; retrying in 5s");
+            if let Some(unlogged) = failures.failed() {
+                tracing::error!(error = %e, failures_since_last_logged = unlogged, "processing failed; retrying every 5s");
+            }
             let _ = wake.recv_timeout(Duration::from_secs(5));
             continue;
+        }
+        if failures.mended() {
+            tracing::info!("processing works again");
         }
         // Also wakes once a second for files queued by other processes (`replay`).
         let _ = wake.recv_timeout(Duration::from_secs(1));

@@ -27,6 +27,7 @@ pub mod receipt;
 pub mod receive;
 pub mod records;
 pub mod remote;
+pub mod repeated;
 pub mod retention;
 pub mod route;
 pub mod schedule;

@@ -361,6 +361,7 @@ pub async fn run_receipts(config: Arc<Config>, mut shutdown: watch::Receiver<boo
     let mut retry_at = tokio::time::Instant::now();
     // One connection for every pass, opened again only after it failed to open.
     let mut kept: Option<Ledger> = None;
+    let mut failures = crate::repeated::Repeated::default();
     loop {
         let retrying = tokio::time::Instant::now() >= retry_at;
         let (pass, ledger, moved_on) = {
@@ -383,13 +384,20 @@ pub async fn run_receipts(config: Arc<Config>, mut shutdown: watch::Receiver<boo
         progress = moved_on;
         match pass {
             Ok((due, retried)) => {
+                if failures.mended() {
+                    tracing::info!("receipts are written again");
+                }
                 if retried {
                     retry_at =
                         tokio::time::Instant::now() + PUSH_RETRY_AFTER.to_std().expect("positive");
                 }
                 push(&config, due).await;
             }
-            Err(e) => tracing::error!(error = %e, "cannot write or push receipts; trying again"),
+            Err(e) => {
+                if let Some(unlogged) = failures.failed() {
+                    tracing::error!(error = %e, failures_since_last_logged = unlogged, "cannot write or push receipts; trying again");
+                }
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}

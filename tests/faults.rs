@@ -361,3 +361,138 @@ fn a_ledger_locked_by_another_process_is_waited_out_and_no_file_is_skipped() {
     assert!(file_names(&d.drop_folder()).is_empty());
     assert_eq!(d.string("PRAGMA integrity_check"), "ok");
 }
+
+/// Builds the LD_PRELOAD shim (`tests/fixtures/eio.c`) that fails the
+/// ledger's writes and syncs with EIO while `flag` exists.
+fn eio_shim(d: &Deployment) -> PathBuf {
+    let shim = d.path("eio.so");
+    let out = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&shim)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/eio.c"))
+        .arg("-ldl")
+        .output()
+        .expect("cc (the Rust build needs it too)");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    shim
+}
+
+#[test]
+fn ledger_io_errors_are_said_and_retried_and_no_file_is_skipped() {
+    let d = Deployment::new();
+    let shim = eio_shim(&d);
+    let flag = d.path("ledger-fails");
+    let daemon = d.start_with(|command| {
+        command
+            .env("LD_PRELOAD", &shim)
+            .env("DROPGATE_TEST_EIO", &flag);
+    });
+    d.drop_file("news2_before.csv", news2_csv(4, 2, 0).as_bytes());
+    wait_for("the first file", Duration::from_secs(30), || {
+        d.files().iter().any(|f| f["state"] == "loaded")
+    });
+
+    // The disk under the ledger fails every write and sync.
+    fs::write(&flag, "").unwrap();
+    for i in 0..3 {
+        d.drop_file(
+            &format!("news2_{i}.csv"),
+            news2_csv(10 + i, 3, 100 * (i + 1)).as_bytes(),
+        );
+    }
+    let upload = d.write_input("news2_up.csv", news2_csv(7, 3, 900).as_bytes());
+    // OpenSSH's client, which (unlike paramiko) reports a failed close.
+    let put = format!("put {} inbox/news2_up.csv\n", upload.display());
+    let port = daemon.sftp_port();
+    let key = demo_key(&d);
+    let out = sftp(&d, port, &key, &put);
+    assert!(
+        !out.status.success(),
+        "an upload not recorded is not acknowledged"
+    );
+    assert!(
+        text(&out.stderr).contains("close remote: Failure"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        d.files().len(),
+        1,
+        "nothing recorded while the ledger fails"
+    );
+    assert_eq!(
+        file_names(&d.drop_folder()).len(),
+        3,
+        "the dropped files wait where they are"
+    );
+    let log = daemon.log();
+    assert!(log.contains("disk I/O error"), "said why: {log}");
+
+    // The disk mends: everything is taken, once, by itself.
+    fs::remove_file(&flag).unwrap();
+    wait_for("the waiting files", Duration::from_secs(60), || {
+        d.files().iter().filter(|f| f["state"] == "loaded").count() == 4
+    });
+    let out = sftp(&d, port, &key, &put);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_for("the upload", Duration::from_secs(30), || {
+        d.files().iter().filter(|f| f["state"] == "loaded").count() == 5
+    });
+
+    // Failing in the middle of a load: a file long enough to be loading
+    // when the disk starts failing.
+    let big = 300_000;
+    d.drop_file("news2_big.csv", news2_csv(big, 500, 10_000).as_bytes());
+    wait_for("the big file received", Duration::from_secs(60), || {
+        d.files().len() == 6
+    });
+    fs::write(&flag, "").unwrap();
+    wait_for("the load to fail", Duration::from_secs(60), || {
+        daemon
+            .log()
+            .contains("processing failed; retrying every 5s")
+    });
+    assert_eq!(
+        d.string("SELECT state FROM files WHERE name = 'news2_big.csv'"),
+        "received",
+        "a load that failed is not half there"
+    );
+    fs::remove_file(&flag).unwrap();
+    wait_for("the big file loaded", Duration::from_secs(120), || {
+        d.files().iter().filter(|f| f["state"] == "loaded").count() == 6
+    });
+    let log = daemon.terminate();
+    let rows: i64 = d
+        .files()
+        .iter()
+        .map(|f| f["rows_loaded"].as_i64().unwrap())
+        .sum();
+    assert_eq!(
+        rows,
+        4 + 10 + 11 + 12 + 7 + i64::from(big),
+        "every row, once"
+    );
+    assert_eq!(
+        d.count("SELECT count(*) FROM observation_records") as u64,
+        (rows as u64) * 8,
+        "no record of the failed load kept"
+    );
+    assert_eq!(log.matches("processing failed").count(), 1, "{log}");
+    assert!(log.contains("processing works again"), "{log}");
+    assert!(file_names(&d.drop_folder()).is_empty());
+    assert_eq!(d.string("PRAGMA integrity_check"), "ok");
+    assert_payloads_match_ledger(&d);
+    assert!(!log.contains("panicked"), "{log}");
+    // Said when it began and when it ended, not on every retry.
+    assert_eq!(
+        log.matches("landing failed; will retry").count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("landing works again"), "{log}");
+    eprintln!(
+        "while the ledger failed: {} lines in the log about it",
+        log.lines().filter(|l| l.contains("disk I/O error")).count()
+    );
+}

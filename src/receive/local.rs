@@ -22,6 +22,7 @@ use super::{Settling, is_temporary_name, refuse_too_large};
 use crate::config::LocalSource;
 use crate::intake::Intake;
 use crate::land::{Arrival, LandError};
+use crate::repeated::Repeated;
 
 /// Files landed in one batch (one ledger transaction).
 const LAND_AT_ONCE: usize = 64;
@@ -74,6 +75,9 @@ pub async fn watch(
     let mut candidates: HashMap<PathBuf, Settling<Stamp>> = HashMap::new();
     // Files over `max_file_size`, as they were when refused.
     let mut refused: HashMap<PathBuf, Stamp> = HashMap::new();
+    // Failures not of a file's making (the disk, the ledger), retried on
+    // every check.
+    let mut failures = Repeated::default();
     let mut check = tokio::time::interval(settings.check_interval);
     check.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut rescan = tokio::time::interval(settings.rescan_interval);
@@ -127,6 +131,9 @@ pub async fn watch(
                             Ok(landed) => {
                                 tracing::debug!(source = %name, file_id = landed.id(), "landed");
                                 candidates.remove(path);
+                                if failures.mended() {
+                                    tracing::info!(source = %name, "landing works again");
+                                }
                             }
                             Err(LandError::Changed) => {
                                 if let Some(c) = candidates.get_mut(path) {
@@ -148,7 +155,9 @@ pub async fn watch(
                                 }
                             }
                             Err(e) => {
-                                tracing::warn!(source = %name, error = %e, "landing failed; will retry");
+                                if let Some(unlogged) = failures.failed() {
+                                    tracing::warn!(source = %name, error = %e, failures_since_last_logged = unlogged, "landing failed; will retry");
+                                }
                                 if let Some(c) = candidates.get_mut(path) {
                                     c.restart(Instant::now());
                                 }

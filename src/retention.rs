@@ -134,26 +134,41 @@ pub fn purge(
         dry_run,
         ..PurgeReport::default()
     };
-    let spool = Spool::new(&config.daemon.spool);
-    if !payloads(config, &spool, ledger, now, by, &mut report, progress)? {
-        return Ok(report);
-    }
-    if !exports(config, &spool, ledger, now, by, &mut report, progress)? {
-        return Ok(report);
-    }
-    records(config, ledger, now, by, &mut report, progress)?;
+    let mut purge = Purge {
+        config,
+        spool: Spool::new(&config.daemon.spool),
+        ledger,
+        now,
+        by,
+        report: &mut report,
+        progress,
+    };
+    // Each returns false when `progress` asked to stop.
+    let _finished = payloads(&mut purge)? && exports(&mut purge)? && records(&mut purge)?;
     Ok(report)
 }
 
-fn payloads(
-    config: &Config,
-    spool: &Spool,
-    ledger: &mut Ledger,
+/// One purge under way: what it needs, and its report so far.
+struct Purge<'a> {
+    config: &'a Config,
+    spool: Spool,
+    ledger: &'a mut Ledger,
     now: DateTime<Utc>,
-    by: &str,
-    report: &mut PurgeReport,
-    progress: &mut dyn FnMut(&PurgeReport) -> bool,
-) -> Result<bool> {
+    /// Who asked, for the audit rows.
+    by: &'a str,
+    report: &'a mut PurgeReport,
+    progress: &'a mut dyn FnMut(&PurgeReport) -> bool,
+}
+
+fn payloads(purge: &mut Purge<'_>) -> Result<bool> {
+    let (config, now, by) = (purge.config, purge.now, purge.by);
+    let Purge {
+        spool,
+        ledger,
+        report,
+        progress,
+        ..
+    } = purge;
     let dry_run = report.dry_run;
     let latest = before(now, config.shortest_payload_days());
     let mut after = 0;
@@ -241,15 +256,15 @@ fn receipt_of(spool: &Spool, partner: &str, id: i64, name: &str) -> Option<PathB
     (receipt["file_id"].as_i64() == Some(id)).then_some(path)
 }
 
-fn exports(
-    config: &Config,
-    spool: &Spool,
-    ledger: &mut Ledger,
-    now: DateTime<Utc>,
-    by: &str,
-    report: &mut PurgeReport,
-    progress: &mut dyn FnMut(&PurgeReport) -> bool,
-) -> Result<bool> {
+fn exports(purge: &mut Purge<'_>) -> Result<bool> {
+    let (config, now, by) = (purge.config, purge.now, purge.by);
+    let Purge {
+        spool,
+        ledger,
+        report,
+        progress,
+        ..
+    } = purge;
     let dry_run = report.dry_run;
     let latest = before(now, config.shortest_payload_days());
     let mut after = 0;
@@ -315,14 +330,14 @@ fn exports(
     }
 }
 
-fn records(
-    config: &Config,
-    ledger: &mut Ledger,
-    now: DateTime<Utc>,
-    by: &str,
-    report: &mut PurgeReport,
-    progress: &mut dyn FnMut(&PurgeReport) -> bool,
-) -> Result<bool> {
+fn records(purge: &mut Purge<'_>) -> Result<bool> {
+    let (config, now, by) = (purge.config, purge.now, purge.by);
+    let Purge {
+        ledger,
+        report,
+        progress,
+        ..
+    } = purge;
     for feed in config.feeds.values() {
         let Some(days) = feed.record_retention_days else {
             continue;

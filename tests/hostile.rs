@@ -1154,3 +1154,49 @@ fn gigabyte_lines_in_plain_and_age_files_are_quarantined_in_bounded_memory() {
         daemon.peak_rss_mib()
     );
 }
+
+/// Names a hostile partner chooses: 4 KiB long, and a feed's name in
+/// look-alike letters (Cyrillic `е` for Latin `e`). The long one is refused
+/// with a status, never stored or echoed; the look-alike is judged by its
+/// real bytes, not taken for the feed it imitates.
+#[test]
+fn long_and_look_alike_names_are_refused_or_judged_by_their_real_bytes() {
+    let d = Deployment::new();
+    let daemon = d.start();
+    let port = daemon.sftp_port();
+    let body = d.write_input("body.csv", news2_csv(3, 1, 0).as_bytes());
+    let long = format!("news2_{}.csv", "x".repeat(4096));
+    let script = format!(
+        "for name in [{long:?}, 'n\\u0435ws2_a.csv', 'news2_b.csv']:\n    try:\n        sftp.put({:?}, 'inbox/' + name)\n        print('put')\n    except IOError as e:\n        print('refused:', e)\n",
+        body.display().to_string()
+    );
+    let out = paramiko(&d, port, &script);
+    assert_eq!(
+        text(&out.stdout).lines().collect::<Vec<_>>(),
+        ["refused: [Errno 13] path too long", "put", "put"],
+        "{}",
+        text(&out.stderr)
+    );
+    wait_for("both uploads settled", Duration::from_secs(30), || {
+        d.count("SELECT count(*) FROM files WHERE state <> 'received'") == 2
+    });
+    assert_eq!(
+        d.strings(
+            "SELECT name || ' ' || state || ' ' || coalesce(reason, '-') FROM files ORDER BY id"
+        ),
+        [
+            "n\u{435}ws2_a.csv quarantined no_feed",
+            "news2_b.csv loaded -"
+        ]
+    );
+    let log = daemon.terminate();
+    assert!(log.contains("SFTP operation refused"), "{log}");
+    assert!(
+        !log.contains(&"x".repeat(64)),
+        "the long name echoed: {log}"
+    );
+    assert!(
+        !ledger_text(&d).contains(&"x".repeat(64)),
+        "the long name stored"
+    );
+}

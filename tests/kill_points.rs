@@ -326,13 +326,7 @@ host_key = \"{sftp_host_key}\"
 [sources.partner-ftp]
 kind = \"ftp\"
 partner = \"demo-carehome\"
-host = \"127.0.0.1\"
-port = {ftp_port}
-user = \"{FTP_USER}\"
-password_file = \"{ftp_password}\"
-tls = \"explicit\"
-ca_file = \"{ftp_ca}\"
-{polling}
+{ftp_login}{polling}
 [destinations.hospital]
 kind = \"sftp\"
 host = \"127.0.0.1\"
@@ -351,13 +345,7 @@ consumer = \"demo-hospital\"
 
 [destinations.archive]
 kind = \"ftp\"
-host = \"127.0.0.1\"
-port = {ftp_port}
-user = \"{FTP_USER}\"
-password_file = \"{ftp_password}\"
-tls = \"explicit\"
-ca_file = \"{ftp_ca}\"
-folder = \"incoming\"
+{ftp_login}folder = \"incoming\"
 attempts = 3
 retry_initial = \"100ms\"
 
@@ -371,9 +359,12 @@ consumer = \"demo-hospital\"
         sftp_user = sftp.user(),
         sftp_key = sftp.client_key().display(),
         sftp_host_key = sftp.host_key(),
-        ftp_port = ftp.port(),
-        ftp_password = ftp.password_file().display(),
-        ftp_ca = ftp.ca_file().display(),
+        ftp_login = format!(
+            "host = \"127.0.0.1\"\nport = {}\nuser = \"{FTP_USER}\"\npassword_file = \"{}\"\ntls = \"explicit\"\nca_file = \"{}\"\n",
+            ftp.port(),
+            ftp.password_file().display(),
+            ftp.ca_file().display()
+        ),
         hospital_port = hospital.port(),
         hospital_user = hospital.user(),
         hospital_key = hospital.client_key().display(),

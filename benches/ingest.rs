@@ -626,6 +626,7 @@ fn bare_insert(path: &Path, data: &DataSet) -> Result<Bare> {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?;
         let mut detail_ids: Vec<Option<i64>> = vec![None; data.residents.len()];
+        let mut lists: Vec<Vec<i64>> = vec![Vec::new(); data.residents.len()];
         for (index, reading) in data.readings.iter().enumerate() {
             let line = index as i64 + 2;
             let slot = &mut detail_ids[usize::from(reading.resident)];
@@ -665,7 +666,25 @@ fn bare_insert(path: &Path, data: &DataSet) -> Result<Bare> {
                 vec![&detail_id, &stamps[index], &file_id, &line];
             all.extend(values);
             set.execute(all.as_slice())?;
+            lists[usize::from(reading.resident)].push(tx.last_insert_rowid());
             records += rows.len() as u64;
+        }
+        // Each service user's list of sets, as dropgate writes them when a
+        // file's load ends.
+        let mut list = tx.prepare(
+            "INSERT INTO observation_set_lists (detail_id, first_set_id, file_id, set_ids)
+             VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for (detail_id, ids) in detail_ids.iter().zip(&lists) {
+            if let (Some(detail_id), Some(first)) = (detail_id, ids.first()) {
+                let text: Vec<String> = ids.iter().map(i64::to_string).collect();
+                list.execute(params![
+                    detail_id,
+                    first,
+                    file_id,
+                    format!("[{}]", text.join(","))
+                ])?;
+            }
         }
     }
     tx.commit()?;

@@ -14,7 +14,7 @@ pub struct Loaded {
 /// Writes every batch until there are no more (the reader has finished).
 pub fn load(
     batches: impl IntoIterator<Item = Vec<Records>>,
-    writer: &mut Writer<'_>,
+    mut writer: Writer<'_>,
 ) -> Result<Loaded> {
     let mut rows = 0;
     for batch in batches {
@@ -25,6 +25,6 @@ pub fn load(
     }
     Ok(Loaded {
         rows,
-        records: writer.records,
+        records: writer.finish()?,
     })
 }

@@ -69,6 +69,10 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
         "0020_retention",
         include_str!("migrations/0020_retention.sql"),
     ),
+    (
+        "0021_observation_set_lists",
+        include_str!("migrations/0021_observation_set_lists.sql"),
+    ),
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {

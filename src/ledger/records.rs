@@ -215,8 +215,12 @@ pub(super) fn person_records(
     let mut stmt = conn.prepare(
         "SELECT o.detail_id, o.observed_at, o.code, coalesce(o.value_text, o.value_num), o.unit,
                 o.file_id, o.line, o.set_id, o.superseded_by
-         FROM observation_records o JOIN service_users s ON s.detail_id = o.detail_id
-         WHERE s.person_id = ?1
+         FROM observation_records o
+         WHERE o.set_id IN (SELECT j.value
+                            FROM service_users s
+                            JOIN observation_set_lists l ON l.detail_id = s.detail_id,
+                                 json_each(l.set_ids) j
+                            WHERE s.person_id = ?1)
          ORDER BY o.observed_at DESC, o.set_id DESC, o.code LIMIT ?2",
     )?;
     let observations = stmt
@@ -289,7 +293,9 @@ fn person_view(conn: &Connection, person_id: i64) -> Result<PersonView> {
                         + (diastolic_bp IS NOT NULL) + (heart_rate IS NOT NULL)
                         + (consciousness IS NOT NULL) + (body_temperature IS NOT NULL)
                         + (news2_score IS NOT NULL)), 0)
-                 FROM observation_sets WHERE detail_id = s.detail_id),
+                 FROM observation_set_lists l, json_each(l.set_ids) j
+                 JOIN observation_sets o ON o.id = j.value
+                 WHERE l.detail_id = s.detail_id),
                 (SELECT count(*) FROM care_record_entries
                  WHERE detail_id = s.detail_id AND superseded_by IS NULL),
                 (SELECT count(*) FROM care_transactions

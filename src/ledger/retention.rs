@@ -109,9 +109,10 @@ const RECORD_TABLES: [&str; 7] = [
     "staff",
 ];
 
-/// Tables whose rows name a service user by `detail_id`.
+/// Tables whose rows name a service user by `detail_id` (a service user's
+/// observation sets by their lists, which an index serves).
 const DETAIL_TABLES: [&str; 6] = [
-    "observation_sets",
+    "observation_set_lists",
     "care_record_entries",
     "care_transactions",
     "alerts",
@@ -423,6 +424,11 @@ impl Ledger {
                 [],
             )? as u64;
         }
+        // The lists of the sets just deleted: not records themselves.
+        tx.execute(
+            "DELETE FROM observation_set_lists WHERE file_id IN (SELECT id FROM temp.purge_files)",
+            [],
+        )?;
         let unnamed: Vec<String> = DETAIL_TABLES
             .iter()
             .map(|t| format!("NOT EXISTS (SELECT 1 FROM {t} x WHERE x.detail_id = s.detail_id)"))

@@ -270,6 +270,90 @@ fn observations_written_before_the_inline_layout_survive_its_migration() {
 }
 
 #[test]
+fn observation_sets_indexed_by_detail_are_listed_by_their_migration_and_read_the_same() {
+    let mut conn = migrated_up_to("0021_observation_set_lists");
+    // Two files, two residents of one person interleaved with a third
+    // person's resident, and a keyed set replaced by a later version.
+    conn.execute_batch(
+        "PRAGMA foreign_keys = OFF;
+         INSERT INTO persons (id, nhs_number) VALUES (1, '9434765919'), (2, NULL);
+         INSERT INTO service_users (detail_id, source, local_id, person_id, nhs_number, file_id, line)
+             VALUES (7, 'home', 'R1', 1, '9434765919', 3, 2), (8, 'gp', 'P7', 1, '9434765919', 4, 2),
+                    (9, 'home', 'R2', 2, NULL, 3, 3);
+         INSERT INTO observation_sets (id, detail_id, observed_at, file_id, line, respiratory_rate,
+                                       consciousness, news2_score, natural_key, superseded_by) VALUES
+             (1, 7, '2026-11-22T08:00:00Z', 3, 2, 18, 'A', 1, 'k1', 4),
+             (2, 9, '2026-11-22T08:00:00Z', 3, 3, 20, NULL, NULL, NULL, NULL),
+             (3, 7, '2026-11-22T09:00:00Z', 3, 4, 19, 'V', NULL, NULL, NULL),
+             (4, 7, '2026-11-22T08:00:00Z', 4, 2, 17, 'A', 0, 'k1', NULL),
+             (5, 8, '2026-11-23T08:00:00Z', 4, 3, NULL, 'A', NULL, NULL, NULL);",
+    )
+    .unwrap();
+    migrations::migrate(&mut conn).unwrap();
+    let person = records::person_records(&conn, 8, 100).unwrap().unwrap();
+    let observations: Vec<String> = person
+        .observations
+        .iter()
+        .map(|o| {
+            let replaced = o
+                .superseded_by
+                .map(|s| format!(" by {s}"))
+                .unwrap_or_default();
+            format!(
+                "set {} of {}: {} {} (file {} line {}){replaced}",
+                o.set_id, o.detail_id, o.code, o.value, o.file_id, o.line
+            )
+        })
+        .collect();
+    assert_eq!(
+        observations,
+        [
+            "set 5 of 8: consciousness A (file 4 line 3)",
+            "set 3 of 7: consciousness V (file 3 line 4)",
+            "set 3 of 7: respiratory_rate 19 (file 3 line 4)",
+            "set 4 of 7: consciousness A (file 4 line 2)",
+            "set 4 of 7: news2_score 0 (file 4 line 2)",
+            "set 4 of 7: respiratory_rate 17 (file 4 line 2)",
+            "set 1 of 7: consciousness A (file 3 line 2) by 4",
+            "set 1 of 7: news2_score 1 (file 3 line 2) by 4",
+            "set 1 of 7: respiratory_rate 18 (file 3 line 2) by 4",
+        ],
+        "every observation of the person, and none of another's"
+    );
+    let counts: Vec<(i64, u64)> = person
+        .person
+        .details
+        .iter()
+        .map(|d| (d.detail_id, d.observations))
+        .collect();
+    assert_eq!(counts, [(7, 8), (8, 1)]);
+    let lists: Vec<(i64, i64, i64, String)> = conn
+        .prepare("SELECT detail_id, first_set_id, file_id, set_ids FROM observation_set_lists")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        lists,
+        [
+            (7, 1, 3, "[1,3]".to_string()),
+            (7, 4, 4, "[4]".to_string()),
+            (8, 5, 4, "[5]".to_string()),
+            (9, 2, 3, "[2]".to_string()),
+        ]
+    );
+    let by_detail: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE name = 'observation_sets_by_detail'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(by_detail, 0, "the index per set is gone");
+}
+
+#[test]
 fn care_records_written_in_the_first_layout_survive_its_migration() {
     let mut conn = migrated_up_to("0012_care_records");
     conn.execute_batch(

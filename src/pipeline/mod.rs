@@ -682,8 +682,8 @@ impl Processor {
         };
         attempt.rows_loaded = rows.iter().map(|b| b.len() as u64).sum();
         if accepts(feed, &attempt) {
-            let mut writer = Writer::new(batch.connection(), file.id, &file.partner)?;
-            attempt.records = load::load(rows, &mut writer)?.records;
+            let writer = Writer::new(batch.connection(), file.id, &file.partner)?;
+            attempt.records = load::load(rows, writer)?.records;
         }
         Ok(Some(self.judge(feed, attempt)))
     }
@@ -788,7 +788,7 @@ impl Processor {
             }
             let savepoint = batch.savepoint()?;
             let loaded = Writer::new(&savepoint, file.id, &file.partner)
-                .and_then(|mut writer| load::load(std::iter::once(first).chain(rows), &mut writer));
+                .and_then(|writer| load::load(std::iter::once(first).chain(rows), writer));
             if doomed.load(Ordering::SeqCst) {
                 // Rejected whatever the rest holds: the rows go, and the
                 // write lock with them, while the reader finds the rest of

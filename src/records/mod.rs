@@ -430,6 +430,13 @@ impl<'c> Writer<'c> {
         }
         Ok(())
     }
+
+    /// Writes what is held until the file's rows are all written (each
+    /// service user's list of observation sets); returns the records written.
+    pub fn finish(mut self) -> Result<u64> {
+        self.observations.finish()?;
+        Ok(self.records)
+    }
 }
 
 #[cfg(test)]

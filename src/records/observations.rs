@@ -2,7 +2,9 @@
 //! value per code, with a NEWS2 total derived when the set is complete.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use rusqlite::{CachedStatement, Connection, ToSql};
+use std::fmt::Write;
+
+use rusqlite::{CachedStatement, Connection, ToSql, params};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -287,14 +289,24 @@ fn news2_set(mapping: &Mapping, row: &Row) -> Option<news2::ObservationSet> {
 }
 
 /// Writes one file's observation sets: one row each, its values inline in
-/// the column of each code (see migration 0008).
+/// the column of each code (see migration 0008), and each service user's
+/// list of them (migration 0021) once [`Writer::finish`] is called.
 pub struct Writer<'c> {
     conn: &'c Connection,
     file_id: i64,
     set: CachedStatement<'c>,
     last_time: Option<(DateTime<Utc>, String)>,
     versions: versions::Statements,
+    /// The sets written and not yet listed, as (detail id, set id): kept in
+    /// the order written and sorted once when listed, since looking up each
+    /// service user's own list per set missed the CPU's cache every time.
+    unlisted: Vec<(i64, i64)>,
 }
+
+/// Sets held for the lists before they are written, whatever the file's
+/// size: at 16 bytes a set, 4 MiB. (A few in tests, so that their files
+/// list a service user's sets in several parts.)
+const UNLISTED_AT_MOST: usize = if cfg!(test) { 3 } else { 1 << 18 };
 
 /// The insert of a set: who, when, where from, then one value per code in
 /// the order of [`Code::ALL`] (whose ids are 1 to 9).
@@ -311,36 +323,67 @@ impl<'c> Writer<'c> {
             set: conn.prepare_cached(INSERT_SET)?,
             last_time: None,
             versions: versions::Statements::of("observation_sets"),
+            unlisted: Vec::new(),
         })
+    }
+
+    /// Writes the lists of the sets written since the last call: one row
+    /// per service user, in `detail_id` order.
+    pub fn finish(&mut self) -> Result<()> {
+        // Set ids ascend in the order written, so this orders each
+        // service user's sets as well.
+        self.unlisted.sort_unstable();
+        let mut insert = self.conn.prepare_cached(
+            "INSERT INTO observation_set_lists (detail_id, first_set_id, file_id, set_ids)
+             VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        let mut text = String::new();
+        for list in self.unlisted.chunk_by(|a, b| a.0 == b.0) {
+            let (detail_id, first) = list[0];
+            text.clear();
+            text.push('[');
+            for (i, (_, id)) in list.iter().enumerate() {
+                let comma = if i > 0 { "," } else { "" };
+                let _ = write!(text, "{comma}{id}");
+            }
+            text.push(']');
+            insert.execute(params![detail_id, first, self.file_id, text])?;
+        }
+        self.unlisted.clear();
+        Ok(())
     }
 
     /// Writes a set for the service user `detail_id`; returns the
     /// observations written (the set's values, not its row).
     pub fn write(&mut self, detail_id: i64, set: &ObservationSet, line: u64) -> Result<u64> {
-        let at = match &self.last_time {
-            Some((t, text)) if *t == set.observed_at => text.clone(),
-            _ => {
-                let text = set.observed_at.to_rfc3339_opts(SecondsFormat::Secs, true);
-                self.last_time = Some((set.observed_at, text.clone()));
-                text
-            }
-        };
+        if self
+            .last_time
+            .as_ref()
+            .is_none_or(|(t, _)| *t != set.observed_at)
+        {
+            let text = set.observed_at.to_rfc3339_opts(SecondsFormat::Secs, true);
+            self.last_time = Some((set.observed_at, text));
+        }
+        let at = self.last_time.as_ref().map(|(_, text)| text.as_str());
+        let (file_id, line) = (self.file_id, line as i64);
         let null = rusqlite::types::Null;
-        let mut values: [&dyn ToSql; 9] = [&null; 9];
+        let mut all: [&dyn ToSql; 15] = [&null; 15];
+        all[..4].copy_from_slice(&[&detail_id, &at, &file_id, &line]);
         for observation in &set.observations {
-            let slot = (observation.code.id() - 1) as usize;
-            values[slot] = match &observation.value {
+            all[3 + observation.code.id() as usize] = match &observation.value {
                 ObservedValue::Number(n) => n,
                 ObservedValue::Text(t) => t,
             };
         }
-        let (file_id, line) = (self.file_id, line as i64);
-        let mut all: Vec<&dyn ToSql> = vec![&detail_id, &at, &file_id, &line];
-        all.extend(values);
-        all.extend([&set.natural_key as &dyn ToSql, &set.updated_at]);
-        self.set.execute(all.as_slice())?;
+        all[13] = &set.natural_key;
+        all[14] = &set.updated_at;
+        self.set.execute(all)?;
+        let id = self.conn.last_insert_rowid();
+        self.unlisted.push((detail_id, id));
+        if self.unlisted.len() == UNLISTED_AT_MOST {
+            self.finish()?;
+        }
         if let Some(key) = &set.natural_key {
-            let id = self.conn.last_insert_rowid();
             self.versions
                 .version(self.conn, detail_id, key, set.updated_at.as_deref(), id)?;
         }

@@ -3,7 +3,7 @@
 //! number are linked as one person.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Deserialize;
@@ -126,7 +126,7 @@ pub struct Writer<'c> {
     file_id: i64,
     source: String,
     /// local id -> (detail id, fingerprint of the demographics last written)
-    known: HashMap<String, (i64, u64)>,
+    known: HashMap<String, (i64, u64), foldhash::fast::RandomState>,
 }
 
 impl<'c> Writer<'c> {
@@ -135,7 +135,7 @@ impl<'c> Writer<'c> {
             conn,
             file_id,
             source: source.to_string(),
-            known: HashMap::new(),
+            known: HashMap::default(),
         }
     }
 
@@ -157,7 +157,9 @@ impl<'c> Writer<'c> {
 }
 
 fn fingerprint(user: &ServiceUser) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    // Quality rather than speed of mixing: two demographics must not share
+    // a fingerprint by chance.
+    let mut h = foldhash::quality::FixedState::default().build_hasher();
     user.nhs_number.hash(&mut h);
     user.family_name.hash(&mut h);
     user.given_name.hash(&mut h);

@@ -37,10 +37,73 @@ fn write(l: &mut Ledger, source: &str, records: &[Records]) {
             for r in records {
                 w.write(r).unwrap();
             }
+            w.finish().unwrap();
         }
         sp.commit().unwrap();
     }
     batch.commit().unwrap();
+}
+
+#[test]
+fn every_set_of_a_file_is_listed_under_its_service_user_whatever_its_size() {
+    let mut l = ledger();
+    let set = |local_id: &str, line: u64, rate: f64| {
+        let mut records = user(local_id, None);
+        records.line = line;
+        records.observations = Some(observations::ObservationSet {
+            observed_at: chrono::DateTime::from_timestamp(1_795_000_000 + line as i64, 0).unwrap(),
+            observations: vec![observations::Observation {
+                code: Code::Vital(observations::Vital::RespirationRate),
+                value: observations::ObservedValue::Number(rate),
+            }],
+            natural_key: None,
+            updated_at: None,
+        });
+        records
+    };
+    // Two residents interleaved, more sets than are held before listing.
+    let rows: Vec<Records> = (0..11)
+        .map(|i| set(if i % 3 == 0 { "R1" } else { "R2" }, i + 2, 10.0 + i as f64))
+        .collect();
+    write(&mut l, "home", &rows);
+    write(&mut l, "home", &[set("R1", 2, 30.0)]);
+    let conn = l.connection();
+    let listed: Vec<(i64, i64)> = conn
+        .prepare(
+            "SELECT l.detail_id, j.value FROM observation_set_lists l, json_each(l.set_ids) j
+             ORDER BY 2",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let sets: Vec<(i64, i64)> = conn
+        .prepare("SELECT detail_id, id FROM observation_sets ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(sets.len(), 12);
+    assert_eq!(
+        listed, sets,
+        "each set listed once, under its own service user"
+    );
+    let (lists, out_of_order): (i64, i64) = conn
+        .query_row(
+            "SELECT count(*), sum(first_set_id != set_ids ->> 0
+                                  OR EXISTS (SELECT 1 FROM json_each(set_ids) a, json_each(set_ids) b
+                                             WHERE a.key < b.key AND a.value >= b.value))
+             FROM observation_set_lists",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(lists > 3, "listed in parts: {lists} lists");
+    assert_eq!(out_of_order, 0, "each list ascends from its first set");
+    let r1 = l.person_by_local_id("home", "R1").unwrap().unwrap();
+    assert_eq!(r1.details[0].observations, 5);
 }
 
 #[test]

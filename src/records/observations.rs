@@ -1,9 +1,9 @@
 //! Observations: vital signs taken together at one time (a NEWS2 set), one
 //! value per code, with a NEWS2 total derived when the set is complete.
 
-use chrono::{DateTime, SecondsFormat, Utc};
 use std::fmt::Write;
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{CachedStatement, Connection, ToSql, params};
 use serde::Deserialize;
 use toml::Spanned;

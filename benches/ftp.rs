@@ -340,8 +340,10 @@ impl Bench<'_> {
         let landed = dir.join("large.bin");
         ensure!(
             sha256_of(&landed)? == large.sha256,
-            "{}: the uploaded copy differs",
-            tool.name()
+            "{}: the uploaded copy differs ({} bytes of {})",
+            tool.name(),
+            fs::metadata(&landed)?.len(),
+            fs::metadata(&large.path)?.len()
         );
         Ok(wall)
     }
@@ -371,8 +373,10 @@ impl Bench<'_> {
         };
         ensure!(
             sha256_of(&local)? == large.sha256,
-            "{}: the downloaded copy differs",
-            tool.name()
+            "{}: the downloaded copy differs ({} bytes of {})",
+            tool.name(),
+            fs::metadata(&local)?.len(),
+            fs::metadata(&large.path)?.len()
         );
         Ok(wall)
     }

@@ -108,9 +108,8 @@ impl Connection {
         Ok(files)
     }
 
-    /// Downloads `name` into `local` (created, fsynced); returns the bytes
-    /// written. A partial download is an error.
-    /// Downloads `name` to `local`; returns its size. A server that sends
+    /// Downloads `name` into `local` (created, fsynced); returns its size.
+    /// A partial download is an error. A server that sends
     /// more than `at_most` bytes (the size it listed) is cut off once it has:
     /// no more than one byte over reaches the disk.
     pub async fn download(
@@ -165,6 +164,14 @@ impl Connection {
             Connection::Ftp(c) => c.close().await,
         }
     }
+}
+
+/// Of `read` bytes just received, how many a download keeps when `total`
+/// are kept already and at most `at_most` may be: one past the cap at most,
+/// which is how the caller learns the server sent more than it may.
+pub(crate) fn within_cap(read: usize, total: u64, at_most: u64) -> usize {
+    let room = at_most.saturating_sub(total).saturating_add(1);
+    read.min(usize::try_from(room).unwrap_or(usize::MAX))
 }
 
 /// A download's local copy. Writeback to disk is started every
@@ -418,6 +425,16 @@ impl Chunks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_download_keeps_what_its_cap_allows_and_one_byte_more() {
+        assert_eq!(within_cap(4096, 0, u64::MAX), 4096, "no cap");
+        assert_eq!(within_cap(4096, u64::MAX - 10, u64::MAX), 11);
+        assert_eq!(within_cap(4096, 0, 100), 101);
+        assert_eq!(within_cap(4096, 100, 100), 1);
+        assert_eq!(within_cap(50, 0, 100), 50);
+        assert_eq!(within_cap(4096, 0, 0), 1);
+    }
 
     #[test]
     fn only_plain_names_are_followed() {

@@ -411,7 +411,7 @@ impl Connection {
             if n == 0 {
                 break;
             }
-            let n = n.min(usize::try_from(at_most - total + 1).unwrap_or(usize::MAX));
+            let n = super::within_cap(n, total, at_most);
             output.write_all(&buffer[..n]).await?;
             total += n as u64;
             if total > at_most {

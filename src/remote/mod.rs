@@ -374,15 +374,22 @@ const UPLOAD_CHUNK: usize = 256 * 1024;
 
 /// An upload's bytes, chunk by chunk. A stream is read on a blocking
 /// thread, at most a few chunks ahead of the network.
-pub(crate) enum Chunks {
+pub(crate) struct Chunks {
+    source: ChunkSource,
+    /// The chunk last handed out. A file is read into the same one each
+    /// time: a fresh 256 KiB per chunk cost its pages faulted in anew.
+    chunk: Vec<u8>,
+}
+
+enum ChunkSource {
     File(tokio::fs::File),
     Stream(tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>),
 }
 
 impl Chunks {
     pub(crate) async fn open(upload: Upload<'_>) -> std::io::Result<Chunks> {
-        Ok(match upload {
-            Upload::File(path) => Chunks::File(tokio::fs::File::open(path).await?),
+        let source = match upload {
+            Upload::File(path) => ChunkSource::File(tokio::fs::File::open(path).await?),
             Upload::Stream(mut reader) => {
                 let (tx, rx) = tokio::sync::mpsc::channel(4);
                 tokio::task::spawn_blocking(move || {
@@ -403,21 +410,30 @@ impl Chunks {
                         }
                     }
                 });
-                Chunks::Stream(rx)
+                ChunkSource::Stream(rx)
             }
+        };
+        Ok(Chunks {
+            source,
+            chunk: Vec::new(),
         })
     }
 
     /// The next chunk; `None` at the end.
-    pub(crate) async fn next(&mut self) -> std::io::Result<Option<Vec<u8>>> {
-        match self {
-            Chunks::File(file) => {
-                let mut chunk = vec![0u8; UPLOAD_CHUNK];
-                let n = file.read(&mut chunk).await?;
-                chunk.truncate(n);
-                Ok((n > 0).then_some(chunk))
+    pub(crate) async fn next(&mut self) -> std::io::Result<Option<&[u8]>> {
+        match &mut self.source {
+            ChunkSource::File(file) => {
+                self.chunk.resize(UPLOAD_CHUNK, 0);
+                let n = file.read(&mut self.chunk).await?;
+                Ok((n > 0).then(|| &self.chunk[..n]))
             }
-            Chunks::Stream(rx) => rx.recv().await.transpose(),
+            ChunkSource::Stream(rx) => match rx.recv().await.transpose()? {
+                Some(chunk) => {
+                    self.chunk = chunk;
+                    Ok(Some(&self.chunk))
+                }
+                None => Ok(None),
+            },
         }
     }
 }

@@ -313,7 +313,7 @@ impl Connection {
         let mut size = 0u64;
         while let Some(chunk) = chunks.next().await? {
             remote
-                .write_all(&chunk)
+                .write_all(chunk)
                 .await
                 .map_err(io_failure("write", &temporary))?;
             size += chunk.len() as u64;

@@ -498,7 +498,7 @@ impl Connection {
         while let Some(chunk) = chunks.next().await? {
             let write = async {
                 stream
-                    .write_all(&chunk)
+                    .write_all(chunk)
                     .await
                     .map_err(FtpError::ConnectionError)
             };

@@ -95,10 +95,23 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
         if now > index as i64 {
             continue;
         }
+        // A new ledger's migrations are instant; an existing one's may
+        // rewrite a large table, which must not look like a hang.
+        let started = (version > 0).then(|| {
+            tracing::info!(migration = name, "upgrading the ledger");
+            std::time::Instant::now()
+        });
         tx.execute_batch(sql).map_err(fail)?;
         tx.pragma_update(None, "user_version", index as i64 + 1)
             .map_err(fail)?;
         tx.commit().map_err(fail)?;
+        if let Some(started) = started {
+            tracing::info!(
+                migration = name,
+                seconds = started.elapsed().as_secs_f64(),
+                "ledger upgraded"
+            );
+        }
     }
     Ok(())
 }

@@ -385,9 +385,12 @@ impl Ledger {
              PRAGMA synchronous = FULL;
              PRAGMA foreign_keys = ON;
              PRAGMA cache_size = -32768;
-             PRAGMA temp_store = MEMORY;",
+             PRAGMA temp_store = FILE;",
         )?;
+        // A migration may sort a whole table: on disk, its memory stays that
+        // of the page cache. Afterwards temporary tables are small.
         migrate(&mut conn)?;
+        conn.execute_batch("PRAGMA temp_store = MEMORY;")?;
         Ok(Ledger { conn, clock })
     }
 

@@ -434,7 +434,7 @@ impl<'c> Writer<'c> {
     /// Writes what is held until the file's rows are all written (each
     /// service user's list of observation sets); returns the records written.
     pub fn finish(mut self) -> Result<u64> {
-        self.observations.finish()?;
+        self.observations.write_lists()?;
         Ok(self.records)
     }
 }

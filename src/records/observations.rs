@@ -290,7 +290,7 @@ fn news2_set(mapping: &Mapping, row: &Row) -> Option<news2::ObservationSet> {
 
 /// Writes one file's observation sets: one row each, its values inline in
 /// the column of each code (see migration 0008), and each service user's
-/// list of them (migration 0021) once [`Writer::finish`] is called.
+/// list of them (migration 0021) as [`Writer::write_lists`] writes them.
 pub struct Writer<'c> {
     conn: &'c Connection,
     file_id: i64,
@@ -328,8 +328,9 @@ impl<'c> Writer<'c> {
     }
 
     /// Writes the lists of the sets written since the last call: one row
-    /// per service user, in `detail_id` order.
-    pub fn finish(&mut self) -> Result<()> {
+    /// per service user, in `detail_id` order. Called when a file's load
+    /// ends, and whenever [`UNLISTED_AT_MOST`] sets are held.
+    pub fn write_lists(&mut self) -> Result<()> {
         // Set ids ascend in the order written, so this orders each
         // service user's sets as well.
         self.unlisted.sort_unstable();
@@ -356,15 +357,14 @@ impl<'c> Writer<'c> {
     /// Writes a set for the service user `detail_id`; returns the
     /// observations written (the set's values, not its row).
     pub fn write(&mut self, detail_id: i64, set: &ObservationSet, line: u64) -> Result<u64> {
-        if self
-            .last_time
-            .as_ref()
-            .is_none_or(|(t, _)| *t != set.observed_at)
-        {
-            let text = set.observed_at.to_rfc3339_opts(SecondsFormat::Secs, true);
-            self.last_time = Some((set.observed_at, text));
-        }
-        let at = self.last_time.as_ref().map(|(_, text)| text.as_str());
+        // Sets of one file often share their time: it is written out once.
+        let at: &str = match &mut self.last_time {
+            Some((t, text)) if *t == set.observed_at => text,
+            slot => {
+                let text = set.observed_at.to_rfc3339_opts(SecondsFormat::Secs, true);
+                &slot.insert((set.observed_at, text)).1
+            }
+        };
         let (file_id, line) = (self.file_id, line as i64);
         let null = rusqlite::types::Null;
         let mut all: [&dyn ToSql; 15] = [&null; 15];
@@ -381,7 +381,7 @@ impl<'c> Writer<'c> {
         let id = self.conn.last_insert_rowid();
         self.unlisted.push((detail_id, id));
         if self.unlisted.len() == UNLISTED_AT_MOST {
-            self.finish()?;
+            self.write_lists()?;
         }
         if let Some(key) = &set.natural_key {
             self.versions

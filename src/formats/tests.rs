@@ -950,6 +950,18 @@ fn xml_entities_depth_attributes_and_sizes_are_capped_with_their_place() {
     let (_, problems) = run(&s, repeated.as_bytes());
     assert_eq!(codes(&problems), [(1, "xml_repeated")]);
 
+    // A prefix never declared is malformed wherever it is, on a path the
+    // feed reads or not, on an element or an attribute.
+    for undeclared in [
+        "<t:Transfer><q:Note/></t:Transfer>",
+        "<t:Transfer><t:Other q:a=\"1\"/></t:Transfer>",
+        "<u:Elsewhere q:a=\"1\"/>",
+    ] {
+        let input = format!("{open}\n{undeclared}</t:Transfers>");
+        let (_, problems) = run(&s, input.as_bytes());
+        assert_eq!(codes(&problems), [(2, "xml_malformed")], "{undeclared}");
+    }
+
     let broken = format!("{open}\n<t:Transfer></t:Other></t:Transfers>");
     let (_, problems) = run(&s, broken.as_bytes());
     assert_eq!(codes(&problems), [(2, "xml_malformed")]);

@@ -23,16 +23,178 @@ use crate::validate::{Decoder, Outcome, ReadError, Value, check_record_in_file};
 const MAX_RECORD_PROBLEMS: usize = 64;
 /// Bytes of the input read ahead at a time.
 const READ_AHEAD: usize = 64 << 10;
+/// A value's buffer larger than this is freed after its record, not kept
+/// for the next one.
+const KEPT_VALUE_BYTES: usize = 4 << 10;
+/// Value buffers, and records' sets of slots, kept for the next records.
+const SPARE_VALUES: usize = 1024;
+const SPARE_SLOTS: usize = 64;
+
+/// An element's place in the layout's [`Tree`]; [`OFF`] for an element on
+/// no path the layout names.
+type NodeId = u32;
+const OFF: NodeId = NodeId::MAX;
+/// The document, above its root element.
+const DOCUMENT: NodeId = 0;
+
+/// The layout's paths as a tree of elements from the document down: each
+/// element read is placed by looking among its parent's children only, and
+/// the record, its repeating group and each column are then one node each.
+struct Tree<'s> {
+    nodes: Vec<Node<'s>>,
+    record: NodeId,
+    /// The repeating group's element, when the layout has one.
+    group: Option<NodeId>,
+}
+
+#[derive(Default)]
+struct Node<'s> {
+    name: Option<&'s XmlName>,
+    children: Vec<NodeId>,
+    /// The column whose value is this element's text.
+    column: Option<usize>,
+    /// The columns whose values are attributes of this element.
+    attributes: Vec<(&'s XmlName, usize)>,
+}
+
+impl<'s> Tree<'s> {
+    fn new(layout: &'s XmlLayout) -> Tree<'s> {
+        let mut tree = Tree {
+            nodes: vec![Node::default()],
+            record: OFF,
+            group: None,
+        };
+        tree.record = tree.insert(DOCUMENT, &layout.record);
+        if !layout.repeat.is_empty() {
+            tree.group = Some(tree.insert(tree.record, &layout.repeat));
+        }
+        for (column, path) in layout.paths.iter().enumerate() {
+            let base = if layout.in_repeat[column] {
+                tree.group.unwrap_or(OFF)
+            } else if !layout.repeat.is_empty() && path.elements.starts_with(&layout.repeat) {
+                // Within the group an element is the group's columns' only.
+                continue;
+            } else {
+                tree.record
+            };
+            if base == OFF {
+                continue;
+            }
+            let at = tree.insert(base, &path.elements);
+            let node = &mut tree.nodes[at as usize];
+            match &path.attribute {
+                Some(attribute) => node.attributes.push((attribute, column)),
+                None => {
+                    node.column.get_or_insert(column);
+                }
+            }
+        }
+        tree
+    }
+
+    fn insert(&mut self, mut at: NodeId, path: &'s [XmlName]) -> NodeId {
+        for name in path {
+            let known = self.nodes[at as usize]
+                .children
+                .iter()
+                .copied()
+                .find(|&child| self.nodes[child as usize].name == Some(name));
+            at = match known {
+                Some(child) => child,
+                None => {
+                    let child = NodeId::try_from(self.nodes.len())
+                        .expect("a layout names fewer than 2^32 elements");
+                    self.nodes.push(Node {
+                        name: Some(name),
+                        ..Node::default()
+                    });
+                    self.nodes[at as usize].children.push(child);
+                    child
+                }
+            };
+        }
+        at
+    }
+
+    /// The node of an element read under `parent`.
+    fn child(&self, parent: NodeId, namespace: Option<&[u8]>, local: &[u8]) -> NodeId {
+        if parent == OFF {
+            return OFF;
+        }
+        self.nodes[parent as usize]
+            .children
+            .iter()
+            .copied()
+            .find(|&child| {
+                self.nodes[child as usize]
+                    .name
+                    .is_some_and(|name| is(name, namespace, local))
+            })
+            .unwrap_or(OFF)
+    }
+
+    /// The column read from an attribute of an element at `node`.
+    fn attribute(&self, node: NodeId, namespace: Option<&[u8]>, local: &[u8]) -> Option<usize> {
+        self.nodes[node as usize]
+            .attributes
+            .iter()
+            .find(|(name, _)| is(name, namespace, local))
+            .map(|(_, column)| *column)
+    }
+
+    /// The column read from the text of an element at `node`.
+    fn column(&self, node: NodeId) -> Option<usize> {
+        if node == OFF {
+            return None;
+        }
+        self.nodes[node as usize].column
+    }
+
+    /// Whether any attribute of an element at `node` is a column's.
+    fn reads_attributes(&self, node: NodeId) -> bool {
+        node != OFF && !self.nodes[node as usize].attributes.is_empty()
+    }
+}
+
+/// A name's namespace as resolved; a prefix the document never declared
+/// makes it malformed.
+fn namespace_of(resolved: ResolveResult<'_>) -> Result<Option<&[u8]>, quick_xml::Error> {
+    match resolved {
+        ResolveResult::Unbound => Ok(None),
+        ResolveResult::Bound(ns) => Ok(Some(ns.0)),
+        ResolveResult::Unknown(_) => Err(quick_xml::Error::Io(
+            io::Error::other("a namespace prefix the document never declared").into(),
+        )),
+    }
+}
+
+/// Whether a name read from a file is `name`.
+fn is(name: &XmlName, namespace: Option<&[u8]>, local: &[u8]) -> bool {
+    name.local.as_bytes() == local && name.namespace.as_deref().map(str::as_bytes) == namespace
+}
 
 pub struct XmlSource<'s, R: Read> {
     schema: &'s Schema,
     layout: &'s XmlLayout,
+    tree: Tree<'s>,
     reader: NsReader<BufReader<Counted<Transcoded<R>>>>,
     buf: Vec<u8>,
-    /// The open elements, the root first.
-    open: Vec<XmlName>,
-    /// The record being read, when the reader is inside one.
-    record: Option<Record>,
+    /// The text of the last [`Item::Text`].
+    text: Vec<u8>,
+    /// The attributes of the last [`Item::Start`] that columns read: each
+    /// column, and its value's place in `attribute_text` (`Err`: a
+    /// reference other than XML's five).
+    attributes: Vec<(usize, Result<std::ops::Range<usize>, ()>)>,
+    attribute_text: Vec<u8>,
+    /// Buffers of values of records checked, for the next records' values.
+    spare_values: Vec<Vec<u8>>,
+    /// Checked records' sets of column slots, for the next records.
+    spare_slots: Vec<Vec<Option<Vec<u8>>>>,
+    /// The open elements' nodes, the root first.
+    open: Vec<NodeId>,
+    /// The record being read, when the reader is inside one: boxed, since
+    /// it is taken out and put back for each item within it.
+    record: Option<Box<Record>>,
     field_columns: Vec<Option<usize>>,
     decoder: Decoder,
     records: u64,
@@ -107,17 +269,21 @@ impl Record {
     }
 }
 
-/// What an event came to, owned, so the reader can be asked about
-/// positions before it is acted on.
+/// What an event came to, held apart from the reader's buffer, so the
+/// reader can be asked about positions before it is acted on.
 enum Item {
+    /// An element opened; the attributes a column may read are in
+    /// `XmlSource::attributes`.
     Start {
-        name: XmlName,
-        attributes: Vec<(XmlName, Result<String, String>)>,
+        node: NodeId,
         attribute_count: usize,
     },
     End,
-    Text(Vec<u8>),
-    Reference(Result<String, String>),
+    /// Text a column is reading, in `XmlSource::text`.
+    Text,
+    /// A character or entity reference; `None` for an entity other than
+    /// XML's five, or a malformed one.
+    Reference(Option<char>),
     DocType,
     Other,
     Eof,
@@ -152,8 +318,14 @@ impl<'s, R: Read> XmlSource<'s, R> {
         let mut source = XmlSource {
             schema,
             layout,
+            tree: Tree::new(layout),
             reader,
             buf: Vec::new(),
+            text: Vec::new(),
+            attributes: Vec::new(),
+            attribute_text: Vec::new(),
+            spare_values: Vec::new(),
+            spare_slots: Vec::new(),
             open: Vec::new(),
             record: None,
             field_columns: (0..schema.columns.len()).map(Some).collect(),
@@ -188,25 +360,20 @@ impl<'s, R: Read> XmlSource<'s, R> {
 
     fn next_item(&mut self) -> Result<Item, quick_xml::Error> {
         self.buf.clear();
-        let (resolved, event) = self.reader.read_resolved_event_into(&mut self.buf)?;
-        let name_of = |resolved: ResolveResult<'_>, local: &[u8]| -> Result<XmlName, String> {
-            let namespace = match resolved {
-                ResolveResult::Unbound => None,
-                ResolveResult::Bound(ns) => Some(String::from_utf8_lossy(ns.0).into_owned()),
-                ResolveResult::Unknown(_) => {
-                    return Err("a namespace prefix the document never declared".into());
-                }
-            };
-            Ok(XmlName {
-                namespace,
-                local: String::from_utf8_lossy(local).into_owned(),
-            })
-        };
+        let reading = self.record.as_ref().is_some_and(|r| r.reading.is_some());
+        // Only an element's start is resolved: its end closes what is open.
+        let event = self.reader.read_event_into(&mut self.buf)?;
         Ok(match event {
             Event::Start(start) => {
-                let name = name_of(resolved, start.local_name().as_ref())
-                    .map_err(|e| quick_xml::Error::Io(io::Error::other(e).into()))?;
-                let mut attributes = Vec::new();
+                let resolver = self.reader.resolver();
+                let (namespace, local) = resolver.resolve_element(start.name());
+                let parent = self.open.last().copied().unwrap_or(DOCUMENT);
+                let node = self
+                    .tree
+                    .child(parent, namespace_of(namespace)?, local.as_ref());
+                let reads_attributes = self.tree.reads_attributes(node);
+                self.attributes.clear();
+                self.attribute_text.clear();
                 let mut attribute_count = 0;
                 for attribute in start.attributes() {
                     attribute_count += 1;
@@ -217,35 +384,52 @@ impl<'s, R: Read> XmlSource<'s, R> {
                     if attribute.key.as_namespace_binding().is_some() {
                         continue;
                     }
-                    let (ns, local) = self.reader.resolver().resolve_attribute(attribute.key);
-                    let name = name_of(ns, local.as_ref())
-                        .map_err(|e| quick_xml::Error::Io(io::Error::other(e).into()))?;
-                    let value = attribute
-                        .normalized_value(quick_xml::XmlVersion::Implicit1_0)
-                        .map(|v| v.into_owned())
-                        .map_err(|e| e.to_string());
-                    attributes.push((name, value));
+                    let (namespace, local) = resolver.resolve_attribute(attribute.key);
+                    let namespace = namespace_of(namespace)?;
+                    if !reads_attributes {
+                        continue;
+                    }
+                    let Some(column) = self.tree.attribute(node, namespace, local.as_ref()) else {
+                        continue;
+                    };
+                    let value = match attribute.normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                    {
+                        Ok(value) => {
+                            let from = self.attribute_text.len();
+                            self.attribute_text.extend_from_slice(value.as_bytes());
+                            Ok(from..self.attribute_text.len())
+                        }
+                        Err(_) => Err(()),
+                    };
+                    self.attributes.push((column, value));
                 }
                 Item::Start {
-                    name,
-                    attributes,
+                    node,
                     attribute_count,
                 }
             }
             Event::End(_) => Item::End,
-            Event::Text(text) => Item::Text(text.to_vec()),
-            Event::CData(data) => Item::Text(data.to_vec()),
+            Event::Text(text) if reading => {
+                self.text.clear();
+                self.text.extend_from_slice(&text);
+                Item::Text
+            }
+            Event::CData(data) if reading => {
+                self.text.clear();
+                self.text.extend_from_slice(&data);
+                Item::Text
+            }
             Event::GeneralRef(reference) => Item::Reference(match reference.resolve_char_ref() {
-                Ok(Some(c)) => Ok(c.to_string()),
+                Ok(Some(c)) => Some(c),
                 Ok(None) => match &*reference {
-                    b"lt" => Ok("<".into()),
-                    b"gt" => Ok(">".into()),
-                    b"amp" => Ok("&".into()),
-                    b"apos" => Ok("'".into()),
-                    b"quot" => Ok("\"".into()),
-                    _ => Err("an entity reference other than XML's five".into()),
+                    b"lt" => Some('<'),
+                    b"gt" => Some('>'),
+                    b"amp" => Some('&'),
+                    b"apos" => Some('\''),
+                    b"quot" => Some('"'),
+                    _ => None,
                 },
-                Err(e) => Err(e.to_string()),
+                Err(_) => None,
             }),
             Event::DocType(_) => Item::DocType,
             Event::Eof => Item::Eof,
@@ -253,31 +437,35 @@ impl<'s, R: Read> XmlSource<'s, R> {
         })
     }
 
-    /// The element path within the record as the columns name it: from the
-    /// repeating group's element when inside one (`true`), else as it is.
-    fn within<'p>(&self, relative: &'p [XmlName]) -> (&'p [XmlName], bool) {
-        let repeat = &self.layout.repeat;
-        if !repeat.is_empty() && relative.starts_with(repeat) {
-            (&relative[repeat.len()..], true)
-        } else {
-            (relative, false)
+    /// Empty slots for a record's (or a group element's) values.
+    fn slots(&mut self) -> Vec<Option<Vec<u8>>> {
+        self.spare_slots
+            .pop()
+            .unwrap_or_else(|| vec![None; self.schema.columns.len()])
+    }
+
+    /// Keeps a checked record's buffers for the records after it, a bounded
+    /// number of bounded size.
+    fn recycle(&mut self, record: Record) {
+        let groups = record.repeats.into_iter().map(|(_, values)| values);
+        for mut slots in std::iter::once(record.values).chain(groups) {
+            for slot in &mut slots {
+                if let Some(mut value) = slot.take()
+                    && value.capacity() <= KEPT_VALUE_BYTES
+                    && self.spare_values.len() < SPARE_VALUES
+                {
+                    value.clear();
+                    self.spare_values.push(value);
+                }
+            }
+            if self.spare_slots.len() < SPARE_SLOTS {
+                self.spare_slots.push(slots);
+            }
         }
     }
 
-    /// The column whose value is this element's text or, with `attribute`,
-    /// that attribute of it.
-    fn column_at(&self, relative: &[XmlName], attribute: Option<&XmlName>) -> Option<usize> {
-        let (path, in_repeat) = self.within(relative);
-        (0..self.layout.paths.len()).find(|&c| {
-            let p = &self.layout.paths[c];
-            self.layout.in_repeat[c] == in_repeat
-                && p.elements == path
-                && p.attribute.as_ref() == attribute
-        })
-    }
-
     /// Sets a column's value; false (and a problem) when it has one already.
-    fn set(&self, record: &mut Record, column: usize, value: Vec<u8>) -> bool {
+    fn set(&mut self, record: &mut Record, column: usize, value: &[u8]) -> bool {
         if !record.hold(value.len(), self.schema.max_record_bytes) {
             return false;
         }
@@ -293,7 +481,9 @@ impl<'s, R: Read> XmlSource<'s, R> {
             ));
             return false;
         }
-        *slot = Some(value);
+        let mut buffer = self.spare_values.pop().unwrap_or_default();
+        buffer.extend_from_slice(value);
+        *slot = Some(buffer);
         true
     }
 
@@ -324,10 +514,12 @@ impl<'s, R: Read> XmlSource<'s, R> {
 
     /// The record element just closed, checked: one record, or one for
     /// each element of its repeating group, queued in `pending`.
-    fn finish_record(&mut self, record: Record) -> Result<(), ReadError> {
+    fn finish_record(&mut self, mut record: Record) -> Result<(), ReadError> {
         if !record.problems.is_empty() {
             self.records += 1;
-            self.pending.push_back(Outcome::Invalid(record.problems));
+            let problems = std::mem::take(&mut record.problems);
+            self.pending.push_back(Outcome::Invalid(problems));
+            self.recycle(record);
             return Ok(());
         }
         let whole = [(record.line, Vec::new())];
@@ -336,28 +528,28 @@ impl<'s, R: Read> XmlSource<'s, R> {
         } else {
             &record.repeats[..]
         };
+        let in_repeat = &self.layout.in_repeat;
         for (line, repeated) in groups {
-            let fields: Vec<&[u8]> = (0..record.values.len())
-                .map(|c| {
-                    let value = if self.layout.in_repeat[c] {
-                        repeated.get(c).and_then(Option::as_deref)
-                    } else {
-                        record.values[c].as_deref()
-                    };
-                    value.unwrap_or(b"")
-                })
-                .collect();
+            let fields = (0..record.values.len()).map(|c| {
+                let value = if in_repeat[c] {
+                    repeated.get(c).and_then(Option::as_deref)
+                } else {
+                    record.values[c].as_deref()
+                };
+                value.unwrap_or(b"")
+            });
             self.records += 1;
             let outcome = check_record_in_file(
                 self.schema,
                 &self.field_columns,
                 &mut self.decoder,
                 *line,
-                fields.iter().copied(),
+                fields,
                 &self.file_values,
             )?;
             self.pending.push_back(outcome);
         }
+        self.recycle(record);
         Ok(())
     }
 }
@@ -393,8 +585,7 @@ impl<R: Read> RecordSource for XmlSource<'_, R> {
                     );
                 }
                 Item::Start {
-                    name,
-                    attributes,
+                    node,
                     attribute_count,
                 } => {
                     if self.open.len() == self.layout.max_depth {
@@ -417,51 +608,49 @@ impl<R: Read> RecordSource for XmlSource<'_, R> {
                         );
                         continue;
                     }
-                    self.open.push(name);
-                    let depth = self.layout.record.len();
+                    self.open.push(node);
                     let mut record = match self.record.take() {
                         Some(record) => record,
-                        None if self.open == self.layout.record => {
+                        None if node == self.tree.record => {
                             let (line, _) = self.position(offset);
-                            Record {
+                            Box::new(Record {
                                 line,
-                                values: vec![None; self.schema.columns.len()],
+                                values: self.slots(),
                                 repeats: Vec::new(),
                                 in_repeat: false,
                                 reading: None,
                                 bytes: 0,
                                 problems: Vec::new(),
-                            }
+                            })
                         }
                         None => continue,
                     };
-                    let relative = &self.open[depth..];
-                    if !self.layout.repeat.is_empty() && relative == self.layout.repeat {
+                    if Some(node) == self.tree.group {
                         let (line, _) = self.position(offset);
                         let columns = self.schema.columns.len();
                         // Each group element counts against the record's limit.
                         if record.hold(columns * 24, self.schema.max_record_bytes) {
-                            record.repeats.push((line, vec![None; columns]));
+                            let slots = self.slots();
+                            record.repeats.push((line, slots));
                             record.in_repeat = true;
                         }
                     }
-                    let relative = &self.open[depth..];
-                    record.reading = self.column_at(relative, None);
+                    record.reading = self.tree.column(node);
                     if let Some(column) = record.reading {
                         // Met now, so a second element of the column is told apart
                         // from text coming in pieces.
-                        if !self.set(&mut record, column, Vec::new()) {
+                        if !self.set(&mut record, column, b"") {
                             record.reading = None;
                         }
                     }
-                    for (attribute, value) in attributes {
-                        let column = self.column_at(relative, Some(&attribute));
-                        let Some(column) = column else { continue };
+                    let attributes = std::mem::take(&mut self.attributes);
+                    let attribute_text = std::mem::take(&mut self.attribute_text);
+                    for &(column, ref value) in &attributes {
                         match value {
                             Ok(value) => {
-                                self.set(&mut record, column, value.into_bytes());
+                                self.set(&mut record, column, &attribute_text[value.clone()]);
                             }
-                            Err(_) => {
+                            Err(()) => {
                                 let name = &self.schema.columns[column].name;
                                 record.note(Problem::file(
                                     record.line,
@@ -473,17 +662,16 @@ impl<R: Read> RecordSource for XmlSource<'_, R> {
                             }
                         }
                     }
+                    self.attributes = attributes;
+                    self.attribute_text = attribute_text;
                     self.record = Some(record);
                 }
                 Item::End => {
-                    let depth = self.layout.record.len();
-                    let closing_record = self.open.len() == depth && self.record.is_some();
-                    let closing_group = !self.layout.repeat.is_empty()
-                        && self.open.get(depth..) == Some(&self.layout.repeat[..]);
-                    self.open.pop();
-                    if closing_record {
+                    let closing = self.open.pop();
+                    let closing_group = closing.is_some_and(|c| Some(c) == self.tree.group);
+                    if closing == Some(self.tree.record) && self.record.is_some() {
                         let record = self.record.take().expect("inside a record");
-                        self.finish_record(record)?;
+                        self.finish_record(*record)?;
                         continue;
                     }
                     if let Some(record) = &mut self.record {
@@ -493,18 +681,20 @@ impl<R: Read> RecordSource for XmlSource<'_, R> {
                         }
                     }
                 }
-                Item::Text(text) => {
+                Item::Text => {
                     let Some(mut record) = self.record.take() else {
                         continue;
                     };
                     if let Some(column) = record.reading {
+                        let text = std::mem::take(&mut self.text);
                         self.append(&mut record, column, &text);
+                        self.text = text;
                     }
                     self.record = Some(record);
                 }
                 Item::Reference(value) => {
                     let Some(mut record) = self.record.take() else {
-                        if value.is_err() {
+                        if value.is_none() {
                             self.stop(
                                 offset,
                                 Code::XmlEntity,
@@ -514,11 +704,13 @@ impl<R: Read> RecordSource for XmlSource<'_, R> {
                         continue;
                     };
                     match (value, record.reading) {
-                        (Ok(value), Some(column)) => {
-                            self.append(&mut record, column, value.as_bytes());
+                        (Some(value), Some(column)) => {
+                            let mut utf8 = [0; 4];
+                            let text = value.encode_utf8(&mut utf8);
+                            self.append(&mut record, column, text.as_bytes());
                         }
-                        (Ok(_), None) => {}
-                        (Err(_), _) => {
+                        (Some(_), None) => {}
+                        (None, _) => {
                             let (line, column) = self.position(offset);
                             record.note(Problem::file(
                                 line,

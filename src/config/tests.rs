@@ -1272,10 +1272,10 @@ severity = { value = "high" }"#,
     assert_eq!(
         record.values,
         [
-            Some("clinical".to_string()),
-            Some("high".to_string()),
-            Some("Smith".to_string()),
-            Some("2026-12-03T08:30:00Z".to_string()),
+            Some("clinical".into()),
+            Some("high".into()),
+            Some("Smith".into()),
+            Some("2026-12-03T08:30:00Z".into()),
             None,
         ]
     );

@@ -30,6 +30,8 @@ pub struct CsvSource<'s, R: Read> {
     trailer: Option<TrailerCheck<'s>>,
     /// The header record's checked fields, by column: every record's too.
     file_values: FileValues,
+    /// A mapped row's values, given back to fill with the next record's.
+    spare_row: Option<Vec<Value>>,
 }
 
 impl<'s, R: Read> CsvSource<'s, R> {
@@ -64,6 +66,7 @@ impl<'s, R: Read> CsvSource<'s, R> {
             records: 0,
             trailer: layout.trailer_record.as_ref().map(TrailerCheck::new),
             file_values,
+            spare_row: None,
         };
         let mut header = Record::default();
         let mut file_values: FileValues = received.into_iter().collect();
@@ -230,6 +233,7 @@ impl<R: Read> RecordSource for CsvSource<'_, R> {
                         record.line,
                         texts,
                         &self.file_values,
+                        self.spare_row.take().unwrap_or_default(),
                     )?,
                     None => check_record_in_file(
                         self.schema,
@@ -238,6 +242,7 @@ impl<R: Read> RecordSource for CsvSource<'_, R> {
                         record.line,
                         record.iter(),
                         &self.file_values,
+                        self.spare_row.take().unwrap_or_default(),
                     )?,
                 };
                 if let Some(trailer) = &mut self.trailer {
@@ -255,6 +260,10 @@ impl<R: Read> RecordSource for CsvSource<'_, R> {
 
     fn records(&self) -> u64 {
         self.records
+    }
+
+    fn reuse(&mut self, values: Vec<Value>) {
+        self.spare_row = Some(values);
     }
 
     fn finish(&mut self) -> Vec<Problem> {

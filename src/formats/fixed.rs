@@ -36,6 +36,8 @@ pub struct FixedSource<'s, R: Read> {
     trailer: Option<TrailerCheck<'s>>,
     /// The header line's checked fields, by column: every record's too.
     file_values: FileValues,
+    /// A mapped row's values, given back to fill with the next record's.
+    spare_row: Option<Vec<Value>>,
 }
 
 enum Line {
@@ -72,6 +74,7 @@ impl<'s, R: Read> FixedSource<'s, R> {
                 .as_ref()
                 .map(|t| TrailerCheck::new(&t.record)),
             file_values: received.into_iter().collect(),
+            spare_row: None,
         };
         let Some(header) = &layout.header_record else {
             return Ok(Ok(source));
@@ -315,6 +318,7 @@ impl<R: Read> RecordSource for FixedSource<'_, R> {
             number,
             fields,
             &self.file_values,
+            self.spare_row.take().unwrap_or_default(),
         )?;
         if let Some(trailer) = &mut self.trailer {
             trailer.count(&outcome);
@@ -324,6 +328,10 @@ impl<R: Read> RecordSource for FixedSource<'_, R> {
 
     fn records(&self) -> u64 {
         self.records
+    }
+
+    fn reuse(&mut self, values: Vec<Value>) {
+        self.spare_row = Some(values);
     }
 
     fn finish(&mut self) -> Vec<Problem> {

@@ -14,7 +14,7 @@ use std::io::Read;
 
 use crate::problem::Problem;
 use crate::schema::{Encoding, Layout, Schema};
-use crate::validate::{Outcome, ReadError};
+use crate::validate::{Outcome, ReadError, Value};
 
 /// The records of one file, each checked against the feed's columns.
 pub trait RecordSource {
@@ -23,6 +23,10 @@ pub trait RecordSource {
 
     /// Data records read so far (header and trailer records are not counted).
     fn records(&self) -> u64;
+
+    /// Takes back a valid record's values once they are mapped, to fill
+    /// with a later record's.
+    fn reuse(&mut self, values: Vec<Value>);
 
     /// Checks that need the whole file (a trailer's row count, say), made
     /// once the last record has been read.

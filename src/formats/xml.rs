@@ -205,6 +205,8 @@ pub struct XmlSource<'s, R: Read> {
     fatal: Vec<Problem>,
     /// What the file gives every record (the day it was received).
     file_values: Vec<(usize, Value)>,
+    /// A mapped row's values, given back to fill with the next record's.
+    spare_row: Option<Vec<Value>>,
     done: bool,
 }
 
@@ -335,6 +337,7 @@ impl<'s, R: Read> XmlSource<'s, R> {
             fatal: Vec::new(),
             done: false,
             file_values: received.into_iter().collect(),
+            spare_row: None,
         };
         if let Some(why) = unreadable {
             source.stop(0, Code::XmlEncoding, why);
@@ -546,6 +549,7 @@ impl<'s, R: Read> XmlSource<'s, R> {
                 *line,
                 fields,
                 &self.file_values,
+                self.spare_row.take().unwrap_or_default(),
             )?;
             self.pending.push_back(outcome);
         }
@@ -739,6 +743,10 @@ impl<R: Read> RecordSource for XmlSource<'_, R> {
 
     fn records(&self) -> u64 {
         self.records
+    }
+
+    fn reuse(&mut self, values: Vec<Value>) {
+        self.spare_row = Some(values);
     }
 
     fn finish(&mut self) -> Vec<Problem> {

@@ -210,13 +210,15 @@ impl Processor {
                 other => other,
             });
             match next {
-                Ok(Some(crate::validate::Outcome::Valid(row))) => {
+                Ok(Some(crate::validate::Outcome::Valid(mut row))) => {
                     // Under reject_file one bad row dooms the file: keep
                     // validating to report every problem, stop mapping.
                     if feed.on_error == OnError::RejectFile && attempt.problem_count > 0 {
+                        rows.reuse(row.values);
                         continue;
                     }
-                    pending.push(records::map_row(&feed.mapping, row));
+                    pending.push(records::map_row(&feed.mapping, &mut row));
+                    rows.reuse(row.values);
                     if pending.len() == ROWS_PER_BATCH {
                         let full =
                             std::mem::replace(&mut pending, Vec::with_capacity(ROWS_PER_BATCH));

@@ -6,7 +6,9 @@
 
 use std::collections::BTreeSet;
 
-use rusqlite::{Connection, params_from_iter, types::Value as SqlValue};
+use compact_str::CompactString;
+use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
+use rusqlite::{Connection, params_from_iter};
 use toml::Spanned;
 
 use super::fields::{self, Field, FieldSpec, RawFields};
@@ -176,13 +178,13 @@ impl Mapping {
 pub struct CareRecord {
     pub kind: Kind,
     /// In the spec's field order.
-    pub values: Vec<Option<String>>,
+    pub values: Vec<Option<CompactString>>,
     /// The feed's name and the values of its `key` columns, joined; `None`
     /// without a key, or when a key column is empty (the row is then a
     /// record of its own).
     pub natural_key: Option<String>,
     /// The row's own time, from `updated_at`.
-    pub updated_at: Option<String>,
+    pub updated_at: Option<CompactString>,
 }
 
 /// The record a row gives, or `None` when the `when` column is empty or a
@@ -194,7 +196,7 @@ pub fn map(mapping: &Mapping, row: &Row) -> Option<CareRecord> {
     {
         return None;
     }
-    let values: Vec<Option<String>> = mapping
+    let values: Vec<Option<CompactString>> = mapping
         .fields
         .iter()
         .map(|f| f.as_ref().and_then(|f| f.value(row)))
@@ -252,27 +254,27 @@ impl<'c> Writer<'c> {
     /// Writes `record` from `line`; one about a person needs its `detail_id`.
     pub fn write(&mut self, record: &CareRecord, detail_id: Option<i64>, line: u64) -> Result<u64> {
         let spec = record.kind.spec().expect("a described kind");
+        // Bound as borrowed text: nothing is copied for the statement.
         let owner = if spec.about_person {
             match detail_id {
-                Some(id) => SqlValue::Integer(id),
+                Some(id) => ToSqlOutput::Owned(SqlValue::Integer(id)),
                 None => return Ok(0),
             }
         } else {
-            SqlValue::Text(self.source.clone())
-        };
-        let text = |v: &Option<String>| match v {
-            Some(text) => SqlValue::Text(text.clone()),
-            None => SqlValue::Null,
+            text(Some(&self.source))
         };
         let mut values = vec![
             owner,
-            SqlValue::Integer(self.file_id),
-            SqlValue::Integer(line as i64),
+            ToSqlOutput::Owned(SqlValue::Integer(self.file_id)),
+            ToSqlOutput::Owned(SqlValue::Integer(line as i64)),
         ];
         if spec.about_person {
-            values.extend([text(&record.natural_key), text(&record.updated_at)]);
+            values.extend([
+                text(record.natural_key.as_deref()),
+                text(record.updated_at.as_deref()),
+            ]);
         }
-        values.extend(record.values.iter().map(text));
+        values.extend(record.values.iter().map(|v| text(v.as_deref())));
         let sql = self
             .statements
             .entry(record.kind)
@@ -288,6 +290,14 @@ impl<'c> Writer<'c> {
                 .version(self.conn, detail_id, key, record.updated_at.as_deref(), id)?;
         }
         Ok(1)
+    }
+}
+
+/// Text bound to a statement without being copied.
+fn text(value: Option<&str>) -> ToSqlOutput<'_> {
+    match value {
+        Some(text) => ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes())),
+        None => ToSqlOutput::Owned(SqlValue::Null),
     }
 }
 

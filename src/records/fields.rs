@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use chrono::SecondsFormat;
+use compact_str::{CompactString, ToCompactString};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use toml::Spanned;
@@ -148,9 +149,9 @@ pub enum Field {
 
 impl Field {
     /// The field's value for `row`, as the ledger stores it; `None` when empty.
-    pub fn value(&self, row: &Row) -> Option<String> {
+    pub fn value(&self, row: &Row) -> Option<CompactString> {
         match self {
-            Field::Fixed(value) => Some(value.clone()),
+            Field::Fixed(value) => Some(value.as_str().into()),
             Field::Column {
                 index,
                 translate,
@@ -161,16 +162,16 @@ impl Field {
                 // A code the table lacks is the default, or else kept as it is
                 // (a coded field's table was checked to lack none).
                 let text = match (text, translate) {
-                    (Some(text), Some(table)) => match table.get(&text) {
-                        Some(translated) => Some(translated.clone()),
-                        None if default.is_some() => default.clone(),
+                    (Some(text), Some(table)) => match table.get(text.as_str()) {
+                        Some(translated) => Some(translated.as_str().into()),
+                        None if default.is_some() => owned(default),
                         None => Some(text),
                     },
                     (text, _) => text,
                 };
                 match (text, vocabulary) {
-                    (Some(text), Some(codes)) if !codes.contains(&text.as_str()) => default.clone(),
-                    (None, _) => default.clone(),
+                    (Some(text), Some(codes)) if !codes.contains(&text.as_str()) => owned(default),
+                    (None, _) => owned(default),
                     (text, _) => text,
                 }
             }
@@ -179,14 +180,14 @@ impl Field {
                 separator,
                 default,
             } => {
-                let parts: Vec<String> = columns
+                let parts: Vec<CompactString> = columns
                     .iter()
                     .filter_map(|&c| stored_text(&row.values[c]))
                     .collect();
                 if parts.is_empty() {
-                    default.clone()
+                    owned(default)
                 } else {
-                    Some(parts.join(separator))
+                    Some(parts.join(separator).into())
                 }
             }
         }
@@ -196,7 +197,7 @@ impl Field {
 impl Field {
     /// As [`Field::value`], but a column's text taken as it is is moved out
     /// of the row rather than copied: for a field whose column fills no other.
-    pub fn take(&self, row: &mut Row) -> Option<String> {
+    pub fn take(&self, row: &mut Row) -> Option<CompactString> {
         if let Field::Column {
             index,
             translate: None,
@@ -206,45 +207,58 @@ impl Field {
             && let Value::Text(_) = &row.values[*index]
             && let Value::Text(text) = std::mem::replace(&mut row.values[*index], Value::Empty)
         {
-            return Some(text.into_string());
+            return Some(text);
         }
         self.value(row)
     }
 }
 
-/// A value as the ledger keeps it: dates `YYYY-MM-DD`, times RFC 3339 in UTC.
-pub fn stored_text(value: &Value) -> Option<String> {
+/// A field's default as a value.
+fn owned(default: &Option<String>) -> Option<CompactString> {
+    default.as_deref().map(CompactString::from)
+}
+
+/// A value as the ledger keeps it: dates `YYYY-MM-DD`, times RFC 3339 in
+/// UTC. Short text (most values) is held without an allocation.
+pub fn stored_text(value: &Value) -> Option<CompactString> {
     match value {
         Value::Empty => None,
-        Value::Text(s) => Some(s.to_string()),
-        Value::Integer(n) => Some(n.to_string()),
-        Value::Decimal(n) => Some(n.to_string()),
+        Value::Text(s) => Some(s.clone()),
+        Value::Integer(n) => Some(n.to_compact_string()),
+        Value::Decimal(n) => Some(n.to_compact_string()),
         Value::Date(d) => Some(iso_date(*d)),
         Value::DateTime(t) => Some(
             t.with_timezone(&chrono::Utc)
-                .to_rfc3339_opts(SecondsFormat::Secs, true),
+                .to_rfc3339_opts(SecondsFormat::Secs, true)
+                .into(),
         ),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Nhs(n) => Some(n.digits()),
+        Value::Bool(b) => Some(b.to_compact_string()),
+        Value::Nhs(n) => Some(n.digits().into()),
     }
 }
 
-/// `YYYY-MM-DD`, without interpreting a format string for every value.
-pub fn iso_date(date: chrono::NaiveDate) -> String {
+/// `YYYY-MM-DD`, without interpreting a format string (or formatting at
+/// all) for every value.
+pub fn iso_date(date: chrono::NaiveDate) -> CompactString {
     use chrono::Datelike;
-    use std::fmt::Write;
-    if !(0..=9999).contains(&date.year()) {
-        return date.format("%Y-%m-%d").to_string();
-    }
-    let mut text = String::with_capacity(10);
-    let _ = write!(
-        text,
-        "{:04}-{:02}-{:02}",
-        date.year(),
-        date.month(),
-        date.day()
-    );
-    text
+    let Ok(year @ 0..=9999) = u32::try_from(date.year()) else {
+        return date.format("%Y-%m-%d").to_compact_string();
+    };
+    let digit = |n: u32| b'0' + (n % 10) as u8;
+    let (month, day) = (date.month(), date.day());
+    let text = [
+        digit(year / 1000),
+        digit(year / 100),
+        digit(year / 10),
+        digit(year),
+        b'-',
+        digit(month / 10),
+        digit(month),
+        b'-',
+        digit(day / 10),
+        digit(day),
+    ];
+    CompactString::from_utf8(text).expect("ASCII digits")
 }
 
 /// Checks one field's setting for `kind`; `None` when it is unusable

@@ -273,22 +273,23 @@ pub struct Records {
     pub care: Vec<care::CareRecord>,
 }
 
-/// Turns one checked row into records.
-pub fn map_row(mapping: &Mapping, mut row: Row) -> Records {
+/// Turns one checked row into records. Text a record takes whole may be
+/// moved out of the row.
+pub fn map_row(mapping: &Mapping, row: &mut Row) -> Records {
     // Observations read the row before the service user takes its text out.
     let observations = mapping
         .observations
         .as_ref()
-        .and_then(|m| observations::map(m, &row));
+        .and_then(|m| observations::map(m, row));
     let care = mapping
         .care
         .iter()
-        .filter_map(|m| care::map(m, &row))
+        .filter_map(|m| care::map(m, row))
         .collect();
     let service_user = mapping
         .service_user
         .as_ref()
-        .map(|m| service_user::map(m, &mut row));
+        .map(|m| service_user::map(m, row));
     Records {
         line: row.line,
         service_user,

@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use compact_str::CompactString;
 use rusqlite::{CachedStatement, Connection, ToSql, params};
 use serde::Deserialize;
 use toml::Spanned;
@@ -261,7 +262,8 @@ pub fn map(mapping: &Mapping, row: &Row) -> Option<ObservationSet> {
         natural_key: versions::natural_key(&mapping.key_scope, &mapping.key, row),
         updated_at: mapping
             .updated_at
-            .and_then(|c| super::fields::stored_text(&row.values[c])),
+            .and_then(|c| super::fields::stored_text(&row.values[c]))
+            .map(CompactString::into_string),
     })
 }
 

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
 
+use compact_str::CompactString;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Deserialize;
 use toml::Spanned;
@@ -79,20 +80,20 @@ impl Mapping {
 /// A person as one source system describes them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceUser {
-    pub local_id: String,
+    pub local_id: CompactString,
     pub nhs_number: Option<NhsNumber>,
-    pub family_name: Option<String>,
-    pub given_name: Option<String>,
+    pub family_name: Option<CompactString>,
+    pub given_name: Option<CompactString>,
     pub date_of_birth: Option<chrono::NaiveDate>,
-    pub gender: Option<String>,
-    pub postcode: Option<String>,
+    pub gender: Option<CompactString>,
+    pub postcode: Option<CompactString>,
     /// The row's own time, when the feed names its column.
-    pub updated_at: Option<String>,
+    pub updated_at: Option<CompactString>,
 }
 
 /// A text field's value, moved out of the row when it is a column's as it
 /// is (each column fills at most one field of a service user).
-fn take_text(row: &mut Row, field: Option<&Field>) -> Option<String> {
+fn take_text(row: &mut Row, field: Option<&Field>) -> Option<CompactString> {
     field.and_then(|f| f.take(row))
 }
 
@@ -126,7 +127,7 @@ pub struct Writer<'c> {
     file_id: i64,
     source: String,
     /// local id -> (detail id, fingerprint of the demographics last written)
-    known: HashMap<String, (i64, u64), foldhash::fast::RandomState>,
+    known: HashMap<CompactString, (i64, u64), foldhash::fast::RandomState>,
 }
 
 impl<'c> Writer<'c> {
@@ -143,7 +144,7 @@ impl<'c> Writer<'c> {
     /// and the rows written.
     pub fn write(&mut self, user: &ServiceUser, line: u64) -> Result<(i64, u64)> {
         let fingerprint = fingerprint(user);
-        if let Some(&(detail_id, seen)) = self.known.get(&user.local_id)
+        if let Some(&(detail_id, seen)) = self.known.get(user.local_id.as_str())
             && seen == fingerprint
         {
             return Ok((detail_id, 0));
@@ -201,7 +202,7 @@ fn upsert_service_user(
                     gender, postcode, linked_by_hand, updated_at
              FROM service_users WHERE source = ?1 AND local_id = ?2",
         )?
-        .query_row(params![source, user.local_id], |r| {
+        .query_row(params![source, user.local_id.as_str()], |r| {
             Ok(Stored {
                 detail_id: r.get(0)?,
                 person_id: r.get(1)?,
@@ -218,31 +219,36 @@ fn upsert_service_user(
         .optional()?;
     let nhs = user.nhs_number.map(|n| n.digits());
     let dob = user.date_of_birth.map(fields::iso_date);
+    let dob = dob.as_deref();
+    let text = Option::as_deref;
+    let (family_name, given_name) = (text(&user.family_name), text(&user.given_name));
+    let (gender, postcode) = (text(&user.gender), text(&user.postcode));
+    let updated_at = text(&user.updated_at);
     if let Some(stored) = &existing {
         let same_details = stored.nhs_number == nhs
-            && stored.family_name == user.family_name
-            && stored.given_name == user.given_name
-            && stored.date_of_birth == dob
-            && stored.gender == user.gender
-            && stored.postcode == user.postcode;
-        let older = match (&user.updated_at, &stored.updated_at) {
+            && stored.family_name.as_deref() == family_name
+            && stored.given_name.as_deref() == given_name
+            && stored.date_of_birth.as_deref() == dob
+            && stored.gender.as_deref() == gender
+            && stored.postcode.as_deref() == postcode;
+        let older = match (updated_at, stored.updated_at.as_deref()) {
             (Some(new), Some(held)) => new < held,
             _ => false,
         };
         // Same NHS number means the same person link: nothing to write but
         // a later time, which later rows are judged against.
         if same_details {
-            if !older && user.updated_at.is_some() && user.updated_at != stored.updated_at {
+            if !older && updated_at.is_some() && updated_at != stored.updated_at.as_deref() {
                 conn.prepare_cached(
                     "UPDATE service_users SET updated_at = ?2 WHERE detail_id = ?1",
                 )?
-                .execute(params![stored.detail_id, user.updated_at])?;
+                .execute(params![stored.detail_id, updated_at])?;
             }
             return Ok((stored.detail_id, false));
         }
         // Older than what is held: kept as a version, not made current.
         if older {
-            add_version(conn, stored.detail_id, user, &nhs, &dob, file_id, line)?;
+            add_version(conn, stored.detail_id, user, &nhs, dob, file_id, line)?;
             return Ok((stored.detail_id, true));
         }
     }
@@ -284,14 +290,14 @@ fn upsert_service_user(
                 detail_id,
                 person_id,
                 nhs,
-                user.family_name,
-                user.given_name,
+                family_name,
+                given_name,
                 dob,
-                user.gender,
-                user.postcode,
+                gender,
+                postcode,
                 file_id,
                 line,
-                user.updated_at
+                updated_at
             ])?;
             detail_id
         }
@@ -303,22 +309,22 @@ fn upsert_service_user(
             )?
             .execute(params![
                 source,
-                user.local_id,
+                user.local_id.as_str(),
                 person_id,
                 nhs,
-                user.family_name,
-                user.given_name,
+                family_name,
+                given_name,
                 dob,
-                user.gender,
-                user.postcode,
+                gender,
+                postcode,
                 file_id,
                 line,
-                user.updated_at
+                updated_at
             ])?;
             conn.last_insert_rowid()
         }
     };
-    add_version(conn, detail_id, user, &nhs, &dob, file_id, line)?;
+    add_version(conn, detail_id, user, &nhs, dob, file_id, line)?;
     Ok((detail_id, true))
 }
 
@@ -328,10 +334,11 @@ fn add_version(
     detail_id: i64,
     user: &ServiceUser,
     nhs: &Option<String>,
-    dob: &Option<String>,
+    dob: Option<&str>,
     file_id: i64,
     line: u64,
 ) -> Result<()> {
+    let text = Option::as_deref;
     conn.prepare_cached(
         "INSERT INTO service_user_versions (detail_id, nhs_number, family_name, given_name,
                 date_of_birth, gender, postcode, updated_at, file_id, line)
@@ -340,12 +347,12 @@ fn add_version(
     .execute(params![
         detail_id,
         nhs,
-        user.family_name,
-        user.given_name,
+        text(&user.family_name),
+        text(&user.given_name),
         dob,
-        user.gender,
-        user.postcode,
-        user.updated_at,
+        text(&user.gender),
+        text(&user.postcode),
+        text(&user.updated_at),
         file_id,
         line
     ])?;

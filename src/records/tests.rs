@@ -282,7 +282,7 @@ fn a_member_of_staff_is_one_record_that_later_files_update_field_by_field() {
             kind: Kind::Staff,
             values: vec![
                 Some("S1".into()),
-                name.map(String::from),
+                name.map(Into::into),
                 Some(role.into()),
                 None,
             ],
@@ -348,4 +348,26 @@ fn a_service_users_details_are_versioned_and_the_latest_by_their_own_time_is_cur
         [("Smith", 1), ("Jones", 2), ("Brown", 4), ("Brown", 5)],
         "every state a file gave, with its file"
     );
+}
+
+#[test]
+fn dates_are_stored_as_chrono_writes_them_in_every_year() {
+    use chrono::NaiveDate;
+    let dates = [
+        (-1, 12, 31),
+        (0, 1, 1),
+        (9, 2, 3),
+        (99, 10, 10),
+        (1940, 2, 29),
+        (2026, 12, 4),
+        (9999, 12, 31),
+        (10000, 1, 1),
+    ];
+    for (year, month, day) in dates {
+        let date = NaiveDate::from_ymd_opt(year, month, day).unwrap();
+        assert_eq!(
+            super::fields::iso_date(date),
+            date.format("%Y-%m-%d").to_string()
+        );
+    }
 }

@@ -7,6 +7,7 @@
 
 use std::ops::Range;
 
+use compact_str::CompactString;
 use rusqlite::{Connection, OptionalExtension};
 use toml::Spanned;
 
@@ -81,14 +82,14 @@ pub fn natural_key(scope: &str, columns: &[usize], row: &Row) -> Option<String> 
     if columns.is_empty() {
         return None;
     }
-    let values: Option<Vec<String>> = columns
+    let values: Option<Vec<CompactString>> = columns
         .iter()
         .map(|&c| fields::stored_text(&row.values[c]))
         .collect();
     // A unit separator cannot be typed into a field by mistake.
     values.map(|values| {
         std::iter::once(scope)
-            .chain(values.iter().map(String::as_str))
+            .chain(values.iter().map(CompactString::as_str))
             .collect::<Vec<_>>()
             .join("\u{1f}")
     })

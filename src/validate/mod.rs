@@ -339,11 +339,14 @@ pub fn check_record<'a, F: RawField<'a>>(
     line: u64,
     fields: impl ExactSizeIterator<Item = F> + Clone,
 ) -> Result<Outcome, ReadError> {
-    check_record_in_file(schema, field_columns, decoder, line, fields, &[])
+    check_record_in_file(schema, field_columns, decoder, line, fields, &[], Vec::new())
 }
 
 /// As [`check_record`], with the values the file gives every record (a
 /// header record's fields, by column), there before the rules are checked.
+/// A valid record's values are put in `values`: an earlier row's, given
+/// back once mapped ([`crate::formats::RecordSource::reuse`]), saves
+/// allocating a wide row's vector for every record.
 pub fn check_record_in_file<'a, F: RawField<'a>>(
     schema: &Schema,
     field_columns: &[Option<usize>],
@@ -351,6 +354,7 @@ pub fn check_record_in_file<'a, F: RawField<'a>>(
     line: u64,
     fields: impl ExactSizeIterator<Item = F> + Clone,
     file_values: &[(usize, Value)],
+    mut values: Vec<Value>,
 ) -> Result<Outcome, ReadError> {
     if fields.len() != field_columns.len() {
         // A field holding a line break usually means a quote left open
@@ -374,7 +378,8 @@ pub fn check_record_in_file<'a, F: RawField<'a>>(
             ),
         )]));
     }
-    let mut values = vec![Value::Empty; schema.columns.len()];
+    values.clear();
+    values.resize(schema.columns.len(), Value::Empty);
     let mut problems = Vec::new();
     for (i, field) in fields.enumerate() {
         let Some(index) = field_columns[i] else {

@@ -25,6 +25,9 @@ pub enum ExtraColumns {
     Ignore,
 }
 
+/// Code lists this short are searched in order, not by their index.
+const SHORT_CODE_LIST: usize = 8;
+
 /// A column's allowed codes, in the order declared, with an index: a list
 /// read from a file may hold many thousands, and every value is looked up.
 #[derive(Debug, Clone)]
@@ -60,6 +63,20 @@ impl CodeList {
 
     /// The code `text` is, as declared.
     pub fn find(&self, text: &str) -> Option<&str> {
+        // A short list is read faster in order than through its index.
+        if self.codes.len() <= SHORT_CODE_LIST {
+            return self
+                .codes
+                .iter()
+                .find(|code| {
+                    if self.ignore_case {
+                        code.eq_ignore_ascii_case(text)
+                    } else {
+                        *code == text
+                    }
+                })
+                .map(String::as_str);
+        }
         let place = if self.ignore_case {
             // Inline, not allocated, for a code of up to 24 bytes.
             let mut lower = compact_str::CompactString::from(text);

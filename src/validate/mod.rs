@@ -339,14 +339,22 @@ pub fn check_record<'a, F: RawField<'a>>(
     line: u64,
     fields: impl ExactSizeIterator<Item = F> + Clone,
 ) -> Result<Outcome, ReadError> {
-    check_record_in_file(schema, field_columns, decoder, line, fields, &[], Vec::new())
+    check_record_in_file(
+        schema,
+        field_columns,
+        decoder,
+        line,
+        fields,
+        &[],
+        Vec::new(),
+    )
 }
 
 /// As [`check_record`], with the values the file gives every record (a
 /// header record's fields, by column), there before the rules are checked.
 /// A valid record's values are put in `values`: an earlier row's, given
-/// back once mapped ([`crate::formats::RecordSource::reuse`]), saves
-/// allocating a wide row's vector for every record.
+/// back by the pipeline once mapped, saves allocating a wide row's vector
+/// for every record.
 pub fn check_record_in_file<'a, F: RawField<'a>>(
     schema: &Schema,
     field_columns: &[Option<usize>],
@@ -448,7 +456,7 @@ pub fn check_value(column: &ColumnSpec, text: &str) -> Result<Value, ValueProble
             format!(" `{}`", excerpt(text, EXCERPT_CHARS))
         }
     };
-    let trimmed = text.trim();
+    let trimmed = trim(text);
     if trimmed.is_empty() {
         return if column.required {
             Err((Code::Required, "a value is required".into()))
@@ -638,6 +646,19 @@ pub fn check_value(column: &ColumnSpec, text: &str) -> Result<Value, ValueProble
             };
             (code, e.to_string())
         }),
+    }
+}
+
+/// `text` without white space around it. Most values start and end with a
+/// visible ASCII character, and every other white space (a no-break space,
+/// say) is a character beyond ASCII: such a value is returned at once.
+fn trim(text: &str) -> &str {
+    let visible = |b: Option<&u8>| b.is_some_and(|&b| b.is_ascii_graphic());
+    let bytes = text.as_bytes();
+    if visible(bytes.first()) && visible(bytes.last()) {
+        text
+    } else {
+        text.trim()
     }
 }
 

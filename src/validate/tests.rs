@@ -72,12 +72,29 @@ fn dates_and_datetimes_follow_their_format() {
 
 #[test]
 fn code_lists_are_case_sensitive_unless_told_otherwise() {
-    let code = |ignore_case| ColumnKind::Code {
-        values: CodeList::new(vec!["A".into(), "V".into()], ignore_case),
-    };
-    assert!(one(code(false), "A").is_ok());
-    assert_eq!(one(code(false), "a").unwrap_err().0, "not_in_code_list");
-    assert_eq!(one(code(true), "a"), Ok(Value::Text("A".into())));
+    // Short lists are searched in order, long ones through their index:
+    // both answer the same, the first declared of codes differing in case.
+    let long: Vec<String> = (0..100).map(|i| format!("X{i}")).collect();
+    for extra in [Vec::new(), long] {
+        let code = |ignore_case| {
+            let mut codes = vec!["A".to_string(), "V".into(), "v".into()];
+            codes.extend(extra.iter().cloned());
+            ColumnKind::Code {
+                values: CodeList::new(codes, ignore_case),
+            }
+        };
+        assert!(one(code(false), "A").is_ok());
+        assert_eq!(one(code(false), "a").unwrap_err().0, "not_in_code_list");
+        assert_eq!(one(code(false), "v"), Ok(Value::Text("v".into())));
+        assert_eq!(one(code(true), "a"), Ok(Value::Text("A".into())));
+        assert_eq!(one(code(true), "v"), Ok(Value::Text("V".into())));
+        let x7 = one(code(true), "x7");
+        if extra.is_empty() {
+            assert_eq!(x7.unwrap_err().0, "not_in_code_list");
+        } else {
+            assert_eq!(x7, Ok(Value::Text("X7".into())));
+        }
+    }
 }
 
 #[test]
@@ -244,4 +261,25 @@ proptest::proptest! {
         };
         proptest::prop_assert_eq!(one(kind, &text), Ok(Value::DateTime(at.fixed_offset())));
     }
+}
+
+#[test]
+fn white_space_around_a_value_is_not_part_of_it_whatever_kind_it_is() {
+    let int = || ColumnKind::Integer {
+        min: None,
+        max: None,
+    };
+    for padded in [
+        "42",
+        " 42",
+        "42 ",
+        "\t42\r",
+        "\u{a0}42",
+        "42\u{a0}",
+        "\u{2003}42\u{3000}",
+    ] {
+        assert_eq!(one(int(), padded), Ok(Value::Integer(42)), "{padded:?}");
+    }
+    assert_eq!(one(int(), "4 2").unwrap_err().0, "not_integer");
+    assert_eq!(one(int(), "\u{a0}"), Ok(Value::Empty));
 }

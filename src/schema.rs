@@ -69,11 +69,12 @@ impl CodeList {
                 .codes
                 .iter()
                 .find(|code| {
-                    if self.ignore_case {
-                        code.eq_ignore_ascii_case(text)
-                    } else {
-                        *code == text
-                    }
+                    // Compared in place: a call to `memcmp` costs more than
+                    // a short code's bytes.
+                    code.len() == text.len()
+                        && code.bytes().zip(text.bytes()).all(|(a, b)| {
+                            a == b || (self.ignore_case && a.eq_ignore_ascii_case(&b))
+                        })
                 })
                 .map(String::as_str);
         }

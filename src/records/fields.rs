@@ -134,7 +134,9 @@ impl FieldSpec {
 pub enum Field {
     Column {
         index: usize,
-        translate: Option<HashMap<String, String>>,
+        /// Looked up for every value: hashed quickly, as the keys are the
+        /// config's, never a partner's.
+        translate: Option<HashMap<String, String, foldhash::fast::RandomState>>,
         default: Option<String>,
         /// A coded field's codes: any other value becomes the default.
         vocabulary: Option<&'static [&'static str]>,

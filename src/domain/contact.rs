@@ -2,12 +2,16 @@
 //! each checked for its shape and put in one normal form, so the same value
 //! written two ways is stored once. Errors never carry the value.
 
+use compact_str::CompactString;
+
 /// A UK postcode in its normal form: upper case, one space before the
 /// inward code (`SW1A 1AA`). Spaces anywhere and lower case are accepted.
-pub fn postcode(text: &str) -> Option<String> {
-    let compact: String = text
+pub fn postcode(text: &str) -> Option<CompactString> {
+    // At most eight characters: held inline, never allocated.
+    let compact: CompactString = text
         .chars()
         .filter(|c| !c.is_whitespace())
+        .take(8)
         .map(|c| c.to_ascii_uppercase())
         .collect();
     if !(5..=7).contains(&compact.len()) || !compact.is_ascii() {
@@ -18,7 +22,7 @@ pub fn postcode(text: &str) -> Option<String> {
         return Some("GIR 0AA".into());
     }
     (valid_outward(outward.as_bytes()) && valid_inward(inward.as_bytes()))
-        .then(|| format!("{outward} {inward}"))
+        .then(|| compact_str::format_compact!("{outward} {inward}"))
 }
 
 /// `9AA`, the letters not C, I, K, M, O or V.
@@ -257,7 +261,7 @@ mod tests {
                     format!("{}{c}", " ".repeat(n))
                 })
                 .collect();
-            proptest::prop_assert_eq!(postcode(&messy), Some(postcode_text));
+            proptest::prop_assert_eq!(postcode(&messy), Some(postcode_text.into()));
         }
 
         /// Normalising is idempotent, and refuses what it cannot normalise,

@@ -551,7 +551,7 @@ pub fn check_value(column: &ColumnSpec, text: &str) -> Result<Value, ValueProble
                 })
         }
         ColumnKind::Postcode => contact::postcode(trimmed)
-            .map(|t| Value::Text(t.into()))
+            .map(Value::Text)
             .ok_or_else(|| (Code::NotPostcode, "not a UK postcode".into())),
         ColumnKind::OdsCode => contact::ods_code(trimmed)
             .map(|t| Value::Text(t.into()))

@@ -168,7 +168,7 @@ fn run() -> Result<()> {
         };
         line("bare parse", bare_wall, None);
         line(
-            "schema check (read, validate)",
+            "schema check (… validate, map)",
             checked.wall,
             Some(checked.peak_rss_kib),
         );

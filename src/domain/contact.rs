@@ -7,7 +7,8 @@ use compact_str::CompactString;
 /// A UK postcode in its normal form: upper case, one space before the
 /// inward code (`SW1A 1AA`). Spaces anywhere and lower case are accepted.
 pub fn postcode(text: &str) -> Option<CompactString> {
-    // At most eight characters: held inline, never allocated.
+    // At most eight characters: held inline when they are ASCII, as any
+    // postcode is.
     let compact: CompactString = text
         .chars()
         .filter(|c| !c.is_whitespace())

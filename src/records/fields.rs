@@ -227,7 +227,9 @@ pub fn stored_text(value: &Value) -> Option<CompactString> {
         Value::Empty => None,
         Value::Text(s) => Some(s.clone()),
         Value::Integer(n) => Some(n.to_compact_string()),
-        Value::Decimal(n) => Some(n.to_compact_string()),
+        // As `Display` writes it (`1`, never `1.0` or an exponent), as it
+        // always has been stored: keys and translations match on it.
+        Value::Decimal(n) => Some(compact_str::format_compact!("{n}")),
         Value::Date(d) => Some(iso_date(*d)),
         Value::DateTime(t) => Some(
             t.with_timezone(&chrono::Utc)

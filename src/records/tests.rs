@@ -371,3 +371,38 @@ fn dates_are_stored_as_chrono_writes_them_in_every_year() {
         );
     }
 }
+
+#[test]
+fn values_are_stored_as_text_written_as_they_always_were() {
+    use super::fields::stored_text;
+    use crate::validate::Value;
+    for n in [
+        0.0,
+        -0.0,
+        1.0,
+        -3.0,
+        412.5,
+        0.1 + 0.2,
+        3.4e35,
+        1e-7,
+        f64::MAX,
+    ] {
+        assert_eq!(
+            stored_text(&Value::Decimal(n)).as_deref(),
+            Some(n.to_string().as_str()),
+            "{n}"
+        );
+    }
+    for n in [0, -1, 42, i64::MIN, i64::MAX] {
+        assert_eq!(
+            stored_text(&Value::Integer(n)).as_deref(),
+            Some(n.to_string().as_str())
+        );
+    }
+    for b in [true, false] {
+        assert_eq!(
+            stored_text(&Value::Bool(b)).as_deref(),
+            Some(b.to_string().as_str())
+        );
+    }
+}

@@ -7,6 +7,9 @@
 //! Every problem gives the line (and, for the document's structure, the
 //! column) where it is.
 
+mod input;
+mod tree;
+
 use std::collections::VecDeque;
 use std::io::{self, BufReader, Read};
 
@@ -16,8 +19,10 @@ use quick_xml::name::ResolveResult;
 
 use super::RecordSource;
 use crate::problem::{Code, Problem};
-use crate::schema::{Encoding, Schema, XmlLayout, XmlName};
+use crate::schema::{Encoding, Schema, XmlLayout};
 use crate::validate::{Decoder, Outcome, ReadError, Value, check_record_in_file};
+use input::{Counted, Transcoded};
+use tree::{DOCUMENT, NodeId, Tree};
 
 /// Problems of one record's structure kept, at most.
 const MAX_RECORD_PROBLEMS: usize = 64;
@@ -30,132 +35,6 @@ const KEPT_VALUE_BYTES: usize = 4 << 10;
 const SPARE_VALUES: usize = 1024;
 const SPARE_SLOTS: usize = 64;
 
-/// An element's place in the layout's [`Tree`]; [`OFF`] for an element on
-/// no path the layout names.
-type NodeId = u32;
-const OFF: NodeId = NodeId::MAX;
-/// The document, above its root element.
-const DOCUMENT: NodeId = 0;
-
-/// The layout's paths as a tree of elements from the document down: each
-/// element read is placed by looking among its parent's children only, and
-/// the record, its repeating group and each column are then one node each.
-struct Tree<'s> {
-    nodes: Vec<Node<'s>>,
-    record: NodeId,
-    /// The repeating group's element, when the layout has one.
-    group: Option<NodeId>,
-}
-
-#[derive(Default)]
-struct Node<'s> {
-    name: Option<&'s XmlName>,
-    children: Vec<NodeId>,
-    /// The column whose value is this element's text.
-    column: Option<usize>,
-    /// The columns whose values are attributes of this element.
-    attributes: Vec<(&'s XmlName, usize)>,
-}
-
-impl<'s> Tree<'s> {
-    fn new(layout: &'s XmlLayout) -> Tree<'s> {
-        let mut tree = Tree {
-            nodes: vec![Node::default()],
-            record: OFF,
-            group: None,
-        };
-        tree.record = tree.insert(DOCUMENT, &layout.record);
-        if !layout.repeat.is_empty() {
-            tree.group = Some(tree.insert(tree.record, &layout.repeat));
-        }
-        for (column, path) in layout.paths.iter().enumerate() {
-            let base = if layout.in_repeat[column] {
-                tree.group.unwrap_or(OFF)
-            } else if !layout.repeat.is_empty() && path.elements.starts_with(&layout.repeat) {
-                // Within the group an element is the group's columns' only.
-                continue;
-            } else {
-                tree.record
-            };
-            if base == OFF {
-                continue;
-            }
-            let at = tree.insert(base, &path.elements);
-            let node = &mut tree.nodes[at as usize];
-            match &path.attribute {
-                Some(attribute) => node.attributes.push((attribute, column)),
-                None => {
-                    node.column.get_or_insert(column);
-                }
-            }
-        }
-        tree
-    }
-
-    fn insert(&mut self, mut at: NodeId, path: &'s [XmlName]) -> NodeId {
-        for name in path {
-            let known = self.nodes[at as usize]
-                .children
-                .iter()
-                .copied()
-                .find(|&child| self.nodes[child as usize].name == Some(name));
-            at = match known {
-                Some(child) => child,
-                None => {
-                    let child = NodeId::try_from(self.nodes.len())
-                        .expect("a layout names fewer than 2^32 elements");
-                    self.nodes.push(Node {
-                        name: Some(name),
-                        ..Node::default()
-                    });
-                    self.nodes[at as usize].children.push(child);
-                    child
-                }
-            };
-        }
-        at
-    }
-
-    /// The node of an element read under `parent`.
-    fn child(&self, parent: NodeId, namespace: Option<&[u8]>, local: &[u8]) -> NodeId {
-        if parent == OFF {
-            return OFF;
-        }
-        self.nodes[parent as usize]
-            .children
-            .iter()
-            .copied()
-            .find(|&child| {
-                self.nodes[child as usize]
-                    .name
-                    .is_some_and(|name| is(name, namespace, local))
-            })
-            .unwrap_or(OFF)
-    }
-
-    /// The column read from an attribute of an element at `node`.
-    fn attribute(&self, node: NodeId, namespace: Option<&[u8]>, local: &[u8]) -> Option<usize> {
-        self.nodes[node as usize]
-            .attributes
-            .iter()
-            .find(|(name, _)| is(name, namespace, local))
-            .map(|(_, column)| *column)
-    }
-
-    /// The column read from the text of an element at `node`.
-    fn column(&self, node: NodeId) -> Option<usize> {
-        if node == OFF {
-            return None;
-        }
-        self.nodes[node as usize].column
-    }
-
-    /// Whether any attribute of an element at `node` is a column's.
-    fn reads_attributes(&self, node: NodeId) -> bool {
-        node != OFF && !self.nodes[node as usize].attributes.is_empty()
-    }
-}
-
 /// A name's namespace as resolved; a prefix the document never declared
 /// makes it malformed.
 fn namespace_of(resolved: ResolveResult<'_>) -> Result<Option<&[u8]>, quick_xml::Error> {
@@ -166,11 +45,6 @@ fn namespace_of(resolved: ResolveResult<'_>) -> Result<Option<&[u8]>, quick_xml:
             io::Error::other("a namespace prefix the document never declared").into(),
         )),
     }
-}
-
-/// Whether a name read from a file is `name`.
-fn is(name: &XmlName, namespace: Option<&[u8]>, local: &[u8]) -> bool {
-    name.local.as_bytes() == local && name.namespace.as_deref().map(str::as_bytes) == namespace
 }
 
 pub struct XmlSource<'s, R: Read> {
@@ -304,15 +178,7 @@ impl<'s, R: Read> XmlSource<'s, R> {
         // is read: beyond a record's limit (and what is read ahead) the
         // input fails instead.
         let cap = schema.max_record_bytes as u64 + READ_AHEAD as u64;
-        let counted = Counted {
-            inner: input,
-            offset: 0,
-            since_item: 0,
-            cap,
-            newlines: VecDeque::new(),
-            line: 1,
-            line_start: 0,
-        };
+        let counted = Counted::new(input, cap);
         let mut reader = NsReader::from_reader(BufReader::with_capacity(READ_AHEAD, counted));
         let config = reader.config_mut();
         config.expand_empty_elements = true;
@@ -567,7 +433,7 @@ impl<R: Read> RecordSource for XmlSource<'_, R> {
             let offset = self.reader.buffer_position();
             // Also keeps the line breaks remembered to those read ahead.
             self.position(offset);
-            self.reader.get_mut().get_mut().since_item = 0;
+            self.reader.get_mut().get_mut().new_item();
             let item = match self.next_item() {
                 Ok(item) => item,
                 Err(quick_xml::Error::Io(e)) if e.kind() != io::ErrorKind::Other => {
@@ -782,195 +648,4 @@ fn malformed(error: &quick_xml::Error) -> String {
         Error::Namespace(_) => "a malformed namespace declaration",
     };
     format!("not well-formed XML: {what}")
-}
-
-/// The input, counting what is read: where its lines start, so an offset can
-/// be told as a line and column, and how much has been read since the last
-/// item began, so no single item grows without bound.
-struct Counted<R> {
-    inner: R,
-    offset: u64,
-    since_item: u64,
-    cap: u64,
-    /// Offsets of line breaks read but not yet passed by a position asked for.
-    newlines: VecDeque<u64>,
-    line: u64,
-    line_start: u64,
-}
-
-impl<R> Counted<R> {
-    /// Offsets asked for never go back.
-    fn position(&mut self, offset: u64) -> (u64, u64) {
-        while let Some(&newline) = self.newlines.front() {
-            if newline >= offset {
-                break;
-            }
-            self.newlines.pop_front();
-            self.line += 1;
-            self.line_start = newline + 1;
-        }
-        (self.line, offset.saturating_sub(self.line_start) + 1)
-    }
-}
-
-impl<R: Read> Read for Counted<R> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.since_item > self.cap {
-            return Err(io::Error::other(
-                "an element tag, text, comment or CDATA section longer than the feed's `max_record_size`",
-            ));
-        }
-        let n = self.inner.read(out)?;
-        for i in memchr::memchr_iter(b'\n', &out[..n]) {
-            self.newlines.push_back(self.offset + i as u64);
-        }
-        self.offset += n as u64;
-        self.since_item += n as u64;
-        Ok(n)
-    }
-}
-
-/// The characters a document is written in, as read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Charset {
-    Utf8,
-    Windows1252,
-    Latin1,
-}
-
-/// A document as UTF-8, whatever single-byte encoding it is in: the feed's,
-/// or with `auto` the one its XML declaration names (UTF-8 without one).
-struct Transcoded<R> {
-    inner: R,
-    charset: Charset,
-    /// Bytes read to find the declaration, not yet passed on.
-    head: Vec<u8>,
-    /// Transcoded bytes not yet passed on, from `at`.
-    out: Vec<u8>,
-    at: usize,
-    raw: Vec<u8>,
-    /// Reading the declaration's bytes failed: told at the first read.
-    failed: Option<io::Error>,
-}
-
-/// The declaration is looked for this far into the document.
-const DECLARATION_BYTES: usize = 512;
-
-impl<R: Read> Transcoded<R> {
-    /// The reader, and why the document cannot be read when it cannot (an
-    /// encoding dropgate does not read): a fixed message, never the
-    /// document's own words.
-    fn new(mut inner: R, encoding: Encoding) -> (Transcoded<R>, Option<&'static str>) {
-        let mut head = Vec::new();
-        let mut unreadable = None;
-        let mut failed = None;
-        let charset = match encoding {
-            Encoding::Utf8 => Charset::Utf8,
-            Encoding::Windows1252 => Charset::Windows1252,
-            Encoding::Latin1 => Charset::Latin1,
-            Encoding::Auto => {
-                if let Err(e) = (&mut inner)
-                    .take(DECLARATION_BYTES as u64)
-                    .read_to_end(&mut head)
-                {
-                    failed = Some(e);
-                }
-                match declared(&head) {
-                    Ok(charset) => charset,
-                    Err(why) => {
-                        unreadable = Some(why);
-                        Charset::Utf8
-                    }
-                }
-            }
-        };
-        let reader = Transcoded {
-            inner,
-            charset,
-            head,
-            out: Vec::new(),
-            at: 0,
-            raw: vec![0; READ_AHEAD],
-            failed,
-        };
-        (reader, unreadable)
-    }
-}
-
-/// The encoding an XML declaration names, among those dropgate reads.
-fn declared(head: &[u8]) -> Result<Charset, &'static str> {
-    if head.starts_with(&[0xFF, 0xFE]) || head.starts_with(&[0xFE, 0xFF]) {
-        return Err("the document is in UTF-16; dropgate reads UTF-8, Windows-1252 and ISO-8859-1");
-    }
-    let head = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
-    let Some(declaration) = head
-        .strip_prefix(b"<?xml")
-        .and_then(|rest| rest.split(|&b| b == b'>').next())
-    else {
-        return Ok(Charset::Utf8);
-    };
-    let text = String::from_utf8_lossy(declaration);
-    let Some(after) = text.split_once("encoding").map(|(_, after)| after) else {
-        return Ok(Charset::Utf8);
-    };
-    let name: String = after
-        .trim_start()
-        .trim_start_matches('=')
-        .trim_start()
-        .trim_start_matches(['"', '\''])
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        .collect();
-    match name.to_ascii_lowercase().as_str() {
-        "utf-8" | "utf8" | "us-ascii" | "ascii" => Ok(Charset::Utf8),
-        "windows-1252" | "cp1252" => Ok(Charset::Windows1252),
-        "iso-8859-1" | "iso8859-1" | "latin1" | "latin-1" => Ok(Charset::Latin1),
-        _ => Err(
-            "the XML declaration names an encoding dropgate does not read (it reads UTF-8, Windows-1252 and ISO-8859-1)",
-        ),
-    }
-}
-
-impl<R: Read> Read for Transcoded<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if let Some(e) = self.failed.take() {
-            return Err(e);
-        }
-        // UTF-8 needs no copy once the bytes read for the declaration are passed on.
-        if self.charset == Charset::Utf8 && self.head.is_empty() && self.at == self.out.len() {
-            return self.inner.read(buf);
-        }
-        if self.at == self.out.len() {
-            self.out.clear();
-            self.at = 0;
-            let raw = if self.head.is_empty() {
-                let n = self.inner.read(&mut self.raw)?;
-                &self.raw[..n]
-            } else {
-                self.out.reserve(self.head.len());
-                &std::mem::take(&mut self.head)[..]
-            };
-            if raw.is_empty() {
-                return Ok(0);
-            }
-            match self.charset {
-                Charset::Utf8 => self.out.extend_from_slice(raw),
-                Charset::Windows1252 => {
-                    let (text, _) = encoding_rs::WINDOWS_1252.decode_without_bom_handling(raw);
-                    self.out.extend_from_slice(text.as_bytes());
-                }
-                Charset::Latin1 => {
-                    for &byte in raw {
-                        let mut utf8 = [0; 2];
-                        self.out
-                            .extend_from_slice(char::from(byte).encode_utf8(&mut utf8).as_bytes());
-                    }
-                }
-            }
-        }
-        let n = buf.len().min(self.out.len() - self.at);
-        buf[..n].copy_from_slice(&self.out[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
-    }
 }

@@ -137,15 +137,15 @@ pub enum Field {
         /// Looked up for every value: hashed quickly, as the keys are the
         /// config's, never a partner's.
         translate: Option<HashMap<String, String, foldhash::fast::RandomState>>,
-        default: Option<String>,
+        default: Option<CompactString>,
         /// A coded field's codes: any other value becomes the default.
         vocabulary: Option<&'static [&'static str]>,
     },
-    Fixed(String),
+    Fixed(CompactString),
     Concat {
         columns: Vec<usize>,
         separator: String,
-        default: Option<String>,
+        default: Option<CompactString>,
     },
 }
 
@@ -153,7 +153,7 @@ impl Field {
     /// The field's value for `row`, as the ledger stores it; `None` when empty.
     pub fn value(&self, row: &Row) -> Option<CompactString> {
         match self {
-            Field::Fixed(value) => Some(value.as_str().into()),
+            Field::Fixed(value) => Some(value.clone()),
             Field::Column {
                 index,
                 translate,
@@ -166,14 +166,14 @@ impl Field {
                 let text = match (text, translate) {
                     (Some(text), Some(table)) => match table.get(text.as_str()) {
                         Some(translated) => Some(translated.as_str().into()),
-                        None if default.is_some() => owned(default),
+                        None if default.is_some() => default.clone(),
                         None => Some(text),
                     },
                     (text, _) => text,
                 };
                 match (text, vocabulary) {
-                    (Some(text), Some(codes)) if !codes.contains(&text.as_str()) => owned(default),
-                    (None, _) => owned(default),
+                    (Some(text), Some(codes)) if !codes.contains(&text.as_str()) => default.clone(),
+                    (None, _) => default.clone(),
                     (text, _) => text,
                 }
             }
@@ -187,7 +187,7 @@ impl Field {
                     .filter_map(|&c| stored_text(&row.values[c]))
                     .collect();
                 if parts.is_empty() {
-                    owned(default)
+                    default.clone()
                 } else {
                     Some(parts.join(separator).into())
                 }
@@ -213,11 +213,6 @@ impl Field {
         }
         self.value(row)
     }
-}
-
-/// A field's default as a value.
-fn owned(default: &Option<String>) -> Option<CompactString> {
-    default.as_deref().map(CompactString::from)
 }
 
 /// A value as the ledger keeps it: dates `YYYY-MM-DD`, times RFC 3339 in
@@ -346,7 +341,7 @@ pub fn check(
         if let Some(message) = outside(&what, spec, "value", &value) {
             return report(checker, message);
         }
-        return Some(Field::Fixed(value));
+        return Some(Field::Fixed(value.into()));
     }
     if let Some(parts) = table.concat {
         if spec.vocabulary.is_some() {
@@ -370,7 +365,7 @@ pub fn check(
         return Some(Field::Concat {
             columns,
             separator: table.separator.unwrap_or_else(|| " ".to_string()),
-            default: table.default,
+            default: table.default.map(Into::into),
         });
     }
     let name = table
@@ -477,7 +472,7 @@ fn coded_column(
     Some(Field::Column {
         index,
         translate: translate.map(|t| t.into_iter().collect()),
-        default,
+        default: default.map(Into::into),
         vocabulary: spec.vocabulary,
     })
 }

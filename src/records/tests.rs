@@ -232,7 +232,7 @@ fn a_field_is_a_column_translated_or_defaulted_a_fixed_value_or_columns_joined()
     let column = |index, translate, default: Option<&str>, vocabulary| Field::Column {
         index,
         translate,
-        default: default.map(String::from),
+        default: default.map(Into::into),
         vocabulary,
     };
     let cases: [(Field, Option<&str>); 9] = [

@@ -240,7 +240,6 @@ impl<'s, R: Read> XmlSource<'s, R> {
                 let node = self
                     .tree
                     .child(parent, namespace_of(namespace)?, local.as_ref());
-                let reads_attributes = self.tree.reads_attributes(node);
                 self.attributes.clear();
                 self.attribute_text.clear();
                 let mut attribute_count = 0;
@@ -255,9 +254,6 @@ impl<'s, R: Read> XmlSource<'s, R> {
                     }
                     let (namespace, local) = resolver.resolve_attribute(attribute.key);
                     let namespace = namespace_of(namespace)?;
-                    if !reads_attributes {
-                        continue;
-                    }
                     let Some(column) = self.tree.attribute(node, namespace, local.as_ref()) else {
                         continue;
                     };

@@ -113,6 +113,9 @@ impl<'s> Tree<'s> {
         namespace: Option<&[u8]>,
         local: &[u8],
     ) -> Option<usize> {
+        if node == OFF {
+            return None;
+        }
         self.nodes[node as usize]
             .attributes
             .iter()
@@ -126,11 +129,6 @@ impl<'s> Tree<'s> {
             return None;
         }
         self.nodes[node as usize].column
-    }
-
-    /// Whether any attribute of an element at `node` is a column's.
-    pub(super) fn reads_attributes(&self, node: NodeId) -> bool {
-        node != OFF && !self.nodes[node as usize].attributes.is_empty()
     }
 }
 
